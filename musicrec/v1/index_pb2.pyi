@@ -1,0 +1,87 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from musicrec.v1 import model_pb2 as _model_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ScoredArtist(_message.Message):
+    __slots__ = ("artist_id", "name", "score")
+    ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    artist_id: str
+    name: str
+    score: float
+    def __init__(self, artist_id: _Optional[str] = ..., name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_id", "k", "include_seen", "exclude_artist_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    include_seen: bool
+    exclude_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("artists", "model_version")
+    ARTISTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    artists: _containers.RepeatedCompositeFieldContainer[ScoredArtist]
+    model_version: int
+    def __init__(self, artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class SimilarArtistsRequest(_message.Message):
+    __slots__ = ("artist_id", "artist_name", "k")
+    ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIST_NAME_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    artist_id: str
+    artist_name: str
+    k: int
+    def __init__(self, artist_id: _Optional[str] = ..., artist_name: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+
+class SimilarArtistsResponse(_message.Message):
+    __slots__ = ("artist", "artists", "model_version")
+    ARTIST_FIELD_NUMBER: _ClassVar[int]
+    ARTISTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    artist: ScoredArtist
+    artists: _containers.RepeatedCompositeFieldContainer[ScoredArtist]
+    model_version: int
+    def __init__(self, artist: _Optional[_Union[ScoredArtist, _Mapping]] = ..., artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class GetIndexInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetIndexInfoResponse(_message.Message):
+    __slots__ = ("model", "loaded_at", "load_duration_ms", "pinned", "rejected_versions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: _model_pb2.ModelVersion
+    loaded_at: _timestamp_pb2.Timestamp
+    load_duration_ms: float
+    pinned: bool
+    rejected_versions: _containers.RepeatedCompositeFieldContainer[RejectedVersion]
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelVersion, _Mapping]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load_duration_ms: _Optional[float] = ..., pinned: _Optional[bool] = ..., rejected_versions: _Optional[_Iterable[_Union[RejectedVersion, _Mapping]]] = ...) -> None: ...
+
+class RejectedVersion(_message.Message):
+    __slots__ = ("version", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
