@@ -1,0 +1,56 @@
+"""Writes the golden model-store fixture: a tiny committed version of the current format.
+
+Run once per format version (``python scripts/make_golden_fixture.py``); the result is committed
+under ``tests/fixtures/model_store/format-<N>/`` and ``tests/test_model_store_golden.py`` loads it on
+every run, so a change that breaks reading published versions fails the tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model_store import FORMAT_VERSION, ModelArtifacts, publish_version  # noqa: E402
+from model_store.ann_build import BuildSettings  # noqa: E402
+
+
+def golden_artifacts() -> ModelArtifacts:
+    """Two taste blocks: users u0,u1 like artists a0-a2; users u2,u3 like a3-a5 (3 factors)."""
+    user_factors = np.array([[1, 0, 0.1], [0.9, 0.1, 0], [0, 1, 0.1], [0.1, 0.9, 0]], dtype=np.float32)
+    artist_factors = np.array(
+        [[1, 0, 0], [0.8, 0, 0.1], [0.6, 0.1, 0], [0, 1, 0], [0, 0.8, 0.1], [0.1, 0.6, 0]], dtype=np.float32)
+    return ModelArtifacts(
+        user_ids=np.array(["u0", "u1", "u2", "u3"]),
+        user_factors=user_factors,
+        artist_ids=np.array(["a0", "a1", "a2", "a3", "a4", "a5"]),
+        artist_names=np.array(["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta \u00e9"]),
+        artist_factors=artist_factors,
+        artist_bias=np.array([0.0, 0.1, 0.0, 0.0, 0.1, 0.0], dtype=np.float32),
+        artist_listeners=np.array([2, 1, 1, 2, 1, 1], dtype=np.int32),
+        seen_indptr=np.array([0, 1, 2, 3, 5], dtype=np.int64),
+        seen_indices=np.array([0, 1, 3, 3, 4], dtype=np.int32),
+    )
+
+
+def main() -> None:
+    out = ROOT / "tests" / "fixtures" / "model_store" / f"format-{FORMAT_VERSION}"
+    with tempfile.TemporaryDirectory() as tmp:
+        publish_version(tmp, golden_artifacts(), data_source="golden fixture", data_fingerprint="ab" * 32,
+                        num_interactions=5, hyperparameters={"factors": 3, "epochs": 1},
+                        metrics={"hit_rate_at_10": 1.0}, build_settings=BuildSettings(n_trees=2, sample_size=4))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(tmp) / "1", out / "1")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
