@@ -2,9 +2,11 @@
 
 For each search (Recommend: inner product via the extra dimension; SimilarArtists: cosine), the
 builder measures recall@10 of the serving path (``model_store.search``) against brute force on a
-sample of queries, raises ``candidates_per_result`` until the recall target is met, times both the
-Annoy path and brute force, and records the faster one as the method to serve, except that large
-catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy.
+sample of queries (tie-aware: an item tied with the 10th best counts as right), searches for the
+fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
+times brute force too, and records the faster one as the method to serve, except that large
+catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
+recorded even when exact search is chosen, so a server can still be told to use Annoy.
 """
 
 from __future__ import annotations
@@ -21,20 +23,24 @@ from model_store.search import CosineSearch, InnerProductSearch, SearchParams
 
 RECALL_TARGET = 0.98
 ANNOY_REQUIRED_FROM = 100_000
-CANDIDATE_STEPS = (2, 4, 8, 16, 32, 64, 128)
+CANDIDATE_STEPS = (1, 2, 4, 8, 16, 32, 64)
+# search_k tried, as multiples of Annoy's default (n_trees * candidates fetched).
+SEARCH_K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 RECALL_K = 10
 
 
 @dataclass(frozen=True)
 class BuildSettings:
     """Knobs of the index build. ``n_trees`` 0 picks from the catalog size; ``sample_size`` is the
-    number of queries recall and latency are measured on; ``seed`` fixes the sample and Annoy."""
+    number of queries recall and latency are measured on; ``seed`` fixes the sample and Annoy;
+    ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds)."""
 
     n_trees: int = 0
     sample_size: int = 300
     recall_target: float = RECALL_TARGET
     seed: int = 0
     n_jobs: int = -1
+    tuning_budget_s: float = 20.0
 
 
 def default_n_trees(num_artists: int) -> int:
@@ -57,10 +63,32 @@ def build_angular_index(vectors: np.ndarray, n_trees: int, seed: int, n_jobs: in
     return index
 
 
-def _recall(found: list[np.ndarray], truth: list[np.ndarray]) -> float:
-    hits = sum(len(np.intersect1d(a, b, assume_unique=True)) for a, b in zip(found, truth))
-    total = sum(len(b) for b in truth)
-    return hits / total if total else 1.0
+@dataclass(frozen=True)
+class _Trial:
+    params: SearchParams
+    recall: float
+    median_ms: float
+
+
+def _recall_and_latency(sample: list, truth: list[tuple[np.ndarray, np.ndarray]], run, score_of) -> tuple[float, float]:
+    """Tie-aware recall@k of ``run`` against ``truth`` and its median latency in ms.
+
+    A returned item counts as a hit when its exact score reaches the k-th best exact score (up to
+    float32 rounding): when several items tie at the cut-off, any of them is a right answer.
+    """
+    hits = total = 0
+    times = []
+    for query, (true_idx, true_scores) in zip(sample, truth):
+        t0 = time.perf_counter()
+        found = run(query)
+        times.append(time.perf_counter() - t0)
+        total += len(true_idx)
+        if len(true_idx) and len(found):
+            kth = float(true_scores[-1])
+            scores = score_of(query, np.asarray(found, dtype=np.int64))
+            hits += min(len(true_idx), int(np.count_nonzero(scores >= kth - 1e-5 * max(1.0, abs(kth)))))
+    recall = hits / total if total else 1.0
+    return recall, (float(np.median(times) * 1000.0) if times else 0.0)
 
 
 def _median_ms(run, queries) -> float:
@@ -72,34 +100,71 @@ def _median_ms(run, queries) -> float:
     return float(np.median(times) * 1000.0) if times else 0.0
 
 
-def _choose(name: str, num_items: int, dims: int, n_trees: int, sample: list, exact_run, annoy_run,
-            settings: BuildSettings) -> SearchConfig:
-    truth = [exact_run(q, None) for q in sample]
-    chosen = None
-    recall = 1.0
-    for step in CANDIDATE_STEPS:
-        params = SearchParams("annoy", -1, step)
-        found = [annoy_run(q, params) for q in sample]
-        recall = _recall(found, truth)
-        chosen = params
-        if recall >= settings.recall_target:
+def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
+                settings: BuildSettings, give_up_ms: float) -> _Trial:
+    """The fastest (candidates_per_result, search_k) reaching the recall target, or the most
+    accurate one tried when none does.
+
+    For each over-fetch factor (``CANDIDATE_STEPS``), search_k climbs from Annoy's default
+    (n_trees * candidates) by doubling until the target is met; a ladder stops early once it is
+    slower than the best config found or than ``give_up_ms``, and the whole tuning stops after
+    ``settings.tuning_budget_s`` seconds.
+    """
+    deadline = time.monotonic() + settings.tuning_budget_s
+    best: _Trial | None = None
+    most_accurate: _Trial | None = None
+    for cpr in CANDIDATE_STEPS:
+        default_search_k = n_trees * RECALL_K * cpr
+        first_ms = None
+        for factor in SEARCH_K_FACTORS:
+            params = SearchParams("annoy", max(1, int(default_search_k * factor)), cpr)
+            recall, ms = _recall_and_latency(sample, truth, lambda q: annoy_run(q, params), score_of)
+            trial = _Trial(params, recall, ms)
+            first_ms = ms if first_ms is None else first_ms
+            if most_accurate is None or recall > most_accurate.recall:
+                most_accurate = trial
+            if recall >= settings.recall_target:
+                if best is None or ms < best.median_ms:
+                    best = trial
+                break  # a bigger search_k is only slower
+            if params.search_k >= n_trees * num_items or time.monotonic() > deadline:
+                break
+            if ms > give_up_ms or (best is not None and ms > best.median_ms):
+                break
+        if time.monotonic() > deadline:
             break
-    assert chosen is not None
-    exact_ms = _median_ms(lambda q: exact_run(q, None), sample)
-    annoy_ms = _median_ms(lambda q: annoy_run(q, chosen), sample)
-    use_annoy = num_items >= ANNOY_REQUIRED_FROM or (recall >= settings.recall_target and annoy_ms < exact_ms)
+        if first_ms is not None and (first_ms > give_up_ms or (best is not None and first_ms > best.median_ms)):
+            break  # more candidates per result start slower still: they cannot win
+        if cpr * RECALL_K * 2 >= num_items:
+            break  # the search falls back to brute force from here on
+    assert most_accurate is not None
+    return best or most_accurate
+
+
+def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, annoy_run, score_of,
+            settings: BuildSettings) -> SearchConfig:
+    """Measure exact search and tune Annoy on ``sample``; record the faster method that meets the
+    recall target (Annoy always for catalogs of ``ANNOY_REQUIRED_FROM`` items or more)."""
+    truth = [exact_run(q) for q in sample]
+    exact_ms = _median_ms(exact_run, sample)
+    annoy_required = num_items >= ANNOY_REQUIRED_FROM
+    # Annoy configs much slower than brute force can never be chosen for a small catalog.
+    give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
+    chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms)
+    met = chosen.recall >= settings.recall_target
+    use_annoy = annoy_required or (met and chosen.median_ms < exact_ms)
     return SearchConfig(
         method="annoy" if use_annoy else "exact",
         metric="angular",
         dims=dims,
         n_trees=n_trees,
-        search_k=chosen.search_k,
-        candidates_per_result=chosen.candidates_per_result,
-        recall_at_10=round(recall if use_annoy else 1.0, 4),
+        search_k=chosen.params.search_k,
+        candidates_per_result=chosen.params.candidates_per_result,
+        recall_at_10=round(chosen.recall if use_annoy else 1.0, 4),
         recall_sample_size=len(sample),
-        median_latency_ms=round(annoy_ms if use_annoy else exact_ms, 4),
+        median_latency_ms=round(chosen.median_ms if use_annoy else exact_ms, 4),
         exact_median_latency_ms=round(exact_ms, 4),
-        annoy_median_latency_ms=round(annoy_ms, 4),
+        annoy_median_latency_ms=round(chosen.median_ms, 4),
     )
 
 
@@ -122,9 +187,10 @@ def build_indexes(user_factors: np.ndarray, artist_factors: np.ndarray, artist_b
     users = rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False)
     rec_sample = [user_query(user_factors[u]) for u in users]
     recommend = _choose(
-        "recommend", num_artists, num_factors + 2, n_trees, rec_sample,
-        lambda q, p: rec_search.exact(q, k)[0] if p is None else rec_search.search(q, k, params=p)[0],
+        num_artists, num_factors + 2, n_trees, rec_sample,
+        lambda q: rec_search.exact(q, k),
         lambda q, p: rec_search.search(q, k, params=p)[0],
+        lambda q, found: rec_search.items[found] @ q,
         settings,
     )
     rec_index.unload()
@@ -134,9 +200,10 @@ def build_indexes(user_factors: np.ndarray, artist_factors: np.ndarray, artist_b
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
     artists = rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False).tolist()
     similar = _choose(
-        "similar", num_artists, num_factors, n_trees, artists,
-        lambda a, p: sim_search.exact(a, k)[0],
+        num_artists, num_factors, n_trees, artists,
+        lambda a: sim_search.exact(a, k),
         lambda a, p: sim_search.search(a, k, params=p)[0],
+        lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],
         settings,
     )
     sim_index.unload()

@@ -3,6 +3,13 @@
 This is the serving algorithm. The trainer runs the very same code to measure recall when it
 builds a version, so the recall recorded in the manifest is the recall the index service gets.
 No gRPC, no TensorFlow: numpy and an already loaded ``annoy.AnnoyIndex``.
+
+Speed notes (lastfm-2k size, 17,632 artists x 65 dims, one core): the exact path is one float32
+BLAS matrix-vector product over the transposed item matrix (~60 us) plus ``top_k_indices``,
+which avoids an ``argpartition`` of every score (~120-150 us) by first selecting the groups of
+scores whose maximum can reach the top k (~20 us for k = 10). The Annoy path passes the query as
+a Python list (Annoy reads sequences element by element), filters exclusions in Python on
+Annoy's own list, and re-ranks the candidates exactly.
 """
 
 from __future__ import annotations
@@ -11,38 +18,81 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_store.inner_product import augment_query
-
 _NEG_INF = np.float32(-np.inf)
+_EMPTY = np.empty(0, dtype=np.int64)
+
+# top_k_indices splits the scores into this many strided groups (see there).
+_GROUPS_ROWS = 32
+# Below this many scores a full sort is cheaper than partition + sort (numpy call overhead).
+_SORT_ALL_BELOW = 1024
 
 
 @dataclass(frozen=True)
 class SearchParams:
     """Runtime knobs of one search: ``method`` "annoy" or "exact"; Annoy ``search_k`` (-1: Annoy's
-    default, n_trees * candidates); ``candidates_per_result``: Annoy candidates fetched per result
-    wanted, before exact re-ranking and filtering."""
+    default, n_trees * candidates fetched; otherwise never less than that default, so a query
+    fetching more candidates, e.g. to skip seen artists, searches at least as thoroughly);
+    ``candidates_per_result``: Annoy candidates fetched per result wanted, before exact re-ranking
+    and filtering."""
 
     method: str = "exact"
     search_k: int = -1
     candidates_per_result: int = 10
 
+    def search_k_for(self, wanted: int, n_trees: int) -> int:
+        """Annoy search_k for a query fetching ``wanted`` candidates from ``n_trees`` trees.
+
+        Measured on lastfm-2k (seen artists excluded, ~50 per user): scaling search_k with the
+        candidates fetched costs 3x the time for +0.01 recall; this floor keeps recall ~0.99."""
+        if self.search_k < 0:
+            return -1
+        return max(self.search_k, n_trees * wanted)
+
+
+def _select(scores: np.ndarray, k: int) -> np.ndarray:
+    """Exact top k of a (small or large) score array: indices best first, ties to the lower index,
+    non-finite scores dropped."""
+    n = scores.shape[0]
+    if n <= _SORT_ALL_BELOW:
+        top = np.argsort(-scores, kind="stable")[:k]  # one call: cheapest for short arrays
+    elif k < n:
+        kth = np.partition(scores, n - k)[n - k]  # the k-th largest value
+        chosen = np.flatnonzero(scores > kth)
+        if chosen.shape[0] < k:
+            ties = np.flatnonzero(scores == kth)[: k - chosen.shape[0]]  # lowest indices first
+            chosen = np.concatenate((chosen, ties))
+            chosen.sort()
+        top = chosen[np.argsort(-scores[chosen], kind="stable")]
+    else:
+        top = np.argsort(-scores, kind="stable")
+    if top.shape[0] and not np.isfinite(scores[top[-1]]):
+        top = top[np.isfinite(scores[top])]
+    return top
+
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest finite scores, best first; ties broken by the lower index.
 
-    ``scores`` is (n,); entries set to -inf are never returned. O(n + k log k).
+    ``scores`` is (n,) float; entries set to -inf are never returned. O(n). For k much smaller
+    than n, the scores are viewed as 32 rows of n // 32 columns; a column whose maximum is below
+    the k-th largest column maximum cannot hold a top-k score (k columns each hold a score at
+    least that large), so only the best columns are searched exactly.
     """
     n = scores.shape[0]
     if k <= 0 or n == 0:
-        return np.empty(0, dtype=np.int64)
-    if k < n:
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(n)
-    part = np.sort(part)  # stable tie-break by index
-    order = np.argsort(-scores[part], kind="stable")
-    top = part[order]
-    return top[np.isfinite(scores[top])]
+        return _EMPTY
+    cols = n // _GROUPS_ROWS
+    if k * _GROUPS_ROWS * 4 >= n:
+        return _select(scores, k)
+    body = cols * _GROUPS_ROWS
+    column_max = scores[:body].reshape(_GROUPS_ROWS, cols).max(axis=0)
+    threshold = np.partition(column_max, cols - k)[cols - k]
+    best_cols = np.flatnonzero(column_max >= threshold)
+    candidates = (best_cols[None, :] + np.arange(0, body, cols)[:, None]).ravel()
+    if body < n:
+        candidates = np.concatenate((candidates, np.arange(body, n)))
+    candidates.sort()  # index order, so ties still go to the lower index
+    return candidates[_select(scores[candidates], k)]
 
 
 class InnerProductSearch:
@@ -53,13 +103,18 @@ class InnerProductSearch:
     """
 
     def __init__(self, items: np.ndarray, index, params: SearchParams):
-        self.items = np.ascontiguousarray(items, dtype=np.float32)
+        # Stored transposed, (D, A) C-order: ``query @ items_t`` runs ~35% faster than
+        # ``items @ query`` in single-threaded sgemv at 17,632 x 65. ``items`` is its (A, D) view.
+        self.items_t = np.ascontiguousarray(np.asarray(items, dtype=np.float32).T)
+        self.items = self.items_t.T
         self.index = index
         self.params = params
+        self.n_trees = index.get_n_trees() if index is not None else 0
 
     def search(self, query: np.ndarray, k: int, exclude: np.ndarray | None = None,
                params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top k (indices, scores), best first, never an index in ``exclude`` (sorted, unique int array)."""
+        """Top k (indices, scores), best first, never an index in ``exclude`` (an int array;
+        duplicates allowed). ``query`` is (D,) float32."""
         p = params or self.params
         num_items = self.items.shape[0]
         n_exclude = 0 if exclude is None else int(exclude.shape[0])
@@ -68,20 +123,21 @@ class InnerProductSearch:
         wanted = k * p.candidates_per_result + n_exclude
         if wanted * 2 >= num_items:
             return self.exact(query, k, exclude)  # fetching most of the catalog: brute force is cheaper
-        candidates = np.asarray(
-            self.index.get_nns_by_vector(augment_query(query), wanted, p.search_k), dtype=np.int64
-        )
+        # The augmented query has a 0 in the extra item coordinate (see inner_product.py).
+        found = self.index.get_nns_by_vector(query.tolist() + [0.0], wanted, p.search_k_for(wanted, self.n_trees))
         if n_exclude:
-            candidates = candidates[~np.isin(candidates, exclude, assume_unique=True)]
-        if candidates.shape[0] < k and num_items - n_exclude > candidates.shape[0]:
+            excluded = set(exclude.tolist())
+            found = [i for i in found if i not in excluded]
+        if len(found) < k and num_items - n_exclude > len(found):
             return self.exact(query, k, exclude)  # Annoy returned too few after filtering
+        candidates = np.array(found, dtype=np.int64)
         scores = self.items[candidates] @ query
-        top = top_k_indices(scores, k)
+        top = _select(scores, k)
         return candidates[top], scores[top]
 
     def exact(self, query: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Brute force: score every artist. O(A * D)."""
-        scores = self.items @ query
+        scores = query @ self.items_t
         if exclude is not None and exclude.shape[0]:
             scores[exclude] = _NEG_INF
         top = top_k_indices(scores, k)
@@ -94,29 +150,32 @@ class CosineSearch:
 
     def __init__(self, artist_factors: np.ndarray, index, params: SearchParams):
         norms = np.linalg.norm(artist_factors, axis=1, keepdims=True)
-        self.normalized = (artist_factors / np.maximum(norms, 1e-12)).astype(np.float32)
+        # Transposed (F, A) C-order for the faster sgemv (see InnerProductSearch); rows as a view.
+        self.normalized_t = np.ascontiguousarray((artist_factors / np.maximum(norms, 1e-12)).astype(np.float32).T)
+        self.normalized = self.normalized_t.T
         self.index = index
         self.params = params
+        self.n_trees = index.get_n_trees() if index is not None else 0
 
     def search(self, artist: int, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top k (indices, cosine similarities) for artist index ``artist``, itself excluded."""
         p = params or self.params
         num_items = self.normalized.shape[0]
-        query = self.normalized[artist]
         wanted = k * p.candidates_per_result + 1
         if p.method != "annoy" or self.index is None or wanted * 2 >= num_items:
             return self.exact(artist, k)
-        candidates = np.asarray(self.index.get_nns_by_vector(query, wanted, p.search_k), dtype=np.int64)
-        candidates = candidates[candidates != artist]
+        # Annoy's own item vector is the query: no conversion, same neighbours as by vector.
+        found = self.index.get_nns_by_item(artist, wanted, p.search_k_for(wanted, self.n_trees))
+        candidates = np.array([i for i in found if i != artist], dtype=np.int64)
         if candidates.shape[0] < k and num_items - 1 > candidates.shape[0]:
             return self.exact(artist, k)
-        scores = self.normalized[candidates] @ query
-        top = top_k_indices(scores, k)
+        scores = self.normalized[candidates] @ self.normalized[artist]
+        top = _select(scores, k)
         return candidates[top], scores[top]
 
     def exact(self, artist: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force cosine similarity against every artist. O(A * F)."""
-        scores = self.normalized @ self.normalized[artist]
+        scores = self.normalized[artist] @ self.normalized_t
         scores[artist] = _NEG_INF
         top = top_k_indices(scores, k)
         return top, scores[top]

@@ -1,0 +1,107 @@
+"""The running index service: gRPC server, health, and the version watcher, wired together.
+
+Health is NOT_SERVING until the first valid version is swapped in, then SERVING for as long as a
+version is held (a later bad version or an emptied models directory does not change that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from index_service.holder import ModelHolder, ServedVersion
+from index_service.servicer import IndexServicer
+from index_service.watcher import VersionWatcher
+from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
+from musicrec.v1 import index_pb2, index_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name
+
+
+@dataclass(frozen=True)
+class IndexServiceConfig:
+    """Everything the service needs. Times in seconds.
+
+    ``pinned_version``: serve only this version (rollback), never swap automatically.
+    ``recommend_method``/``similar_method``: "exact" or "annoy" to override the manifests' choice.
+    """
+
+    models_dir: Path
+    server: ServerConfig = ServerConfig(port=50052)
+    poll_interval_s: float = 1.0
+    pinned_version: int | None = None
+    recommend_method: str | None = None
+    similar_method: str | None = None
+
+
+class IndexServiceApp:
+    """Start with ``await app.start()`` (binds, serves, starts watching); ``await app.stop()``."""
+
+    def __init__(self, config: IndexServiceConfig):
+        self.config = config
+        self.holder = ModelHolder()
+        self.watcher = VersionWatcher(config.models_dir, self.holder, pinned=config.pinned_version,
+                                      recommend_method=config.recommend_method,
+                                      similar_method=config.similar_method)
+        self.servicer = IndexServicer(self.holder, pinned=config.pinned_version is not None,
+                                      rejected=lambda: self.watcher.rejected)
+        self.server: GrpcServer | None = None
+        self._watch_task: asyncio.Task | None = None
+        self._blas_limit: threadpool_limits | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "not started"
+        return self.server.port
+
+    async def start(self) -> None:
+        """Bind and start the server (health NOT_SERVING), then start polling the models dir.
+
+        Limits BLAS to one thread until ``stop()``: a query is one small matrix-vector product,
+        and BLAS worker threads only fight gRPC's threads for the cores (measured on lastfm-2k,
+        2 cores: same median, p90 3 ms instead of 0.2 ms)."""
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        binding = ServiceBinding(SERVICE_NAME, self.servicer, index_pb2_grpc.add_IndexServiceServicer_to_server)
+        self.server = build_server([binding], self.config.server)
+        await self.server.start()
+        log.info("index service listening on %s (%s); models dir %s%s", self.server.address,
+                 "TLS" if self.server.tls else "plaintext", self.config.models_dir,
+                 f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "")
+        self._watch_task = asyncio.create_task(
+            self.watcher.run(self.config.poll_interval_s, self._on_swap), name="version-watcher")
+
+    async def _on_swap(self, served: ServedVersion) -> None:
+        assert self.server is not None
+        await self.server.set_serving(True)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Health NOT_SERVING, stop watching, let in-flight calls finish (``grace_s``), unload."""
+        if self.server is not None:
+            await self.server.health.enter_graceful_shutdown()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        self.holder.clear()
+        if self._blas_limit is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
+
+    async def serve_until_signal(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, shut down gracefully; the process exit status (0)."""
+        await self.start()
+        assert self.server is not None
+        await self.server.wait_for_shutdown_signal()
+        await self.stop()
+        log.info("index service stopped")
+        return 0

