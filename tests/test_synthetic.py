@@ -1,0 +1,173 @@
+"""The synthetic generator: deterministic, the preset sizes, planted taste clusters that are visible
+and learnable, long tails, readable names with a few duplicated on purpose."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from trainer_service.data import DataError, check_interactions, generate
+from trainer_service.data import artist_names
+from trainer_service.data.synthetic import PRESETS, SyntheticSize, default_genres
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate("small", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return generate("tiny", seed=0)
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tiny):
+    again = generate("tiny", seed=0).interactions
+    data = tiny.interactions
+    for name in ("user_ids", "artist_ids", "artist_names", "users", "artists", "weights"):
+        assert getattr(data, name).tobytes() == getattr(again, name).tobytes(), name
+    assert data.fingerprint() != generate("tiny", seed=1).interactions.fingerprint()
+
+
+def test_same_seed_same_bytes_in_another_process(tiny):
+    code = "from trainer_service.data import generate; print(generate('tiny', seed=0).interactions.fingerprint())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == tiny.interactions.fingerprint()
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_presets_sizes(name, tiny, small):
+    preset = PRESETS[name]
+    data = {"tiny": tiny, "small": small}[name].interactions
+    check_interactions(data)
+    assert (data.num_users, data.num_artists) == (preset.users, preset.artists)
+    assert abs(data.num_interactions - preset.interactions) <= 0.03 * preset.interactions
+
+
+def test_medium_preset_size():
+    data = generate("medium", seed=5).interactions  # about a second
+    check_interactions(data)
+    assert (data.num_users, data.num_artists) == (36_000, 16_000)
+    assert abs(data.num_interactions - 1_750_000) <= 0.03 * 1_750_000
+
+
+def test_presets_match_the_proto():
+    assert [(p.users, p.artists, p.interactions) for p in PRESETS.values()] == [
+        (300, 200, 6_000), (3_600, 1_600, 175_000), (36_000, 16_000, 1_750_000), (360_000, 160_000, 17_500_000)]
+
+
+def test_explicit_sizes():
+    data = generate(users=50, artists=60, interactions=300, genres=4, seed=2)
+    check_interactions(data.interactions)
+    assert (data.interactions.num_users, data.interactions.num_artists) == (50, 60)
+    assert abs(data.interactions.num_interactions - 300) <= 15
+    assert data.genre_names.tolist() == ["indie rock", "hip hop", "metal", "jazz"]
+    custom = generate(SyntheticSize("mine", 20, 30, 100), seed=1)
+    assert custom.interactions.num_users == 20
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(users=0), r">= 1 user"),
+    (dict(users=10, artists=10, interactions=5), r"between one per user"),
+    (dict(users=10, artists=10, interactions=60), r"a quarter of all user-artist pairs"),
+    (dict(artists=6, genres=4), r"too few for 4 genres"),
+])
+def test_impossible_sizes_are_refused(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        generate("tiny", **kwargs)
+    with pytest.raises(DataError, match=r"unknown synthetic size 'huge'"):
+        generate("huge")
+
+
+def test_ids_are_readable_and_in_index_order(tiny, small):
+    assert tiny.interactions.user_ids[:3].tolist() == ["u0000", "u0001", "u0002"]
+    assert tiny.interactions.artist_ids[-1] == "a0199"
+    assert small.interactions.user_ids[-1] == "u3599"
+    assert (np.sort(small.interactions.user_ids) == small.interactions.user_ids).all()
+
+
+def test_planted_genres_are_visible(small):
+    data = small.interactions
+    inside = small.in_genre()
+    # 80-90% of a user's artists are in their genres, and more of their plays.
+    assert 0.80 <= inside.mean() <= 0.92
+    assert inside[data.weights > 0].mean() >= 0.75
+    assert 0.85 <= data.weights[inside].sum() / data.weights.sum() <= 0.97
+    assert small.genre_names.size == default_genres(1_600) == 13
+    assert set(np.unique(small.artist_genres).tolist()) == set(range(13))
+    # Per user, not just on average: most users listen mostly inside their genres.
+    per_user = np.bincount(data.users, weights=inside) / np.bincount(data.users)
+    assert np.median(per_user) >= 0.8
+
+
+def test_the_planted_signal_beats_popularity(small):
+    """Leave one artist out per user: ranking unseen artists by popularity inside the user's genres
+    (what a model that learns the genres can do) finds far more of them than global popularity."""
+    data = small.interactions
+    indptr, artists = data.csr()
+    rng = np.random.default_rng(0)
+    held = indptr[:-1] + (rng.random(data.num_users) * np.diff(indptr)).astype(np.int64)
+    train = np.ones(data.num_interactions, dtype=bool)
+    train[held] = False
+    popularity = np.bincount(artists[train], minlength=data.num_artists).astype(float)
+    hits_popular = hits_genre = 0
+    for user in range(data.num_users):
+        seen = artists[indptr[user]:indptr[user + 1]][train[indptr[user]:indptr[user + 1]]]
+        target = artists[held[user]]
+        scores = popularity.copy()
+        scores[seen] = -np.inf
+        hits_popular += target in np.argpartition(-scores, 10)[:10]
+        genre = small.artist_genres
+        mine = (genre == small.user_genres[user]) | (genre == small.user_second_genres[user])
+        scores[mine] += 1e9
+        hits_genre += target in np.argpartition(-scores, 10)[:10]
+    assert hits_genre >= 3 * hits_popular
+    assert hits_genre / data.num_users >= 0.2
+
+
+def test_long_tails(small):
+    data = small.interactions
+    listeners = np.sort(data.listeners_per_artist())[::-1]
+    # The top 10% of artists have a large share of the listeners; every artist has someone.
+    assert listeners[: len(listeners) // 10].sum() >= 0.3 * listeners.sum()
+    assert listeners[0] >= 10 * np.median(listeners)
+    assert listeners.min() >= 1
+    activity = np.bincount(data.users)
+    assert activity.max() >= 4 * np.median(activity)
+    assert activity.min() >= 1
+    assert data.weights.max() >= 50 * np.median(data.weights)
+    assert data.weights.min() >= 1 and (data.weights == np.round(data.weights)).all()
+
+
+def test_names_are_readable_and_unique_but_for_the_planted_duplicates(small):
+    names = small.interactions.artist_names
+    pairs = small.duplicate_name_artists
+    assert pairs.shape == (small.duplicate_names.size, 2) and pairs.shape[0] >= 2
+    assert (names[pairs[:, 0]] == small.duplicate_names).all()
+    assert (names[pairs[:, 1]] == small.duplicate_names).all()
+    assert (small.artist_genres[pairs[:, 0]] != small.artist_genres[pairs[:, 1]]).all()
+    values, counts = np.unique(names, return_counts=True)
+    assert sorted(values[counts > 1].tolist()) == sorted(small.duplicate_names.tolist())
+    assert (counts <= 2).all()
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]*( (&|the|[A-Z][A-Za-z]*))+", name) for name in names.tolist())
+
+
+def test_word_lists_are_disjoint_single_words():
+    lists = {name: getattr(artist_names, name).tolist()
+             for name in ("ADJECTIVES", "NOUNS", "PLURALS", "FIRST_NAMES", "LAST_NAMES", "SUFFIXES")}
+    for words in lists.values():
+        assert len(set(words)) == len(words)
+        assert all(re.fullmatch(r"[A-Z][a-z]+", word) for word in words)
+    for (a, first), (b, second) in itertools.combinations(lists.items(), 2):
+        assert not set(first) & set(second), (a, b)
+    assert len(lists["NOUNS"]) == len(lists["PLURALS"])
+
+
+def test_full_scale_names_are_unique():
+    names = artist_names.unique_artist_names(160_000, np.random.default_rng(0))
+    assert np.unique(names).size == 160_000
