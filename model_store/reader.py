@@ -3,7 +3,7 @@
 Validation order: the manifest is read (size-capped), parsed and checked first; only then are the
 files it names opened, each required to be a regular file (not a symlink) inside the version
 directory, of the recorded size and SHA-256. Arrays load with ``allow_pickle=False``; Annoy files
-are memory-mapped.
+are checked for a sound structure (``model_store.annoy_file``), then memory-mapped.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
+from model_store.annoy_file import check_annoy_structure
 from model_store.artifacts import ModelArtifacts
 from model_store.errors import InvalidVersionError
 from model_store.format import (
@@ -131,6 +132,11 @@ def _load_annoy(vdir: Path, filename: str, dims: int, expected_items: int) -> An
     path = vdir / filename
     with _open_regular(path):
         pass  # type and symlink check; Annoy opens the path itself
+    try:
+        # Annoy trusts its file: a malformed one (even with matching checksums) could crash us.
+        check_annoy_structure(str(path), dims, expected_items)
+    except (ValueError, OSError) as exc:
+        raise InvalidVersionError(vdir, f"{filename} is not a valid Annoy index: {exc}") from None
     index = AnnoyIndex(dims, "angular")
     try:
         index.load(str(path), prefault=False)

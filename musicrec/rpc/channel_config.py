@@ -14,6 +14,8 @@ server restarting), so clients should retry that code with backoff::
 JSON string the ``grpc.service_config`` channel option takes (any gRPC client, e.g. Go or grpcurl
 wrappers, can use the same JSON). Only UNAVAILABLE is retried by default: it is the one code
 that means "nothing happened, try again"; INVALID_ARGUMENT or NOT_FOUND would fail again.
+Clients of a read-only service pass ``retryable_codes=IDEMPOTENT_RETRYABLE_CODES`` (adds
+CANCELLED, see there) and ``wait_for_ready=True`` to ride through a server restart.
 gRPC caps ``maxAttempts`` at 5 (original call included).
 """
 
@@ -28,6 +30,12 @@ DEFAULT_INITIAL_BACKOFF_S = 0.1
 DEFAULT_MAX_BACKOFF_S = 2.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
 DEFAULT_RETRYABLE_CODES = ("UNAVAILABLE",)
+# For read-only (idempotent) services such as the index service: also CANCELLED. A server that
+# stops gracefully lets the calls it has started finish, but gRPC core cancels the calls it has
+# received and not yet handed to the application; the client sees CANCELLED for a call that never
+# ran (measured: a few per restart under load, see docs/reliability.md). Not the default: a
+# mutating call cancelled by a server may have run.
+IDEMPOTENT_RETRYABLE_CODES = ("UNAVAILABLE", "CANCELLED")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 

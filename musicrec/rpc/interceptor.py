@@ -2,9 +2,12 @@
 
 - A ``musicrec.rpc.errors.ServiceError`` raised by a handler becomes
   ``context.abort(its code, its message)``: the client sees the status code the domain chose.
+  Messages longer than ``MAX_MESSAGE_CHARS`` are cut (they may quote client input).
 - Any other exception becomes INTERNAL with a generic message and a short reference; the full
   traceback goes to the log under that reference, never to the client.
 - Aborts, cancellations and status codes the handler set itself pass through untouched.
+- A unary request whose bytes do not parse (corrupt wire format, a string field that is not
+  UTF-8) becomes INVALID_ARGUMENT; grpc itself would answer UNKNOWN and name the exception.
 
 Works for unary and streaming responses of ``grpc.aio`` servicers written as coroutines or async
 generators (the only kinds this project writes). Wrapped handlers are cached per method, so the
@@ -27,6 +30,11 @@ from musicrec.rpc.errors import ServiceError
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error"
+# Longest error message sent to a client, in characters. Messages quote client input (an unknown
+# id), and the message travels in a trailer that clients refuse beyond 16 KiB (8 KiB soft
+# limit; percent-encoding can take 12 bytes per character): an unbounded echo turned a
+# NOT_FOUND for a 20,000-character id into RESOURCE_EXHAUSTED ("metadata size exceeds hard limit").
+MAX_MESSAGE_CHARS = 512
 
 _STATUS_BY_NAME: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
 
@@ -36,18 +44,56 @@ def status_code_of(error: ServiceError) -> grpc.StatusCode:
     return _STATUS_BY_NAME.get(error.code_name, grpc.StatusCode.INTERNAL)
 
 
+def bounded_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to at most ``limit`` characters, saying how much was cut."""
+    if len(message) <= limit:
+        return message
+    note = f"... ({len(message) - limit} more characters)"
+    return message[: max(0, limit - len(note))] + note
+
+
 async def _abort_for(error: Exception, method: str, context: aio.ServicerContext) -> None:
     """Abort the RPC with the status ``error`` maps to. Always raises (``context.abort`` does)."""
     if isinstance(error, ServiceError):
-        log.debug("%s -> %s: %s", method, error.code_name, error.message)
-        await context.abort(status_code_of(error), error.message)
+        log.debug("%s -> %s: %s", method, error.code_name, bounded_message(error.message))
+        await context.abort(status_code_of(error), bounded_message(error.message))
     reference = uuid.uuid4().hex[:12]
     log.error("%s failed (ref %s)", method, reference, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"{INTERNAL_MESSAGE} (ref {reference})")
 
 
+class _MalformedRequest:
+    """What the tolerant deserializer returns for bytes that do not parse (see ``_tolerant``)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning ``_MalformedRequest`` instead of raising, so the behavior
+    wrapper can answer INVALID_ARGUMENT (grpc answers UNKNOWN for a deserializer that raises)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or whatever a parser raises on bad bytes
+            return _MalformedRequest(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+async def _refuse_malformed(request: Any, context: aio.ServicerContext) -> None:
+    if isinstance(request, _MalformedRequest):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded_message(f"malformed request: {request.reason}"))
+
+
 def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str):
     async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
+        await _refuse_malformed(request, context)
         try:
             return await behavior(request, context)
         except aio.AbortError:
@@ -61,6 +107,7 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str):
 def _wrap_stream_response(behavior: Callable[..., Any], method: str):
     if inspect.isasyncgenfunction(behavior):
         async def stream_generator(request: Any, context: aio.ServicerContext):
+            await _refuse_malformed(request, context)
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -80,7 +127,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_response(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary and inspect.iscoroutinefunction(handler.stream_unary):
@@ -95,7 +142,10 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
                    else grpc.stream_stream_rpc_method_handler)
         return factory(
             _wrap_stream_response(stream, method),
-            request_deserializer=handler.request_deserializer,
+            # Only a single request is parsed before the behavior runs; a request stream is the
+            # behavior's to read.
+            request_deserializer=(_tolerant(handler.request_deserializer) if handler.unary_stream
+                                  else handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return handler

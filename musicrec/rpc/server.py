@@ -90,6 +90,36 @@ class ServerConfig:
         ]
 
 
+class HealthServicer(health_module.aio.HealthServicer):
+    """The standard aio health servicer, except that a ``Watch`` stream ends (status OK) once
+    graceful shutdown has begun and NOT_SERVING was sent. The library's streams never end, so
+    each open watch (client-side health checking keeps one per connection) held every graceful
+    stop for its whole grace period and was then cancelled with an error traceback in the log.
+    """
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:
+        # The library's loop (same bookkeeping of its watcher tables), plus the return.
+        condition = self._server_watchers[request.service]
+        self._watcher_count_by_service[request.service] += 1
+        last_status = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(request.service,
+                                                     health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[request.service] -= 1
+            if self._watcher_count_by_service[request.service] == 0:
+                del self._server_watchers[request.service]
+                del self._watcher_count_by_service[request.service]
+
+
 @dataclass(frozen=True)
 class ServiceBinding:
     """One servicer to serve: its full service name (for health and reflection), the servicer,
@@ -206,7 +236,7 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
     names = tuple(binding.name for binding in bindings)
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
-    health = health_module.aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
 

@@ -1,0 +1,17 @@
+"""``python -m bench``: musicrec's benchmarks, side by side with the libraries users would pick instead.
+
+Four parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
+
+- ``bench.quality``: leave-one-out HR@10 / NDCG@10 / AUC and training time on HetRec Last.fm 2K and
+  MovieLens small: our TensorFlow BPR, the notebook recipe, ``implicit``'s BPR and ALS, popularity.
+- ``bench.scale``: the synthetic generator at Last.fm 360K scale (and 1/10, 1/100): generation,
+  training throughput and peak memory, publish, version size, load, in-process latency and recall.
+- ``bench.ann``: recall@10 against exact search and per-query latency of exact search, the
+  notebook's Annoy, our Annoy path and hnswlib, plus the recall-latency plot.
+- ``bench.serving``: the index service as a real process under load from a Python gRPC client and
+  from ``h2load``: closed-loop throughput, open-loop latency, and latency while versions swap.
+
+``bench.report`` writes ``docs/benchmarks.md`` and ``docs/benchmarks.json``. The peers (implicit,
+hnswlib) and matplotlib are optional (``pip install -e '.[bench]'``): a row whose library is
+missing is skipped with a note, never an error.
+"""

@@ -1,0 +1,189 @@
+"""A Python gRPC load generator (``grpc.aio``), run as its own process by ``bench.serving``::
+
+    python -m bench.grpc_load --target 127.0.0.1:PORT --rpc recommend --ids-file ids.json \
+        --mode closed --inflight 16 --duration 4 --warm-up 1 --max-requests 200000 --out result.json
+
+- ``--mode closed``: ``--inflight`` callers, each sending its next request when the previous one
+  answers (throughput at a fixed concurrency).
+- ``--mode open``: requests paced at ``--rate`` per second whatever the answers do; the latency of
+  a request is measured from the moment it was *due*, so a stalled server shows as latency
+  instead of being hidden by the client waiting (no coordinated omission). Calls beyond
+  ``--max-inflight`` outstanding are not sent and counted as ``shed``.
+
+Every loop is bounded by ``--duration`` and ``--max-requests``. Requests are pre-serialized and
+responses left as bytes (no protobuf work in the measured loop besides gRPC's own). The result is
+one JSON object: counts, errors by status code, the generator's own CPU seconds over the run, and
+the latencies (microseconds) of the requests that started after ``--warm-up``. ``--start-at``
+(Unix time) lines up several generator processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+
+import grpc
+from grpc import aio
+
+from musicrec.v1 import index_pb2
+
+METHODS = {
+    "recommend": "/musicrec.v1.IndexService/Recommend",
+    "similar": "/musicrec.v1.IndexService/SimilarArtists",
+}
+DEFAULT_K = 10
+
+
+def serialized_requests(rpc: str, ids: list[str], k: int = DEFAULT_K) -> list[bytes]:
+    """One serialized request per id: RecommendRequest(user_id) or SimilarArtistsRequest(artist_id)."""
+    if rpc == "recommend":
+        return [index_pb2.RecommendRequest(user_id=i, k=k).SerializeToString() for i in ids]
+    if rpc == "similar":
+        return [index_pb2.SimilarArtistsRequest(artist_id=i, k=k).SerializeToString() for i in ids]
+    raise ValueError(f"unknown rpc {rpc!r}; expected one of {', '.join(METHODS)}")
+
+
+class _Tally:
+    def __init__(self, measure_from: float):
+        self.measure_from = measure_from
+        self.latencies_us: list[int] = []
+        self.ok = 0
+        self.errors: Counter[str] = Counter()
+        self.sent = 0
+        self.shed = 0
+        self.first_measured: float | None = None
+        self.last_done = 0.0
+
+    def record(self, due: float, started: float, code: str | None) -> None:
+        done = time.perf_counter()
+        if started < self.measure_from:
+            return
+        if self.first_measured is None:
+            self.first_measured = started
+        self.last_done = max(self.last_done, done)
+        if code is None:
+            self.ok += 1
+            self.latencies_us.append(int((done - due) * 1e6))
+        else:
+            self.errors[code] += 1
+
+
+async def _call(call, payload: bytes, timeout_s: float) -> str | None:
+    try:
+        await call(payload, timeout=timeout_s)
+        return None
+    except aio.AioRpcError as exc:
+        return exc.code().name
+
+
+async def run_closed(call, payloads: list[bytes], inflight: int, duration_s: float, warm_up_s: float,
+                     max_requests: int, timeout_s: float) -> _Tally:
+    started = time.perf_counter()
+    tally = _Tally(started + warm_up_s)
+    stop_at = started + warm_up_s + duration_s
+    counter = iter(range(max_requests))
+
+    async def caller(offset: int) -> None:
+        for i in counter:
+            now = time.perf_counter()
+            if now >= stop_at:
+                return
+            tally.sent += 1
+            code = await _call(call, payloads[(i + offset) % len(payloads)], timeout_s)
+            tally.record(now, now, code)
+
+    await asyncio.gather(*(caller(n * 7919) for n in range(inflight)))
+    return tally
+
+
+async def run_open(call, payloads: list[bytes], rate: float, duration_s: float, warm_up_s: float,
+                   max_requests: int, max_inflight: int, timeout_s: float) -> _Tally:
+    started = time.perf_counter()
+    tally = _Tally(started + warm_up_s)
+    total = min(max_requests, int(rate * (warm_up_s + duration_s)))
+    pending: set[asyncio.Task] = set()
+
+    async def one(i: int, due: float) -> None:
+        code = await _call(call, payloads[i % len(payloads)], timeout_s)
+        tally.record(due, due, code)
+
+    for i in range(total):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(pending) >= max_inflight:
+            if due >= tally.measure_from:
+                tally.shed += 1
+            continue
+        tally.sent += 1
+        task = asyncio.create_task(one(i, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s + 5)
+    return tally
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    with open(args.ids_file, encoding="utf-8") as fh:
+        ids = json.load(fh)
+    payloads = serialized_requests(args.rpc, ids, args.k)
+    async with aio.insecure_channel(args.target) as channel:
+        call = channel.unary_unary(METHODS[args.rpc])  # bytes in, bytes out
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        await call(payloads[0], timeout=args.timeout)  # connection and server warm
+        if args.start_at:
+            await asyncio.sleep(max(0.0, args.start_at - time.time()))
+        cpu_started = time.process_time()
+        if args.mode == "closed":
+            tally = await run_closed(call, payloads, args.inflight, args.duration, args.warm_up, args.max_requests,
+                                     args.timeout)
+        else:
+            tally = await run_open(call, payloads, args.rate, args.duration, args.warm_up, args.max_requests,
+                                   args.max_inflight, args.timeout)
+        cpu_seconds = time.process_time() - cpu_started
+    window = (tally.last_done - tally.first_measured) if tally.first_measured is not None else 0.0
+    return {
+        "rpc": args.rpc, "mode": args.mode, "inflight": args.inflight, "rate": args.rate,
+        "ok": tally.ok, "errors": dict(tally.errors), "sent": tally.sent, "shed": tally.shed,
+        "window_s": window, "cpu_seconds": cpu_seconds, "latencies_us": tally.latencies_us,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.grpc_load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", required=True, help="HOST:PORT of the index service")
+    parser.add_argument("--rpc", choices=sorted(METHODS), default="recommend")
+    parser.add_argument("--ids-file", required=True, help="JSON list of user ids (recommend) or artist ids (similar)")
+    parser.add_argument("--k", type=int, default=DEFAULT_K)
+    parser.add_argument("--mode", choices=("closed", "open"), default="closed")
+    parser.add_argument("--inflight", type=int, default=1, help="closed loop: requests in flight")
+    parser.add_argument("--rate", type=float, default=1000.0, help="open loop: requests per second")
+    parser.add_argument("--max-inflight", type=int, default=2000, help="open loop: outstanding calls cap")
+    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds (after the warm-up)")
+    parser.add_argument("--warm-up", type=float, default=1.0, help="seconds sent but not measured")
+    parser.add_argument("--max-requests", type=int, default=1_000_000, help="hard cap on requests sent")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
+    parser.add_argument("--start-at", type=float, default=0.0, help="Unix time to start at (0: now)")
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
+    args = parser.parse_args(argv)
+    if args.inflight < 1 or args.rate <= 0 or args.duration <= 0 or args.max_requests < 1:
+        parser.error("--inflight, --rate, --duration and --max-requests must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(main_async(args))
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Small measuring tools: medians, percentiles, wall clocks, CPU time and peak memory of processes.
+
+No third-party imports here (psutil is optional and not needed: Linux ``/proc`` and ``resource``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def median(values: Iterable[float]) -> float:
+    """Median of finite values (NaN when there are none)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return statistics.median(finite) if finite else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100, linear interpolation) of ``values``; NaN when empty."""
+    if not len(values):
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, max and mean in milliseconds of latencies given in seconds."""
+    ms = [s * 1000.0 for s in seconds]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else math.nan,
+        "mean_ms": statistics.fmean(ms) if ms else math.nan,
+        "count": len(ms),
+    }
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds`` (wall clock, monotonic)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.seconds = time.perf_counter() - self._started
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    # After the command name: field 3 is the state, so utime/stime (fields 14/15) are at 11/12.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def process_rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes (VmRSS from /proc; 0 when unknown)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def children_peak_rss_bytes() -> int:
+    """Largest peak RSS (bytes) of any waited-for child process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def self_peak_rss_bytes() -> int:
+    """Peak RSS (bytes) of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def directory_bytes(path: str | os.PathLike) -> int:
+    """Total size in bytes of the regular files under ``path``."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total

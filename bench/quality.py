@@ -1,0 +1,208 @@
+"""Quality and training time under the trainer core's leave-one-out protocol.
+
+Per data set, one split (``trainer_service.evaluation.leave_one_out_split``, seed 0) shared by
+every method and every run; each method trains on the training interactions only and is ranked
+by OUR evaluator (``evaluate_model``: every artist the user has not heard in training, ties
+broken at random in expectation). Methods:
+
+- ``ours (default)``: the trainer's TensorFlow BPR with the default hyperparameters;
+- ``notebook recipe``: the trainer's ``notebook`` preset (popularity negatives, Adagrad 0.1,
+  10 epochs, 32 factors), a reference row;
+- ``implicit BPR``: ``implicit.cpu.bpr`` with our number of factors and its default settings
+  (lr 0.01, reg 0.01, 100 iterations). Its item factors end with a bias column and its user
+  factors with a constant 1, which is exactly our model's ``factors . factors + bias`` form;
+- ``implicit ALS``: ``implicit.cpu.als`` with our number of factors and its defaults (reg 0.01,
+  alpha 1, 15 iterations), on BM25-weighted play counts (K1 100, B 0.8) as implicit's own Last.fm
+  example does;
+- ``popularity``: ranking by training listeners (``evaluate_popularity``).
+
+Runs differ by training seed (0, 1, 2, ...); the figures are medians over runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.measures import Stopwatch, median
+from bench.models import data_path
+from bench.settings import BenchSettings
+
+log = logging.getLogger(__name__)
+
+SPLIT_SEED = 0
+FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
+METRIC_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "train_seconds", "samples_per_second")
+
+
+def _metrics(m) -> dict:
+    return {"hit_rate_at_10": m.hit_rate_at_10, "ndcg_at_10": m.ndcg_at_10, "auc": m.auc,
+            "evaluated_users": m.evaluated_users}
+
+
+def _ours(split, hp, selection) -> dict:
+    from trainer_service.bpr import train_bpr
+    from trainer_service.evaluation import evaluate_model
+
+    epochs = []
+    with Stopwatch() as sw:
+        factors = train_bpr(split.train_users, split.train_artists, split.train_weights, split.num_users,
+                            split.num_artists, hp, on_epoch=epochs.append)
+    rates = [e.samples_per_second for e in epochs]
+    return {**_metrics(evaluate_model(factors.user_factors, factors.artist_factors, factors.artist_bias, split,
+                                      selection)),
+            "train_seconds": sw.seconds, "samples_per_second": median(rates),
+            "epoch_samples_per_second": rates}
+
+
+def _train_matrix(split, weights: np.ndarray | None = None):
+    from scipy.sparse import csr_matrix
+
+    values = split.train_weights if weights is None else weights
+    return csr_matrix((np.asarray(values, dtype=np.float32), split.train_artists, split.train_indptr),
+                      shape=(split.num_users, split.num_artists))
+
+
+def _implicit_bpr(split, factors: int, seed: int, selection) -> dict:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from trainer_service.evaluation import evaluate_model
+
+    matrix = _train_matrix(split)
+    model = BayesianPersonalizedRanking(factors=factors, random_state=seed)
+    with Stopwatch() as sw:
+        model.fit(matrix, show_progress=False)
+    users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    # implicit appends a bias column to the items and a constant 1 to the users.
+    assert np.allclose(users[:, -1], 1.0), "implicit's BPR user factors no longer end with a 1 column"
+    metrics = evaluate_model(users[:, :-1], items[:, :-1], items[:, -1], split, selection)
+    samples = model.iterations * matrix.nnz
+    return {**_metrics(metrics), "train_seconds": sw.seconds, "samples_per_second": samples / sw.seconds}
+
+
+def _implicit_als(split, factors: int, seed: int, selection) -> dict:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.nearest_neighbours import bm25_weight
+    from threadpoolctl import threadpool_limits
+
+    from trainer_service.evaluation import evaluate_model
+
+    matrix = bm25_weight(_train_matrix(split), K1=100, B=0.8).tocsr().astype(np.float32)
+    # implicit parallelizes itself and asks for single-threaded BLAS (it checks when constructed).
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = AlternatingLeastSquares(factors=factors, random_state=seed)
+        with Stopwatch() as sw:
+            model.fit(matrix, show_progress=False)
+    users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    metrics = evaluate_model(users, items, np.zeros(items.shape[0], np.float32), split, selection)
+    return {**_metrics(metrics), "train_seconds": sw.seconds, "samples_per_second": None,
+            "interactions_per_second": model.iterations * matrix.nnz / sw.seconds}
+
+
+def _summary(runs: list[dict]) -> dict:
+    row = {key: (median(r[key] for r in runs) if any(r.get(key) is not None for r in runs) else None)
+           for key in METRIC_KEYS}
+    row["evaluated_users"] = runs[0]["evaluated_users"] if runs else 0
+    if any(r.get("interactions_per_second") for r in runs):
+        row["interactions_per_second"] = median(r["interactions_per_second"] for r in runs)
+    row["runs"] = len(runs)
+    row["per_run"] = runs
+    return row
+
+
+def evaluate_dataset(name: str, settings: BenchSettings) -> dict:
+    from trainer_service.data import load_files
+    from trainer_service.evaluation import evaluate_popularity, leave_one_out_split, sample_heldout
+    from trainer_service.hyperparameters import NOTEBOOK, Hyperparameters
+
+    path = data_path(settings, name)
+    data = load_files(path, FORMATS[name])
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists,
+                                seed=SPLIT_SEED)
+    selection = sample_heldout(split, settings.quality_max_users, SPLIT_SEED)
+    ours_hp = Hyperparameters()
+    if settings.quality_epochs is not None:
+        ours_hp = ours_hp.with_overrides(epochs=settings.quality_epochs)
+    notebook_hp = NOTEBOOK if settings.quality_epochs is None else NOTEBOOK.with_overrides(
+        epochs=min(NOTEBOOK.epochs, settings.quality_epochs))
+    rows, notes = [], []
+    methods = [
+        ("ours (default)", lambda seed: _ours(split, ours_hp.with_overrides(seed=seed), selection),
+         f"TensorFlow BPR, {ours_hp.factors} factors, {ours_hp.epochs} epochs, {ours_hp.optimizer} "
+         f"lr {ours_hp.learning_rate:g}, {ours_hp.negative_sampling} negatives"),
+        ("notebook recipe", lambda seed: _ours(split, notebook_hp.with_overrides(seed=seed), selection),
+         f"trainer preset 'notebook': {notebook_hp.factors} factors, {notebook_hp.epochs} epochs, "
+         f"{notebook_hp.optimizer} lr {notebook_hp.learning_rate:g}, {notebook_hp.negative_sampling} negatives"),
+    ]
+    try:
+        import implicit  # noqa: F401
+        methods += [
+            ("implicit BPR", lambda seed: _implicit_bpr(split, ours_hp.factors, seed, selection),
+             f"implicit {_version('implicit')} cpu BPR, {ours_hp.factors} factors, lr 0.01, reg 0.01, 100 iterations"),
+            ("implicit ALS", lambda seed: _implicit_als(split, ours_hp.factors, seed, selection),
+             f"implicit {_version('implicit')} cpu ALS, {ours_hp.factors} factors, reg 0.01, alpha 1, "
+             "15 iterations, BM25-weighted plays"),
+        ]
+    except ImportError:
+        notes.append("implicit is not installed: its rows are skipped (pip install -e '.[bench]')")
+    for method, train, description in methods:
+        runs = []
+        for seed in range(settings.runs):
+            started = time.perf_counter()
+            runs.append(train(seed))
+            log.info("quality %s %s seed %d: HR@10 %.4f (%.1f s)", name, method, seed, runs[-1]["hit_rate_at_10"],
+                     time.perf_counter() - started)
+        rows.append({"method": method, "description": description, **_summary(runs)})
+    with Stopwatch() as sw:
+        popularity = evaluate_popularity(split, selection)
+    rows.append({"method": "popularity", "description": "training listeners per artist", **_metrics(popularity),
+                 "train_seconds": sw.seconds, "samples_per_second": None, "runs": 1, "per_run": []})
+    return {
+        "dataset": name, "path": str(path), "users": data.num_users, "artists": data.num_artists,
+        "interactions": data.num_interactions, "train_interactions": int(split.train_users.size),
+        "heldout_users": int(split.num_heldout), "evaluated_users": int(len(selection)),
+        "split_seed": SPLIT_SEED, "rows": rows, "notes": notes,
+        "targets": _targets(name, rows),
+    }
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _targets(name: str, rows: list[dict]) -> list[dict]:
+    """Our HR@10 above implicit BPR's (both data sets), at least implicit ALS's (lastfm-2k)."""
+    by = {r["method"]: r for r in rows}
+    ours = by.get("ours (default)", {}).get("hit_rate_at_10", math.nan)
+    targets = []
+    if "implicit BPR" in by:
+        peer = by["implicit BPR"]["hit_rate_at_10"]
+        targets.append({"target": f"{name}: our HR@10 above implicit BPR's", "ours": ours, "peer": peer,
+                        "met": bool(ours > peer)})
+    if name == "lastfm-2k" and "implicit ALS" in by:
+        peer = by["implicit ALS"]["hit_rate_at_10"]
+        targets.append({"target": f"{name}: our HR@10 at least implicit ALS's", "ours": ours, "peer": peer,
+                        "met": bool(ours >= peer)})
+    return targets
+
+
+def run(settings: BenchSettings, workdir: Path) -> dict:
+    """The quality part: every data set of ``settings.quality_datasets`` that is present."""
+    sections, notes = [], []
+    for name in settings.quality_datasets:
+        try:
+            data_path(settings, name)
+        except FileNotFoundError as exc:
+            notes.append(f"{name} skipped: {exc}")
+            continue
+        sections.append(evaluate_dataset(name, settings))
+    return {"datasets": sections, "notes": notes}

@@ -1,0 +1,190 @@
+"""Scale: the synthetic generator at Last.fm 360K scale, and at 1/10 and 1/100 of it.
+
+Per size, the trainer's pipeline runs in a child process (``bench.train_child``: generate, split,
+train ``scale_epochs`` epochs, evaluate on a sample, publish) and the parent reads its peak RSS
+(``os.wait4``). Then, from the published version:
+
+- its size on disk;
+- the index service's load time and resident memory: a real ``python -m index_service`` process
+  loads it, and then ``runs - 1`` renumbered copies (each load is validated, SHA-256 checked,
+  loaded and warmed up, as in production; the time is the service's own "loaded in" figure);
+- Recommend and SimilarArtists in-process (``bench.in_process``): p50/p99 latency and recall@10.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from bench.in_process import in_process_latency
+from bench.measures import directory_bytes, median, process_rss_bytes
+from bench.settings import REPO_ROOT, BenchSettings, child_env
+from bench.serving import IndexServer, VersionSwapper
+
+log = logging.getLogger(__name__)
+
+PRESET_BY_SIZE = {(300, 200, 6_000): "tiny", (3_600, 1_600, 175_000): "small",
+                  (36_000, 16_000, 1_750_000): "medium", (360_000, 160_000, 17_500_000): "full"}
+_LOADED_IN = re.compile(r"serving model version (\d+) .*loaded in ([\d.]+) ms")
+TRAIN_TIMEOUT_S = 1500.0
+
+
+def train_in_child(source: str, models_dir: Path, epochs: int, out: Path, log_path: Path) -> dict:
+    """Run the pipeline in a child; its JSON result plus ``peak_rss_bytes`` and ``wall_seconds``."""
+    argv = [sys.executable, "-m", "bench.train_child", "--source", source, "--models-dir", str(models_dir),
+            "--epochs", str(epochs), "--out", str(out)]
+    started = time.perf_counter()
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=child_env(),
+                                cwd=REPO_ROOT)
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.2)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0 or not out.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"training {source} failed (exit {proc.returncode}):\n{tail}")
+    result = json.loads(out.read_text(encoding="utf-8"))
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # Linux reports KiB
+    result["wall_seconds"] = wall
+    result["command"] = " ".join(["python"] + argv[1:])
+    return result
+
+
+def phase_seconds(events: list[dict], total: float) -> dict[str, float]:
+    """Seconds spent in each pipeline phase: from its first event to the next phase's first."""
+    firsts: list[tuple[str, float]] = []
+    for event in events:
+        phase = str(event.get("phase", ""))
+        if phase and (not firsts or firsts[-1][0] != phase):
+            firsts.append((phase, float(event["t"])))
+    spans: dict[str, float] = {}
+    for n, (phase, t) in enumerate(firsts):
+        end = firsts[n + 1][1] if n + 1 < len(firsts) else total
+        spans[phase] = spans.get(phase, 0.0) + (end - t)
+    return spans
+
+
+def epoch_rates(events: list[dict]) -> list[float]:
+    """Samples/s of each completed epoch, from the training progress events."""
+    rates, seen = [], set()
+    for event in events:
+        epoch = int(event.get("epoch", 0) or 0)
+        rate = float(event.get("samples_per_second", 0.0) or 0.0)
+        if epoch and rate and epoch not in seen:
+            seen.add(epoch)
+            rates.append(rate)
+    return rates
+
+
+def service_loads(version_dir: Path, workdir: Path, loads: int) -> dict:
+    """Load ``version_dir`` in a real index service, then ``loads - 1`` renumbered copies; the
+    service's own load times (ms) and its resident memory after the first and the last load."""
+    models_dir = workdir / "service-models"
+    shutil.rmtree(models_dir, ignore_errors=True)
+    models_dir.mkdir(parents=True)
+    swapper = VersionSwapper(version_dir, models_dir, interval_s=0)
+    swapper.publish_one()
+    server = IndexServer(models_dir, workdir / "index-service.log", poll_interval_s=0.2).start()
+    try:
+        rss_first = process_rss_bytes(server.pid)
+        for n in range(1, loads):
+            swapper.publish_one()
+            deadline = time.monotonic() + 300
+            while len(server.versions_served()) < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        time.sleep(0.5)  # the retired version is unloaded once its last request ends
+        rss_last = process_rss_bytes(server.pid)
+        times = [float(ms) for _v, ms in _LOADED_IN.findall(server.log_text())]
+    finally:
+        server.stop()
+        shutil.rmtree(models_dir, ignore_errors=True)
+    return {"load_ms": times, "load_ms_median": median(times), "rss_bytes_first": rss_first,
+            "rss_bytes_after_reloads": rss_last, "server_command": " ".join(["python"] + server.argv[1:])}
+
+
+def load_breakdown(version_dir: Path) -> dict:
+    """Where a version's load time goes, in this process (seconds): SHA-256 validation of every
+    file, reading the arrays and mapping the Annoy files, building the ``ServingModel`` (id and
+    name dicts, query matrix), and its warm-up. The service does the same steps in this order."""
+    from index_service.serving_model import ServingModel
+    from model_store import load_version, validate_version
+
+    timings = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        started = time.perf_counter()
+        validate_version(version_dir, verify_checksums=True)
+        timings["validate_sha256_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        loaded = load_version(version_dir, verify_checksums=False)
+        timings["read_arrays_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        model = ServingModel(loaded)
+        timings["serving_model_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        model.warm_up()
+        timings["warm_up_s"] = time.perf_counter() - started
+        model.close()
+    return timings
+
+
+def measure_size(label: str, users: int, artists: int, interactions: int, settings: BenchSettings,
+                 workdir: Path) -> dict:
+    preset = PRESET_BY_SIZE.get((users, artists, interactions))
+    if preset is None:
+        raise ValueError(f"no synthetic preset for {users} users x {artists} artists x {interactions} interactions")
+    size_dir = workdir / f"scale-{preset}"
+    shutil.rmtree(size_dir, ignore_errors=True)
+    size_dir.mkdir(parents=True)
+    source = f"synthetic:{preset}:seed=0"
+    log.info("scale %s (%s): training %d epochs in a child process", label, source, settings.scale_epochs)
+    trained = train_in_child(source, size_dir / "models", settings.scale_epochs, size_dir / "train.json",
+                             size_dir / "train.log")
+    version_dir = Path(trained["version_dir"])
+    # The pipeline reports its own phase times and epoch history; the events are the fallback.
+    phases = trained["result"].get("seconds") or phase_seconds(trained["events"], trained["total_seconds"])
+    history = trained["result"].get("history") or []
+    rates = [float(h["samples_per_second"]) for h in history] or epoch_rates(trained["events"])
+    log.info("scale %s: load in the index service", label)
+    service = service_loads(version_dir, size_dir, max(1, settings.runs))
+    service["breakdown"] = load_breakdown(version_dir)
+    log.info("scale %s: in-process latency and recall", label)
+    latency = in_process_latency(version_dir, settings.scale_latency_queries, settings.runs)
+    return {
+        "label": label, "preset": preset, "source": source, "users": trained["num_users"],
+        "artists": trained["num_artists"], "interactions": trained["num_interactions"],
+        "epochs": settings.scale_epochs, "phase_seconds": phases,
+        "generation_seconds": phases.get("loading"), "publish_seconds": phases.get("publishing"),
+        "epoch_samples_per_second": rates, "samples_per_second": median(rates),
+        "train_wall_seconds": trained["wall_seconds"], "peak_rss_bytes": trained["peak_rss_bytes"],
+        "metrics": trained["metrics"], "recommend_search": trained["recommend_search"],
+        "similar_search": trained["similar_search"], "version_bytes": directory_bytes(version_dir),
+        "version_dir": str(version_dir), "service": service, "in_process": latency,
+        "train_command": trained["command"],
+    }
+
+
+def run(settings: BenchSettings, workdir: Path) -> dict:
+    """The scale part, smallest size first; the largest version is kept for the ANN part."""
+    from trainer_service.hyperparameters import Hyperparameters
+
+    rows = [measure_size(label, u, a, n, settings, workdir) for label, u, a, n in settings.scale_sizes]
+    return {"sizes": rows, "largest_version_dir": rows[-1]["version_dir"] if rows else None,
+            "epochs": settings.scale_epochs, "default_epochs": Hyperparameters().epochs}

@@ -1,0 +1,455 @@
+"""Serving over gRPC: the index service as a real process, loaded from a separate process.
+
+For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection; the
+Python ``grpc.aio`` generator ``bench.grpc_load``, in ``python_load_processes`` processes):
+
+- closed loop at each of ``closed_loop_inflight`` requests in flight: throughput;
+- open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency;
+- open loop at the first rate while a new model version appears every ``swap_interval_s``
+  seconds: latency and errors (which must be 0).
+
+The server's CPU time per request comes from ``/proc/PID/stat`` before and after each run. All on
+127.0.0.1; every run bounded in time (``load_seconds``) and requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench import h2load
+from bench.grpc_load import METHODS, serialized_requests
+from bench.in_process import in_process_latency
+from bench.measures import latency_summary_ms, median, process_cpu_seconds, process_rss_bytes
+from bench.models import lastfm_version
+from bench.settings import REPO_ROOT, BenchSettings, child_env
+from model_store import list_versions, read_manifest
+from model_store.format import MANIFEST_NAME, TEMP_PREFIX
+from model_store.writer import apply_retention
+
+log = logging.getLogger(__name__)
+
+_LISTENING = re.compile(r"listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)")
+_SERVING = re.compile(r"serving model version (\d+)")
+START_TIMEOUT_S = 120.0
+RPCS = ("recommend", "similar")
+# Room for gRPC's own deadline and process start-up beyond a run's planned length.
+_RUN_SLACK_S = 60.0
+# Time for the Python generator processes to start, connect and warm up before a run begins.
+_PYTHON_START_S = 2.5
+
+
+class IndexServer:
+    """``python -m index_service`` on 127.0.0.1, port 0, its log in a file."""
+
+    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0):
+        self.models_dir = models_dir
+        self.log_path = log_path
+        self.argv = [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
+                     "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO"]
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def versions_served(self) -> list[int]:
+        """Version numbers the server has swapped in, in order (from its log)."""
+        return [int(v) for v in _SERVING.findall(self.log_text())]
+
+    def start(self) -> "IndexServer":
+        """Start and wait until it listens and serves a version (raises with the log's tail)."""
+        with open(self.log_path, "wb") as fh:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                            env=child_env(), cwd=REPO_ROOT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            match = _LISTENING.search(text)
+            if match and _SERVING.search(text):
+                self.port = int(match.group(1))
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the index service did not start serving:\n{self.log_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class VersionSwapper:
+    """Makes a new version appear in ``models_dir`` every ``interval_s`` seconds while running.
+
+    Each new version is the prepared ``source`` version renumbered: its files hard-linked into a
+    hidden temporary directory, a manifest with the new number written, and the directory renamed
+    into place - the same atomic rename ``model_store.publish_version`` ends with (building Annoy
+    indexes every 2 s would measure the trainer's CPU, not the index service). Retention keeps
+    the newest 3, as the trainer does.
+    """
+
+    def __init__(self, source: Path, models_dir: Path, interval_s: float):
+        self.source = source
+        self.models_dir = models_dir
+        self.interval_s = interval_s
+        self.published: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def publish_one(self) -> int:
+        manifest = read_manifest(self.source)
+        version = max([0, *list_versions(self.models_dir)]) + 1
+        tmp = self.models_dir / f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        for name in manifest.files:
+            os.link(self.source / name, tmp / name)
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        renumbered = dataclasses.replace(manifest, model_version=version, created_at=created)
+        (tmp / MANIFEST_NAME).write_text(renumbered.dumps(), encoding="utf-8")
+        os.rename(tmp, self.models_dir / str(version))
+        apply_retention(self.models_dir, 3)
+        self.published.append(version)
+        return version
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.publish_one()
+
+    def __enter__(self) -> "VersionSwapper":
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="version-swapper", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+def _pick_ids(version_dir: Path, count: int) -> tuple[list[str], list[str], str, str]:
+    """(users, artists) sampled for the Python generator, and one typical user and artist for
+    h2load (whose body is fixed): the user with the median number of seen artists."""
+    rng = np.random.default_rng(0)
+    user_ids = np.load(version_dir / "user_ids.npy", allow_pickle=False)
+    artist_ids = np.load(version_dir / "artist_ids.npy", allow_pickle=False)
+    indptr = np.load(version_dir / "seen_indptr.npy", allow_pickle=False)
+    users = rng.choice(user_ids.size, size=min(count, user_ids.size), replace=False)
+    artists = rng.choice(artist_ids.size, size=min(count, artist_ids.size), replace=False)
+    seen = np.diff(indptr)
+    typical_user = int(np.argsort(seen, kind="stable")[seen.size // 2])
+    listeners = np.load(version_dir / "artist_listeners.npy", allow_pickle=False)
+    typical_artist = int(np.argsort(listeners, kind="stable")[listeners.size // 2])
+    return (user_ids[users].tolist(), artist_ids[artists].tolist(), str(user_ids[typical_user]),
+            str(artist_ids[typical_artist]))
+
+
+def _verify_with_client(target: str, rpc: str, message: bytes) -> int:
+    """Send ``message`` once with a real gRPC client; return the serialized response's size
+    (raises if the call fails or the response is empty)."""
+    import grpc
+
+    from musicrec.v1 import index_pb2
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(METHODS[rpc])
+        raw = call(message, timeout=30)
+    parsed = (index_pb2.RecommendResponse if rpc == "recommend" else index_pb2.SimilarArtistsResponse).FromString(raw)
+    if not parsed.artists:
+        raise RuntimeError(f"{rpc} answered no artists: the benchmark request is wrong")
+    return len(raw)
+
+
+class _ServingRuns:
+    """The serving runs against one server: request material, verification, one run of each kind."""
+
+    def __init__(self, settings: BenchSettings, workdir: Path, server: IndexServer, version_dir: Path):
+        self.settings = settings
+        self.workdir = workdir
+        self.server = server
+        users, artists, user, artist = _pick_ids(version_dir, settings.serving_users)
+        self.ids_files = {}
+        for rpc, ids in (("recommend", users), ("similar", artists)):
+            path = workdir / f"{rpc}-ids.json"
+            path.write_text(json.dumps(ids), encoding="utf-8")
+            self.ids_files[rpc] = path
+        self.single = {"recommend": serialized_requests("recommend", [user])[0],
+                       "similar": serialized_requests("similar", [artist])[0]}
+        self.bodies = {rpc: h2load.write_body(workdir / f"{rpc}.body", msg) for rpc, msg in self.single.items()}
+        self.response_bytes: dict[str, int] = {}
+        self.python_command = ""
+
+    def verify(self, use_h2load: bool) -> dict:
+        """Each request once with a real client (and with nghttp: HTTP 200, grpc-status 0)."""
+        checks = {}
+        for rpc in RPCS:
+            size = _verify_with_client(self.server.target, rpc, self.single[rpc])
+            check = {"client_response_bytes": size}
+            if use_h2load:
+                seen = h2load.verify_with_nghttp(self.server.port, METHODS[rpc], self.bodies[rpc])
+                if seen["http_status"] != 200 or seen["grpc_status"] != 0 or seen["data_bytes"] != size + 5:
+                    raise RuntimeError(f"the h2load request for {rpc} is not a valid gRPC call: {seen}")
+                check.update(seen)
+            self.response_bytes[rpc] = size + 5  # plus the 5-byte gRPC message prefix
+            checks[rpc] = check
+        return checks
+
+    # -- one run of each generator ------------------------------------------------------------
+
+    def _cpu_and_rss(self) -> tuple[float, int]:
+        return process_cpu_seconds(self.server.pid), process_rss_bytes(self.server.pid)
+
+    def h2load_run(self, rpc: str, *, inflight: int = 1, rate: int | None = None,
+                   seconds: float | None = None) -> dict:
+        s = self.settings
+        seconds = seconds or s.load_seconds
+        cpu0, _ = self._cpu_and_rss()
+        client0 = _children_cpu_seconds()
+        log_file = self.workdir / "h2load.log"
+        if rate is None:
+            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
+                             inflight=inflight, duration_s=seconds, warm_up_s=s.warm_up_seconds,
+                             timeout_s=seconds + s.warm_up_seconds + _RUN_SLACK_S)
+        else:
+            # Paced: -m only caps outstanding streams, set high so pacing, not the cap, decides.
+            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
+                             inflight=256, rate=rate, requests=max(1, int(rate * seconds)),
+                             timeout_s=seconds + _RUN_SLACK_S)
+        cpu1, rss = self._cpu_and_rss()
+        client = _children_cpu_seconds() - client0
+        handled = _count_lines(log_file)
+        result = run.as_dict()
+        result.update(server_cpu_ms_per_request=(cpu1 - cpu0) * 1000.0 / max(handled, 1), server_rss_bytes=rss,
+                      client_cpu_ms_per_request=client * 1000.0 / max(handled, 1))
+        return result
+
+    def python_run(self, rpc: str, *, inflight: int = 1, rate: float | None = None,
+                   seconds: float | None = None) -> dict:
+        s = self.settings
+        seconds = seconds or s.load_seconds
+        processes = s.python_load_processes if (rate is not None or inflight >= s.python_load_processes) else 1
+        start_at = time.time() + _PYTHON_START_S  # every process connected and warm before the first timed request
+        procs, outs, errs = [], [], []
+        for n in range(processes):
+            out = self.workdir / f"grpc-load-{n}.json"
+            err = self.workdir / f"grpc-load-{n}.err"
+            out.unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "bench.grpc_load", "--target", self.server.target, "--rpc", rpc,
+                    "--ids-file", str(self.ids_files[rpc]), "--duration", f"{seconds:g}",
+                    "--warm-up", f"{s.warm_up_seconds:g}", "--start-at", f"{start_at:.3f}", "--out", str(out)]
+            if rate is None:
+                share = inflight // processes + (1 if n < inflight % processes else 0)
+                argv += ["--mode", "closed", "--inflight", str(share),
+                         "--max-requests", str(int(20_000 * (seconds + s.warm_up_seconds)))]
+            else:
+                argv += ["--mode", "open", "--rate", f"{rate / processes:g}"]
+            with open(err, "wb") as err_fh:
+                procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=err_fh, env=child_env(), cwd=REPO_ROOT))
+            outs.append(out)
+            errs.append(err)
+        self.python_command = " ".join(["python"] + argv[1:])
+        deadline = time.monotonic() + _PYTHON_START_S + seconds + s.warm_up_seconds + _RUN_SLACK_S
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu0, _ = self._cpu_and_rss()
+        for proc in procs:
+            try:
+                proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        cpu1, rss = self._cpu_and_rss()
+        results = []
+        for proc, out, err in zip(procs, outs, errs):
+            if proc.returncode != 0 or not out.exists():
+                tail = err.read_text(encoding="utf-8", errors="replace")[-2000:] if err.exists() else ""
+                raise RuntimeError(f"the Python load generator failed (exit {proc.returncode}):\n{tail}")
+            results.append(json.loads(out.read_text(encoding="utf-8")))
+        latencies = [us / 1e6 for r in results for us in r["latencies_us"]]
+        ok = sum(r["ok"] for r in results)
+        errors: dict[str, int] = {}
+        for r in results:
+            for code, n in r["errors"].items():
+                errors[code] = errors.get(code, 0) + n
+        window = max((r["window_s"] for r in results), default=0.0)
+        sent = sum(r["sent"] for r in results)
+        return {
+            "processes": processes, "ok": ok, "errors": errors, "error_count": sum(errors.values()),
+            "shed": sum(r["shed"] for r in results), "seconds": window,
+            "requests_per_s": ok / window if window > 0 else 0.0,
+            "server_cpu_ms_per_request": (cpu1 - cpu0) * 1000.0 / max(sent, 1), "server_rss_bytes": rss,
+            "client_cpu_ms_per_request": sum(r["cpu_seconds"] for r in results) * 1000.0 / max(sent, 1),
+            "command": self.python_command, **latency_summary_ms(latencies),
+        }
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's waited-for children so far (h2load runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return 0
+
+
+def _median_row(runs: list[dict], keys: tuple[str, ...]) -> dict:
+    """Medians of ``keys`` over ``runs``; error counts are summed (every error counts)."""
+    row = {key: median(r.get(key) for r in runs) for key in keys}
+    row["errors_total"] = sum(int(r.get("grpc_errors", r.get("error_count", 0)) or 0) for r in runs)
+    row["runs"] = len(runs)
+    return row
+
+
+_THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "client_cpu_ms_per_request")
+_LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request",
+                 "client_cpu_ms_per_request")
+
+
+def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
+    """Where a request's server CPU goes: the model's search (in-process p50) and the rest (gRPC
+    core, the asyncio server, protobuf, the interceptor), from the busiest closed-loop runs."""
+    rows = []
+    for rpc in RPCS:
+        runs = [r for r in closed if r["rpc"] == rpc]
+        if not runs:
+            continue
+        busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
+        cpu = busiest["server_cpu_ms_per_request"]
+        model = in_process.get(rpc, {}).get("p50_ms")
+        rows.append({"rpc": rpc, "generator": busiest["generator"], "inflight": busiest["inflight"],
+                     "server_cpu_ms_per_request": cpu, "model_ms": model,
+                     "rpc_machinery_ms": cpu - model if cpu == cpu and model == model else float("nan"),
+                     "single_process_ceiling_per_s": 1000.0 / cpu if cpu else float("nan")})
+    return rows
+
+
+def _example_commands(closed: list[dict], open_loop: list[dict]) -> dict[str, str]:
+    """One command line of each kind of run, as it was run (ports and paths of this run)."""
+    examples = {}
+    for label, rows in (("closed loop", closed), ("paced", open_loop)):
+        for row in rows:
+            key = f"{row['generator']} {label}"
+            if key not in examples and row["rpc"] == "recommend" and row.get("per_run"):
+                examples[key] = row["per_run"][0].get("command", "")
+    return examples
+
+
+def run(settings: BenchSettings, workdir: Path) -> dict:
+    """The serving part; returns its section of benchmarks.json."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    version_dir = lastfm_version(workdir, settings)
+    models_dir = workdir / "serving-models"
+    shutil.rmtree(models_dir, ignore_errors=True)
+    models_dir.mkdir()
+    swapper = VersionSwapper(version_dir, models_dir, settings.swap_interval_s)
+    swapper.publish_one()
+    manifest = read_manifest(version_dir)
+    use_h2load, h2load_note = h2load.ensure_installed(allow_install=not settings.quick)
+    server = IndexServer(models_dir, workdir / "index-service.log").start()
+    result: dict = {
+        "model": {"data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
+                  "factors": manifest.num_factors, "recommend_method": manifest.recommend_search.method,
+                  "similar_method": manifest.similar_search.method},
+        "generators": {"h2load": h2load.available() and use_h2load, "python_processes": settings.python_load_processes},
+        "notes": [h2load_note] if h2load_note else [],
+        "server_command": " ".join(["python"] + server.argv[1:]),
+    }
+    # The model's own share of a request, measured in this process before the load starts.
+    result["in_process"] = in_process_latency(version_dir, settings.serving_users, settings.runs)
+    try:
+        bench = _ServingRuns(settings, workdir, server, version_dir)
+        result["verification"] = bench.verify(use_h2load)
+        generators = (["h2load"] if use_h2load else []) + ["python"]
+
+        def once(generator: str, rpc: str, **kwargs) -> dict:
+            return (bench.h2load_run if generator == "h2load" else bench.python_run)(rpc, **kwargs)
+
+        closed = []
+        for rpc in RPCS:
+            for generator in generators:
+                for inflight in settings.closed_loop_inflight:
+                    runs = [once(generator, rpc, inflight=inflight) for _ in range(settings.runs)]
+                    closed.append({"rpc": rpc, "generator": generator, "inflight": inflight,
+                                   **_median_row(runs, _THROUGHPUT_KEYS), "per_run": runs})
+                    log.info("serving closed %s %s x%d: %.0f req/s", rpc, generator, inflight,
+                             closed[-1]["requests_per_s"])
+        result["closed_loop"] = closed
+
+        open_loop = []
+        for rpc in RPCS:
+            for generator in generators:
+                for rate in settings.open_loop_rates:
+                    runs = [once(generator, rpc, rate=rate) for _ in range(settings.runs)]
+                    open_loop.append({"rpc": rpc, "generator": generator, "rate": rate,
+                                      **_median_row(runs, _LATENCY_KEYS), "per_run": runs})
+                    log.info("serving open %s %s %d/s: p99 %.2f ms", rpc, generator, rate, open_loop[-1]["p99_ms"])
+        result["open_loop"] = open_loop
+
+        swaps = []
+        rate = settings.open_loop_rates[0]
+        for rpc in RPCS:
+            for generator in generators:
+                runs = []
+                for _ in range(settings.runs):
+                    before = len(server.versions_served())
+                    with swapper:
+                        run_result = once(generator, rpc, rate=rate, seconds=settings.swap_seconds)
+                    run_result["swaps"] = len(server.versions_served()) - before
+                    runs.append(run_result)
+                steady = next(r for r in open_loop if r["rpc"] == rpc and r["generator"] == generator
+                              and r["rate"] == rate)
+                row = {"rpc": rpc, "generator": generator, "rate": rate, **_median_row(runs, _LATENCY_KEYS),
+                       "swaps": sum(r["swaps"] for r in runs), "steady_p99_ms": steady["p99_ms"], "per_run": runs}
+                row["p99_ratio_to_steady"] = row["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
+                swaps.append(row)
+                log.info("serving swaps %s %s: p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc, generator,
+                         row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])
+        result["swaps"] = swaps
+        result["cpu_breakdown"] = _cpu_breakdown(closed, result["in_process"])
+        result["swap_interval_s"] = settings.swap_interval_s
+        result["commands"] = _example_commands(closed, open_loop)
+        result["server_rss_bytes"] = process_rss_bytes(server.pid)
+    finally:
+        server.stop()
+    result["server_log_tail"] = server.log_text()[-1500:]
+    return result

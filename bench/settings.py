@@ -1,0 +1,106 @@
+"""How big and how long each part of the benchmark runs: the full run (``make bench``) and the
+quick one (``--quick``, for the test that keeps this code from rotting)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTS = ("quality", "scale", "ann", "serving")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Knobs of one benchmark run. Times in seconds.
+
+    - ``runs``: repetitions whose median is reported (quality trainings, ANN timings, load runs).
+    - ``quality_datasets``: names under ``data_dir``; ``quality_epochs``: None = the trainer's
+      defaults, else an override for our BPR (quick mode only); ``quality_max_users``: evaluated
+      users cap (None: all).
+    - ``scale_sizes``: (label, users, artists, interactions) synthetic sizes, smallest first;
+      ``scale_epochs``: epochs trained at each size (bounded at full scale).
+    - ``ann_queries``: queries per recall/latency measurement (``ann_queries_large`` on the
+      largest model, where exact search is slow); ``ann_hnsw_ef``: hnswlib ef values;
+      ``ann_annoy_settings``: (candidates_per_result, search_k multiple of Annoy's default) pairs.
+    - ``load_seconds``: duration of one load run; ``open_loop_rates``: requests/s of paced runs;
+      ``closed_loop_inflight``: requests in flight of closed-loop runs; ``swap_interval_s``: how
+      often a new version appears during the swap runs; ``python_load_processes``: client processes.
+    """
+
+    quick: bool = False
+    runs: int = 3
+    data_dir: Path = SHARED_DATA
+    quality_datasets: tuple[str, ...] = ("lastfm-2k", "movielens-small")
+    quality_epochs: int | None = None
+    quality_max_users: int | None = None
+    scale_sizes: tuple[tuple[str, int, int, int], ...] = (
+        ("1/100", 3_600, 1_600, 175_000),
+        ("1/10", 36_000, 16_000, 1_750_000),
+        ("full", 360_000, 160_000, 17_500_000),
+    )
+    scale_epochs: int = 3
+    scale_eval_users: int = 2_000
+    scale_latency_queries: int = 1_000
+    ann_queries: int = 1_000
+    ann_queries_large: int = 500
+    ann_hnsw_ef: tuple[int, ...] = (10, 20, 40, 80, 160)
+    ann_annoy_settings: tuple[tuple[int, int], ...] = ((1, 1), (1, 4), (2, 4), (4, 4), (4, 16), (8, 16))
+    ann_dot_trees: int = 20
+    load_seconds: float = 3.0
+    warm_up_seconds: float = 1.0
+    open_loop_rates: tuple[int, ...] = (1_000, 2_000)
+    closed_loop_inflight: tuple[int, ...] = (1, 16, 64)
+    swap_interval_s: float = 2.0
+    swap_seconds: float = 8.0
+    python_load_processes: int = 2
+    serving_users: int = 1_000
+
+    def with_overrides(self, **changes) -> "BenchSettings":
+        return dataclasses.replace(self, **changes)
+
+
+def full_settings(**overrides) -> BenchSettings:
+    """``make bench``: every figure the issue asks for, medians of 3 runs, under 30 minutes."""
+    return BenchSettings(**overrides)
+
+
+def quick_settings(**overrides) -> BenchSettings:
+    """``--quick``: every part in small (1 run, small data, short loads), a few minutes in all."""
+    return BenchSettings(
+        quick=True,
+        runs=1,
+        quality_datasets=("lastfm-2k",),
+        quality_epochs=3,
+        quality_max_users=300,
+        scale_sizes=(("tiny", 300, 200, 6_000), ("1/100", 3_600, 1_600, 175_000)),
+        scale_epochs=1,
+        scale_eval_users=200,
+        scale_latency_queries=200,
+        ann_queries=100,
+        ann_queries_large=100,
+        ann_hnsw_ef=(10, 40),
+        ann_annoy_settings=((1, 1), (4, 4)),
+        ann_dot_trees=10,
+        load_seconds=1.0,
+        warm_up_seconds=0.3,
+        open_loop_rates=(200,),
+        closed_loop_inflight=(1, 16),
+        swap_interval_s=1.0,
+        swap_seconds=3.0,
+        python_load_processes=1,
+        serving_users=100,
+    ).with_overrides(**overrides)
+
+
+def child_env() -> dict:
+    """Environment for the benchmark's child processes: the repository importable from anywhere,
+    unbuffered output, TensorFlow's start-up chatter off."""
+    import os
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env

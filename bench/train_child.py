@@ -1,0 +1,77 @@
+"""The trainer's pipeline in a child process, so its peak memory can be read alone::
+
+    python -m bench.train_child --source synthetic:full --models-dir DIR --epochs 3 --out result.json
+
+Runs ``trainer_service.pipeline.run_training`` exactly as a training job does, recording every
+progress event with the time it arrived (seconds since start), and writes one JSON object: the
+events, the total wall time, and the published manifest's version, metrics and search settings.
+The parent reads the peak RSS from ``os.wait4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+
+def _plain(event) -> dict:
+    data = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else dict(event)
+    return {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, dict, list, type(None)))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_child", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="data source, the trainer's syntax (e.g. synthetic:full)")
+    parser.add_argument("--models-dir", required=True)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="override the default number of epochs")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s training %(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    from trainer_service.data import parse_source
+    from trainer_service.hyperparameters import Hyperparameters
+    from trainer_service.pipeline import run_training
+
+    imported = time.perf_counter() - started
+    hp = Hyperparameters() if args.epochs is None else Hyperparameters().with_overrides(epochs=args.epochs)
+    events = []
+
+    def on_progress(event) -> None:
+        events.append({"t": time.perf_counter() - started, **_plain(event)})
+
+    t0 = time.perf_counter() - started
+    result = run_training(parse_source(args.source), hp, args.models_dir, data_dir=args.data_dir,
+                          on_progress=on_progress)
+    manifest = result.manifest
+    out = {
+        "import_seconds": imported,
+        "pipeline_started": t0,
+        "total_seconds": time.perf_counter() - started,
+        "events": events,
+        "hyperparameters": hp.to_dict(),
+        "version": manifest.model_version,
+        "version_dir": os.path.join(args.models_dir, str(manifest.model_version)),
+        "num_users": manifest.num_users,
+        "num_artists": manifest.num_artists,
+        "num_interactions": manifest.num_interactions,
+        "metrics": dict(manifest.metrics),
+        "recommend_search": manifest.recommend_search.to_json(),
+        "similar_search": manifest.similar_search.to_json(),
+        "result": {k: v for k, v in _plain(result).items() if k != "manifest"},
+    }
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, default=str)
+    sys.stdout.flush()
+    os._exit(0)  # skip TensorFlow's slow interpreter teardown; everything is written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

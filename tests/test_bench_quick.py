@@ -1,0 +1,168 @@
+"""The benchmark's quick mode, end to end, so the bench code never rots.
+
+Runs ``python -m bench --quick`` (every part, small) into a temporary directory and checks the
+structure of what it writes: every part present and without error, the key figures present and
+finite, the Markdown and the plot written. Never a figure's value: the machine is shared.
+Skips cleanly when the optional peers (``pip install -e '.[bench]'``) or the shared data are missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PEERS = ("implicit", "hnswlib", "matplotlib")
+QUICK_TIMEOUT_S = 1500
+
+missing_peers = [name for name in PEERS if importlib.util.find_spec(name) is None]
+QUICK_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(missing_peers), reason=f"bench extras not installed ({', '.join(missing_peers)}): "
+                                                   "pip install -e '.[bench]'"),
+    pytest.mark.skipif(not (SHARED_DATA / "lastfm-2k").is_dir(),
+                       reason=f"shared data not found at {SHARED_DATA} (HetRec Last.fm 2K)"),
+]
+
+
+def quick_mode(test):
+    """The marks of a test that needs the quick run (slow; skipped without the extras or data)."""
+    for mark in QUICK_MARKS:
+        test = mark(test)
+    return test
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench-out")
+    work = tmp_path_factory.mktemp("bench-work")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out-dir", str(out), "--workdir", str(work),
+                           "--data-dir", str(SHARED_DATA)],
+                          cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert proc.returncode == 0, f"bench --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert "Benchmark summary" in proc.stdout
+    return json.loads((out / "benchmarks.json").read_text(encoding="utf-8")), out
+
+
+@quick_mode
+def test_every_part_ran_and_the_files_are_written(quick):
+    results, out = quick
+    assert results["quick"] is True
+    assert results["errors"] == {}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving"}
+    assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
+    md = (out / "benchmarks.md").read_text(encoding="utf-8")
+    for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
+                    "## 4. Serving"):
+        assert heading in md
+    assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
+
+
+@quick_mode
+def test_quality_rows(quick):
+    results, _ = quick
+    dataset = results["parts"]["quality"]["datasets"][0]
+    methods = {row["method"]: row for row in dataset["rows"]}
+    assert set(methods) == {"ours (default)", "notebook recipe", "implicit BPR", "implicit ALS", "popularity"}
+    for row in methods.values():
+        for key in ("hit_rate_at_10", "ndcg_at_10", "auc"):
+            assert finite(row[key]) and 0.0 <= row[key] <= 1.0, (row["method"], key)
+        assert finite(row["train_seconds"])
+    assert finite(methods["ours (default)"]["samples_per_second"])
+
+
+@quick_mode
+def test_scale_rows(quick):
+    results, _ = quick
+    sizes = results["parts"]["scale"]["sizes"]
+    assert len(sizes) >= 2
+    for size in sizes:
+        for key in ("samples_per_second", "peak_rss_bytes", "version_bytes", "train_wall_seconds"):
+            assert finite(size[key]) and size[key] > 0, (size["label"], key)
+        assert finite(size["service"]["load_ms_median"]) and size["service"]["rss_bytes_first"] > 0
+        for rpc in ("recommend", "similar"):
+            figures = size["in_process"][rpc]
+            assert finite(figures["p50_ms"]) and finite(figures["p99_ms"])
+            assert 0.0 <= figures["recall_at_10"] <= 1.0
+
+
+@quick_mode
+def test_ann_rows(quick):
+    results, _ = quick
+    models = results["parts"]["ann"]["models"]
+    assert len(models) == 2  # Last.fm 2K and the largest scale model
+    for model in models:
+        methods = {row["method"] for row in model["rows"] if row["search"] == "recommend"}
+        assert methods == {"exact", "notebook annoy", "our annoy", "hnswlib"}
+        for row in model["rows"]:
+            assert 0.0 <= row["recall_at_10"] <= 1.0 and finite(row["p50_ms"]) and finite(row["p99_ms"])
+        assert any(row.get("manifest_choice") for row in model["rows"] if row["method"] == "our annoy")
+
+
+@quick_mode
+def test_serving_rows(quick):
+    results, _ = quick
+    serving = results["parts"]["serving"]
+    generators = {row["generator"] for row in serving["closed_loop"]}
+    assert "python" in generators  # h2load rows only where nghttp2-client is installed
+    for section in ("closed_loop", "open_loop", "swaps"):
+        rows = serving[section]
+        assert {row["rpc"] for row in rows} == {"recommend", "similar"}
+        for row in rows:
+            assert finite(row["requests_per_s"]) and row["requests_per_s"] > 0, (section, row)
+            assert finite(row["p50_ms"]) and finite(row["p99_ms"]) and finite(row["server_cpu_ms_per_request"])
+            assert isinstance(row["errors_total"], int)
+    assert all(row["swaps"] >= 1 for row in serving["swaps"])
+
+
+# -- known answers for the measuring tools (fast, no peers needed) ----------------------------
+
+
+def test_percentiles_and_medians_interpolate_linearly():
+    from bench.measures import latency_summary_ms, median, percentile
+
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert math.isnan(percentile([], 50))
+    assert median([3.0, float("nan"), 1.0, 2.0]) == 2.0
+    summary = latency_summary_ms([0.001, 0.002, 0.003])
+    assert summary["p50_ms"] == pytest.approx(2.0) and summary["count"] == 3
+
+
+def test_grpc_frame_is_the_length_prefixed_message():
+    from bench.h2load import grpc_frame
+
+    assert grpc_frame(b"\x0a\x01\x32") == b"\x00\x00\x00\x00\x03\x0a\x01\x32"
+
+
+def test_h2load_log_skips_the_warm_up_and_failed_requests(tmp_path):
+    from bench.h2load import _log_latencies_s
+
+    log = tmp_path / "h2load.log"
+    # start (us since epoch), HTTP status, duration (us)
+    log.write_text("1000000\t200\t500\n1400000\t200\t700\n1600000\t503\t900\n2100000\t200\t1100\n")
+    assert _log_latencies_s(log) == [0.0005, 0.0007, 0.0011]
+    assert _log_latencies_s(log, skip_s=0.5) == [0.0011]
+
+
+def test_phase_seconds_and_epoch_rates_from_progress_events():
+    from bench.scale import epoch_rates, phase_seconds
+
+    events = [{"t": 0.0, "phase": "loading"}, {"t": 2.0, "phase": "training"},
+              {"t": 5.0, "phase": "training", "epoch": 1, "samples_per_second": 10.0},
+              {"t": 7.0, "phase": "training", "epoch": 2, "samples_per_second": 20.0},
+              {"t": 8.0, "phase": "publishing"}]
+    assert phase_seconds(events, total=10.0) == {"loading": 2.0, "training": 6.0, "publishing": 2.0}
+    assert epoch_rates(events) == [10.0, 20.0]

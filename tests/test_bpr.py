@@ -1,0 +1,140 @@
+"""BPR training in TensorFlow: the loss falls, a seed fixes the factors, a stop request is honoured,
+and on Last.fm 2K the defaults clear a quality floor well above popularity."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer_service.data import generate, load_source, parse_source
+from trainer_service.evaluation import evaluate, leave_one_out_split
+from trainer_service.hyperparameters import NOTEBOOK, Hyperparameters
+
+tf = pytest.importorskip("tensorflow")
+from trainer_service.bpr import BPRTrainer, _dedup_rows, train_bpr  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LASTFM_2K = SHARED_DATA / "lastfm-2k"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The synthetic generator's tiny preset: 300 users, 200 artists, ~6,000 interactions."""
+    return generate("tiny", seed=0).interactions
+
+
+def _arrays(data):
+    return data.users, data.artists, data.weights, data.num_users, data.num_artists
+
+
+def _losses(data, hp: Hyperparameters) -> list[float]:
+    history = []
+    train_bpr(*_arrays(data), hp, on_epoch=lambda stats: history.append(stats.loss))
+    return history
+
+
+def test_loss_decreases_over_epochs(tiny):
+    losses = _losses(tiny, Hyperparameters(epochs=8, factors=16, seed=1))
+    assert len(losses) == 8
+    assert losses[0] < np.log(2.0)  # already below a random ranking's loss after one epoch
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(later < earlier for earlier, later in zip(losses, losses[2:]))  # falls, allowing noise
+
+
+def test_notebook_recipe_trains_with_adagrad_and_popularity_negatives(tiny):
+    losses = _losses(tiny, NOTEBOOK.with_overrides(epochs=5, batch_size=512))
+    assert losses[-1] < losses[0]
+
+
+def test_same_seed_gives_identical_factors_and_another_seed_does_not(tiny):
+    hp = Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7)
+    first = train_bpr(*_arrays(tiny), hp)
+    second = train_bpr(*_arrays(tiny), hp)
+    other = train_bpr(*_arrays(tiny), hp.with_overrides(seed=8))
+    for name in ("user_factors", "artist_factors", "artist_bias"):
+        assert np.array_equal(getattr(first, name), getattr(second, name)), name
+    assert not np.array_equal(first.user_factors, other.user_factors)
+
+
+_FINGERPRINT_SCRIPT = """
+import hashlib
+from trainer_service.bpr import train_bpr
+from trainer_service.data import generate
+from trainer_service.hyperparameters import Hyperparameters
+d = generate("tiny", seed=0).interactions
+f = train_bpr(d.users, d.artists, d.weights, d.num_users, d.num_artists,
+              Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7))
+print(hashlib.sha256(f.user_factors.tobytes() + f.artist_factors.tobytes() + f.artist_bias.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_factors_in_another_process(tiny):
+    hp = Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7)
+    f = train_bpr(*_arrays(tiny), hp)
+    here = hashlib.sha256(f.user_factors.tobytes() + f.artist_factors.tobytes() + f.artist_bias.tobytes()).hexdigest()
+    there = subprocess.run([sys.executable, "-c", _FINGERPRINT_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                           timeout=300, check=True).stdout.strip()
+    assert there == here
+
+
+def test_stop_request_abandons_the_epoch(tiny):
+    polls = []
+
+    def stop_on_second_poll() -> bool:
+        polls.append(1)
+        return len(polls) == 2
+
+    hp = Hyperparameters(epochs=3, factors=4, batch_size=1000)
+    with BPRTrainer(*_arrays(tiny), hp) as trainer:
+        stats = trainer.train_epoch(should_stop=stop_on_second_poll)  # one chunk: one poll
+        assert stats is not None and stats.epoch == 1 and stats.samples == tiny.num_interactions
+        assert trainer.train_epoch(should_stop=stop_on_second_poll) is None
+        assert trainer.epoch == 1
+        with pytest.raises(RuntimeError, match="stopped"):
+            trainer.train_epoch()
+
+
+def test_an_epoch_is_one_triple_per_interaction_even_with_a_partial_last_batch(tiny):
+    hp = Hyperparameters(epochs=2, factors=4, batch_size=1000)  # ~6,000 interactions: not a multiple
+    with BPRTrainer(*_arrays(tiny), hp) as trainer:
+        first = trainer.train_epoch()
+        second = trainer.train_epoch()
+        assert first.samples == second.samples == tiny.num_interactions
+        with pytest.raises(RuntimeError, match="all 2 epochs"):
+            trainer.train_epoch()
+
+
+def test_dedup_rows_sums_gradients_of_repeated_rows():
+    indices = tf.constant([4, 1, 4, 0, 1, 4], tf.int32)
+    grads = tf.constant([[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]])
+    unique, summed = _dedup_rows(indices, grads)
+    rows = {}
+    for index, value in zip(unique.numpy().tolist(), summed.numpy()[:, 0].tolist()):
+        rows[index] = rows.get(index, 0.0) + value  # padding slots add 0 to row 0
+    assert rows == {0: 4.0, 1: 7.0, 4: 10.0}
+    assert sorted(unique.numpy().tolist()[:3]) == [0, 1, 4]
+
+
+@pytest.mark.slow
+def test_defaults_clear_the_quality_floor_on_lastfm_2k():
+    """HR@10 >= 0.17 with the default hyperparameters (0.20 measured with seed 0; the floor leaves
+    room for other seeds and platforms) and clearly above popularity (~0.07)."""
+    if not (LASTFM_2K / "user_artists.dat").is_file():
+        pytest.skip(f"HetRec Last.fm 2K not found at {LASTFM_2K}")
+    data = load_source(parse_source(f"hetrec:{LASTFM_2K}"))
+    hp = Hyperparameters()
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
+    factors = train_bpr(split.train_users, split.train_artists, split.train_weights, split.num_users,
+                        split.num_artists, hp)
+    report = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, split)
+    assert report.model.evaluated_users > 1800
+    assert report.model.hit_rate_at_10 >= 0.17
+    assert report.model.hit_rate_at_10 > report.popularity.hit_rate_at_10 + 0.05
+    assert report.model.auc > report.popularity.auc

@@ -1,0 +1,54 @@
+"""``python -m musicrec.launch --once`` end to end in a temporary directory: it starts both
+services, trains (tiny synthetic data, 3 epochs), waits for the index to serve the model, prints
+recommendations, similar artists and grpcurl commands, and stops both cleanly. A second run on the
+same models dir finds the model and does not retrain. A taken port fails with a clear message."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+TIMEOUT_S = 600  # hang protection only
+
+
+def launch(cwd, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("DATA", None)
+    return subprocess.run([sys.executable, "-m", "musicrec.launch", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+
+
+@pytest.mark.slow
+def test_launch_once_trains_serves_prints_and_stops(tmp_path):
+    models = tmp_path / "var" / "models"
+    common = ("--once", "--models-dir", str(models), "--trainer-port", "0", "--index-port", "0")
+    first = launch(tmp_path, *common, "--data", "synthetic:tiny:seed=2", "--epochs", "3")
+    out = first.stdout
+    assert first.returncode == 0, out + first.stderr
+    assert "training job" in out and "epoch   3/3" in out
+    assert "published version 1" in out and "the index service serves version 1" in out
+    assert out.count("Recommend for user") == 3 and out.count("SimilarArtists to") == 2
+    assert "score" in out and "cosine" in out
+    assert "grpcurl -plaintext" in out and "musicrec.v1.IndexService/Recommend" in out
+    assert out.rstrip().endswith("stopped.")
+    assert (tmp_path / "var" / "logs" / "trainer.log").exists()
+
+    second = launch(tmp_path, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "found model version 1" in second.stdout and "training job" not in second.stdout
+    assert second.stdout.count("Recommend for user") == 3
+
+
+def test_launch_refuses_a_taken_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = launch(tmp_path, "--once", "--models-dir", str(tmp_path / "models"), "--trainer-port", str(port),
+                      "--index-port", "0")
+    assert done.returncode == 2
+    assert f"port {port}" in done.stdout and "already in use" in done.stdout and "--trainer-port" in done.stdout

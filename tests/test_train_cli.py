@@ -1,0 +1,119 @@
+"""``python -m trainer_service train`` end to end in a subprocess: it publishes and prints a
+version, and bad data, a failed publish or a bad flag end in a one-line error, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store import list_versions, load_version
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"hit_rate_at_10", "ndcg_at_10", "auc", "evaluated_users", "popularity_hit_rate_at_10",
+               "popularity_ndcg_at_10", "popularity_auc"}
+FAST_FLAGS = ["--epochs", "3", "--factors", "8", "--batch-size", "128", "--validate-every", "0"]
+
+
+def _train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer_service", "train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.fixture
+def plays_csv(tmp_path: Path) -> Path:
+    """Two taste groups of 30 users over 40 artists: group g plays artists 20g..20g+19, each user
+    8 of them, with play counts."""
+    rng = np.random.default_rng(0)
+    lines = ["user_id,artist_id,plays"]
+    for user in range(60):
+        group = user // 30
+        for artist in rng.choice(20, size=8, replace=False) + 20 * group:
+            lines.append(f"u{user},a{artist},{int(rng.integers(1, 500))}")
+    path = tmp_path / "plays.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _one_line_error(result: subprocess.CompletedProcess, prefix: str) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(prefix), result.stderr
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_train_publishes_and_prints_the_version(plays_csv, tmp_path):
+    models = tmp_path / "models"
+    source = f"table:{plays_csv}:weight=plays"
+    table = _train("--data", source, "--models-dir", str(models), *FAST_FLAGS)
+    assert table.returncode == 0, table.stderr
+    assert "published version 1" in table.stdout
+    assert "HR@10" in table.stdout and "popularity" in table.stdout and "AUC" in table.stdout
+    assert "epoch    3/3" in table.stderr  # progress lines
+
+    as_json = _train("--data", source, "--models-dir", str(models), "--json", "--quiet", "--keep", "1",
+                     "--eval-users", "all", *FAST_FLAGS)
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["version"] == 2 and list_versions(models) == [2]
+    assert METRIC_KEYS <= set(result["metrics"]) and result["metrics"]["evaluated_users"] == 60
+    assert result["hyperparameters"]["factors"] == 8 and len(result["epochs"]) == 3
+    assert "epoch" not in as_json.stderr
+    loaded = load_version(models / "2")
+    try:
+        assert loaded.manifest.metrics == result["metrics"]
+        assert loaded.artifacts.num_users == 60 and loaded.artifacts.num_artists == 40
+    finally:
+        loaded.close()
+
+
+def test_bad_data_exits_1_with_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,artist_id\nu1,a1\nu2\n")
+    result = _train("--data", f"table:{bad}", "--models-dir", str(tmp_path / "models"))
+    assert result.returncode == 1
+    _one_line_error(result, "error: bad data:")
+    missing = _train("--data", f"hetrec:{tmp_path / 'nowhere'}", "--models-dir", str(tmp_path / "models"))
+    assert missing.returncode == 1
+    assert "nowhere" in _one_line_error(missing, "error: bad data:")
+    assert not (tmp_path / "models").exists() or list_versions(tmp_path / "models") == []
+
+
+@pytest.mark.slow
+def test_publish_failure_exits_1_with_one_line(plays_csv, tmp_path):
+    not_a_directory = tmp_path / "models"
+    not_a_directory.write_text("a file where the models directory should be\n")
+    result = _train("--data", f"table:{plays_csv}", "--models-dir", str(not_a_directory), *FAST_FLAGS)
+    assert result.returncode == 1
+    _one_line_error(result, "error: publish failed:")
+
+
+def test_bad_flags_exit_2(tmp_path):
+    result = _train("--data", "synthetic:tiny", "--models-dir", str(tmp_path), "--learning-rate", "-1")
+    assert result.returncode == 2
+    assert "learning_rate must be in" in _one_line_error(result, "error:")
+    assert _train("--models-dir", str(tmp_path)).returncode == 2  # --data is required
+    assert "Traceback" not in _train("--data", "synthetic:tiny", "--models-dir", str(tmp_path),
+                                     "--optimizer", "rmsprop").stderr
+
+
+def test_help_documents_every_option_and_data_format():
+    result = _train("--help")
+    assert result.returncode == 0
+    for option in ("--data", "--models-dir", "--data-dir", "--preset", "--factors", "--epochs", "--learning-rate",
+                   "--regularization", "--bias-regularization", "--batch-size", "--seed", "--negative-sampling",
+                   "--positive-sampling", "--optimizer", "--init-std", "--keep", "--eval-users",
+                   "--validate-every", "--validation-users", "--json", "--quiet"):
+        assert option in result.stdout, option
+    for source in ("synthetic[:SIZE]", "notebook", "hetrec", "movielens", "table", "user_artists.dat",
+                   "ratings.csv", "lastfm_play.csv"):
+        assert source in result.stdout, source
+    top = subprocess.run([sys.executable, "-m", "trainer_service", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert top.returncode == 0 and "train" in top.stdout

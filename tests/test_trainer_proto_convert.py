@@ -1,0 +1,68 @@
+"""Conversions between the trainer's protos and its domain objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from musicrec.rpc.errors import InvalidArgument
+from musicrec.v1 import model_pb2, trainer_pb2
+from trainer_service import proto_convert
+from trainer_service.data import DataSourceSpec
+from trainer_service.jobs import Job, JobState
+
+
+@pytest.mark.parametrize("message, spec", [
+    (trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=trainer_pb2.SYNTHETIC_SIZE_TINY, seed=7)),
+     DataSourceSpec.synthetic("tiny", 7)),
+    (trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource()), DataSourceSpec.synthetic("small", 0)),
+    (trainer_pb2.DataSource(files=trainer_pb2.FileSource(path="lastfm-2k", format=trainer_pb2.DATA_FORMAT_HETREC)),
+     DataSourceSpec.files("lastfm-2k", "hetrec")),
+    (trainer_pb2.DataSource(files=trainer_pb2.FileSource(
+        path="plays.csv", format=trainer_pb2.DATA_FORMAT_TABLE, user_column="u", artist_column="a",
+        weight_column="plays", artists_path="artists.csv", name_column="title")),
+     DataSourceSpec.files("plays.csv", "table", user_column="u", artist_column="a", weight_column="plays",
+                          artists_path="artists.csv", name_column="title")),
+])
+def test_sources_round_trip(message, spec):
+    assert proto_convert.source_from_proto(message) == spec
+    stored = proto_convert.source_to_dict(spec)
+    assert proto_convert.source_from_dict(stored) == spec
+    assert proto_convert.source_from_proto(proto_convert.source_to_proto(stored)) == spec
+
+
+def test_an_unset_source_means_the_default_and_bad_ones_are_invalid_argument():
+    assert proto_convert.source_from_proto(trainer_pb2.DataSource()) is None
+    with pytest.raises(InvalidArgument, match="size"):
+        proto_convert.source_from_proto(trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=99)))
+    with pytest.raises(InvalidArgument, match="column options"):
+        proto_convert.source_from_proto(trainer_pb2.DataSource(files=trainer_pb2.FileSource(
+            path="x", format=trainer_pb2.DATA_FORMAT_HETREC, user_column="u")))
+    with pytest.raises(InvalidArgument, match="path"):
+        proto_convert.source_from_proto(trainer_pb2.DataSource(files=trainer_pb2.FileSource()))
+
+
+def test_only_the_set_hyperparameters_are_overrides():
+    assert proto_convert.overrides_from_proto(model_pb2.Hyperparameters()) == {}
+    assert proto_convert.overrides_from_proto(model_pb2.Hyperparameters(epochs=0, learning_rate=0.5)) == {
+        "epochs": 0, "learning_rate": 0.5}
+
+
+def test_job_to_proto():
+    job = Job.new(proto_convert.source_to_dict(DataSourceSpec.synthetic("tiny", 1)),
+                  {"factors": 8, "epochs": 2, "learning_rate": 0.05, "optimizer": "sgd"})
+    job.transition(JobState.RUNNING)
+    job.progress.phase, job.progress.epoch, job.progress.total_epochs, job.progress.loss = "training", 1, 2, 0.5
+    job.metrics = {"auc": 0.9, "evaluated_users": 12, "something_new": 1.0}
+    message = proto_convert.job_to_proto(job)
+    assert message.state == trainer_pb2.JOB_STATE_RUNNING and message.job_id == job.job_id
+    assert message.source.synthetic.size == trainer_pb2.SYNTHETIC_SIZE_TINY and message.source.synthetic.seed == 1
+    assert message.hyperparameters.factors == 8 and message.hyperparameters.learning_rate == 0.05
+    assert message.progress.epoch == 1 and message.progress.loss == 0.5
+    assert message.metrics.auc == 0.9 and message.metrics.evaluated_users == 12
+    assert message.HasField("started_at") and not message.HasField("finished_at")
+    assert message.started_at.ToNanoseconds() == pytest.approx(job.started_at * 1e9, abs=1e3)
+    job.published_version = 3
+    job.transition(JobState.SUCCEEDED)
+    done = proto_convert.job_to_proto(job)
+    assert done.state == trainer_pb2.JOB_STATE_SUCCEEDED and done.published_version == 3
+    assert done.HasField("finished_at")

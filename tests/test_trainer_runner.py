@@ -1,0 +1,242 @@
+"""The job runner with scripted training children (no TensorFlow): the worker protocol, watching,
+cancel, a child that ignores the cancel, a child that crashes, one that dies right after
+publishing, the watcher bound, and shutdown.
+
+Each scripted child is a real process started with the "spawn" context, like the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from model_store import ModelArtifacts, list_versions, publish_version
+from model_store.ann_build import BuildSettings
+from musicrec.rpc.errors import InvalidArgument
+from trainer_service.job_runner import JobRunner, TooManyWatchersError, TrainerShuttingDownError
+from trainer_service.jobs import JobAlreadyRunningError, JobEndedError, JobNotFoundError, JobRegistry, JobState
+
+EPOCHS = 3
+
+
+def _progress(conn, phase, epoch=0, loss=0.0):
+    conn.send({"type": "progress", "phase": phase, "epoch": epoch, "total_epochs": EPOCHS, "loss": loss,
+               "samples_per_second": 100.0, "metrics": {}})
+
+
+def child_succeeds(request, conn, stop):
+    _progress(conn, "loading")
+    _progress(conn, "training")
+    for epoch in range(1, EPOCHS + 1):
+        _progress(conn, "training", epoch, loss=1.0 / epoch)
+    _progress(conn, "evaluating", EPOCHS)
+    _progress(conn, "publishing", EPOCHS)
+    conn.send({"type": "succeeded", "version": request.min_version, "metrics": {"auc": 0.9}})
+
+
+def child_waits_for_stop(request, conn, stop):
+    _progress(conn, "training", 1)
+    while not stop.wait(0.05):
+        pass
+    conn.send({"type": "cancelled"})
+
+
+def child_ignores_stop(request, conn, stop):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _progress(conn, "training", 1)
+    while True:
+        time.sleep(0.05)
+
+
+def child_is_killed(request, conn, stop):
+    _progress(conn, "training", 1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def child_fails(request, conn, stop):
+    _progress(conn, "loading")
+    conn.send({"type": "failed", "error": "lastfm_play.csv line 3: plays must be a number, got 'x'"})
+
+
+def child_publishes_then_dies(request, conn, stop):
+    _progress(conn, "publishing", EPOCHS)
+    rng = np.random.default_rng(0)
+    artifacts = ModelArtifacts(
+        user_ids=np.array(["u0", "u1"]), user_factors=rng.standard_normal((2, 4)).astype(np.float32),
+        artist_ids=np.array(["a0", "a1", "a2"]), artist_names=np.array(["A", "B", "C"]),
+        artist_factors=rng.standard_normal((3, 4)).astype(np.float32),
+        artist_bias=np.zeros(3, np.float32), artist_listeners=np.ones(3, np.int32),
+        seen_indptr=np.array([0, 1, 2], np.int64), seen_indices=np.array([0, 1], np.int32),
+    )
+    publish_version(request.models_dir, artifacts, data_source="scripted", data_fingerprint="0" * 64,
+                    num_interactions=2, hyperparameters={"factors": 4}, metrics={"auc": 0.5},
+                    min_version=request.min_version, build_settings=BuildSettings(n_trees=2, sample_size=2))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _reject_escape(source):
+    if ".." in source.get("files", {}).get("path", ""):
+        raise ValueError("data path leaves the data directory")
+
+
+def make_runner(tmp_path, target, **kwargs) -> JobRunner:
+    registry = JobRegistry(tmp_path / "models" / ".trainer")
+    registry.open()
+    return JobRunner(registry, tmp_path / "models", data_dir=tmp_path, default_source={"synthetic": {"size": "tiny"}},
+                     check_source=_reject_escape, resolve_hyperparameters=lambda o: {"epochs": EPOCHS, **o},
+                     worker_target=target, **kwargs)
+
+
+async def watch_all(runner, job_id):
+    async with runner.watch(job_id) as updates:
+        return [job async for job in updates]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def test_a_job_streams_ordered_epochs_and_ends_succeeded(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_succeeds)
+        job = runner.start_job(None, {"factors": 8})
+        assert job.state is JobState.RUNNING
+        assert job.source == {"synthetic": {"size": "tiny"}} and job.hyperparameters == {"epochs": 3, "factors": 8}
+        updates = await watch_all(runner, job.job_id)
+        late = await watch_all(runner, job.job_id)  # after the end: the final state only
+        again = runner.start_job()  # the slot is free again
+        await watch_all(runner, again.job_id)
+        await runner.shutdown()
+        return job, updates, late, runner
+
+    job, updates, late, runner = run(main())
+    final = updates[-1]
+    assert final.state is JobState.SUCCEEDED and final.published_version == 1
+    assert final.metrics == {"auc": 0.9} and final.progress.phase == "done" and final.error == ""
+    assert all(u.state is JobState.RUNNING for u in updates[:-1])
+    epochs = [u.progress.epoch for u in updates if u.progress.phase == "training"]
+    assert epochs == sorted(epochs) and epochs[-1] == EPOCHS
+    phases = [u.progress.phase for u in updates]
+    assert phases.index("training") < phases.index("evaluating") < phases.index("publishing")
+    assert [u.state for u in late] == [JobState.SUCCEEDED]
+    # min_version grows with every publish the trainer remembers
+    assert runner.registry.highest_published_version == 2
+
+
+def test_second_start_while_running_is_already_exists_naming_the_job(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_waits_for_stop)
+        job = runner.start_job()
+        with pytest.raises(JobAlreadyRunningError) as info:
+            runner.start_job()
+        assert job.job_id in info.value.message
+        runner.cancel(job.job_id)
+        final = (await watch_all(runner, job.job_id))[-1]
+        with pytest.raises(JobEndedError):
+            runner.cancel(job.job_id)
+        await runner.shutdown()
+        with pytest.raises(TrainerShuttingDownError):
+            runner.start_job()
+        return final
+
+    final = run(main())
+    assert final.state is JobState.CANCELLED and final.error == "cancelled on request"
+    assert final.published_version == 0
+    assert list_versions(tmp_path / "models") == []
+
+
+def test_invalid_source_and_hyperparameters_are_refused_before_a_job_exists(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_succeeds)
+        with pytest.raises(InvalidArgument, match="leaves the data directory"):
+            runner.start_job({"files": {"path": "../etc"}})
+        runner._resolve_hyperparameters = lambda o: (_ for _ in ()).throw(ValueError("epochs must be >= 1"))
+        with pytest.raises(InvalidArgument, match="epochs must be >= 1"):
+            runner.start_job()
+        with pytest.raises(JobNotFoundError):
+            runner.get("nope")
+        assert runner.registry.jobs() == []
+        await runner.shutdown()
+
+    run(main())
+
+
+def test_a_child_that_ignores_cancel_is_killed_and_the_job_cancelled(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_ignores_stop, cancel_grace_s=0.5)
+        job = runner.start_job()
+        async with runner.watch(job.job_id) as updates:
+            async for update in updates:
+                if update.state is JobState.RUNNING and update.progress.epoch == 1:
+                    runner.cancel(job.job_id)  # repeated cancels are harmless
+                final = update
+        await runner.shutdown()
+        return final
+
+    final = run(main())
+    assert final.state is JobState.CANCELLED
+    assert "did not stop within 0.5 s and was killed" in final.error
+
+
+def test_a_killed_child_fails_the_job_with_the_signal(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_is_killed)
+        job = runner.start_job()
+        final = (await watch_all(runner, job.job_id))[-1]
+        await runner.shutdown()
+        return final
+
+    final = run(main())
+    assert final.state is JobState.FAILED
+    assert "killed by SIGKILL" in final.error
+
+
+def test_a_failing_child_reports_the_loader_message(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_fails)
+        job = runner.start_job()
+        final = (await watch_all(runner, job.job_id))[-1]
+        await runner.shutdown()
+        return final
+
+    final = run(main())
+    assert final.state is JobState.FAILED
+    assert final.error == "lastfm_play.csv line 3: plays must be a number, got 'x'"
+
+
+def test_a_child_that_dies_after_publishing_is_reported_with_its_version(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_publishes_then_dies)
+        runner.registry.record_published(6)  # versions keep growing past what the trainer published
+        job = runner.start_job()
+        final = (await watch_all(runner, job.job_id))[-1]
+        await runner.shutdown()
+        return final
+
+    final = run(main())
+    assert final.state is JobState.SUCCEEDED and final.published_version == 7
+    assert final.error == ""  # a success, reported as one (the log says the child died)
+    assert list_versions(tmp_path / "models") == [7]
+
+
+def test_watchers_are_bounded(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_waits_for_stop, max_watchers=2)
+        job = runner.start_job()
+        async with runner.watch(job.job_id), runner.watch(job.job_id):
+            with pytest.raises(TooManyWatchersError):
+                async with runner.watch(job.job_id):
+                    pass
+        async with runner.watch(job.job_id):  # released slots are reusable
+            pass
+        await runner.shutdown()
+        return runner.get(job.job_id)
+
+    final = run(main())
+    assert final.state is JobState.CANCELLED
+    assert final.error == "cancelled: the trainer is shutting down"

@@ -1,0 +1,359 @@
+"""The trainer service over real gRPC: ``python -m trainer_service serve`` as an OS process on
+port 0, real grpc.aio clients, real (TensorFlow) training on the tiny synthetic preset with few
+epochs.
+
+Covered: StartTraining + WatchTrainingJob stream contents (ordered epochs, final state with the
+version) and ListModelVersions; a second StartTraining while one runs (ALREADY_EXISTS naming the
+job); cancel (CANCELLED, nothing published); a bad data file (FAILED with the loader's message);
+paths leaving --data-dir, a symlink among them (INVALID_ARGUMENT, no job); out-of-range
+hyperparameters (INVALID_ARGUMENT); the watcher bound (RESOURCE_EXHAUSTED); the training child
+killed with SIGKILL (FAILED, the server keeps serving); SIGTERM with a job running (CANCELLED, exit
+0); the trainer killed and restarted (the interrupted job FAILED, versions still listed, version
+numbers keep growing after the models dir is emptied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from musicrec.v1 import model_pb2, trainer_pb2, trainer_pb2_grpc
+from service_processes import ServiceProcess, child_pids, trainer
+
+pytestmark = pytest.mark.slow
+
+TINY = trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=trainer_pb2.SYNTHETIC_SIZE_TINY, seed=3))
+QUICK = model_pb2.Hyperparameters(epochs=3, factors=8)
+# A job that would run for minutes: the tests cancel or kill it after its first epoch.
+LONG = model_pb2.Hyperparameters(epochs=10_000, factors=8)
+RUNNING = trainer_pb2.JOB_STATE_RUNNING
+SUCCEEDED = trainer_pb2.JOB_STATE_SUCCEEDED
+FAILED = trainer_pb2.JOB_STATE_FAILED
+CANCELLED = trainer_pb2.JOB_STATE_CANCELLED
+WAIT_S = 120.0  # hang protection only
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 300))
+
+
+def stub(channel) -> trainer_pb2_grpc.TrainerServiceStub:
+    return trainer_pb2_grpc.TrainerServiceStub(channel)
+
+
+async def start(channel, source=TINY, hyperparameters=QUICK) -> trainer_pb2.TrainingJob:
+    request = trainer_pb2.StartTrainingRequest(hyperparameters=hyperparameters)
+    if source is not None:
+        request.source.CopyFrom(source)
+    return await stub(channel).StartTraining(request)
+
+
+async def watch(channel, job_id: str) -> list[trainer_pb2.TrainingJob]:
+    call = stub(channel).WatchTrainingJob(trainer_pb2.WatchTrainingJobRequest(job_id=job_id))
+    return [update async for update in call]
+
+
+async def watch_until_epoch(channel, job_id: str, epoch: int = 1):
+    """Open a watch, read until the job has completed ``epoch`` epochs; return the open call."""
+    call = stub(channel).WatchTrainingJob(trainer_pb2.WatchTrainingJobRequest(job_id=job_id))
+    async for update in call:
+        assert update.state == RUNNING, update
+        if update.progress.phase == "training" and update.progress.epoch >= epoch:
+            return call
+    raise AssertionError("the stream ended before the epoch")
+
+
+async def versions(channel) -> list[int]:
+    reply = await stub(channel).ListModelVersions(trainer_pb2.ListModelVersionsRequest())
+    return [v.version for v in reply.versions]
+
+
+async def get(channel, job_id: str) -> trainer_pb2.TrainingJob:
+    return await stub(channel).GetTrainingJob(trainer_pb2.GetTrainingJobRequest(job_id=job_id))
+
+
+def training_child(trainer_process: ServiceProcess) -> int:
+    """PID of the trainer's training child (the spawn child, not the resource tracker)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for pid in child_pids(trainer_process.process.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("no training child process found")
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while Path(f"/proc/{pid}").exists():
+        status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}/status").exists() else ""
+        if "State:\tZ" in status:
+            return
+        assert time.monotonic() < deadline, f"process {pid} is still alive"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One trainer for the tests that do not restart it, with a data dir holding a broken
+    notebook file, a symlink that leads out of the data dir, and a file outside it."""
+    tmp = tmp_path_factory.mktemp("trainer")
+    data = tmp / "data"
+    (data / "broken").mkdir(parents=True)
+    (data / "broken" / "lastfm_play.csv").write_text("user_id,artist_id,plays\nu1,a1,12\nu2,a2,lots\n")
+    (data / "broken" / "lastfm_artist.csv").write_text("artist_id,artist_name\na1,One\na2,Two\n")
+    outside = tmp / "outside"
+    outside.mkdir()
+    (outside / "lastfm_play.csv").write_text("user_id,artist_id,plays\nu1,a1,1\n")
+    os.symlink(outside, data / "escape")
+    process = trainer(tmp, tmp / "models", data, "--max-watchers", "2").start()
+    yield process, tmp / "models"
+    assert process.stop() == 0, process.tail()
+
+
+def test_health_is_serving_once_listening(service):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            return reply.status
+
+    assert run(main()) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_watch_streams_ordered_epochs_and_the_final_version(service):
+    process, models_dir = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            before = await versions(channel)
+            job = await start(channel)
+            updates = await watch(channel, job.job_id)
+            late = await watch(channel, job.job_id)
+            return before, job, updates, late, await get(channel, job.job_id), await versions(channel)
+
+    before, job, updates, late, got, after = run(main())
+    assert job.state == RUNNING and job.job_id
+    assert job.hyperparameters.epochs == 3 and job.hyperparameters.factors == 8
+    assert job.source.synthetic.size == trainer_pb2.SYNTHETIC_SIZE_TINY and job.source.synthetic.seed == 3
+    final = updates[-1]
+    assert final.state == SUCCEEDED, final.error
+    assert final.published_version == (max(before) + 1 if before else 1)
+    assert final.metrics.evaluated_users > 0 and 0 < final.metrics.auc <= 1
+    assert final.HasField("finished_at") and final.HasField("started_at")
+    assert all(update.state == RUNNING for update in updates[:-1])
+    epochs = [u.progress.epoch for u in updates if u.progress.phase == "training" and u.progress.epoch > 0]
+    # one update per epoch, in order (the watch starts before the child has even imported TF,
+    # so it sees epoch 1; contiguity is what matters)
+    assert epochs and epochs == list(range(epochs[0], 4))
+    assert all(u.progress.total_epochs == 3 for u in updates if u.progress.phase == "training")
+    phases = [u.progress.phase for u in updates]
+    assert phases.index("training") < phases.index("evaluating") < phases.index("publishing")
+    assert [u.state for u in late] == [SUCCEEDED]  # after the end: the final state, then the end
+    assert got == final
+    assert after[0] == final.published_version and after == sorted(after, reverse=True)
+
+
+def test_second_start_is_already_exists_and_cancel_publishes_nothing(service):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            before = await versions(channel)
+            job = await start(channel, hyperparameters=LONG)
+            call = await watch_until_epoch(channel, job.job_id)
+            with pytest.raises(grpc.aio.AioRpcError) as second:
+                await start(channel)
+            cancelled = await stub(channel).CancelTraining(trainer_pb2.CancelTrainingRequest(job_id=job.job_id))
+            rest = [update async for update in call]
+            with pytest.raises(grpc.aio.AioRpcError) as again:
+                await stub(channel).CancelTraining(trainer_pb2.CancelTrainingRequest(job_id=job.job_id))
+            return job, second.value, cancelled, rest[-1], again.value, before, await versions(channel)
+
+    job, second, cancelled, final, again, before, after = run(main())
+    assert second.code() == grpc.StatusCode.ALREADY_EXISTS and job.job_id in second.details()
+    assert cancelled.job_id == job.job_id
+    assert final.state == CANCELLED and final.published_version == 0
+    assert final.error == "cancelled on request"
+    assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert after == before
+
+
+def test_bad_data_fails_the_job_with_the_loaders_message(service):
+    process, _ = service
+    broken = trainer_pb2.DataSource(
+        files=trainer_pb2.FileSource(path="broken", format=trainer_pb2.DATA_FORMAT_NOTEBOOK))
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            before = await versions(channel)
+            job = await start(channel, source=broken)
+            final = (await watch(channel, job.job_id))[-1]
+            return final, before, await versions(channel)
+
+    final, before, after = run(main())
+    assert final.state == FAILED and final.published_version == 0
+    assert "lastfm_play.csv" in final.error and "lots" in final.error, final.error
+    assert final.source.files.path == "broken"
+    assert after == before
+
+
+@pytest.mark.parametrize("path", ["../outside", "/etc", "escape", "broken/../../outside"])
+def test_paths_leaving_the_data_dir_are_invalid_argument(service, path):
+    process, _ = service
+    source = trainer_pb2.DataSource(files=trainer_pb2.FileSource(path=path))
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await start(channel, source=source)
+            return info.value
+
+    error = run(main())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data directory" in error.details()
+
+
+@pytest.mark.parametrize("hyperparameters, field", [
+    (model_pb2.Hyperparameters(epochs=0), "epochs"),
+    (model_pb2.Hyperparameters(factors=5000), "factors"),
+    (model_pb2.Hyperparameters(learning_rate=-1), "learning_rate"),
+])
+def test_out_of_range_hyperparameters_are_invalid_argument(service, hyperparameters, field):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await start(channel, hyperparameters=hyperparameters)
+            return info.value
+
+    error = run(main())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in error.details()
+
+
+def test_unknown_job_is_not_found(service):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            errors = []
+            for call in (get(channel, "nope"), watch(channel, "nope"),
+                         stub(channel).CancelTraining(trainer_pb2.CancelTrainingRequest(job_id="nope"))):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                errors.append(info.value.code())
+            return errors
+
+    assert run(main()) == [grpc.StatusCode.NOT_FOUND] * 3
+
+
+def test_watchers_beyond_the_bound_are_resource_exhausted_and_a_killed_child_fails_the_job(service):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            job = await start(channel, hyperparameters=LONG)
+            first = await watch_until_epoch(channel, job.job_id)
+            second = await watch_until_epoch(channel, job.job_id)
+            with pytest.raises(grpc.aio.AioRpcError) as third:
+                await watch(channel, job.job_id)
+            os.kill(training_child(process), signal.SIGKILL)
+            final = [update async for update in first][-1]
+            [update async for update in second]
+            # the server keeps serving: the slot is free and a new job trains
+            after = await start(channel)
+            after_final = (await watch(channel, after.job_id))[-1]
+            return third.value, final, after_final
+
+    exhausted, final, after_final = run(main())
+    assert exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert final.state == FAILED and final.published_version == 0
+    assert "killed by SIGKILL" in final.error, final.error
+    assert after_final.state == SUCCEEDED
+
+
+def test_restarts_sigterm_cancels_and_sigkill_fails_the_running_job(tmp_path):
+    """One trainer history across three processes: A publishes v1, is stopped with SIGTERM while
+    a job runs (CANCELLED, exit 0); B sees that, starts a job and is SIGKILLed (its training
+    child dies with it); C reports that job FAILED, still lists v1, and after the models dir is
+    emptied publishes v2 (numbers never reuse)."""
+    models = tmp_path / "models"
+
+    async def phase_a(process):
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            done = (await watch(channel, (await start(channel)).job_id))[-1]
+            job = await start(channel, hyperparameters=LONG)
+            call = await watch_until_epoch(channel, job.job_id)
+            process.process.send_signal(signal.SIGTERM)
+            final = [update async for update in call][-1]
+            return done, final
+
+    a = trainer(tmp_path, models, name="trainer-a").start()
+    done, cancelled = run(phase_a(a))
+    assert a.process.wait(WAIT_S) == 0, a.tail()
+    assert done.state == SUCCEEDED and done.published_version == 1
+    assert cancelled.state == CANCELLED and "shutting down" in cancelled.error
+    assert cancelled.published_version == 0
+
+    async def phase_b(process):
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            after_restart = await get(channel, cancelled.job_id)
+            job = await start(channel, hyperparameters=LONG)
+            await watch_until_epoch(channel, job.job_id)
+            return after_restart, job
+
+    b = trainer(tmp_path, models, name="trainer-b").start()
+    after_restart, interrupted = run(phase_b(b))
+    assert after_restart.state == CANCELLED
+    child = training_child(b)
+    b.kill()  # SIGKILL: no cleanup at all
+    wait_gone(child)  # the training child dies with its parent
+
+    async def phase_c(process):
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            job = await get(channel, interrupted.job_id)
+            listed = await versions(channel)
+            shutil.rmtree(models / "1")
+            fresh = (await watch(channel, (await start(channel)).job_id))[-1]
+            return job, listed, fresh, await versions(channel)
+
+    c = trainer(tmp_path, models, name="trainer-c").start()
+    job, listed, fresh, after = run(phase_c(c))
+    assert c.stop() == 0, c.tail()
+    assert job.state == FAILED and job.error == "trainer restarted while the job was running"
+    assert listed == [1]
+    assert fresh.state == SUCCEEDED and fresh.published_version == 2 and after == [2]
+
+
+def test_schedule_retrains_from_the_default_source_without_a_request(tmp_path):
+    process = trainer(tmp_path, tmp_path / "models", None, "--schedule", "1", name="scheduled").start()
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            deadline = time.monotonic() + WAIT_S
+            while not await versions(channel):
+                assert time.monotonic() < deadline, "the schedule never published"
+                await asyncio.sleep(0.2)
+            reply = await stub(channel).ListModelVersions(trainer_pb2.ListModelVersionsRequest())
+            return reply.versions[0]
+
+    try:
+        version = run(main())
+    finally:
+        status = process.stop()
+    assert status == 0, process.tail()
+    assert version.version >= 1 and "tiny" in version.data_source

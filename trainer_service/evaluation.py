@@ -1,0 +1,229 @@
+"""Leave-one-out evaluation of a factor model, with a popularity baseline on the same split.
+
+numpy only. Protocol:
+
+- **Split** (``leave_one_out_split``): for every user with at least ``MIN_INTERACTIONS``
+  interactions (and at least one artist they never listened to), one interaction drawn at random
+  (seeded) is held out; the model is trained on the rest.
+- **Ranking**: for an evaluated user, every artist they have not interacted with in training is
+  ranked by ``user_factors[u] @ artist_factors[a] + artist_bias[a]``; the popularity baseline ranks
+  them by the number of training listeners. The held-out artist's position decides:
+  HR@10 (it is in the top 10), NDCG@10 (``1 / log2(position + 2)`` if it is, else 0) and AUC (the
+  fraction of the other candidates it outranks). Ties (common for popularity) count as broken
+  at random: the metrics are their exact expectations under a random order of the tied artists
+  (a tie counts half in AUC).
+- **Cap**: evaluating all of Last.fm 360K's users costs minutes, so ``max_users`` evaluates a
+  seeded uniform sample of the eligible users instead; ``evaluated_users`` records how many.
+
+Memory: scores are computed for a block of users at a time (``block_users x A`` floats), never a
+users x artists matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_INTERACTIONS = 5
+CUTOFF = 10
+# Scores per block: rows x artists float32s (16 MiB) bound the evaluation's working memory.
+_BLOCK_SCORES = 1 << 22
+_SPLIT_STREAM = 3
+_SAMPLE_STREAM = 4
+
+# _DCG_PREFIX[k] = sum of 1 / log2(p + 2) for positions p < k (k = 0..CUTOFF).
+_DCG_PREFIX = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(CUTOFF) + 2.0))])
+
+
+def _seed_sequence(seed: int, stream: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, stream])
+
+
+@dataclass(frozen=True)
+class LeaveOneOutSplit:
+    """A training set and one held-out artist per evaluated user.
+
+    Shapes (U users, A artists, T training interactions, E evaluated users):
+    ``train_users``, ``train_artists``: (T,) int32, sorted by (user, artist); ``train_weights``:
+    (T,) float32; ``train_indptr``: (U + 1,) int64, the CSR row pointers of the training
+    interactions (indices: ``train_artists``); ``heldout_users``: (E,) int32, ascending;
+    ``heldout_artists``: (E,) int32.
+    """
+
+    num_users: int
+    num_artists: int
+    train_users: np.ndarray
+    train_artists: np.ndarray
+    train_weights: np.ndarray
+    train_indptr: np.ndarray
+    heldout_users: np.ndarray
+    heldout_artists: np.ndarray
+
+    @property
+    def num_heldout(self) -> int:
+        return int(self.heldout_users.size)
+
+    def train_listeners(self) -> np.ndarray:
+        """(A,) int64: distinct training listeners per artist (the popularity baseline's score)."""
+        return np.bincount(self.train_artists, minlength=self.num_artists)
+
+
+def leave_one_out_split(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int,
+                        num_artists: int, seed: int, min_interactions: int = MIN_INTERACTIONS) -> LeaveOneOutSplit:
+    """Hold out one random interaction of every user with >= ``min_interactions`` interactions
+    and fewer than ``num_artists`` (a user who heard everything has nothing to rank it against).
+
+    ``users``, ``artists``, ``weights``: (N,) interactions sorted by (user, artist), each pair
+    once (as ``Interactions`` holds them). Deterministic for ``seed``.
+    """
+    users = np.asarray(users, dtype=np.int32)
+    artists = np.asarray(artists, dtype=np.int32)
+    counts = np.bincount(users, minlength=num_users)
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    eligible = np.flatnonzero((counts >= min_interactions) & (counts < num_artists)).astype(np.int32)
+    rng = np.random.default_rng(_seed_sequence(seed, _SPLIT_STREAM))
+    picks = indptr[eligible] + (rng.random(eligible.size) * counts[eligible]).astype(np.int64)
+    picks = np.minimum(picks, indptr[eligible + 1] - 1)
+    keep = np.ones(users.size, dtype=bool)
+    keep[picks] = False
+    train_counts = counts.copy()
+    train_counts[eligible] -= 1
+    train_indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(train_counts, out=train_indptr[1:])
+    return LeaveOneOutSplit(
+        num_users=int(num_users), num_artists=int(num_artists),
+        train_users=users[keep], train_artists=artists[keep],
+        train_weights=np.asarray(weights, dtype=np.float32)[keep], train_indptr=train_indptr,
+        heldout_users=eligible, heldout_artists=artists[picks],
+    )
+
+
+def sample_heldout(split: LeaveOneOutSplit, max_users: int | None, seed: int) -> np.ndarray:
+    """Indices into the split's held-out arrays to evaluate: all (``max_users`` None or >= E), or
+    a seeded uniform sample of ``max_users`` of them, ascending."""
+    total = split.num_heldout
+    if max_users is None or max_users >= total:
+        return np.arange(total)
+    if max_users < 1:
+        raise ValueError(f"max_users must be >= 1, got {max_users}")
+    rng = np.random.default_rng(_seed_sequence(seed, _SAMPLE_STREAM))
+    return np.sort(rng.choice(total, size=max_users, replace=False))
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    """Leave-one-out metrics of one ranker (means over ``evaluated_users``)."""
+
+    hit_rate_at_10: float
+    ndcg_at_10: float
+    auc: float
+    evaluated_users: int
+
+
+def metrics_from_ranks(greater: np.ndarray, ties: np.ndarray, candidates: np.ndarray) -> RankingMetrics:
+    """Metrics from, per evaluated user, the number of other candidates scored strictly above the
+    held-out artist (``greater``), scored equal (``ties``), and the number of other candidates
+    (``candidates``: unseen artists besides the held-out one). Ties are broken uniformly at
+    random, in expectation."""
+    greater = np.asarray(greater, dtype=np.int64)
+    ties = np.asarray(ties, dtype=np.int64)
+    candidates = np.asarray(candidates, dtype=np.float64)
+    if greater.size == 0:
+        return RankingMetrics(0.0, 0.0, 0.0, 0)
+    spread = ties + 1  # the held-out artist is equally likely at positions greater .. greater+ties
+    hits = np.clip(CUTOFF - greater, 0, spread) / spread
+    top = np.minimum(greater + spread, CUTOFF)
+    low = np.minimum(greater, CUTOFF)
+    ndcg = (_DCG_PREFIX[top] - _DCG_PREFIX[low]) / spread
+    auc = np.where(candidates > 0, (candidates - greater - 0.5 * ties) / np.maximum(candidates, 1), 1.0)
+    return RankingMetrics(float(hits.mean()), float(ndcg.mean()), float(auc.mean()), int(greater.size))
+
+
+def _ragged_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR row pointers and selected rows: (row position in ``rows``, index into the CSR
+    data) of every entry of those rows, concatenated."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    owner = np.repeat(np.arange(rows.size), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(starts, lengths) + offsets
+
+
+def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_bias: np.ndarray,
+                   split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
+    """Leave-one-out metrics of the model (``(U, F)``, ``(A, F)``, ``(A,)`` float arrays) on the
+    held-out entries ``selection`` (indices into the split's held-out arrays; None: all)."""
+    selection = np.arange(split.num_heldout) if selection is None else np.asarray(selection)
+    users = split.heldout_users[selection].astype(np.int64)
+    held = split.heldout_artists[selection].astype(np.int64)
+    items = np.asarray(artist_factors, dtype=np.float32)
+    bias = np.asarray(artist_bias, dtype=np.float32)
+    if not (np.isfinite(items).all() and np.isfinite(bias).all() and np.isfinite(user_factors[users]).all()):
+        # NaN compares false with everything and would rank the held-out artist first.
+        raise ValueError("the model's factors contain NaN or infinity (training diverged: lower the learning rate)")
+    num_artists = items.shape[0]
+    block = max(1, _BLOCK_SCORES // max(num_artists, 1))
+    greater = np.empty(users.size, dtype=np.int64)
+    ties = np.empty(users.size, dtype=np.int64)
+    for start in range(0, users.size, block):
+        rows = users[start:start + block]
+        scores = np.asarray(user_factors[rows], dtype=np.float32) @ items.T
+        scores += bias
+        owner, entries = _ragged_rows(split.train_indptr, rows)
+        scores[owner, split.train_artists[entries]] = -np.inf
+        target = scores[np.arange(rows.size), held[start:start + block]][:, None]
+        greater[start:start + rows.size] = np.count_nonzero(scores > target, axis=1)
+        ties[start:start + rows.size] = np.count_nonzero(scores == target, axis=1) - 1
+    candidates = num_artists - np.diff(split.train_indptr)[users] - 1
+    return metrics_from_ranks(greater, ties, candidates)
+
+
+def evaluate_popularity(split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
+    """Leave-one-out metrics of ranking by training listeners, on the same held-out entries.
+
+    No score matrix: the counts over all artists come from the sorted listener counts, minus
+    those of the user's own training artists."""
+    selection = np.arange(split.num_heldout) if selection is None else np.asarray(selection)
+    users = split.heldout_users[selection].astype(np.int64)
+    listeners = split.train_listeners()
+    target = listeners[split.heldout_artists[selection]]
+    ordered = np.sort(listeners)
+    above_all = ordered.size - np.searchsorted(ordered, target, side="right")
+    equal_all = np.searchsorted(ordered, target, side="right") - np.searchsorted(ordered, target, side="left") - 1
+    owner, entries = _ragged_rows(split.train_indptr, users)
+    seen = listeners[split.train_artists[entries]]
+    above_seen = np.bincount(owner, weights=seen > target[owner], minlength=users.size).astype(np.int64)
+    equal_seen = np.bincount(owner, weights=seen == target[owner], minlength=users.size).astype(np.int64)
+    candidates = split.num_artists - np.diff(split.train_indptr)[users] - 1
+    return metrics_from_ranks(above_all - above_seen, equal_all - equal_seen, candidates)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """The model's and the popularity baseline's metrics on the same held-out users."""
+
+    model: RankingMetrics
+    popularity: RankingMetrics
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The manifest's metrics (keys mirror ``EvaluationMetrics`` in model.proto)."""
+        return {
+            "hit_rate_at_10": self.model.hit_rate_at_10,
+            "ndcg_at_10": self.model.ndcg_at_10,
+            "auc": self.model.auc,
+            "evaluated_users": self.model.evaluated_users,
+            "popularity_hit_rate_at_10": self.popularity.hit_rate_at_10,
+            "popularity_ndcg_at_10": self.popularity.ndcg_at_10,
+            "popularity_auc": self.popularity.auc,
+        }
+
+
+def evaluate(user_factors: np.ndarray, artist_factors: np.ndarray, artist_bias: np.ndarray,
+             split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> EvaluationReport:
+    """The model and the popularity baseline on the held-out entries ``selection`` (None: all)."""
+    return EvaluationReport(
+        model=evaluate_model(user_factors, artist_factors, artist_bias, split, selection),
+        popularity=evaluate_popularity(split, selection),
+    )

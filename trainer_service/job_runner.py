@@ -1,0 +1,373 @@
+"""Runs training jobs, one at a time, each in its own child process, and lets clients watch them.
+
+Everything here runs on the server's event loop thread (the worker's reader thread hands its
+messages over with ``loop.call_soon_threadsafe``), so the registry needs no lock. No gRPC here:
+the servicer converts requests and results.
+
+Policies (the contract the servicer documents):
+
+- **One job at a time.** ``start_job`` while a job is queued or running raises
+  ``JobAlreadyRunningError`` naming it (no queue; see that class).
+- **Cancel** sets the child's stop flag; the pipeline checks it between phases and within each
+  epoch (every chunk of minibatches), before publishing, and the job ends CANCELLED having
+  published nothing. A child that has not stopped ``cancel_grace_s`` seconds later is killed.
+  Publishing is not interruptible by the flag: a cancel that arrives once the job is publishing
+  lets the publish finish within the grace period, and the job ends SUCCEEDED with that version
+  (the cancel came too late; the log says so, ``error`` stays empty as for any success). If the
+  grace period ends mid-publish, the child is killed; the model store's atomic rename means the
+  version either is complete or does not exist. If it exists, the job ends SUCCEEDED with it (a
+  CANCELLED job never has a visible version); if not, CANCELLED. The same rule holds for every
+  way a job can end: CANCELLED and FAILED jobs never have a visible version.
+- **A child that dies** (SIGKILL, out of memory, a crash) fails its job with the exit code or
+  signal; the same "did it publish?" check applies, and the server keeps serving.
+- **Shutdown** cancels the running job the same way and waits for it to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from model_store import InvalidVersionError, Manifest, list_versions, read_manifest, validate_version
+from musicrec.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
+from trainer_service.jobs import (
+    Job,
+    JobAlreadyRunningError,
+    JobEndedError,
+    JobRegistry,
+    JobState,
+)
+from trainer_service.worker import WorkerExit, WorkerProcess, WorkerRequest, child_main
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CANCEL_GRACE_S = 30.0
+DEFAULT_MAX_WATCHERS = 32
+CANCELLED_BY_REQUEST = "cancelled on request"
+CANCELLED_BY_SHUTDOWN = "cancelled: the trainer is shutting down"
+
+# Hooks between the runner and the data layer / hyperparameters, injected so this module stays
+# free of their details: ``check_source(source_dict)`` raises a ValueError (DataPathError among
+# them) for a source that must be refused before a job exists; ``resolve_hyperparameters(overrides)``
+# returns the full hyperparameters as a dict or raises ValueError for an out-of-range value.
+SourceCheck = Callable[[dict[str, Any]], None]
+HyperparameterResolver = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class TooManyWatchersError(ResourceExhausted):
+    """More concurrent WatchTrainingJob streams than the trainer allows (RESOURCE_EXHAUSTED)."""
+
+
+class TrainerShuttingDownError(Unavailable):
+    """The trainer is stopping and starts no new job (UNAVAILABLE)."""
+
+
+def published_versions(models_dir: str | os.PathLike) -> list[Manifest]:
+    """Manifests of the valid published versions, newest first. A version whose manifest or
+    files (type and size; checksums are the index service's job) are invalid is skipped."""
+    root = Path(models_dir)
+    manifests = []
+    for version in reversed(list_versions(root)):
+        try:
+            manifests.append(validate_version(root / str(version), verify_checksums=False))
+        except (InvalidVersionError, OSError) as exc:
+            log.warning("skipping version %s in the listing: %s", version, exc)
+    return manifests
+
+
+class _Run:
+    """The bookkeeping of the job being run: its worker and its cancel state."""
+
+    def __init__(self, job: Job, worker: WorkerProcess, versions_before: int):
+        self.job = job
+        self.worker = worker
+        self.versions_before = versions_before
+        self.cancel_reason: str | None = None
+        self.killed_for_timeout = False
+        self.kill_timer: asyncio.TimerHandle | None = None
+        self.ended = asyncio.Event()
+
+
+class JobRunner:
+    """Starts, tracks, cancels and streams training jobs. Create and use on the event loop."""
+
+    def __init__(
+        self,
+        registry: JobRegistry,
+        models_dir: str | os.PathLike,
+        *,
+        data_dir: str | os.PathLike | None,
+        default_source: dict[str, Any],
+        check_source: SourceCheck,
+        resolve_hyperparameters: HyperparameterResolver,
+        keep: int = 3,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+        max_watchers: int = DEFAULT_MAX_WATCHERS,
+        worker_target: Callable[..., None] = child_main,
+    ):
+        self.registry = registry
+        self.models_dir = Path(models_dir)
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.default_source = dict(default_source)
+        self.keep = keep
+        self.cancel_grace_s = cancel_grace_s
+        self.max_watchers = max_watchers
+        self._worker_target = worker_target
+        self._check_source = check_source
+        self._resolve_hyperparameters = resolve_hyperparameters
+        self._run: _Run | None = None
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+        self._watcher_count = 0
+        self._closing = False
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """A snapshot of the job; JobNotFoundError if unknown."""
+        return self.registry.get(job_id).snapshot()
+
+    def active(self) -> Job | None:
+        job = self.registry.active()
+        return job.snapshot() if job else None
+
+    @property
+    def worker_pid(self) -> int | None:
+        """PID of the running training process (for operators and tests)."""
+        return self._run.worker.pid if self._run else None
+
+    async def list_versions(self) -> list[Manifest]:
+        """Valid published versions, newest first (disk reads run off the event loop)."""
+        return await asyncio.to_thread(published_versions, self.models_dir)
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start_job(self, source: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Job:
+        """Validate and start a job; return its snapshot (RUNNING, or FAILED if the process
+        could not start). ``source`` None means the default source.
+
+        Raises InvalidArgument (bad source or hyperparameters; nothing started) and
+        JobAlreadyRunningError (another job is queued or running).
+        """
+        if self._closing:
+            raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
+        source = dict(self.default_source if source is None else source)
+        try:
+            self._check_source(source)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid data source: {exc}") from None
+        try:
+            hyperparameters = self._resolve_hyperparameters(dict(overrides or {}))
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
+        running = self.registry.active()
+        if running is not None:
+            raise JobAlreadyRunningError(running)
+
+        job = Job.new(source, hyperparameters)
+        self.registry.add(job)
+        self.registry.save()
+        loop = asyncio.get_running_loop()
+        on_disk = list_versions(self.models_dir)
+        versions_before = max([self.registry.highest_published_version, *on_disk])
+        request = WorkerRequest(
+            source=source,
+            hyperparameters=hyperparameters,
+            models_dir=str(self.models_dir),
+            data_dir=None if self.data_dir is None else str(self.data_dir),
+            keep=self.keep,
+            # Numbers keep growing even when the models dir was emptied.
+            min_version=self.registry.highest_published_version + 1,
+        )
+
+        def deliver(message: dict[str, Any] | WorkerExit) -> None:
+            try:
+                loop.call_soon_threadsafe(self._on_worker_message, job.job_id, message)
+            except RuntimeError:  # the loop is closed: the process is exiting anyway
+                pass
+
+        worker = WorkerProcess(request, deliver, self._worker_target)
+        try:
+            worker.start()
+        except OSError as exc:
+            job.transition(JobState.FAILED, error=f"could not start the training process: {exc}")
+            self.registry.save()
+            self._notify(job)
+            return job.snapshot()
+        self._run = _Run(job, worker, versions_before)
+        job.transition(JobState.RUNNING)
+        # The proto's first phase: the child starts, imports TensorFlow and loads the data.
+        job.progress.phase = "loading"
+        self.registry.save()
+        self._notify(job)
+        log.info("job %s started (pid %s): source %s, hyperparameters %s",
+                 job.job_id, worker.pid, source, hyperparameters)
+        return job.snapshot()
+
+    # -- cancelling ----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str = CANCELLED_BY_REQUEST) -> Job:
+        """Ask a running job to stop (see the module docstring). Returns the job's snapshot: it
+        may still be RUNNING; watch it for the end. JobEndedError if it has already ended."""
+        job = self.registry.get(job_id)
+        if job.state.is_terminal:
+            raise JobEndedError(job)
+        run = self._run
+        if run is None or run.job is not job:  # queued, never started
+            job.transition(JobState.CANCELLED, error=reason)
+            self.registry.save()
+            self._notify(job)
+            return job.snapshot()
+        if run.cancel_reason is None:
+            run.cancel_reason = reason
+            run.worker.request_stop()
+            run.kill_timer = asyncio.get_running_loop().call_later(self.cancel_grace_s, self._kill_after_grace, run)
+            log.info("job %s: cancel requested (%s)", job_id, reason)
+        return job.snapshot()
+
+    def _kill_after_grace(self, run: _Run) -> None:
+        if run.ended.is_set():
+            return
+        log.warning("job %s did not stop within %g s of the cancel: killing the training process",
+                    run.job.job_id, self.cancel_grace_s)
+        run.killed_for_timeout = True
+        run.worker.kill()
+
+    async def shutdown(self) -> None:
+        """Refuse new jobs, cancel the running one, and wait until it has ended."""
+        self._closing = True
+        run = self._run
+        if run is not None and not run.ended.is_set():
+            self.cancel(run.job.job_id, CANCELLED_BY_SHUTDOWN)
+            await run.ended.wait()
+        self.registry.save()
+
+    # -- watching ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[AsyncIterator[Job]]:
+        """``async with runner.watch(job_id) as updates: async for job in updates: ...``
+
+        The updates are the job's current state at once, then one snapshot per change (each
+        epoch and phase), then the final state, after which the iterator ends. A job that has
+        already ended yields its final state only. Raises JobNotFoundError, and
+        TooManyWatchersError beyond ``max_watchers`` concurrent watches, before yielding.
+        """
+        job = self.registry.get(job_id)
+        if self._watcher_count >= self.max_watchers:
+            raise TooManyWatchersError(
+                f"too many concurrent WatchTrainingJob streams (at most {self.max_watchers}); "
+                "poll GetTrainingJob instead or retry later")
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        queue.put_nowait(job.snapshot())
+        subscribers = self._watchers.setdefault(job_id, set())
+        if not job.state.is_terminal:
+            subscribers.add(queue)
+        self._watcher_count += 1
+
+        async def updates() -> AsyncIterator[Job]:
+            while True:
+                snapshot = await queue.get()
+                yield snapshot
+                if snapshot.state.is_terminal:
+                    return
+
+        try:
+            yield updates()
+        finally:
+            self._watcher_count -= 1
+            subscribers.discard(queue)
+            if not subscribers:
+                self._watchers.pop(job_id, None)
+
+    def _notify(self, job: Job) -> None:
+        # Queues are unbounded but a job sends a bounded number of updates (epochs + phases).
+        for queue in self._watchers.get(job.job_id, ()):
+            queue.put_nowait(job.snapshot())
+        if job.state.is_terminal:
+            self._watchers.pop(job.job_id, None)
+
+    # -- worker messages (on the loop thread) ---------------------------------------------------
+
+    def _on_worker_message(self, job_id: str, message: dict[str, Any] | WorkerExit) -> None:
+        run = self._run
+        if run is None or run.job.job_id != job_id:
+            return
+        job = run.job
+        if isinstance(message, WorkerExit):
+            self._on_worker_exit(run, message)
+            return
+        if job.state.is_terminal:
+            return
+        progress = job.progress
+        phase_changed = message["phase"] != progress.phase
+        progress.phase = message["phase"]
+        progress.epoch = message["epoch"]
+        progress.total_epochs = message["total_epochs"] or progress.total_epochs
+        progress.loss = message["loss"]
+        progress.samples_per_second = message["samples_per_second"]
+        if message.get("metrics"):
+            job.metrics = dict(message["metrics"])
+        if phase_changed:
+            # Phase changes are rare and worth surviving a crash; per-epoch progress is not.
+            self.registry.save()
+        self._notify(job)
+
+    def _on_worker_exit(self, run: _Run, exit_: WorkerExit) -> None:
+        job = run.job
+        if run.kill_timer is not None:
+            run.kill_timer.cancel()
+        final = exit_.final or {}
+        kind = final.get("type")
+        if job.state.is_terminal:
+            pass
+        elif kind == "succeeded":
+            if run.cancel_reason is not None:
+                log.warning("job %s: %s too late: it was already publishing", job.job_id, run.cancel_reason)
+            self._succeed(job, int(final["version"]), final.get("metrics") or {})
+        elif kind == "cancelled":
+            job.transition(JobState.CANCELLED, error=run.cancel_reason or "cancelled by the training process")
+        elif kind == "failed":
+            job.transition(JobState.FAILED, error=str(final.get("error") or "training failed"))
+        elif not self._adopt_published(run):
+            if run.cancel_reason is not None:
+                detail = (f"the training process did not stop within {self.cancel_grace_s:g} s and was killed"
+                          if run.killed_for_timeout else exit_.describe())
+                job.transition(JobState.CANCELLED, error=f"{run.cancel_reason}; {detail}")
+            else:
+                job.transition(JobState.FAILED, error=exit_.describe())
+        self.registry.save()
+        self._run = None
+        run.ended.set()
+        self._notify(job)
+        log.info("job %s ended %s%s", job.job_id, job.state.value,
+                 f" (version {job.published_version})" if job.published_version else f": {job.error}")
+
+    def _succeed(self, job: Job, version: int, metrics: dict[str, float]) -> None:
+        if metrics:
+            job.metrics = dict(metrics)
+        job.progress.phase = "done"
+        job.transition(JobState.SUCCEEDED)
+        job.published_version = version
+        self.registry.record_published(version)
+
+    def _adopt_published(self, run: _Run) -> bool:
+        """After the child died without a result: if it had already renamed a new version into
+        place, the job did publish; report it SUCCEEDED with that version (never CANCELLED or
+        FAILED with a visible model). True if so."""
+        newer = [v for v in list_versions(self.models_dir) if v > run.versions_before]
+        for version in sorted(newer, reverse=True):
+            try:
+                manifest = read_manifest(self.models_dir / str(version))
+            except InvalidVersionError:
+                continue
+            note = ("the training process died after publishing" if run.cancel_reason is None
+                    else f"{run.cancel_reason} too late: the version was already published")
+            self._succeed(run.job, manifest.model_version, {k: float(v) for k, v in manifest.metrics.items()})
+            log.warning("job %s: %s (version %d)", run.job.job_id, note, version)
+            return True
+        return False

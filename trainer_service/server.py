@@ -1,0 +1,261 @@
+"""The trainer's gRPC server: ``python -m trainer_service serve``.
+
+Wires the job registry (history in the state dir), the job runner, the optional retraining
+schedule and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
+error mapping, message limits, TLS). The trainer is ready as soon as it listens: health turns
+SERVING right after the server starts.
+
+Authentication: with a token (``MUSICREC_TRAINER_TOKEN`` or ``--token-file``), StartTraining and
+CancelTraining require ``authorization: Bearer <token>`` metadata (``musicrec.rpc.auth``: missing
+-> UNAUTHENTICATED, wrong -> PERMISSION_DENIED); the read-only RPCs and health stay open.
+
+Shutdown on SIGTERM or SIGINT: health NOT_SERVING, the schedule stops, a running job is cancelled
+(its child stops at the next epoch boundary, or is killed after ``--cancel-grace`` seconds; the
+job ends CANCELLED and publishes nothing), in-flight RPCs get ``--grace`` seconds, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from musicrec.rpc.auth import BearerTokenInterceptor, load_token, method_path
+from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
+from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+from trainer_service.job_runner import DEFAULT_CANCEL_GRACE_S, DEFAULT_MAX_WATCHERS, JobRunner
+from trainer_service.jobs import JobRegistry, TrainerStateLockedError
+from trainer_service.scheduler import RetrainSchedule
+from trainer_service.servicer import TrainerServicer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 50051
+DEFAULT_SOURCE = "synthetic:small"
+STATE_DIR_NAME = ".trainer"
+# Exit status when the server cannot start (port taken, state dir locked, bad arguments).
+EXIT_CANNOT_START = 2
+# The bearer token the mutating RPCs require (see musicrec.rpc.auth); --token-file wins over it.
+TOKEN_ENV = "MUSICREC_TRAINER_TOKEN"
+MUTATING_RPCS = ("StartTraining", "CancelTraining")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Everything ``serve`` needs. Times in seconds; ``schedule_s`` None means no schedule;
+    ``data_dir`` None means only the synthetic generator can be used; ``state_dir`` None means
+    ``models_dir/.trainer``."""
+
+    models_dir: Path
+    data_dir: Path | None = None
+    state_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    schedule_s: float | None = None
+    default_source: str = DEFAULT_SOURCE
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    grace_s: float = 5.0
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    keep: int = 3
+    max_watchers: int = DEFAULT_MAX_WATCHERS
+    auth_token: str | None = None  # required by MUTATING_RPCS when set; never logged
+
+    def problem(self) -> str | None:
+        """What is wrong with the numbers of this config, or None."""
+        if self.schedule_s is not None and not self.schedule_s > 0:
+            return f"--schedule must be a positive number of seconds, got {self.schedule_s}"
+        if not self.cancel_grace_s >= 0 or not self.grace_s >= 0:
+            return "--grace and --cancel-grace must not be negative"
+        if self.keep < 1:
+            return f"--keep must be at least 1, got {self.keep}"
+        if self.max_watchers < 1:
+            return f"--max-watchers must be at least 1, got {self.max_watchers}"
+        return None
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.models_dir / STATE_DIR_NAME
+
+
+def source_checker(data_dir: Path | None) -> Callable[[dict[str, Any]], None]:
+    """The StartTraining check of a data source: parseable, and its paths inside ``data_dir``
+    (``..``, absolute paths and symlinks out raise DataPathError). Whether the files exist and
+    parse is the job's business (a bad file fails the job with the loader's message)."""
+    from trainer_service.data import DataError
+    from trainer_service.data.paths import DataRoot
+    from trainer_service.proto_convert import source_from_dict
+
+    root = DataRoot(data_dir) if data_dir is not None else None
+
+    def check(source: dict[str, Any]) -> None:
+        spec = source_from_dict(source)
+        if spec.kind != "files":
+            return
+        if root is None:
+            raise DataError("this trainer has no --data-dir: only the synthetic generator can be used")
+        root.resolve(spec.path)
+        if spec.artists_path:
+            root.resolve(spec.artists_path)
+
+    return check
+
+
+def resolve_hyperparameters(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with ``overrides``, validated (ValueError names an out-of-range field)."""
+    from trainer_service.hyperparameters import Hyperparameters
+
+    return Hyperparameters().with_overrides(**overrides).to_dict()
+
+
+def default_source_dict(spec_text: str) -> dict[str, Any]:
+    """Parse ``--default-source`` (e.g. ``synthetic:small``, ``hetrec:lastfm``); ValueError if bad."""
+    from trainer_service.data import parse_source
+    from trainer_service.proto_convert import source_to_dict
+
+    return source_to_dict(parse_source(spec_text))
+
+
+async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, JobRunner], None] | None = None) -> int:
+    """Run the trainer until SIGTERM/SIGINT (or ``server.request_stop()``); return the exit status.
+
+    ``on_listening(server, runner)`` is called once the server is SERVING (tests use it to learn
+    the port when binding port 0).
+    """
+    problem = config.problem()
+    if problem:
+        log.error("bad configuration: %s", problem)
+        return EXIT_CANNOT_START
+    try:
+        default_source = default_source_dict(config.default_source)
+        check_source = source_checker(config.data_dir)
+        check_source(default_source)
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return EXIT_CANNOT_START
+    config.models_dir.mkdir(parents=True, exist_ok=True)
+    registry = JobRegistry(config.resolved_state_dir)
+    try:
+        registry.open()
+    except TrainerStateLockedError as exc:
+        log.error("%s", exc)
+        return EXIT_CANNOT_START
+    try:
+        runner = JobRunner(
+            registry, config.models_dir, data_dir=config.data_dir, default_source=default_source,
+            check_source=check_source, resolve_hyperparameters=resolve_hyperparameters, keep=config.keep,
+            cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers,
+        )
+        binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner),
+                                    trainer_pb2_grpc.add_TrainerServiceServicer_to_server)
+        interceptors = [] if config.auth_token is None else [BearerTokenInterceptor(
+            config.auth_token, [method_path(binding.name, rpc) for rpc in MUTATING_RPCS])]
+        try:
+            server = build_server(
+                [binding],
+                ServerConfig(host=config.host, port=config.port, tls_cert_file=config.tls_cert_file,
+                             tls_key_file=config.tls_key_file, grace_s=config.grace_s),
+                interceptors=interceptors,
+            )
+        except (OSError, ValueError) as exc:
+            log.error("trainer cannot start: %s (is the port already taken?)" if isinstance(exc, OSError)
+                      else "trainer cannot start: %s", exc)
+            return EXIT_CANNOT_START
+        await server.start()
+        await server.set_serving(True)
+        log.info("trainer listening on %s (%s); models in %s, data in %s, default source %s%s",
+                 server.address, "TLS" if server.tls else "plaintext", config.models_dir,
+                 config.data_dir or "(none)", config.default_source,
+                 f", retraining every {config.schedule_s:g} s" if config.schedule_s else "")
+        log.info("%s", f"{' and '.join(MUTATING_RPCS)} require a bearer token" if config.auth_token else
+                 f"{' and '.join(MUTATING_RPCS)} are open to any client (set {TOKEN_ENV} or --token-file)")
+        schedule_task = None
+        if config.schedule_s:
+            schedule = RetrainSchedule(config.schedule_s, runner.start_job)
+            schedule_task = asyncio.create_task(schedule.run(), name="retrain-schedule")
+        if on_listening is not None:
+            on_listening(server, runner)
+
+        await server.wait_for_shutdown_signal()
+        _ignore_repeated_signals()
+        # Health first, so clients and balancers stop sending; then the job; then the RPCs.
+        await server.health.enter_graceful_shutdown()
+        if schedule_task is not None:
+            schedule_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await schedule_task
+        await runner.shutdown()
+        await server.stop()
+        log.info("trainer stopped")
+        return 0
+    finally:
+        registry.close()
+
+
+def _ignore_repeated_signals() -> None:
+    """A second SIGTERM/SIGINT (a supervisor and a process group both signalling) must not kill
+    the process halfway through a clean shutdown, which is bounded by --cancel-grace + --grace."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, log.warning, "already shutting down (signal %s ignored)", signum)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``serve`` subcommand's options."""
+    parser.add_argument("--models-dir", required=True, type=Path,
+                        help="shared models volume the trainer publishes versions to")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory that StartTraining file sources are relative to (and confined to); "
+                             "without it only the synthetic generator can be used")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--schedule", type=float, default=None, metavar="SECONDS",
+                        help="retrain from the default source every SECONDS (a tick is skipped while a job runs)")
+    parser.add_argument("--default-source", default=DEFAULT_SOURCE, metavar="SPEC",
+                        help="data source of StartTraining without one and of scheduled runs "
+                             f"(default {DEFAULT_SOURCE}; e.g. synthetic:tiny:seed=7, hetrec:lastfm-2k, auto:.)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help=f"where the job history lives (default MODELS_DIR/{STATE_DIR_NAME})")
+    parser.add_argument("--keep", type=int, default=3, help="published versions to keep (older ones are deleted)")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key")
+    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                        help="on shutdown, how long in-flight RPCs may finish")
+    parser.add_argument("--cancel-grace", type=float, default=DEFAULT_CANCEL_GRACE_S, metavar="SECONDS",
+                        help="how long a cancelled training may take to stop before it is killed")
+    parser.add_argument("--max-watchers", type=int, default=DEFAULT_MAX_WATCHERS,
+                        help="concurrent WatchTrainingJob streams allowed")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help=f"file holding the bearer token StartTraining and CancelTraining require "
+                             f"(default: the {TOKEN_ENV} environment variable; neither: no token)")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Entry point of ``serve``: configure logging, run the server, return the exit status."""
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
+    try:
+        token = load_token(token_file=getattr(args, "token_file", None), env_var=TOKEN_ENV)
+    except ValueError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CANNOT_START
+    config = TrainerConfig(
+        models_dir=args.models_dir, data_dir=args.data_dir, state_dir=args.state_dir, host=args.host,
+        port=args.port, schedule_s=args.schedule, default_source=args.default_source,
+        tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, grace_s=args.grace,
+        cancel_grace_s=args.cancel_grace, keep=args.keep, max_watchers=args.max_watchers,
+        auth_token=token,
+    )
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130

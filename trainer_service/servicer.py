@@ -1,0 +1,60 @@
+"""The TrainerService gRPC servicer: converts requests and results, nothing more.
+
+The work happens in ``trainer_service.job_runner.JobRunner``; its domain errors carry their
+status codes and ``musicrec.rpc``'s interceptor turns them into gRPC statuses:
+INVALID_ARGUMENT (bad source, data path outside --data-dir, hyperparameters out of range),
+ALREADY_EXISTS (a job is already running; the message names it), NOT_FOUND (unknown job),
+FAILED_PRECONDITION (cancelling a job that has ended), RESOURCE_EXHAUSTED (too many watchers),
+UNAVAILABLE (the trainer is shutting down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from musicrec.rpc.errors import InvalidArgument
+from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+from trainer_service import proto_convert
+from trainer_service.job_runner import JobRunner
+
+
+def _job_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("job_id is required")
+    return value
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    """Thin adapter from the TrainerService RPCs to a ``JobRunner``."""
+
+    def __init__(self, runner: JobRunner):
+        self._runner = runner
+
+    async def StartTraining(self, request: trainer_pb2.StartTrainingRequest,
+                            context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
+        source = proto_convert.source_from_proto(request.source) if request.HasField("source") else None
+        overrides = proto_convert.overrides_from_proto(request.hyperparameters)
+        job = self._runner.start_job(None if source is None else proto_convert.source_to_dict(source), overrides)
+        return proto_convert.job_to_proto(job)
+
+    async def GetTrainingJob(self, request: trainer_pb2.GetTrainingJobRequest,
+                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
+        return proto_convert.job_to_proto(self._runner.get(_job_id(request.job_id)))
+
+    async def WatchTrainingJob(self, request: trainer_pb2.WatchTrainingJobRequest,
+                               context: aio.ServicerContext) -> AsyncIterator[trainer_pb2.TrainingJob]:
+        async with self._runner.watch(_job_id(request.job_id)) as updates:
+            async for job in updates:
+                yield proto_convert.job_to_proto(job)
+
+    async def CancelTraining(self, request: trainer_pb2.CancelTrainingRequest,
+                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
+        return proto_convert.job_to_proto(self._runner.cancel(_job_id(request.job_id)))
+
+    async def ListModelVersions(self, request: trainer_pb2.ListModelVersionsRequest,
+                                context: aio.ServicerContext) -> trainer_pb2.ListModelVersionsResponse:
+        manifests = await self._runner.list_versions()
+        return trainer_pb2.ListModelVersionsResponse(
+            versions=[proto_convert.version_to_proto(manifest) for manifest in manifests])
