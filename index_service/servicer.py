@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from index_service.holder import ModelHolder
 from index_service.serving_model import Ranking, ServingModel
-from index_service.version_proto import model_version
+from musicrec.version_proto import model_version
 from index_service.watcher import Rejection
 from musicrec.v1 import index_pb2, index_pb2_grpc
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from index_service.version_proto import fill_numbers, model_version
+from musicrec.version_proto import fill_numbers, model_version
 from model_store import Manifest
 from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import model_pb2, trainer_pb2

@@ -1,4 +1,4 @@
-"""Manifest (model_store) -> ``musicrec.v1.ModelVersion`` and friends (proto side only).
+"""Manifest (model_store) -> ``musicrec.v1.ModelVersion`` and friends; shared by both services.
 
 Hyperparameters and metrics are free-form number maps in the manifest; a key that names a field
 of the proto message is copied (converted to the field's type), any other key is skipped, so a
