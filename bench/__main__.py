@@ -59,11 +59,22 @@ def _merge_previous(json_path: Path, quick: bool, results: dict) -> dict:
         return results
     merged_parts = dict(previous.get("parts", {}))
     merged_parts.update(results["parts"])
+    for failed in results["errors"]:
+        merged_parts.pop(failed, None)  # never show stale figures for a part that failed now
     load = dict(previous.get("load_average", {}))
     load.update(results["load_average"])
+    seconds = dict(previous.get("part_seconds", {}))
+    seconds.update(results["part_seconds"])
+    finished = dict(previous.get("part_finished_at", {}))
+    finished.update(results["part_finished_at"])
     errors = {k: v for k, v in previous.get("errors", {}).items() if k not in results["parts"]}
     errors.update(results["errors"])
-    return dict(results, parts=merged_parts, load_average=load, errors=errors)
+    machine_now = dict(results["machine"])
+    if previous.get("machine", {}).get("load_average_at_start"):
+        # The load at the start of the first run; each part's own load is in ``load_average``.
+        machine_now["load_average_at_start"] = previous["machine"]["load_average_at_start"]
+    return dict(results, parts=merged_parts, load_average=load, errors=errors, part_seconds=seconds,
+                part_finished_at=finished, machine=machine_now)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -80,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"quick": settings.quick, "runs": settings.runs, "machine": machine.describe(),
                      "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
-                     "parts": {}, "errors": {}, "load_average": {}, "part_seconds": {}}
+                     "parts": {}, "errors": {}, "load_average": {}, "part_seconds": {}, "part_finished_at": {}}
     started = time.perf_counter()
     for part in args.parts:
         log.info("=== part %s ===", part)
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> dict:
                 log.exception("part %s failed", part)
                 results["errors"][part] = traceback.format_exc()
         results["part_seconds"][part] = sw.seconds
+        results["part_finished_at"][part] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         log.info("part %s took %.0f s", part, sw.seconds)
     results["wall_seconds"] = time.perf_counter() - started
     results["finished_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -53,6 +53,7 @@ class _Tally:
         self.latencies_us: list[int] = []
         self.ok = 0
         self.errors: Counter[str] = Counter()
+        self.error_details: dict[str, str] = {}  # the first message seen for each status code
         self.sent = 0
         self.shed = 0
         self.first_measured: float | None = None
@@ -72,12 +73,14 @@ class _Tally:
             self.errors[code] += 1
 
 
-async def _call(call, payload: bytes, timeout_s: float) -> str | None:
+async def _call(call, payload: bytes, timeout_s: float, tally: "_Tally") -> str | None:
     try:
         await call(payload, timeout=timeout_s)
         return None
     except aio.AioRpcError as exc:
-        return exc.code().name
+        code = exc.code().name
+        tally.error_details.setdefault(code, str(exc.details())[:300])
+        return code
 
 
 async def run_closed(call, payloads: list[bytes], inflight: int, duration_s: float, warm_up_s: float,
@@ -93,7 +96,7 @@ async def run_closed(call, payloads: list[bytes], inflight: int, duration_s: flo
             if now >= stop_at:
                 return
             tally.sent += 1
-            code = await _call(call, payloads[(i + offset) % len(payloads)], timeout_s)
+            code = await _call(call, payloads[(i + offset) % len(payloads)], timeout_s, tally)
             tally.record(now, now, code)
 
     await asyncio.gather(*(caller(n * 7919) for n in range(inflight)))
@@ -108,7 +111,7 @@ async def run_open(call, payloads: list[bytes], rate: float, duration_s: float, 
     pending: set[asyncio.Task] = set()
 
     async def one(i: int, due: float) -> None:
-        code = await _call(call, payloads[i % len(payloads)], timeout_s)
+        code = await _call(call, payloads[i % len(payloads)], timeout_s, tally)
         tally.record(due, due, code)
 
     for i in range(total):
@@ -150,7 +153,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     window = (tally.last_done - tally.first_measured) if tally.first_measured is not None else 0.0
     return {
         "rpc": args.rpc, "mode": args.mode, "inflight": args.inflight, "rate": args.rate,
-        "ok": tally.ok, "errors": dict(tally.errors), "sent": tally.sent, "shed": tally.shed,
+        "ok": tally.ok, "errors": dict(tally.errors), "error_details": tally.error_details, "sent": tally.sent,
+        "shed": tally.shed,
         "window_s": window, "cpu_seconds": cpu_seconds, "latencies_us": tally.latencies_us,
     }
 

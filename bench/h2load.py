@@ -83,8 +83,9 @@ def verify_with_nghttp(port: int, method: str, body: Path, timeout_s: float = 30
 
 @dataclass(frozen=True)
 class H2loadRun:
-    """One h2load run: the command, requests done and succeeded (HTTP), gRPC errors (by the DATA
-    byte check), throughput over the measured window, and latency percentiles from the log."""
+    """One h2load run: the command, requests done (all of them, warm-up included) and those with
+    HTTP 200, gRPC errors (by the DATA byte check), throughput and latency percentiles over the
+    measured window (after the warm-up), from the per-request log."""
 
     command: str
     done: int
@@ -102,9 +103,14 @@ class H2loadRun:
 def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path, *, inflight: int,
         duration_s: float | None = None, warm_up_s: float = 0.0, requests: int | None = None,
         rate: int | None = None, timeout_s: float = 120.0) -> H2loadRun:
-    """One h2load run on one connection: closed loop (``-m inflight`` for ``duration_s``) or, with
-    ``rate``, paced at ``rate`` requests/s for ``requests`` requests. ``response_bytes`` is the
-    DATA length of one successful response (see ``verify_with_nghttp``)."""
+    """One h2load run on one connection: closed loop (``-m inflight`` for ``warm_up_s`` +
+    ``duration_s``, the warm-up's requests left out of the figures) or, with ``rate``, paced at
+    ``rate`` requests/s for ``requests`` requests. ``response_bytes`` is the DATA length of one
+    successful response (see ``verify_with_nghttp``).
+
+    The warm-up is cut from the log here rather than with h2load's ``--warm-up-time``, which
+    leaves warm-up requests out of its counts and log: every request the server handled must be
+    counted to divide its CPU time by."""
     argv = ["h2load", "-c", "1", "-t", "1", "-m", str(inflight)]
     for header in GRPC_HEADERS:
         argv += ["-H", header]
@@ -112,9 +118,7 @@ def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path,
     if rate is not None:
         argv += ["--rps", str(rate), "-n", str(requests)]
     else:
-        argv += ["-D", f"{max(1, round(duration_s * 1000))}ms"]
-        if warm_up_s > 0:
-            argv += ["--warm-up-time", f"{max(1, round(warm_up_s * 1000))}ms"]
+        argv += ["-D", f"{max(1, round((duration_s + warm_up_s) * 1000))}ms"]
     argv.append(url(port, method))
     log_file.unlink(missing_ok=True)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
@@ -132,19 +136,23 @@ def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path,
     data_bytes = int(traffic.group(2))
     # A failed gRPC call carries no message: each one is a whole response frame missing.
     grpc_ok = min(http_ok, round(data_bytes / response_bytes)) if response_bytes else http_ok
-    seconds = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
-    latencies = _log_latencies_s(log_file, skip_s=warm_up_s if rate is None else 0.0)
+    skip_s = warm_up_s if rate is None else 0.0
+    latencies, window_s = _log_latencies_s(log_file, skip_s=skip_s)
+    if skip_s == 0.0 or window_s <= 0:
+        window_s = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
     # A paced run sends exactly ``requests``: any not done failed. A timed run stops mid-flight.
     unfinished = total - done if rate is not None else 0
     return H2loadRun(
-        command=shlex.join(argv), done=done, http_ok=http_ok, grpc_errors=done - grpc_ok + unfinished, seconds=seconds,
-        requests_per_s=float(finished.group(3)), latency=latency_summary_ms(latencies),
+        command=shlex.join(argv), done=done, http_ok=http_ok, grpc_errors=done - grpc_ok + unfinished,
+        seconds=window_s, requests_per_s=len(latencies) / window_s if window_s > 0 else 0.0,
+        latency=latency_summary_ms(latencies),
     )
 
 
-def _log_latencies_s(log_file: Path, skip_s: float = 0.0) -> list[float]:
-    """Per-request latencies (seconds) from h2load's --log-file (start us, status, duration us),
-    leaving out requests started in the first ``skip_s`` seconds (the warm-up)."""
+def _log_latencies_s(log_file: Path, skip_s: float = 0.0) -> tuple[list[float], float]:
+    """(latencies in seconds, measured window in seconds) from h2load's --log-file (start us,
+    status, duration us): requests answered 200 that started ``skip_s`` seconds or more after the
+    first one; the window runs from that cut to the last one's end."""
     rows = []
     try:
         with open(log_file, encoding="ascii") as fh:
@@ -153,8 +161,12 @@ def _log_latencies_s(log_file: Path, skip_s: float = 0.0) -> list[float]:
                 if len(parts) >= 3 and parts[1] == "200":
                     rows.append((int(parts[0]), int(parts[2])))
     except OSError:
-        return []
+        return [], 0.0
     if not rows:
-        return []
-    first = min(start for start, _ in rows)
-    return [duration / 1e6 for start, duration in rows if start - first >= skip_s * 1e6]
+        return [], 0.0
+    cut = min(start for start, _ in rows) + skip_s * 1e6
+    kept = [(start, duration) for start, duration in rows if start >= cut]
+    if not kept:
+        return [], 0.0
+    window = (max(start + duration for start, duration in kept) - cut) / 1e6
+    return [duration / 1e6 for _, duration in kept], window

@@ -62,9 +62,20 @@ class Stopwatch:
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by process ``pid`` (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
+    return process_cpu_seconds_of(f"/proc/{pid}/stat")
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the main thread of ``pid`` (its thread id is the pid): in a
+    Python ``grpc.aio`` server, the thread that runs the asyncio loop and every handler."""
+    return process_cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
+
+
+def process_cpu_seconds_of(stat_path: str) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
     # After the command name: field 3 is the state, so utime/stime (fields 14/15) are at 11/12.
+    with open(stat_path, encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 

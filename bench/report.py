@@ -100,12 +100,7 @@ def targets(results: dict) -> list[dict]:
         if row is None:
             continue
         met = _finite(row["requests_per_s"]) and row["requests_per_s"] >= 5000
-        cpu = row.get("server_cpu_ms_per_request")
-        limit = ""
-        if not met and _finite(cpu):
-            limit = (f"the server spends {num(cpu, 3)} ms of CPU per request, so it cannot pass "
-                     f"~{1000 / cpu:,.0f}/s on one core; its Python request handling runs on one core (one "
-                     "asyncio loop, the GIL), and the load generator shares the machine's 2 cores")
+        limit = "" if met else _throughput_limit(row)
         out.append({"part": "serving", "target": f">= 5,000 Recommend/s at 16 in flight ({generator})",
                     "measured": f"{num(row['requests_per_s'], 0)}/s", "met": met, "limit": limit})
     open_loop = serving.get("open_loop", [])
@@ -134,6 +129,19 @@ def targets(results: dict) -> list[dict]:
                     "measured": f"{row['errors_total']} errors in {row['runs']} runs", "met": row["errors_total"] == 0,
                     "limit": ""})
     return out
+
+
+def _throughput_limit(row: dict) -> str:
+    """Why a closed-loop run could not go faster, from the server's CPU figures."""
+    cpu, main = row.get("server_cpu_ms_per_request"), row.get("server_main_thread_ms_per_request")
+    busy, cores = row.get("server_main_thread_busy"), row.get("server_cores_busy")
+    if not (_finite(cpu) and _finite(main)):
+        return "see the serving section"
+    return (f"the server uses {num(cpu, 3)} ms of CPU per request ({num(cores)} cores busy), of which "
+            f"{num(main, 3)} ms in its main thread, which runs the asyncio loop and every handler under the GIL "
+            f"(busy {num(100 * busy if _finite(busy) else busy, 0)}% of a core): one process cannot pass "
+            f"~{1000 / main:,.0f}/s, and 2 cores cannot pass ~{2000 / cpu:,.0f}/s even with nothing else running "
+            "(the load generator needs some too)")
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -320,6 +328,23 @@ def _ann_comparison(model: dict, recall: float = 0.95) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _percent(x) -> str:
+    return f"{100 * x:.0f}%" if _finite(x) else "n/a"
+
+
+def _error_kinds(rows: list[dict]) -> list[str]:
+    """The kinds of errors seen in ``rows``' runs, once each (status code and first message)."""
+    kinds: dict[str, str] = {}
+    for row in rows:
+        for run in row.get("per_run", []):
+            for code, text in (run.get("error_details") or {}).items():
+                kinds.setdefault(f"Python client {code}", text)
+            if run.get("grpc_errors"):
+                kinds.setdefault("h2load", f"{run['done'] - run['http_ok']} of {run['done']} requests without an "
+                                 "HTTP 200 (reset streams) in one run")
+    return [f"{k}: {v}" for k, v in kinds.items()]
+
+
 def _behind(row: dict) -> bool:
     return _finite(row.get("requests_per_s")) and row["requests_per_s"] < 0.95 * row["rate"]
 
@@ -350,11 +375,14 @@ def _serving(part: dict, cmd: str) -> list[str]:
     if closed:
         lines += ["Closed loop (throughput at a fixed number of requests in flight):", ""]
         lines += _table(["RPC", "generator", "in flight", "requests/s", "p50 ms", "p99 ms", "server CPU ms/request",
+                         "server main thread ms/request", "main thread busy", "server cores busy",
                          "client CPU ms/request", "errors", "runs"],
                         [[r["rpc"], r["generator"], r["inflight"], num(r["requests_per_s"], 0), num(r["p50_ms"]),
                           num(r["p99_ms"]), num(r["server_cpu_ms_per_request"], 3),
-                          num(r.get("client_cpu_ms_per_request"), 3), r["errors_total"], r["runs"]]
-                         for r in closed])
+                          num(r.get("server_main_thread_ms_per_request"), 3),
+                          _percent(r.get("server_main_thread_busy")), num(r.get("server_cores_busy")),
+                          num(r.get("client_cpu_ms_per_request"), 3),
+                          r["errors_total"], r["runs"]] for r in closed])
         lines.append("")
     open_loop = part.get("open_loop", [])
     if open_loop:
@@ -368,6 +396,12 @@ def _serving(part: dict, cmd: str) -> list[str]:
                           num(r.get("client_cpu_ms_per_request"), 3), r["errors_total"], r["runs"]]
                          for r in open_loop])
         lines.append("")
+        kinds = _error_kinds(open_loop)
+        if kinds:
+            lines += ["Errors in the paced runs: " + "; ".join(f"`{k}`" for k in kinds) + ". RST_STREAM error code 7 "
+                      "is REFUSED_STREAM: the server refused the stream without processing it once requests piled up "
+                      "beyond what it serves per second (gRPC clients may retry it: UNAVAILABLE is retryable in "
+                      "`musicrec.rpc.channel_config`; these generators do not retry).", ""]
         if any(_behind(r) for r in open_loop):
             lines += ["\"(behind)\": the achieved rate is under 95% of the pace asked for: the server and the load "
                       "generator together need more than the 2 cores, requests queue, and the latency is queueing "
@@ -386,14 +420,19 @@ def _serving(part: dict, cmd: str) -> list[str]:
         lines.append("")
     breakdown = part.get("cpu_breakdown", [])
     if breakdown:
-        lines += ["Where the server's CPU goes per request (busiest closed-loop run; the model's share is "
-                  "`ServingModel` in-process p50, BLAS on one thread; the rest is the gRPC stack: C core, "
-                  "the asyncio server, protobuf, the interceptor):", ""]
-        lines += _table(["RPC", "run", "server CPU ms/request", "ServingModel call ms", "gRPC + Python machinery ms",
-                         "ceiling of one process (1 core)"],
-                        [[r["rpc"], f"{r['generator']} x{r['inflight']}", num(r["server_cpu_ms_per_request"], 3),
-                          num(r["model_ms"], 3), num(r["rpc_machinery_ms"], 3),
-                          f"{num(r['single_process_ceiling_per_s'], 0)}/s"] for r in breakdown])
+        lines += ["Where the server's CPU goes per request (the busiest closed-loop run). The main thread runs "
+                  "the asyncio loop, the servicer and the model under the GIL; the other threads are gRPC's C core "
+                  "(HTTP/2, polling). The model's own share is the `ServingModel` call in-process (p50, BLAS on "
+                  "one thread); the rest of the main thread's time is the Python side of gRPC (asyncio server, "
+                  "protobuf, the interceptor).", ""]
+        lines += _table(["RPC", "run", "requests/s", "server CPU ms/request", "main thread ms/request",
+                         "of which ServingModel ms", "other threads ms/request", "main thread busy",
+                         "ceiling: main thread (1 core)", "ceiling: 2 cores, nothing else running"],
+                        [[r["rpc"], f"{r['generator']} x{r['inflight']}", num(r.get("requests_per_s"), 0),
+                          num(r["server_cpu_ms_per_request"], 3), num(r.get("main_thread_ms_per_request"), 3),
+                          num(r["model_ms"], 3), num(r.get("other_threads_ms_per_request"), 3),
+                          _percent(r.get("main_thread_busy")), f"{num(r.get('main_thread_ceiling_per_s'), 0)}/s",
+                          f"{num(r.get('two_core_ceiling_per_s'), 0)}/s"] for r in breakdown])
         lines.append("")
     examples = part.get("commands", {})
     if examples:
@@ -406,10 +445,14 @@ def _serving(part: dict, cmd: str) -> list[str]:
 def markdown(results: dict, plot_note: str | None) -> str:
     cmd = ".venv/bin/python -m bench" + (" --quick" if results.get("quick") else "")
     parts = results.get("parts", {})
+    part_seconds = results.get("part_seconds", {})
+    finished = results.get("part_finished_at", {})
+    timing = ", ".join(f"{p} {num(part_seconds.get(p, float('nan')) / 60, 1)} min"
+                       + (f" (finished {finished[p]})" if p in finished else "") for p in parts)
     lines = ["# Benchmarks", "",
              f"Generated by `{'make bench-quick' if results.get('quick') else 'make bench'}` "
-             f"(`{cmd}`) on {results.get('finished_at', '?')} in {num(results.get('wall_seconds', 0) / 60, 1)} "
-             "minutes. Every figure is in `docs/benchmarks.json` with its per-run values. "
+             f"(`{cmd}`; one part alone: `{cmd} --parts NAME`), {num(sum(part_seconds.values()) / 60, 1)} "
+             f"minutes in all: {timing}. Every figure is in `docs/benchmarks.json` with its per-run values. "
              + ("**Quick mode: small data, one run, short loads - not the real figures.**" if results.get("quick")
                 else f"Figures are medians of {results.get('runs')} runs unless a table says otherwise."), ""]
     goals = targets(results)

@@ -35,7 +35,8 @@ import numpy as np
 from bench import h2load
 from bench.grpc_load import METHODS, serialized_requests
 from bench.in_process import in_process_latency
-from bench.measures import latency_summary_ms, median, process_cpu_seconds, process_rss_bytes
+from bench.measures import (latency_summary_ms, main_thread_cpu_seconds, median, process_cpu_seconds,
+                            process_rss_bytes)
 from bench.models import lastfm_version
 from bench.settings import REPO_ROOT, BenchSettings, child_env
 from model_store import list_versions, read_manifest
@@ -231,14 +232,27 @@ class _ServingRuns:
 
     # -- one run of each generator ------------------------------------------------------------
 
-    def _cpu_and_rss(self) -> tuple[float, int]:
-        return process_cpu_seconds(self.server.pid), process_rss_bytes(self.server.pid)
+    def _snapshot(self) -> tuple[float, float, float]:
+        """(server CPU s, its main thread's CPU s, wall clock s)."""
+        pid = self.server.pid
+        return process_cpu_seconds(pid), main_thread_cpu_seconds(pid), time.perf_counter()
+
+    def _server_figures(self, before: tuple[float, float, float], requests: int) -> dict:
+        """Server CPU per request (all threads, and the main thread that runs the asyncio loop and
+        the handlers) and how busy the main thread was (fraction of one core) during the run."""
+        cpu0, main0, t0 = before
+        cpu1, main1, t1 = self._snapshot()
+        return {"server_cpu_ms_per_request": (cpu1 - cpu0) * 1000.0 / max(requests, 1),
+                "server_main_thread_ms_per_request": (main1 - main0) * 1000.0 / max(requests, 1),
+                "server_main_thread_busy": (main1 - main0) / (t1 - t0) if t1 > t0 else float("nan"),
+                "server_cores_busy": (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else float("nan"),
+                "server_rss_bytes": process_rss_bytes(self.server.pid)}
 
     def h2load_run(self, rpc: str, *, inflight: int = 1, rate: int | None = None,
                    seconds: float | None = None) -> dict:
         s = self.settings
         seconds = seconds or s.load_seconds
-        cpu0, _ = self._cpu_and_rss()
+        before = self._snapshot()
         client0 = _children_cpu_seconds()
         log_file = self.workdir / "h2load.log"
         if rate is None:
@@ -250,12 +264,10 @@ class _ServingRuns:
             run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
                              inflight=256, rate=rate, requests=max(1, int(rate * seconds)),
                              timeout_s=seconds + _RUN_SLACK_S)
-        cpu1, rss = self._cpu_and_rss()
-        client = _children_cpu_seconds() - client0
         handled = _count_lines(log_file)
         result = run.as_dict()
-        result.update(server_cpu_ms_per_request=(cpu1 - cpu0) * 1000.0 / max(handled, 1), server_rss_bytes=rss,
-                      client_cpu_ms_per_request=client * 1000.0 / max(handled, 1))
+        result.update(self._server_figures(before, handled))
+        result["client_cpu_ms_per_request"] = (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)
         return result
 
     def python_run(self, rpc: str, *, inflight: int = 1, rate: float | None = None,
@@ -286,14 +298,13 @@ class _ServingRuns:
         self.python_command = " ".join(["python"] + argv[1:])
         deadline = time.monotonic() + _PYTHON_START_S + seconds + s.warm_up_seconds + _RUN_SLACK_S
         time.sleep(max(0.0, start_at - time.time()))
-        cpu0, _ = self._cpu_and_rss()
+        before = self._snapshot()
         for proc in procs:
             try:
                 proc.wait(max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        cpu1, rss = self._cpu_and_rss()
         results = []
         for proc, out, err in zip(procs, outs, errs):
             if proc.returncode != 0 or not out.exists():
@@ -303,16 +314,21 @@ class _ServingRuns:
         latencies = [us / 1e6 for r in results for us in r["latencies_us"]]
         ok = sum(r["ok"] for r in results)
         errors: dict[str, int] = {}
+        details: dict[str, str] = {}
         for r in results:
             for code, n in r["errors"].items():
                 errors[code] = errors.get(code, 0) + n
+            for code, text in r.get("error_details", {}).items():
+                details.setdefault(code, text)
         window = max((r["window_s"] for r in results), default=0.0)
         sent = sum(r["sent"] for r in results)
+        server = self._server_figures(before, sent)
         return {
-            "processes": processes, "ok": ok, "errors": errors, "error_count": sum(errors.values()),
+            "processes": processes, "ok": ok, "errors": errors, "error_details": details,
+            "error_count": sum(errors.values()),
             "shed": sum(r["shed"] for r in results), "seconds": window,
             "requests_per_s": ok / window if window > 0 else 0.0,
-            "server_cpu_ms_per_request": (cpu1 - cpu0) * 1000.0 / max(sent, 1), "server_rss_bytes": rss,
+            **server,
             "client_cpu_ms_per_request": sum(r["cpu_seconds"] for r in results) * 1000.0 / max(sent, 1),
             "command": self.python_command, **latency_summary_ms(latencies),
         }
@@ -340,9 +356,10 @@ def _median_row(runs: list[dict], keys: tuple[str, ...]) -> dict:
     return row
 
 
-_THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "client_cpu_ms_per_request")
-_LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request",
-                 "client_cpu_ms_per_request")
+_SERVER_KEYS = ("server_cpu_ms_per_request", "server_main_thread_ms_per_request", "server_main_thread_busy",
+                "server_cores_busy", "client_cpu_ms_per_request")
+_THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", *_SERVER_KEYS)
+_LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", *_SERVER_KEYS)
 
 
 def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
@@ -355,11 +372,17 @@ def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
             continue
         busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
         cpu = busiest["server_cpu_ms_per_request"]
+        main = busiest["server_main_thread_ms_per_request"]
         model = in_process.get(rpc, {}).get("p50_ms")
         rows.append({"rpc": rpc, "generator": busiest["generator"], "inflight": busiest["inflight"],
-                     "server_cpu_ms_per_request": cpu, "model_ms": model,
-                     "rpc_machinery_ms": cpu - model if cpu == cpu and model == model else float("nan"),
-                     "single_process_ceiling_per_s": 1000.0 / cpu if cpu else float("nan")})
+                     "requests_per_s": busiest["requests_per_s"],
+                     "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
+                     "other_threads_ms_per_request": cpu - main, "model_ms": model,
+                     "main_thread_busy": busiest["server_main_thread_busy"],
+                     "cores_busy": busiest["server_cores_busy"],
+                     # The main thread runs every handler under the GIL: one core's worth at most.
+                     "main_thread_ceiling_per_s": 1000.0 / main if main else float("nan"),
+                     "two_core_ceiling_per_s": 2000.0 / cpu if cpu else float("nan")})
     return rows
 
 

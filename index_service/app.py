@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,8 @@ class IndexServiceConfig:
 
     ``pinned_version``: serve only this version (rollback), never swap automatically.
     ``recommend_method``/``similar_method``: "exact" or "annoy" to override the manifests' choice.
+    ``worker``: this process is worker number N of a ``--workers`` supervisor (which logs the
+    ``listening on`` line once for all of them).
     """
 
     models_dir: Path
@@ -39,6 +43,7 @@ class IndexServiceConfig:
     pinned_version: int | None = None
     recommend_method: str | None = None
     similar_method: str | None = None
+    worker: int | None = None
 
 
 class IndexServiceApp:
@@ -71,7 +76,10 @@ class IndexServiceApp:
         binding = ServiceBinding(SERVICE_NAME, self.servicer, index_pb2_grpc.add_IndexServiceServicer_to_server)
         self.server = build_server([binding], self.config.server)
         await self.server.start()
-        log.info("index service listening on %s (%s); models dir %s%s", self.server.address,
+        # Scripts wait for "listening on HOST:PORT"; a worker must not announce the shared port.
+        what = ("index service listening on" if self.config.worker is None
+                else f"index service worker {self.config.worker} (pid {os.getpid()}) bound")
+        log.info("%s %s (%s); models dir %s%s", what, self.server.address,
                  "TLS" if self.server.tls else "plaintext", self.config.models_dir,
                  f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "")
         self._watch_task = asyncio.create_task(
@@ -97,10 +105,13 @@ class IndexServiceApp:
             self._blas_limit.restore_original_limits()
             self._blas_limit = None
 
-    async def serve_until_signal(self) -> int:
-        """Start, serve until SIGTERM/SIGINT, shut down gracefully; the process exit status (0)."""
+    async def serve_until_signal(self, on_started: Callable[[], None] | None = None) -> int:
+        """Start, serve until SIGTERM/SIGINT, shut down gracefully; the process exit status (0).
+        ``on_started`` is called once the port is bound and the server started."""
         await self.start()
         assert self.server is not None
+        if on_started is not None:
+            on_started()
         await self.server.wait_for_shutdown_signal()
         await self.stop()
         log.info("index service stopped")

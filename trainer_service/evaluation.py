@@ -27,8 +27,9 @@ import numpy as np
 
 MIN_INTERACTIONS = 5
 CUTOFF = 10
-# Scores per block: rows x artists float32s (16 MiB) bound the evaluation's working memory.
-_BLOCK_SCORES = 1 << 22
+# Scores per block: rows x artists float32s (64 MiB; two such temporaries at most) bound the
+# evaluation's working memory; ~100 users per block at 160K artists keeps BLAS efficient.
+_BLOCK_SCORES = 1 << 24
 _SPLIT_STREAM = 3
 _SAMPLE_STREAM = 4
 
@@ -164,12 +165,14 @@ def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_
         # NaN compares false with everything and would rank the held-out artist first.
         raise ValueError("the model's factors contain NaN or infinity (training diverged: lower the learning rate)")
     num_artists = items.shape[0]
+    # (F, A) contiguous: BLAS multiplies against it ~1.7x faster than against the transposed view.
+    items_t = np.ascontiguousarray(items.T)
     block = max(1, _BLOCK_SCORES // max(num_artists, 1))
     greater = np.empty(users.size, dtype=np.int64)
     ties = np.empty(users.size, dtype=np.int64)
     for start in range(0, users.size, block):
         rows = users[start:start + block]
-        scores = np.asarray(user_factors[rows], dtype=np.float32) @ items.T
+        scores = np.asarray(user_factors[rows], dtype=np.float32) @ items_t
         scores += bias
         owner, entries = _ragged_rows(split.train_indptr, rows)
         scores[owner, split.train_artists[entries]] = -np.inf

@@ -3,7 +3,9 @@
 A service describes what it serves as ``ServiceBinding``s and its knobs as a ``ServerConfig``;
 ``build_server`` returns a ``GrpcServer`` that already has:
 
-- the ``ErrorInterceptor`` (domain errors -> status codes, anything else -> INTERNAL);
+- the error contract of ``musicrec.rpc.interceptor`` (domain errors -> status codes, anything
+  else -> INTERNAL): applied to each handler at registration, or by ``ErrorInterceptor`` when
+  the service adds interceptors of its own;
 - explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
   NOT_SERVING until the service calls ``set_serving(True)`` (health means ready);
@@ -37,9 +39,9 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health as health_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from musicrec.rpc.interceptor import ErrorInterceptor
+from musicrec.rpc.interceptor import ErrorInterceptor, ErrorMappingRegistrar
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class ServerConfig:
     RESOURCE_EXHAUSTED (None: unbounded). ``max_concurrent_streams``: HTTP/2 streams per
     connection. ``tls_cert_file``/``tls_key_file``: PEM paths; both or neither (plaintext).
     ``grace_s``: how long ``stop()`` lets in-flight calls finish before cancelling them.
+    ``reuse_port``: bind with SO_REUSEPORT, so several processes can share the port (the kernel
+    spreads connections over them); off by default, so a second instance fails to bind.
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +73,7 @@ class ServerConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     grace_s: float = DEFAULT_GRACE_S
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -84,9 +89,10 @@ class ServerConfig:
             ("grpc.max_receive_message_length", self.max_receive_message_bytes),
             ("grpc.max_send_message_length", self.max_send_message_bytes),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
-            # Refuse to share a fixed port with another process (SO_REUSEPORT would let a second
-            # instance bind it silently and steal half the connections).
-            ("grpc.so_reuseport", 0),
+            # Unless asked (a multi-process server), refuse to share a fixed port with another
+            # process: SO_REUSEPORT would let a second instance bind it silently and steal half
+            # the connections.
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ]
 
 
@@ -225,20 +231,27 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
     Call from inside the running event loop. ``interceptors`` run after the error interceptor
-    (so errors they raise are mapped too). Raises OSError if the port cannot be bound and
-    ValueError for unreadable TLS files.
+    (so errors they raise are mapped too). Without ``interceptors`` the server has none at all:
+    each handler is error-mapped once at registration instead (no per-call interceptor
+    pipeline). Raises OSError if the port cannot be bound and ValueError for unreadable TLS files.
     """
     server = aio.server(
-        interceptors=[ErrorInterceptor(), *interceptors],
+        interceptors=[ErrorInterceptor(), *interceptors] if interceptors else None,
         options=config.channel_args(),
         maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
     )
+    # Where servicers register: the server itself when the ErrorInterceptor maps errors at call
+    # time, else a registrar that wraps each handler as it is added.
+    target = server if interceptors else ErrorMappingRegistrar(server)
     names = tuple(binding.name for binding in bindings)
     for binding in bindings:
-        binding.add_to_server(binding.servicer, server)
+        binding.add_to_server(binding.servicer, target)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, target)
+    # What reflection.enable_server_reflection registers for an aio server (it tests the type of
+    # its argument, which the registrar is not).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)), target)
 
     address = f"{config.host}:{config.port}"
     tls = bool(config.tls_cert_file)
