@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[trainer,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[trainer,dev,fast]'
 	touch $(STAMP)
 
 venv: $(STAMP)
