@@ -30,7 +30,8 @@ def _split(num_artists: int, train: dict[int, list[int]], heldout: dict[int, int
         num_users=num_users, num_artists=num_artists,
         train_users=np.array(users, np.int32), train_artists=np.array(artists, np.int32),
         train_weights=np.ones(len(users), np.float32), train_indptr=indptr,
-        heldout_users=np.array(held_users, np.int32), heldout_artists=np.array([heldout[u] for u in held_users], np.int32),
+        heldout_users=np.array(held_users, np.int32),
+        heldout_artists=np.array([heldout[u] for u in held_users], np.int32),
     )
 
 

@@ -142,8 +142,10 @@ def hyperparameters_from_args(args: argparse.Namespace) -> Hyperparameters:
 
 
 def _progress_printer(quiet: bool) -> Callable:
+    """An ``on_progress`` that prints a line per phase and per epoch on stderr."""
+
     def show(event) -> None:
-        if quiet:
+        if quiet or event.phase == "done":
             return
         if event.phase == "training" and event.epoch:
             line = (f"epoch {event.epoch:>4}/{event.total_epochs}  loss {event.loss:.4f}  "
@@ -151,9 +153,7 @@ def _progress_printer(quiet: bool) -> Callable:
             if event.metrics:
                 line += f"  validation HR@10 {event.metrics['hit_rate_at_10']:.4f}"
             print(line, file=sys.stderr, flush=True)
-        elif event.phase != "done" and not event.epoch:
-            print(f"{event.phase}...", file=sys.stderr, flush=True)
-        elif event.phase in ("evaluating", "publishing"):
+        else:
             print(f"{event.phase}...", file=sys.stderr, flush=True)
 
     return show

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainer_service.sampling import seed_sequence
+
 MIN_INTERACTIONS = 5
 CUTOFF = 10
 # Scores per block: rows x artists float32s (64 MiB; two such temporaries at most) bound the
@@ -35,10 +37,6 @@ _SAMPLE_STREAM = 4
 
 # _DCG_PREFIX[k] = sum of 1 / log2(p + 2) for positions p < k (k = 0..CUTOFF).
 _DCG_PREFIX = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(CUTOFF) + 2.0))])
-
-
-def _seed_sequence(seed: int, stream: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, stream])
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def leave_one_out_split(users: np.ndarray, artists: np.ndarray, weights: np.ndar
     indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     eligible = np.flatnonzero((counts >= min_interactions) & (counts < num_artists)).astype(np.int32)
-    rng = np.random.default_rng(_seed_sequence(seed, _SPLIT_STREAM))
+    rng = np.random.default_rng(seed_sequence(seed, _SPLIT_STREAM))
     picks = indptr[eligible] + (rng.random(eligible.size) * counts[eligible]).astype(np.int64)
     picks = np.minimum(picks, indptr[eligible + 1] - 1)
     keep = np.ones(users.size, dtype=bool)
@@ -109,7 +107,7 @@ def sample_heldout(split: LeaveOneOutSplit, max_users: int | None, seed: int) ->
         return np.arange(total)
     if max_users < 1:
         raise ValueError(f"max_users must be >= 1, got {max_users}")
-    rng = np.random.default_rng(_seed_sequence(seed, _SAMPLE_STREAM))
+    rng = np.random.default_rng(seed_sequence(seed, _SAMPLE_STREAM))
     return np.sort(rng.choice(total, size=max_users, replace=False))
 
 

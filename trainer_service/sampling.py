@@ -1,20 +1,25 @@
 """Triple sampling for BPR (numpy only): (user, listened artist, unlistened artist).
 
-As in Rendle et al. 2009 (LearnBPR): the (user, positive) pair is a uniform bootstrap draw from
-the training interactions, and the negative is uniform over the artists the user has NOT listened
-to. Negatives are drawn by rejection against a hash set of the user's (user, artist) pairs; the
-few draws still rejected after ``REJECTION_ROUNDS`` rounds (users who listened to most of the
-catalog) are drawn exactly from the user's complement instead, so a dense user costs no more than
-a sparse one and no positive is ever returned as a negative.
+As in Rendle et al. 2009 (LearnBPR): the (user, positive) pair is a bootstrap draw from the
+training interactions (uniform, or weighted by log(1 + plays): the trainer's default, measured
++0.004 HR@10 on Last.fm 2K), and the negative is uniform over the artists the user has NOT
+listened to. Negatives are drawn by rejection against a hash set of the (user, artist) pairs;
+the few draws still rejected after ``REJECTION_ROUNDS`` rounds (users who listened to most of
+the catalog) are drawn exactly from the user's complement instead, so a dense user costs no more
+than a sparse one and no positive is ever returned as a negative.
 
 Why a hash set: a vectorized ``np.searchsorted`` over the sorted 17.5M ``user * A + artist`` keys
 of Last.fm 360K costs about 1.8 s per million queries (each lookup is a chain of dependent cache
 misses); one open-addressing probe per query (independent loads the CPU overlaps) costs about
 0.04 s per million.
 
-``TripletStream`` runs the sampler in a background thread, a bounded queue ahead of training, so
-sampling overlaps the TensorFlow steps. Everything is deterministic for a seed: one generator,
-drawn from in a fixed order by one thread.
+The notebook's sampler (``negative_sampling="popularity"``) is kept for reference: an artist drawn
+in proportion to its listeners, the user's own artists not excluded.
+
+Cost at Last.fm 360K scale: ~0.07 us per triple (uniform positives), ~0.13 us (log_plays), on one
+core. ``TripletStream`` runs the sampler in a background thread, a bounded queue ahead of
+training, so sampling overlaps the TensorFlow steps. Everything is deterministic for a seed: one
+generator, drawn from in a fixed order by one thread.
 """
 
 from __future__ import annotations
