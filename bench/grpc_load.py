@@ -132,14 +132,33 @@ async def run_open(call, payloads: list[bytes], rate: float, duration_s: float, 
     return tally
 
 
+class _RoundRobin:
+    """Calls spread over several channels' multi-callables in turn (one channel: that one)."""
+
+    def __init__(self, calls: list):
+        self._calls = calls
+        self._next = 0
+
+    def __call__(self, payload: bytes, timeout: float):
+        call = self._calls[self._next]
+        self._next = (self._next + 1) % len(self._calls)
+        return call(payload, timeout=timeout)
+
+
 async def main_async(args: argparse.Namespace) -> dict:
     with open(args.ids_file, encoding="utf-8") as fh:
         ids = json.load(fh)
     payloads = serialized_requests(args.rpc, ids, args.k)
-    async with aio.insecure_channel(args.target) as channel:
-        call = channel.unary_unary(METHODS[args.rpc])  # bytes in, bytes out
-        await asyncio.wait_for(channel.channel_ready(), timeout=30)
-        await call(payloads[0], timeout=args.timeout)  # connection and server warm
+    # Each channel its own subchannel pool, hence its own TCP connection: an SO_REUSEPORT server
+    # (``--workers N``) spreads connections, not calls, over its worker processes.
+    options = [("grpc.use_local_subchannel_pool", 1)] if args.channels > 1 else []
+    channels = [aio.insecure_channel(args.target, options=options) for _ in range(max(1, args.channels))]
+    try:
+        calls = [channel.unary_unary(METHODS[args.rpc]) for channel in channels]  # bytes in, bytes out
+        for channel, one_call in zip(channels, calls):
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+            await one_call(payloads[0], timeout=args.timeout)  # connection and server warm
+        call = _RoundRobin(calls)
         if args.start_at:
             await asyncio.sleep(max(0.0, args.start_at - time.time()))
         cpu_started = time.process_time()
@@ -150,6 +169,9 @@ async def main_async(args: argparse.Namespace) -> dict:
             tally = await run_open(call, payloads, args.rate, args.duration, args.warm_up, args.max_requests,
                                    args.max_inflight, args.timeout)
         cpu_seconds = time.process_time() - cpu_started
+    finally:
+        for channel in channels:
+            await channel.close()
     window = (tally.last_done - tally.first_measured) if tally.first_measured is not None else 0.0
     return {
         "rpc": args.rpc, "mode": args.mode, "inflight": args.inflight, "rate": args.rate,
@@ -167,6 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=DEFAULT_K)
     parser.add_argument("--mode", choices=("closed", "open"), default="closed")
     parser.add_argument("--inflight", type=int, default=1, help="closed loop: requests in flight")
+    parser.add_argument("--channels", type=int, default=1,
+                        help="gRPC channels (TCP connections) to spread calls over, in turn (default 1)")
     parser.add_argument("--rate", type=float, default=1000.0, help="open loop: requests per second")
     parser.add_argument("--max-inflight", type=int, default=2000, help="open loop: outstanding calls cap")
     parser.add_argument("--duration", type=float, default=4.0, help="measured seconds (after the warm-up)")

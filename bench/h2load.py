@@ -102,21 +102,26 @@ class H2loadRun:
 
 def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path, *, inflight: int,
         duration_s: float | None = None, warm_up_s: float = 0.0, requests: int | None = None,
-        rate: int | None = None, timeout_s: float = 120.0) -> H2loadRun:
-    """One h2load run on one connection: closed loop (``-m inflight`` for ``warm_up_s`` +
+        rate: int | None = None, timeout_s: float = 120.0, connections: int = 1) -> H2loadRun:
+    """One h2load run on ``connections`` connections (one thread): closed loop (``-m inflight`` for ``warm_up_s`` +
     ``duration_s``, the warm-up's requests left out of the figures) or, with ``rate``, paced at
     ``rate`` requests/s for ``requests`` requests. ``response_bytes`` is the DATA length of one
     successful response (see ``verify_with_nghttp``).
 
+    With several connections, ``inflight`` and ``rate`` are the totals, split evenly (h2load's
+    ``-m`` and ``--rps`` are per connection): ``inflight`` must be a multiple of ``connections``.
+
     The warm-up is cut from the log here rather than with h2load's ``--warm-up-time``, which
     leaves warm-up requests out of its counts and log: every request the server handled must be
     counted to divide its CPU time by."""
-    argv = ["h2load", "-c", "1", "-t", "1", "-m", str(inflight)]
+    if connections < 1 or inflight % connections:
+        raise ValueError(f"{inflight} in flight cannot be split evenly over {connections} connections")
+    argv = ["h2load", "-c", str(connections), "-t", "1", "-m", str(inflight // connections)]
     for header in GRPC_HEADERS:
         argv += ["-H", header]
     argv += ["-d", str(body), "--log-file", str(log_file)]
     if rate is not None:
-        argv += ["--rps", str(rate), "-n", str(requests)]
+        argv += ["--rps", f"{rate / connections:g}", "-n", str(requests)]
     else:
         argv += ["-D", f"{max(1, round((duration_s + warm_up_s) * 1000))}ms"]
     argv.append(url(port, method))

@@ -71,6 +71,54 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return process_cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants now (from /proc/PID/task/TID/children), parents first."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children", encoding="ascii") as fh:
+                    queue.extend(int(child) for child in fh.read().split())
+            except OSError:
+                continue
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (a supervisor and its
+    workers); a process that exited in between is skipped."""
+    return sum(_cpu_or_zero(f"/proc/{p}/stat") for p in process_tree(pid))
+
+
+def tree_main_threads_cpu_seconds(pid: int) -> float:
+    """Sum of the main threads' CPU seconds over ``pid`` and its live descendants."""
+    return sum(_cpu_or_zero(f"/proc/{p}/task/{p}/stat") for p in process_tree(pid))
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its live descendants, summed (shared pages counted in each)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += process_rss_bytes(p)
+        except OSError:
+            continue
+    return total
+
+
+def _cpu_or_zero(stat_path: str) -> float:
+    try:
+        return process_cpu_seconds_of(stat_path)
+    except OSError:
+        return 0.0
+
+
 def process_cpu_seconds_of(stat_path: str) -> float:
     """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
     # After the command name: field 3 is the state, so utime/stime (fields 14/15) are at 11/12.

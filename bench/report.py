@@ -94,54 +94,96 @@ def targets(results: dict) -> list[dict]:
                                 f"({rec.get('method', '?')})", "met": ok, "limit": ""})
     serving = parts.get("serving") or {}
     closed = serving.get("closed_loop", [])
-    for generator in ("h2load", "python"):
-        row = next((r for r in closed if r["rpc"] == "recommend" and r["generator"] == generator
-                    and r["inflight"] == 16), None)
-        if row is None:
-            continue
-        met = _finite(row["requests_per_s"]) and row["requests_per_s"] >= 5000
-        limit = "" if met else _throughput_limit(row)
-        out.append({"part": "serving", "target": f">= 5,000 Recommend/s at 16 in flight ({generator})",
-                    "measured": f"{num(row['requests_per_s'], 0)}/s", "met": met, "limit": limit})
     open_loop = serving.get("open_loop", [])
-    for generator in ("h2load", "python"):
-        row = next((r for r in open_loop if r["rpc"] == "recommend" and r["generator"] == generator
-                    and r["rate"] == 2000), None)
-        if row is None:
-            continue
-        met = _finite(row["p99_ms"]) and row["p99_ms"] <= 5.0
-        out.append({"part": "serving", "target": f"Recommend p99 <= 5 ms at 2,000/s ({generator})",
-                    "measured": f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms)", "met": met,
-                    "limit": "" if met else "close to the single process's capacity, queueing dominates"})
+    mode_list = serving.get("workers") or [1]
+    for workers in mode_list:
+        for generator in ("h2load", "python"):
+            row = next((r for r in closed if r["rpc"] == "recommend" and r["generator"] == generator
+                        and r["inflight"] == 16 and r.get("workers", 1) == workers), None)
+            if row is None:
+                continue
+            met = _finite(row["requests_per_s"]) and row["requests_per_s"] >= 5000
+            limit = "" if met else _throughput_limit(row)
+            out.append({"part": "serving", "target": f">= 5,000 Recommend/s at 16 in flight ({_mode(row)})",
+                        "measured": f"{num(row['requests_per_s'], 0)}/s", "met": met, "limit": limit})
+    for workers in mode_list:
+        for generator in ("h2load", "python"):
+            row = next((r for r in open_loop if r["rpc"] == "recommend" and r["generator"] == generator
+                        and r["rate"] == 2000 and r.get("workers", 1) == workers), None)
+            if row is None:
+                continue
+            met = _finite(row["p99_ms"]) and row["p99_ms"] <= 5.0
+            out.append({"part": "serving", "target": f"Recommend p99 <= 5 ms at 2,000/s ({_mode(row)})",
+                        "measured": f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms)", "met": met,
+                        "limit": "" if met else _latency_limit(row)})
     for row in serving.get("swaps", []):
         if row["rpc"] != "recommend":
             continue
         met = _finite(row.get("p99_ratio_to_steady")) and row["p99_ratio_to_steady"] <= 2.0
         out.append({"part": "serving",
-                    "target": f"Recommend p99 during swaps <= 2x steady at {row['rate']:,}/s ({row['generator']})",
+                    "target": f"Recommend p99 during swaps <= 2x steady at {row['rate']:,}/s ({_mode(row)})",
                     "measured": f"p99 {num(row['p99_ms'])} ms vs steady {num(row['steady_p99_ms'])} ms "
                                 f"({num(row.get('p99_ratio_to_steady'))}x), {row['swaps']} swaps",
-                    "met": met, "limit": "" if met else
-                    "each swap validates (SHA-256), loads and indexes a version in a worker thread of the same "
-                    "process: it holds the GIL in stretches and delays requests"})
+                    "met": met, "limit": "" if met else _swap_limit(row)})
     for row in serving.get("swaps", []):
-        out.append({"part": "serving", "target": f"0 errors during swaps ({row['rpc']}, {row['generator']})",
+        out.append({"part": "serving", "target": f"0 errors during swaps ({row['rpc']}, {_mode(row)})",
                     "measured": f"{row['errors_total']} errors in {row['runs']} runs", "met": row["errors_total"] == 0,
                     "limit": ""})
     return out
+
+
+def _mode(row: dict) -> str:
+    """"h2load, 1 process" / "python, 2 workers": the generator and the server mode of a row."""
+    workers = row.get("workers", 1)
+    return f"{row['generator']}, " + ("1 process" if workers == 1 else f"{workers} workers")
 
 
 def _throughput_limit(row: dict) -> str:
     """Why a closed-loop run could not go faster, from the server's CPU figures."""
     cpu, main = row.get("server_cpu_ms_per_request"), row.get("server_main_thread_ms_per_request")
     busy, cores = row.get("server_main_thread_busy"), row.get("server_cores_busy")
+    workers = row.get("workers", 1)
     if not (_finite(cpu) and _finite(main)):
         return "see the serving section"
+    client = row.get("client_cpu_ms_per_request")
+    client_text = (f"; the load generator adds {num(client, 3)} ms per request on the same 2 cores, so together "
+                   f"they cannot pass ~{2000 / (cpu + client):,.0f}/s" if _finite(client) and client > 0 else "")
+    if workers > 1:
+        return (f"{workers} worker processes use {num(cpu, 3)} ms of CPU per request in all ({num(cores)} cores "
+                f"busy; main threads {num(main, 3)} ms, {num(busy)} cores): {num(cpu, 3)} ms x 5,000/s = "
+                f"{cpu * 5:.1f} cores, and the machine has 2, shared with the load generator: 2 cores cannot pass "
+                f"~{2000 / cpu:,.0f}/s even with nothing else running{client_text}")
     return (f"the server uses {num(cpu, 3)} ms of CPU per request ({num(cores)} cores busy), of which "
             f"{num(main, 3)} ms in its main thread, which runs the asyncio loop and every handler under the GIL "
             f"(busy {num(100 * busy if _finite(busy) else busy, 0)}% of a core): one process cannot pass "
-            f"~{1000 / main:,.0f}/s, and 2 cores cannot pass ~{2000 / cpu:,.0f}/s even with nothing else running "
-            "(the load generator needs some too)")
+            f"~{1000 / main:,.0f}/s, and 2 cores cannot pass ~{2000 / cpu:,.0f}/s even with nothing else running"
+            f"{client_text}")
+
+
+def _swap_limit(row: dict) -> str:
+    """Why requests slow down during swaps."""
+    text = ("each swap validates (SHA-256), loads and indexes a version in a worker thread of the same process: "
+            "it holds the GIL in stretches and delays requests")
+    workers = row.get("workers", 1)
+    if workers > 1:
+        text += (f"; with {workers} workers every worker does so at the same moment, {workers} loads at once on the "
+                 "2 cores shared with the load generator")
+    return text
+
+
+def _latency_limit(row: dict) -> str:
+    """Why a paced run's p99 is over the target: the CPU it needs against the 2 cores."""
+    cpu, client = row.get("server_cpu_ms_per_request"), row.get("client_cpu_ms_per_request")
+    rate = row.get("rate", 0)
+    if not _finite(cpu):
+        return "queueing: the run needs more CPU than the machine has to spare"
+    need = cpu * rate / 1000.0
+    total = need + (client * rate / 1000.0 if _finite(client) else 0.0)
+    where = ("one process's main thread (one core under the GIL)" if row.get("workers", 1) == 1
+             else f"the {row['workers']} workers")
+    return (f"{num(cpu, 3)} ms of server CPU per request x {rate:,}/s = {need:.2f} cores for {where}, plus the load "
+            f"generator's {num(client, 3)} ms per request: {total:.2f} of the machine's 2 cores; near or past "
+            "saturation requests queue and queueing dominates the tail")
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -345,6 +387,11 @@ def _error_kinds(rows: list[dict]) -> list[str]:
     return [f"{k}: {v}" for k, v in kinds.items()]
 
 
+def _server_mode(row: dict) -> str:
+    workers = row.get("workers", 1)
+    return "1 process" if workers == 1 else f"{workers} workers"
+
+
 def _behind(row: dict) -> bool:
     return _finite(row.get("requests_per_s")) and row["requests_per_s"] < 0.95 * row["rate"]
 
@@ -356,11 +403,24 @@ def _serving(part: dict, cmd: str) -> list[str]:
              f"(`{part.get('server_command', 'python -m index_service ...')}`) serving the Last.fm 2K model "
              f"({model.get('artists', 0):,} artists, {model.get('users', 0):,} users; Recommend "
              f"{model.get('recommend_method')}, SimilarArtists {model.get('similar_method')}); the load comes from "
-             "other processes on 127.0.0.1: `h2load` (one HTTP/2 connection, the same serialized request every "
+             "other processes on 127.0.0.1: `h2load` (one HTTP/2 connection against one process, the same serialized request every "
              f"time) and the Python `grpc.aio` generator (`python -m bench.grpc_load`, "
              f"{part.get('generators', {}).get('python_processes')} process(es) for concurrent and paced runs, "
-             "requests over many users/artists). Server CPU per request comes from `/proc/PID/stat` before and "
-             "after each run. Medians of the runs; errors are summed over all runs.", ""]
+             "requests over many users/artists). Server CPU per request comes from `/proc/PID/stat` of the server "
+             "and all its descendants before and after each run. Medians of the runs; errors are summed over all "
+             "runs.", ""]
+    multi = [w for w in part.get("workers", [1]) if w > 1]
+    if multi:
+        commands = part.get("server_commands", {})
+        lines += [f"Each scenario runs against one process (\"1 process\") and again against the multi-process mode "
+                  f"(\"N workers\": `{commands.get(str(multi[0]), 'python -m index_service --workers N ...')}`: a "
+                  "supervisor and N worker processes sharing the port with SO_REUSEPORT). The kernel spreads "
+                  "connections, not calls, over the workers, so against N workers h2load opens several connections "
+                  "(`-c C -m M` with C x M the same total in flight; `--rps` per connection) and each Python "
+                  "generator process several channels (`--channels`), calls spread over them in turn; \"connections\" "
+                  "is the total. Server CPU and main-thread figures sum the supervisor and its workers (main-thread "
+                  "busy can pass 100%: one main thread per worker). Swaps count distinct versions (each worker logs "
+                  "its own swap).", ""]
     verification = part.get("verification", {})
     if verification:
         lines.append("Request check (once, before the runs): " + "; ".join(
@@ -374,10 +434,11 @@ def _serving(part: dict, cmd: str) -> list[str]:
     closed = part.get("closed_loop", [])
     if closed:
         lines += ["Closed loop (throughput at a fixed number of requests in flight):", ""]
-        lines += _table(["RPC", "generator", "in flight", "requests/s", "p50 ms", "p99 ms", "server CPU ms/request",
-                         "server main thread ms/request", "main thread busy", "server cores busy",
+        lines += _table(["RPC", "generator", "server", "connections", "in flight", "requests/s", "p50 ms", "p99 ms", "server CPU ms/request",
+                         "server main thread(s) ms/request", "main thread(s) busy, % of a core", "server cores busy",
                          "client CPU ms/request", "errors", "runs"],
-                        [[r["rpc"], r["generator"], r["inflight"], num(r["requests_per_s"], 0), num(r["p50_ms"]),
+                        [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), r["inflight"],
+                          num(r["requests_per_s"], 0), num(r["p50_ms"]),
                           num(r["p99_ms"]), num(r["server_cpu_ms_per_request"], 3),
                           num(r.get("server_main_thread_ms_per_request"), 3),
                           _percent(r.get("server_main_thread_busy")), num(r.get("server_cores_busy")),
@@ -388,9 +449,10 @@ def _serving(part: dict, cmd: str) -> list[str]:
     if open_loop:
         lines += ["Open loop (paced; latency from the moment each request was due, for the Python generator; "
                   "from the moment h2load sent it, for h2load):", ""]
-        lines += _table(["RPC", "generator", "rate/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+        lines += _table(["RPC", "generator", "server", "connections", "rate/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
                          "server CPU ms/request", "client CPU ms/request", "errors", "runs"],
-                        [[r["rpc"], r["generator"], f"{r['rate']:,}", num(r["requests_per_s"], 0)
+                        [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), f"{r['rate']:,}",
+                          num(r["requests_per_s"], 0)
                           + (" (behind)" if _behind(r) else ""), num(r["p50_ms"]), num(r["p90_ms"]), num(r["p99_ms"]),
                           num(r["max_ms"]), num(r["server_cpu_ms_per_request"], 3),
                           num(r.get("client_cpu_ms_per_request"), 3), r["errors_total"], r["runs"]]
@@ -412,9 +474,9 @@ def _serving(part: dict, cmd: str) -> list[str]:
                   f"{part.get('swap_interval_s', 2):g} s (a renumbered hard-linked copy of the served version, "
                   "moved into place with one rename as `publish_version` does; the service validates, loads and "
                   "swaps each one):", ""]
-        lines += _table(["RPC", "generator", "rate/s", "swaps", "p50 ms", "p99 ms", "steady p99 ms",
+        lines += _table(["RPC", "generator", "server", "rate/s", "swaps", "p50 ms", "p99 ms", "steady p99 ms",
                          "p99 / steady", "max ms", "errors", "runs"],
-                        [[r["rpc"], r["generator"], f"{r['rate']:,}", r["swaps"], num(r["p50_ms"]), num(r["p99_ms"]),
+                        [[r["rpc"], r["generator"], _server_mode(r), f"{r['rate']:,}", r["swaps"], num(r["p50_ms"]), num(r["p99_ms"]),
                           num(r["steady_p99_ms"]), num(r.get("p99_ratio_to_steady")), num(r["max_ms"]),
                           r["errors_total"], r["runs"]] for r in swaps])
         lines.append("")
@@ -425,10 +487,10 @@ def _serving(part: dict, cmd: str) -> list[str]:
                   "(HTTP/2, polling). The model's own share is the `ServingModel` call in-process (p50, BLAS on "
                   "one thread); the rest of the main thread's time is the Python side of gRPC (asyncio server, "
                   "protobuf, the interceptor).", ""]
-        lines += _table(["RPC", "run", "requests/s", "server CPU ms/request", "main thread ms/request",
+        lines += _table(["RPC", "server", "run", "requests/s", "server CPU ms/request", "main thread ms/request",
                          "of which ServingModel ms", "other threads ms/request", "main thread busy",
-                         "ceiling: main thread (1 core)", "ceiling: 2 cores, nothing else running"],
-                        [[r["rpc"], f"{r['generator']} x{r['inflight']}", num(r.get("requests_per_s"), 0),
+                         "ceiling: main threads (1 core each)", "ceiling: 2 cores, nothing else running"],
+                        [[r["rpc"], _server_mode(r), f"{r['generator']} x{r['inflight']}", num(r.get("requests_per_s"), 0),
                           num(r["server_cpu_ms_per_request"], 3), num(r.get("main_thread_ms_per_request"), 3),
                           num(r["model_ms"], 3), num(r.get("other_threads_ms_per_request"), 3),
                           _percent(r.get("main_thread_busy")), f"{num(r.get('main_thread_ceiling_per_s'), 0)}/s",

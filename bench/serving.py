@@ -1,14 +1,21 @@
 """Serving over gRPC: the index service as a real process, loaded from a separate process.
 
-For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection; the
-Python ``grpc.aio`` generator ``bench.grpc_load``, in ``python_load_processes`` processes):
+For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection
+against one process; the Python ``grpc.aio`` generator ``bench.grpc_load``, in
+``python_load_processes`` processes):
 
 - closed loop at each of ``closed_loop_inflight`` requests in flight: throughput;
 - open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency;
 - open loop at the first rate while a new model version appears every ``swap_interval_s``
   seconds: latency and errors (which must be 0).
 
-The server's CPU time per request comes from ``/proc/PID/stat`` before and after each run. All on
+Every scenario runs against one index process and again against ``--workers N`` processes
+(SO_REUSEPORT) for each N in ``serving_workers`` beyond 1 (RPCs ``multi_worker_rpcs``). The
+kernel spreads connections, not calls, over the workers, so against several workers both
+generators open several connections (``connections_for``) with the same total in flight.
+
+The server's CPU time per request comes from ``/proc/PID/stat`` of the server and all its
+descendants (the supervisor and its workers) before and after each run. All on
 127.0.0.1; every run bounded in time (``load_seconds``) and requests.
 """
 
@@ -35,8 +42,8 @@ import numpy as np
 from bench import h2load
 from bench.grpc_load import METHODS, serialized_requests
 from bench.in_process import in_process_latency
-from bench.measures import (latency_summary_ms, main_thread_cpu_seconds, median, process_cpu_seconds,
-                            process_rss_bytes)
+from bench.measures import (latency_summary_ms, median, tree_cpu_seconds, tree_main_threads_cpu_seconds,
+                            tree_rss_bytes)
 from bench.models import lastfm_version
 from bench.settings import REPO_ROOT, BenchSettings, child_env
 from model_store import list_versions, read_manifest
@@ -58,11 +65,14 @@ _PYTHON_START_S = 2.5
 class IndexServer:
     """``python -m index_service`` on 127.0.0.1, port 0, its log in a file."""
 
-    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0):
+    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0, workers: int = 1):
         self.models_dir = models_dir
         self.log_path = log_path
+        self.workers = workers
         self.argv = [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
                      "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO"]
+        if workers > 1:
+            self.argv += ["--workers", str(workers)]
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -82,7 +92,8 @@ class IndexServer:
             return ""
 
     def versions_served(self) -> list[int]:
-        """Version numbers the server has swapped in, in order (from its log)."""
+        """Version numbers the server has swapped in, in order (from its log). With N workers each
+        one logs its own swaps: a version appears up to N times (count distinct versions)."""
         return [int(v) for v in _SERVING.findall(self.log_text())]
 
     def start(self) -> "IndexServer":
@@ -94,7 +105,7 @@ class IndexServer:
         while time.monotonic() < deadline:
             text = self.log_text()
             match = _LISTENING.search(text)
-            if match and _SERVING.search(text):
+            if match and len(_SERVING.findall(text)) >= self.workers:
                 self.port = int(match.group(1))
                 return self
             if self.process.poll() is not None:
@@ -214,6 +225,7 @@ class _ServingRuns:
         self.bodies = {rpc: h2load.write_body(workdir / f"{rpc}.body", msg) for rpc, msg in self.single.items()}
         self.response_bytes: dict[str, int] = {}
         self.python_command = ""
+        self.workers = server.workers
 
     def verify(self, use_h2load: bool) -> dict:
         """Each request once with a real client (and with nghttp: HTTP 200, grpc-status 0)."""
@@ -233,20 +245,22 @@ class _ServingRuns:
     # -- one run of each generator ------------------------------------------------------------
 
     def _snapshot(self) -> tuple[float, float, float]:
-        """(server CPU s, its main thread's CPU s, wall clock s)."""
+        """(server CPU s, its main threads' CPU s, wall clock s); the server is its process and
+        every descendant (with ``--workers N``: the supervisor and the N workers)."""
         pid = self.server.pid
-        return process_cpu_seconds(pid), main_thread_cpu_seconds(pid), time.perf_counter()
+        return tree_cpu_seconds(pid), tree_main_threads_cpu_seconds(pid), time.perf_counter()
 
     def _server_figures(self, before: tuple[float, float, float], requests: int) -> dict:
-        """Server CPU per request (all threads, and the main thread that runs the asyncio loop and
-        the handlers) and how busy the main thread was (fraction of one core) during the run."""
+        """Server CPU per request (all threads of all its processes, and the main threads that run
+        the asyncio loops and the handlers) and how busy the main threads were during the run
+        (summed over processes, in cores: up to N with N workers)."""
         cpu0, main0, t0 = before
         cpu1, main1, t1 = self._snapshot()
         return {"server_cpu_ms_per_request": (cpu1 - cpu0) * 1000.0 / max(requests, 1),
                 "server_main_thread_ms_per_request": (main1 - main0) * 1000.0 / max(requests, 1),
                 "server_main_thread_busy": (main1 - main0) / (t1 - t0) if t1 > t0 else float("nan"),
                 "server_cores_busy": (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else float("nan"),
-                "server_rss_bytes": process_rss_bytes(self.server.pid)}
+                "server_rss_bytes": tree_rss_bytes(self.server.pid)}
 
     def h2load_run(self, rpc: str, *, inflight: int = 1, rate: int | None = None,
                    seconds: float | None = None) -> dict:
@@ -258,16 +272,19 @@ class _ServingRuns:
         if rate is None:
             run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
                              inflight=inflight, duration_s=seconds, warm_up_s=s.warm_up_seconds,
-                             timeout_s=seconds + s.warm_up_seconds + _RUN_SLACK_S)
+                             timeout_s=seconds + s.warm_up_seconds + _RUN_SLACK_S,
+                             connections=connections_for(self.workers, inflight))
         else:
             # Paced: -m only caps outstanding streams, set high so pacing, not the cap, decides.
+            connections = connections_for(self.workers, 256)
             run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
                              inflight=256, rate=rate, requests=max(1, int(rate * seconds)),
-                             timeout_s=seconds + _RUN_SLACK_S)
+                             timeout_s=seconds + _RUN_SLACK_S, connections=connections)
         handled = _count_lines(log_file)
         result = run.as_dict()
         result.update(self._server_figures(before, handled))
         result["client_cpu_ms_per_request"] = (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)
+        result["connections"] = connections_for(self.workers, inflight if rate is None else 256)
         return result
 
     def python_run(self, rpc: str, *, inflight: int = 1, rate: float | None = None,
@@ -277,6 +294,8 @@ class _ServingRuns:
         processes = s.python_load_processes if (rate is not None or inflight >= s.python_load_processes) else 1
         start_at = time.time() + _PYTHON_START_S  # every process connected and warm before the first timed request
         procs, outs, errs = [], [], []
+        connections = connections_for(self.workers, inflight if rate is None else 256)
+        channel_counts: list[int] = []
         for n in range(processes):
             out = self.workdir / f"grpc-load-{n}.json"
             err = self.workdir / f"grpc-load-{n}.err"
@@ -288,8 +307,12 @@ class _ServingRuns:
                 share = inflight // processes + (1 if n < inflight % processes else 0)
                 argv += ["--mode", "closed", "--inflight", str(share),
                          "--max-requests", str(int(20_000 * (seconds + s.warm_up_seconds)))]
+                channels = max(1, min(share, -(-connections // processes)))
             else:
                 argv += ["--mode", "open", "--rate", f"{rate / processes:g}"]
+                channels = max(1, -(-connections // processes))
+            argv += ["--channels", str(channels)]
+            channel_counts.append(channels)
             with open(err, "wb") as err_fh:
                 procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                               stderr=err_fh, env=child_env(), cwd=REPO_ROOT))
@@ -324,7 +347,7 @@ class _ServingRuns:
         sent = sum(r["sent"] for r in results)
         server = self._server_figures(before, sent)
         return {
-            "processes": processes, "ok": ok, "errors": errors, "error_details": details,
+            "processes": processes, "connections": sum(channel_counts), "ok": ok, "errors": errors, "error_details": details,
             "error_count": sum(errors.values()),
             "shed": sum(r["shed"] for r in results), "seconds": window,
             "requests_per_s": ok / window if window > 0 else 0.0,
@@ -332,6 +355,15 @@ class _ServingRuns:
             "client_cpu_ms_per_request": sum(r["cpu_seconds"] for r in results) * 1000.0 / max(sent, 1),
             "command": self.python_command, **latency_summary_ms(latencies),
         }
+
+
+def connections_for(workers: int, inflight: int) -> int:
+    """Connections a generator opens against ``workers`` processes for ``inflight`` requests in
+    flight: 1 against one process; else the most, up to 4 per worker, that divides ``inflight``
+    (the kernel hashes each connection to a worker: a few per worker keep the spread even)."""
+    if workers <= 1:
+        return 1
+    return max(c for c in range(1, min(inflight, 4 * workers) + 1) if inflight % c == 0)
 
 
 def _children_cpu_seconds() -> float:
@@ -364,25 +396,28 @@ _LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", *_SER
 
 def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
     """Where a request's server CPU goes: the model's search (in-process p50) and the rest (gRPC
-    core, the asyncio server, protobuf, the interceptor), from the busiest closed-loop runs."""
+    core, the asyncio server, protobuf, the interceptor), from the busiest closed-loop runs (one
+    row per RPC and number of worker processes)."""
     rows = []
-    for rpc in RPCS:
-        runs = [r for r in closed if r["rpc"] == rpc]
-        if not runs:
-            continue
-        busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
-        cpu = busiest["server_cpu_ms_per_request"]
-        main = busiest["server_main_thread_ms_per_request"]
-        model = in_process.get(rpc, {}).get("p50_ms")
-        rows.append({"rpc": rpc, "generator": busiest["generator"], "inflight": busiest["inflight"],
-                     "requests_per_s": busiest["requests_per_s"],
-                     "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
-                     "other_threads_ms_per_request": cpu - main, "model_ms": model,
-                     "main_thread_busy": busiest["server_main_thread_busy"],
-                     "cores_busy": busiest["server_cores_busy"],
-                     # The main thread runs every handler under the GIL: one core's worth at most.
-                     "main_thread_ceiling_per_s": 1000.0 / main if main else float("nan"),
-                     "two_core_ceiling_per_s": 2000.0 / cpu if cpu else float("nan")})
+    for workers in sorted({r.get("workers", 1) for r in closed}):
+        for rpc in RPCS:
+            runs = [r for r in closed if r["rpc"] == rpc and r.get("workers", 1) == workers]
+            if not runs:
+                continue
+            busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
+            cpu = busiest["server_cpu_ms_per_request"]
+            main = busiest["server_main_thread_ms_per_request"]
+            model = in_process.get(rpc, {}).get("p50_ms")
+            rows.append({"rpc": rpc, "workers": workers, "generator": busiest["generator"],
+                         "inflight": busiest["inflight"], "requests_per_s": busiest["requests_per_s"],
+                         "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
+                         "other_threads_ms_per_request": cpu - main, "model_ms": model,
+                         "main_thread_busy": busiest["server_main_thread_busy"],
+                         "cores_busy": busiest["server_cores_busy"],
+                         # Each process's main thread runs its handlers under the GIL: one core's
+                         # worth per worker process at most.
+                         "main_thread_ceiling_per_s": workers * 1000.0 / main if main else float("nan"),
+                         "two_core_ceiling_per_s": 2000.0 / cpu if cpu else float("nan")})
     return rows
 
 
@@ -392,13 +427,16 @@ def _example_commands(closed: list[dict], open_loop: list[dict]) -> dict[str, st
     for label, rows in (("closed loop", closed), ("paced", open_loop)):
         for row in rows:
             key = f"{row['generator']} {label}"
+            if row.get("workers", 1) > 1:
+                key += f", {row['workers']} workers"
             if key not in examples and row["rpc"] == "recommend" and row.get("per_run"):
                 examples[key] = row["per_run"][0].get("command", "")
     return examples
 
 
 def run(settings: BenchSettings, workdir: Path) -> dict:
-    """The serving part; returns its section of benchmarks.json."""
+    """The serving part; returns its section of benchmarks.json. Every row carries ``workers``:
+    the number of index-service processes it ran against."""
     workdir.mkdir(parents=True, exist_ok=True)
     version_dir = lastfm_version(workdir, settings)
     models_dir = workdir / "serving-models"
@@ -408,71 +446,93 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
     swapper.publish_one()
     manifest = read_manifest(version_dir)
     use_h2load, h2load_note = h2load.ensure_installed(allow_install=not settings.quick)
-    server = IndexServer(models_dir, workdir / "index-service.log").start()
     result: dict = {
         "model": {"data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
                   "factors": manifest.num_factors, "recommend_method": manifest.recommend_search.method,
                   "similar_method": manifest.similar_search.method},
         "generators": {"h2load": h2load.available() and use_h2load, "python_processes": settings.python_load_processes},
         "notes": [h2load_note] if h2load_note else [],
-        "server_command": " ".join(["python"] + server.argv[1:]),
+        "workers": list(settings.serving_workers),
+        "server_commands": {}, "verification_by_workers": {}, "server_rss_bytes_by_workers": {},
+        "server_log_tails": {},
     }
     # The model's own share of a request, measured in this process before the load starts.
     result["in_process"] = in_process_latency(version_dir, settings.serving_users, settings.runs)
-    try:
-        bench = _ServingRuns(settings, workdir, server, version_dir)
-        result["verification"] = bench.verify(use_h2load)
-        generators = (["h2load"] if use_h2load else []) + ["python"]
-
-        def once(generator: str, rpc: str, **kwargs) -> dict:
-            return (bench.h2load_run if generator == "h2load" else bench.python_run)(rpc, **kwargs)
-
-        closed = []
-        for rpc in RPCS:
-            for generator in generators:
-                for inflight in settings.closed_loop_inflight:
-                    runs = [once(generator, rpc, inflight=inflight) for _ in range(settings.runs)]
-                    closed.append({"rpc": rpc, "generator": generator, "inflight": inflight,
-                                   **_median_row(runs, _THROUGHPUT_KEYS), "per_run": runs})
-                    log.info("serving closed %s %s x%d: %.0f req/s", rpc, generator, inflight,
-                             closed[-1]["requests_per_s"])
-        result["closed_loop"] = closed
-
-        open_loop = []
-        for rpc in RPCS:
-            for generator in generators:
-                for rate in settings.open_loop_rates:
-                    runs = [once(generator, rpc, rate=rate) for _ in range(settings.runs)]
-                    open_loop.append({"rpc": rpc, "generator": generator, "rate": rate,
-                                      **_median_row(runs, _LATENCY_KEYS), "per_run": runs})
-                    log.info("serving open %s %s %d/s: p99 %.2f ms", rpc, generator, rate, open_loop[-1]["p99_ms"])
-        result["open_loop"] = open_loop
-
-        swaps = []
-        rate = settings.open_loop_rates[0]
-        for rpc in RPCS:
-            for generator in generators:
-                runs = []
-                for _ in range(settings.runs):
-                    before = len(server.versions_served())
-                    with swapper:
-                        run_result = once(generator, rpc, rate=rate, seconds=settings.swap_seconds)
-                    run_result["swaps"] = len(server.versions_served()) - before
-                    runs.append(run_result)
-                steady = next(r for r in open_loop if r["rpc"] == rpc and r["generator"] == generator
-                              and r["rate"] == rate)
-                row = {"rpc": rpc, "generator": generator, "rate": rate, **_median_row(runs, _LATENCY_KEYS),
-                       "swaps": sum(r["swaps"] for r in runs), "steady_p99_ms": steady["p99_ms"], "per_run": runs}
-                row["p99_ratio_to_steady"] = row["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
-                swaps.append(row)
-                log.info("serving swaps %s %s: p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc, generator,
-                         row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])
-        result["swaps"] = swaps
-        result["cpu_breakdown"] = _cpu_breakdown(closed, result["in_process"])
-        result["swap_interval_s"] = settings.swap_interval_s
-        result["commands"] = _example_commands(closed, open_loop)
-        result["server_rss_bytes"] = process_rss_bytes(server.pid)
-    finally:
-        server.stop()
-    result["server_log_tail"] = server.log_text()[-1500:]
+    closed: list[dict] = []
+    open_loop: list[dict] = []
+    swaps: list[dict] = []
+    for workers in settings.serving_workers:
+        rpcs = RPCS if workers == 1 else tuple(r for r in RPCS if r in settings.multi_worker_rpcs)
+        server = IndexServer(models_dir, workdir / f"index-service-w{workers}.log", workers=workers).start()
+        result["server_commands"][str(workers)] = " ".join(["python"] + server.argv[1:])
+        try:
+            bench = _ServingRuns(settings, workdir, server, version_dir)
+            result["verification_by_workers"][str(workers)] = bench.verify(use_h2load)
+            _measure(settings, bench, swapper, workers, rpcs, use_h2load, closed, open_loop, swaps)
+            result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
+        finally:
+            server.stop()
+            result["server_log_tails"][str(workers)] = server.log_text()[-1500:]
+    first = str(settings.serving_workers[0])
+    result.update({
+        "server_command": result["server_commands"][first], "verification": result["verification_by_workers"][first],
+        "closed_loop": closed, "open_loop": open_loop, "swaps": swaps,
+        "cpu_breakdown": _cpu_breakdown(closed, result["in_process"]),
+        "swap_interval_s": settings.swap_interval_s,
+        "commands": _example_commands(closed, open_loop),
+        "server_rss_bytes": result["server_rss_bytes_by_workers"][first],
+        "server_log_tail": result["server_log_tails"][first],
+    })
     return result
+
+
+def _measure(settings: BenchSettings, bench: _ServingRuns, swapper: VersionSwapper, workers: int,
+             rpcs: tuple[str, ...], use_h2load: bool, closed: list[dict], open_loop: list[dict],
+             swaps: list[dict]) -> None:
+    """Every scenario against one server (``workers`` processes), rows appended to the lists."""
+    generators = (["h2load"] if use_h2load else []) + ["python"]
+    server = bench.server
+
+    def once(generator: str, rpc: str, **kwargs) -> dict:
+        return (bench.h2load_run if generator == "h2load" else bench.python_run)(rpc, **kwargs)
+
+    for rpc in rpcs:
+        for generator in generators:
+            for inflight in settings.closed_loop_inflight:
+                runs = [once(generator, rpc, inflight=inflight) for _ in range(settings.runs)]
+                closed.append({"rpc": rpc, "generator": generator, "workers": workers, "inflight": inflight,
+                               "connections": runs[0].get("connections", 1),
+                               **_median_row(runs, _THROUGHPUT_KEYS), "per_run": runs})
+                log.info("serving closed %s %s x%d, %d worker(s): %.0f req/s", rpc, generator, inflight, workers,
+                         closed[-1]["requests_per_s"])
+
+    for rpc in rpcs:
+        for generator in generators:
+            for rate in settings.open_loop_rates:
+                runs = [once(generator, rpc, rate=rate) for _ in range(settings.runs)]
+                open_loop.append({"rpc": rpc, "generator": generator, "workers": workers, "rate": rate,
+                                  "connections": runs[0].get("connections", 1),
+                                  **_median_row(runs, _LATENCY_KEYS), "per_run": runs})
+                log.info("serving open %s %s %d/s, %d worker(s): p99 %.2f ms", rpc, generator, rate, workers,
+                         open_loop[-1]["p99_ms"])
+
+    rate = settings.open_loop_rates[0]
+    for rpc in rpcs:
+        for generator in generators:
+            runs = []
+            for _ in range(settings.runs):
+                # Distinct versions: with N workers each logs every swap (N lines per version).
+                before = set(server.versions_served())
+                with swapper:
+                    run_result = once(generator, rpc, rate=rate, seconds=settings.swap_seconds)
+                run_result["swaps"] = len(set(server.versions_served()) - before)
+                runs.append(run_result)
+            steady = next(r for r in open_loop if r["rpc"] == rpc and r["generator"] == generator
+                          and r["rate"] == rate and r["workers"] == workers)
+            row = {"rpc": rpc, "generator": generator, "workers": workers, "rate": rate,
+                   **_median_row(runs, _LATENCY_KEYS), "swaps": sum(r["swaps"] for r in runs),
+                   "steady_p99_ms": steady["p99_ms"], "per_run": runs}
+            row["p99_ratio_to_steady"] = row["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
+            swaps.append(row)
+            log.info("serving swaps %s %s, %d worker(s): p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc,
+                     generator, workers, row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])

@@ -29,6 +29,9 @@ class BenchSettings:
     - ``load_seconds``: duration of one load run; ``open_loop_rates``: requests/s of paced runs;
       ``closed_loop_inflight``: requests in flight of closed-loop runs; ``swap_interval_s``: how
       often a new version appears during the swap runs; ``python_load_processes``: client processes.
+    - ``serving_workers``: index-service process counts measured (1: one process; N > 1:
+      ``--workers N``, SO_REUSEPORT), each with every serving scenario; ``multi_worker_rpcs``:
+      the RPCs measured against N > 1 workers (the targets are Recommend's).
     """
 
     quick: bool = False
@@ -58,6 +61,8 @@ class BenchSettings:
     swap_seconds: float = 8.0
     python_load_processes: int = 2
     serving_users: int = 1_000
+    serving_workers: tuple[int, ...] = (1, 2)
+    multi_worker_rpcs: tuple[str, ...] = ("recommend",)
 
     def with_overrides(self, **changes) -> "BenchSettings":
         return dataclasses.replace(self, **changes)

@@ -170,3 +170,33 @@ def test_phase_seconds_and_epoch_rates_from_progress_events():
               {"t": 8.0, "phase": "publishing"}]
     assert phase_seconds(events, total=10.0) == {"loading": 2.0, "training": 6.0, "publishing": 2.0}
     assert epoch_rates(events) == [10.0, 20.0]
+
+
+def test_connections_against_workers_split_the_inflight_evenly():
+    from bench.serving import connections_for
+
+    assert [connections_for(1, n) for n in (1, 16, 64, 256)] == [1, 1, 1, 1]
+    assert [connections_for(2, n) for n in (1, 16, 64, 256)] == [1, 8, 8, 8]
+    assert connections_for(3, 18) == 9 and connections_for(2, 7) == 7 and connections_for(4, 10) == 10
+
+
+def test_h2load_refuses_an_uneven_split(tmp_path):
+    from bench import h2load
+
+    with pytest.raises(ValueError, match="evenly"):
+        h2load.run(1, "/m", tmp_path / "body", 10, tmp_path / "log", inflight=16, duration_s=1.0, connections=3)
+
+
+def test_process_tree_sums_the_children():
+    import os
+
+    from bench.measures import process_tree, tree_cpu_seconds
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tree = process_tree(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        assert tree_cpu_seconds(os.getpid()) >= 0.0
+    finally:
+        child.kill()
+        child.wait()
