@@ -82,6 +82,14 @@ class ModelHolder:
         """Serve ``new`` from now on; retire the previous version (unloaded now if unused, else
         by its last request). Returns the previous version."""
         new._holder = self
+        return self._replace(new)
+
+    def clear(self) -> None:
+        """Stop serving (shutdown): retire and, when unused, unload the current version."""
+        self._replace(None)
+
+    def _replace(self, new: ServedVersion | None) -> ServedVersion | None:
+        """Make ``new`` current; retire the previous one, closing it now if no request uses it."""
         with self._lock:
             old = self._current
             self._current = new
@@ -91,17 +99,6 @@ class ModelHolder:
         if old is not None and unused:
             _close(old)
         return old
-
-    def clear(self) -> None:
-        """Stop serving (shutdown): retire and, when unused, unload the current version."""
-        with self._lock:
-            old = self._current
-            self._current = None
-            if old is not None:
-                old.retired = True
-                unused = old.users == 0
-        if old is not None and unused:
-            _close(old)
 
 
 def _close(served: ServedVersion) -> None:

@@ -157,25 +157,35 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     return handler
 
 
+class _WrapperCache:
+    """Error-mapping wrappers of resolved handlers, made once per method (not once per call)."""
+
+    def __init__(self) -> None:
+        # method name -> (the handler the server resolved, our wrapper of it)
+        self._entries: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        cached = self._entries.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(handler, method)
+        self._entries[method] = (handler, wrapped)
+        return wrapped
+
+
 class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
     """A generic handler answering like ``inner`` with every method handler error-mapped (wrapped
     once per method and cached; the server asks for the handler on every call)."""
 
     def __init__(self, inner: grpc.GenericRpcHandler):
         self._inner = inner
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped = _WrapperCache()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = self._inner.service(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.wrap(handler, handler_call_details.method)
 
     def service_name(self) -> str | None:
         name = getattr(self._inner, "service_name", None)
@@ -204,8 +214,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
     """Maps ``ServiceError`` to its status code and anything else to INTERNAL (see module doc)."""
 
     def __init__(self) -> None:
-        # method name -> (the handler the server resolved, our wrapper of it)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped = _WrapperCache()
 
     async def intercept_service(
         self,
@@ -215,10 +224,4 @@ class ErrorInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # unknown method: the server answers UNIMPLEMENTED
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.wrap(handler, handler_call_details.method)
