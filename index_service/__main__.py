@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the kernel spreads connections, not calls, over them")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
                         help="auto: uvloop when installed, else asyncio's own (default auto)")
+    parser.add_argument("--no-precomputed", action="store_true",
+                        help="answer every request by search, ignoring the versions' precomputed lists "
+                             "(for comparisons; slower)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     # Set by the --workers supervisor on its workers' command lines only.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -75,6 +78,8 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
             "--poll-interval", repr(args.poll_interval), "--grace", repr(args.grace),
             "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--event-loop", args.event_loop,
             "--log-level", args.log_level]
+    if args.no_precomputed:
+        argv.append("--no-precomputed")
     if args.version is not None:
         argv += ["--version", str(args.version)]
     if args.tls_cert:
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     from index_service.app import IndexServiceApp, IndexServiceConfig
 
     config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval,
-                                pinned_version=args.version, worker=args.worker_number)
+                                pinned_version=args.version, worker=args.worker_number,
+                                precomputed=not args.no_precomputed)
 
     def report_ready() -> None:
         if args.ready_fd is not None:

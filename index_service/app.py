@@ -17,14 +17,10 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from index_service.holder import ModelHolder, ServedVersion
-from index_service.servicer import IndexServicer
+from index_service.servicer import SERVICE_NAME, IndexServicer, add_index_servicer
 from index_service.watcher import VersionWatcher
 from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
-from musicrec.v1 import index_pb2, index_pb2_grpc
-
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name
 
 
 @dataclass(frozen=True)
@@ -33,6 +29,7 @@ class IndexServiceConfig:
 
     ``pinned_version``: serve only this version (rollback), never swap automatically.
     ``recommend_method``/``similar_method``: "exact" or "annoy" to override the manifests' choice.
+    ``precomputed``: answer from the versions' precomputed lists where they can (False: search only).
     ``worker``: this process is worker number N of a ``--workers`` supervisor (which logs the
     ``listening on`` line once for all of them).
     """
@@ -43,6 +40,7 @@ class IndexServiceConfig:
     pinned_version: int | None = None
     recommend_method: str | None = None
     similar_method: str | None = None
+    precomputed: bool = True
     worker: int | None = None
 
 
@@ -54,7 +52,8 @@ class IndexServiceApp:
         self.holder = ModelHolder()
         self.watcher = VersionWatcher(config.models_dir, self.holder, pinned=config.pinned_version,
                                       recommend_method=config.recommend_method,
-                                      similar_method=config.similar_method)
+                                      similar_method=config.similar_method,
+                                      precomputed=config.precomputed)
         self.servicer = IndexServicer(self.holder, pinned=config.pinned_version is not None,
                                       rejected=lambda: self.watcher.rejected)
         self.server: GrpcServer | None = None
@@ -73,7 +72,7 @@ class IndexServiceApp:
         and BLAS worker threads only fight gRPC's threads for the cores (measured on lastfm-2k,
         2 cores: same median, p90 3 ms instead of 0.2 ms)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        binding = ServiceBinding(SERVICE_NAME, self.servicer, index_pb2_grpc.add_IndexServiceServicer_to_server)
+        binding = ServiceBinding(SERVICE_NAME, self.servicer, add_index_servicer)
         self.server = build_server([binding], self.config.server)
         await self.server.start()
         # Scripts wait for "listening on HOST:PORT"; a worker must not announce the shared port.

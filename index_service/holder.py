@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from index_service.response_encoding import ResponseEncoder
 from index_service.serving_model import ServingModel
 from musicrec.rpc.errors import Unavailable
 
@@ -26,13 +27,14 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class ServedVersion:
     """A ``ServingModel`` in service: when it was loaded, how long that took, the identity of its
-    directory on disk (to notice a directory replaced under the same number), and the number of
-    requests using it. Use through ``ModelHolder.acquire()`` as a context manager."""
+    directory on disk (to notice a directory replaced under the same number), its response
+    encoder, and the number of requests using it. Use through ``ModelHolder.acquire()`` as a context manager."""
 
     model: ServingModel
     loaded_at: datetime
     load_duration_ms: float
     identity: tuple = ()
+    encoder: ResponseEncoder | None = None  # this version's response bytes (see response_encoding)
     _holder: "ModelHolder | None" = field(default=None, repr=False)
     users: int = 0
     retired: bool = False

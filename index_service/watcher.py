@@ -3,8 +3,8 @@
 ``VersionWatcher.poll_once()`` (blocking: call it in a worker thread) does one scan:
 
 - The target is the newest version on disk that is not known bad, or only ``--version N`` when
-  pinned. A version is validated (manifest, sizes, SHA-256, shapes: ``model_store.load_version``),
-  loaded (Annoy memory-mapped), warmed up, and swapped in through ``ModelHolder.swap``.
+  pinned. A version is validated (manifest, sizes, checksums, shapes: ``model_store.load_version``),
+  loaded (arrays and Annoy memory-mapped), warmed up, and swapped in through ``ModelHolder.swap``.
 - A version that fails is logged with its reason and remembered as rejected together with the
   identity of its files (directory and manifest inode and mtime); it is retried only when that
   identity changes. The service keeps serving what it has.
@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from index_service.holder import ModelHolder, ServedVersion
+from index_service.response_encoding import ResponseEncoder
 from index_service.serving_model import ServingModel
 from model_store import InvalidVersionError, list_versions, load_version
 from model_store.format import MANIFEST_NAME
@@ -65,12 +66,15 @@ class VersionWatcher:
     """Keeps ``holder`` serving the newest valid version of ``models_dir`` (or ``pinned``)."""
 
     def __init__(self, models_dir: str | os.PathLike, holder: ModelHolder, *, pinned: int | None = None,
-                 recommend_method: str | None = None, similar_method: str | None = None):
-        """``recommend_method``/``similar_method`` override the manifests' search methods."""
+                 recommend_method: str | None = None, similar_method: str | None = None,
+                 precomputed: bool = True):
+        """``recommend_method``/``similar_method`` override the manifests' search methods;
+        ``precomputed`` False answers by search only (see ``ServingModel``)."""
         self.models_dir = Path(models_dir)
         self.holder = holder
         self.pinned = pinned
-        self._methods = {"recommend_method": recommend_method, "similar_method": similar_method}
+        self._methods = {"recommend_method": recommend_method, "similar_method": similar_method,
+                         "precomputed": precomputed}
         self._rejected: dict[int, Rejection] = {}  # only the polling thread touches this
         self._rejected_view: tuple[Rejection, ...] = ()  # replaced whole: safe to read anywhere
         self._waiting_logged = False
@@ -135,6 +139,7 @@ class VersionWatcher:
             return None
         try:
             model = ServingModel(loaded, **self._methods)
+            encoder = ResponseEncoder(model.artist_ids, model.artist_names, model.version)
             model.warm_up()
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version, never the service
             loaded.close()
@@ -143,7 +148,7 @@ class VersionWatcher:
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return ServedVersion(model=model, loaded_at=datetime.now(timezone.utc), load_duration_ms=elapsed_ms,
-                             identity=identity)
+                             identity=identity, encoder=encoder)
 
     def _reject(self, version: int, reason: str, identity: tuple) -> None:
         log.warning("refusing model version %d: %s (still serving %s)", version, reason,

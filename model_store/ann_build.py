@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from annoy import AnnoyIndex
 
-from model_store.format import SearchConfig
+from model_store.artifacts import ModelArtifacts, PrecomputedTop
+from model_store.format import PrecomputedConfig, SearchConfig
 from model_store.inner_product import augment_items, item_vectors_with_bias, user_query
+from model_store.precompute import DEFAULT_RECOMMEND_N, DEFAULT_SIMILAR_N, list_recall_at_10, precompute_top
 from model_store.search import CosineSearch, InnerProductSearch, SearchParams
 
 RECALL_TARGET = 0.98
@@ -33,7 +35,9 @@ RECALL_K = 10
 class BuildSettings:
     """Knobs of the index build. ``n_trees`` 0 picks from the catalog size; ``sample_size`` is the
     number of queries recall and latency are measured on; ``seed`` fixes the sample and Annoy;
-    ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds)."""
+    ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds);
+    ``recommend_n``/``similar_n``: length of the precomputed list per user/artist;
+    ``precompute_workers``: processes making them (0: one per core for large catalogs)."""
 
     n_trees: int = 0
     sample_size: int = 300
@@ -41,6 +45,9 @@ class BuildSettings:
     seed: int = 0
     n_jobs: int = -1
     tuning_budget_s: float = 20.0
+    recommend_n: int = DEFAULT_RECOMMEND_N
+    similar_n: int = DEFAULT_SIMILAR_N
+    precompute_workers: int = 0
 
 
 def default_n_trees(num_artists: int) -> int:
@@ -168,14 +175,31 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, an
     )
 
 
-def build_indexes(user_factors: np.ndarray, artist_factors: np.ndarray, artist_bias: np.ndarray,
-                  recommend_path: str, similar_path: str,
-                  settings: BuildSettings = BuildSettings()) -> tuple[SearchConfig, SearchConfig]:
-    """Build both Annoy files and return their measured search settings (Recommend, SimilarArtists).
+@dataclass(frozen=True)
+class BuiltIndexes:
+    """What ``build_indexes`` made: both searches' measured settings, and the precomputed lists
+    with how they were made."""
 
-    Shapes: user_factors (U, F), artist_factors (A, F), artist_bias (A,). Recall and latency are
-    measured on ``settings.sample_size`` random users and artists.
+    recommend: SearchConfig
+    similar: SearchConfig
+    top: PrecomputedTop
+    precomputed: PrecomputedConfig
+
+
+def _params(config: SearchConfig) -> SearchParams:
+    return SearchParams(method=config.method, search_k=config.search_k,
+                        candidates_per_result=config.candidates_per_result)
+
+
+def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: str,
+                  settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
+    """Build both Annoy files, measure and choose their search settings (Recommend,
+    SimilarArtists), then precompute every user's and artist's top lists with the chosen searches.
+
+    Recall and latency are measured on ``settings.sample_size`` random users and artists; the
+    lists' recall@10 against exact search on the same samples.
     """
+    user_factors, artist_factors, artist_bias = artifacts.user_factors, artifacts.artist_factors, artifacts.artist_bias
     num_artists, num_factors = artist_factors.shape
     n_trees = settings.n_trees or default_n_trees(num_artists)
     rng = np.random.default_rng(settings.seed)
@@ -193,7 +217,6 @@ def build_indexes(user_factors: np.ndarray, artist_factors: np.ndarray, artist_b
         lambda q, found: rec_search.items[found] @ q,
         settings,
     )
-    rec_index.unload()
 
     sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs,
                                     similar_path)
@@ -206,5 +229,30 @@ def build_indexes(user_factors: np.ndarray, artist_factors: np.ndarray, artist_b
         lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],
         settings,
     )
-    sim_index.unload()
-    return recommend, similar
+
+    # The lists come from the searches exactly as the index service will run them.
+    rec_search.params = _params(recommend)
+    sim_search.params = _params(similar)
+    try:
+        top, seconds = precompute_top(artifacts, rec_search, sim_search, settings.recommend_n, settings.similar_n,
+                                      settings.precompute_workers)
+    finally:
+        rec_index.unload()
+        sim_index.unload()
+    seen = np.ascontiguousarray(artifacts.seen_indices, dtype=np.int64)
+    indptr = artifacts.seen_indptr
+    users = users.tolist()
+    rec_truth = [rec_search.exact(user_query(user_factors[u]), k, seen[indptr[u]:indptr[u + 1]]) for u in users]
+    sim_truth = [sim_search.exact(a, k) for a in artists]
+    precomputed = PrecomputedConfig(
+        recommend_n=int(top.recommend_top.shape[1]),
+        similar_n=int(top.similar_top.shape[1]),
+        recommend_method=recommend.method,
+        similar_method=similar.method,
+        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users,
+                                                 lambda u, found: rec_search.items[found] @ user_query(user_factors[u])),
+        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists,
+                                               lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a]),
+        seconds=round(seconds, 3),
+    )
+    return BuiltIndexes(recommend, similar, top, precomputed)

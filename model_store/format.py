@@ -1,8 +1,15 @@
-"""Format version 1 of a model version directory, and its manifest.
+"""The formats of a model version directory (1 and 2), and its manifest.
 
-A version directory holds exactly the files named here plus ``manifest.json``. The manifest is
-parsed and validated before any other file is opened; it cannot name a file outside this list,
-so it cannot point outside the version directory.
+A version directory holds exactly the files its format names (``data_files``) plus
+``manifest.json``. The manifest is parsed and validated before any other file is opened; it cannot
+name a file outside that list, so it cannot point outside the version directory.
+
+- Format 1: the model arrays and both Annoy indexes; every file checksummed with SHA-256.
+- Format 2 (written now): format 1's files plus each user's and each artist's precomputed top
+  answers (``PRECOMPUTED_FILES``) and the sorted lookups that replace dictionaries built at load
+  (``LOOKUP_FILES``); every file checksummed with BLAKE3 (about 2.4x SHA-256's speed on one core,
+  and it can use every core), and a ``precomputed`` section saying how the lists were made.
+Readers accept both formats.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_FORMATS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 # A manifest larger than this is refused before parsing (a corrupt or hostile file).
 MAX_MANIFEST_BYTES = 1 << 20
@@ -30,16 +38,40 @@ ARRAY_FILES: dict[str, str] = {
     "seen_indptr": "seen_indptr.npy",
     "seen_indices": "seen_indices.npy",
 }
+# Format 2: precomputed answers. Row u of recommend_top holds user u's best artists (seen ones
+# excluded) as the serving search path ranks them, -1 padded when the catalog runs out; row a
+# of similar_top holds artist a's most similar artists (itself excluded). Scores beside them.
+PRECOMPUTED_FILES: dict[str, str] = {
+    "recommend_top": "recommend_top.npy",  # (U, Nr) int32
+    "recommend_top_scores": "recommend_top_scores.npy",  # (U, Nr) float32
+    "similar_top": "similar_top.npy",  # (A, Ns) int32
+    "similar_top_scores": "similar_top_scores.npy",  # (A, Ns) float32
+}
+# Format 2: lookups as arrays (memory-mapped, shared between processes, nothing built at load).
+LOOKUP_FILES: dict[str, str] = {
+    "user_id_order": "user_id_order.npy",  # (U,) int64: argsort of user_ids
+    "artist_id_order": "artist_id_order.npy",  # (A,) int64: argsort of artist_ids
+    "artist_name_keys": "artist_name_keys.npy",  # (M,) unicode: sorted distinct casefolded names
+    "artist_name_artists": "artist_name_artists.npy",  # (M,) int64: the artist each key names
+}
 # Annoy index files: Recommend (inner product via the extra dimension, angular metric) and
 # SimilarArtists (angular metric on the artist factors).
 RECOMMEND_INDEX_FILE = "recommend.ann"
 SIMILAR_INDEX_FILE = "similar.ann"
 INDEX_FILES = (RECOMMEND_INDEX_FILE, SIMILAR_INDEX_FILE)
-DATA_FILES = tuple(ARRAY_FILES.values()) + INDEX_FILES
+DATA_FILES_1 = tuple(ARRAY_FILES.values()) + INDEX_FILES
+DATA_FILES_2 = DATA_FILES_1 + tuple(PRECOMPUTED_FILES.values()) + tuple(LOOKUP_FILES.values())
+DATA_FILES = DATA_FILES_2  # the current format's files
+CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3"}
+
+
+def data_files(format_version: int) -> tuple[str, ...]:
+    """The data files (everything but the manifest) a version of ``format_version`` holds."""
+    return DATA_FILES_1 if format_version == 1 else DATA_FILES_2
 
 VERSION_DIR_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 TEMP_PREFIX = ".tmp-"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ManifestError(ValueError):
@@ -48,10 +80,53 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class FileEntry:
-    """Size in bytes and SHA-256 (hex) of one file of a version."""
+    """Size in bytes and checksum (64 hex digits) of one file of a version; ``algorithm`` is
+    "sha256" (format 1) or "blake3" (format 2), also the entry's key in the manifest."""
 
     size: int
-    sha256: str
+    digest: str
+    algorithm: str = "blake3"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, self.algorithm: self.digest}
+
+
+@dataclass(frozen=True)
+class PrecomputedConfig:
+    """How a format-2 version's precomputed answers were made (manifest section ``precomputed``).
+
+    ``recommend_n``/``similar_n``: list length per user/artist (0: none precomputed);
+    ``*_method``: the search that produced them ("exact" or "annoy", the serving path's own code);
+    ``*_recall_at_10``: recall@10 of the lists' first 10 against exact search on a sample;
+    ``seconds``: wall time spent computing them at publish."""
+
+    recommend_n: int
+    similar_n: int
+    recommend_method: str
+    similar_method: str
+    recommend_recall_at_10: float
+    similar_recall_at_10: float
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, where: str, data: Any) -> "PrecomputedConfig":
+        obj = _require_dict(where, data)
+        methods = {}
+        for key in ("recommend_method", "similar_method"):
+            methods[key] = _require_str(f"{where}.{key}", obj.get(key))
+            if methods[key] not in ("annoy", "exact"):
+                raise ManifestError(f"{where}.{key} must be 'annoy' or 'exact', got {methods[key]!r}")
+        return cls(
+            recommend_n=_require_int(f"{where}.recommend_n", obj.get("recommend_n"), minimum=0, maximum=1000),
+            similar_n=_require_int(f"{where}.similar_n", obj.get("similar_n"), minimum=0, maximum=1000),
+            recommend_recall_at_10=_require_float(f"{where}.recommend_recall_at_10", obj.get("recommend_recall_at_10")),
+            similar_recall_at_10=_require_float(f"{where}.similar_recall_at_10", obj.get("similar_recall_at_10")),
+            seconds=_require_float(f"{where}.seconds", obj.get("seconds")),
+            **methods,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +200,7 @@ class Manifest:
     recommend_search: SearchConfig
     similar_search: SearchConfig
     files: dict[str, FileEntry] = field(default_factory=dict)
+    precomputed: PrecomputedConfig | None = None  # format 2 only
 
     @property
     def size_bytes(self) -> int:
@@ -149,7 +225,8 @@ class Manifest:
                 "recommend": self.recommend_search.to_json(),
                 "similar": self.similar_search.to_json(),
             },
-            "files": {name: {"size": e.size, "sha256": e.sha256} for name, e in sorted(self.files.items())},
+            "files": {name: e.to_json() for name, e in sorted(self.files.items())},
+            **({"precomputed": self.precomputed.to_json()} if self.precomputed is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -170,30 +247,33 @@ class Manifest:
     def from_json(cls, data: Any) -> "Manifest":
         obj = _require_dict("manifest", data)
         fmt = _require_int("format_version", obj.get("format_version"), minimum=1)
-        if fmt != FORMAT_VERSION:
-            raise ManifestError(
-                f"format_version {fmt} is not supported by this reader (it reads format {FORMAT_VERSION})"
-            )
+        if fmt not in SUPPORTED_FORMATS:
+            raise ManifestError(f"format_version {fmt} is not supported by this reader "
+                                f"(it reads formats {', '.join(map(str, SUPPORTED_FORMATS))})")
         data_obj = _require_dict("data", obj.get("data"))
         fingerprint = _require_str("data.fingerprint", data_obj.get("fingerprint"))
-        if not _SHA256.match(fingerprint):
+        if not _HEX64.match(fingerprint):
             raise ManifestError("data.fingerprint must be 64 lowercase hex digits")
         files_obj = _require_dict("files", obj.get("files"))
         names = set(files_obj)
-        if names != set(DATA_FILES):
-            missing = sorted(set(DATA_FILES) - names)
-            extra = sorted(names - set(DATA_FILES))
-            raise ManifestError(f"files must list exactly the format-{FORMAT_VERSION} files; "
+        expected = data_files(fmt)
+        if names != set(expected):
+            missing = sorted(set(expected) - names)
+            extra = sorted(names - set(expected))
+            raise ManifestError(f"files must list exactly the format-{fmt} files; "
                                 f"missing {missing}, unexpected {extra}")
+        algorithm = CHECKSUM_BY_FORMAT[fmt]
         files: dict[str, FileEntry] = {}
-        for name in DATA_FILES:
+        for name in expected:
             entry = _require_dict(f"files.{name}", files_obj[name])
-            digest = _require_str(f"files.{name}.sha256", entry.get("sha256"))
-            if not _SHA256.match(digest):
-                raise ManifestError(f"files.{name}.sha256 must be 64 lowercase hex digits")
-            files[name] = FileEntry(
-                size=_require_int(f"files.{name}.size", entry.get("size"), minimum=0), sha256=digest
-            )
+            digest = _require_str(f"files.{name}.{algorithm}", entry.get(algorithm))
+            if not _HEX64.match(digest):
+                raise ManifestError(f"files.{name}.{algorithm} must be 64 lowercase hex digits")
+            files[name] = FileEntry(size=_require_int(f"files.{name}.size", entry.get("size"), minimum=0),
+                                    digest=digest, algorithm=algorithm)
+        precomputed = None
+        if fmt >= 2:
+            precomputed = PrecomputedConfig.from_json("precomputed", obj.get("precomputed"))
         search = _require_dict("search", obj.get("search"))
         return cls(
             format_version=fmt,
@@ -210,6 +290,7 @@ class Manifest:
             recommend_search=SearchConfig.from_json("search.recommend", search.get("recommend")),
             similar_search=SearchConfig.from_json("search.similar", search.get("similar")),
             files=files,
+            precomputed=precomputed,
         )
 
 

@@ -35,10 +35,3 @@ def augment_items(item_vectors: np.ndarray) -> np.ndarray:
     max_sq = float(norms_sq.max()) if norms_sq.size else 0.0
     extra = np.sqrt(np.maximum(max_sq - norms_sq, 0.0)).astype(np.float32)
     return np.hstack([item_vectors.astype(np.float32, copy=False), extra[:, None]])
-
-
-def augment_query(query: np.ndarray) -> np.ndarray:
-    """(D,) -> (D + 1,): append 0, so the extra item coordinate does not change the inner product."""
-    out = np.zeros(query.shape[0] + 1, dtype=np.float32)
-    out[:-1] = query
-    return out

@@ -1,16 +1,19 @@
-"""Listing, validating and loading versions.
+"""Listing, validating and loading versions (formats 1 and 2).
 
 Validation order: the manifest is read (size-capped), parsed and checked first; only then are the
 files it names opened, each required to be a regular file (not a symlink) inside the version
-directory, of the recorded size and SHA-256. Arrays load with ``allow_pickle=False``; Annoy files
-are checked for a sound structure (``model_store.annoy_file``), then memory-mapped.
+directory, of the recorded size and checksum (SHA-256 in format 1, BLAKE3 in format 2; files are
+hashed in parallel threads, which the hashes allow by releasing the GIL). Arrays are
+memory-mapped read-only from the descriptor that was checked (never pickled objects), so several
+processes serving one version share its pages and loading copies nothing; Annoy files are checked
+for a sound structure (``model_store.annoy_file``), then memory-mapped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +21,13 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from model_store.annoy_file import check_annoy_structure
-from model_store.artifacts import ModelArtifacts
+from model_store.artifacts import Lookups, ModelArtifacts, PrecomputedTop
+from model_store.checksums import fd_digest
 from model_store.errors import InvalidVersionError
 from model_store.format import (
     ARRAY_FILES,
+    LOOKUP_FILES,
+    PRECOMPUTED_FILES,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     RECOMMEND_INDEX_FILE,
@@ -31,7 +37,8 @@ from model_store.format import (
     ManifestError,
 )
 
-_CHUNK = 1 << 20
+# Threads hashing a version's files (each hash releases the GIL; BLAKE3 also splits big files).
+_HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def list_versions(models_dir: str | os.PathLike) -> list[int]:
@@ -77,24 +84,31 @@ def read_manifest(version_dir: str | os.PathLike) -> Manifest:
 
 
 def validate_version(version_dir: str | os.PathLike, verify_checksums: bool = True) -> Manifest:
-    """Validate the manifest, then every file's type, size and (optionally) SHA-256.
+    """Validate the manifest, then every file's type, size and (optionally) checksum.
 
-    Returns the manifest; raises InvalidVersionError naming the first problem found.
+    Returns the manifest; raises InvalidVersionError naming the first problem found (in the
+    manifest's file order).
     """
     vdir = Path(version_dir)
     manifest = read_manifest(vdir)
-    for name, entry in manifest.files.items():
-        with _open_regular(vdir / name) as fh:
+    handles = []
+    try:
+        for name, entry in manifest.files.items():
+            fh = _open_regular(vdir / name)
+            handles.append((name, entry, fh))
             size = os.fstat(fh.fileno()).st_size
             if size != entry.size:
                 raise InvalidVersionError(vdir, f"{name} is {size} bytes, manifest says {entry.size}")
-            if verify_checksums:
-                digest = hashlib.sha256()
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                if digest.hexdigest() != entry.sha256:
-                    raise InvalidVersionError(vdir, f"{name} checksum mismatch (sha256 {digest.hexdigest()[:12]}..., "
-                                                    f"manifest says {entry.sha256[:12]}...)")
+        if verify_checksums:
+            with ThreadPoolExecutor(_HASH_THREADS) as pool:
+                digests = list(pool.map(lambda h: fd_digest(h[2].fileno(), h[1].algorithm)[1], handles))
+            for (name, entry, _), digest in zip(handles, digests):
+                if digest != entry.digest:
+                    raise InvalidVersionError(vdir, f"{name} checksum mismatch ({entry.algorithm} {digest[:12]}..., "
+                                                    f"manifest says {entry.digest[:12]}...)")
+    finally:
+        for _, _, fh in handles:
+            fh.close()
     return manifest
 
 
@@ -110,6 +124,8 @@ class LoadedVersion:
     artifacts: ModelArtifacts
     recommend_index: AnnoyIndex
     similar_index: AnnoyIndex
+    lookups: Lookups
+    top: PrecomputedTop | None = None  # format 2: precomputed answers
 
     @property
     def version(self) -> int:
@@ -120,12 +136,30 @@ class LoadedVersion:
         self.similar_index.unload()
 
 
-def _load_array(vdir: Path, name: str) -> np.ndarray:
-    with _open_regular(vdir / ARRAY_FILES[name]) as fh:
+def _load_array(vdir: Path, filename: str) -> np.ndarray:
+    """A .npy file memory-mapped read-only (copy-on-nothing: pages shared between processes)."""
+    with _open_regular(vdir / filename) as fh:
         try:
-            return np.load(fh, allow_pickle=False)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if dtype.hasobject:
+                raise ValueError("object arrays are not allowed")
+            offset = fh.tell()
+            count = int(np.prod(shape, dtype=np.int64))
+            size = os.fstat(fh.fileno()).st_size
+            if offset + count * dtype.itemsize != size:
+                raise ValueError(f"{size - offset} data bytes for shape {shape} of {dtype}")
+            if count == 0:
+                return np.zeros(shape, dtype=dtype)
+            return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape,
+                             order="F" if fortran else "C").view(np.ndarray)
         except (ValueError, OSError, EOFError) as exc:
-            raise InvalidVersionError(vdir, f"{ARRAY_FILES[name]} is not a valid .npy array: {exc}") from None
+            raise InvalidVersionError(vdir, f"{filename} is not a valid .npy array: {exc}") from None
 
 
 def _load_annoy(vdir: Path, filename: str, dims: int, expected_items: int) -> AnnoyIndex:
@@ -153,10 +187,19 @@ def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) 
     """Validate and load a version. Raises InvalidVersionError (never anything else for bad files)."""
     vdir = Path(version_dir)
     manifest = validate_version(vdir, verify_checksums=verify_checksums)
-    arrays = {name: _load_array(vdir, name) for name in ARRAY_FILES}
+    arrays = {name: _load_array(vdir, filename) for name, filename in ARRAY_FILES.items()}
     artifacts = ModelArtifacts(**arrays)
+    top = None
     try:
-        artifacts.check()
+        if manifest.format_version >= 2:
+            artifacts.check(unique_ids=False)  # Lookups.check proves uniqueness, vectorized
+            lookups = Lookups(**{name: _load_array(vdir, f) for name, f in LOOKUP_FILES.items()})
+            lookups.check(artifacts)
+            top = PrecomputedTop(**{name: _load_array(vdir, f) for name, f in PRECOMPUTED_FILES.items()})
+            top.check(artifacts, manifest.precomputed.recommend_n, manifest.precomputed.similar_n)
+        else:
+            artifacts.check()
+            lookups = Lookups.build(artifacts)
     except ValueError as exc:
         raise InvalidVersionError(vdir, f"inconsistent arrays: {exc}") from None
     counts = (artifacts.num_users, artifacts.num_artists, artifacts.num_factors)
@@ -171,4 +214,5 @@ def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) 
     except BaseException:
         rec.unload()
         raise
-    return LoadedVersion(path=vdir, manifest=manifest, artifacts=artifacts, recommend_index=rec, similar_index=sim)
+    return LoadedVersion(path=vdir, manifest=manifest, artifacts=artifacts, recommend_index=rec, similar_index=sim,
+                         lookups=lookups, top=top)

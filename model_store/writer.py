@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -23,12 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from model_store.ann_build import BuildSettings, build_indexes
-from model_store.artifacts import ModelArtifacts
+from model_store.artifacts import Lookups, ModelArtifacts
+from model_store.checksums import file_digest
 from model_store.errors import PublishError
 from model_store.format import (
     ARRAY_FILES,
+    CHECKSUM_BY_FORMAT,
     FORMAT_VERSION,
+    LOOKUP_FILES,
     MANIFEST_NAME,
+    PRECOMPUTED_FILES,
     RECOMMEND_INDEX_FILE,
     SIMILAR_INDEX_FILE,
     TEMP_PREFIX,
@@ -42,7 +45,6 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".publish.lock"
 TRASH_PREFIX = ".trash-"
 DEFAULT_KEEP = 3
-_CHUNK = 1 << 20
 
 # Test hook: called with a step name at each step of a publish ("files-written", "manifest-written",
 # "renamed"), so fault-injection tests can kill the process at a chosen point.
@@ -50,14 +52,8 @@ PublishHook = Callable[[str], None]
 
 
 def sha256_file(path: Path) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    """(size in bytes, sha256 hex) of a file (the format-1 checksum)."""
+    return file_digest(path, "sha256")
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -168,15 +164,21 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
                  hook: PublishHook | None) -> Manifest:
     for name, filename in ARRAY_FILES.items():
         _save_array(tmp / filename, getattr(artifacts, name))
-    recommend, similar = build_indexes(
-        artifacts.user_factors, artifacts.artist_factors, artifacts.artist_bias,
-        str(tmp / RECOMMEND_INDEX_FILE), str(tmp / SIMILAR_INDEX_FILE), build_settings,
+    lookups = Lookups.build(artifacts)
+    for name, filename in LOOKUP_FILES.items():
+        _save_array(tmp / filename, getattr(lookups, name))
+    built = build_indexes(
+        artifacts, str(tmp / RECOMMEND_INDEX_FILE), str(tmp / SIMILAR_INDEX_FILE), build_settings,
     )
+    for name, filename in PRECOMPUTED_FILES.items():
+        _save_array(tmp / filename, getattr(built.top, name))
+    recommend, similar = built.recommend, built.similar
+    algorithm = CHECKSUM_BY_FORMAT[FORMAT_VERSION]
     files = {}
     for path in sorted(tmp.iterdir()):
         _fsync_path(path)
-        size, digest = sha256_file(path)
-        files[path.name] = FileEntry(size=size, sha256=digest)
+        size, digest = file_digest(path, algorithm)
+        files[path.name] = FileEntry(size=size, digest=digest, algorithm=algorithm)
     if hook:
         hook("files-written")
     manifest = Manifest(
@@ -194,6 +196,7 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
         recommend_search=recommend,
         similar_search=similar,
         files=files,
+        precomputed=built.precomputed,
     )
     with open(tmp / MANIFEST_NAME, "x", encoding="utf-8") as fh:
         fh.write(manifest.dumps())

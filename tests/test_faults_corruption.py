@@ -21,7 +21,7 @@ service-level guarantee end to end.
 
 from __future__ import annotations
 
-import hashlib
+import blake3
 import json
 import os
 import shutil
@@ -88,9 +88,9 @@ CASES += [
     ("manifest num_artists edited", MANIFEST_NAME,
      edit_manifest(lambda m: m["data"].update(num_artists=m["data"]["num_artists"] + 1)), "manifest says"),
     ("manifest checksum edited", MANIFEST_NAME,
-     edit_manifest(lambda m: m["files"]["artist_bias.npy"].update(sha256="0" * 64)), "checksum mismatch"),
+     edit_manifest(lambda m: m["files"]["artist_bias.npy"].update(blake3="0" * 64)), "checksum mismatch"),
     ("manifest names a file outside the version", MANIFEST_NAME,
-     edit_manifest(lambda m: m["files"].update({"../../../etc/passwd": {"size": 1, "sha256": "0" * 64}})),
+     edit_manifest(lambda m: m["files"].update({"../../../etc/passwd": {"size": 1, "blake3": "0" * 64}})),
      "unexpected ['../../../etc/passwd']"),
     ("manifest model_version edited", MANIFEST_NAME, edit_manifest(lambda m: m.update(model_version=1)),
      "manifest says model_version 1"),
@@ -189,7 +189,7 @@ def forge(version_dir: Path, filename: str, seed: int, flips: int = 8) -> None:
         node = int(rng.integers(0, len(data) // node_bytes))
         data[node * node_bytes + int(rng.integers(0, 12))] ^= int(rng.integers(1, 256))
     path.write_bytes(bytes(data))
-    manifest["files"][filename] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest["files"][filename] = {"size": len(data), "blake3": blake3.blake3(data).hexdigest()}
     for search in ("recommend", "similar"):
         manifest["search"][search]["method"] = "annoy"  # make the service query the index
     (version_dir / MANIFEST_NAME).write_text(json.dumps(manifest))

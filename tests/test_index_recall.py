@@ -16,6 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from index_service.serving_model import ServingModel
+from model_store.inner_product import user_query
 from model_store import ModelArtifacts, load_version, publish_version
 
 pytestmark = pytest.mark.slow
@@ -99,10 +100,10 @@ def test_recommend_recall_over_all_users(lastfm_version, include_seen):
     assert (K * annoy.recommend_params.candidates_per_result + max_seen) * 2 < annoy.num_artists
     items = annoy.recommend_search.items
     hits = total = 0
-    for user_id in annoy.user_ids:
+    for user_id in annoy.user_ids.tolist():
         truth = exact.recommend(user_id, K, include_seen)
         found = annoy.recommend(user_id, K, include_seen)
-        query = annoy.user_queries[annoy.user_index[user_id]]
+        query = user_query(annoy.user_factors[annoy.user_index(user_id)])
         hits += _tie_aware_hits(items[found.indices] @ query, float(truth.scores[-1]), len(truth.indices))
         total += len(truth.indices)
     recall = hits / total

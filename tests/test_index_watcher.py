@@ -14,7 +14,7 @@ import index_service.watcher as watcher_module
 from index_service.holder import ModelHolder, ServedVersion
 from index_service.watcher import VersionWatcher
 from model_store.format import MANIFEST_NAME, RECOMMEND_INDEX_FILE
-from model_store.writer import sha256_file
+from model_store.checksums import file_digest
 from musicrec.rpc.errors import Unavailable
 
 
@@ -130,8 +130,8 @@ def truncate_annoy_keeping_manifest_consistent(vdir):
     path.write_bytes(data[: len(data) // 2])
     manifest_path = vdir / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    size, digest = sha256_file(path)
-    manifest["files"][RECOMMEND_INDEX_FILE] = {"size": size, "sha256": digest}
+    size, digest = file_digest(path, "blake3")
+    manifest["files"][RECOMMEND_INDEX_FILE] = {"size": size, "blake3": digest}
     manifest_path.write_text(json.dumps(manifest))
 
 

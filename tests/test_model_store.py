@@ -23,7 +23,8 @@ from model_store import (
     validate_version,
 )
 from model_store.ann_build import BuildSettings
-from model_store.inner_product import augment_items, augment_query, item_vectors_with_bias, user_query
+from model_store.checksums import file_digest
+from model_store.inner_product import augment_items, item_vectors_with_bias, user_query
 from model_store.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,9 +173,11 @@ def edit_manifest(version_dir: Path, change) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=2), "format_version 2 is not supported"),
+    (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
+    (lambda m: m.update(format_version=1), "files must list exactly the format-1 files"),
+    (lambda m: m.pop("precomputed"), "precomputed must be an object"),
     (lambda m: m.update(model_version=7), "model_version 7"),
-    (lambda m: m["files"].update({"../../etc/passwd": {"size": 1, "sha256": "0" * 64}}), "unexpected"),
+    (lambda m: m["files"].update({"../../etc/passwd": {"size": 1, "blake3": "0" * 64}}), "unexpected"),
     (lambda m: m["files"].pop("user_ids.npy"), "missing"),
     (lambda m: m["data"].update(num_users="many"), "data.num_users must be an integer"),
     (lambda m: m["search"]["recommend"].update(method="magic"), "search.recommend.method"),
@@ -209,7 +212,7 @@ def test_array_with_pickle_is_refused(published):
     path = published / "artist_names.npy"
     np.save(path, np.array([object()] * 30, dtype=object), allow_pickle=True)
     edit_manifest(published, lambda m: m["files"]["artist_names.npy"].update(
-        size=path.stat().st_size, sha256=__import__("hashlib").sha256(path.read_bytes()).hexdigest()))
+        size=path.stat().st_size, blake3=file_digest(path, "blake3")[1]))
     with pytest.raises(InvalidVersionError, match="artist_names.npy is not a valid .npy array"):
         load_version(published)
 
@@ -218,7 +221,7 @@ def test_inconsistent_shapes_are_refused(published):
     path = published / "artist_bias.npy"
     np.save(path, np.zeros(29, dtype=np.float32))
     edit_manifest(published, lambda m: m["files"]["artist_bias.npy"].update(
-        size=path.stat().st_size, sha256=__import__("hashlib").sha256(path.read_bytes()).hexdigest()))
+        size=path.stat().st_size, blake3=file_digest(path, "blake3")[1]))
     with pytest.raises(InvalidVersionError, match="artist_bias has shape"):
         load_version(published)
 
@@ -240,7 +243,8 @@ def test_inner_product_transform_preserves_order():
     aug = augment_items(items)
     norms = np.linalg.norm(aug, axis=1)
     assert np.allclose(norms, norms.max(), rtol=1e-5)
-    cos = aug @ augment_query(query) / (norms * np.linalg.norm(query))
+    # The query gets a 0 in the extra coordinate, as InnerProductSearch sends it to Annoy.
+    cos = aug @ np.append(query, np.float32(0.0)) / (norms * np.linalg.norm(query))
     assert np.array_equal(np.argsort(-cos)[:20], np.argsort(-(items @ query))[:20])
 
 

@@ -1,29 +1,38 @@
-"""The committed golden version of the current on-disk format must keep loading, with the same answers."""
+"""Every committed golden version (one per on-disk format) must keep loading, with the same answers."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from index_service.serving_model import ServingModel
 from model_store import FORMAT_VERSION, list_versions, load_version, validate_version
-from model_store.format import DATA_FILES
+from model_store.format import SUPPORTED_FORMATS, data_files
 from model_store.inner_product import item_vectors_with_bias, user_query
 from model_store.search import CosineSearch, InnerProductSearch, SearchParams
 
-GOLDEN = Path(__file__).parent / "fixtures" / "model_store" / f"format-{FORMAT_VERSION}"
+FIXTURES = Path(__file__).parent / "fixtures" / "model_store"
 
 
-def test_golden_fixture_exists_for_current_format():
-    assert (GOLDEN / "1" / "manifest.json").is_file(), (
-        f"no golden fixture for format {FORMAT_VERSION}: run scripts/make_golden_fixture.py and commit it")
+def golden(fmt: int) -> Path:
+    return FIXTURES / f"format-{fmt}"
 
 
-def test_golden_version_validates_and_loads():
-    assert list_versions(GOLDEN) == [1]
-    manifest = validate_version(GOLDEN / "1")
-    assert manifest.format_version == FORMAT_VERSION
-    assert set(manifest.files) == set(DATA_FILES)
-    loaded = load_version(GOLDEN / "1")
+def test_golden_fixture_exists_for_every_format():
+    assert FORMAT_VERSION in SUPPORTED_FORMATS
+    for fmt in SUPPORTED_FORMATS:
+        assert (golden(fmt) / "1" / "manifest.json").is_file(), (
+            f"no golden fixture for format {fmt}: run scripts/make_golden_fixture.py and commit it")
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_golden_version_validates_and_loads(fmt):
+    assert list_versions(golden(fmt)) == [1]
+    manifest = validate_version(golden(fmt) / "1")
+    assert manifest.format_version == fmt
+    assert set(manifest.files) == set(data_files(fmt))
+    assert {entry.algorithm for entry in manifest.files.values()} == {"sha256" if fmt == 1 else "blake3"}
+    loaded = load_version(golden(fmt) / "1")
     try:
         art = loaded.artifacts
         assert art.user_ids.tolist() == ["u0", "u1", "u2", "u3"]
@@ -32,13 +41,15 @@ def test_golden_version_validates_and_loads():
         assert manifest.hyperparameters == {"factors": 3, "epochs": 1}
         assert loaded.recommend_index.get_n_items() == 6
         assert loaded.similar_index.get_n_items() == 6
+        assert (loaded.top is not None) == (fmt >= 2)
     finally:
         loaded.close()
 
 
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
 @pytest.mark.parametrize("method", ["exact", "annoy"])
-def test_golden_answers(method):
-    loaded = load_version(GOLDEN / "1")
+def test_golden_answers(fmt, method):
+    loaded = load_version(golden(fmt) / "1")
     try:
         art = loaded.artifacts
         params = SearchParams(method=method, search_k=-1, candidates_per_result=1)
@@ -53,3 +64,20 @@ def test_golden_answers(method):
         assert ids.tolist() == [4, 5]
     finally:
         loaded.close()
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_golden_served_answers(fmt):
+    """The index service's model answers the same from every format (format 2 from its lists)."""
+    model = ServingModel(load_version(golden(fmt) / "1"))
+    try:
+        assert (model.recommend_top is not None) == (fmt >= 2)
+        # u0 heard a0: a1 .91, a2 .6, a4 .11, a5 .1, a3 0
+        ranking = model.recommend("u0", 5)
+        assert ranking.indices.tolist() == [1, 2, 4, 5, 3]
+        assert np.allclose(ranking.scores, [0.91, 0.6, 0.11, 0.1, 0.0], atol=1e-6)
+        assert model.recommend("u3", 6).indices.tolist() == [5, 1, 2, 0]  # heard a3, a4: 4 left
+        assert model.similar(artist_name="  ZETA \u00c9 ", k=2).query == 5
+        assert model.similar(artist_id="a3", k=2).ranking.indices.tolist() == [4, 5]
+    finally:
+        model.close()

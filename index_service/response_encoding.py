@@ -1,0 +1,94 @@
+"""RecommendResponse and SimilarArtistsResponse written straight to wire bytes (no gRPC here).
+
+Building a response as protobuf messages makes one message object per artist and serializes it
+on every call. An artist's id and name never change within a version, so their encoding is made
+once per artist (on first use) and kept; a response is then the artists' cached bytes, each
+followed by its 4-byte score, joined with the version number. Clients parse the result as the
+ordinary message (``tests/test_response_encoding.py`` checks it against protobuf's own encoder).
+
+Wire format (musicrec.v1, proto3): ``ScoredArtist{1: artist_id, 2: name, 3: score (float)}``;
+``RecommendResponse{1: repeated ScoredArtist artists, 2: int64 model_version}``;
+``SimilarArtistsResponse{1: ScoredArtist artist, 2: repeated ScoredArtist artists, 3: int64
+model_version}``. Empty strings are left out, as protobuf does; the score is always written
+(protobuf leaves out a score of exactly 0; a parser reads both the same).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from index_service.serving_model import Ranking
+
+_LEN_FIELD_1 = b"\x0a"  # field 1, length-delimited
+_LEN_FIELD_2 = b"\x12"  # field 2, length-delimited
+_SCORE_TAG = b"\x1d"  # field 3, 32-bit
+_ONE = struct.pack("<f", 1.0)
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    if not text:
+        return b""
+    data = text.encode("utf-8")
+    return tag + varint(len(data)) + data
+
+
+class ResponseEncoder:
+    """Encodes responses for one model version. Thread-safe (the per-artist cache only ever
+    gains identical entries)."""
+
+    def __init__(self, artist_ids: np.ndarray, artist_names: np.ndarray, version: int):
+        self._ids = artist_ids
+        self._names = artist_names
+        # artist index -> b"<length><id field><name field>\x1d": a ScoredArtist minus its score bytes.
+        self._entries: list[bytes | None] = [None] * int(artist_ids.shape[0])
+        self._recommend_tail = b"\x10" + varint(version)  # RecommendResponse.model_version
+        self._similar_tail = b"\x18" + varint(version)  # SimilarArtistsResponse.model_version
+
+    def _entry(self, artist: int) -> bytes:
+        entry = self._entries[artist]
+        if entry is None:
+            body = (_string_field(_LEN_FIELD_1, str(self._ids[artist]))
+                    + _string_field(_LEN_FIELD_2, str(self._names[artist])) + _SCORE_TAG)
+            entry = varint(len(body) + 4) + body
+            self._entries[artist] = entry
+        return entry
+
+    def _artists(self, tag: bytes, ranking: Ranking, parts: list[bytes]) -> None:
+        scores = ranking.scores.astype("<f4", copy=False).tobytes()
+        entries = self._entries
+        append = parts.append
+        at = 0
+        for artist in ranking.indices.tolist():
+            append(tag)
+            append(entries[artist] or self._entry(artist))
+            append(scores[at:at + 4])
+            at += 4
+
+    def recommend(self, ranking: Ranking) -> bytes:
+        """A serialized ``RecommendResponse`` with the ranked artists, best first."""
+        parts: list[bytes] = []
+        self._artists(_LEN_FIELD_1, ranking, parts)
+        parts.append(self._recommend_tail)
+        return b"".join(parts)
+
+    def similar(self, query: int, ranking: Ranking) -> bytes:
+        """A serialized ``SimilarArtistsResponse``: the query artist (score 1) and the ranking."""
+        parts = [_LEN_FIELD_1, self._entry(query), _ONE]
+        self._artists(_LEN_FIELD_2, ranking, parts)
+        parts.append(self._similar_tail)
+        return b"".join(parts)
