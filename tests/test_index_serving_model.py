@@ -11,11 +11,16 @@ from model_store import load_version
 from musicrec.rpc.errors import InvalidArgument, NotFound
 
 
-@pytest.fixture(params=["exact", "annoy"])
+@pytest.fixture(params=[("exact", True), ("exact", False), ("annoy", True)],
+                ids=["precomputed", "exact-search", "annoy-search"])
 def model(request, publish, models_dir, tiny_artifacts):
+    """The tiny model served three ways: from its precomputed lists (made by exact search), by
+    exact search, by Annoy search. Every known answer below holds for all three."""
+    method, precomputed = request.param
     manifest = publish(tiny_artifacts)
     served = ServingModel(load_version(models_dir / str(manifest.model_version)),
-                          recommend_method=request.param, similar_method=request.param)
+                          recommend_method=method, similar_method=method, precomputed=precomputed)
+    assert (served.recommend_top is not None) == (method == "exact" and precomputed)
     yield served
     served.close()
 
