@@ -11,6 +11,7 @@ recorded even when exact search is chosen, so a server can still be told to use 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ class BuildSettings:
     number of queries recall and latency are measured on; ``seed`` fixes the sample and Annoy;
     ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds);
     ``recommend_n``/``similar_n``: length of the precomputed list per user/artist;
-    ``precompute_workers``: processes making them (0: one per core for large catalogs)."""
+    ``precompute_workers``: processes making them (0: one per core for large catalogs);
+    ``precompute_budget_s``: estimated wall time the lists may take (see ``precompute_lengths``)."""
 
     n_trees: int = 0
     sample_size: int = 300
@@ -48,6 +50,7 @@ class BuildSettings:
     recommend_n: int = DEFAULT_RECOMMEND_N
     similar_n: int = DEFAULT_SIMILAR_N
     precompute_workers: int = 0
+    precompute_budget_s: float = 120.0
 
 
 def default_n_trees(num_artists: int) -> int:
@@ -175,6 +178,32 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, an
     )
 
 
+# A list of 50 costs more than a search for 10 (more candidates, a larger search_k): this much,
+# roughly (measured on the synthetic full-scale model with Annoy).
+_LIST_COST_FACTOR = 1.5
+
+
+def precompute_lengths(artifacts: ModelArtifacts, recommend: SearchConfig, similar: SearchConfig,
+                       settings: "BuildSettings") -> tuple[int, int]:
+    """List lengths to precompute (Recommend, SimilarArtists) within ``settings.precompute_budget_s``.
+
+    The wall time of each side is estimated from its measured median search latency; Recommend
+    (the hotter RPC) gets the budget first; a side that does not fit gets no lists (0) and is
+    served by search."""
+    workers = settings.precompute_workers or (os.cpu_count() or 1)
+    left = settings.precompute_budget_s
+    lengths = []
+    for rows, config, n in ((artifacts.num_users, recommend, settings.recommend_n),
+                            (artifacts.num_artists, similar, settings.similar_n)):
+        estimate_s = rows * config.median_latency_ms / 1000.0 * _LIST_COST_FACTOR / max(1, min(workers, rows))
+        if n > 0 and estimate_s <= left:
+            lengths.append(n)
+            left -= estimate_s
+        else:
+            lengths.append(0)
+    return lengths[0], lengths[1]
+
+
 @dataclass(frozen=True)
 class BuiltIndexes:
     """What ``build_indexes`` made: both searches' measured settings, and the precomputed lists
@@ -233,8 +262,9 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
     # The lists come from the searches exactly as the index service will run them.
     rec_search.params = _params(recommend)
     sim_search.params = _params(similar)
+    recommend_n, similar_n = precompute_lengths(artifacts, recommend, similar, settings)
     try:
-        top, seconds = precompute_top(artifacts, rec_search, sim_search, settings.recommend_n, settings.similar_n,
+        top, seconds = precompute_top(artifacts, rec_search, sim_search, recommend_n, similar_n,
                                       settings.precompute_workers)
     finally:
         rec_index.unload()

@@ -94,19 +94,23 @@ def precompute_top(artifacts: ModelArtifacts, recommend: InnerProductSearch, sim
                    recommend_n: int = DEFAULT_RECOMMEND_N, similar_n: int = DEFAULT_SIMILAR_N,
                    workers: int = 0) -> tuple[PrecomputedTop, float]:
     """Every user's top ``recommend_n`` (seen excluded) and every artist's top ``similar_n``
-    (itself excluded) by the given searches (their own params). Returns the lists and the wall
-    time spent (seconds). ``workers`` 0: one per core when there are many queries, else 1."""
+    (itself excluded) by the given searches (their own params); a length 0 makes (rows, 0) lists.
+    Returns the lists and the wall time spent (seconds). ``workers`` 0: one per core when there are many queries, else 1."""
     started = time.perf_counter()
     recommend_n = min(recommend_n, artifacts.num_artists)
     similar_n = min(similar_n, max(artifacts.num_artists - 1, 0))
+    jobs = {}
+    if recommend_n:
+        jobs["recommend"] = (artifacts.num_users, _recommend_rows(artifacts, recommend, recommend_n))
+    if similar_n:
+        jobs["similar"] = (artifacts.num_artists, _similar_rows(similar, similar_n))
     if workers <= 0:
         queries = artifacts.num_users + artifacts.num_artists
         workers = (os.cpu_count() or 1) if queries >= PARALLEL_FROM_QUERIES else 1
-    jobs = {
-        "recommend": (artifacts.num_users, _recommend_rows(artifacts, recommend, recommend_n)),
-        "similar": (artifacts.num_artists, _similar_rows(similar, similar_n)),
-    }
     filled = _fill(jobs, workers)
+    empty = {"recommend": artifacts.num_users, "similar": artifacts.num_artists}
+    for name, rows in empty.items():  # a side not precomputed: (rows, 0) lists
+        filled.setdefault(name, (np.zeros((rows, 0), dtype=np.int32), np.zeros((rows, 0), dtype=np.float32)))
     top = PrecomputedTop(recommend_top=filled["recommend"][0], recommend_top_scores=filled["recommend"][1],
                          similar_top=filled["similar"][0], similar_top_scores=filled["similar"][1])
     return top, time.perf_counter() - started

@@ -139,3 +139,31 @@ def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
         assert len(model.recommend("u0", MAX_K).indices) == 11 and counter.calls == 1  # k > N: search
     finally:
         model.close()
+
+
+def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_artifacts):
+    """A side whose estimated precompute time exceeds the budget gets no lists (length 0)."""
+    manifest = publish(tiny_artifacts, build_settings=BuildSettings(n_trees=2, sample_size=8, n_jobs=1,
+                                                                   tuning_budget_s=1.0, precompute_budget_s=0.0))
+    assert (manifest.precomputed.recommend_n, manifest.precomputed.similar_n) == (0, 0)
+    model = ServingModel(load_version(models_dir / str(manifest.model_version)))
+    try:
+        assert model.recommend_top is None and model.similar_top is None
+        assert [str(model.artist_ids[i]) for i in model.recommend("u0", 3).indices] == ["a1", "a2", "a11"]
+    finally:
+        model.close()
+
+
+def test_forked_precompute_matches_in_process(tmp_path):
+    """Lists made by forked worker processes equal lists made in this process."""
+    from model_store.inner_product import item_vectors_with_bias
+    from model_store.precompute import precompute_top
+    from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+
+    art = tied_artifacts(num_users=9000, num_artists=60)  # > one chunk of rows: several tasks
+    rec = InnerProductSearch(item_vectors_with_bias(art.artist_factors, art.artist_bias), None, SearchParams())
+    sim = CosineSearch(art.artist_factors, None, SearchParams())
+    here, _ = precompute_top(art, rec, sim, 5, 5, workers=1)
+    forked, _ = precompute_top(art, rec, sim, 5, 5, workers=2)
+    for name in ("recommend_top", "recommend_top_scores", "similar_top", "similar_top_scores"):
+        assert np.array_equal(getattr(here, name), getattr(forked, name)), name
