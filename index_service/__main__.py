@@ -5,8 +5,8 @@ serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
 
 ``--workers N`` (N > 1) runs N such processes on one port under a supervisor
 (``index_service.supervisor``); one process is limited to about one core by the GIL.
-The event loop is uvloop when it is installed (``pip install musicrec[fast]``; measured: ~10% less
-server CPU per call than asyncio's loop), unless ``--event-loop asyncio``.
+The event loop is uvloop when it is installed (``pip install musicrec[fast]``; less server CPU
+per call than asyncio's loop), unless ``--event-loop asyncio``.
 """
 
 from __future__ import annotations

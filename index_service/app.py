@@ -69,8 +69,8 @@ class IndexServiceApp:
         """Bind and start the server (health NOT_SERVING), then start polling the models dir.
 
         Limits BLAS to one thread until ``stop()``: a query is one small matrix-vector product,
-        and BLAS worker threads only fight gRPC's threads for the cores (measured on lastfm-2k,
-        2 cores: same median, p90 3 ms instead of 0.2 ms)."""
+        and BLAS worker threads only fight gRPC's threads for the cores (a longer tail, no faster
+        median)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         binding = ServiceBinding(SERVICE_NAME, self.servicer, add_index_servicer)
         self.server = build_server([binding], self.config.server)

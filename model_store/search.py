@@ -4,12 +4,14 @@ This is the serving algorithm. The trainer runs the very same code to measure re
 builds a version, so the recall recorded in the manifest is the recall the index service gets.
 No gRPC, no TensorFlow: numpy and an already loaded ``annoy.AnnoyIndex``.
 
-Speed notes (lastfm-2k size, 17,632 artists x 65 dims, one core): the exact path is one float32
-BLAS matrix-vector product over the transposed item matrix (~60 us) plus ``top_k_indices``,
-which avoids an ``argpartition`` of every score (~120-150 us) by first selecting the groups of
-scores whose maximum can reach the top k (~20 us for k = 10). The Annoy path passes the query as
-a Python list (Annoy reads sequences element by element), filters exclusions in Python on
-Annoy's own list, and re-ranks the candidates exactly.
+How it is kept fast (figures in docs/benchmarks.md): the exact path is one float32 BLAS
+matrix-vector product over the transposed item matrix plus ``top_k_indices``, which avoids an
+``argpartition`` of every score by first selecting the groups of scores whose maximum can reach
+the top k. The Annoy path passes the query as a Python list (Annoy reads sequences element by
+element), filters exclusions in Python on Annoy's own list, and re-ranks the candidates exactly.
+
+The index service answers most requests from lists this same code made at publish
+(``model_store.precompute``); it searches only what the lists cannot answer.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class SearchParams:
     def search_k_for(self, wanted: int, n_trees: int) -> int:
         """Annoy search_k for a query fetching ``wanted`` candidates from ``n_trees`` trees.
 
-        Measured on lastfm-2k (seen artists excluded, ~50 per user): scaling search_k with the
-        candidates fetched costs 3x the time for +0.01 recall; this floor keeps recall ~0.99."""
+        Scaling search_k with every candidate fetched (e.g. to skip seen artists) costs several
+        times the time for a recall gain of about a hundredth; this floor keeps recall at the
+        level measured at publish."""
         if self.search_k < 0:
             return -1
         return max(self.search_k, n_trees * wanted)
@@ -103,8 +106,8 @@ class InnerProductSearch:
     """
 
     def __init__(self, items: np.ndarray, index, params: SearchParams):
-        # Stored transposed, (D, A) C-order: ``query @ items_t`` runs ~35% faster than
-        # ``items @ query`` in single-threaded sgemv at 17,632 x 65. ``items`` is its (A, D) view.
+        # Stored transposed, (D, A) C-order: ``query @ items_t`` is the faster single-threaded
+        # sgemv for catalogs like Last.fm's (docs/benchmarks.md). ``items`` is its (A, D) view.
         self.items_t = np.ascontiguousarray(np.asarray(items, dtype=np.float32).T)
         self.items = self.items_t.T
         self.index = index
