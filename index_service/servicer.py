@@ -3,7 +3,8 @@
 Each RPC leases the served version once (``ModelHolder.acquire``), asks the ``ServingModel``, and
 encodes the response with that same version's ``ResponseEncoder``: Recommend and SimilarArtists
 return wire bytes, which ``add_index_servicer`` registers to go out unchanged. Domain errors
-(``musicrec.rpc.errors``) become status codes in ``musicrec.rpc.interceptor``.
+(``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.interceptor``
+wraps around each handler at registration.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ forwards SIGTERM once) and get SIGTERM from the kernel if the supervisor dies (P
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -36,6 +35,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from musicrec import process_lifetime
+
 log = logging.getLogger(__name__)
 
 RESTART_MIN_S = 0.5
@@ -44,7 +45,6 @@ STABLE_S = 30.0
 STOP_SLACK_S = 10.0
 START_TIMEOUT_S = 120.0
 _TICK_S = 0.1
-_PR_SET_PDEATHSIG = 1
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -64,13 +64,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
 def die_with_parent(parent_pid: int) -> None:
     """In a worker: ask the kernel for SIGTERM when the supervisor dies (Linux; no-op elsewhere).
     If it already died (re-parented before the call), terminate now."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+    process_lifetime.die_with_parent(signal.SIGTERM, parent_pid=parent_pid)
 
 
 @dataclass

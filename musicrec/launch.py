@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -43,8 +42,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from model_store import list_versions, validate_version
-from musicrec.rpc.auth import bearer_metadata, load_token
+from model_store import list_versions, load_version, validate_version
+from musicrec.process_lifetime import die_with_parent
+from musicrec.rpc.auth import TRAINER_TOKEN_ENV, bearer_metadata, load_token
 from musicrec.rpc.channel_config import channel_options
 from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
 
@@ -60,8 +60,6 @@ SERVE_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
 EXIT_FAILED = 1
 EXIT_CANNOT_START = 2
-# The trainer requires this bearer token on StartTraining when it is set; it inherits the variable.
-TOKEN_ENV = "MUSICREC_TRAINER_TOKEN"
 TRAINER_SERVICE = "musicrec.v1.TrainerService"
 INDEX_SERVICE = "musicrec.v1.IndexService"
 
@@ -126,9 +124,8 @@ def check_port_free(host: str, port: int, what: str, option: str) -> None:
 # -- child processes -------------------------------------------------------------------------------
 
 def _die_with_launcher() -> None:
-    """In the child, before exec: SIGTERM me if the launcher dies (Linux), so no orphan keeps a port."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    """In the child, before exec: SIGTERM me if the launcher dies, so no orphan keeps a port."""
+    die_with_parent(signal.SIGTERM)
 
 
 class Child:
@@ -265,11 +262,11 @@ async def wait_served(index: index_pb2_grpc.IndexServiceStub, version: int, chil
 
 def example_ids(version_dir: Path, users: int = 3, artists: int = 2) -> tuple[list[str], list[str]]:
     """Example users (the two most active, and one of median activity) and the most listened
-    artists, read from a published version's arrays."""
-    user_ids = np.load(version_dir / "user_ids.npy", allow_pickle=False)
-    indptr = np.load(version_dir / "seen_indptr.npy", allow_pickle=False)
-    artist_ids = np.load(version_dir / "artist_ids.npy", allow_pickle=False)
-    listeners = np.load(version_dir / "artist_listeners.npy", allow_pickle=False)
+    artists, read from a published version through the model store."""
+    with contextlib.closing(load_version(version_dir, verify_checksums=False)) as loaded:
+        model = loaded.artifacts
+        user_ids, indptr = model.user_ids, model.seen_indptr
+        artist_ids, listeners = model.artist_ids, model.artist_listeners
     by_activity = np.argsort(-np.diff(indptr), kind="stable")
     picks = list(dict.fromkeys([*by_activity[: users - 1].tolist(), int(by_activity[len(by_activity) // 2])]))
     top_artists = np.argsort(-listeners, kind="stable")[:artists]
@@ -309,7 +306,7 @@ def grpcurl_commands(trainer_port: int, index_port: int, user: str, artist: str,
     requires the bearer token from $MUSICREC_TRAINER_TOKEN on StartTraining."""
     g = grpcurl_path()
     t, i = f"{HOST}:{trainer_port}", f"{HOST}:{index_port}"
-    auth = f' -H "authorization: Bearer ${TOKEN_ENV}"' if token else ""
+    auth = f' -H "authorization: Bearer ${TRAINER_TOKEN_ENV}"' if token else ""
     return [
         f"{g} -plaintext {i} list",
         f"{g} -plaintext -d '{{\"user_id\": \"{user}\", \"k\": 5}}' {i} {INDEX_SERVICE}/Recommend",
@@ -342,9 +339,9 @@ async def bring_up(args: argparse.Namespace, plan: DataPlan, children: list[Chil
     """Everything between starting the children and waiting for Ctrl-C."""
     models_dir: Path = args.models_dir
     try:
-        token = load_token(env_var=TOKEN_ENV)
+        token = load_token(env_var=TRAINER_TOKEN_ENV)
     except ValueError as exc:
-        raise LaunchError(f"${TOKEN_ENV}: {exc}") from None
+        raise LaunchError(f"${TRAINER_TOKEN_ENV}: {exc}") from None
     log_dir: Path = args.log_dir or models_dir.parent / "logs"
     python = sys.executable
     index = Child("index service", [python, "-m", "index_service", "--models-dir", str(models_dir),

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from trainer_service.data import DataSourceSpec
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import (
     RESTARTED_ERROR,
     Job,
@@ -16,11 +18,12 @@ from trainer_service.jobs import (
     JobState,
     TrainerStateLockedError,
 )
+from trainer_service.pipeline import Progress, TrainingRequest
 from trainer_service.scheduler import RetrainSchedule
 
 
 def new_job() -> Job:
-    return Job.new({"synthetic": {"size": "tiny", "seed": 1}}, {"epochs": 2, "factors": 8})
+    return Job.new(TrainingRequest(DataSourceSpec.synthetic("tiny", 1), Hyperparameters(epochs=2, factors=8)))
 
 
 def test_lifecycle_allows_only_forward_transitions():
@@ -48,7 +51,7 @@ def test_failed_and_cancelled_jobs_have_no_published_version():
 def test_snapshot_is_independent_of_later_updates():
     job = new_job()
     snap = job.snapshot()
-    job.progress.epoch = 5
+    job.progress = Progress("training", epoch=5)
     job.metrics["auc"] = 0.9
     assert snap.progress.epoch == 0 and snap.metrics == {}
 
@@ -59,7 +62,7 @@ def test_history_round_trips_and_remembers_the_highest_version(tmp_path):
     job = new_job()
     registry.add(job)
     job.transition(JobState.RUNNING)
-    job.progress.phase, job.progress.epoch, job.progress.total_epochs = "training", 1, 2
+    job.progress = Progress("training", epoch=1, total_epochs=2, loss=0.5, metrics={"auc": 0.7})
     job.metrics = {"auc": 0.75}
     job.published_version = 9
     job.transition(JobState.SUCCEEDED)
@@ -73,6 +76,10 @@ def test_history_round_trips_and_remembers_the_highest_version(tmp_path):
     loaded = again.get(job.job_id)
     assert loaded == job
     assert again.highest_published_version == 9
+    # The file keeps the request as plain data: the source's and the hyperparameters' fields.
+    stored = json.loads((tmp_path / "jobs.json").read_text())["jobs"][0]
+    assert stored["source"]["kind"] == "synthetic" and stored["source"]["size"] == "tiny"
+    assert stored["hyperparameters"]["epochs"] == 2 and stored["hyperparameters"]["optimizer"] == "sgd"
     assert again.active() is None
     again.close()
 
@@ -136,7 +143,7 @@ def test_history_keeps_at_most_max_jobs_dropping_the_oldest_ended(tmp_path):
 def test_already_running_error_names_the_job():
     job = new_job()
     job.transition(JobState.RUNNING)
-    job.progress.phase = "training"
+    job.progress = Progress("training")
     error = JobAlreadyRunningError(job)
     assert job.job_id in error.message and error.code_name == "ALREADY_EXISTS"
 

@@ -7,8 +7,10 @@ import pytest
 from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import model_pb2, trainer_pb2
 from trainer_service import proto_convert
-from trainer_service.data import DataSourceSpec
+from trainer_service.data import FORMATS, PRESETS, DataSourceSpec
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import Job, JobState
+from trainer_service.pipeline import Progress, TrainingRequest
 
 
 @pytest.mark.parametrize("message, spec", [
@@ -25,9 +27,24 @@ from trainer_service.jobs import Job, JobState
 ])
 def test_sources_round_trip(message, spec):
     assert proto_convert.source_from_proto(message) == spec
-    stored = proto_convert.source_to_dict(spec)
-    assert proto_convert.source_from_dict(stored) == spec
-    assert proto_convert.source_from_proto(proto_convert.source_to_proto(stored)) == spec
+    assert proto_convert.source_from_proto(proto_convert.source_to_proto(spec)) == spec
+
+
+def test_every_proto_enum_value_has_a_domain_name_and_back():
+    # A value added to the proto without a mapping fails here, not in a client's request.
+    assert set(proto_convert.SIZE_FROM_PROTO) == set(trainer_pb2.SyntheticSize.values())
+    assert set(proto_convert.FORMAT_FROM_PROTO) == set(trainer_pb2.DataFormat.values())
+    assert set(proto_convert.STATE_TO_PROTO.values()) == set(trainer_pb2.JobState.values()) - {
+        trainer_pb2.JOB_STATE_UNSPECIFIED}
+    # ... and every domain name has its value: each preset, each format, each state.
+    assert set(proto_convert.SIZE_TO_PROTO) == set(PRESETS)
+    assert set(proto_convert.FORMAT_TO_PROTO) == set(FORMATS)
+    assert set(proto_convert.STATE_TO_PROTO) == set(JobState)
+    assert proto_convert.SIZE_FROM_PROTO[trainer_pb2.SYNTHETIC_SIZE_FULL] == "full"
+    assert proto_convert.FORMAT_FROM_PROTO[trainer_pb2.DATA_FORMAT_MOVIELENS] == "movielens"
+    for value, name in proto_convert.SIZE_FROM_PROTO.items():
+        spec = proto_convert.source_from_proto(trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=value)))
+        assert spec.size == (name or "small")
 
 
 def test_an_unset_source_means_the_default_and_bad_ones_are_invalid_argument():
@@ -48,10 +65,10 @@ def test_only_the_set_hyperparameters_are_overrides():
 
 
 def test_job_to_proto():
-    job = Job.new(proto_convert.source_to_dict(DataSourceSpec.synthetic("tiny", 1)),
-                  {"factors": 8, "epochs": 2, "learning_rate": 0.05, "optimizer": "sgd"})
+    job = Job.new(TrainingRequest(DataSourceSpec.synthetic("tiny", 1),
+                                  Hyperparameters(factors=8, epochs=2, learning_rate=0.05, optimizer="sgd")))
     job.transition(JobState.RUNNING)
-    job.progress.phase, job.progress.epoch, job.progress.total_epochs, job.progress.loss = "training", 1, 2, 0.5
+    job.progress = Progress("training", epoch=1, total_epochs=2, loss=0.5)
     job.metrics = {"auc": 0.9, "evaluated_users": 12, "something_new": 1.0}
     message = proto_convert.job_to_proto(job)
     assert message.state == trainer_pb2.JOB_STATE_RUNNING and message.job_id == job.job_id
@@ -66,3 +83,4 @@ def test_job_to_proto():
     done = proto_convert.job_to_proto(job)
     assert done.state == trainer_pb2.JOB_STATE_SUCCEEDED and done.published_version == 3
     assert done.HasField("finished_at")
+    assert done.hyperparameters.epochs == 2 and done.hyperparameters.seed == 0

@@ -18,15 +18,17 @@ import pytest
 from model_store import ModelArtifacts, list_versions, publish_version
 from model_store.ann_build import BuildSettings
 from musicrec.rpc.errors import InvalidArgument
+from trainer_service.data import DataError, DataSourceSpec
 from trainer_service.job_runner import JobRunner, TooManyWatchersError, TrainerShuttingDownError
 from trainer_service.jobs import JobAlreadyRunningError, JobEndedError, JobNotFoundError, JobRegistry, JobState
+from trainer_service.pipeline import Progress
+from trainer_service.worker import Cancelled, Failed, Succeeded
 
 EPOCHS = 3
 
 
 def _progress(conn, phase, epoch=0, loss=0.0):
-    conn.send({"type": "progress", "phase": phase, "epoch": epoch, "total_epochs": EPOCHS, "loss": loss,
-               "samples_per_second": 100.0, "metrics": {}})
+    conn.send(Progress(phase, epoch=epoch, total_epochs=EPOCHS, loss=loss, samples_per_second=100.0))
 
 
 def child_succeeds(request, conn, stop):
@@ -36,14 +38,14 @@ def child_succeeds(request, conn, stop):
         _progress(conn, "training", epoch, loss=1.0 / epoch)
     _progress(conn, "evaluating", EPOCHS)
     _progress(conn, "publishing", EPOCHS)
-    conn.send({"type": "succeeded", "version": request.min_version, "metrics": {"auc": 0.9}})
+    conn.send(Succeeded(request.min_version, {"auc": 0.9}))
 
 
 def child_waits_for_stop(request, conn, stop):
     _progress(conn, "training", 1)
     while not stop.wait(0.05):
         pass
-    conn.send({"type": "cancelled"})
+    conn.send(Cancelled())
 
 
 def child_ignores_stop(request, conn, stop):
@@ -60,7 +62,7 @@ def child_is_killed(request, conn, stop):
 
 def child_fails(request, conn, stop):
     _progress(conn, "loading")
-    conn.send({"type": "failed", "error": "lastfm_play.csv line 3: plays must be a number, got 'x'"})
+    conn.send(Failed("lastfm_play.csv line 3: plays must be a number, got 'x'"))
 
 
 def child_publishes_then_dies(request, conn, stop):
@@ -79,16 +81,10 @@ def child_publishes_then_dies(request, conn, stop):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _reject_escape(source):
-    if ".." in source.get("files", {}).get("path", ""):
-        raise ValueError("data path leaves the data directory")
-
-
 def make_runner(tmp_path, target, **kwargs) -> JobRunner:
     registry = JobRegistry(tmp_path / "models" / ".trainer")
     registry.open()
-    return JobRunner(registry, tmp_path / "models", data_dir=tmp_path, default_source={"synthetic": {"size": "tiny"}},
-                     check_source=_reject_escape, resolve_hyperparameters=lambda o: {"epochs": EPOCHS, **o},
+    return JobRunner(registry, tmp_path / "models", data_dir=tmp_path, default_source=DataSourceSpec.synthetic("tiny"),
                      worker_target=target, **kwargs)
 
 
@@ -104,9 +100,10 @@ def run(coro):
 def test_a_job_streams_ordered_epochs_and_ends_succeeded(tmp_path):
     async def main():
         runner = make_runner(tmp_path, child_succeeds)
-        job = runner.start_job(None, {"factors": 8})
+        job = runner.start_job(None, {"epochs": EPOCHS, "factors": 8})
         assert job.state is JobState.RUNNING
-        assert job.source == {"synthetic": {"size": "tiny"}} and job.hyperparameters == {"epochs": 3, "factors": 8}
+        assert job.request.source == DataSourceSpec.synthetic("tiny")
+        assert (job.request.hyperparameters.epochs, job.request.hyperparameters.factors) == (EPOCHS, 8)
         updates = await watch_all(runner, job.job_id)
         late = await watch_all(runner, job.job_id)  # after the end: the final state only
         again = runner.start_job()  # the slot is free again
@@ -153,11 +150,16 @@ def test_second_start_while_running_is_already_exists_naming_the_job(tmp_path):
 def test_invalid_source_and_hyperparameters_are_refused_before_a_job_exists(tmp_path):
     async def main():
         runner = make_runner(tmp_path, child_succeeds)
-        with pytest.raises(InvalidArgument, match="leaves the data directory"):
-            runner.start_job({"files": {"path": "../etc"}})
-        runner._resolve_hyperparameters = lambda o: (_ for _ in ()).throw(ValueError("epochs must be >= 1"))
-        with pytest.raises(InvalidArgument, match="epochs must be >= 1"):
-            runner.start_job()
+        with pytest.raises(InvalidArgument, match="invalid data source: .*contains '..'"):
+            runner.start_job(DataSourceSpec.files("../etc", "hetrec"))
+        no_data_dir = JobRunner(runner.registry, tmp_path / "models", data_dir=None,
+                                default_source=DataSourceSpec.synthetic("tiny"), worker_target=child_succeeds)
+        with pytest.raises(InvalidArgument, match="no --data-dir: only the synthetic generator"):
+            no_data_dir.start_job(DataSourceSpec.files("lastfm-2k", "hetrec"))
+        with pytest.raises(InvalidArgument, match=r"invalid hyperparameters: epochs must be in \[1, 10000\], got 0"):
+            runner.start_job(None, {"epochs": 0})
+        with pytest.raises(InvalidArgument, match="invalid hyperparameters: unknown hyperparameter"):
+            runner.start_job(None, {"colour": 1})
         with pytest.raises(JobNotFoundError):
             runner.get("nope")
         assert runner.registry.jobs() == []
@@ -240,3 +242,14 @@ def test_watchers_are_bounded(tmp_path):
     final = run(main())
     assert final.state is JobState.CANCELLED
     assert final.error == "cancelled: the trainer is shutting down"
+
+
+def test_a_runner_refuses_a_default_source_it_could_never_read(tmp_path):
+    registry = JobRegistry(tmp_path / "state")
+    with pytest.raises(DataError, match="no --data-dir"):
+        JobRunner(registry, tmp_path / "models", data_dir=None, default_source=DataSourceSpec.files("plays.csv"))
+    with pytest.raises(DataError, match="does not exist or is not a directory"):
+        JobRunner(registry, tmp_path / "models", data_dir=tmp_path / "missing",
+                  default_source=DataSourceSpec.synthetic("tiny"))
+    with pytest.raises(DataError, match="contains '..'"):
+        JobRunner(registry, tmp_path / "models", data_dir=tmp_path, default_source=DataSourceSpec.files("../x"))

@@ -1,5 +1,11 @@
 """Runs training jobs, one at a time, each in its own child process, and lets clients watch them.
 
+The middle of a job's one path: the servicer hands ``start_job`` a data source and hyperparameter
+overrides converted from the request; the runner checks them (``check_source_paths``,
+``Hyperparameters``: domain rules), makes the job's ``TrainingRequest`` once, registers the job,
+and hands the same request to a ``WorkerProcess``. The worker's ``Progress`` objects and its
+result come back as events and become the job's state, which watchers receive as snapshots.
+
 Everything here runs on the server's event loop thread (the worker's reader thread hands its
 messages over with ``loop.call_soon_threadsafe``), so the registry needs no lock. No gRPC here:
 the servicer converts requests and results.
@@ -26,15 +32,20 @@ Policies (the contract the servicer documents):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from model_store import InvalidVersionError, Manifest, list_versions, read_manifest, validate_version
 from musicrec.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
+from trainer_service.data import DataSourceSpec
+from trainer_service.data.paths import DataRoot
+from trainer_service.data.sources import check_source_paths
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import (
     Job,
     JobAlreadyRunningError,
@@ -42,7 +53,16 @@ from trainer_service.jobs import (
     JobRegistry,
     JobState,
 )
-from trainer_service.worker import WorkerExit, WorkerProcess, WorkerRequest, child_main
+from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.worker import (
+    Cancelled,
+    Failed,
+    Succeeded,
+    WorkerExit,
+    WorkerProcess,
+    WorkerRequest,
+    child_main,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +70,6 @@ DEFAULT_CANCEL_GRACE_S = 30.0
 DEFAULT_MAX_WATCHERS = 32
 CANCELLED_BY_REQUEST = "cancelled on request"
 CANCELLED_BY_SHUTDOWN = "cancelled: the trainer is shutting down"
-
-# Hooks between the runner and the data layer / hyperparameters, injected so this module stays
-# free of their details: ``check_source(source_dict)`` raises a ValueError (DataPathError among
-# them) for a source that must be refused before a job exists; ``resolve_hyperparameters(overrides)``
-# returns the full hyperparameters as a dict or raises ValueError for an out-of-range value.
-SourceCheck = Callable[[dict[str, Any]], None]
-HyperparameterResolver = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class TooManyWatchersError(ResourceExhausted):
@@ -94,7 +107,13 @@ class _Run:
 
 
 class JobRunner:
-    """Starts, tracks, cancels and streams training jobs. Create and use on the event loop."""
+    """Starts, tracks, cancels and streams training jobs. Create and use on the event loop.
+
+    ``data_dir``: where file sources are read (confined to it); None allows only synthetic
+    sources. ``default_source``: what a job without a source trains on. Both are checked here:
+    ``DataError`` (a ValueError) for a data dir that is not a directory or a default source this
+    trainer could never read.
+    """
 
     def __init__(
         self,
@@ -102,9 +121,7 @@ class JobRunner:
         models_dir: str | os.PathLike,
         *,
         data_dir: str | os.PathLike | None,
-        default_source: dict[str, Any],
-        check_source: SourceCheck,
-        resolve_hyperparameters: HyperparameterResolver,
+        default_source: DataSourceSpec,
         keep: int = 3,
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
         max_watchers: int = DEFAULT_MAX_WATCHERS,
@@ -113,13 +130,13 @@ class JobRunner:
         self.registry = registry
         self.models_dir = Path(models_dir)
         self.data_dir = None if data_dir is None else Path(data_dir)
-        self.default_source = dict(default_source)
+        self._data_root = None if data_dir is None else DataRoot(data_dir)
+        check_source_paths(default_source, self._data_root)
+        self.default_source = default_source
         self.keep = keep
         self.cancel_grace_s = cancel_grace_s
         self.max_watchers = max_watchers
         self._worker_target = worker_target
-        self._check_source = check_source
-        self._resolve_hyperparameters = resolve_hyperparameters
         self._run: _Run | None = None
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._watcher_count = 0
@@ -131,52 +148,50 @@ class JobRunner:
         """A snapshot of the job; JobNotFoundError if unknown."""
         return self.registry.get(job_id).snapshot()
 
-    def active(self) -> Job | None:
-        job = self.registry.active()
-        return job.snapshot() if job else None
-
-    @property
-    def worker_pid(self) -> int | None:
-        """PID of the running training process (for operators and tests)."""
-        return self._run.worker.pid if self._run else None
-
     async def list_versions(self) -> list[Manifest]:
         """Valid published versions, newest first (disk reads run off the event loop)."""
         return await asyncio.to_thread(published_versions, self.models_dir)
 
     # -- starting ------------------------------------------------------------------------------
 
-    def start_job(self, source: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Job:
-        """Validate and start a job; return its snapshot (RUNNING, or FAILED if the process
-        could not start). ``source`` None means the default source.
-
-        Raises InvalidArgument (bad source or hyperparameters; nothing started) and
-        JobAlreadyRunningError (another job is queued or running).
-        """
-        if self._closing:
-            raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
-        source = dict(self.default_source if source is None else source)
+    def _training_request(self, source: DataSourceSpec | None = None,
+                          overrides: Mapping[str, Any] | None = None) -> TrainingRequest:
+        """The request a job with this source (None: the default source) and these hyperparameter
+        overrides (unset ones keep their defaults) trains. InvalidArgument for a source this
+        trainer may not read (no data dir, a path leaving it) or hyperparameters out of range."""
+        source = self.default_source if source is None else source
         try:
-            self._check_source(source)
+            check_source_paths(source, self._data_root)
         except ValueError as exc:
             raise InvalidArgument(f"invalid data source: {exc}") from None
         try:
-            hyperparameters = self._resolve_hyperparameters(dict(overrides or {}))
+            hyperparameters = Hyperparameters().with_overrides(**dict(overrides or {}))
         except ValueError as exc:
             raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
+        return TrainingRequest(source=source, hyperparameters=hyperparameters)
+
+    def start_job(self, source: DataSourceSpec | None = None, overrides: Mapping[str, Any] | None = None) -> Job:
+        """Check and start a job (see ``_training_request``); return its snapshot (RUNNING, or
+        FAILED if the process could not start).
+
+        Raises InvalidArgument (bad source or hyperparameters; nothing started),
+        JobAlreadyRunningError (another job is queued or running) and TrainerShuttingDownError.
+        """
+        if self._closing:
+            raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
+        request = self._training_request(source, overrides)
         running = self.registry.active()
         if running is not None:
             raise JobAlreadyRunningError(running)
 
-        job = Job.new(source, hyperparameters)
+        job = Job.new(request)
         self.registry.add(job)
         self.registry.save()
         loop = asyncio.get_running_loop()
         on_disk = list_versions(self.models_dir)
         versions_before = max([self.registry.highest_published_version, *on_disk])
-        request = WorkerRequest(
-            source=source,
-            hyperparameters=hyperparameters,
+        worker_request = WorkerRequest(
+            training=request,
             models_dir=str(self.models_dir),
             data_dir=None if self.data_dir is None else str(self.data_dir),
             keep=self.keep,
@@ -184,13 +199,13 @@ class JobRunner:
             min_version=self.registry.highest_published_version + 1,
         )
 
-        def deliver(message: dict[str, Any] | WorkerExit) -> None:
+        def deliver(message: Progress | WorkerExit) -> None:
             try:
                 loop.call_soon_threadsafe(self._on_worker_message, job.job_id, message)
             except RuntimeError:  # the loop is closed: the process is exiting anyway
                 pass
 
-        worker = WorkerProcess(request, deliver, self._worker_target)
+        worker = WorkerProcess(worker_request, deliver, self._worker_target)
         try:
             worker.start()
         except OSError as exc:
@@ -201,11 +216,11 @@ class JobRunner:
         self._run = _Run(job, worker, versions_before)
         job.transition(JobState.RUNNING)
         # The proto's first phase: the child starts, imports TensorFlow and loads the data.
-        job.progress.phase = "loading"
+        job.progress = Progress("loading", total_epochs=request.hyperparameters.epochs)
         self.registry.save()
         self._notify(job)
-        log.info("job %s started (pid %s): source %s, hyperparameters %s",
-                 job.job_id, worker.pid, source, hyperparameters)
+        log.info("job %s started (pid %s): %s, %s",
+                 job.job_id, worker.pid, request.source.describe(), request.hyperparameters)
         return job.snapshot()
 
     # -- cancelling ----------------------------------------------------------------------------
@@ -293,7 +308,7 @@ class JobRunner:
 
     # -- worker messages (on the loop thread) ---------------------------------------------------
 
-    def _on_worker_message(self, job_id: str, message: dict[str, Any] | WorkerExit) -> None:
+    def _on_worker_message(self, job_id: str, message: Progress | WorkerExit) -> None:
         run = self._run
         if run is None or run.job.job_id != job_id:
             return
@@ -303,15 +318,10 @@ class JobRunner:
             return
         if job.state.is_terminal:
             return
-        progress = job.progress
-        phase_changed = message["phase"] != progress.phase
-        progress.phase = message["phase"]
-        progress.epoch = message["epoch"]
-        progress.total_epochs = message["total_epochs"] or progress.total_epochs
-        progress.loss = message["loss"]
-        progress.samples_per_second = message["samples_per_second"]
-        if message.get("metrics"):
-            job.metrics = dict(message["metrics"])
+        phase_changed = message.phase != job.progress.phase
+        job.progress = message
+        if message.metrics:
+            job.metrics = dict(message.metrics)
         if phase_changed:
             # Phase changes are rare and worth surviving a crash; per-epoch progress is not.
             self.registry.save()
@@ -321,18 +331,17 @@ class JobRunner:
         job = run.job
         if run.kill_timer is not None:
             run.kill_timer.cancel()
-        final = exit_.final or {}
-        kind = final.get("type")
+        result = exit_.result
         if job.state.is_terminal:
             pass
-        elif kind == "succeeded":
+        elif isinstance(result, Succeeded):
             if run.cancel_reason is not None:
                 log.warning("job %s: %s too late: it was already publishing", job.job_id, run.cancel_reason)
-            self._succeed(job, int(final["version"]), final.get("metrics") or {})
-        elif kind == "cancelled":
+            self._succeed(job, result.version, result.metrics)
+        elif isinstance(result, Cancelled):
             job.transition(JobState.CANCELLED, error=run.cancel_reason or "cancelled by the training process")
-        elif kind == "failed":
-            job.transition(JobState.FAILED, error=str(final.get("error") or "training failed"))
+        elif isinstance(result, Failed):
+            job.transition(JobState.FAILED, error=result.error or "training failed")
         elif not self._adopt_published(run):
             if run.cancel_reason is not None:
                 detail = (f"the training process did not stop within {self.cancel_grace_s:g} s and was killed"
@@ -350,7 +359,7 @@ class JobRunner:
     def _succeed(self, job: Job, version: int, metrics: dict[str, float]) -> None:
         if metrics:
             job.metrics = dict(metrics)
-        job.progress.phase = "done"
+        job.progress = dataclasses.replace(job.progress, phase="done")
         job.transition(JobState.SUCCEEDED)
         job.published_version = version
         self.registry.record_published(version)

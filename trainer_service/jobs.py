@@ -1,6 +1,8 @@
 """Training jobs: their state machine, and the small job-history file that outlives the process.
 
-A job is plain data (no gRPC, no TensorFlow). Its lifecycle::
+A job is plain data (no gRPC, no TensorFlow): the ``TrainingRequest`` it was started with and
+its latest ``Progress`` (both from ``trainer_service.pipeline``, held as they are), its state,
+metrics and result. Its lifecycle::
 
     QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
     QUEUED -> CANCELLED | FAILED
@@ -31,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from musicrec.rpc.errors import AlreadyExists, FailedPrecondition, NotFound
+from trainer_service.data import DataSourceSpec
+from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.pipeline import Progress, TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +106,14 @@ class TrainerStateLockedError(RuntimeError):
 
 
 @dataclass
-class Progress:
-    """Where a running job is. ``loss`` is the mean BPR loss of the last completed epoch;
-    ``samples_per_second`` the training throughput of that epoch (triples per second)."""
-
-    phase: str = ""
-    epoch: int = 0
-    total_epochs: int = 0
-    loss: float = 0.0
-    samples_per_second: float = 0.0
-
-
-@dataclass
 class Job:
-    """One training job. ``source`` and ``hyperparameters`` are plain JSON-able data (the source
-    as the ``DataSourceSpec`` fields, the hyperparameters with every field resolved); times are
-    Unix seconds (None until reached)."""
+    """One training job: what it trains (``request``), where it is (``progress``, replaced by
+    each new one), its latest ``metrics`` (manifest key names), its result. Times are Unix
+    seconds (None until reached)."""
 
     job_id: str
     state: JobState
-    source: dict[str, Any]
-    hyperparameters: dict[str, Any]
+    request: TrainingRequest
     progress: Progress = field(default_factory=Progress)
     metrics: dict[str, float] = field(default_factory=dict)
     published_version: int = 0
@@ -131,9 +123,8 @@ class Job:
     finished_at: float | None = None
 
     @classmethod
-    def new(cls, source: dict[str, Any], hyperparameters: dict[str, Any]) -> "Job":
-        return cls(job_id=uuid.uuid4().hex[:16], state=JobState.QUEUED, source=dict(source),
-                   hyperparameters=dict(hyperparameters), created_at=time.time())
+    def new(cls, request: TrainingRequest) -> "Job":
+        return cls(job_id=uuid.uuid4().hex[:16], state=JobState.QUEUED, request=request, created_at=time.time())
 
     def transition(self, state: JobState, *, error: str = "", now: float | None = None) -> None:
         """Move to ``state``; raise ValueError for a transition the lifecycle does not allow."""
@@ -150,24 +141,29 @@ class Job:
                 self.published_version = 0
 
     def snapshot(self) -> "Job":
-        """An independent copy (for watchers: later updates do not change what was sent)."""
-        return dataclasses.replace(self, progress=dataclasses.replace(self.progress),
-                                   metrics=dict(self.metrics), source=dict(self.source),
-                                   hyperparameters=dict(self.hyperparameters))
+        """An independent copy (for watchers: later updates do not change what was sent). The
+        request and progress are immutable and shared."""
+        return dataclasses.replace(self, metrics=dict(self.metrics))
 
     def to_json(self) -> dict[str, Any]:
+        """The job as the history file stores it (the request as its two parts, flat)."""
         data = dataclasses.asdict(self)
+        del data["request"]
+        data["source"] = dataclasses.asdict(self.request.source)
+        data["hyperparameters"] = self.request.hyperparameters.to_dict()
         data["state"] = self.state.value
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Job":
+        """The inverse of ``to_json``; ValueError, TypeError or KeyError for a malformed entry."""
+        progress = dict(data.get("progress") or {})
         return cls(
             job_id=str(data["job_id"]),
             state=JobState(data["state"]),
-            source=dict(data.get("source") or {}),
-            hyperparameters=dict(data.get("hyperparameters") or {}),
-            progress=Progress(**(data.get("progress") or {})),
+            request=TrainingRequest(source=DataSourceSpec(**(data.get("source") or {})),
+                                    hyperparameters=Hyperparameters(**(data.get("hyperparameters") or {}))),
+            progress=Progress(**{**progress, "metrics": dict(progress.get("metrics") or {})}),
             metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
             published_version=int(data.get("published_version") or 0),
             error=str(data.get("error") or ""),

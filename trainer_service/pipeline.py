@@ -1,8 +1,12 @@
 """Train, evaluate and publish one model version: the trainer's pipeline, free of gRPC.
 
-``run_training`` goes through four phases, reporting each to ``on_progress`` as a plain-data
-``ProgressEvent`` (the trainer service runs the pipeline in a child process and forwards the
-events through a pipe):
+The two shapes a training job has from the request to the proto are defined here:
+``TrainingRequest`` (what to train: a data source and every hyperparameter) and ``Progress``
+(where a run is). Both are frozen and pickle, so the trainer service carries the very same
+objects from its job runner through the pipe to the training process and back
+(``trainer_service.worker``), and serializes them only to store a job or to answer an RPC.
+
+``run_training`` goes through four phases, reporting each to ``on_progress`` as a ``Progress``:
 
 1. **loading**: the data source becomes ``Interactions`` (``DataError`` for bad data).
 2. **training**: a leave-one-out split (one random interaction held out of every user with at
@@ -57,12 +61,23 @@ class TrainingCancelled(Exception):
 
 
 @dataclass(frozen=True)
-class ProgressEvent:
-    """Where a run is (mirrors ``TrainingProgress`` in trainer.proto); plain data only, so it can
-    cross a process boundary. ``metrics``: validation metrics (manifest key names) on the epochs
-    that computed them, the final metrics in the "evaluating"/"done" events, else empty."""
+class TrainingRequest:
+    """What a training job trains: the data source and the hyperparameters, every field resolved
+    (mirrors ``StartTrainingRequest`` once the trainer's defaults are filled in)."""
 
-    phase: str
+    source: DataSourceSpec
+    hyperparameters: Hyperparameters
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is (``TrainingProgress`` in trainer.proto, plus metrics). ``phase`` is one of
+    ``PHASES`` ("" before the run starts); ``loss`` the mean BPR loss of the last completed
+    epoch; ``samples_per_second`` that epoch's training throughput (triples per second);
+    ``metrics``: validation metrics (manifest key names) on the epochs that computed them, the
+    final metrics in the "publishing"/"done" events, else empty."""
+
+    phase: str = ""
     epoch: int = 0
     total_epochs: int = 0
     loss: float = 0.0
@@ -136,7 +151,7 @@ def run_training(
     models_dir: str | os.PathLike,
     *,
     data_dir: str | os.PathLike | None = None,
-    on_progress: Callable[[ProgressEvent], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     keep: int = 3,
     min_version: int = 1,
@@ -161,7 +176,7 @@ def run_training(
 
     check_stop()
     started = time.perf_counter()
-    emit(ProgressEvent("loading", total_epochs=hp.epochs))
+    emit(Progress("loading", total_epochs=hp.epochs))
     interactions = _load(source, data_dir)
     log.info("loaded %s: %d users, %d artists, %d interactions", interactions.source,
              interactions.num_users, interactions.num_artists, interactions.num_interactions)
@@ -169,7 +184,7 @@ def run_training(
     check_stop()
 
     started = time.perf_counter()
-    emit(ProgressEvent("training", total_epochs=hp.epochs))
+    emit(Progress("training", total_epochs=hp.epochs))
     split = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                 interactions.num_users, interactions.num_artists, hp.seed)
     validation = sample_heldout(split, evaluation.validation_users, hp.seed)
@@ -196,7 +211,7 @@ def run_training(
             log.info("epoch %d/%d: loss %.4f, %.0f samples/s%s", stats.epoch, hp.epochs, stats.loss,
                      stats.samples_per_second,
                      f", validation HR@10 {metrics['hit_rate_at_10']:.4f}" if metrics else "")
-            emit(ProgressEvent("training", epoch=stats.epoch, total_epochs=hp.epochs, loss=stats.loss,
+            emit(Progress("training", epoch=stats.epoch, total_epochs=hp.epochs, loss=stats.loss,
                                samples_per_second=stats.samples_per_second, metrics=metrics))
         factors = trainer.factors()
     seconds["training"] = time.perf_counter() - started
@@ -204,7 +219,7 @@ def run_training(
 
     started = time.perf_counter()
     last = history[-1]
-    emit(ProgressEvent("evaluating", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
+    emit(Progress("evaluating", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
                        samples_per_second=last.samples_per_second))
     selection = sample_heldout(split, evaluation.max_users, hp.seed)
     report: EvaluationReport = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias,
@@ -217,7 +232,7 @@ def run_training(
     check_stop()
 
     started = time.perf_counter()
-    emit(ProgressEvent("publishing", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
+    emit(Progress("publishing", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
                        samples_per_second=last.samples_per_second, metrics=dict(metrics)))
     seen_indptr, seen_indices = interactions.csr()
     artifacts = ModelArtifacts(
@@ -244,6 +259,6 @@ def run_training(
         **publish_kwargs,
     )
     seconds["publishing"] = time.perf_counter() - started
-    emit(ProgressEvent("done", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
+    emit(Progress("done", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
                        samples_per_second=last.samples_per_second, metrics=dict(metrics)))
     return TrainingResult(manifest=manifest, hyperparameters=hp, history=history, seconds=seconds)

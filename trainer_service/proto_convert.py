@@ -1,33 +1,55 @@
-"""Conversions between the trainer's protobuf messages and its domain objects.
+"""Conversions between the trainer's protobuf messages and its domain objects: the proto edge.
 
-Pure functions, no I/O. Domain side: a data source is ``DataSourceSpec`` (or its plain-dict form,
-``source_to_dict``, which jobs store); hyperparameter overrides are a dict of the fields a request set; a job
-is ``trainer_service.jobs.Job``; a version is ``model_store.Manifest``.
+Pure functions, no I/O. Requests become domain values once, here (a data source becomes a
+``DataSourceSpec``, hyperparameters a dict of the fields the request set); a job
+(``trainer_service.jobs.Job``, holding its ``TrainingRequest`` and ``Progress``) becomes a
+``TrainingJob`` only when it is sent. Proto enums map to domain names through the dictionaries
+below, keyed by the generated enum values (a test checks that every value has an entry).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from musicrec.version_proto import fill_numbers, model_version
-from model_store import Manifest
 from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import model_pb2, trainer_pb2
-from trainer_service.data import FORMATS, SIZE_NAMES, DataError, DataSourceSpec
+from musicrec.version_proto import fill_numbers
+from trainer_service.data import DataError, DataSourceSpec
 from trainer_service.jobs import Job, JobState
 
 HYPERPARAMETER_FIELDS = tuple(field.name for field in model_pb2.Hyperparameters.DESCRIPTOR.fields)
 
-_STATE_TO_PROTO = {
+#: ``SyntheticSize`` -> synthetic preset name ("" is the default preset).
+SIZE_FROM_PROTO: dict[int, str] = {
+    trainer_pb2.SYNTHETIC_SIZE_UNSPECIFIED: "",
+    trainer_pb2.SYNTHETIC_SIZE_TINY: "tiny",
+    trainer_pb2.SYNTHETIC_SIZE_SMALL: "small",
+    trainer_pb2.SYNTHETIC_SIZE_MEDIUM: "medium",
+    trainer_pb2.SYNTHETIC_SIZE_FULL: "full",
+}
+SIZE_TO_PROTO: dict[str, int] = {name: value for value, name in SIZE_FROM_PROTO.items() if name}
+
+#: ``DataFormat`` -> data format name (unspecified: detect it).
+FORMAT_FROM_PROTO: dict[int, str] = {
+    trainer_pb2.DATA_FORMAT_UNSPECIFIED: "auto",
+    trainer_pb2.DATA_FORMAT_NOTEBOOK: "notebook",
+    trainer_pb2.DATA_FORMAT_HETREC: "hetrec",
+    trainer_pb2.DATA_FORMAT_MOVIELENS: "movielens",
+    trainer_pb2.DATA_FORMAT_TABLE: "table",
+}
+FORMAT_TO_PROTO: dict[str, int] = {name: value for value, name in FORMAT_FROM_PROTO.items()}
+
+STATE_TO_PROTO: dict[JobState, int] = {
     JobState.QUEUED: trainer_pb2.JOB_STATE_QUEUED,
     JobState.RUNNING: trainer_pb2.JOB_STATE_RUNNING,
     JobState.SUCCEEDED: trainer_pb2.JOB_STATE_SUCCEEDED,
     JobState.FAILED: trainer_pb2.JOB_STATE_FAILED,
     JobState.CANCELLED: trainer_pb2.JOB_STATE_CANCELLED,
 }
+
+_FILE_OPTIONS = ("user_column", "artist_column", "weight_column", "artists_path", "name_column")
 
 
 # -- requests -> domain ---------------------------------------------------------------------------
@@ -42,27 +64,17 @@ def source_from_proto(source: trainer_pb2.DataSource) -> DataSourceSpec | None:
         return None
     try:
         if kind == "synthetic":
-            if not 0 <= source.synthetic.size < len(SIZE_NAMES):
+            size = SIZE_FROM_PROTO.get(source.synthetic.size)
+            if size is None:
                 raise DataError(f"unknown synthetic size {source.synthetic.size}")
-            return DataSourceSpec.synthetic(SIZE_NAMES[source.synthetic.size], seed=source.synthetic.seed)
+            return DataSourceSpec.synthetic(size, seed=source.synthetic.seed)
         files = source.files
-        if not 0 <= files.format < len(FORMATS):
+        format = FORMAT_FROM_PROTO.get(files.format)
+        if format is None:
             raise DataError(f"unknown data format {files.format}")
-        return DataSourceSpec.files(
-            files.path, FORMATS[files.format], user_column=files.user_column, artist_column=files.artist_column,
-            weight_column=files.weight_column, artists_path=files.artists_path, name_column=files.name_column)
+        return DataSourceSpec.files(files.path, format, **{name: getattr(files, name) for name in _FILE_OPTIONS})
     except DataError as exc:
         raise InvalidArgument(f"invalid data source: {exc}") from None
-
-
-def source_to_dict(spec: DataSourceSpec) -> dict[str, Any]:
-    """A source as plain data (what a job stores and the training process receives)."""
-    return dataclasses.asdict(spec)
-
-
-def source_from_dict(data: dict[str, Any]) -> DataSourceSpec:
-    """The inverse of ``source_to_dict``; DataError for an invalid source."""
-    return DataSourceSpec(**data)
 
 
 def overrides_from_proto(hyperparameters: model_pb2.Hyperparameters) -> dict[str, Any]:
@@ -82,49 +94,39 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
-def source_to_proto(source: DataSourceSpec | dict[str, Any]) -> trainer_pb2.DataSource:
-    """A stored data source as the proto message."""
-    spec = source if isinstance(source, DataSourceSpec) else source_from_dict(source)
+def source_to_proto(spec: DataSourceSpec) -> trainer_pb2.DataSource:
+    """A data source as the proto message."""
     message = trainer_pb2.DataSource()
     if spec.kind == "synthetic":
-        message.synthetic.size = SIZE_NAMES.index(spec.size)
+        message.synthetic.size = SIZE_TO_PROTO[spec.size]
         message.synthetic.seed = spec.seed
         return message
     defaults = DataSourceSpec()
     message.files.path = spec.path
-    message.files.format = FORMATS.index(spec.format)
-    for field in ("user_column", "artist_column", "weight_column", "artists_path", "name_column"):
+    message.files.format = FORMAT_TO_PROTO[spec.format]
+    for field in _FILE_OPTIONS:
         value = getattr(spec, field)
         if value != getattr(defaults, field):  # defaults stay empty, as in a request
             setattr(message.files, field, value)
     return message
 
 
-def hyperparameters_to_proto(values: dict[str, Any]) -> model_pb2.Hyperparameters:
-    """Known hyperparameters from a dict (a job's); unknown keys are left out."""
-    return fill_numbers(model_pb2.Hyperparameters(), values)
-
-
-def metrics_to_proto(values: dict[str, float]) -> model_pb2.EvaluationMetrics:
-    """Known metrics from a dict (a job's); unknown keys are left out."""
-    return fill_numbers(model_pb2.EvaluationMetrics(), values)
-
-
 def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
     """A job as the TrainingJob message."""
+    progress = job.progress
     message = trainer_pb2.TrainingJob(
         job_id=job.job_id,
-        state=_STATE_TO_PROTO[job.state],
-        source=source_to_proto(job.source),
-        hyperparameters=hyperparameters_to_proto(job.hyperparameters),
+        state=STATE_TO_PROTO[job.state],
+        source=source_to_proto(job.request.source),
+        hyperparameters=fill_numbers(model_pb2.Hyperparameters(), job.request.hyperparameters.to_dict()),
         progress=trainer_pb2.TrainingProgress(
-            phase=job.progress.phase,
-            epoch=job.progress.epoch,
-            total_epochs=job.progress.total_epochs,
-            loss=job.progress.loss,
-            samples_per_second=job.progress.samples_per_second,
+            phase=progress.phase,
+            epoch=progress.epoch,
+            total_epochs=progress.total_epochs,
+            loss=progress.loss,
+            samples_per_second=progress.samples_per_second,
         ),
-        metrics=metrics_to_proto(job.metrics),
+        metrics=fill_numbers(model_pb2.EvaluationMetrics(), job.metrics),
         published_version=job.published_version,
         error=job.error,
     )
@@ -133,9 +135,3 @@ def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message
-
-
-def version_to_proto(manifest: Manifest) -> model_pb2.ModelVersion:
-    """A published version's manifest as the ModelVersion message (the index service's
-    conversion, so both services describe a version identically)."""
-    return model_version(manifest)

@@ -2,7 +2,8 @@
 
 Wires the job registry (history in the state dir), the job runner, the optional retraining
 schedule and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
-error mapping, message limits, TLS). The trainer is ready as soon as it listens: health turns
+error mapping, message limits, TLS), and does nothing else: a request's path (servicer -> runner
+-> worker -> pipeline, and back as events) is described in ``trainer_service.servicer``. The trainer is ready as soon as it listens: health turns
 SERVING right after the server starts.
 
 Authentication: with a token (``MUSICREC_TRAINER_TOKEN`` or ``--token-file``), StartTraining and
@@ -25,11 +26,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from musicrec.rpc.auth import BearerTokenInterceptor, load_token, method_path
+from musicrec.rpc.auth import TRAINER_TOKEN_ENV, BearerTokenInterceptor, load_token, method_path
 from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
 from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+from trainer_service.data import parse_source
 from trainer_service.job_runner import DEFAULT_CANCEL_GRACE_S, DEFAULT_MAX_WATCHERS, JobRunner
 from trainer_service.jobs import JobRegistry, TrainerStateLockedError
 from trainer_service.scheduler import RetrainSchedule
@@ -42,8 +43,6 @@ DEFAULT_SOURCE = "synthetic:small"
 STATE_DIR_NAME = ".trainer"
 # Exit status when the server cannot start (port taken, state dir locked, bad arguments).
 EXIT_CANNOT_START = 2
-# The bearer token the mutating RPCs require (see musicrec.rpc.auth); --token-file wins over it.
-TOKEN_ENV = "MUSICREC_TRAINER_TOKEN"
 MUTATING_RPCS = ("StartTraining", "CancelTraining")
 
 
@@ -85,44 +84,6 @@ class TrainerConfig:
         return self.state_dir if self.state_dir is not None else self.models_dir / STATE_DIR_NAME
 
 
-def source_checker(data_dir: Path | None) -> Callable[[dict[str, Any]], None]:
-    """The StartTraining check of a data source: parseable, and its paths inside ``data_dir``
-    (``..``, absolute paths and symlinks out raise DataPathError). Whether the files exist and
-    parse is the job's business (a bad file fails the job with the loader's message)."""
-    from trainer_service.data import DataError
-    from trainer_service.data.paths import DataRoot
-    from trainer_service.proto_convert import source_from_dict
-
-    root = DataRoot(data_dir) if data_dir is not None else None
-
-    def check(source: dict[str, Any]) -> None:
-        spec = source_from_dict(source)
-        if spec.kind != "files":
-            return
-        if root is None:
-            raise DataError("this trainer has no --data-dir: only the synthetic generator can be used")
-        root.resolve(spec.path)
-        if spec.artists_path:
-            root.resolve(spec.artists_path)
-
-    return check
-
-
-def resolve_hyperparameters(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults merged with ``overrides``, validated (ValueError names an out-of-range field)."""
-    from trainer_service.hyperparameters import Hyperparameters
-
-    return Hyperparameters().with_overrides(**overrides).to_dict()
-
-
-def default_source_dict(spec_text: str) -> dict[str, Any]:
-    """Parse ``--default-source`` (e.g. ``synthetic:small``, ``hetrec:lastfm``); ValueError if bad."""
-    from trainer_service.data import parse_source
-    from trainer_service.proto_convert import source_to_dict
-
-    return source_to_dict(parse_source(spec_text))
-
-
 async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, JobRunner], None] | None = None) -> int:
     """Run the trainer until SIGTERM/SIGINT (or ``server.request_stop()``); return the exit status.
 
@@ -133,26 +94,25 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
     if problem:
         log.error("bad configuration: %s", problem)
         return EXIT_CANNOT_START
+    registry = JobRegistry(config.resolved_state_dir)
     try:
-        default_source = default_source_dict(config.default_source)
-        check_source = source_checker(config.data_dir)
-        check_source(default_source)
+        # The runner checks the data dir and the default source: a trainer that could never
+        # train its default source does not start.
+        runner = JobRunner(
+            registry, config.models_dir, data_dir=config.data_dir,
+            default_source=parse_source(config.default_source), keep=config.keep,
+            cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers,
+        )
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return EXIT_CANNOT_START
     config.models_dir.mkdir(parents=True, exist_ok=True)
-    registry = JobRegistry(config.resolved_state_dir)
     try:
         registry.open()
     except TrainerStateLockedError as exc:
         log.error("%s", exc)
         return EXIT_CANNOT_START
     try:
-        runner = JobRunner(
-            registry, config.models_dir, data_dir=config.data_dir, default_source=default_source,
-            check_source=check_source, resolve_hyperparameters=resolve_hyperparameters, keep=config.keep,
-            cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers,
-        )
         binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner),
                                     trainer_pb2_grpc.add_TrainerServiceServicer_to_server)
         interceptors = [] if config.auth_token is None else [BearerTokenInterceptor(
@@ -175,7 +135,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
                  config.data_dir or "(none)", config.default_source,
                  f", retraining every {config.schedule_s:g} s" if config.schedule_s else "")
         log.info("%s", f"{' and '.join(MUTATING_RPCS)} require a bearer token" if config.auth_token else
-                 f"{' and '.join(MUTATING_RPCS)} are open to any client (set {TOKEN_ENV} or --token-file)")
+                 f"{' and '.join(MUTATING_RPCS)} are open to any client (set {TRAINER_TOKEN_ENV} or --token-file)")
         schedule_task = None
         if config.schedule_s:
             schedule = RetrainSchedule(config.schedule_s, runner.start_job)
@@ -235,7 +195,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent WatchTrainingJob streams allowed")
     parser.add_argument("--token-file", type=Path, default=None,
                         help=f"file holding the bearer token StartTraining and CancelTraining require "
-                             f"(default: the {TOKEN_ENV} environment variable; neither: no token)")
+                             f"(default: the {TRAINER_TOKEN_ENV} environment variable; neither: no token)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
 
 
@@ -244,7 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
     try:
-        token = load_token(token_file=getattr(args, "token_file", None), env_var=TOKEN_ENV)
+        token = load_token(token_file=getattr(args, "token_file", None), env_var=TRAINER_TOKEN_ENV)
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CANNOT_START

@@ -1,5 +1,11 @@
 """The TrainerService gRPC servicer: converts requests and results, nothing more.
 
+A StartTraining request takes one path: this servicer converts it (``proto_convert``: a
+``DataSourceSpec`` and hyperparameter overrides) -> ``JobRunner.start_job`` checks them and makes
+the job's ``TrainingRequest`` -> ``worker`` runs it in a child process -> ``pipeline`` trains and
+reports ``Progress``, which comes back to the runner as events; watchers receive job snapshots,
+converted to ``TrainingJob`` here.
+
 The work happens in ``trainer_service.job_runner.JobRunner``; its domain errors carry their
 status codes and ``musicrec.rpc``'s interceptor turns them into gRPC statuses:
 INVALID_ARGUMENT (bad source, data path outside --data-dir, hyperparameters out of range),
@@ -16,6 +22,7 @@ from grpc import aio
 
 from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+from musicrec.version_proto import model_version
 from trainer_service import proto_convert
 from trainer_service.job_runner import JobRunner
 
@@ -35,8 +42,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def StartTraining(self, request: trainer_pb2.StartTrainingRequest,
                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
         source = proto_convert.source_from_proto(request.source) if request.HasField("source") else None
-        overrides = proto_convert.overrides_from_proto(request.hyperparameters)
-        job = self._runner.start_job(None if source is None else proto_convert.source_to_dict(source), overrides)
+        job = self._runner.start_job(source, proto_convert.overrides_from_proto(request.hyperparameters))
         return proto_convert.job_to_proto(job)
 
     async def GetTrainingJob(self, request: trainer_pb2.GetTrainingJobRequest,
@@ -57,4 +63,4 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                                 context: aio.ServicerContext) -> trainer_pb2.ListModelVersionsResponse:
         manifests = await self._runner.list_versions()
         return trainer_pb2.ListModelVersionsResponse(
-            versions=[proto_convert.version_to_proto(manifest) for manifest in manifests])
+            versions=[model_version(manifest) for manifest in manifests])

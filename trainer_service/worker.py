@@ -2,28 +2,28 @@
 
 Training runs in a separate OS process started with multiprocessing's "spawn" context, so
 TensorFlow never blocks the server's event loop, and a crash or an out-of-memory kill of the
-child takes down only the job, not the server. The protocol is plain data (dicts of str, int,
-float), one way, over a pipe from child to parent:
+child takes down only the job, not the server. The child receives a ``WorkerRequest`` (the job's
+``TrainingRequest`` and where to publish) and answers over a pipe, one way, with the pipeline's
+own objects:
 
-- ``{"type": "progress", "phase": str, "epoch": int, "total_epochs": int, "loss": float,
-  "samples_per_second": float, "metrics": {str: float}}`` at each phase change and epoch;
-- then exactly one terminal message: ``{"type": "succeeded", "version": int, "metrics": {...}}``,
-  ``{"type": "failed", "error": str}`` or ``{"type": "cancelled"}``.
+- a ``trainer_service.pipeline.Progress`` at each phase change and epoch, as the pipeline
+  reported it;
+- then exactly one result: ``Succeeded(version, metrics)``, ``Failed(error)`` or ``Cancelled()``.
 
 The parent asks the child to stop by setting a shared event; the child checks it at each epoch
-boundary (through ``run_training(should_stop=...)``) and answers "cancelled". A child that does
+boundary (through ``run_training(should_stop=...)``) and answers ``Cancelled``. A child that does
 not stop in time is killed (SIGKILL). The child also treats SIGTERM as a stop request, ignores
 SIGINT (Ctrl-C in a terminal reaches the whole process group; the server decides), and dies with
-its parent (``PR_SET_PDEATHSIG``), so an orphan never publishes behind a restarted trainer's back.
+its parent (``musicrec.process_lifetime``), so an orphan never publishes behind a restarted
+trainer's back.
 
-The parent reads the pipe in a daemon thread and hands each message, and finally the exit status,
-to a callback (the trainer passes one that uses ``loop.call_soon_threadsafe``).
+The parent reads the pipe in a daemon thread and hands each progress, and finally the exit
+status with the result, to a callback (the trainer passes one that uses
+``loop.call_soon_threadsafe``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -32,8 +32,10 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+
+from musicrec.process_lifetime import die_with_parent
+from trainer_service.pipeline import Progress, TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,11 @@ _EXIT_WAIT_S = 30.0
 
 @dataclass(frozen=True)
 class WorkerRequest:
-    """What the child trains: a data source (``DataSourceSpec`` fields as a dict), resolved
-    hyperparameters (a dict of the Hyperparameters fields), where to publish, and the lowest
-    version number it may publish."""
+    """What the child does: train ``training``, publish into ``models_dir`` (keeping ``keep``
+    versions) a version numbered at least ``min_version``; file sources are read relative to
+    ``data_dir``."""
 
-    source: dict[str, Any]
-    hyperparameters: dict[str, Any]
+    training: TrainingRequest
     models_dir: str
     data_dir: str | None
     keep: int
@@ -57,15 +58,38 @@ class WorkerRequest:
 
 
 @dataclass(frozen=True)
+class Succeeded:
+    """The child published ``version`` with these evaluation ``metrics`` (manifest key names)."""
+
+    version: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run failed; ``error`` is the job's error message (bad data, a publish error, ...)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The run stopped on request; nothing was published."""
+
+
+WorkerResult = Succeeded | Failed | Cancelled
+
+
+@dataclass(frozen=True)
 class WorkerExit:
-    """How the child ended: its exit code (negative: killed by that signal), and the terminal
-    message it sent before, or None if it died without sending one."""
+    """How the child ended: its exit code (negative: killed by that signal), and the result it
+    sent before, or None if it died without sending one."""
 
     exitcode: int | None
-    final: dict[str, Any] | None
+    result: WorkerResult | None
 
     def describe(self) -> str:
-        """A sentence for a job's error when the child ended without a terminal message."""
+        """A sentence for a job's error when the child ended without a result."""
         code = self.exitcode
         if code is None:
             return "the training process did not exit"
@@ -85,40 +109,13 @@ class WorkerExit:
 # Child side
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _plain_progress(event: Any) -> dict[str, Any]:
-    """The pipeline's progress event as a protocol message (plain data only)."""
-    data = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else dict(event)
-    metrics = data.get("metrics") or {}
-    return {
-        "type": "progress",
-        "phase": str(data.get("phase", "")),
-        "epoch": int(data.get("epoch", 0) or 0),
-        "total_epochs": int(data.get("total_epochs", 0) or 0),
-        "loss": float(data.get("loss", 0.0) or 0.0),
-        "samples_per_second": float(data.get("samples_per_second", 0.0) or 0.0),
-        "metrics": {str(k): float(v) for k, v in dict(metrics).items()},
-    }
-
-
 def child_main(request: WorkerRequest, conn, stop_event) -> None:
     """Entry point of the training process: run the pipeline, report over ``conn``, exit.
 
-    Exits with ``os._exit`` right after the terminal message, skipping interpreter teardown
+    Exits with ``os._exit`` right after the result, skipping interpreter teardown
     (TensorFlow's can take seconds; everything that matters is already fsynced by the publish).
     """
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     terminated = threading.Event()
@@ -129,40 +126,36 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
     def should_stop() -> bool:
         return stop_event.is_set() or terminated.is_set() or os.getppid() != parent
 
-    def on_progress(event: Any) -> None:
-        conn.send(_plain_progress(event))
-
-    final: dict[str, Any]
+    result: WorkerResult
     try:
         from model_store import PublishError
-        from trainer_service.data import DataError, DataSourceSpec
-        from trainer_service.hyperparameters import Hyperparameters
+        from trainer_service.data import DataError
         from trainer_service.pipeline import TrainingCancelled, run_training
 
         try:
-            result = run_training(
-                DataSourceSpec(**request.source),
-                Hyperparameters(**request.hyperparameters),
+            trained = run_training(
+                request.training.source,
+                request.training.hyperparameters,
                 request.models_dir,
                 data_dir=request.data_dir,
-                on_progress=on_progress,
+                on_progress=conn.send,
                 should_stop=should_stop,
                 keep=request.keep,
                 min_version=request.min_version,
             )
-            final = {"type": "succeeded", "version": int(result.manifest.model_version),
-                     "metrics": {str(k): float(v) for k, v in result.manifest.metrics.items()}}
+            result = Succeeded(int(trained.manifest.model_version),
+                               {str(k): float(v) for k, v in trained.manifest.metrics.items()})
         except TrainingCancelled:
-            final = {"type": "cancelled"}
+            result = Cancelled()
         except (DataError, ValueError) as exc:  # bad data, data too small, a diverged model
-            final = {"type": "failed", "error": str(exc)}
+            result = Failed(str(exc))
         except PublishError as exc:
-            final = {"type": "failed", "error": f"publish failed: {exc}"}
+            result = Failed(f"publish failed: {exc}")
     except Exception as exc:  # the job's error, not a crash: the parent reports it on the job
         traceback.print_exc()
-        final = {"type": "failed", "error": f"training failed: {type(exc).__name__}: {exc}"}
+        result = Failed(f"training failed: {type(exc).__name__}: {exc}")
     try:
-        conn.send(final)
+        conn.send(result)
         conn.close()
     finally:
         sys.stdout.flush()
@@ -177,13 +170,13 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
 class WorkerProcess:
     """The parent's handle on one training process.
 
-    ``deliver(message)`` is called from a reader thread with each progress message, then once
-    with a ``WorkerExit`` when the child has exited. ``target(request, conn, stop_event)`` is the
+    ``deliver(message)`` is called from a reader thread with each ``Progress``, then once with
+    a ``WorkerExit`` when the child has exited. ``target(request, conn, stop_event)`` is the
     child's entry point (tests substitute scripted children). Start it from a long-lived thread (the
     event loop's): Linux sends the parent-death signal when the *thread* that forked exits.
     """
 
-    def __init__(self, request: WorkerRequest, deliver: Callable[[dict[str, Any] | WorkerExit], None],
+    def __init__(self, request: WorkerRequest, deliver: Callable[[Progress | WorkerExit], None],
                  target: Callable[..., None] = child_main):
         self.request = request
         self._target = target
@@ -219,19 +212,17 @@ class WorkerProcess:
             self._process.kill()
 
     def _read(self, receive) -> None:
-        final = None
+        result = None
         try:
             while True:
                 try:
                     message = receive.recv()
                 except (EOFError, OSError):
                     break
-                if not isinstance(message, dict):
-                    continue
-                if message.get("type") == "progress":
+                if isinstance(message, Progress):
                     self._deliver(message)
-                else:
-                    final = message
+                elif isinstance(message, (Succeeded, Failed, Cancelled)):
+                    result = message
         finally:
             receive.close()
             assert self._process is not None
@@ -241,4 +232,4 @@ class WorkerProcess:
                 self._process.kill()
                 self._process.join()
             exitcode = self._process.exitcode
-            self._deliver(WorkerExit(exitcode=exitcode, final=final))
+            self._deliver(WorkerExit(exitcode=exitcode, result=result))

@@ -37,6 +37,9 @@ from grpc import aio
 log = logging.getLogger(__name__)
 
 AUTHORIZATION_KEY = "authorization"
+# The environment variable the trainer reads its token from (unless --token-file is given); the
+# launcher reads the same variable to call the trainer it starts.
+TRAINER_TOKEN_ENV = "MUSICREC_TRAINER_TOKEN"
 BEARER_SCHEME = "bearer"
 # A token file larger than this is refused (a wrong path, not a token).
 MAX_TOKEN_FILE_BYTES = 4096
@@ -130,7 +133,7 @@ class BearerTokenInterceptor(aio.ServerInterceptor):
         self.protected_methods = frozenset(protected_methods)
         if not self.protected_methods:
             raise ValueError("name at least one method to protect")
-        # (method, code) -> the refusing handler, so the error interceptor's cache stays warm.
+        # (method, code) -> the refusing handler, made once rather than on every refused call.
         self._denials: dict[tuple[str, grpc.StatusCode], grpc.RpcMethodHandler] = {}
 
     def verdict(self, metadata) -> Verdict | None:

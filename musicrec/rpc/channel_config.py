@@ -36,6 +36,7 @@ DEFAULT_RETRYABLE_CODES = ("UNAVAILABLE",)
 # ran (measured: a few per restart under load, see docs/reliability.md). Not the default: a
 # mutating call cancelled by a server may have run.
 IDEMPOTENT_RETRYABLE_CODES = ("UNAVAILABLE", "CANCELLED")
+# The message size limit of every musicrec server and client, in bytes (gRPC's own default).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 

@@ -1,12 +1,12 @@
 """Domain errors that carry their gRPC status code.
 
-Domain code raises these without importing gRPC (this module does not import it); the server's
-``ErrorInterceptor`` (``musicrec.rpc.interceptor``) turns each into ``context.abort(code, message)``.
-Any other exception reaching the interceptor becomes INTERNAL with a generic message, so a
+Domain code raises these without importing gRPC (this module does not import it); the error
+mapping of ``musicrec.rpc.interceptor``, wrapped around every handler, turns each into
+``context.abort(code, message)``. Any other exception reaching it becomes INTERNAL with a generic message, so a
 traceback never leaks to a client.
 
 Each class names its status code as the name of a ``grpc.StatusCode`` member, so the mapping is
-resolved lazily, once, by the interceptor.
+resolved lazily, once, by that mapping.
 """
 
 from __future__ import annotations

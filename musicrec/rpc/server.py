@@ -4,8 +4,8 @@ A service describes what it serves as ``ServiceBinding``s and its knobs as a ``S
 ``build_server`` returns a ``GrpcServer`` that already has:
 
 - the error contract of ``musicrec.rpc.interceptor`` (domain errors -> status codes, anything
-  else -> INTERNAL): applied to each handler at registration, or by ``ErrorInterceptor`` when
-  the service adds interceptors of its own;
+  else -> INTERNAL), applied to each handler once, at registration; handlers that a service's
+  own interceptors (authentication) pass on are those same wrapped handlers;
 - explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
   NOT_SERVING until the service calls ``set_serving(True)`` (health means ready);
@@ -28,6 +28,7 @@ Typical use, inside the service's ``async def main``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -41,12 +42,12 @@ from grpc_health.v1 import health as health_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from musicrec.rpc.interceptor import ErrorInterceptor, ErrorMappingRegistrar
+from musicrec.rpc.channel_config import DEFAULT_MAX_MESSAGE_BYTES
+from musicrec.rpc.interceptor import ErrorMappingRegistrar
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-DEFAULT_MAX_MESSAGE_BYTES = 4 * MIB
 DEFAULT_MAX_CONCURRENT_RPCS = 1000
 DEFAULT_GRACE_S = 5.0
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -97,33 +98,64 @@ class ServerConfig:
 
 
 class HealthServicer(health_module.aio.HealthServicer):
-    """The standard aio health servicer, except that a ``Watch`` stream ends (status OK) once
-    graceful shutdown has begun and NOT_SERVING was sent. The library's streams never end, so
-    each open watch (client-side health checking keeps one per connection) held every graceful
-    stop for its whole grace period and was then cancelled with an error traceback in the log.
+    """grpcio-health-checking's aio servicer, whose ``Watch`` streams end (status OK) once
+    graceful shutdown has begun and they have sent NOT_SERVING.
+
+    The library's streams never end, so each open watch (client-side health checking keeps one
+    per connection) held every graceful stop for its whole grace period and was then cancelled
+    with an error traceback in the log. The library's ``Watch`` runs unchanged as a task; this
+    class only watches what it writes and ends it after the final status.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shutting_down = asyncio.Event()
+
+    async def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for every service (the library's), then end the open watches."""
+        await super().enter_graceful_shutdown()
+        self._shutting_down.set()
+
     async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:
-        # The library's loop (same bookkeeping of its watcher tables), plus the return.
-        condition = self._server_watchers[request.service]
-        self._watcher_count_by_service[request.service] += 1
-        last_status = None
+        sent = _SentStatus(context)
+        watch = asyncio.ensure_future(super().Watch(request, sent))
+        shutting_down = asyncio.ensure_future(self._shutting_down.wait())
         try:
-            async with condition:
-                while True:
-                    status = self._server_status.get(request.service,
-                                                     health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-                    if status != last_status:
-                        await context.write(health_pb2.HealthCheckResponse(status=status))
-                    last_status = status
-                    if self._gracefully_shutting_down:
-                        return
-                    await condition.wait()
+            while True:
+                wrote = asyncio.ensure_future(sent.wrote.wait())
+                waits = {watch, wrote} if shutting_down.done() else {watch, wrote, shutting_down}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                wrote.cancel()
+                if watch.done():
+                    return watch.result()
+                sent.wrote.clear()
+                # Once shutting down, end after the last status went out (NOT_SERVING, or
+                # SERVICE_UNKNOWN for a service that was never registered).
+                if shutting_down.done() and sent.last not in (None, health_pb2.HealthCheckResponse.SERVING):
+                    return None
         finally:
-            self._watcher_count_by_service[request.service] -= 1
-            if self._watcher_count_by_service[request.service] == 0:
-                del self._server_watchers[request.service]
-                del self._watcher_count_by_service[request.service]
+            shutting_down.cancel()
+            if not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+
+
+class _SentStatus:
+    """A Watch's servicer context that remembers the last status written through it."""
+
+    def __init__(self, context):
+        self._context = context
+        self.last: int | None = None
+        self.wrote = asyncio.Event()
+
+    async def write(self, response: health_pb2.HealthCheckResponse) -> None:
+        await self._context.write(response)
+        self.last = response.status
+        self.wrote.set()
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
 
 
 @dataclass(frozen=True)
@@ -151,7 +183,7 @@ class GrpcServer:
     host: str
     tls: bool
     service_names: tuple[str, ...]
-    health: health_module.aio.HealthServicer
+    health: HealthServicer
     grace_s: float
     _stop_requested: asyncio.Event | None = field(default=None, repr=False)
 
@@ -230,19 +262,20 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
                  interceptors: Sequence[aio.ServerInterceptor] = ()) -> GrpcServer:
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
-    Call from inside the running event loop. ``interceptors`` run after the error interceptor
-    (so errors they raise are mapped too). Without ``interceptors`` the server has none at all:
-    each handler is error-mapped once at registration instead (no per-call interceptor
-    pipeline). Raises OSError if the port cannot be bound and ValueError for unreadable TLS files.
+    Call from inside the running event loop. Every handler is error-mapped once, as it is
+    registered. ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before
+    the handler; the handlers they pass on are the error-mapped ones, and a call they refuse
+    they answer with a status of their own. Without ``interceptors`` the server runs no
+    per-call interceptor pipeline at all. Raises OSError if the port cannot be bound and
+    ValueError for unreadable TLS files.
     """
     server = aio.server(
-        interceptors=[ErrorInterceptor(), *interceptors] if interceptors else None,
+        interceptors=list(interceptors) or None,
         options=config.channel_args(),
         maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
     )
-    # Where servicers register: the server itself when the ErrorInterceptor maps errors at call
-    # time, else a registrar that wraps each handler as it is added.
-    target = server if interceptors else ErrorMappingRegistrar(server)
+    # Servicers register through a registrar that wraps each handler as it is added.
+    target = ErrorMappingRegistrar(server)
     names = tuple(binding.name for binding in bindings)
     for binding in bindings:
         binding.add_to_server(binding.servicer, target)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,13 +41,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("auto", "notebook", "hetrec", "movielens", "table")
 #: The file whose presence identifies each directory format.
 MARKER_FILES = {"notebook": "lastfm_play.csv", "hetrec": "user_artists.dat", "movielens": "ratings.csv"}
-_FORMAT_TITLES = {"notebook": "notebook", "hetrec": "HetRec 2011 Last.fm", "movielens": "MovieLens"}
-#: The files each directory format needs.
-_FORMAT_FILES = {
-    "notebook": ("lastfm_play.csv", "lastfm_artist.csv"),
-    "hetrec": ("user_artists.dat", "artists.dat"),
-    "movielens": ("ratings.csv", "movies.csv"),
-}
 _TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -64,8 +58,9 @@ def _directory(path: str | os.PathLike[str], root: DataRoot | None) -> tuple[Dat
 def _required_file(root: DataRoot, directory: DataFile, name: str, fmt: str) -> DataFile:
     file = root.child(directory, name)
     if not os.path.isfile(file.path):
-        needed = " and ".join(n for n in _FORMAT_FILES[fmt])
-        raise DataError(f"{file.shown}: file not found (the {_FORMAT_TITLES[fmt]} format needs {needed})")
+        layout = _DIRECTORY_FORMATS[fmt]
+        needed = f"{layout.interactions[0]} and {layout.catalog[0]}"
+        raise DataError(f"{file.shown}: file not found (the {layout.title} format needs {needed})")
     return file
 
 
@@ -106,45 +101,67 @@ def _interactions(table: Table, user: str, artist: str, weight: str | None, *, s
                               catalog=catalog)
 
 
+@dataclass(frozen=True)
+class _DirectoryFormat:
+    """How one directory format lays out its files: the interactions file and its (user, artist,
+    weight) columns, the catalog file and its (id, name) columns, both ``delimiter``-separated;
+    ``positional`` column names when the files may lack a header line (HetRec)."""
+
+    title: str
+    interactions: tuple[str, tuple[str, str, str]]
+    catalog: tuple[str, tuple[str, str]]
+    delimiter: str
+    interactions_positional: tuple[str, ...] | None = None
+    catalog_positional: tuple[str, ...] | None = None
+    checked_only: str = ""  # a file that, if present, must be readable text
+
+
+_DIRECTORY_FORMATS = {
+    "notebook": _DirectoryFormat(
+        "notebook", ("lastfm_play.csv", ("user_id", "artist_id", "plays")),
+        ("lastfm_artist.csv", ("artist_id", "artist_name")), ",", checked_only="lastfm_user.csv"),
+    "hetrec": _DirectoryFormat(
+        "HetRec 2011 Last.fm", ("user_artists.dat", ("userID", "artistID", "weight")),
+        ("artists.dat", ("id", "name")), "\t",
+        interactions_positional=("userID", "artistID", "weight"),
+        catalog_positional=("id", "name", "url", "pictureURL")),
+    "movielens": _DirectoryFormat(
+        "MovieLens", ("ratings.csv", ("userId", "movieId", "rating")), ("movies.csv", ("movieId", "title")), ","),
+}
+
+
+def _load_directory(fmt: str, path: str | os.PathLike[str], root: DataRoot | None) -> Interactions:
+    layout = _DIRECTORY_FORMATS[fmt]
+    root, directory = _directory(path, root)
+    plays_name, plays_columns = layout.interactions
+    catalog_name, catalog_columns = layout.catalog
+    plays = _required_file(root, directory, plays_name, fmt)
+    artists = _required_file(root, directory, catalog_name, fmt)
+    if layout.checked_only:
+        extra = root.child(directory, layout.checked_only)
+        if os.path.exists(extra.path):
+            inspect_text(extra)
+    catalog_table = read_text_table(artists, required=catalog_columns, delimiter=layout.delimiter,
+                                    positional=layout.catalog_positional)
+    catalog = columns.catalog(catalog_table, *catalog_columns)
+    table = read_text_table(plays, required=plays_columns, delimiter=layout.delimiter,
+                            positional=layout.interactions_positional)
+    return _interactions(table, *plays_columns, catalog=catalog, source=f"{layout.title} files in {directory.shown}")
+
+
 def load_notebook(path: str | os.PathLike[str], *, root: DataRoot | None = None) -> Interactions:
     """The original notebook's files in directory ``path`` (see the module docstring)."""
-    root, directory = _directory(path, root)
-    plays = _required_file(root, directory, "lastfm_play.csv", "notebook")
-    artists = _required_file(root, directory, "lastfm_artist.csv", "notebook")
-    users = root.child(directory, "lastfm_user.csv")
-    if os.path.exists(users.path):
-        inspect_text(users)
-    catalog_table = read_text_table(artists, required=("artist_id", "artist_name"), delimiter=",")
-    catalog = columns.catalog(catalog_table, "artist_id", "artist_name")
-    table = read_text_table(plays, required=("user_id", "artist_id", "plays"), delimiter=",")
-    return _interactions(table, "user_id", "artist_id", "plays", catalog=catalog,
-                         source=f"notebook files in {directory.shown}")
+    return _load_directory("notebook", path, root)
 
 
 def load_hetrec(path: str | os.PathLike[str], *, root: DataRoot | None = None) -> Interactions:
     """HetRec 2011 Last.fm files in directory ``path`` (see the module docstring)."""
-    root, directory = _directory(path, root)
-    listens = _required_file(root, directory, "user_artists.dat", "hetrec")
-    artists = _required_file(root, directory, "artists.dat", "hetrec")
-    catalog_table = read_text_table(artists, required=("id", "name"), delimiter="\t",
-                                    positional=("id", "name", "url", "pictureURL"))
-    catalog = columns.catalog(catalog_table, "id", "name")
-    table = read_text_table(listens, required=("userID", "artistID", "weight"), delimiter="\t",
-                            positional=("userID", "artistID", "weight"))
-    return _interactions(table, "userID", "artistID", "weight", catalog=catalog,
-                         source=f"HetRec 2011 Last.fm files in {directory.shown}")
+    return _load_directory("hetrec", path, root)
 
 
 def load_movielens(path: str | os.PathLike[str], *, root: DataRoot | None = None) -> Interactions:
     """MovieLens files in directory ``path``: movies play the artists, ratings the weights."""
-    root, directory = _directory(path, root)
-    ratings = _required_file(root, directory, "ratings.csv", "movielens")
-    movies = _required_file(root, directory, "movies.csv", "movielens")
-    catalog_table = read_text_table(movies, required=("movieId", "title"), delimiter=",")
-    catalog = columns.catalog(catalog_table, "movieId", "title")
-    table = read_text_table(ratings, required=("userId", "movieId", "rating"), delimiter=",")
-    return _interactions(table, "userId", "movieId", "rating", catalog=catalog,
-                         source=f"MovieLens files in {directory.shown}")
+    return _load_directory("movielens", path, root)
 
 
 def _split_suffix(name: str) -> str:

@@ -35,10 +35,6 @@ from trainer_service.data.loaders import FORMATS, load_files
 from trainer_service.data.paths import DataRoot
 from trainer_service.data.synthetic import DEFAULT_SIZE, PRESETS, generate
 
-#: ``SIZE_NAMES[i]`` is the proto's ``SyntheticSize`` value i ("" = unspecified = the default).
-SIZE_NAMES = ("", "tiny", "small", "medium", "full")
-# ``FORMATS[i]`` (from loaders) is the proto's ``DataFormat`` value i ("auto" = unspecified).
-
 _TABLE_OPTIONS = {"user": "user_column", "artist": "artist_column", "weight": "weight_column",
                   "artists": "artists_path", "name": "name_column"}
 _FORMAT_TITLES = {"notebook": "notebook files in", "hetrec": "HetRec 2011 Last.fm files in",
@@ -183,6 +179,19 @@ def _parse_files(text: str, format: str, rest: str) -> DataSourceSpec:
                 raise DataError(f"data source {text!r}: option {key!r} given twice")
             options[_TABLE_OPTIONS[key]] = value
     return DataSourceSpec.files(path, format, **options)
+
+
+def check_source_paths(spec: DataSourceSpec, root: DataRoot | None) -> None:
+    """Refuses a source whose files this trainer may not read: any files source when it has no
+    data directory (``root`` None), and paths leaving the directory (``DataPathError``: absolute,
+    ``..``, a symlink out). Whether the files exist and parse is for ``load_source`` to say."""
+    if spec.kind != "files":
+        return
+    if root is None:
+        raise DataError("this trainer has no --data-dir: only the synthetic generator can be used")
+    root.resolve(spec.path)
+    if spec.artists_path:
+        root.resolve(spec.artists_path)
 
 
 def load_source(spec: DataSourceSpec, data_dir: str | os.PathLike[str] | None = None) -> Interactions:

@@ -1,0 +1,40 @@
+"""Tying a child process's life to its parent's: the one place that asks Linux for PR_SET_PDEATHSIG.
+
+Used by every process that starts children which must not outlive it: the launcher's services
+(``musicrec.launch``), the index supervisor's workers (``index_service.supervisor``) and the
+trainer's training process (``trainer_service.worker``). An orphan would keep a port bound, or
+publish a model behind a restarted trainer's back.
+
+No imports beyond the standard library: the index supervisor stays free of numpy and gRPC.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+# From <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGKILL, *, parent_pid: int | None = None) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies. Linux only;
+    elsewhere a no-op. Returns whether the request was made.
+
+    Call it in the child (a ``preexec_fn``, or first thing in a process's main). The signal
+    follows the death of the parent *thread* that forked, so fork from a long-lived thread.
+    ``parent_pid``: the parent as the child knows it; if the child has already been re-parented
+    (the parent died before the call), ``signum`` is sent to this process at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
+    return True
