@@ -39,7 +39,8 @@ class BuildSettings:
     ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds);
     ``recommend_n``/``similar_n``: length of the precomputed list per user/artist;
     ``precompute_workers``: processes making them (0: one per core for large catalogs);
-    ``precompute_budget_s``: estimated wall time the lists may take (see ``precompute_lengths``)."""
+    ``precompute_budget_s``: estimated wall time the lists may take (see ``precompute_lengths``);
+    ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured)."""
 
     n_trees: int = 0
     sample_size: int = 300
@@ -51,6 +52,7 @@ class BuildSettings:
     similar_n: int = DEFAULT_SIMILAR_N
     precompute_workers: int = 0
     precompute_budget_s: float = 120.0
+    method: str | None = None
 
 
 def default_n_trees(num_artists: int) -> int:
@@ -163,6 +165,8 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, an
     chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms)
     met = chosen.recall >= settings.recall_target
     use_annoy = annoy_required or (met and chosen.median_ms < exact_ms)
+    if settings.method is not None:
+        use_annoy = settings.method == "annoy"
     return SearchConfig(
         method="annoy" if use_annoy else "exact",
         metric="angular",
@@ -259,13 +263,12 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
         settings,
     )
 
-    # The lists come from the searches exactly as the index service will run them.
-    rec_search.params = _params(recommend)
-    sim_search.params = _params(similar)
+    # The lists come from the searches built exactly as the index service builds them.
     recommend_n, similar_n = precompute_lengths(artifacts, recommend, similar, settings)
     try:
-        top, seconds = precompute_top(artifacts, rec_search, sim_search, recommend_n, similar_n,
-                                      settings.precompute_workers)
+        top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, _params(recommend)),
+                                      CosineSearch(artist_factors, sim_index, _params(similar)),
+                                      recommend_n, similar_n, settings.precompute_workers)
     finally:
         rec_index.unload()
         sim_index.unload()

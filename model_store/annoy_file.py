@@ -23,8 +23,9 @@ import numpy as np
 _CHUNK_NODES = 1 << 16
 
 
-def check_annoy_structure(path: str, dims: int, expected_items: int) -> None:
-    """Raise ValueError naming the first structural problem of the angular Annoy file ``path``
+def check_annoy_structure(path, dims: int, expected_items: int) -> None:
+    """Raise ValueError naming the first structural problem of the angular Annoy file ``path`` (a
+    path or an open binary file)
     built over ``dims``-wide vectors with ``expected_items`` items. Reads the file once
     (memory-mapped, in chunks of 65,536 nodes)."""
     node_bytes = 12 + 4 * dims

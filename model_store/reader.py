@@ -162,15 +162,33 @@ def _load_array(vdir: Path, filename: str) -> np.ndarray:
             raise InvalidVersionError(vdir, f"{filename} is not a valid .npy array: {exc}") from None
 
 
-def _load_annoy(vdir: Path, filename: str, dims: int, expected_items: int) -> AnnoyIndex:
+def _check_structure_async(pool: ThreadPoolExecutor, vdir: Path, filename: str, dims: int, expected_items: int):
+    """Start the Annoy structure check of ``filename`` in ``pool`` (it reads the whole file, so it
+    runs while the checksums are computed). The future's result is None or the reason it failed."""
+    try:
+        fh = _open_regular(vdir / filename)
+    except InvalidVersionError as exc:
+        return pool.submit(lambda: exc.reason)
+
+    def check() -> str | None:
+        try:
+            # Annoy trusts its file: a malformed one (even with matching checksums) could crash us.
+            check_annoy_structure(fh, dims, expected_items)
+            return None
+        except (ValueError, OSError) as exc:
+            return f"{filename} is not a valid Annoy index: {exc}"
+        finally:
+            fh.close()
+
+    return pool.submit(check)
+
+
+def _load_annoy(vdir: Path, filename: str, dims: int, expected_items: int, structure_problem: str | None) -> AnnoyIndex:
     path = vdir / filename
     with _open_regular(path):
         pass  # type and symlink check; Annoy opens the path itself
-    try:
-        # Annoy trusts its file: a malformed one (even with matching checksums) could crash us.
-        check_annoy_structure(str(path), dims, expected_items)
-    except (ValueError, OSError) as exc:
-        raise InvalidVersionError(vdir, f"{filename} is not a valid Annoy index: {exc}") from None
+    if structure_problem is not None:
+        raise InvalidVersionError(vdir, structure_problem)
     index = AnnoyIndex(dims, "angular")
     try:
         index.load(str(path), prefault=False)
@@ -186,7 +204,19 @@ def _load_annoy(vdir: Path, filename: str, dims: int, expected_items: int) -> An
 def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) -> LoadedVersion:
     """Validate and load a version. Raises InvalidVersionError (never anything else for bad files)."""
     vdir = Path(version_dir)
-    manifest = validate_version(vdir, verify_checksums=verify_checksums)
+    first = read_manifest(vdir)
+    with ThreadPoolExecutor(2) as pool:
+        structure = [_check_structure_async(pool, vdir, filename, search.dims, first.num_artists)
+                     for filename, search in ((RECOMMEND_INDEX_FILE, first.recommend_search),
+                                              (SIMILAR_INDEX_FILE, first.similar_search))]
+        manifest = validate_version(vdir, verify_checksums=verify_checksums)
+        problems = [future.result() for future in structure]
+    if manifest != first:
+        raise InvalidVersionError(vdir, "manifest.json changed while the version was being validated")
+    return _load_validated(vdir, manifest, problems)
+
+
+def _load_validated(vdir: Path, manifest: Manifest, annoy_problems: list[str | None]) -> LoadedVersion:
     arrays = {name: _load_array(vdir, filename) for name, filename in ARRAY_FILES.items()}
     artifacts = ModelArtifacts(**arrays)
     top = None
@@ -208,9 +238,11 @@ def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) 
                                         f"{(manifest.num_users, manifest.num_artists, manifest.num_factors)}")
     if manifest.recommend_search.dims != manifest.num_factors + 2 or manifest.similar_search.dims != manifest.num_factors:
         raise InvalidVersionError(vdir, "search dims do not match num_factors")
-    rec = _load_annoy(vdir, RECOMMEND_INDEX_FILE, manifest.recommend_search.dims, manifest.num_artists)
+    rec = _load_annoy(vdir, RECOMMEND_INDEX_FILE, manifest.recommend_search.dims, manifest.num_artists,
+                      annoy_problems[0])
     try:
-        sim = _load_annoy(vdir, SIMILAR_INDEX_FILE, manifest.similar_search.dims, manifest.num_artists)
+        sim = _load_annoy(vdir, SIMILAR_INDEX_FILE, manifest.similar_search.dims, manifest.num_artists,
+                          annoy_problems[1])
     except BaseException:
         rec.unload()
         raise

@@ -98,6 +98,10 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[_select(scores[candidates], k)]
 
 
+def _annoy_layout(index, params: SearchParams) -> bool:
+    return index is not None and params.method == "annoy"
+
+
 class InnerProductSearch:
     """Artists with the highest inner product with a query: the Recommend search.
 
@@ -106,10 +110,19 @@ class InnerProductSearch:
     """
 
     def __init__(self, items: np.ndarray, index, params: SearchParams):
-        # Stored transposed, (D, A) C-order: ``query @ items_t`` is the faster single-threaded
-        # sgemv for catalogs like Last.fm's (docs/benchmarks.md). ``items`` is its (A, D) view.
-        self.items_t = np.ascontiguousarray(np.asarray(items, dtype=np.float32).T)
-        self.items = self.items_t.T
+        # Exact search: stored transposed, (D, A) C-order, as ``query @ items_t`` is the faster
+        # single-threaded sgemv (docs/benchmarks.md); ``items`` is its (A, D) view. Annoy search
+        # gathers candidate rows, which (A, D) C-order serves best, and scans everything only as
+        # a fallback: no transposed copy (it cost more than the rest of a large version's load).
+        # The layout changes float rounding of exact scores, so a search is always built the
+        # same way from the same params (the precomputed lists rely on it).
+        items = np.asarray(items, dtype=np.float32)
+        if _annoy_layout(index, params):
+            self.items = np.ascontiguousarray(items)
+            self.items_t = self.items.T
+        else:
+            self.items_t = np.ascontiguousarray(items.T)
+            self.items = self.items_t.T
         self.index = index
         self.params = params
         self.n_trees = index.get_n_trees() if index is not None else 0
@@ -152,10 +165,15 @@ class CosineSearch:
     SimilarArtists search. ``index`` is an angular Annoy index over the raw artist factors."""
 
     def __init__(self, artist_factors: np.ndarray, index, params: SearchParams):
-        norms = np.linalg.norm(artist_factors, axis=1, keepdims=True)
-        # Transposed (F, A) C-order for the faster sgemv (see InnerProductSearch); rows as a view.
-        self.normalized_t = np.ascontiguousarray((artist_factors / np.maximum(norms, 1e-12)).astype(np.float32).T)
-        self.normalized = self.normalized_t.T
+        factors = np.asarray(artist_factors, dtype=np.float32)
+        normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), np.float32(1e-12))
+        # The layout of InnerProductSearch, for the same reasons.
+        if _annoy_layout(index, params):
+            self.normalized = normalized
+            self.normalized_t = normalized.T
+        else:
+            self.normalized_t = np.ascontiguousarray(normalized.T)
+            self.normalized = self.normalized_t.T
         self.index = index
         self.params = params
         self.n_trees = index.get_n_trees() if index is not None else 0

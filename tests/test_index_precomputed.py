@@ -53,9 +53,9 @@ def both_paths(tmp_path_factory):
                                num_interactions=1, hyperparameters={}, metrics={},
                                build_settings=BuildSettings(n_trees=2, sample_size=10, n_jobs=1,
                                                             tuning_budget_s=1.0, recommend_n=LIST_N,
-                                                            similar_n=LIST_N))
+                                                            similar_n=LIST_N, method="exact"))
     loaded = load_version(models_dir / str(manifest.model_version))
-    assert manifest.precomputed.recommend_method == "exact"  # a catalog this small is served exactly
+    assert manifest.precomputed.recommend_method == manifest.precomputed.similar_method == "exact"
     lists, search = ServingModel(loaded), ServingModel(loaded, precomputed=False)
     assert lists.recommend_n == lists.similar_n == LIST_N and search.recommend_top is None
     yield lists, search
