@@ -11,17 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainer_service.data.errors import DataError
 from trainer_service.data.tables import MAX_ID_CHARS, MAX_NAME_CHARS, Table, quoted
-
-
-def as_series(values: pa.ChunkedArray) -> pd.Series:
-    """A pandas string Series over a pyarrow string array (no copy, no Python objects)."""
-    return pd.Series(pd.arrays.ArrowStringArray(values))
 
 
 def _fail(table: Table, row: int, column: str, message: str) -> DataError:
@@ -35,6 +29,27 @@ def _at(table: Table, column: str, rows: np.ndarray) -> pa.ChunkedArray:
 
 def _byte_lengths(values: pa.ChunkedArray) -> np.ndarray:
     return pc.binary_length(values).to_numpy(zero_copy_only=False)
+
+
+def _combined(values: pa.ChunkedArray) -> pa.Array:
+    """``values`` as one array (64-bit offsets when 32-bit ones would not fit)."""
+    if pa.types.is_string(values.type) and sum(chunk.nbytes for chunk in values.chunks) >= 2**31 - 2**20:
+        values = values.cast(pa.large_string())
+    return values.combine_chunks()
+
+
+def _first_unparsed(text: pa.ChunkedArray) -> int:
+    """The first index of ``text`` that pyarrow cannot cast to float64, given that some is (error
+    path): bisection on prefixes, each cast in C++."""
+    good, bad = 0, len(text)  # text[:good] casts; text[:bad] does not
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        try:
+            pc.cast(text.slice(0, middle), pa.float64())
+            good = middle
+        except pa.ArrowInvalid:
+            bad = middle
+    return good
 
 
 def data_rows(table: Table) -> np.ndarray:
@@ -97,10 +112,11 @@ def weights(table: Table, column: str, rows: np.ndarray) -> np.ndarray:
         try:
             values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:
-            # Some value is not a number: the slower pandas parser finds which (error path).
-            series = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            unparsed = np.isnan(values) & ~series.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)
+            # Some value is not a number: the first problem is there or before, so only the rows up
+            # to it are checked.
+            bad = _first_unparsed(text)
+            values = np.append(pc.cast(text.slice(0, bad), pa.float64()).to_numpy(zero_copy_only=False), np.nan)
+            unparsed = np.arange(bad + 1) == bad
     problems = [
         (unparsed, None),
         (np.isnan(values) & ~unparsed, "found {value}; expected a number"),
@@ -137,18 +153,19 @@ def names(table: Table, column: str, rows: np.ndarray) -> pa.ChunkedArray:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Artist names by id, one name per id."""
+    """Artist names by id, one name per id: ``ids`` (C,) unique strings, ``names`` (C,) strings."""
 
-    ids: pd.Series
-    names: pd.Series
+    ids: pa.Array
+    names: pa.Array
 
     def lookup(self, artist_ids: np.ndarray) -> np.ndarray:
         """(A,) unicode: the name of each id, "" when the catalog does not list it."""
         if len(self.ids) == 0 or artist_ids.size == 0:
             return np.full(artist_ids.shape[0], "", dtype="<U1")
-        positions = pd.Index(self.ids).get_indexer(pd.Index(artist_ids))
+        positions = pc.index_in(pa.array(artist_ids, type=self.ids.type), value_set=self.ids)
+        positions = positions.fill_null(-1).to_numpy(zero_copy_only=False)
         found = positions >= 0
-        catalog_names = np.asarray(self.names.to_numpy(dtype=object), dtype=str)
+        catalog_names = np.asarray(self.names.to_numpy(zero_copy_only=False), dtype=str)
         result = np.full(artist_ids.shape[0], "", dtype=catalog_names.dtype)
         result[found] = catalog_names[positions[found]]
         return result
@@ -161,13 +178,18 @@ def catalog(table: Table, id_column: str, name_column: str) -> Catalog:
     artist_ids = ids(table, id_column, rows, "artist id")
     artist_names = names(table, name_column, rows) if name_column in table.columns else \
         pa.chunked_array([pa.array([""] * rows.size, type=pa.string())])
-    frame = pd.DataFrame({"id": as_series(artist_ids), "name": as_series(artist_names), "row": rows})
-    frame = frame.drop_duplicates(subset=["id", "name"], keep="first")
-    clash = frame["id"].duplicated(keep=False).to_numpy(dtype=bool)
-    if clash.any():
-        clashing = frame[clash]
-        first_id = clashing["id"].iloc[0]
-        lines = [table.where(int(r)) for r in clashing.loc[clashing["id"] == first_id, "row"].iloc[:2]]
-        raise DataError(f"{table.file.shown}: artist id {quoted(first_id)} is listed with different names "
-                        f"({lines[0]} and {lines[1]}); expected one name per id")
-    return Catalog(ids=frame["id"].reset_index(drop=True), names=frame["name"].reset_index(drop=True))
+    artist_ids, artist_names = _combined(artist_ids), _combined(artist_names)
+    id_codes = artist_ids.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    name_codes = artist_names.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # The first row of each (id, name) pair, in file order.
+    _, first = np.unique(id_codes * (int(name_codes.max(initial=0)) + 1) + name_codes, return_index=True)
+    kept = np.sort(first)
+    kept_ids = id_codes[kept]
+    clash = np.flatnonzero(np.bincount(kept_ids, minlength=int(id_codes.max(initial=-1)) + 1)[kept_ids] > 1)
+    if clash.size:
+        first_id = kept_ids[clash[0]]
+        lines = [table.where(int(rows[r])) for r in kept[kept_ids == first_id][:2]]
+        raise DataError(f"{table.file.shown}: artist id {quoted(artist_ids[int(kept[clash[0]])].as_py())} is "
+                        f"listed with different names ({lines[0]} and {lines[1]}); expected one name per id")
+    take = pa.array(kept)
+    return Catalog(ids=artist_ids.take(take), names=artist_names.take(take))

@@ -10,17 +10,25 @@ files are read transparently.
 
 Quoting: comma-, semicolon- and pipe-separated files use CSV quoting (``"a,b"`` is one field, ``""``
 an escaped quote); tab-separated files have no quoting (the TSV convention, and HetRec's).
+
+One parser: ``pyarrow.csv`` splits text tables (the header line, each candidate delimiter when
+sniffing, and the rows; a row's line after quoted line breaks is counted from the values it
+parsed), ``pyarrow.parquet`` reads Parquet; columns stay pyarrow arrays through ``columns.py``. Not
+pandas, which would only wrap the same parser less completely: its pyarrow engine refuses
+``quoting`` (tab-separated files have none) and takes no ``block_size`` (a parse block must hold
+the longest line). Nor Python's ``csv`` beside it: two parsers can split one line two ways.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import gzip
 import io
+import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -177,20 +185,32 @@ def _scan(file: DataFile, stream, gzipped: bool) -> TextInfo:
     return TextInfo(encoding="utf-8-sig" if utf8 else "latin-1", gzipped=gzipped, has_quote=has_quote)
 
 
-def open_text(file: DataFile, info: TextInfo):
-    """The file as a text stream (newline='' so csv sees quoted newlines)."""
-    raw = _open_binary(file)
-    stream = gzip.GzipFile(fileobj=raw, mode="rb") if info.gzipped else raw
-    return io.TextIOWrapper(stream, encoding=info.encoding, newline="")
+def _first_line(file: DataFile, info: TextInfo) -> str:
+    """The file's first line, decoded, without its line break (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    with _open_binary(file) as raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if info.gzipped else raw
+        head = stream.readline(MAX_LINE_BYTES + 2)  # inspect_text refused longer lines
+    return re.split(rb"[\r\n]", head, maxsplit=1)[0].decode(info.encoding)
+
+
+def _parse_options(delimiter: str, on_invalid: Callable | None = None) -> pacsv.ParseOptions:
+    """How every text table is split: CSV quoting unless tab-separated, blank lines kept as rows."""
+    quoting = delimiter != "\t"
+    return pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False, double_quote=True,
+                              newlines_in_values=quoting, ignore_empty_lines=False, invalid_row_handler=on_invalid)
 
 
 def _split_line(line: str, delimiter: str) -> list[str]:
-    """One line split like the table reader splits it (CSV quoting unless tab-separated)."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    try:
-        return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter, quoting=quoting), [])
-    except csv.Error:
-        return line.rstrip("\r\n").split(delimiter)
+    """One line (no line break) split as the table reader splits lines: pyarrow's parser reads it
+    as a header. A quote never closed ends at the line's end."""
+    for text in (line, line + '"'):
+        try:
+            return pacsv.read_csv(io.BytesIO(text.encode("utf-8") + b"\n"),
+                                  read_options=pacsv.ReadOptions(use_threads=False),
+                                  parse_options=_parse_options(delimiter)).column_names
+        except pa.ArrowInvalid:
+            continue
+    return line.split(delimiter)
 
 
 def quoted(text: str, limit: int = 80) -> str:
@@ -212,12 +232,13 @@ class Table:
     columns: dict[str, pa.ChunkedArray]
     header: tuple[str, ...] | None
     header_lines: int
+    width: int = 0  # fields per line (text)
     delimiter: str | None = None
     info: TextInfo | None = None
     parquet: bool = False
     numeric: dict[str, np.ndarray] = field(default_factory=dict)
     floating: frozenset[str] = frozenset()
-    skipped_lines: tuple[int, ...] = ()  # whitespace-only lines, which are not rows
+    skipped_lines: tuple[int, ...] = ()  # whitespace-only lines, which are not rows (numbered as records)
 
     @property
     def num_rows(self) -> int:
@@ -228,36 +249,31 @@ class Table:
         if self.parquet:
             return f"row {row + 1}"
         assert self.info is not None and self.delimiter is not None
-        if self.info.has_quote and self.delimiter != "\t":
-            return f"line {self._line_by_csv(row)}"
-        return f"line {self._line_by_arithmetic(row)}"
-
-    def _line_by_arithmetic(self, row: int) -> int:
-        line = row + 1 + self.header_lines
+        record = row + 1 + self.header_lines  # as the parser numbers records: skipped ones too
         for skipped in self.skipped_lines:  # sorted
-            if skipped <= line:
-                line += 1
-        return line
+            if skipped <= record:
+                record += 1
+        breaks = self._breaks_before if self.info.has_quote and self.delimiter != "\t" else None
+        return f"line {record + (int(breaks[row]) if breaks is not None else 0)}"
 
-    def _line_by_csv(self, row: int) -> int:
-        # Quoted fields may span lines: count records as the reader does. Error path only.
-        target = row + self.header_lines
-        previous = 0
-        index = 0
+    @cached_property
+    def _breaks_before(self) -> np.ndarray | None:
+        """(rows + 1,) int64: line breaks inside the quoted values of the rows before each row, every
+        column counted (``\\r\\n`` is one); None when the file no longer parses. Error path only: it
+        parses the file again."""
+        assert self.info is not None and self.delimiter is not None
         try:
-            with open_text(self.file, self.info) as stream:
-                reader = csv.reader(stream, delimiter=self.delimiter)
-                for record in reader:
-                    if len(record) == 1 and record[0].strip() == "" and record[0] != "":
-                        previous = reader.line_num  # whitespace-only: skipped by the reader
-                        continue
-                    if index == target:
-                        return previous + 1
-                    previous = reader.line_num
-                    index += 1
-        except (csv.Error, OSError, UnicodeError):
-            pass
-        return self._line_by_arithmetic(row)
+            arrow = _read_csv(self.file, self.info, self.delimiter, self.width, self.header_lines,
+                              range(self.width), lambda row: "skip" if row.text.strip() == "" else "error")
+        except (pa.ArrowException, OSError, ValueError, UnicodeError):
+            return None
+        if arrow.num_rows != self.num_rows:
+            return None
+        per_row = np.zeros(arrow.num_rows, dtype=np.int64)
+        for values in arrow.columns:
+            for pattern, sign in (("\n", 1), ("\r", 1), ("\r\n", -1)):
+                per_row += sign * pc.count_substring(values, pattern).to_numpy(zero_copy_only=False)
+        return np.concatenate(([0], np.cumsum(per_row)))
 
 
 def _check_header(file: DataFile, header: list[str], delimiter: str, required: Sequence[str],
@@ -310,8 +326,7 @@ def read_text_table(
     else:
         expected = f"lines of {delimiter_name(delimiter or ',')}-separated " + ", ".join(positional)
     info = inspect_text(file, expected)
-    with open_text(file, info) as stream:
-        first = stream.readline()
+    first = _first_line(file, info)
     if not first.strip():
         raise DataError(f"{file.shown}: line 1 is blank; expected "
                         + ("a header line" if positional is None else "data"))
@@ -332,7 +347,7 @@ def read_text_table(
             found = "one field" if len(fields) == 1 else f"{len(fields)} fields"
             hint = ": wrong delimiter?" if len(fields) == 1 else ""
             raise DataError(f"{file.shown}: line 1: expected {len(required)} {delimiter_name(delimiter)}-separated "
-                            f"fields ({expected}), found {found} {quoted(first.rstrip(chr(13) + chr(10)))}{hint}")
+                            f"fields ({expected}), found {found} {quoted(first)}{hint}")
         is_header = fields[0].strip().lstrip("/#").strip().lower() == positional[0].lower()
         header = [name.strip().lstrip("/#").strip() for name in fields] if is_header else None
         header_lines = 1 if is_header else 0
@@ -342,17 +357,35 @@ def read_text_table(
         width = len(fields)
     arrays, skipped = _parse(file, info, delimiter, width, header_lines, positions)
     return Table(file=file, columns=dict(zip(wanted, arrays)), header=tuple(header) if header else None,
-                 header_lines=header_lines, delimiter=delimiter, info=info, skipped_lines=tuple(skipped))
+                 header_lines=header_lines, width=width, delimiter=delimiter, info=info,
+                 skipped_lines=tuple(skipped))
+
+
+def _read_csv(file: DataFile, info: TextInfo, delimiter: str, width: int, header_lines: int,
+              positions: Sequence[int], on_invalid: Callable) -> pa.Table:
+    """The columns at ``positions`` of the lines after the header, every value a string, parsed
+    single-threaded so that ``on_invalid`` sees rows in order, with their numbers."""
+    names = [f"field{index}" for index in range(width)]
+    with pa.input_stream(file.path, compression="gzip" if info.gzipped else None) as stream:
+        return pacsv.read_csv(
+            stream,
+            read_options=pacsv.ReadOptions(skip_rows=header_lines, column_names=names, use_threads=False,
+                                           block_size=_BLOCK_BYTES,
+                                           encoding="utf8" if info.encoding.startswith("utf-8") else info.encoding),
+            parse_options=_parse_options(delimiter, on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                                 include_columns=[names[p] for p in positions],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
 
 
 def _parse(file: DataFile, info: TextInfo, delimiter: str, width: int, header_lines: int,
            positions: Sequence[int]) -> tuple[list[pa.ChunkedArray], list[int]]:
     """The columns at ``positions`` of every data line, and the whitespace-only lines skipped."""
-    names = [f"field{index}" for index in range(width)]
     skipped: list[int] = []
     invalid = []
 
-    def on_invalid(row) -> str:  # called in order (single-threaded), with the physical line number
+    def on_invalid(row) -> str:  # called in order (single-threaded); row.number counts records, not lines
         if row.text.strip() == "":
             skipped.append(row.number)
             return "skip"
@@ -361,19 +394,7 @@ def _parse(file: DataFile, info: TextInfo, delimiter: str, width: int, header_li
 
     quoting = delimiter != "\t"
     try:
-        with pa.input_stream(file.path, compression="gzip" if info.gzipped else None) as stream:
-            table = pacsv.read_csv(
-                stream,
-                read_options=pacsv.ReadOptions(skip_rows=header_lines, column_names=names, use_threads=False,
-                                               block_size=_BLOCK_BYTES,
-                                               encoding="utf8" if info.encoding.startswith("utf-8") else info.encoding),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False,
-                                                 double_quote=True, newlines_in_values=quoting,
-                                                 ignore_empty_lines=False, invalid_row_handler=on_invalid),
-                convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
-                                                     include_columns=[names[p] for p in positions],
-                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
-            )
+        table = _read_csv(file, info, delimiter, width, header_lines, positions, on_invalid)
     except (pa.ArrowException, OSError, ValueError, UnicodeError) as error:
         if invalid:
             row = invalid[0]
@@ -387,7 +408,7 @@ def _parse(file: DataFile, info: TextInfo, delimiter: str, width: int, header_li
                             f"({hint})") from None
         raise DataError(f"{file.shown}: cannot parse as {delimiter_name(delimiter)}-separated text: "
                         f"{_reason(file, error)}") from None
-    return [table.column(names[p]) for p in positions], sorted(n for n in skipped if n is not None)
+    return [table.column(f"field{p}") for p in positions], sorted(n for n in skipped if n is not None)
 
 
 def _sniff(first: str, required: Sequence[str]) -> str:
