@@ -10,7 +10,9 @@ Four parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
   notebook's Annoy, our Annoy path and hnswlib, plus the recall-latency plot.
 - ``bench.serving``: the index service as a real process under load from a Python gRPC client and
   from ``h2load``: closed-loop throughput, open-loop latency, and latency while versions swap,
-  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT).
+  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT), each
+  figure beside the floor's (``bench.floor_server``: the same gRPC server with empty handlers);
+  and, on the scale part's full-scale version, throughput, recall and the workers' memory.
 
 ``bench.report`` writes ``docs/benchmarks.md`` and ``docs/benchmarks.json``. The peers (implicit,
 hnswlib) and matplotlib are optional (``pip install -e '.[bench]'``): a row whose library is

@@ -122,7 +122,7 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
         return ann.run(settings, workdir, _largest_scale_version(workdir, results))
     if part == "serving":
         from bench import serving
-        return serving.run(settings, workdir)
+        return serving.run(settings, workdir, _largest_scale_version(workdir, results))
     raise ValueError(part)
 
 

@@ -3,6 +3,11 @@
     python -m bench.grpc_load --target 127.0.0.1:PORT --rpc recommend --ids-file ids.json \
         --mode closed --inflight 16 --duration 4 --warm-up 1 --max-requests 200000 --out result.json
 
+Every request carries the next id of ``--ids-file`` (all users, or all artists, of the served
+version in a shuffled order; ``bench.serving`` writes it), whichever caller sends it: within one
+pass over the list no id repeats, so no answer can come from a cache or a warm row. ``--first-index``
+starts the pass elsewhere, so that several generator processes do not send the same ids together.
+
 - ``--mode closed``: ``--inflight`` callers, each sending its next request when the previous one
   answers (throughput at a fixed concurrency).
 - ``--mode open``: requests paced at ``--rate`` per second whatever the answers do; the latency of
@@ -84,34 +89,36 @@ async def _call(call, payload: bytes, timeout_s: float, tally: "_Tally") -> str 
 
 
 async def run_closed(call, payloads: list[bytes], inflight: int, duration_s: float, warm_up_s: float,
-                     max_requests: int, timeout_s: float) -> _Tally:
+                     max_requests: int, timeout_s: float, first_index: int = 0) -> _Tally:
+    """``inflight`` callers sharing one request counter: request number i (whichever caller sends
+    it) carries ``payloads[(first_index + i) % len(payloads)]``."""
     started = time.perf_counter()
     tally = _Tally(started + warm_up_s)
     stop_at = started + warm_up_s + duration_s
     counter = iter(range(max_requests))
 
-    async def caller(offset: int) -> None:
+    async def caller() -> None:
         for i in counter:
             now = time.perf_counter()
             if now >= stop_at:
                 return
             tally.sent += 1
-            code = await _call(call, payloads[(i + offset) % len(payloads)], timeout_s, tally)
+            code = await _call(call, payloads[(first_index + i) % len(payloads)], timeout_s, tally)
             tally.record(now, now, code)
 
-    await asyncio.gather(*(caller(n * 7919) for n in range(inflight)))
+    await asyncio.gather(*(caller() for _ in range(inflight)))
     return tally
 
 
 async def run_open(call, payloads: list[bytes], rate: float, duration_s: float, warm_up_s: float,
-                   max_requests: int, max_inflight: int, timeout_s: float) -> _Tally:
+                   max_requests: int, max_inflight: int, timeout_s: float, first_index: int = 0) -> _Tally:
     started = time.perf_counter()
     tally = _Tally(started + warm_up_s)
     total = min(max_requests, int(rate * (warm_up_s + duration_s)))
     pending: set[asyncio.Task] = set()
 
     async def one(i: int, due: float) -> None:
-        code = await _call(call, payloads[i % len(payloads)], timeout_s, tally)
+        code = await _call(call, payloads[(first_index + i) % len(payloads)], timeout_s, tally)
         tally.record(due, due, code)
 
     for i in range(total):
@@ -148,6 +155,8 @@ class _RoundRobin:
 async def main_async(args: argparse.Namespace) -> dict:
     with open(args.ids_file, encoding="utf-8") as fh:
         ids = json.load(fh)
+    if not ids:
+        raise SystemExit(f"{args.ids_file}: no ids to send")
     payloads = serialized_requests(args.rpc, ids, args.k)
     # Each channel its own subchannel pool, hence its own TCP connection: an SO_REUSEPORT server
     # (``--workers N``) spreads connections, not calls, over its worker processes.
@@ -164,10 +173,10 @@ async def main_async(args: argparse.Namespace) -> dict:
         cpu_started = time.process_time()
         if args.mode == "closed":
             tally = await run_closed(call, payloads, args.inflight, args.duration, args.warm_up, args.max_requests,
-                                     args.timeout)
+                                     args.timeout, args.first_index)
         else:
             tally = await run_open(call, payloads, args.rate, args.duration, args.warm_up, args.max_requests,
-                                   args.max_inflight, args.timeout)
+                                   args.max_inflight, args.timeout, args.first_index)
         cpu_seconds = time.process_time() - cpu_started
     finally:
         for channel in channels:
@@ -176,7 +185,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     return {
         "rpc": args.rpc, "mode": args.mode, "inflight": args.inflight, "rate": args.rate,
         "ok": tally.ok, "errors": dict(tally.errors), "error_details": tally.error_details, "sent": tally.sent,
-        "shed": tally.shed,
+        "shed": tally.shed, "ids": len(ids), "first_index": args.first_index,
         "window_s": window, "cpu_seconds": cpu_seconds, "latencies_us": tally.latencies_us,
     }
 
@@ -186,6 +195,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", required=True, help="HOST:PORT of the index service")
     parser.add_argument("--rpc", choices=sorted(METHODS), default="recommend")
     parser.add_argument("--ids-file", required=True, help="JSON list of user ids (recommend) or artist ids (similar)")
+    parser.add_argument("--first-index", type=int, default=0,
+                        help="position in the ids list of the first request (default 0)")
     parser.add_argument("--k", type=int, default=DEFAULT_K)
     parser.add_argument("--mode", choices=("closed", "open"), default="closed")
     parser.add_argument("--inflight", type=int, default=1, help="closed loop: requests in flight")
@@ -202,6 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.inflight < 1 or args.rate <= 0 or args.duration <= 0 or args.max_requests < 1:
         parser.error("--inflight, --rate, --duration and --max-requests must be positive")
+    if args.first_index < 0:
+        parser.error("--first-index must not be negative")
     return args
 
 

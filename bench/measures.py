@@ -1,6 +1,7 @@
-"""Small measuring tools: medians, percentiles, wall clocks, CPU time and peak memory of processes.
+"""Small measuring tools: medians, percentiles, wall clocks, CPU time and memory of processes.
 
-No third-party imports here (psutil is optional and not needed: Linux ``/proc`` and ``resource``).
+No third-party imports needed: Linux ``/proc`` and ``resource``; psutil (the ``bench`` extra) is
+used for a process's unique memory when installed, and reads the same ``/proc`` files.
 """
 
 from __future__ import annotations
@@ -134,6 +135,33 @@ def process_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def process_memory_bytes(pid: int) -> dict[str, int]:
+    """Memory of process ``pid`` in bytes: ``uss`` (unique: pages no other process maps, what
+    the process frees when it exits), ``pss`` (each shared page divided among its users) and
+    ``rss`` (every resident page, shared ones included). psutil's ``memory_full_info()`` when
+    installed, else ``/proc/PID/smaps_rollup`` (the file psutil reads). Raises OSError when the
+    process is gone."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
+            raise OSError(f"cannot read the memory of pid {pid}: {exc}") from None
+        return {"uss": int(info.uss), "pss": int(getattr(info, "pss", 0)), "rss": int(info.rss)}
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0]) * 1024
+    return {"uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            + fields.get("Private_Hugetlb", 0), "pss": fields.get("Pss", 0), "rss": fields.get("Rss", 0)}
 
 
 def children_peak_rss_bytes() -> int:

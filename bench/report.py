@@ -57,7 +57,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # -- targets ---------------------------------------------------------------------------------
 
 def targets(results: dict) -> list[dict]:
-    """Every target of the issue with the measured figure, met or not, and what limits it."""
+    """Every target of the issues with the measured figure, met or not (None: not measured, the
+    measured text says why), and what limits it."""
     parts = results.get("parts", {})
     quick = results.get("quick", False)
     out: list[dict] = []
@@ -75,7 +76,8 @@ def targets(results: dict) -> list[dict]:
                     "measured": f"{num(rate / 1e6 if _finite(rate) else rate)}M samples/s (median epoch)",
                     "met": _finite(rate) and rate >= 1.5e6,
                     "limit": "" if _finite(rate) and rate >= 1.5e6 else
-                    "2 cores for the XLA training loop and the background sampler, shared with other work "
+                    f"{_cores_text(_cores(results))} for the XLA training loop and the background sampler, "
+                    "shared with other work "
                     f"(load average {results.get('load_average', {}).get('scale', '?')} when the part started)"})
         rss = big.get("peak_rss_bytes")
         out.append({"part": "scale", "target": f"peak trainer RSS < 6 GiB at {where}", "measured": gib(rss),
@@ -92,87 +94,215 @@ def targets(results: dict) -> list[dict]:
         out.append({"part": "scale", "target": f"Recommend p50 in-process < 1 ms with recall@10 >= 0.95 at {where}",
                     "measured": f"p50 {num(rec.get('p50_ms'), 3)} ms, recall@10 {num(rec.get('recall_at_10'), 3)} "
                                 f"({rec.get('method', '?')})", "met": ok, "limit": ""})
-    serving = parts.get("serving") or {}
+    if parts.get("serving"):
+        out += _serving_targets(parts["serving"], _cores(results), quick)
+    return out
+
+
+# Issue 10's serving targets. Throughput at 16 in flight (h2load) by server processes; the Python
+# generator's (a different user on every request) as a ratio to the floor, the same for both RPCs.
+FLOOR_RATIO_TARGET = 0.8
+H2LOAD_TARGETS_PER_S = {1: 6_000, 2: 8_000}
+TARGET_INFLIGHT = 16
+P99_TARGET_MS = 3.0
+P99_TARGET_RATE = 2_000
+SWAP_RATIO_TARGET = 1.5
+FULL_SCALE_TARGET_PER_S = 4_000
+FULL_SCALE_RECALL = 0.98
+WORKER_USS_TARGET_BYTES = 150 * MIB
+_RPC_NAMES = {"recommend": "Recommend", "similar": "SimilarArtists"}
+
+
+def _cores(results: dict) -> int | None:
+    """The recorded machine's core count (None when the results do not say)."""
+    cores = (results.get("machine") or {}).get("cpu_cores")
+    return cores if isinstance(cores, int) and cores > 0 else None
+
+
+def _cores_text(cores: int | None) -> str:
+    return f"{cores} core" + ("" if cores == 1 else "s") if cores else "the machine's cores"
+
+
+def _vs_floor(row: dict) -> str:
+    return (f"{num(row['requests_per_s'], 0)}/s; floor {num(row.get('floor_requests_per_s'), 0)}/s "
+            f"({num(row.get('ratio_to_floor'))}x)")
+
+
+def _serving_targets(serving: dict, cores: int | None, quick: bool) -> list[dict]:
+    """The serving targets of issue 10, each with the measured figure beside the floor's."""
+    out: list[dict] = []
     closed = serving.get("closed_loop", [])
     open_loop = serving.get("open_loop", [])
-    mode_list = serving.get("workers") or [1]
-    for workers in mode_list:
-        for generator in ("h2load", "python"):
-            row = next((r for r in closed if r["rpc"] == "recommend" and r["generator"] == generator
-                        and r["inflight"] == 16 and r.get("workers", 1) == workers), None)
+    modes = serving.get("workers") or [1]
+    ids = serving.get("python_ids") or {}
+
+    def closed_row(rpc: str, generator: str, workers: int) -> dict | None:
+        return next((r for r in closed if r["rpc"] == rpc and r["generator"] == generator
+                     and r["inflight"] == TARGET_INFLIGHT and r.get("workers", 1) == workers), None)
+
+    for rpc in ("recommend", "similar"):
+        what = "user" if rpc == "recommend" else "artist"
+        for workers in modes:
+            row = closed_row(rpc, "python", workers)
             if row is None:
                 continue
-            met = _finite(row["requests_per_s"]) and row["requests_per_s"] >= 5000
-            limit = "" if met else _throughput_limit(row)
-            out.append({"part": "serving", "target": f">= 5,000 Recommend/s at 16 in flight ({_mode(row)})",
-                        "measured": f"{num(row['requests_per_s'], 0)}/s", "met": met, "limit": limit})
-    for workers in mode_list:
-        for generator in ("h2load", "python"):
-            row = next((r for r in open_loop if r["rpc"] == "recommend" and r["generator"] == generator
-                        and r["rate"] == 2000 and r.get("workers", 1) == workers), None)
-            if row is None:
-                continue
-            met = _finite(row["p99_ms"]) and row["p99_ms"] <= 5.0
-            out.append({"part": "serving", "target": f"Recommend p99 <= 5 ms at 2,000/s ({_mode(row)})",
-                        "measured": f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms)", "met": met,
-                        "limit": "" if met else _latency_limit(row)})
-    for row in serving.get("swaps", []):
-        if row["rpc"] != "recommend":
+            met = _finite(row.get("ratio_to_floor")) and row["ratio_to_floor"] >= FLOOR_RATIO_TARGET
+            count = row.get("ids") or ids.get(rpc)
+            over = f"over all {count:,} {what}s" if isinstance(count, int) else f"over all {what}s"
+            out.append({"part": "serving",
+                        "target": f"{_RPC_NAMES[rpc]}/s >= {FLOOR_RATIO_TARGET}x the floor (Python generator, a "
+                                  f"different {what} on every request {over}, {TARGET_INFLIGHT} in flight, "
+                                  f"{_server_mode(row)})",
+                        "measured": _vs_floor(row), "met": met,
+                        "limit": "" if met else _throughput_limit(row, cores)})
+    for workers in modes:
+        target = H2LOAD_TARGETS_PER_S.get(workers)
+        row = closed_row("recommend", "h2load", workers)
+        if target is None or row is None:
             continue
-        met = _finite(row.get("p99_ratio_to_steady")) and row["p99_ratio_to_steady"] <= 2.0
+        met = _finite(row["requests_per_s"]) and row["requests_per_s"] >= target
         out.append({"part": "serving",
-                    "target": f"Recommend p99 during swaps <= 2x steady at {row['rate']:,}/s ({_mode(row)})",
+                    "target": f">= {target:,} Recommend/s at {TARGET_INFLIGHT} in flight ({_mode(row)})",
+                    "measured": _vs_floor(row), "met": met,
+                    "limit": "" if met else _throughput_limit(row, cores, target)})
+    for row in open_loop:
+        if not (row["rpc"] == "recommend" and row["rate"] == P99_TARGET_RATE and row.get("workers", 1) == 1):
+            continue
+        met = _finite(row["p99_ms"]) and row["p99_ms"] <= P99_TARGET_MS
+        out.append({"part": "serving",
+                    "target": f"Recommend p99 <= {P99_TARGET_MS:g} ms at a steady {P99_TARGET_RATE:,}/s ({_mode(row)})",
+                    "measured": f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms); floor p99 "
+                                f"{num(row.get('floor_p99_ms'))} ms",
+                    "met": met, "limit": "" if met else _latency_limit(row, cores)})
+    for row in serving.get("swaps", []):
+        met = _finite(row.get("p99_ratio_to_steady")) and row["p99_ratio_to_steady"] <= SWAP_RATIO_TARGET
+        out.append({"part": "serving",
+                    "target": f"{_RPC_NAMES.get(row['rpc'], row['rpc'])} p99 during swaps <= {SWAP_RATIO_TARGET:g}x "
+                              f"steady at {row['rate']:,}/s ({_mode(row)})",
                     "measured": f"p99 {num(row['p99_ms'])} ms vs steady {num(row['steady_p99_ms'])} ms "
-                                f"({num(row.get('p99_ratio_to_steady'))}x), {row['swaps']} swaps",
-                    "met": met, "limit": "" if met else _swap_limit(row)})
+                                f"({num(row.get('p99_ratio_to_steady'))}x; floor p99 {num(row.get('floor_p99_ms'))} "
+                                f"ms), {row['swaps']} swaps",
+                    "met": met, "limit": "" if met else _swap_limit(row, cores)})
     for row in serving.get("swaps", []):
         out.append({"part": "serving", "target": f"0 errors during swaps ({row['rpc']}, {_mode(row)})",
                     "measured": f"{row['errors_total']} errors in {row['runs']} runs", "met": row["errors_total"] == 0,
                     "limit": ""})
+    out += _full_scale_targets(serving.get("full_scale"), cores, quick)
     return out
+
+
+def _full_scale_targets(full: dict | None, cores: int | None, quick: bool) -> list[dict]:
+    """Recommend throughput with its recall, and workers' unique memory, at full scale; met None
+    (not measured) with the reason when the full-scale version was not there."""
+    throughput_target = (f">= {FULL_SCALE_TARGET_PER_S:,} Recommend/s at {TARGET_INFLIGHT} in flight, full scale, "
+                         f"recall@10 >= {FULL_SCALE_RECALL} against exact (h2load, 1 process)")
+    memory_target = (f"each worker beyond the first adds <= {mib(WORKER_USS_TARGET_BYTES)} of unique memory (USS), "
+                     "full scale")
+    if full is None:  # results of a run before this row existed
+        return []
+    if not full.get("ran"):
+        failed = bool(full.get("failed"))
+        measured = f"{'' if failed else 'not measured: '}{full.get('note', '')}"
+        return [{"part": "serving", "target": t, "measured": measured, "met": False if failed else None,
+                 "limit": "see the serving log (benchmarks.json: full_scale.traceback)" if failed else ""}
+                for t in (throughput_target, memory_target)]
+    where = "" if full.get("full_scale") else f" - quick mode, {full['artists']:,} artists, not full scale"
+    out = []
+    row = full.get("throughput") or {}
+    if row:
+        recall = full.get("recall_at_10")
+        met = (_finite(row.get("requests_per_s")) and row["requests_per_s"] >= FULL_SCALE_TARGET_PER_S
+               and _finite(recall) and recall >= FULL_SCALE_RECALL)
+        out.append({"part": "serving", "target": throughput_target.replace("(h2load, 1 process)", f"({_mode(row)})")
+                    + where,
+                    "measured": f"{_vs_floor(row)}; recall@10 {num(recall, 3)} ({full.get('recommend_method')}; "
+                                "the manifest's figure)",
+                    "met": met, "limit": "" if met else _throughput_limit(row, cores, FULL_SCALE_TARGET_PER_S)})
+    memory = full.get("memory_workers") or {}
+    workers = memory.get("workers") or []
+    if workers:
+        beyond = memory.get("uss_beyond_first_max")
+        met = _finite(beyond) and beyond <= WORKER_USS_TARGET_BYTES
+        one = full.get("memory_one_process") or {}
+        measured = ("USS " + ", ".join(f"worker {w['worker']} {mib(w['uss'])}" for w in workers)
+                    + f" (RSS {', '.join(mib(w['rss']) for w in workers)}); one process alone: USS "
+                      f"{mib(one.get('uss'))}, RSS {mib(one.get('rss'))}")
+        out.append({"part": "serving", "target": memory_target.replace("full scale", f"--workers {len(workers)}, full "
+                                                                                     "scale") + where,
+                    "measured": measured, "met": met,
+                    "limit": "" if met else _memory_limit(beyond, one.get("uss"))})
+    return out
+
+
+def _memory_limit(worker_uss, one_process_uss) -> str:
+    """Why a worker adds more unique memory than the target, from its USS against one process's."""
+    if _finite(worker_uss) and _finite(one_process_uss) and one_process_uss and worker_uss > 0.5 * one_process_uss:
+        return (f"a worker's unique memory ({mib(worker_uss)}) is most of one process's ({mib(one_process_uss)}): "
+                "each worker holds its own copy of the version's arrays (private pages), not one copy shared "
+                "through the page cache or shared memory")
+    return (f"a worker's unique memory is {mib(worker_uss)} (one process alone: {mib(one_process_uss)}): the Python "
+            "runtime, gRPC and whatever part of the version each worker builds for itself")
 
 
 def _mode(row: dict) -> str:
     """"h2load, 1 process" / "python, 2 workers": the generator and the server mode of a row."""
-    workers = row.get("workers", 1)
-    return f"{row['generator']}, " + ("1 process" if workers == 1 else f"{workers} workers")
+    return f"{row['generator']}, {_server_mode(row)}"
 
 
-def _throughput_limit(row: dict) -> str:
-    """Why a closed-loop run could not go faster, from the server's CPU figures."""
+def _throughput_limit(row: dict, cores: int | None, target_per_s: float | None = None) -> str:
+    """Why a closed-loop run could not go faster, from the server's CPU figures beside the floor's
+    and the machine's ``cores``."""
     cpu, main = row.get("server_cpu_ms_per_request"), row.get("server_main_thread_ms_per_request")
-    busy, cores = row.get("server_main_thread_busy"), row.get("server_cores_busy")
+    busy, cores_busy = row.get("server_main_thread_busy"), row.get("server_cores_busy")
     workers = row.get("workers", 1)
-    if not (_finite(cpu) and _finite(main)):
+    if not (_finite(cpu) and _finite(main)) or cpu <= 0 or main <= 0:
         return "see the serving section"
-    client = row.get("client_cpu_ms_per_request")
-    client_text = (f"; the load generator adds {num(client, 3)} ms per request on the same 2 cores, so together "
-                   f"they cannot pass ~{2000 / (cpu + client):,.0f}/s" if _finite(client) and client > 0 else "")
+    floor_cpu = row.get("floor_server_cpu_ms_per_request")
+    texts = []
+    if _finite(floor_cpu):
+        texts.append(f"the server uses {num(cpu, 3)} ms of CPU per request where the floor (the same server with "
+                     f"an empty handler) uses {num(floor_cpu, 3)} ms: the handler's own work (the model's search, "
+                     f"the response) adds {num(cpu - floor_cpu, 3)} ms per request")
+    else:
+        texts.append(f"the server uses {num(cpu, 3)} ms of CPU per request")
+    ceiling = f"{_cores_text(cores)} cannot pass ~{cores * 1000 / cpu:,.0f}/s even with nothing else running" \
+        if cores else ""
     if workers > 1:
-        return (f"{workers} worker processes use {num(cpu, 3)} ms of CPU per request in all ({num(cores)} cores "
-                f"busy; main threads {num(main, 3)} ms, {num(busy)} cores): {num(cpu, 3)} ms x 5,000/s = "
-                f"{cpu * 5:.1f} cores, and the machine has 2, shared with the load generator: 2 cores cannot pass "
-                f"~{2000 / cpu:,.0f}/s even with nothing else running{client_text}")
-    return (f"the server uses {num(cpu, 3)} ms of CPU per request ({num(cores)} cores busy), of which "
-            f"{num(main, 3)} ms in its main thread, which runs the asyncio loop and every handler under the GIL "
-            f"(busy {num(100 * busy if _finite(busy) else busy, 0)}% of a core): one process cannot pass "
-            f"~{1000 / main:,.0f}/s, and 2 cores cannot pass ~{2000 / cpu:,.0f}/s even with nothing else running"
-            f"{client_text}")
+        texts.append(f"{workers} worker processes keep {num(cores_busy)} cores busy (main threads {num(main, 3)} ms "
+                     f"per request, {num(busy)} cores)")
+        if target_per_s:
+            texts.append(f"{num(cpu, 3)} ms x {target_per_s:,}/s = {cpu * target_per_s / 1000:.1f} cores, and the "
+                         f"machine has {cores or '?'}, shared with the load generator")
+    else:
+        texts.append(f"{num(main, 3)} ms of it in the main thread, which runs the asyncio loop and every handler "
+                     f"under the GIL (busy {num(100 * busy if _finite(busy) else busy, 0)}% of a core): one process "
+                     f"cannot pass ~{1000 / main:,.0f}/s")
+    if ceiling:
+        texts.append(ceiling)
+    floor_rate = row.get("floor_requests_per_s")
+    if target_per_s and _finite(floor_rate) and floor_rate < target_per_s:
+        texts.append(f"the floor itself answers only {floor_rate:,.0f}/s in this run: no handler on this runtime "
+                     "and machine can pass it")
+    client = row.get("client_cpu_ms_per_request")
+    if _finite(client) and client > 0:
+        texts.append(f"the load generator adds {num(client, 3)} ms per request on the same {_cores_text(cores)}"
+                     + (f", so together they cannot pass ~{cores * 1000 / (cpu + client):,.0f}/s" if cores else ""))
+    return "; ".join(texts)
 
 
-def _swap_limit(row: dict) -> str:
+def _swap_limit(row: dict, cores: int | None) -> str:
     """Why requests slow down during swaps."""
-    text = ("each swap validates (SHA-256), loads and indexes a version in a worker thread of the same process: "
+    text = ("each swap validates (checksums), loads and indexes a version in a worker thread of the same process: "
             "it holds the GIL in stretches and delays requests")
     workers = row.get("workers", 1)
     if workers > 1:
         text += (f"; with {workers} workers every worker does so at the same moment, {workers} loads at once on the "
-                 "2 cores shared with the load generator")
+                 f"{_cores_text(cores)} shared with the load generator")
     return text
 
 
-def _latency_limit(row: dict) -> str:
-    """Why a paced run's p99 is over the target: the CPU it needs against the 2 cores."""
+def _latency_limit(row: dict, cores: int | None) -> str:
+    """Why a paced run's p99 is over the target: the CPU it needs against the machine's cores."""
     cpu, client = row.get("server_cpu_ms_per_request"), row.get("client_cpu_ms_per_request")
     rate = row.get("rate", 0)
     if not _finite(cpu):
@@ -181,9 +311,11 @@ def _latency_limit(row: dict) -> str:
     total = need + (client * rate / 1000.0 if _finite(client) else 0.0)
     where = ("one process's main thread (one core under the GIL)" if row.get("workers", 1) == 1
              else f"the {row['workers']} workers")
+    floor = (f"; the floor's p99 at this rate is {num(row['floor_p99_ms'])} ms"
+             if _finite(row.get("floor_p99_ms")) else "")
     return (f"{num(cpu, 3)} ms of server CPU per request x {rate:,}/s = {need:.2f} cores for {where}, plus the load "
-            f"generator's {num(client, 3)} ms per request: {total:.2f} of the machine's 2 cores; near or past "
-            "saturation requests queue and queueing dominates the tail")
+            f"generator's {num(client, 3)} ms per request: {total:.2f} of the machine's {_cores_text(cores)}; near "
+            f"or past saturation requests queue and queueing dominates the tail{floor}")
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -396,50 +528,72 @@ def _behind(row: dict) -> bool:
     return _finite(row.get("requests_per_s")) and row["requests_per_s"] < 0.95 * row["rate"]
 
 
-def _serving(part: dict, cmd: str) -> list[str]:
+def _serving(part: dict, cmd: str, cores: int | None) -> list[str]:
     model = part.get("model", {})
+    ids = part.get("python_ids") or {}
+    floor = part.get("floor") or {}
+    floor_commands = floor.get("server_commands") or {}
+    over = (f"a different user on every request, over all {ids['recommend']:,} users of the model in a shuffled "
+            f"order (SimilarArtists: all {ids['similar']:,} artists)" if ids.get("recommend") and ids.get("similar")
+            else "requests over many users/artists")
     lines = ["## 4. Serving over gRPC", "",
-             f"Reproduce: `{cmd} --parts serving`. The index service runs as a real process "
+             f"Reproduce: `{cmd} --parts serving` (with the full-scale rows: `{cmd} --parts scale,serving`). The "
+             "index service runs as a real process "
              f"(`{part.get('server_command', 'python -m index_service ...')}`) serving the Last.fm 2K model "
              f"({model.get('artists', 0):,} artists, {model.get('users', 0):,} users; Recommend "
              f"{model.get('recommend_method')}, SimilarArtists {model.get('similar_method')}); the load comes from "
-             "other processes on 127.0.0.1: `h2load` (one HTTP/2 connection against one process, the same serialized request every "
-             f"time) and the Python `grpc.aio` generator (`python -m bench.grpc_load`, "
+             "other processes on 127.0.0.1: `h2load` (one HTTP/2 connection against one process, the same serialized "
+             "request every time) and the Python `grpc.aio` generator (`python -m bench.grpc_load`, "
              f"{part.get('generators', {}).get('python_processes')} process(es) for concurrent and paced runs, "
-             "requests over many users/artists). Server CPU per request comes from `/proc/PID/stat` of the server "
+             f"{over}). Server CPU per request comes from `/proc/PID/stat` of the server "
              "and all its descendants before and after each run. Medians of the runs; errors are summed over all "
              "runs.", ""]
+    if floor.get("closed_loop"):
+        lines += ["**The floor**: beside the index service in each server mode, the same runs (same generators, "
+                  "requests, in-flight levels, rates and repetitions, each repetition right before the index's, so "
+                  "that both see the shared machine alike) go to "
+                  f"`{floor_commands.get('1', 'python -m bench.floor_server --port 0')}`: an IndexService on the same "
+                  "proto, built by the same `build_server` with the same `ServerConfig` defaults (error mapping, "
+                  "health, reflection, max concurrent RPCs), the same event loop (uvloop when installed) and the "
+                  "same `--workers` supervisor, whose Recommend and SimilarArtists return an empty response without "
+                  "reading the request. It is what the gRPC runtime costs on this machine; every index figure below "
+                  "stands beside the floor's (\"/ floor\": index requests/s over the floor's).", ""]
     multi = [w for w in part.get("workers", [1]) if w > 1]
     if multi:
         commands = part.get("server_commands", {})
         lines += [f"Each scenario runs against one process (\"1 process\") and again against the multi-process mode "
                   f"(\"N workers\": `{commands.get(str(multi[0]), 'python -m index_service --workers N ...')}`: a "
-                  "supervisor and N worker processes sharing the port with SO_REUSEPORT). The kernel spreads "
-                  "connections, not calls, over the workers, so against N workers h2load opens several connections "
-                  "(`-c C -m M` with C x M the same total in flight; `--rps` per connection) and each Python "
-                  "generator process several channels (`--channels`), calls spread over them in turn; \"connections\" "
-                  "is the total. Server CPU and main-thread figures sum the supervisor and its workers (main-thread "
-                  "busy can pass 100%: one main thread per worker). Swaps count distinct versions (each worker logs "
-                  "its own swap).", ""]
+                  "supervisor and N worker processes sharing the port with SO_REUSEPORT; the floor likewise, "
+                  f"`{floor_commands.get(str(multi[0]), 'python -m bench.floor_server --workers N')}`). The kernel "
+                  "spreads connections, not calls, over the workers, so against N workers h2load opens several "
+                  "connections (`-c C -m M` with C x M the same total in flight; `--rps` per connection) and each "
+                  "Python generator process several channels (`--channels`), calls spread over them in turn; "
+                  "\"connections\" is the total. Server CPU and main-thread figures sum the supervisor and its workers "
+                  "(main-thread busy can pass 100%: one main thread per worker). Swaps count distinct versions (each "
+                  "worker logs its own swap).", ""]
     verification = part.get("verification", {})
     if verification:
         lines.append("Request check (once, before the runs): " + "; ".join(
             f"{rpc}: real client OK ({v['client_response_bytes']} bytes)"
             + (f", nghttp HTTP {v.get('http_status')} grpc-status {v.get('grpc_status')}" if "grpc_status" in v else "")
             for rpc, v in verification.items())
-            + ". h2load counts HTTP 200 as success, so each h2load run also checks that the DATA bytes received "
-              "equal the responses done times the verified response size; a gRPC error carries no message and "
-              "is counted as an error.")
+            + " (the floor's: an empty message, checked the same way). h2load counts HTTP 200 as success, so each "
+              "h2load run also checks that the DATA bytes received equal the responses done times the verified "
+              "response size; a gRPC error carries no message and is counted as an error.")
         lines.append("")
     closed = part.get("closed_loop", [])
     if closed:
         lines += ["Closed loop (throughput at a fixed number of requests in flight):", ""]
-        lines += _table(["RPC", "generator", "server", "connections", "in flight", "requests/s", "p50 ms", "p99 ms", "server CPU ms/request",
-                         "server main thread(s) ms/request", "main thread(s) busy, % of a core", "server cores busy",
-                         "client CPU ms/request", "errors", "runs"],
+        lines += _table(["RPC", "generator", "server", "connections", "in flight", "requests/s", "floor requests/s",
+                         "/ floor", "p50 ms", "p99 ms", "floor p99 ms", "server CPU ms/request",
+                         "floor server CPU ms/request", "server main thread(s) ms/request",
+                         "main thread(s) busy, % of a core", "server cores busy", "client CPU ms/request", "errors",
+                         "runs"],
                         [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), r["inflight"],
-                          num(r["requests_per_s"], 0), num(r["p50_ms"]),
-                          num(r["p99_ms"]), num(r["server_cpu_ms_per_request"], 3),
+                          num(r["requests_per_s"], 0), num(r.get("floor_requests_per_s"), 0),
+                          num(r.get("ratio_to_floor")), num(r["p50_ms"]), num(r["p99_ms"]),
+                          num(r.get("floor_p99_ms")), num(r["server_cpu_ms_per_request"], 3),
+                          num(r.get("floor_server_cpu_ms_per_request"), 3),
                           num(r.get("server_main_thread_ms_per_request"), 3),
                           _percent(r.get("server_main_thread_busy")), num(r.get("server_cores_busy")),
                           num(r.get("client_cpu_ms_per_request"), 3),
@@ -449,12 +603,13 @@ def _serving(part: dict, cmd: str) -> list[str]:
     if open_loop:
         lines += ["Open loop (paced; latency from the moment each request was due, for the Python generator; "
                   "from the moment h2load sent it, for h2load):", ""]
-        lines += _table(["RPC", "generator", "server", "connections", "rate/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                         "server CPU ms/request", "client CPU ms/request", "errors", "runs"],
+        lines += _table(["RPC", "generator", "server", "connections", "rate/s", "achieved/s", "p50 ms", "p90 ms",
+                         "p99 ms", "floor p99 ms", "max ms", "server CPU ms/request", "client CPU ms/request",
+                         "errors", "runs"],
                         [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), f"{r['rate']:,}",
                           num(r["requests_per_s"], 0)
                           + (" (behind)" if _behind(r) else ""), num(r["p50_ms"]), num(r["p90_ms"]), num(r["p99_ms"]),
-                          num(r["max_ms"]), num(r["server_cpu_ms_per_request"], 3),
+                          num(r.get("floor_p99_ms")), num(r["max_ms"]), num(r["server_cpu_ms_per_request"], 3),
                           num(r.get("client_cpu_ms_per_request"), 3), r["errors_total"], r["runs"]]
                          for r in open_loop])
         lines.append("")
@@ -466,8 +621,8 @@ def _serving(part: dict, cmd: str) -> list[str]:
                       "`musicrec.rpc.channel_config`; these generators do not retry).", ""]
         if any(_behind(r) for r in open_loop):
             lines += ["\"(behind)\": the achieved rate is under 95% of the pace asked for: the server and the load "
-                      "generator together need more than the 2 cores, requests queue, and the latency is queueing "
-                      "time (client CPU per request shows the generator's share).", ""]
+                      f"generator together need more than the {_cores_text(cores)}, requests queue, and the latency "
+                      "is queueing time (client CPU per request shows the generator's share).", ""]
     swaps = part.get("swaps", [])
     if swaps:
         lines += ["While a new version appears every "
@@ -475,33 +630,115 @@ def _serving(part: dict, cmd: str) -> list[str]:
                   "moved into place with one rename as `publish_version` does; the service validates, loads and "
                   "swaps each one):", ""]
         lines += _table(["RPC", "generator", "server", "rate/s", "swaps", "p50 ms", "p99 ms", "steady p99 ms",
-                         "p99 / steady", "max ms", "errors", "runs"],
-                        [[r["rpc"], r["generator"], _server_mode(r), f"{r['rate']:,}", r["swaps"], num(r["p50_ms"]), num(r["p99_ms"]),
-                          num(r["steady_p99_ms"]), num(r.get("p99_ratio_to_steady")), num(r["max_ms"]),
-                          r["errors_total"], r["runs"]] for r in swaps])
+                         "p99 / steady", "floor p99 ms", "max ms", "errors", "runs"],
+                        [[r["rpc"], r["generator"], _server_mode(r), f"{r['rate']:,}", r["swaps"], num(r["p50_ms"]),
+                          num(r["p99_ms"]), num(r["steady_p99_ms"]), num(r.get("p99_ratio_to_steady")),
+                          num(r.get("floor_p99_ms")), num(r["max_ms"]), r["errors_total"], r["runs"]] for r in swaps])
         lines.append("")
+    lines += _floor_tables(floor)
     breakdown = part.get("cpu_breakdown", [])
     if breakdown:
-        lines += ["Where the server's CPU goes per request (the busiest closed-loop run). The main thread runs "
+        lines += ["Where the server's CPU goes per request (the busiest closed-loop run). The floor's server CPU is "
+                  "the gRPC runtime's with an empty handler, measured the same way. The main thread runs "
                   "the asyncio loop, the servicer and the model under the GIL; the other threads are gRPC's C core "
                   "(HTTP/2, polling). The model's own share is the `ServingModel` call in-process (p50, BLAS on "
                   "one thread); the rest of the main thread's time is the Python side of gRPC (asyncio server, "
                   "protobuf, the interceptor).", ""]
-        lines += _table(["RPC", "server", "run", "requests/s", "server CPU ms/request", "main thread ms/request",
-                         "of which ServingModel ms", "other threads ms/request", "main thread busy",
-                         "ceiling: main threads (1 core each)", "ceiling: 2 cores, nothing else running"],
-                        [[r["rpc"], _server_mode(r), f"{r['generator']} x{r['inflight']}", num(r.get("requests_per_s"), 0),
-                          num(r["server_cpu_ms_per_request"], 3), num(r.get("main_thread_ms_per_request"), 3),
+        lines += _table(["RPC", "server", "run", "requests/s", "floor requests/s", "server CPU ms/request",
+                         "floor server CPU ms/request", "main thread ms/request", "of which ServingModel ms",
+                         "other threads ms/request", "main thread busy", "ceiling: main threads (1 core each)",
+                         f"ceiling: {_cores_text(cores)}, nothing else running"],
+                        [[r["rpc"], _server_mode(r), f"{r['generator']} x{r['inflight']}",
+                          num(r.get("requests_per_s"), 0), num(r.get("floor_requests_per_s"), 0),
+                          num(r["server_cpu_ms_per_request"], 3), num(r.get("floor_server_cpu_ms_per_request"), 3),
+                          num(r.get("main_thread_ms_per_request"), 3),
                           num(r["model_ms"], 3), num(r.get("other_threads_ms_per_request"), 3),
                           _percent(r.get("main_thread_busy")), f"{num(r.get('main_thread_ceiling_per_s'), 0)}/s",
-                          f"{num(r.get('two_core_ceiling_per_s'), 0)}/s"] for r in breakdown])
+                          f"{num(r.get('machine_ceiling_per_s'), 0)}/s"] for r in breakdown])
         lines.append("")
+    lines += _full_scale(part.get("full_scale"), cmd)
     examples = part.get("commands", {})
     if examples:
-        lines += ["Example load commands (as run):", ""] + [f"- {k}: `{v}`" for k, v in examples.items()] + [""]
+        lines += ["Example commands (as run):", ""] + [f"- {k}: `{v}`" for k, v in examples.items()] + [""]
     lines += [f"- {n}" for n in part.get("notes", [])]
     lines.append("")
     return lines
+
+
+def _floor_tables(floor: dict) -> list[str]:
+    """The floor's own rows (the denominators of the ratios above)."""
+    closed, open_loop = floor.get("closed_loop", []), floor.get("open_loop", [])
+    if not (closed or open_loop):
+        return []
+    lines = ["The floor's own runs (empty Recommend and SimilarArtists, same runs as above):", ""]
+    rows = [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), f"x{r['inflight']}",
+             num(r["requests_per_s"], 0), num(r["p50_ms"]), num(r["p99_ms"]), num(r["server_cpu_ms_per_request"], 3),
+             num(r.get("server_main_thread_ms_per_request"), 3), num(r.get("client_cpu_ms_per_request"), 3),
+             r["errors_total"], r["runs"]] for r in closed]
+    rows += [[r["rpc"], r["generator"], _server_mode(r), r.get("connections", 1), f"{r['rate']:,}/s paced",
+              num(r["requests_per_s"], 0) + (" (behind)" if _behind(r) else ""), num(r["p50_ms"]), num(r["p99_ms"]),
+              num(r["server_cpu_ms_per_request"], 3), num(r.get("server_main_thread_ms_per_request"), 3),
+              num(r.get("client_cpu_ms_per_request"), 3), r["errors_total"], r["runs"]] for r in open_loop]
+    lines += _table(["RPC", "generator", "server", "connections", "load", "requests/s", "p50 ms", "p99 ms",
+                     "server CPU ms/request", "server main thread(s) ms/request", "client CPU ms/request", "errors",
+                     "runs"], rows)
+    return lines + [""]
+
+
+def _full_scale(full: dict | None, cmd: str) -> list[str]:
+    """The full-scale serving rows: throughput with recall, and the workers' memory."""
+    if full is None:
+        return []
+    lines = ["### Serving at full scale", ""]
+    if not full.get("ran"):
+        what = "The full-scale rows" if full.get("failed") else "Not measured in this run"
+        return lines + [f"{what}: {full.get('note', '')}.", ""]
+    scale = "the scale part's full-scale version" if full.get("full_scale") else \
+        "**quick mode: the scale part's largest version, not full scale**"
+    lines += [f"Reproduce: `{cmd} --parts scale,serving`. The index service serves {scale} "
+              f"({full['users']:,} users, {full['artists']:,} artists; `{full['server_commands'].get('1', '')}`); "
+              f"Recommend at {full.get('inflight')} in flight, the same request as the Last.fm rows' (the user with "
+              "the median number of seen artists); recall@10 against exact search as the version's manifest records "
+              "it for what answers that request (the precomputed lists when the version has them, else the "
+              f"{full.get('search_method')} search: recall {num(full.get('search_recall_at_10'), 3)} on "
+              f"{full.get('recall_sample_size', 0):,} sampled users).", ""]
+    rows = [r for r in (full.get("throughput"), full.get("throughput_workers")) if r]
+    if rows:
+        lines += _table(["generator", "server", "connections", "in flight", "requests/s", "floor requests/s",
+                         "/ floor", "p50 ms", "p99 ms", "server CPU ms/request", "Recommend search", "recall@10",
+                         "errors", "runs"],
+                        [[r["generator"], _server_mode(r), r.get("connections", 1), r["inflight"],
+                          num(r["requests_per_s"], 0), num(r.get("floor_requests_per_s"), 0),
+                          num(r.get("ratio_to_floor")), num(r["p50_ms"]), num(r["p99_ms"]),
+                          num(r["server_cpu_ms_per_request"], 3), full.get("recommend_method"),
+                          num(full.get("recall_at_10"), 3), r["errors_total"], r["runs"]] for r in rows])
+        lines += ["", "The floor beside each row is the floor's run of the same kind above (the floor serves no "
+                  "model: its figures do not depend on the version's size).", ""]
+    memory = full.get("memory_workers") or {}
+    workers = memory.get("workers") or []
+    if workers:
+        one = full.get("memory_one_process") or {}
+        table = [["one process (no --workers)", mib(one.get("uss")), mib(one.get("pss")), mib(one.get("rss"))]]
+        table += [[f"worker {w['worker']} of {len(workers)}", mib(w["uss"]), mib(w["pss"]), mib(w["rss"])]
+                  for w in workers]
+        sup = memory.get("supervisor")
+        if sup:
+            table.append(["supervisor", mib(sup["uss"]), mib(sup["pss"]), mib(sup["rss"])])
+        lines += [f"Memory with `{full['server_commands'].get(str(len(workers)), '--workers N')}`, read after the "
+                  "version loaded and warmed up and a closed-loop run reached every worker (psutil "
+                  "`memory_full_info()`: USS = pages only this process maps, what it frees on exit; PSS = shared "
+                  "pages divided among their users; RSS counts shared pages in full). Each worker beyond the first "
+                  "adds its USS; PSS over all processes is the real total.", ""]
+        lines += _table(["process", "USS", "PSS", "RSS"], table)
+        lines += ["", f"Total PSS of the {len(workers)} workers and the supervisor: {mib(memory.get('total_pss'))} "
+                  f"(one process alone: {mib(one.get('pss'))}).", ""]
+    lines += [f"- {n}" for n in full.get("notes", [])]
+    return lines + [""]
+
+
+def _met_text(met) -> str:
+    """A target's "met" cell: yes, **no**, or "not measured" (None: the rows did not run)."""
+    return "not measured" if met is None else "yes" if met else "**no**"
 
 
 def markdown(results: dict, plot_note: str | None) -> str:
@@ -521,7 +758,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
     if goals:
         lines += ["## Targets", ""]
         lines += _table(["part", "target", "measured", "met", "what limits it"],
-                        [[t["part"], t["target"], t["measured"], "yes" if t["met"] else "**no**", t["limit"]]
+                        [[t["part"], t["target"], t["measured"], _met_text(t["met"]), t["limit"]]
                          for t in goals])
         lines.append("")
     lines += _machine(results) + [""]
@@ -535,7 +772,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
     if parts.get("ann"):
         lines += _ann(parts["ann"], cmd, plot_note)
     if parts.get("serving"):
-        lines += _serving(parts["serving"], cmd)
+        lines += _serving(parts["serving"], cmd, _cores(results))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -559,7 +796,8 @@ def summary(results: dict) -> str:
     """A few lines for the terminal: each target, met or not."""
     lines = ["", "Benchmark summary" + (" (quick mode)" if results.get("quick") else ""), ""]
     for t in targets(results):
-        lines.append(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['measured']}")
+        mark = "SKIPPED" if t["met"] is None else "met" if t["met"] else "MISSED"
+        lines.append(f"  [{mark}] {t['target']}: {t['measured']}")
     for name, err in results.get("errors", {}).items():
         lines.append(f"  [FAILED] part {name}: {err.splitlines()[-1] if err else ''}")
     return "\n".join(lines)

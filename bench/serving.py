@@ -1,18 +1,32 @@
-"""Serving over gRPC: the index service as a real process, loaded from a separate process.
+"""Serving over gRPC: the index service as a real process, loaded from a separate process, beside
+the floor: the same gRPC server doing nothing.
 
 For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection
-against one process; the Python ``grpc.aio`` generator ``bench.grpc_load``, in
-``python_load_processes`` processes):
+against one process, the same serialized request every time; the Python ``grpc.aio`` generator
+``bench.grpc_load``, in ``python_load_processes`` processes, a different user or artist on every
+request, over all of the served version's users or artists in a shuffled order):
 
 - closed loop at each of ``closed_loop_inflight`` requests in flight: throughput;
 - open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency;
 - open loop at the first rate while a new model version appears every ``swap_interval_s``
   seconds: latency and errors (which must be 0).
 
+The floor (``bench.floor_server``: an IndexService whose Recommend and SimilarArtists return an
+empty response, on the same proto, server settings, event loop and process model) runs beside the
+index service in each server mode and takes the same closed and open loop runs with the same
+requests, each repetition right before the index's (interleaved: a busy spell of the shared
+machine hits both); every index row carries the floor's figure beside it
+(``floor_requests_per_s`` and ``ratio_to_floor``; ``floor_p99_ms``).
+
 Every scenario runs against one index process and again against ``--workers N`` processes
 (SO_REUSEPORT) for each N in ``serving_workers`` beyond 1 (RPCs ``multi_worker_rpcs``). The
 kernel spreads connections, not calls, over the workers, so against several workers both
 generators open several connections (``connections_for``) with the same total in flight.
+
+When the scale part left a version of ``FULL_SCALE_ARTISTS`` artists (quick mode: its largest,
+small one), ``full_scale`` serves it too: Recommend throughput at 16 in flight (h2load; the
+Python generator where h2load is missing), the recall@10 its manifest records, and the unique
+memory (USS) of each ``--workers`` process.
 
 The server's CPU time per request comes from ``/proc/PID/stat`` of the server and all its
 descendants (the supervisor and its workers) before and after each run. All on
@@ -33,17 +47,19 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from bench import h2load
-from bench.grpc_load import METHODS, serialized_requests
+from bench.grpc_load import DEFAULT_K, METHODS, serialized_requests
 from bench.in_process import in_process_latency
-from bench.measures import (latency_summary_ms, median, tree_cpu_seconds, tree_main_threads_cpu_seconds,
-                            tree_rss_bytes)
+from bench.measures import (latency_summary_ms, median, process_memory_bytes, process_tree, tree_cpu_seconds,
+                            tree_main_threads_cpu_seconds, tree_rss_bytes)
 from bench.models import lastfm_version
 from bench.settings import REPO_ROOT, BenchSettings, child_env
 from model_store import list_versions, read_manifest
@@ -60,19 +76,21 @@ RPCS = ("recommend", "similar")
 _RUN_SLACK_S = 60.0
 # Time for the Python generator processes to start, connect and warm up before a run begins.
 _PYTHON_START_S = 2.5
+# The synthetic full scale (Last.fm 360K): the scale part's largest size.
+FULL_SCALE_ARTISTS = 160_000
+FULL_SCALE_INFLIGHT = 16
 
 
-class IndexServer:
-    """``python -m index_service`` on 127.0.0.1, port 0, its log in a file."""
+class ServerProcess:
+    """A gRPC server as a child process on 127.0.0.1, port 0, its log in a file; started once
+    its log says ``listening on HOST:PORT`` (and ``_ready`` agrees)."""
 
-    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0, workers: int = 1):
-        self.models_dir = models_dir
+    what = "server"
+
+    def __init__(self, argv: list[str], log_path: Path, workers: int = 1):
+        self.argv = argv
         self.log_path = log_path
         self.workers = workers
-        self.argv = [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
-                     "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO"]
-        if workers > 1:
-            self.argv += ["--workers", str(workers)]
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -85,19 +103,21 @@ class IndexServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def command(self) -> str:
+        return " ".join(["python"] + self.argv[1:])
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
-    def versions_served(self) -> list[int]:
-        """Version numbers the server has swapped in, in order (from its log). With N workers each
-        one logs its own swaps: a version appears up to N times (count distinct versions)."""
-        return [int(v) for v in _SERVING.findall(self.log_text())]
+    def _ready(self, text: str) -> bool:
+        return True
 
-    def start(self) -> "IndexServer":
-        """Start and wait until it listens and serves a version (raises with the log's tail)."""
+    def start(self) -> "ServerProcess":
+        """Start and wait until it listens and is ready (raises with the log's tail)."""
         with open(self.log_path, "wb") as fh:
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                             env=child_env(), cwd=REPO_ROOT)
@@ -105,14 +125,14 @@ class IndexServer:
         while time.monotonic() < deadline:
             text = self.log_text()
             match = _LISTENING.search(text)
-            if match and len(_SERVING.findall(text)) >= self.workers:
+            if match and self._ready(text):
                 self.port = int(match.group(1))
                 return self
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the index service did not start serving:\n{self.log_text()[-3000:]}")
+        raise RuntimeError(f"the {self.what} did not start serving:\n{self.log_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -123,6 +143,58 @@ class IndexServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def worker_pids(self) -> dict[int, int]:
+        """{worker number: pid}: with ``--workers N`` the supervisor's children that carry
+        ``--worker-number``; one process: {1: its pid}."""
+        if self.workers <= 1:
+            return {1: self.pid}
+        found = {}
+        for pid in process_tree(self.pid)[1:]:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    argv = fh.read().decode("utf-8", errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--worker-number" in argv[:-1]:
+                found[int(argv[argv.index("--worker-number") + 1])] = pid
+        return dict(sorted(found.items()))
+
+
+class IndexServer(ServerProcess):
+    """``python -m index_service`` on 127.0.0.1, port 0, its log in a file; ready once every
+    process serves a version."""
+
+    what = "index service"
+
+    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0, workers: int = 1):
+        argv = [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
+                "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        super().__init__(argv, log_path, workers)
+        self.models_dir = models_dir
+
+    def versions_served(self) -> list[int]:
+        """Version numbers the server has swapped in, in order (from its log). With N workers each
+        one logs its own swaps: a version appears up to N times (count distinct versions)."""
+        return [int(v) for v in _SERVING.findall(self.log_text())]
+
+    def _ready(self, text: str) -> bool:
+        return len(_SERVING.findall(text)) >= self.workers
+
+
+class FloorServer(ServerProcess):
+    """``python -m bench.floor_server`` (empty Recommend and SimilarArtists) on 127.0.0.1, port 0,
+    with ``--workers N`` like the index service; ready as soon as it listens."""
+
+    what = "floor server"
+
+    def __init__(self, log_path: Path, workers: int = 1):
+        argv = [sys.executable, "-m", "bench.floor_server", "--port", "0", "--log-level", "INFO"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        super().__init__(argv, log_path, workers)
 
 
 class VersionSwapper:
@@ -174,26 +246,52 @@ class VersionSwapper:
             self._thread.join(30)
 
 
-def _pick_ids(version_dir: Path, count: int) -> tuple[list[str], list[str], str, str]:
-    """(users, artists) sampled for the Python generator, and one typical user and artist for
-    h2load (whose body is fixed): the user with the median number of seen artists."""
+def _pick_ids(version_dir: Path) -> tuple[list[str], list[str], str, str]:
+    """Every user and every artist of the version, each list in a shuffled order (seed 0), for the
+    Python generator; and one typical user and artist for h2load (whose body is fixed): the user
+    with the median number of seen artists, the artist with the median number of listeners."""
     rng = np.random.default_rng(0)
     user_ids = np.load(version_dir / "user_ids.npy", allow_pickle=False)
     artist_ids = np.load(version_dir / "artist_ids.npy", allow_pickle=False)
     indptr = np.load(version_dir / "seen_indptr.npy", allow_pickle=False)
-    users = rng.choice(user_ids.size, size=min(count, user_ids.size), replace=False)
-    artists = rng.choice(artist_ids.size, size=min(count, artist_ids.size), replace=False)
     seen = np.diff(indptr)
     typical_user = int(np.argsort(seen, kind="stable")[seen.size // 2])
     listeners = np.load(version_dir / "artist_listeners.npy", allow_pickle=False)
     typical_artist = int(np.argsort(listeners, kind="stable")[listeners.size // 2])
-    return (user_ids[users].tolist(), artist_ids[artists].tolist(), str(user_ids[typical_user]),
-            str(artist_ids[typical_artist]))
+    return (user_ids[rng.permutation(user_ids.size)].tolist(), artist_ids[rng.permutation(artist_ids.size)].tolist(),
+            str(user_ids[typical_user]), str(artist_ids[typical_artist]))
 
 
-def _verify_with_client(target: str, rpc: str, message: bytes) -> int:
-    """Send ``message`` once with a real gRPC client; return the serialized response's size
-    (raises if the call fails or the response is empty)."""
+@dataclass(frozen=True)
+class RequestMaterial:
+    """What the generators send to a server of one version (the floor gets the same bytes):
+    per RPC, a JSON file of every id in a shuffled order (the Python generator sends the next one
+    on every request), its length, one serialized request and the h2load body framing it."""
+
+    ids_files: dict[str, Path]
+    ids_counts: dict[str, int]
+    single: dict[str, bytes]
+    bodies: dict[str, Path]
+
+    @classmethod
+    def for_version(cls, version_dir: Path, directory: Path) -> "RequestMaterial":
+        directory.mkdir(parents=True, exist_ok=True)
+        users, artists, user, artist = _pick_ids(version_dir)
+        ids_files, counts = {}, {}
+        for rpc, ids in (("recommend", users), ("similar", artists)):
+            path = directory / f"{rpc}-ids.json"
+            path.write_text(json.dumps(ids), encoding="utf-8")
+            ids_files[rpc] = path
+            counts[rpc] = len(ids)
+        single = {"recommend": serialized_requests("recommend", [user])[0],
+                  "similar": serialized_requests("similar", [artist])[0]}
+        bodies = {rpc: h2load.write_body(directory / f"{rpc}.body", msg) for rpc, msg in single.items()}
+        return cls(ids_files=ids_files, ids_counts=counts, single=single, bodies=bodies)
+
+
+def _verify_with_client(target: str, rpc: str, message: bytes, floor: bool = False) -> int:
+    """Send ``message`` once with a real gRPC client; return the serialized response's size.
+    Raises if the call fails, or if the response has no artists (the floor's: if it has any)."""
     import grpc
 
     from musicrec.v1 import index_pb2
@@ -202,36 +300,35 @@ def _verify_with_client(target: str, rpc: str, message: bytes) -> int:
         call = channel.unary_unary(METHODS[rpc])
         raw = call(message, timeout=30)
     parsed = (index_pb2.RecommendResponse if rpc == "recommend" else index_pb2.SimilarArtistsResponse).FromString(raw)
-    if not parsed.artists:
+    if floor and parsed.artists:
+        raise RuntimeError(f"the floor server answered {rpc} with artists: it is not the empty handler")
+    if not floor and not parsed.artists:
         raise RuntimeError(f"{rpc} answered no artists: the benchmark request is wrong")
     return len(raw)
 
 
 class _ServingRuns:
-    """The serving runs against one server: request material, verification, one run of each kind."""
+    """The serving runs against one server: verification and one run of each kind, with the
+    request material of the version served (the floor: of the version the index serves)."""
 
-    def __init__(self, settings: BenchSettings, workdir: Path, server: IndexServer, version_dir: Path):
+    def __init__(self, settings: BenchSettings, workdir: Path, server: ServerProcess, material: RequestMaterial):
         self.settings = settings
         self.workdir = workdir
         self.server = server
-        users, artists, user, artist = _pick_ids(version_dir, settings.serving_users)
-        self.ids_files = {}
-        for rpc, ids in (("recommend", users), ("similar", artists)):
-            path = workdir / f"{rpc}-ids.json"
-            path.write_text(json.dumps(ids), encoding="utf-8")
-            self.ids_files[rpc] = path
-        self.single = {"recommend": serialized_requests("recommend", [user])[0],
-                       "similar": serialized_requests("similar", [artist])[0]}
-        self.bodies = {rpc: h2load.write_body(workdir / f"{rpc}.body", msg) for rpc, msg in self.single.items()}
+        self.floor = isinstance(server, FloorServer)
+        self.ids_files = material.ids_files
+        self.ids_counts = material.ids_counts
+        self.single = material.single
+        self.bodies = material.bodies
         self.response_bytes: dict[str, int] = {}
         self.python_command = ""
         self.workers = server.workers
 
-    def verify(self, use_h2load: bool) -> dict:
+    def verify(self, use_h2load: bool, rpcs: tuple[str, ...] = RPCS) -> dict:
         """Each request once with a real client (and with nghttp: HTTP 200, grpc-status 0)."""
         checks = {}
-        for rpc in RPCS:
-            size = _verify_with_client(self.server.target, rpc, self.single[rpc])
+        for rpc in rpcs:
+            size = _verify_with_client(self.server.target, rpc, self.single[rpc], floor=self.floor)
             check = {"client_response_bytes": size}
             if use_h2load:
                 seen = h2load.verify_with_nghttp(self.server.port, METHODS[rpc], self.bodies[rpc])
@@ -300,8 +397,10 @@ class _ServingRuns:
             out = self.workdir / f"grpc-load-{n}.json"
             err = self.workdir / f"grpc-load-{n}.err"
             out.unlink(missing_ok=True)
+            # Each process starts its pass over the ids at its own share of the list.
+            first = n * self.ids_counts[rpc] // processes
             argv = [sys.executable, "-m", "bench.grpc_load", "--target", self.server.target, "--rpc", rpc,
-                    "--ids-file", str(self.ids_files[rpc]), "--duration", f"{seconds:g}",
+                    "--ids-file", str(self.ids_files[rpc]), "--first-index", str(first), "--duration", f"{seconds:g}",
                     "--warm-up", f"{s.warm_up_seconds:g}", "--start-at", f"{start_at:.3f}", "--out", str(out)]
             if rate is None:
                 share = inflight // processes + (1 if n < inflight % processes else 0)
@@ -347,7 +446,8 @@ class _ServingRuns:
         sent = sum(r["sent"] for r in results)
         server = self._server_figures(before, sent)
         return {
-            "processes": processes, "connections": sum(channel_counts), "ok": ok, "errors": errors, "error_details": details,
+            "processes": processes, "connections": sum(channel_counts), "ids": self.ids_counts[rpc],
+            "ok": ok, "errors": errors, "error_details": details,
             "error_count": sum(errors.values()),
             "shed": sum(r["shed"] for r in results), "seconds": window,
             "requests_per_s": ok / window if window > 0 else 0.0,
@@ -394,10 +494,43 @@ _THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", *_SERVER_KEYS)
 _LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", *_SERVER_KEYS)
 
 
-def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
-    """Where a request's server CPU goes: the model's search (in-process p50) and the rest (gRPC
-    core, the asyncio server, protobuf, the interceptor), from the busiest closed-loop runs (one
-    row per RPC and number of worker processes)."""
+def _floor_row(floor_rows: list[dict], row: dict, key: str) -> dict | None:
+    """The floor's row measured like ``row`` (same RPC, generator, server mode and ``key``:
+    ``inflight`` or ``rate``), or None."""
+    return next((f for f in floor_rows if f["rpc"] == row["rpc"] and f["generator"] == row["generator"]
+                 and f.get("workers", 1) == row.get("workers", 1) and f.get(key) == row.get(key)), None)
+
+
+def _ratio(a, b) -> float:
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b and np.isfinite(a) \
+        and np.isfinite(b) else float("nan")
+
+
+def attach_floor(closed: list[dict], open_loop: list[dict], swaps: list[dict], floor_closed: list[dict],
+                 floor_open: list[dict]) -> None:
+    """Put the floor's figures beside each index row: closed loop ``floor_requests_per_s``,
+    ``ratio_to_floor`` (index requests/s over the floor's) and the floor's p99 and server CPU; open
+    loop and swaps ``floor_p99_ms`` (and ``p99_ratio_to_floor``), from the floor's paced run at
+    the same rate. NaN where the floor has no such row."""
+    nan = float("nan")
+    for row in closed:
+        floor = _floor_row(floor_closed, row, "inflight") or {}
+        row["floor_requests_per_s"] = floor.get("requests_per_s", nan)
+        row["ratio_to_floor"] = _ratio(row["requests_per_s"], row["floor_requests_per_s"])
+        row["floor_p99_ms"] = floor.get("p99_ms", nan)
+        row["floor_server_cpu_ms_per_request"] = floor.get("server_cpu_ms_per_request", nan)
+    for row in (*open_loop, *swaps):
+        floor = _floor_row(floor_open, row, "rate") or {}
+        row["floor_p50_ms"] = floor.get("p50_ms", nan)
+        row["floor_p99_ms"] = floor.get("p99_ms", nan)
+        row["p99_ratio_to_floor"] = _ratio(row["p99_ms"], row["floor_p99_ms"])
+
+
+def _cpu_breakdown(closed: list[dict], in_process: dict, cores: int) -> list[dict]:
+    """Where a request's server CPU goes: the floor's (the gRPC runtime with an empty handler),
+    the model's search (in-process p50) and the rest (gRPC core, the asyncio server, protobuf,
+    the interceptor), from the busiest closed-loop runs (one row per RPC and number of worker
+    processes). ``cores``: the machine's, for the ceiling no run on it can pass."""
     rows = []
     for workers in sorted({r.get("workers", 1) for r in closed}):
         for rpc in RPCS:
@@ -410,14 +543,18 @@ def _cpu_breakdown(closed: list[dict], in_process: dict) -> list[dict]:
             model = in_process.get(rpc, {}).get("p50_ms")
             rows.append({"rpc": rpc, "workers": workers, "generator": busiest["generator"],
                          "inflight": busiest["inflight"], "requests_per_s": busiest["requests_per_s"],
+                         "floor_requests_per_s": busiest.get("floor_requests_per_s", float("nan")),
                          "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
+                         "floor_server_cpu_ms_per_request": busiest.get("floor_server_cpu_ms_per_request",
+                                                                        float("nan")),
                          "other_threads_ms_per_request": cpu - main, "model_ms": model,
                          "main_thread_busy": busiest["server_main_thread_busy"],
                          "cores_busy": busiest["server_cores_busy"],
                          # Each process's main thread runs its handlers under the GIL: one core's
                          # worth per worker process at most.
                          "main_thread_ceiling_per_s": workers * 1000.0 / main if main else float("nan"),
-                         "two_core_ceiling_per_s": 2000.0 / cpu if cpu else float("nan")})
+                         "cores": cores,
+                         "machine_ceiling_per_s": cores * 1000.0 / cpu if cpu else float("nan")})
     return rows
 
 
@@ -434,9 +571,10 @@ def _example_commands(closed: list[dict], open_loop: list[dict]) -> dict[str, st
     return examples
 
 
-def run(settings: BenchSettings, workdir: Path) -> dict:
+def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = None) -> dict:
     """The serving part; returns its section of benchmarks.json. Every row carries ``workers``:
-    the number of index-service processes it ran against."""
+    the number of server processes it ran against. ``scale_version``: the scale part's largest
+    version, for the full-scale rows (None: they are skipped with a note)."""
     workdir.mkdir(parents=True, exist_ok=True)
     version_dir = lastfm_version(workdir, settings)
     models_dir = workdir / "serving-models"
@@ -446,93 +584,247 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
     swapper.publish_one()
     manifest = read_manifest(version_dir)
     use_h2load, h2load_note = h2load.ensure_installed(allow_install=not settings.quick)
+    use_h2load = use_h2load and h2load.available()
+    material = RequestMaterial.for_version(version_dir, workdir / "requests")
     result: dict = {
         "model": {"data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
                   "factors": manifest.num_factors, "recommend_method": manifest.recommend_search.method,
                   "similar_method": manifest.similar_search.method},
-        "generators": {"h2load": h2load.available() and use_h2load, "python_processes": settings.python_load_processes},
+        "generators": {"h2load": use_h2load, "python_processes": settings.python_load_processes},
+        "python_ids": dict(material.ids_counts),
         "notes": [h2load_note] if h2load_note else [],
         "workers": list(settings.serving_workers),
         "server_commands": {}, "verification_by_workers": {}, "server_rss_bytes_by_workers": {},
         "server_log_tails": {},
+        "floor": {"closed_loop": [], "open_loop": [], "server_commands": {}, "verification_by_workers": {},
+                  "server_log_tails": {}},
     }
     # The model's own share of a request, measured in this process before the load starts.
-    result["in_process"] = in_process_latency(version_dir, settings.serving_users, settings.runs)
+    result["in_process"] = in_process_latency(version_dir, settings.in_process_queries, settings.runs)
     closed: list[dict] = []
     open_loop: list[dict] = []
     swaps: list[dict] = []
+    floor = result["floor"]
     for workers in settings.serving_workers:
         rpcs = RPCS if workers == 1 else tuple(r for r in RPCS if r in settings.multi_worker_rpcs)
-        server = IndexServer(models_dir, workdir / f"index-service-w{workers}.log", workers=workers).start()
-        result["server_commands"][str(workers)] = " ".join(["python"] + server.argv[1:])
+        # Both servers up at once; each run of the floor right before the index's run of the same
+        # kind, so that whatever else the shared machine does lands on both alike.
+        floor_server = FloorServer(workdir / f"floor-server-w{workers}.log", workers=workers).start()
+        floor["server_commands"][str(workers)] = floor_server.command
         try:
-            bench = _ServingRuns(settings, workdir, server, version_dir)
-            result["verification_by_workers"][str(workers)] = bench.verify(use_h2load)
-            _measure(settings, bench, swapper, workers, rpcs, use_h2load, closed, open_loop, swaps)
-            result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
+            server = IndexServer(models_dir, workdir / f"index-service-w{workers}.log", workers=workers).start()
+            result["server_commands"][str(workers)] = server.command
+            try:
+                floor_runs = _ServingRuns(settings, workdir, floor_server, material)
+                index_runs = _ServingRuns(settings, workdir, server, material)
+                floor["verification_by_workers"][str(workers)] = floor_runs.verify(use_h2load, rpcs)
+                result["verification_by_workers"][str(workers)] = index_runs.verify(use_h2load)
+                _measure_load(settings, [(floor_runs, floor["closed_loop"], floor["open_loop"]),
+                                         (index_runs, closed, open_loop)], workers, rpcs, use_h2load)
+                floor_server.stop()
+                _measure_swaps(settings, index_runs, swapper, workers, rpcs, use_h2load, open_loop, swaps)
+                result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
+            finally:
+                server.stop()
+                result["server_log_tails"][str(workers)] = server.log_text()[-1500:]
         finally:
-            server.stop()
-            result["server_log_tails"][str(workers)] = server.log_text()[-1500:]
+            floor_server.stop()
+            floor["server_log_tails"][str(workers)] = floor_server.log_text()[-1000:]
+    attach_floor(closed, open_loop, swaps, floor["closed_loop"], floor["open_loop"])
     first = str(settings.serving_workers[0])
     result.update({
         "server_command": result["server_commands"][first], "verification": result["verification_by_workers"][first],
         "closed_loop": closed, "open_loop": open_loop, "swaps": swaps,
-        "cpu_breakdown": _cpu_breakdown(closed, result["in_process"]),
+        "cpu_breakdown": _cpu_breakdown(closed, result["in_process"], os.cpu_count() or 1),
         "swap_interval_s": settings.swap_interval_s,
-        "commands": _example_commands(closed, open_loop),
+        "commands": {"floor server": floor["server_commands"][first], **_example_commands(closed, open_loop)},
         "server_rss_bytes": result["server_rss_bytes_by_workers"][first],
         "server_log_tail": result["server_log_tails"][first],
     })
+    try:
+        result["full_scale"] = full_scale(settings, workdir, scale_version, floor["closed_loop"], use_h2load)
+    except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
+        log.exception("serving at full scale failed")
+        result["full_scale"] = {"ran": False, "failed": True, "note": f"failed: {type(exc).__name__}: {exc}"[:600],
+                                "traceback": traceback.format_exc()}
     return result
 
 
-def _measure(settings: BenchSettings, bench: _ServingRuns, swapper: VersionSwapper, workers: int,
-             rpcs: tuple[str, ...], use_h2load: bool, closed: list[dict], open_loop: list[dict],
-             swaps: list[dict]) -> None:
-    """Every scenario against one server (``workers`` processes), rows appended to the lists."""
+def _once(runs: _ServingRuns, generator: str, rpc: str, **kwargs) -> dict:
+    return (runs.h2load_run if generator == "h2load" else runs.python_run)(rpc, **kwargs)
+
+
+def _measure_load(settings: BenchSettings, servers: list[tuple[_ServingRuns, list[dict], list[dict]]], workers: int,
+                  rpcs: tuple[str, ...], use_h2load: bool) -> None:
+    """Closed and open loop runs of every generator against each of ``servers`` (runs, closed
+    rows, open rows; each ``workers`` processes): for every scenario and repetition, one run
+    against each server in turn, so they share the machine's conditions; rows appended to each
+    server's lists."""
     generators = (["h2load"] if use_h2load else []) + ["python"]
-    server = bench.server
+    scenarios = [("inflight", rpc, generator, inflight) for rpc in rpcs for generator in generators
+                 for inflight in settings.closed_loop_inflight]
+    scenarios += [("rate", rpc, generator, rate) for rpc in rpcs for generator in generators
+                  for rate in settings.open_loop_rates]
+    for key, rpc, generator, value in scenarios:
+        done: list[list[dict]] = [[] for _ in servers]
+        for _ in range(settings.runs):
+            for n, (runs, _closed, _open) in enumerate(servers):
+                done[n].append(_once(runs, generator, rpc, **{key: value}))
+        for (runs, closed, open_loop), results in zip(servers, done):
+            server = "floor" if runs.floor else "index"
+            row = {"rpc": rpc, "generator": generator, "server": server, "workers": workers, key: value,
+                   "connections": results[0].get("connections", 1),
+                   **({"ids": results[0]["ids"]} if "ids" in results[0] else {})}
+            if key == "inflight":
+                closed.append({**row, **_median_row(results, _THROUGHPUT_KEYS), "per_run": results})
+                log.info("serving closed %s %s %s x%d, %d worker(s): %.0f req/s", server, rpc, generator, value,
+                         workers, closed[-1]["requests_per_s"])
+            else:
+                open_loop.append({**row, **_median_row(results, _LATENCY_KEYS), "per_run": results})
+                log.info("serving open %s %s %s %d/s, %d worker(s): p99 %.2f ms", server, rpc, generator, value,
+                         workers, open_loop[-1]["p99_ms"])
 
-    def once(generator: str, rpc: str, **kwargs) -> dict:
-        return (bench.h2load_run if generator == "h2load" else bench.python_run)(rpc, **kwargs)
 
-    for rpc in rpcs:
-        for generator in generators:
-            for inflight in settings.closed_loop_inflight:
-                runs = [once(generator, rpc, inflight=inflight) for _ in range(settings.runs)]
-                closed.append({"rpc": rpc, "generator": generator, "workers": workers, "inflight": inflight,
-                               "connections": runs[0].get("connections", 1),
-                               **_median_row(runs, _THROUGHPUT_KEYS), "per_run": runs})
-                log.info("serving closed %s %s x%d, %d worker(s): %.0f req/s", rpc, generator, inflight, workers,
-                         closed[-1]["requests_per_s"])
-
-    for rpc in rpcs:
-        for generator in generators:
-            for rate in settings.open_loop_rates:
-                runs = [once(generator, rpc, rate=rate) for _ in range(settings.runs)]
-                open_loop.append({"rpc": rpc, "generator": generator, "workers": workers, "rate": rate,
-                                  "connections": runs[0].get("connections", 1),
-                                  **_median_row(runs, _LATENCY_KEYS), "per_run": runs})
-                log.info("serving open %s %s %d/s, %d worker(s): p99 %.2f ms", rpc, generator, rate, workers,
-                         open_loop[-1]["p99_ms"])
-
+def _measure_swaps(settings: BenchSettings, runs: _ServingRuns, swapper: VersionSwapper, workers: int,
+                   rpcs: tuple[str, ...], use_h2load: bool, open_loop: list[dict], swaps: list[dict]) -> None:
+    """Paced runs at the first rate while versions swap, against the index service; each row
+    beside the steady run of the same kind (already in ``open_loop``)."""
+    generators = (["h2load"] if use_h2load else []) + ["python"]
+    server = runs.server
+    assert isinstance(server, IndexServer)
     rate = settings.open_loop_rates[0]
     for rpc in rpcs:
         for generator in generators:
-            runs = []
+            done = []
             for _ in range(settings.runs):
                 # Distinct versions: with N workers each logs every swap (N lines per version).
                 before = set(server.versions_served())
                 with swapper:
-                    run_result = once(generator, rpc, rate=rate, seconds=settings.swap_seconds)
+                    run_result = _once(runs, generator, rpc, rate=rate, seconds=settings.swap_seconds)
                 run_result["swaps"] = len(set(server.versions_served()) - before)
-                runs.append(run_result)
+                done.append(run_result)
             steady = next(r for r in open_loop if r["rpc"] == rpc and r["generator"] == generator
                           and r["rate"] == rate and r["workers"] == workers)
-            row = {"rpc": rpc, "generator": generator, "workers": workers, "rate": rate,
-                   **_median_row(runs, _LATENCY_KEYS), "swaps": sum(r["swaps"] for r in runs),
-                   "steady_p99_ms": steady["p99_ms"], "per_run": runs}
+            row = {"rpc": rpc, "generator": generator, "server": "index", "workers": workers, "rate": rate,
+                   **_median_row(done, _LATENCY_KEYS), "swaps": sum(r["swaps"] for r in done),
+                   "steady_p99_ms": steady["p99_ms"], "per_run": done}
             row["p99_ratio_to_steady"] = row["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
             swaps.append(row)
             log.info("serving swaps %s %s, %d worker(s): p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc,
                      generator, workers, row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])
+
+
+# -- full scale ------------------------------------------------------------------------------
+
+def _skipped(note: str) -> dict:
+    log.info("serving full scale: %s", note)
+    return {"ran": False, "note": note}
+
+
+def full_scale(settings: BenchSettings, workdir: Path, version_dir: Path | None, floor_closed: list[dict],
+               use_h2load: bool) -> dict:
+    """The index service serving the scale part's full-scale version: Recommend at
+    ``FULL_SCALE_INFLIGHT`` in flight against one process (h2load; the Python generator when
+    h2load is missing), beside the floor's run of the same kind; the recall@10 against exact
+    that the version's manifest records; and the memory of each process of ``--workers
+    full_scale_workers`` (USS, PSS, RSS) after load, warm-up and a closed-loop run, beside one
+    process's. In quick mode it serves the scale part's largest version, whatever its size;
+    otherwise a version under ``FULL_SCALE_ARTISTS`` artists is skipped, as is no version."""
+    if version_dir is None or not version_dir.is_dir():
+        return _skipped("the scale part did not run in this run (or left no version), so there is no full-scale "
+                        "version to serve: run the whole benchmark, or `--parts scale,serving`")
+    manifest = read_manifest(version_dir)
+    if manifest.num_artists < FULL_SCALE_ARTISTS and not settings.quick:
+        return _skipped(f"the scale part's largest version has {manifest.num_artists:,} artists, not the full "
+                        f"{FULL_SCALE_ARTISTS:,}: full-scale rows skipped")
+    out: dict = {
+        "ran": True, "full_scale": manifest.num_artists >= FULL_SCALE_ARTISTS, "version_dir": str(version_dir),
+        "data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
+        "inflight": FULL_SCALE_INFLIGHT, **served_recall(manifest), "server_commands": {}, "notes": [],
+    }
+    if not out["full_scale"]:
+        out["notes"].append(f"quick mode: the scale part's largest version ({manifest.num_artists:,} artists), "
+                            "not full scale")
+    here = workdir / "serving-full-scale"
+    shutil.rmtree(here, ignore_errors=True)
+    models_dir = here / "models"
+    models_dir.mkdir(parents=True)
+    VersionSwapper(version_dir, models_dir, interval_s=0).publish_one()  # hard links: no copy
+    material = RequestMaterial.for_version(version_dir, here / "requests")
+    generator = "h2load" if use_h2load else "python"
+    if not use_h2load:
+        out["notes"].append("h2load is not installed: throughput from the Python generator (all users, shuffled)")
+    rpcs = ("recommend",)
+
+    server = IndexServer(models_dir, here / "index-service-w1.log").start()
+    out["server_commands"]["1"] = server.command
+    try:
+        runs = _ServingRuns(settings, here, server, material)
+        out["verification"] = runs.verify(use_h2load, rpcs)
+        done = [_once(runs, generator, "recommend", inflight=FULL_SCALE_INFLIGHT) for _ in range(settings.runs)]
+        row = {"rpc": "recommend", "generator": generator, "server": "index", "workers": 1,
+               "inflight": FULL_SCALE_INFLIGHT, "connections": done[0].get("connections", 1),
+               **_median_row(done, _THROUGHPUT_KEYS), "per_run": done}
+        attach_floor([row], [], [], floor_closed, [])
+        out["throughput"] = row
+        out["memory_one_process"] = process_memory_bytes(server.pid)
+        log.info("serving full scale (%d artists), %s x%d, 1 process: %.0f req/s", manifest.num_artists, generator,
+                 FULL_SCALE_INFLIGHT, row["requests_per_s"])
+    finally:
+        server.stop()
+        out["server_log_tail"] = server.log_text()[-1500:]
+
+    workers = settings.full_scale_workers
+    server = IndexServer(models_dir, here / f"index-service-w{workers}.log", workers=workers).start()
+    out["server_commands"][str(workers)] = server.command
+    try:
+        runs = _ServingRuns(settings, here, server, material)
+        runs.verify(use_h2load, rpcs)
+        # One closed-loop run so that every worker has served requests before its memory is read.
+        done = [_once(runs, generator, "recommend", inflight=FULL_SCALE_INFLIGHT)]
+        out["throughput_workers"] = {"rpc": "recommend", "generator": generator, "server": "index",
+                                     "workers": workers, "inflight": FULL_SCALE_INFLIGHT,
+                                     "connections": done[0].get("connections", 1),
+                                     **_median_row(done, _THROUGHPUT_KEYS), "per_run": done}
+        attach_floor([out["throughput_workers"]], [], [], floor_closed, [])
+        out["memory_workers"] = _worker_memory(server)
+    finally:
+        server.stop()
+        out["server_log_tail_workers"] = server.log_text()[-1500:]
+    beyond = [w["uss"] for w in out["memory_workers"]["workers"][1:]]
+    out["memory_workers"]["uss_beyond_first_max"] = max(beyond) if beyond else float("nan")
+    log.info("serving full scale, %d workers: USS per worker %s MiB", workers,
+             ", ".join(f"{w['uss'] / 2**20:.0f}" for w in out["memory_workers"]["workers"]))
+    return out
+
+
+def served_recall(manifest) -> dict:
+    """The recall@10 against exact search that the manifest records for what answers the
+    benchmark's Recommend (k = ``DEFAULT_K``): the precomputed lists' when the version has lists
+    of at least k (format 2), else the search's. Both are kept when present."""
+    search = manifest.recommend_search
+    out = {"search_method": search.method, "search_recall_at_10": getattr(search, "recall_at_10", float("nan")),
+           "recall_sample_size": getattr(search, "recall_sample_size", 0)}
+    pre = getattr(manifest, "precomputed", None)
+    if pre is not None and getattr(pre, "recommend_n", 0) >= DEFAULT_K:
+        out.update(precomputed_n=pre.recommend_n, precomputed_method=pre.recommend_method,
+                   precomputed_recall_at_10=pre.recommend_recall_at_10, recall_at_10=pre.recommend_recall_at_10,
+                   recommend_method=f"precomputed top {pre.recommend_n} ({pre.recommend_method})")
+    else:
+        out.update(recall_at_10=out["search_recall_at_10"], recommend_method=search.method)
+    return out
+
+
+def _worker_memory(server: ServerProcess) -> dict:
+    """USS, PSS and RSS (bytes) of the supervisor and of each worker, in worker-number order."""
+    workers = []
+    for number, pid in server.worker_pids().items():
+        try:
+            workers.append({"worker": number, "pid": pid, **process_memory_bytes(pid)})
+        except OSError:
+            continue
+    if len(workers) != server.workers:
+        raise RuntimeError(f"found {len(workers)} of the {server.workers} worker processes to measure")
+    supervisor = process_memory_bytes(server.pid) if server.workers > 1 else None
+    return {"workers": workers, "supervisor": supervisor,
+            "total_pss": sum(w["pss"] for w in workers) + (supervisor["pss"] if supervisor else 0)}

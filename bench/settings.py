@@ -28,10 +28,14 @@ class BenchSettings:
       ``ann_annoy_settings``: (candidates_per_result, search_k multiple of Annoy's default) pairs.
     - ``load_seconds``: duration of one load run; ``open_loop_rates``: requests/s of paced runs;
       ``closed_loop_inflight``: requests in flight of closed-loop runs; ``swap_interval_s``: how
-      often a new version appears during the swap runs; ``python_load_processes``: client processes.
+      often a new version appears during the swap runs; ``python_load_processes``: client processes
+      (each sends every user, or artist, of the served version in turn, a different one on every
+      request); ``in_process_queries``: queries of the in-process (``ServingModel``) latency.
     - ``serving_workers``: index-service process counts measured (1: one process; N > 1:
       ``--workers N``, SO_REUSEPORT), each with every serving scenario; ``multi_worker_rpcs``:
-      the RPCs measured against N > 1 workers (the targets are Recommend's).
+      the RPCs measured against N > 1 workers (the targets are Recommend's). The floor
+      (``bench.floor_server``) is measured in each of these modes with the same runs.
+    - ``full_scale_workers``: worker processes whose memory is measured on the full-scale version.
     """
 
     quick: bool = False
@@ -60,9 +64,10 @@ class BenchSettings:
     swap_interval_s: float = 2.0
     swap_seconds: float = 8.0
     python_load_processes: int = 2
-    serving_users: int = 1_000
+    in_process_queries: int = 1_000
     serving_workers: tuple[int, ...] = (1, 2)
     multi_worker_rpcs: tuple[str, ...] = ("recommend",)
+    full_scale_workers: int = 2
 
     def with_overrides(self, **changes) -> "BenchSettings":
         return dataclasses.replace(self, **changes)
@@ -97,7 +102,7 @@ def quick_settings(**overrides) -> BenchSettings:
         swap_interval_s=1.0,
         swap_seconds=3.0,
         python_load_processes=1,
-        serving_users=100,
+        in_process_queries=100,
     ).with_overrides(**overrides)
 
 

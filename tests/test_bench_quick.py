@@ -2,7 +2,8 @@
 
 Runs ``python -m bench --quick`` (every part, small) into a temporary directory and checks the
 structure of what it writes: every part present and without error, the key figures present and
-finite, the Markdown and the plot written. Never a figure's value: the machine is shared.
+finite (the serving floor's rows beside the index's, the full-scale rows on the quick run's
+largest version), the Markdown and the plot written. Never a figure's value: the machine is shared.
 Skips cleanly when the optional peers (``pip install -e '.[bench]'``) or the shared data are missing.
 """
 
@@ -128,7 +129,54 @@ def test_serving_rows(quick):
             assert finite(row["requests_per_s"]) and row["requests_per_s"] > 0, (section, row)
             assert finite(row["p50_ms"]) and finite(row["p99_ms"]) and finite(row["server_cpu_ms_per_request"])
             assert isinstance(row["errors_total"], int)
+            assert finite(row["floor_p99_ms"]), (section, row)  # the floor's run of the same kind beside it
     assert all(row["swaps"] >= 1 for row in serving["swaps"])
+    for row in serving["closed_loop"]:
+        assert finite(row["floor_requests_per_s"]) and finite(row["ratio_to_floor"]), row
+    # The Python generator goes over every user (artist) of the served model.
+    model = serving["model"]
+    assert serving["python_ids"] == {"recommend": model["users"], "similar": model["artists"]}
+    assert all(row["ids"] == serving["python_ids"][row["rpc"]]
+               for row in serving["closed_loop"] if row["generator"] == "python")
+
+
+@quick_mode
+def test_serving_floor_rows(quick):
+    results, _ = quick
+    serving = results["parts"]["serving"]
+    floor = serving["floor"]
+    for section in ("closed_loop", "open_loop"):
+        index_kinds = {(r["rpc"], r["generator"], r["workers"], r.get("inflight"), r.get("rate"))
+                       for r in serving[section]}
+        floor_kinds = {(r["rpc"], r["generator"], r["workers"], r.get("inflight"), r.get("rate"))
+                       for r in floor[section]}
+        assert floor_kinds == index_kinds, section  # the same runs, in every server mode
+        for row in floor[section]:
+            assert row["server"] == "floor"
+            assert finite(row["requests_per_s"]) and row["requests_per_s"] > 0 and row["errors_total"] == 0
+    assert set(floor["server_commands"]) == {str(w) for w in serving["workers"]}
+    assert all("bench.floor_server" in command for command in floor["server_commands"].values())
+    for rpc, check in floor["verification_by_workers"]["1"].items():
+        assert check["client_response_bytes"] == 0, rpc  # an empty message
+
+
+@quick_mode
+def test_serving_full_scale_rows(quick):
+    results, _ = quick
+    full = results["parts"]["serving"]["full_scale"]
+    # Quick mode serves the scale part's largest (small) version, so the rows run and say so.
+    assert full["ran"] is True and full["full_scale"] is False and full["notes"]
+    assert 0.0 <= full["recall_at_10"] <= 1.0
+    row = full["throughput"]
+    assert row["inflight"] == 16 and row["workers"] == 1 and row["errors_total"] == 0
+    assert finite(row["requests_per_s"]) and row["requests_per_s"] > 0 and finite(row["ratio_to_floor"])
+    workers = full["memory_workers"]["workers"]
+    assert [w["worker"] for w in workers] == list(range(1, len(workers) + 1)) and len(workers) >= 2
+    for memory in (*workers, full["memory_one_process"]):
+        assert 0 < memory["uss"] <= memory["rss"]
+    assert full["memory_workers"]["uss_beyond_first_max"] == max(w["uss"] for w in workers[1:])
+    targets = [t for t in results["targets"] if t["part"] == "serving" and "full scale" in t["target"]]
+    assert len(targets) == 2 and all(isinstance(t["met"], bool) for t in targets)
 
 
 # -- known answers for the measuring tools (fast, no peers needed) ----------------------------
@@ -185,6 +233,101 @@ def test_h2load_refuses_an_uneven_split(tmp_path):
 
     with pytest.raises(ValueError, match="evenly"):
         h2load.run(1, "/m", tmp_path / "body", 10, tmp_path / "log", inflight=16, duration_s=1.0, connections=3)
+
+
+def test_closed_and_open_loops_send_a_different_id_on_every_request():
+    import asyncio
+
+    from bench.grpc_load import run_closed, run_open
+
+    payloads = [f"user{i}".encode() for i in range(50)]
+
+    def recorder(sent: list[bytes]):
+        async def call(payload: bytes, timeout: float) -> bytes:
+            sent.append(payload)
+            await asyncio.sleep(0)
+            return b""
+        return call
+
+    sent: list[bytes] = []
+    asyncio.run(run_closed(recorder(sent), payloads, inflight=8, duration_s=30.0, warm_up_s=0.0, max_requests=120,
+                           timeout_s=1.0, first_index=10))
+    assert len(sent) == 120
+    assert sent[:50] == payloads[10:] + payloads[:10]  # one pass over every id, none twice, from --first-index
+    assert sent[50:100] == sent[:50]
+    sent = []
+    asyncio.run(run_open(recorder(sent), payloads, rate=5000.0, duration_s=0.01, warm_up_s=0.0, max_requests=50,
+                         max_inflight=100, timeout_s=1.0, first_index=3))
+    assert sent == payloads[3:] + payloads[:3]
+
+
+def test_floor_figures_sit_beside_the_index_rows():
+    from bench.serving import attach_floor
+
+    closed = [{"rpc": "recommend", "generator": "h2load", "workers": 1, "inflight": 16, "requests_per_s": 3000.0,
+               "p99_ms": 9.0}]
+    open_loop = [{"rpc": "recommend", "generator": "python", "workers": 1, "rate": 2000, "p99_ms": 4.0}]
+    swaps = [{"rpc": "recommend", "generator": "python", "workers": 1, "rate": 2000, "p99_ms": 6.0}]
+    floor_closed = [dict(closed[0], requests_per_s=6000.0, p99_ms=3.0, server_cpu_ms_per_request=0.2),
+                    dict(closed[0], workers=2, requests_per_s=9000.0)]
+    floor_open = [dict(open_loop[0], p50_ms=0.5, p99_ms=2.0)]
+    attach_floor(closed, open_loop, swaps, floor_closed, floor_open)
+    assert closed[0]["floor_requests_per_s"] == 6000.0 and closed[0]["ratio_to_floor"] == 0.5
+    assert closed[0]["floor_p99_ms"] == 3.0 and closed[0]["floor_server_cpu_ms_per_request"] == 0.2
+    assert open_loop[0]["floor_p99_ms"] == 2.0 and open_loop[0]["p99_ratio_to_floor"] == 2.0
+    assert swaps[0]["floor_p99_ms"] == 2.0
+    lonely = [dict(closed[0], inflight=64)]
+    attach_floor(lonely, [], [], floor_closed, floor_open)
+    assert math.isnan(lonely[0]["ratio_to_floor"])
+
+
+def test_report_reads_the_cores_and_says_when_full_scale_did_not_run():
+    from bench import report
+
+    row = {"rpc": "recommend", "generator": "h2load", "workers": 1, "inflight": 16, "requests_per_s": 3000.0,
+           "floor_requests_per_s": 6000.0, "ratio_to_floor": 0.5, "p50_ms": 4.0, "p99_ms": 9.0,
+           "server_cpu_ms_per_request": 0.4, "server_main_thread_ms_per_request": 0.3,
+           "floor_server_cpu_ms_per_request": 0.2, "server_main_thread_busy": 0.9, "server_cores_busy": 1.2,
+           "client_cpu_ms_per_request": 0.05, "errors_total": 0, "runs": 1}
+    results = {"quick": False, "machine": {"cpu_cores": 8},
+               "parts": {"serving": {"workers": [1], "closed_loop": [row], "open_loop": [], "swaps": [],
+                                     "full_scale": {"ran": False, "note": "the scale part did not run"}}}}
+    targets = report.targets(results)
+    h2load = next(t for t in targets if t["target"].startswith(">= 6,000 Recommend/s"))
+    assert h2load["met"] is False and "8 cores" in h2load["limit"] and "2 cores" not in h2load["limit"]
+    skipped = [t for t in targets if t["part"] == "serving" and "full scale" in t["target"]]
+    assert len(skipped) == 2 and all(t["met"] is None and "did not run" in t["measured"] for t in skipped)
+    assert "not measured" in report.markdown(results, None)
+    assert "[SKIPPED]" in report.summary(results)
+
+
+def test_process_memory_of_this_process():
+    import os
+
+    from bench.measures import process_memory_bytes
+
+    memory = process_memory_bytes(os.getpid())
+    assert 0 < memory["uss"] <= memory["rss"] and 0 < memory["pss"] <= memory["rss"]
+
+
+def test_floor_server_answers_empty_messages_and_is_serving(tmp_path):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from bench.grpc_load import METHODS, serialized_requests
+    from bench.serving import FloorServer
+
+    server = FloorServer(tmp_path / "floor.log").start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            for rpc in ("recommend", "similar"):
+                raw = channel.unary_unary(METHODS[rpc])(serialized_requests(rpc, ["anyone"])[0], timeout=10)
+                assert raw == b""  # RecommendResponse() / SimilarArtistsResponse(): no fields
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop()
+    assert server.process.returncode == 0 and "floor server stopped" in server.log_text()
 
 
 def test_process_tree_sums_the_children():
