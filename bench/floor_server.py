@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 
+from index_service.supervisor import add_worker_arguments
 from musicrec.rpc.server import DEFAULT_GRACE_S, DEFAULT_MAX_CONCURRENT_RPCS
 
 log = logging.getLogger("bench.floor_server")
@@ -35,16 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"as the index service's option (default {DEFAULT_MAX_CONCURRENT_RPCS})")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
                         help=f"on SIGTERM, how long in-flight calls may finish (default {DEFAULT_GRACE_S:g})")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="serve from N processes sharing the port with SO_REUSEPORT (default 1)")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
                         help="auto: uvloop when installed, as the index service (default auto)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    # Set by the supervisor on its workers' command lines only (as for the index service).
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-number", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+    add_worker_arguments(parser)  # --workers N, as the index service
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")

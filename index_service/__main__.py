@@ -24,6 +24,8 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from index_service.supervisor import add_worker_arguments  # noqa: E402
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -43,20 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="on SIGTERM, how long in-flight calls may finish (default 5)")
     parser.add_argument("--max-concurrent-rpcs", type=int, default=1000,
                         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default 1000)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="serve from N processes sharing the port with SO_REUSEPORT (default 1); "
-                             "the kernel spreads connections, not calls, over them")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
                         help="auto: uvloop when installed, else asyncio's own (default auto)")
     parser.add_argument("--no-precomputed", action="store_true",
                         help="answer every request by search, ignoring the versions' precomputed lists "
                              "(for comparisons; slower)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    # Set by the --workers supervisor on its workers' command lines only.
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-number", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+    # --workers, and what the supervisor sets on its workers' command lines.
+    add_worker_arguments(parser)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")

@@ -47,6 +47,20 @@ START_TIMEOUT_S = 120.0
 _TICK_S = 0.1
 
 
+def add_worker_arguments(parser) -> None:
+    """The options a ``Supervisor`` puts on its workers' command lines (hidden from --help), and
+    ``--workers N`` itself, for any server program the supervisor runs."""
+    import argparse
+
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="serve from N processes sharing the port with SO_REUSEPORT (default 1); "
+                             "the kernel spreads connections, not calls, over them")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-number", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` with SO_REUSEPORT (port 0: a free port), not listening.
     Raises OSError when the port is taken by a socket without SO_REUSEPORT."""
