@@ -7,15 +7,18 @@ followed by its 4-byte score, joined with the version number. Clients parse the 
 ordinary message (``tests/test_response_encoding.py`` checks it against protobuf's own encoder).
 
 Wire format (musicrec.v1, proto3): ``ScoredArtist{1: artist_id, 2: name, 3: score (float)}``;
-``RecommendResponse{1: repeated ScoredArtist artists, 2: int64 model_version}``;
+``RecommendResponse{1: repeated ScoredArtist artists, 2: int64 model_version, 3: repeated string
+unknown_artist_ids, 4: bool popularity_fallback}``;
 ``SimilarArtistsResponse{1: ScoredArtist artist, 2: repeated ScoredArtist artists, 3: int64
-model_version}``. Empty strings are left out, as protobuf does; the score is always written
+model_version}``; ``BatchRecommendResponse{1: repeated RecommendResult{1: RecommendResponse
+response | 2: Status{1: int32 code, 2: string message} error}}``. Empty strings are left out, as protobuf does; the score is always written
 (protobuf leaves out a score of exactly 0; a parser reads both the same).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,6 +28,8 @@ _LEN_FIELD_1 = b"\x0a"  # field 1, length-delimited
 _LEN_FIELD_2 = b"\x12"  # field 2, length-delimited
 _SCORE_TAG = b"\x1d"  # field 3, 32-bit
 _ONE = struct.pack("<f", 1.0)
+_UNKNOWN_TAG = b"\x1a"  # RecommendResponse.unknown_artist_ids: field 3, length-delimited
+_FALLBACK_TRUE = b"\x20\x01"  # RecommendResponse.popularity_fallback: field 4, varint, true
 
 
 def varint(value: int) -> bytes:
@@ -79,11 +84,33 @@ class ResponseEncoder:
             append(scores[at:at + 4])
             at += 4
 
-    def recommend(self, ranking: Ranking) -> bytes:
-        """A serialized ``RecommendResponse`` with the ranked artists, best first."""
+    def recommend(self, ranking: Ranking, unknown_artist_ids: Sequence[str] = (),
+                  popularity_fallback: bool = False) -> bytes:
+        """A serialized ``RecommendResponse`` with the ranked artists, best first, and (for
+        RecommendForHistory) the unknown history ids and the popularity flag."""
         parts: list[bytes] = []
         self._artists(_LEN_FIELD_1, ranking, parts)
         parts.append(self._recommend_tail)
+        for artist_id in unknown_artist_ids:
+            data = artist_id.encode("utf-8")
+            parts += (_UNKNOWN_TAG, varint(len(data)), data)  # empty strings too: repeated keeps them
+        if popularity_fallback:
+            parts.append(_FALLBACK_TRUE)
+        return b"".join(parts)
+
+    def batch_recommend(self, results: Sequence[Ranking | tuple[int, str]]) -> bytes:
+        """A serialized ``BatchRecommendResponse``: per result, a RecommendResponse for a Ranking
+        or a Status for a (gRPC status code number, message) pair."""
+        parts: list[bytes] = []
+        for result in results:
+            if isinstance(result, Ranking):
+                response = self.recommend(result)
+                inner = _LEN_FIELD_1 + varint(len(response)) + response
+            else:
+                code, message = result
+                status = (b"\x08" + varint(code) if code else b"") + _string_field(_LEN_FIELD_2, message)
+                inner = _LEN_FIELD_2 + varint(len(status)) + status
+            parts += (_LEN_FIELD_1, varint(len(inner)), inner)
         return b"".join(parts)
 
     def similar(self, query: int, ranking: Ranking) -> bytes:

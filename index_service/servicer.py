@@ -1,8 +1,10 @@
 """The gRPC edge of the index service: proto <-> domain, nothing else.
 
 Each RPC leases the served version once (``ModelHolder.acquire``), asks the ``ServingModel``, and
-encodes the response with that same version's ``ResponseEncoder``: Recommend and SimilarArtists
-return wire bytes, which ``add_index_servicer`` registers to go out unchanged. Domain errors
+encodes the response with that same version's ``ResponseEncoder``: Recommend, SimilarArtists,
+RecommendForHistory and BatchRecommend return wire bytes, which ``add_index_servicer`` registers
+to go out unchanged. A batch entry's error becomes its own ``Status`` (code and bounded message,
+as the single call's status would carry them); the whole batch fails only for its own limits. Domain errors
 (``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.interceptor``
 wraps around each handler at registration.
 """
@@ -15,7 +17,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from index_service.holder import ModelHolder
+from index_service.serving_model import RecommendQuery
 from index_service.watcher import Rejection
+from musicrec.rpc.errors import ServiceError
+from musicrec.rpc.interceptor import bounded_message, status_code_of
 from musicrec.v1 import index_pb2, index_pb2_grpc
 from musicrec.version_proto import model_version
 
@@ -42,12 +47,29 @@ def add_index_servicer(servicer: "IndexServicer", server) -> None:
         "SimilarArtists": grpc.unary_unary_rpc_method_handler(
             servicer.SimilarArtists, request_deserializer=index_pb2.SimilarArtistsRequest.FromString,
             response_serializer=_serializer(index_pb2.SimilarArtistsResponse)),
+        "RecommendForHistory": grpc.unary_unary_rpc_method_handler(
+            servicer.RecommendForHistory, request_deserializer=index_pb2.RecommendForHistoryRequest.FromString,
+            response_serializer=_serializer(index_pb2.RecommendResponse)),
+        "BatchRecommend": grpc.unary_unary_rpc_method_handler(
+            servicer.BatchRecommend, request_deserializer=index_pb2.BatchRecommendRequest.FromString,
+            response_serializer=_serializer(index_pb2.BatchRecommendResponse)),
         "GetIndexInfo": grpc.unary_unary_rpc_method_handler(
             servicer.GetIndexInfo, request_deserializer=index_pb2.GetIndexInfoRequest.FromString,
             response_serializer=index_pb2.GetIndexInfoResponse.SerializeToString),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def query_of(request: index_pb2.RecommendRequest) -> RecommendQuery:
+    """The domain's view of a RecommendRequest."""
+    return RecommendQuery(request.user_id, request.k, request.include_seen, tuple(request.exclude_artist_ids),
+                          tuple(request.only_artist_ids), request.offset)
+
+
+def _status_of(error: ServiceError) -> tuple[int, str]:
+    """(status code number, message) of a batch entry's error, as the single call would say it."""
+    return status_code_of(error).value[0], bounded_message(error.message)
 
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
@@ -68,8 +90,26 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             ranking = model.recommend(request.user_id, request.k, request.include_seen,
-                                      request.exclude_artist_ids)
+                                      request.exclude_artist_ids, request.only_artist_ids, request.offset)
             return served.encoder.recommend(ranking)
+
+    async def RecommendForHistory(self, request: index_pb2.RecommendForHistoryRequest, context) -> bytes:
+        """A serialized RecommendResponse for a listener given by their history."""
+        served = self._holder.acquire()
+        with served as model:
+            answer = model.recommend_for_history(
+                [(entry.artist_id, entry.plays) for entry in request.history], request.k, request.include_seen,
+                request.exclude_artist_ids, request.only_artist_ids, request.offset)
+            return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
+
+    async def BatchRecommend(self, request: index_pb2.BatchRecommendRequest, context) -> bytes:
+        """A serialized BatchRecommendResponse: every request answered from one leased version."""
+        queries = [query_of(r) for r in request.requests]
+        served = self._holder.acquire()
+        with served as model:
+            results = model.batch_recommend(queries)
+            return served.encoder.batch_recommend([_status_of(r) if isinstance(r, ServiceError) else r
+                                                    for r in results])
 
     async def SimilarArtists(self, request: index_pb2.SimilarArtistsRequest, context) -> bytes:
         """A serialized SimilarArtistsResponse."""

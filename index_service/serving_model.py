@@ -14,14 +14,27 @@ very search the fallback runs (``model_store.precompute``), so both paths give t
 order and scores. Everything else, and format-1 versions, goes to the search
 (``model_store.search``: exact or Annoy re-ranked exactly, as the manifest chose).
 
+Paging: a request for ranks offset .. offset + k - 1 is answered as a request for the top
+offset + k, sliced; both paths give the same ranking, so pages concatenate to the unpaged list.
+An allow-list (``only_artist_ids``) is ranked exactly over the allowed artists' rows
+(``InnerProductSearch.search_among``), whatever the search method. A listener from their history
+(``recommend_for_history``) gets a vector fitted by ``index_service.fold_in`` and is then ranked
+by the same searches; with no known artist, by popularity (training listeners). A batch
+(``batch_recommend``) answers from the lists what they can and scores the rest of an exact-search
+version as one matrix product.
+
 Request rules (the error classes carry their gRPC status code, see ``musicrec.rpc.errors``):
-k = 0 means ``DEFAULT_K``; k < 0 or k > ``MAX_K`` is INVALID_ARGUMENT; more than
-``MAX_EXCLUDED`` excluded ids is INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
+k = 0 means ``DEFAULT_K``; k < 0 or k > ``MAX_K`` is INVALID_ARGUMENT; offset < 0 or
+offset + k > ``MAX_K`` is INVALID_ARGUMENT; more than ``MAX_EXCLUDED`` excluded ids, more than
+``MAX_ONLY`` allowed ids, more than ``MAX_HISTORY`` history entries, a history entry whose plays
+are not a positive finite number, or more than ``MAX_BATCH`` requests in a batch is
+INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -30,12 +43,16 @@ from model_store import LoadedVersion, Manifest
 from model_store.artifacts import name_key
 from model_store.format import SearchConfig
 from model_store.inner_product import item_vectors_with_bias, user_query
+from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
 from model_store.search import CosineSearch, InnerProductSearch, SearchParams
-from musicrec.rpc.errors import InvalidArgument, NotFound
+from musicrec.rpc.errors import InvalidArgument, NotFound, ServiceError
 
 DEFAULT_K = 10
-MAX_K = 1000
+MAX_K = 1000  # also the largest offset + k
 MAX_EXCLUDED = 1000
+MAX_ONLY = 10_000
+MAX_HISTORY = 1000
+MAX_BATCH = 1000
 WARM_UP_QUERIES = 8
 _NO_INDICES = np.empty(0, dtype=np.int64)
 
@@ -61,6 +78,39 @@ def resolve_k(k: int) -> int:
     if k < 0 or k > MAX_K:
         raise InvalidArgument(f"k must be between 0 and {MAX_K} (0 means {DEFAULT_K}), got {k}")
     return k
+
+
+def resolve_page(k: int, offset: int) -> tuple[int, int]:
+    """(k, offset) of a paged request: k as ``resolve_k``; offset < 0 or offset + k > ``MAX_K``
+    is an error."""
+    k = resolve_k(k)
+    if offset < 0:
+        raise InvalidArgument(f"offset must be >= 0, got {offset}")
+    if offset + k > MAX_K:
+        raise InvalidArgument(f"offset + k must be at most {MAX_K}, got {offset} + {k}")
+    return k, offset
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    """One Recommend request as the domain sees it (the servicer makes it from the proto once)."""
+
+    user_id: str
+    k: int = 0
+    include_seen: bool = False
+    exclude_artist_ids: tuple[str, ...] = ()
+    only_artist_ids: tuple[str, ...] = ()
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryRanking:
+    """A RecommendForHistory answer: the ranking, the history's unknown artist ids (request order,
+    each once), and whether no artist was known so the ranking is by popularity."""
+
+    ranking: Ranking
+    unknown_artist_ids: tuple[str, ...] = ()
+    popularity_fallback: bool = False
 
 
 def search_params(config: SearchConfig, method: str | None = None) -> SearchParams:
@@ -127,6 +177,25 @@ class SortedLookup:
             found = self.targets[found].astype(np.int64)
         return found
 
+    def indices_or_missing(self, keys: list[str]) -> np.ndarray:
+        """(len(keys),) int64: each key's index in input order, -1 where unknown."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not keys or not self.size:
+            return out
+        wanted = np.array(keys, dtype=str)
+        pos = np.minimum(np.searchsorted(self.keys, wanted, sorter=self.order), self.size - 1)
+        at = (self.order[pos] if self.order is not None else pos).astype(np.int64)
+        hit = self.keys[at] == wanted
+        if self.targets is not None:
+            at = self.targets[at].astype(np.int64)
+        out[hit] = at[hit]
+        if "\x00" in "".join(keys):  # numpy drops trailing NULs: confirm those keys one by one
+            for i, key in enumerate(keys):
+                if key.endswith("\x00"):
+                    found = self.get(key)
+                    out[i] = -1 if found is None else found
+        return out
+
 
 class ServingModel:
     """One model version in memory, answering queries. Immutable; thread-safe; ``close()`` once
@@ -173,6 +242,10 @@ class ServingModel:
             if made.similar_n and made.similar_method == self.similar_params.method:
                 self.similar_top, self.similar_top_scores = top.similar_top, top.similar_top_scores
                 self.similar_n = made.similar_n
+        self.artist_listeners = art.artist_listeners
+        self._popularity: np.ndarray | None = None  # artist indices by listeners; made on first use
+        regularization = manifest.hyperparameters.get("regularization", DEFAULT_REGULARIZATION)
+        self.fold_in = FoldIn(art.artist_factors, art.artist_bias, regularization=float(regularization))
         self.closed = False
 
     # -- queries ----------------------------------------------------------------------------
@@ -187,31 +260,155 @@ class ServingModel:
         return user
 
     def recommend(self, user_id: str, k: int = 0, include_seen: bool = False,
-                  exclude_artist_ids: Sequence[str] = ()) -> Ranking:
-        """The k artists with the highest model score for ``user_id`` (factors . factors + bias),
-        best first; seen artists excluded unless ``include_seen``; ``exclude_artist_ids`` never
-        returned (unknown ids ignored, at most ``MAX_EXCLUDED``). Fewer than k when the catalog
-        runs out."""
-        k = resolve_k(k)
-        user = self.user_index(user_id)
-        extra = self._artist_indices(exclude_artist_ids) if exclude_artist_ids else None
-        if self.recommend_top is not None and not include_seen and k <= self.recommend_n:
-            answer = _from_list(self.recommend_top[user], self.recommend_top_scores[user], k, extra)
-            if answer is not None:
-                return answer
-        return self.search_recommend(user, k, include_seen, extra)
+                  exclude_artist_ids: Sequence[str] = (), only_artist_ids: Sequence[str] = (),
+                  offset: int = 0) -> Ranking:
+        """Ranks offset .. offset + k - 1 of the artists by model score for ``user_id`` (factors .
+        factors + bias), best first; seen artists excluded unless ``include_seen``;
+        ``exclude_artist_ids`` never returned (unknown ids ignored, at most ``MAX_EXCLUDED``);
+        ``only_artist_ids``, when given, the only artists ranked (unknown ids ignored, at most
+        ``MAX_ONLY``). Fewer than k when the catalog (or the allow-list) runs out."""
+        return self._recommend_user(*self._user_request(RecommendQuery(
+            user_id, k, include_seen, tuple(exclude_artist_ids), tuple(only_artist_ids), offset)))
 
-    def search_recommend(self, user: int, k: int, include_seen: bool = False,
-                         extra: np.ndarray | None = None) -> Ranking:
-        """Recommend for user index ``user`` by search (no precomputed list); ``extra``: artist
-        indices excluded besides the seen ones."""
+    def _user_request(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
+        """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None)."""
+        k, offset = resolve_page(query.k, query.offset)
+        user = self.user_index(query.user_id)
+        extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
+        allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
+        return user, k, offset, query.include_seen, extra, allowed
+
+    def _from_lists(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
+                    allowed: np.ndarray | None) -> Ranking | None:
+        """The top ``end`` from the user's precomputed list, or None when the list cannot answer."""
+        if allowed is not None or self.recommend_top is None or include_seen or end > self.recommend_n:
+            return None
+        return _from_list(self.recommend_top[user], self.recommend_top_scores[user], end, extra)
+
+    def _recommend_user(self, user: int, k: int, offset: int, include_seen: bool, extra: np.ndarray | None,
+                        allowed: np.ndarray | None) -> Ranking:
+        end = offset + k
+        answer = self._from_lists(user, end, include_seen, extra, allowed)
+        if answer is None:
+            if allowed is not None:
+                exclude = self._exclusions(user, include_seen, extra)
+                answer = self.search_among(user_query(self.user_factors[user]), end, allowed, exclude)
+            else:
+                answer = self.search_recommend(user, end, include_seen, extra)
+        return _page(answer, offset)
+
+    def _exclusions(self, user: int, include_seen: bool, extra: np.ndarray | None) -> np.ndarray | None:
         exclude = None
         if not include_seen:
             exclude = self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]
         if extra is not None and extra.shape[0]:
             exclude = extra if exclude is None else np.concatenate((exclude, extra))
+        return exclude
+
+    def search_recommend(self, user: int, k: int, include_seen: bool = False,
+                         extra: np.ndarray | None = None) -> Ranking:
+        """Recommend for user index ``user`` by search (no precomputed list); ``extra``: artist
+        indices excluded besides the seen ones."""
+        exclude = self._exclusions(user, include_seen, extra)
         indices, scores = self.recommend_search.search(user_query(self.user_factors[user]), k, exclude)
         return Ranking(indices, scores)
+
+    def search_among(self, query: np.ndarray, k: int, allowed: np.ndarray,
+                     exclude: np.ndarray | None = None) -> Ranking:
+        """The top k of ``allowed`` (sorted distinct artist indices) minus ``exclude`` for the
+        query vector (F + 1,), scored exactly."""
+        if exclude is not None and exclude.shape[0] and allowed.shape[0]:
+            allowed = allowed[~np.isin(allowed, exclude)]
+        indices, scores = self.recommend_search.search_among(query, k, allowed)
+        return Ranking(indices, scores)
+
+    def recommend_for_history(self, history: Sequence[tuple[str, float]], k: int = 0, include_seen: bool = False,
+                              exclude_artist_ids: Sequence[str] = (), only_artist_ids: Sequence[str] = (),
+                              offset: int = 0) -> HistoryRanking:
+        """Ranks offset .. offset + k - 1 for a listener the model does not know, from their
+        history of (artist id, plays): the listener's vector is fitted by ``self.fold_in``, then
+        ranked as ``recommend`` ranks a user (the history's artists play the seen ones). Unknown
+        history artists are ignored and reported; with none known, artists by listeners."""
+        if len(history) > MAX_HISTORY:
+            raise InvalidArgument(f"at most {MAX_HISTORY} history entries, got {len(history)}")
+        ids = [artist_id for artist_id, _ in history]
+        plays = np.array([p for _, p in history], dtype=np.float64)
+        bad = np.flatnonzero(~(np.isfinite(plays) & (plays > 0)))
+        if bad.shape[0]:
+            at = int(bad[0])
+            raise InvalidArgument(f"history[{at}].plays must be a positive finite number, got {history[at][1]!r}")
+        k, offset = resolve_page(k, offset)
+        extra = self._artist_indices(exclude_artist_ids) if exclude_artist_ids else None
+        allowed = self._allowed_indices(only_artist_ids) if only_artist_ids else None
+        found = self.artists.indices_or_missing(ids)
+        known = found >= 0
+        unknown = tuple(dict.fromkeys(artist_id for artist_id, hit in zip(ids, known.tolist()) if not hit))
+        end = offset + k
+        if not known.any():
+            return HistoryRanking(_page(self.popular(end, extra, allowed), offset), unknown, True)
+        artists, inverse = np.unique(found[known], return_inverse=True)
+        weights = np.bincount(inverse, weights=plays[known])  # an artist listed twice: plays summed
+        query = self.fold_in.fit(artists, weights)
+        exclude = extra if include_seen else (artists if extra is None else np.concatenate((artists, extra)))
+        if allowed is not None:
+            ranking = self.search_among(query, end, allowed, exclude)
+        else:
+            indices, scores = self.recommend_search.search(query, end, exclude)
+            ranking = Ranking(indices, scores)
+        return HistoryRanking(_page(ranking, offset), unknown, False)
+
+    def popular(self, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None) -> Ranking:
+        """The k artists with the most training listeners (ties to the lower index), none in
+        ``exclude``, only from ``allowed`` when given; scores are the listener counts."""
+        if allowed is not None:
+            if exclude is not None and exclude.shape[0]:
+                allowed = allowed[~np.isin(allowed, exclude)]
+            order = allowed[np.argsort(-self.artist_listeners[allowed].astype(np.int64), kind="stable")][:k]
+        else:
+            if self._popularity is None:
+                self._popularity = popularity_order(self.artist_listeners)
+            n_exclude = 0 if exclude is None else int(exclude.shape[0])
+            order = self._popularity[:k + n_exclude]
+            if n_exclude:
+                order = order[~np.isin(order, exclude)]
+            order = order[:k]
+        order = order.astype(np.int64, copy=False)
+        return Ranking(order, self.artist_listeners[order].astype(np.float32))
+
+    def batch_recommend(self, queries: Sequence[RecommendQuery]) -> list[Ranking | ServiceError]:
+        """``recommend`` for every query, in order: a Ranking, or the ServiceError that query
+        alone would have raised. More than ``MAX_BATCH`` queries is INVALID_ARGUMENT (for all).
+
+        What the precomputed lists cannot answer is searched; on an exact-search version the
+        plain (no allow-list) searches are scored as one (n, D) x (D, A) matrix product. Its
+        scores can differ from a single call's in the last float32 bit (the product sums in
+        another order), so near-ties may order differently than in a single call."""
+        if len(queries) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} requests in a batch, got {len(queries)}")
+        results: list[Ranking | ServiceError | None] = [None] * len(queries)
+        pending: list[tuple[int, int, int, int, np.ndarray | None]] = []  # (position, user, end, offset, exclude)
+        together = self.recommend_search.batches_exactly
+        for position, query in enumerate(queries):
+            try:
+                user, k, offset, include_seen, extra, allowed = self._user_request(query)
+                end = offset + k
+                answer = self._from_lists(user, end, include_seen, extra, allowed)
+                if answer is not None:
+                    results[position] = _page(answer, offset)
+                elif together and allowed is None:
+                    pending.append((position, user, end, offset, self._exclusions(user, include_seen, extra)))
+                else:
+                    results[position] = self._recommend_user(user, k, offset, include_seen, extra, allowed)
+            except ServiceError as error:
+                results[position] = error
+        if pending:
+            users = np.array([p[1] for p in pending], dtype=np.int64)
+            queries_matrix = np.ones((users.shape[0], self.user_factors.shape[1] + 1), dtype=np.float32)
+            queries_matrix[:, :-1] = self.user_factors[users]
+            answers = self.recommend_search.exact_many(queries_matrix, [p[2] for p in pending], [p[4] for p in pending])
+            for (position, _, _, offset, _), (indices, scores) in zip(pending, answers):
+                results[position] = _page(Ranking(indices, scores), offset)
+        return results  # type: ignore[return-value]
 
     def similar(self, artist_id: str | None = None, artist_name: str | None = None, k: int = 0) -> SimilarRanking:
         """The k artists closest to the query artist by cosine of their factors, itself excluded.
@@ -251,6 +448,13 @@ class ServingModel:
             raise InvalidArgument(f"at most {MAX_EXCLUDED} exclude_artist_ids, got {len(ids)}")
         return self.artists.get_many(ids)
 
+    def _allowed_indices(self, artist_ids: Iterable[str]) -> np.ndarray:
+        """Sorted distinct indices of the known ids (possibly none: nothing is then ranked)."""
+        ids = list(artist_ids)
+        if len(ids) > MAX_ONLY:
+            raise InvalidArgument(f"at most {MAX_ONLY} only_artist_ids, got {len(ids)}")
+        return np.unique(self.artists.get_many(ids))
+
     # -- life cycle -------------------------------------------------------------------------
 
     def warm_up(self, queries: int = WARM_UP_QUERIES) -> None:
@@ -262,6 +466,8 @@ class ServingModel:
         for artist in np.linspace(0, self.num_artists - 1, min(queries, self.num_artists)).astype(int).tolist():
             self.similar(artist_id=str(self.artist_ids[artist]), k=DEFAULT_K)
             self.search_similar(artist, DEFAULT_K)
+        history = [(str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists))]
+        self.recommend_for_history(history, DEFAULT_K)
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""
@@ -273,6 +479,13 @@ class ServingModel:
         self.recommend_search.index = None
         self.similar_search.index = None
         self.loaded.close()
+
+
+def _page(ranking: Ranking, offset: int) -> Ranking:
+    """Ranks offset and after of a ranking."""
+    if not offset:
+        return ranking
+    return Ranking(ranking.indices[offset:], ranking.scores[offset:])
 
 
 def _from_list(row: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None) -> Ranking | None:

@@ -35,6 +35,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
                                        HealthCheck.function_scoped_fixture])
 MAX_K = 1000
 MAX_EXCLUDED = 1000
+MAX_ONLY = 10_000
+MAX_HISTORY = 1000
+MAX_BATCH = 1000
 USERS = [f"u{u}" for u in range(8)]
 ARTISTS = [f"a{a}" for a in range(12)]
 NAMES = ["Artist 0", "artist 3", "  ARTIST 11  ", "The Twins", "the twins"]
@@ -60,6 +63,23 @@ excludes = st.one_of(
     st.lists(ids, max_size=8),
     st.lists(st.sampled_from(ARTISTS + ["x"]), min_size=MAX_EXCLUDED - 2, max_size=MAX_EXCLUDED + 3),
 )
+offsets = st.one_of(st.integers(-3, 12), st.sampled_from([MAX_K - 1, MAX_K, 2**31 - 1, -(2**31)]))
+onlys = st.one_of(
+    st.just([]),
+    st.lists(st.one_of(st.sampled_from(ARTISTS), ids), max_size=8),
+    st.builds(lambda n: ["a1"] * n, st.sampled_from([MAX_ONLY, MAX_ONLY + 1])),
+)
+plays = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                  st.sampled_from([0.0, -0.0, -1.0, 5e-324, 1.0, 1e308, float("nan"), float("inf")]))
+histories = st.one_of(
+    st.lists(st.tuples(st.one_of(st.sampled_from(ARTISTS), ids), plays), max_size=8),
+    st.builds(lambda n: [("a1", 1.0)] * n, st.sampled_from([MAX_HISTORY, MAX_HISTORY + 1])),
+)
+
+
+def page_error(k: int, offset: int) -> bool:
+    """True when k and offset alone make a request INVALID_ARGUMENT."""
+    return not 0 <= k <= MAX_K or offset < 0 or offset + effective_k(k) > MAX_K
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +112,17 @@ def assert_still_correct(client: IndexClient) -> None:
 
 def effective_k(k: int) -> int:
     return 10 if k == 0 else k
+
+
+def recommend_expected(user_id, k, exclude, only, offset) -> grpc.StatusCode:
+    """The status code the service documents for a RecommendRequest on the tiny model."""
+    if page_error(k, offset) or user_id == "":
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if user_id not in USERS:
+        return grpc.StatusCode.NOT_FOUND
+    if len(exclude) > MAX_EXCLUDED or len(only) > MAX_ONLY:
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.OK
 
 
 def test_recommend_with_random_fields(index):
@@ -183,7 +214,100 @@ def test_get_index_info_with_any_deadline(index):
     check()
 
 
-@pytest.mark.parametrize("method", ["Recommend", "SimilarArtists", "GetIndexInfo"])
+def test_recommend_pages_and_allow_lists_with_random_fields(index):
+    process, client = index
+
+    @settings(FUZZ, max_examples=EXAMPLES // 2)
+    @given(user_id=st.sampled_from(USERS + ["", "nobody"]), k=ks, include_seen=st.booleans(), exclude=excludes,
+           only=onlys, offset=offsets)
+    def check(user_id, k, include_seen, exclude, only, offset):
+        TRIED["Recommend (offset, only)"] += 1
+        request = index_pb2.RecommendRequest(user_id=user_id, k=k, include_seen=include_seen,
+                                             exclude_artist_ids=exclude, only_artist_ids=only, offset=offset)
+        code, result = call_code(client.stub.Recommend, request, timeout=30)
+        assert code == recommend_expected(user_id, k, exclude, only, offset), (code, result)
+        if code == grpc.StatusCode.OK:
+            returned = [a.artist_id for a in result.artists]
+            assert len(returned) == len(set(returned)) <= effective_k(k)
+            assert not set(exclude) & set(returned)
+            if only:
+                assert set(returned) <= set(only)
+
+    check()
+    assert_still_correct(client)
+
+
+def test_recommend_for_history_with_random_fields(index):
+    process, client = index
+
+    @FUZZ
+    @given(history=histories, k=ks, include_seen=st.booleans(), exclude=excludes, only=onlys, offset=offsets,
+           deadline_s=deadlines)
+    def check(history, k, include_seen, exclude, only, offset, deadline_s):
+        TRIED["RecommendForHistory"] += 1
+        request = index_pb2.RecommendForHistoryRequest(
+            history=[index_pb2.ArtistPlays(artist_id=a, plays=p) for a, p in history], k=k,
+            include_seen=include_seen, exclude_artist_ids=exclude, only_artist_ids=only, offset=offset)
+        code, result = call_code(client.stub.RecommendForHistory, request, timeout=deadline_s)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            assert deadline_s < 1, result
+            return
+        bad_plays = any(not (p > 0 and p != float("inf")) for _, p in history)
+        invalid = (len(history) > MAX_HISTORY or bad_plays or page_error(k, offset)
+                   or len(exclude) > MAX_EXCLUDED or len(only) > MAX_ONLY)
+        assert code == (grpc.StatusCode.INVALID_ARGUMENT if invalid else grpc.StatusCode.OK), (code, result)
+        if code != grpc.StatusCode.OK:
+            assert result.details(), "an error must say why"
+            return
+        returned = [a.artist_id for a in result.artists]
+        known = {a for a, _ in history if a in ARTISTS}
+        assert len(returned) == len(set(returned)) <= effective_k(k)
+        assert not set(exclude) & set(returned)
+        if not include_seen:
+            assert not known & set(returned)
+        if only:
+            assert set(returned) <= set(only)
+        assert result.popularity_fallback == (not known)
+        assert list(result.unknown_artist_ids) == list(dict.fromkeys(a for a, _ in history if a not in ARTISTS))
+        assert result.model_version == 1
+
+    check()
+    assert_still_correct(client)
+
+
+def test_batch_recommend_with_random_fields(index):
+    process, client = index
+    requests = st.builds(index_pb2.RecommendRequest, user_id=st.one_of(st.sampled_from(USERS), ids), k=ks,
+                         include_seen=st.booleans(), exclude_artist_ids=st.lists(ids, max_size=3),
+                         only_artist_ids=st.lists(st.sampled_from(ARTISTS + ["zz"]), max_size=4), offset=offsets)
+
+    @settings(FUZZ, max_examples=EXAMPLES // 2)
+    @given(batch=st.one_of(st.lists(requests, max_size=12),
+                           st.builds(lambda n: [index_pb2.RecommendRequest(user_id="u0", k=1)] * n,
+                                     st.sampled_from([MAX_BATCH, MAX_BATCH + 1]))))
+    def check(batch):
+        TRIED["BatchRecommend"] += 1
+        code, result = call_code(client.stub.BatchRecommend, index_pb2.BatchRecommendRequest(requests=batch), timeout=60)
+        if len(batch) > MAX_BATCH:
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and result.details(), code
+            return
+        assert code == grpc.StatusCode.OK, (code, result)
+        assert len(result.results) == len(batch)
+        for request, entry in zip(batch, result.results):
+            expected = recommend_expected(request.user_id, request.k, request.exclude_artist_ids,
+                                          request.only_artist_ids, request.offset)
+            if expected == grpc.StatusCode.OK:
+                assert entry.WhichOneof("result") == "response", entry
+            else:
+                assert entry.WhichOneof("result") == "error" and entry.error.code == expected.value[0], entry
+                assert entry.error.message
+
+    check()
+    assert_still_correct(client)
+
+
+@pytest.mark.parametrize("method", ["Recommend", "SimilarArtists", "GetIndexInfo", "RecommendForHistory",
+                                    "BatchRecommend"])
 def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
     """Bytes that are not a valid message (corrupt wire format, a string field that is not UTF-8)
     are INVALID_ARGUMENT; grpc alone answers UNKNOWN naming the parser's exception (fixed in
@@ -206,7 +330,9 @@ def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
         code, result = call_code(call, payload, timeout=30)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in result.details(), code
     if method != "GetIndexInfo":  # its request has no fields: an unknown field 1 is skipped, not parsed
-        code, result = call_code(call, b"\x0a\x02\xff\xfe", timeout=30)  # field 1, not UTF-8
+        # field 1 not UTF-8 (in the first history entry or request when field 1 is a message)
+        not_utf8 = b"\x0a\x04\x0a\x02\xff\xfe" if method in ("RecommendForHistory", "BatchRecommend") else b"\x0a\x02\xff\xfe"
+        code, result = call_code(call, not_utf8, timeout=30)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in result.details(), code
     assert_still_correct(client)
 
@@ -232,4 +358,4 @@ def test_oversized_and_unknown_calls(index):
 def test_inputs_tried_are_counted():
     """Runs last in this module: the inputs tried above (reported in docs/reliability.md)."""
     print(f"\nindex fuzz inputs tried: {dict(TRIED)} total {sum(TRIED.values())}")
-    assert sum(TRIED.values()) >= 3 * EXAMPLES or not TRIED
+    assert sum(TRIED.values()) >= 6 * EXAMPLES or not TRIED

@@ -108,12 +108,26 @@ def test_grpcurl_against_the_real_service(models_dir, publish, tiny_artifacts):
                                               "grpc.reflection.v1alpha.ServerReflection"}
         described = grpcurl(port, "describe", "musicrec.v1.IndexService")
         assert described.returncode == 0, described.stderr
-        for rpc in ("Recommend", "SimilarArtists", "GetIndexInfo"):
+        for rpc in ("Recommend", "SimilarArtists", "GetIndexInfo", "RecommendForHistory", "BatchRecommend"):
             assert f"rpc {rpc}" in described.stdout
 
         recommended = grpcurl_json(port, "musicrec.v1.IndexService/Recommend", {"user_id": "u0", "k": 3})
         assert [a["artist_id"] for a in recommended["artists"]] == ["a1", "a2", "a11"]
         assert recommended["model_version"] == "1"
+        paged = grpcurl_json(port, "musicrec.v1.IndexService/Recommend",
+                             {"user_id": "u0", "k": 2, "offset": 1, "only_artist_ids": ["a2", "a11", "a10", "a1"]})
+        assert [a["artist_id"] for a in paged["artists"]] == ["a2", "a11"]
+        folded = grpcurl_json(port, "musicrec.v1.IndexService/RecommendForHistory",
+                              {"history": [{"artist_id": "a3", "plays": 12}, {"artist_id": "new-artist", "plays": 1}],
+                               "k": 2})
+        assert [a["artist_id"] for a in folded["artists"]] == ["a4", "a5"]
+        assert folded["unknown_artist_ids"] == ["new-artist"] and "popularity_fallback" not in folded
+        popular = grpcurl_json(port, "musicrec.v1.IndexService/RecommendForHistory", {"k": 1})
+        assert [a["artist_id"] for a in popular["artists"]] == ["a7"] and popular["popularity_fallback"] is True
+        batch = grpcurl_json(port, "musicrec.v1.IndexService/BatchRecommend",
+                             {"requests": [{"user_id": "u0", "k": 3}, {"user_id": "nobody"}]})
+        assert [a["artist_id"] for a in batch["results"][0]["response"]["artists"]] == ["a1", "a2", "a11"]
+        assert batch["results"][1]["error"]["code"] == 5 and "nobody" in batch["results"][1]["error"]["message"]
         similar = grpcurl_json(port, "musicrec.v1.IndexService/SimilarArtists", {"artist_name": "the TWINS", "k": 1})
         assert similar["artist"]["artist_id"] == "a7" and [a["artist_id"] for a in similar["artists"]] == ["a6"]
         info = grpcurl_json(port, "musicrec.v1.IndexService/GetIndexInfo")
@@ -126,6 +140,9 @@ def test_grpcurl_against_the_real_service(models_dir, publish, tiny_artifacts):
         assert missing.returncode != 0 and "NotFound" in missing.stderr and "nobody" in missing.stderr
         bad_k = grpcurl(port, "musicrec.v1.IndexService/Recommend", data={"user_id": "u0", "k": 5000})
         assert bad_k.returncode != 0 and "InvalidArgument" in bad_k.stderr
+        bad_plays = grpcurl(port, "musicrec.v1.IndexService/RecommendForHistory",
+                            data={"history": [{"artist_id": "a3", "plays": 0}]})
+        assert bad_plays.returncode != 0 and "InvalidArgument" in bad_plays.stderr and "plays" in bad_plays.stderr
     finally:
         code = service.stop()
     assert code == 0  # SIGTERM: graceful shutdown, exit 0

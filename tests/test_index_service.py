@@ -42,6 +42,13 @@ class Client:
     async def info(self) -> index_pb2.GetIndexInfoResponse:
         return await self.index.GetIndexInfo(index_pb2.GetIndexInfoRequest())
 
+    async def history(self, history: list[tuple[str, float]], k: int = 0, **kwargs) -> index_pb2.RecommendResponse:
+        return await self.index.RecommendForHistory(index_pb2.RecommendForHistoryRequest(
+            history=[index_pb2.ArtistPlays(artist_id=a, plays=p) for a, p in history], k=k, **kwargs))
+
+    async def batch(self, *requests: index_pb2.RecommendRequest) -> index_pb2.BatchRecommendResponse:
+        return await self.index.BatchRecommend(index_pb2.BatchRecommendRequest(requests=requests))
+
 
 @contextlib.asynccontextmanager
 async def running(models_dir: Path, **config):
@@ -155,7 +162,59 @@ def test_every_error_has_its_status_code(models_dir, publish, tiny_artifacts):
                 await expect_code(code.INVALID_ARGUMENT, client.similar(artist_id="a0", k=k))
             too_many = [f"x{i}" for i in range(1001)]
             await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, exclude_artist_ids=too_many))
+            await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, only_artist_ids=["a1"] * 10_001))
+            for k, offset in ((10, -1), (10, 991), (1000, 1)):
+                await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", k, offset=offset))
+                await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], k, offset=offset))
+            for plays in (0.0, -2.0, float("nan"), float("inf")):
+                assert "plays" in await expect_code(code.INVALID_ARGUMENT, client.history([("a0", plays)], 3))
+            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)] * 1001, 3))
+            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, only_artist_ids=["a1"] * 10_001))
+            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, exclude_artist_ids=too_many))
+            one = index_pb2.RecommendRequest(user_id="u0", k=1)
+            assert "1000" in await expect_code(code.INVALID_ARGUMENT, client.batch(*[one] * 1001))
             assert await client.health() == SERVING  # client mistakes never hurt the service
+
+    asyncio.run(main())
+
+
+def test_history_batch_pages_and_allow_lists_over_grpc(models_dir, publish, tiny_artifacts):
+    publish(tiny_artifacts)
+    code = grpc.StatusCode
+
+    async def main():
+        async with running(models_dir) as (app, client):
+            await eventually(lambda: _healthy(client), "SERVING")
+            folded = await client.history([("a3", 10), ("nope", 1), ("a4", 2)], 1)
+            assert artist_ids(folded) == ["a5"] and list(folded.unknown_artist_ids) == ["nope"]
+            assert not folded.popularity_fallback and folded.model_version == 1
+            popular = await client.history([("nope", 1)], 2)
+            assert artist_ids(popular) == ["a7", "a4"] and popular.popularity_fallback
+            assert [a.score for a in popular.artists] == [9.0, 3.0]
+            plain = await client.recommend("u0", 3)
+            assert not plain.unknown_artist_ids and not plain.popularity_fallback
+
+            assert artist_ids(await client.recommend("u0", 2, offset=1)) == ["a2", "a11"]
+            assert artist_ids(await client.recommend("u0", 5, only_artist_ids=["a5", "a1", "zz"])) == ["a1", "a5"]
+            assert artist_ids(await client.history([("a3", 1)], 2, offset=1, include_seen=True)) == ["a4", "a5"]
+
+            requests = [index_pb2.RecommendRequest(user_id="u0", k=3), index_pb2.RecommendRequest(user_id="nobody"),
+                        index_pb2.RecommendRequest(user_id="u2", k=2, include_seen=True, offset=1),
+                        index_pb2.RecommendRequest(user_id="u0", k=-1)]
+            batch = await client.batch(*requests)
+            assert [r.WhichOneof("result") for r in batch.results] == ["response", "error", "response", "error"]
+            for request, result in zip(requests, batch.results):
+                if result.WhichOneof("result") == "response":
+                    assert result.response == await client.index.Recommend(request)
+                else:
+                    with pytest.raises(grpc.aio.AioRpcError) as single:
+                        await client.index.Recommend(request)
+                    assert result.error.code == single.value.code().value[0]
+                    assert result.error.message == single.value.details()
+            assert batch.results[1].error.code == code.NOT_FOUND.value[0]
+            assert not (await client.batch()).results
+
+    asyncio.run(main())
 
     asyncio.run(main())
 

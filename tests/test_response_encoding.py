@@ -42,3 +42,43 @@ def test_recommend_and_similar_parse_as_protobuf_builds_them(indices, scores, ve
 def test_varint_matches_protobuf():
     for value in (1, 127, 128, 300, 2**31, 2**63 - 1):  # versions start at 1
         assert index_pb2.RecommendResponse(model_version=value).SerializeToString() == b"\x10" + varint(value)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(indices=st.lists(st.integers(0, 3), max_size=6),
+       unknown=st.lists(st.text(max_size=20), max_size=4), fallback=st.booleans(),
+       version=st.integers(1, 2**62))
+def test_history_fields_parse_as_protobuf_builds_them(indices, unknown, fallback, version):
+    scores = np.arange(1, len(indices) + 1, dtype=np.float32)
+    ranking = Ranking(np.array(indices, dtype=np.int64), scores)
+    encoder = ResponseEncoder(IDS, NAMES, version)
+    want = expected_recommend(indices, scores.tolist(), version)
+    want.unknown_artist_ids.extend(unknown)
+    want.popularity_fallback = fallback
+    encoded = encoder.recommend(ranking, unknown, fallback)
+    assert index_pb2.RecommendResponse.FromString(encoded) == want
+    assert encoded == want.SerializeToString()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(results=st.lists(st.one_of(
+    st.lists(st.integers(0, 3), max_size=5),
+    st.tuples(st.integers(0, 16), st.text(max_size=40))), max_size=6),
+    version=st.integers(1, 2**40))
+def test_batch_parses_as_protobuf_builds_it(results, version):
+    encoder = ResponseEncoder(IDS, NAMES, version)
+    domain, want = [], index_pb2.BatchRecommendResponse()
+    for result in results:
+        if isinstance(result, tuple):
+            domain.append(result)
+            want.results.add().error.CopyFrom(index_pb2.Status(code=result[0], message=result[1]))
+        else:
+            scores = np.arange(1, len(result) + 1, dtype=np.float32)
+            domain.append(Ranking(np.array(result, dtype=np.int64), scores))
+            want.results.add().response.CopyFrom(expected_recommend(result, scores.tolist(), version))
+    encoded = encoder.batch_recommend(domain)
+    parsed = index_pb2.BatchRecommendResponse.FromString(encoded)
+    assert parsed == want
+    assert [r.WhichOneof("result") for r in parsed.results] == [
+        "error" if isinstance(r, tuple) else "response" for r in results]
+    assert encoded == want.SerializeToString()

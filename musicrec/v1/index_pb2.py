@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from musicrec.v1 import model_pb2 as musicrec_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musicrec/v1/index.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\">\n\x0cScoredArtist\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"`\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\"V\n\x11RecommendResponse\x12*\n\x07\x61rtists\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"X\n\x15SimilarArtistsRequest\x12\x13\n\tartist_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x61rtist_name\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x08\n\x06\x61rtist\"\x86\x01\n\x16SimilarArtistsResponse\x12)\n\x06\x61rtist\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12*\n\x07\x61rtists\x18\x02 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"\x15\n\x13GetIndexInfoRequest\"\xd2\x01\n\x14GetIndexInfoResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ModelVersion\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10load_duration_ms\x18\x03 \x01(\x01\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x37\n\x11rejected_versions\x18\x05 \x03(\x0b\x32\x1c.musicrec.v1.RejectedVersion\"2\n\x0fRejectedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x8a\x02\n\x0cIndexService\x12J\n\tRecommend\x12\x1d.musicrec.v1.RecommendRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0eSimilarArtists\x12\".musicrec.v1.SimilarArtistsRequest\x1a#.musicrec.v1.SimilarArtistsResponse\x12S\n\x0cGetIndexInfo\x12 .musicrec.v1.GetIndexInfoRequest\x1a!.musicrec.v1.GetIndexInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musicrec/v1/index.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\">\n\x0cScoredArtist\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\x89\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\"\x8f\x01\n\x11RecommendResponse\x12*\n\x07\x61rtists\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x1a\n\x12unknown_artist_ids\x18\x03 \x03(\t\x12\x1b\n\x13popularity_fallback\x18\x04 \x01(\x08\"\xad\x01\n\x1aRecommendForHistoryRequest\x12)\n\x07history\x18\x01 \x03(\x0b\x32\x18.musicrec.v1.ArtistPlays\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\"/\n\x0b\x41rtistPlays\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\r\n\x05plays\x18\x02 \x01(\x01\"H\n\x15\x42\x61tchRecommendRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.musicrec.v1.RecommendRequest\"G\n\x16\x42\x61tchRecommendResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.musicrec.v1.RecommendResult\"u\n\x0fRecommendResult\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32\x1e.musicrec.v1.RecommendResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.musicrec.v1.StatusH\x00\x42\x08\n\x06result\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"X\n\x15SimilarArtistsRequest\x12\x13\n\tartist_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x61rtist_name\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x08\n\x06\x61rtist\"\x86\x01\n\x16SimilarArtistsResponse\x12)\n\x06\x61rtist\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12*\n\x07\x61rtists\x18\x02 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"\x15\n\x13GetIndexInfoRequest\"\xd2\x01\n\x14GetIndexInfoResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ModelVersion\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10load_duration_ms\x18\x03 \x01(\x01\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x37\n\x11rejected_versions\x18\x05 \x03(\x0b\x32\x1c.musicrec.v1.RejectedVersion\"2\n\x0fRejectedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xc5\x03\n\x0cIndexService\x12J\n\tRecommend\x12\x1d.musicrec.v1.RecommendRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0eSimilarArtists\x12\".musicrec.v1.SimilarArtistsRequest\x1a#.musicrec.v1.SimilarArtistsResponse\x12S\n\x0cGetIndexInfo\x12 .musicrec.v1.GetIndexInfoRequest\x1a!.musicrec.v1.GetIndexInfoResponse\x12^\n\x13RecommendForHistory\x12\'.musicrec.v1.RecommendForHistoryRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0e\x42\x61tchRecommend\x12\".musicrec.v1.BatchRecommendRequest\x1a#.musicrec.v1.BatchRecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREDARTIST']._serialized_start=98
   _globals['_SCOREDARTIST']._serialized_end=160
-  _globals['_RECOMMENDREQUEST']._serialized_start=162
-  _globals['_RECOMMENDREQUEST']._serialized_end=258
-  _globals['_RECOMMENDRESPONSE']._serialized_start=260
-  _globals['_RECOMMENDRESPONSE']._serialized_end=346
-  _globals['_SIMILARARTISTSREQUEST']._serialized_start=348
-  _globals['_SIMILARARTISTSREQUEST']._serialized_end=436
-  _globals['_SIMILARARTISTSRESPONSE']._serialized_start=439
-  _globals['_SIMILARARTISTSRESPONSE']._serialized_end=573
-  _globals['_GETINDEXINFOREQUEST']._serialized_start=575
-  _globals['_GETINDEXINFOREQUEST']._serialized_end=596
-  _globals['_GETINDEXINFORESPONSE']._serialized_start=599
-  _globals['_GETINDEXINFORESPONSE']._serialized_end=809
-  _globals['_REJECTEDVERSION']._serialized_start=811
-  _globals['_REJECTEDVERSION']._serialized_end=861
-  _globals['_INDEXSERVICE']._serialized_start=864
-  _globals['_INDEXSERVICE']._serialized_end=1130
+  _globals['_RECOMMENDREQUEST']._serialized_start=163
+  _globals['_RECOMMENDREQUEST']._serialized_end=300
+  _globals['_RECOMMENDRESPONSE']._serialized_start=303
+  _globals['_RECOMMENDRESPONSE']._serialized_end=446
+  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_start=449
+  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_end=622
+  _globals['_ARTISTPLAYS']._serialized_start=624
+  _globals['_ARTISTPLAYS']._serialized_end=671
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=673
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=745
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=747
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=818
+  _globals['_RECOMMENDRESULT']._serialized_start=820
+  _globals['_RECOMMENDRESULT']._serialized_end=937
+  _globals['_STATUS']._serialized_start=939
+  _globals['_STATUS']._serialized_end=978
+  _globals['_SIMILARARTISTSREQUEST']._serialized_start=980
+  _globals['_SIMILARARTISTSREQUEST']._serialized_end=1068
+  _globals['_SIMILARARTISTSRESPONSE']._serialized_start=1071
+  _globals['_SIMILARARTISTSRESPONSE']._serialized_end=1205
+  _globals['_GETINDEXINFOREQUEST']._serialized_start=1207
+  _globals['_GETINDEXINFOREQUEST']._serialized_end=1228
+  _globals['_GETINDEXINFORESPONSE']._serialized_start=1231
+  _globals['_GETINDEXINFORESPONSE']._serialized_end=1441
+  _globals['_REJECTEDVERSION']._serialized_start=1443
+  _globals['_REJECTEDVERSION']._serialized_end=1493
+  _globals['_INDEXSERVICE']._serialized_start=1496
+  _globals['_INDEXSERVICE']._serialized_end=1949
 # @@protoc_insertion_point(module_scope)

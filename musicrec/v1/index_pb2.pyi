@@ -21,24 +21,84 @@ class ScoredArtist(_message.Message):
     def __init__(self, artist_id: _Optional[str] = ..., name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "include_seen", "exclude_artist_ids")
+    __slots__ = ("user_id", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     include_seen: bool
     exclude_artist_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    only_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    offset: int
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("artists", "model_version")
+    __slots__ = ("artists", "model_version", "unknown_artist_ids", "popularity_fallback")
     ARTISTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    POPULARITY_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     artists: _containers.RepeatedCompositeFieldContainer[ScoredArtist]
     model_version: int
-    def __init__(self, artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
+    unknown_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    popularity_fallback: bool
+    def __init__(self, artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ..., unknown_artist_ids: _Optional[_Iterable[str]] = ..., popularity_fallback: _Optional[bool] = ...) -> None: ...
+
+class RecommendForHistoryRequest(_message.Message):
+    __slots__ = ("history", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    history: _containers.RepeatedCompositeFieldContainer[ArtistPlays]
+    k: int
+    include_seen: bool
+    exclude_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    only_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    offset: int
+    def __init__(self, history: _Optional[_Iterable[_Union[ArtistPlays, _Mapping]]] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ArtistPlays(_message.Message):
+    __slots__ = ("artist_id", "plays")
+    ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    artist_id: str
+    plays: float
+    def __init__(self, artist_id: _Optional[str] = ..., plays: _Optional[float] = ...) -> None: ...
+
+class BatchRecommendRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecommendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchRecommendResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecommendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecommendResult, _Mapping]]] = ...) -> None: ...
+
+class RecommendResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: RecommendResponse
+    error: Status
+    def __init__(self, response: _Optional[_Union[RecommendResponse, _Mapping]] = ..., error: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SimilarArtistsRequest(_message.Message):
     __slots__ = ("artist_id", "artist_name", "k")

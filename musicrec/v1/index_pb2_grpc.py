@@ -51,6 +51,16 @@ class IndexServiceStub:
                 request_serializer=musicrec_dot_v1_dot_index__pb2.GetIndexInfoRequest.SerializeToString,
                 response_deserializer=musicrec_dot_v1_dot_index__pb2.GetIndexInfoResponse.FromString,
                 _registered_method=True)
+        self.RecommendForHistory = channel.unary_unary(
+                '/musicrec.v1.IndexService/RecommendForHistory',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.RecommendForHistoryRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.RecommendResponse.FromString,
+                _registered_method=True)
+        self.BatchRecommend = channel.unary_unary(
+                '/musicrec.v1.IndexService/BatchRecommend',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -59,9 +69,10 @@ class IndexServiceServicer:
     """
 
     def Recommend(self, request, context):
-        """The k artists with the highest score (user factors . artist factors + artist bias) for a user.
-        NOT_FOUND for an unknown user; INVALID_ARGUMENT for k outside [0, 1000];
-        UNAVAILABLE while no model version is loaded.
+        """The k artists with the highest score (user factors . artist factors + artist bias) for a user,
+        from rank offset on, among only_artist_ids when given. NOT_FOUND for an unknown user;
+        INVALID_ARGUMENT for k outside [0, 1000], offset < 0, offset + k > 1000, more than 1000
+        exclude_artist_ids or more than 10000 only_artist_ids; UNAVAILABLE while no model version is loaded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +89,28 @@ class IndexServiceServicer:
 
     def GetIndexInfo(self, request, context):
         """What the service is serving: version, when it was loaded, counts, metrics and search settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendForHistory(self, request, context):
+        """Recommendations for a listener the model was not trained on, from their listening history:
+        the listener's vector is fitted against the served version's artist factors and bias (BPR
+        fold-in, see index_service/fold_in.py). Unknown artist ids are ignored and listed in the
+        response; when no artist of the history is known, the answer is the most popular artists.
+        INVALID_ARGUMENT for plays <= 0 or not a finite number, more than 1000 history entries,
+        k outside [0, 1000], offset < 0, offset + k > 1000, more than 1000 exclude_artist_ids or
+        more than 10000 only_artist_ids; UNAVAILABLE while no model version is loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRecommend(self, request, context):
+        """Many Recommend requests answered in one call from one model version: one result per request,
+        in order. A request that fails (e.g. an unknown user) fails only its own result.
+        INVALID_ARGUMENT for more than 1000 requests; UNAVAILABLE while no model version is loaded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +133,16 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.GetIndexInfo,
                     request_deserializer=musicrec_dot_v1_dot_index__pb2.GetIndexInfoRequest.FromString,
                     response_serializer=musicrec_dot_v1_dot_index__pb2.GetIndexInfoResponse.SerializeToString,
+            ),
+            'RecommendForHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendForHistory,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.RecommendForHistoryRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.RecommendResponse.SerializeToString,
+            ),
+            'BatchRecommend': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRecommend,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +228,60 @@ class IndexService:
             '/musicrec.v1.IndexService/GetIndexInfo',
             musicrec_dot_v1_dot_index__pb2.GetIndexInfoRequest.SerializeToString,
             musicrec_dot_v1_dot_index__pb2.GetIndexInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendForHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/RecommendForHistory',
+            musicrec_dot_v1_dot_index__pb2.RecommendForHistoryRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRecommend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/BatchRecommend',
+            musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.FromString,
             options,
             channel_credentials,
             insecure,
