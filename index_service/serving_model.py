@@ -267,16 +267,24 @@ class ServingModel:
         ``exclude_artist_ids`` never returned (unknown ids ignored, at most ``MAX_EXCLUDED``);
         ``only_artist_ids``, when given, the only artists ranked (unknown ids ignored, at most
         ``MAX_ONLY``). Fewer than k when the catalog (or the allow-list) runs out."""
-        return self._recommend_user(*self._user_request(RecommendQuery(
-            user_id, k, include_seen, tuple(exclude_artist_ids), tuple(only_artist_ids), offset)))
+        # The single call checks its arguments directly: no RecommendQuery per call (hot path).
+        return self._recommend_user(*self._checked(user_id, k, include_seen, exclude_artist_ids,
+                                                   only_artist_ids, offset))
 
     def _user_request(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
+        """A checked batch entry (see ``_checked``)."""
+        return self._checked(query.user_id, query.k, query.include_seen, query.exclude_artist_ids,
+                             query.only_artist_ids, query.offset)
+
+    def _checked(self, user_id: str, k: int, include_seen: bool, exclude_artist_ids: Sequence[str],
+                 only_artist_ids: Sequence[str], offset: int
+                 ) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
         """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None)."""
-        k, offset = resolve_page(query.k, query.offset)
-        user = self.user_index(query.user_id)
-        extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
-        allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
-        return user, k, offset, query.include_seen, extra, allowed
+        k, offset = resolve_page(k, offset)
+        user = self.user_index(user_id)
+        extra = self._artist_indices(exclude_artist_ids) if exclude_artist_ids else None
+        allowed = self._allowed_indices(only_artist_ids) if only_artist_ids else None
+        return user, k, offset, include_seen, extra, allowed
 
     def _from_lists(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
                     allowed: np.ndarray | None) -> Ranking | None:

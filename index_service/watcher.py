@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +37,19 @@ from model_store import InvalidVersionError, list_versions, load_version
 from model_store.format import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
+
+# Nice value of the thread that validates and loads versions (and of the threads it starts:
+# hashing, structure checks, BLAKE3's own), so requests win the cores while a version loads.
+BACKGROUND_NICE = 10
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE`` (on Linux the nice value is
+    per thread, and threads it starts inherit it). Best effort: left as is where not allowed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+        log.debug("cannot lower the version watcher's priority: %s", exc)
 
 
 @dataclass(frozen=True)
@@ -167,16 +182,22 @@ class VersionWatcher:
             log.info("no model versions in %s yet; waiting", self.models_dir)
 
     async def run(self, interval_s: float, on_swap: Callable[[ServedVersion], Awaitable[None]] | None = None) -> None:
-        """Poll every ``interval_s`` seconds until cancelled; each scan runs in a worker thread.
-        ``on_swap`` is awaited in the loop after each swap (e.g. to report health SERVING)."""
-        while True:
-            try:
-                served = await asyncio.to_thread(self.poll_once)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad scan
-                log.exception("scanning %s failed; will retry", self.models_dir)
-                served = None
-            if served is not None and on_swap is not None:
-                await on_swap(served)
-            await asyncio.sleep(interval_s)
+        """Poll every ``interval_s`` seconds until cancelled; each scan runs in the watcher's own
+        thread, at background priority (``background_priority``). ``on_swap`` is awaited in the
+        loop after each swap (e.g. to report health SERVING)."""
+        loop = asyncio.get_running_loop()
+        scans = ThreadPoolExecutor(1, thread_name_prefix="version-watcher", initializer=background_priority)
+        try:
+            while True:
+                try:
+                    served = await loop.run_in_executor(scans, self.poll_once)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - the watcher must outlive any one bad scan
+                    log.exception("scanning %s failed; will retry", self.models_dir)
+                    served = None
+                if served is not None and on_swap is not None:
+                    await on_swap(served)
+                await asyncio.sleep(interval_s)
+        finally:
+            scans.shutdown(wait=False, cancel_futures=True)
