@@ -20,7 +20,7 @@ Two methods (``FOLD_IN_METHODS``):
   computed once per version. Cheaper, but it ignores the bias and fits a squared loss the factors
   were not trained for.
 
-Which is better and faster was measured with the protocol in ``tests/fold_in_protocol.py``
+Which is better and faster was measured with the protocol in ``bench/fold_in.py``
 (figures in the change description and docs/benchmarks.md, not here).
 """
 

@@ -1,6 +1,6 @@
-"""Timing of RecommendForHistory and BatchRecommend, in-process (a script, not collected by pytest).
+"""Timing of RecommendForHistory and BatchRecommend, in-process (run by hand, not by ``make bench``).
 
-    .venv/bin/python tests/history_batch_timing.py [--artists 17632] [--users 2000] [--json]
+    .venv/bin/python -m bench.history_batch [--artists 17632] [--users 2000] [--json]
 
 Publishes a version with random factors at Last.fm 2K's size (17,632 artists, 64 factors) into a
 temporary directory, then measures:

@@ -1,7 +1,7 @@
-"""The fold-in evaluation protocol of issue 11, as a script (not collected by pytest: it trains
-two models, minutes of CPU).
+"""The fold-in evaluation protocol (new listeners from their history): trains two models, minutes
+of CPU, so it is run by hand, not by ``make bench``.
 
-    .venv/bin/python tests/fold_in_protocol.py [--data hetrec:../shared/data/lastfm-2k]
+    .venv/bin/python -m bench.fold_in [--data hetrec:../shared/data/lastfm-2k]
         [--cache DIR] [--seed 0] [--json]
 
 1. Hold out 10% of the users (seeded, among those with >= 5 artists) entirely from training:
