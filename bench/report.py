@@ -83,11 +83,13 @@ def targets(results: dict) -> list[dict]:
         out.append({"part": "scale", "target": f"peak trainer RSS < 6 GiB at {where}", "measured": gib(rss),
                     "met": _finite(rss) and rss < 6 * GIB, "limit": ""})
         load = (big.get("service") or {}).get("load_ms_median")
-        out.append({"part": "scale", "target": f"version load < 2 s at {where}",
+        out.append({"part": "scale", "target": f"version load <= 0.5 s at {where}, every checksum verified",
                     "measured": f"{num(load, 0)} ms (index service, median)",
-                    "met": _finite(load) and load < 2000,
-                    "limit": "" if _finite(load) and load < 2000 else
-                    "validation hashes every file (SHA-256), then arrays load and id dicts are built"})
+                    "met": _finite(load) and load <= 500,
+                    "limit": "" if _finite(load) and load <= 500 else
+                    "validation hashes every file (BLAKE3, in parallel threads, while the Annoy structure "
+                    "checks read both indexes), then arrays are memory-mapped and checked; on "
+                    f"{_cores_text(_cores(results))} the hashing and the structure checks alone take most of it"})
         rec = (big.get("in_process") or {}).get("recommend", {})
         ok = _finite(rec.get("p50_ms")) and rec["p50_ms"] < 1.0 and _finite(rec.get("recall_at_10")) \
             and rec["recall_at_10"] >= 0.95
@@ -379,7 +381,7 @@ def _scale(part: dict, cmd: str) -> list[str]:
              f"Reproduce: `{cmd} --parts scale`. Each size trains {part.get('epochs')} epochs (bounded: the "
              f"default is {part.get('default_epochs', '?')}) through the trainer's pipeline in a child process "
              "(`python -m bench.train_child --source synthetic:SIZE --epochs N`), whose peak RSS is read with "
-             "`os.wait4`. Load time is the index service's own (validate with SHA-256, load, index, warm up), "
+             "`os.wait4`. Load time is the index service's own (validate every checksum, load, index, warm up), "
              "median of its loads of the version and renumbered copies; latency is in-process "
              "(`ServingModel`, BLAS on one thread), p50/p99 per call, recall@10 against exact search with the "
              "same exclusions. One training run per size (a full-scale run takes minutes): its samples/s is the "
@@ -425,7 +427,7 @@ def _scale(part: dict, cmd: str) -> list[str]:
                       "part 3."]
     lines += ["", "Where a version's load time goes (measured in the benchmark process, same steps as the service):",
               ""]
-    lines += _table(["size", "SHA-256 validation", "read arrays + map Annoy", "build ServingModel", "warm-up",
+    lines += _table(["size", "checksum validation", "read arrays + map Annoy", "build ServingModel", "warm-up",
                      "service total (median)"],
                     [[s["label"]] + [f"{num(s['service'].get('breakdown', {}).get(k, float('nan')) * 1000, 0)} ms"
                                      for k in ("validate_sha256_s", "read_arrays_s", "serving_model_s", "warm_up_s")]

@@ -6,7 +6,7 @@ train ``scale_epochs`` epochs, evaluate on a sample, publish) and the parent rea
 
 - its size on disk;
 - the index service's load time and resident memory: a real ``python -m index_service`` process
-  loads it, and then ``runs - 1`` renumbered copies (each load is validated, SHA-256 checked,
+  loads it, and then ``runs - 1`` renumbered copies (each load is validated, checksums checked,
   loaded and warmed up, as in production; the time is the service's own "loaded in" figure);
 - Recommend and SimilarArtists in-process (``bench.in_process``): p50/p99 latency and recall@10.
 """
@@ -121,9 +121,10 @@ def service_loads(version_dir: Path, workdir: Path, loads: int) -> dict:
 
 
 def load_breakdown(version_dir: Path) -> dict:
-    """Where a version's load time goes, in this process (seconds): SHA-256 validation of every
-    file, reading the arrays and mapping the Annoy files, building the ``ServingModel`` (id and
-    name dicts, query matrix), and its warm-up. The service does the same steps in this order."""
+    """Where a version's load time goes, in this process (seconds): checksum validation of every
+    file (BLAKE3 in format 2; the key keeps its old name), reading (memory-mapping) the arrays,
+    checking the Annoy files and mapping them, building the ``ServingModel``, and its warm-up. The
+    service does the same steps (it runs the Annoy structure checks while it hashes)."""
     from index_service.serving_model import ServingModel
     from model_store import load_version, validate_version
 
