@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from index_service.holder import ModelHolder, ServedVersion
 from index_service.servicer import SERVICE_NAME, IndexServicer, add_index_servicer
 from index_service.watcher import VersionWatcher
-from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
+from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server, freeze_long_lived
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +87,7 @@ class IndexServiceApp:
     async def _on_swap(self, served: ServedVersion) -> None:
         assert self.server is not None
         await self.server.set_serving(True)
+        freeze_long_lived()  # the new version's objects live until the next swap
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, stop watching, let in-flight calls finish (``grace_s``), unload."""
