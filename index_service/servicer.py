@@ -39,23 +39,15 @@ def _serializer(message_class):
 
 def add_index_servicer(servicer: "IndexServicer", server) -> None:
     """``index_pb2_grpc.add_IndexServiceServicer_to_server``, except that responses may be
-    pre-encoded bytes (see ``index_service.response_encoding``)."""
+    pre-encoded bytes (see ``index_service.response_encoding``). One handler per RPC of the
+    service's descriptor, so a new RPC needs only its servicer method."""
+    service = index_pb2.DESCRIPTOR.services_by_name["IndexService"]
     handlers = {
-        "Recommend": grpc.unary_unary_rpc_method_handler(
-            servicer.Recommend, request_deserializer=index_pb2.RecommendRequest.FromString,
-            response_serializer=_serializer(index_pb2.RecommendResponse)),
-        "SimilarArtists": grpc.unary_unary_rpc_method_handler(
-            servicer.SimilarArtists, request_deserializer=index_pb2.SimilarArtistsRequest.FromString,
-            response_serializer=_serializer(index_pb2.SimilarArtistsResponse)),
-        "RecommendForHistory": grpc.unary_unary_rpc_method_handler(
-            servicer.RecommendForHistory, request_deserializer=index_pb2.RecommendForHistoryRequest.FromString,
-            response_serializer=_serializer(index_pb2.RecommendResponse)),
-        "BatchRecommend": grpc.unary_unary_rpc_method_handler(
-            servicer.BatchRecommend, request_deserializer=index_pb2.BatchRecommendRequest.FromString,
-            response_serializer=_serializer(index_pb2.BatchRecommendResponse)),
-        "GetIndexInfo": grpc.unary_unary_rpc_method_handler(
-            servicer.GetIndexInfo, request_deserializer=index_pb2.GetIndexInfoRequest.FromString,
-            response_serializer=index_pb2.GetIndexInfoResponse.SerializeToString),
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(index_pb2, method.input_type.name).FromString,
+            response_serializer=_serializer(getattr(index_pb2, method.output_type.name)))
+        for method in service.methods
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
