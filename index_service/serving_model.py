@@ -40,11 +40,11 @@ from typing import NamedTuple
 import numpy as np
 
 from model_store import LoadedVersion, Manifest
+from model_store.artifacts import name_index as build_name_index  # noqa: F401 (the rule, re-exported)
 from model_store.artifacts import name_key
-from model_store.format import SearchConfig
 from model_store.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+from model_store.search import CosineSearch, InnerProductSearch, search_params
 from musicrec.rpc.errors import InvalidArgument, NotFound, ServiceError
 
 DEFAULT_K = 10
@@ -111,27 +111,6 @@ class HistoryRanking:
     ranking: Ranking
     unknown_artist_ids: tuple[str, ...] = ()
     popularity_fallback: bool = False
-
-
-def search_params(config: SearchConfig, method: str | None = None) -> SearchParams:
-    """Runtime search knobs from a manifest's ``SearchConfig``; ``method`` overrides its method."""
-    return SearchParams(method=method or config.method, search_k=config.search_k,
-                        candidates_per_result=config.candidates_per_result)
-
-
-def build_name_index(names: Sequence[str], listeners: Sequence[int]) -> dict[str, int]:
-    """Case-insensitive name -> artist index. When several artists share a name, the one with
-    the most listeners wins (then the lowest index). Empty names are not indexed. (The rule
-    ``model_store.Lookups`` stores as sorted arrays.)"""
-    index: dict[str, int] = {}
-    for i, (name, count) in enumerate(zip(names, listeners)):
-        key = name_key(name)
-        if not key:
-            continue
-        held = index.get(key)
-        if held is None or count > listeners[held]:
-            index[key] = i
-    return index
 
 
 class SortedLookup:

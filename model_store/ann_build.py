@@ -22,7 +22,7 @@ from model_store.artifacts import ModelArtifacts, PrecomputedTop
 from model_store.format import PrecomputedConfig, SearchConfig
 from model_store.inner_product import augment_items, item_vectors_with_bias, user_query
 from model_store.precompute import DEFAULT_RECOMMEND_N, DEFAULT_SIMILAR_N, list_recall_at_10, precompute_top
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+from model_store.search import CosineSearch, InnerProductSearch, SearchParams, search_params
 
 RECALL_TARGET = 0.98
 ANNOY_REQUIRED_FROM = 100_000
@@ -219,11 +219,6 @@ class BuiltIndexes:
     precomputed: PrecomputedConfig
 
 
-def _params(config: SearchConfig) -> SearchParams:
-    return SearchParams(method=config.method, search_k=config.search_k,
-                        candidates_per_result=config.candidates_per_result)
-
-
 def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: str,
                   settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
     """Build both Annoy files, measure and choose their search settings (Recommend,
@@ -266,8 +261,8 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
     # The lists come from the searches built exactly as the index service builds them.
     recommend_n, similar_n = precompute_lengths(artifacts, recommend, similar, settings)
     try:
-        top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, _params(recommend)),
-                                      CosineSearch(artist_factors, sim_index, _params(similar)),
+        top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, search_params(recommend)),
+                                      CosineSearch(artist_factors, sim_index, search_params(similar)),
                                       recommend_n, similar_n, settings.precompute_workers)
     finally:
         rec_index.unload()

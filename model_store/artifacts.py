@@ -90,6 +90,20 @@ def name_key(name: str) -> str:
     return name.strip().casefold()
 
 
+def name_index(names: list[str], listeners: list[int]) -> dict[str, int]:
+    """``name_key`` -> artist index. When several artists share a key, the one with the most
+    listeners wins (then the lowest index). Empty names are not indexed."""
+    index: dict[str, int] = {}
+    for i, (name, count) in enumerate(zip(names, listeners)):
+        key = name_key(name)
+        if not key:
+            continue
+        held = index.get(key)
+        if held is None or count > listeners[held]:
+            index[key] = i
+    return index
+
+
 @dataclass(frozen=True)
 class Lookups:
     """Id and name lookups as arrays (format 2 stores them; format 1 builds them at load).
@@ -108,15 +122,7 @@ class Lookups:
 
     @classmethod
     def build(cls, artifacts: ModelArtifacts) -> "Lookups":
-        keys: dict[str, int] = {}
-        listeners = artifacts.artist_listeners.tolist()
-        for i, name in enumerate(artifacts.artist_names.tolist()):
-            key = name_key(name)
-            if not key:
-                continue
-            held = keys.get(key)
-            if held is None or listeners[i] > listeners[held]:
-                keys[key] = i
+        keys = name_index(artifacts.artist_names.tolist(), artifacts.artist_listeners.tolist())
         ordered = sorted(keys)
         return cls(
             user_id_order=np.argsort(artifacts.user_ids, kind="stable").astype(np.int64),

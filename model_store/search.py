@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_store.format import SearchConfig
+
 _NEG_INF = np.float32(-np.inf)
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -50,6 +52,13 @@ class SearchParams:
         if self.search_k < 0:
             return -1
         return max(self.search_k, n_trees * wanted)
+
+
+def search_params(config: SearchConfig, method: str | None = None) -> SearchParams:
+    """Runtime search knobs from a manifest's ``SearchConfig``; ``method`` overrides its method.
+    The index service and the precompute at publish build their searches through this one function."""
+    return SearchParams(method=method or config.method, search_k=config.search_k,
+                        candidates_per_result=config.candidates_per_result)
 
 
 def _select(scores: np.ndarray, k: int) -> np.ndarray:

@@ -51,11 +51,6 @@ DEFAULT_KEEP = 3
 PublishHook = Callable[[str], None]
 
 
-def sha256_file(path: Path) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) of a file (the format-1 checksum)."""
-    return file_digest(path, "sha256")
-
-
 def _fsync_path(path: Path, directory: bool = False) -> None:
     fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
     try:
