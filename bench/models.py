@@ -33,14 +33,17 @@ def publish_trained(models_dir: Path, source_text: str, settings: BenchSettings,
     relative to ``settings.data_dir``) and publish into ``models_dir``; the version's directory."""
     from trainer_service.data import parse_source
     from trainer_service.hyperparameters import Hyperparameters
-    from trainer_service.pipeline import run_training
+    from trainer_service.pipeline import TrainingOptions, run_training
 
     hp = Hyperparameters()
     if epochs is not None:
         overrides["epochs"] = epochs
     if overrides:
         hp = hp.with_overrides(**overrides)
-    result = run_training(parse_source(source_text), hp, os.fspath(models_dir), data_dir=os.fspath(settings.data_dir))
+    # The gate off: quick runs train a few epochs (below popularity on purpose, to stay quick), and
+    # the serving benchmarks need a model whatever its quality.
+    result = run_training(parse_source(source_text), hp, os.fspath(models_dir), data_dir=os.fspath(settings.data_dir),
+                          options=TrainingOptions(gate="off"))
     return models_dir / str(result.manifest.model_version)
 
 

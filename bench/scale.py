@@ -172,6 +172,7 @@ def measure_size(label: str, users: int, artists: int, interactions: int, settin
         "label": label, "preset": preset, "source": source, "users": trained["num_users"],
         "artists": trained["num_artists"], "interactions": trained["num_interactions"],
         "epochs": settings.scale_epochs, "phase_seconds": phases,
+        "negative_candidates": trained["hyperparameters"].get("negative_candidates"),
         "generation_seconds": phases.get("loading"), "publish_seconds": phases.get("publishing"),
         "epoch_samples_per_second": rates, "samples_per_second": median(rates),
         "train_wall_seconds": trained["wall_seconds"], "peak_rss_bytes": trained["peak_rss_bytes"],
@@ -182,10 +183,29 @@ def measure_size(label: str, users: int, artists: int, interactions: int, settin
     }
 
 
+def plain_bpr_speed(preset: str, settings: BenchSettings, workdir: Path) -> dict:
+    """Epoch throughput of plain BPR (one uniform negative per triple, no hard-negative candidates)
+    on the same synthetic data, trainer alone (``bench.train_speed``, a child process): the step's
+    speed without the default's extra candidate rows. The first epoch (start-up, compilation) is
+    left out."""
+    out = workdir / f"scale-{preset}" / "plain-bpr.json"
+    epochs = max(2, settings.scale_epochs)
+    argv = [sys.executable, "-m", "bench.train_speed", "--size", preset, "--parts", "trainer",
+            "--epochs", str(epochs), "--rounds", "1", "--cache", str(workdir / "speed-cache"),
+            "--json", str(out), "plain:negative_candidates=1"]
+    log.info("scale %s: plain BPR epoch throughput (%s)", preset, " ".join(argv[1:]))
+    subprocess.run(argv, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    rates = json.loads(out.read_text(encoding="utf-8"))["plain"]["trainer"]
+    return {"epoch_samples_per_second": rates, "samples_per_second": median(rates), "epochs": epochs,
+            "command": "python -m " + " ".join(argv[1:]).replace(str(workdir), "WORKDIR")}
+
+
 def run(settings: BenchSettings, workdir: Path) -> dict:
     """The scale part, smallest size first; the largest version is kept for the ANN part."""
     from trainer_service.hyperparameters import Hyperparameters
 
     rows = [measure_size(label, u, a, n, settings, workdir) for label, u, a, n in settings.scale_sizes]
+    if rows:
+        rows[-1]["plain_bpr"] = plain_bpr_speed(rows[-1]["preset"], settings, workdir)
     return {"sizes": rows, "largest_version_dir": rows[-1]["version_dir"] if rows else None,
             "epochs": settings.scale_epochs, "default_epochs": Hyperparameters().epochs}

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from trainer_service.data import parse_source
     from trainer_service.hyperparameters import Hyperparameters
-    from trainer_service.pipeline import run_training
+    from trainer_service.pipeline import TrainingOptions, run_training
 
     imported = time.perf_counter() - started
     hp = Hyperparameters() if args.epochs is None else Hyperparameters().with_overrides(epochs=args.epochs)
@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         events.append({"t": time.perf_counter() - started, **_plain(event)})
 
     t0 = time.perf_counter() - started
+    # The gate off: a scale run trains a few epochs to measure speed and memory, not quality.
     result = run_training(parse_source(args.source), hp, args.models_dir, data_dir=args.data_dir,
-                          on_progress=on_progress)
+                          on_progress=on_progress, options=TrainingOptions(gate="off"))
     manifest = result.manifest
     out = {
         "import_seconds": imported,

@@ -159,3 +159,22 @@ def test_stream_closes_while_the_producer_is_blocked():
     stream.next()
     stream.close()  # returns: the producer notices the stop flag while waiting on the full queue
     assert not stream._thread.is_alive()
+
+
+def test_stream_with_several_negative_candidates_gives_each_triple_that_many_true_negatives():
+    rng = np.random.default_rng(13)
+    users, artists = _random_interactions(rng, 50, 80, 30)
+    truth = set(zip(users.tolist(), artists.tolist()))
+    sampler = TripletSampler(users, artists, None, 50, 80)
+    with TripletStream(sampler, np.random.default_rng(14), samples_per_epoch=500, epochs=1, batch_size=64,
+                       batches_per_chunk=4, negative_candidates=3) as stream:
+        chunks = _drain(stream, 2)  # 500 = 256 + 244
+    assert chunks[0].negatives.shape == (4, 3, 64) and chunks[0].negatives.dtype == np.int32
+    for chunk in chunks:
+        flat_users = chunk.users.reshape(-1)[:chunk.count]
+        # (batches, candidates, batch) -> (candidates, batches * batch): candidate c of triple k.
+        candidates = chunk.negatives.transpose(1, 0, 2).reshape(3, -1)
+        assert not candidates[:, chunk.count:].any()  # padding
+        for c in range(3):
+            assert all((u, j) not in truth for u, j in zip(flat_users.tolist(), candidates[c, :chunk.count].tolist()))
+        assert (candidates[0, :chunk.count] != candidates[1, :chunk.count]).any()  # independent draws

@@ -24,6 +24,15 @@ table whose update does not depend on that step's gather from the same table may
 first, forcing XLA to copy the whole table every step (~100x slower), so every update here is
 computed from the gathered rows.
 
+Rank-aware negatives (``Hyperparameters.negative_candidates`` C > 1): the sampler draws C
+negatives per triple, and the step scores them with the current factors and trains on the
+highest-scoring one (``_hardest_negative``; dynamic negative sampling). The per-triple math
+itself is ``bpr_triple_gradients``, a pure function shared with the distributed trainer. The
+learning rate follows ``Hyperparameters.learning_rate_schedule``, set per call from the share
+of the run already trained. The factor tables are advised into transparent huge pages
+(``_advise_huge_pages``): the random row reads are TLB misses too with 4 KiB pages. Measurements
+of these levers: docs/training.md.
+
 Minibatch semantics: "sgd" applies each triple's gradient with step ``learning_rate`` and sums
 the updates of a minibatch (rows drawn twice move twice), which is Rendle's per-triple SGD with
 the reads of one minibatch taken before its writes. "adagrad" sums a minibatch's gradients per
@@ -40,7 +49,9 @@ This is the only module of the package that imports TensorFlow; import it lazily
 from __future__ import annotations
 
 import functools
+import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +102,83 @@ class EpochStats:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
+def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates):
+    """The BPR objective of a batch of triples (u, i, j) and its gradients: pure tensor math, no
+    variables, no updates (shared by the XLA step here and ``trainer_service.distributed``).
+
+    ``pu``, ``qi``, ``qj``: (B, F) float32 rows of the user, listened-artist and unlistened-artist
+    factors; ``bi``, ``bj``: (B,) the two artists' biases; ``mask``: (B,) float32, 1 for a real
+    triple and 0 for padding (padding gets zero loss and zero gradient); ``rates``: (3,) float32
+    [learning rate, regularization, bias regularization] (the learning rate is not used here).
+
+    Returns ``(loss, grad_u, grad_i, grad_j, grad_bi, grad_bj)``: loss (B,) per triple, masked
+    (``softplus(-x)`` plus the L2 terms of ``trainer_service.hyperparameters``), then the
+    gradients of that loss with respect to each input row: (B, F), (B, F), (B, F), (B,), (B,).
+    """
+    reg, bias_reg = rates[1], rates[2]
+    diff = qi - qj
+    x = tf.reduce_sum(pu * diff, axis=1) + bi - bj
+    # d(-log sigmoid(x))/dx = -sigmoid(-x); padding triples get no gradient.
+    pull = tf.math.sigmoid(-x) * mask
+    square = tf.reduce_sum(pu * pu + qi * qi + qj * qj, axis=1)
+    loss = (tf.math.softplus(-x) + 0.5 * reg * square + 0.5 * bias_reg * (bi * bi + bj * bj)) * mask
+    m = mask[:, None]
+    pull_col = pull[:, None]
+    grad_u = -pull_col * diff + reg * m * pu
+    grad_i = -pull_col * pu + reg * m * qi
+    grad_j = pull_col * pu + reg * m * qj
+    grad_bi = -pull + bias_reg * mask * bi
+    grad_bj = pull + bias_reg * mask * bj
+    return loss, grad_u, grad_i, grad_j, grad_bi, grad_bj
+
+
+_HUGE_PAGE = 1 << 21
+_MADV_HUGEPAGE = 14
+_MADV_COLLAPSE = 25  # Linux 6.1+: back the range with huge pages now, keeping its contents
+
+
+def _advise_huge_pages(variable: tf.Variable) -> None:
+    """Back a large table with 2 MiB transparent huge pages (Linux; best effort, silent when the
+    kernel or the platform says no). Every training step reads random rows of the tables: with
+    4 KiB pages nearly every row costs a TLB miss, with 2 MiB pages the TLB covers them. The
+    XLA call updates the variables in place, so the advice stays with the buffer."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        capsule = tf.experimental.dlpack.to_dlpack(variable.value())
+
+        class _Exported:  # numpy's from_dlpack wants an object with the protocol's two methods
+            def __dlpack__(self, stream=None, **_):
+                return capsule
+
+            def __dlpack_device__(self):
+                return (1, 0)  # CPU
+
+        array = np.from_dlpack(_Exported())
+        start = -(-array.ctypes.data // _HUGE_PAGE) * _HUGE_PAGE
+        end = (array.ctypes.data + array.nbytes) // _HUGE_PAGE * _HUGE_PAGE
+        if end <= start:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise(start, end - start, _MADV_HUGEPAGE)
+        libc.madvise(start, end - start, _MADV_COLLAPSE)
+    except Exception:  # an optimization only: never fail training over it
+        return
+
+
+def learning_rate_factor(schedule: str, done: float) -> float:
+    """The multiplier of the base learning rate after the fraction ``done`` (0..1) of the run:
+    "constant" 1; "linear" ``1 - done``; "cosine" ``(1 + cos(pi * done)) / 2``."""
+    if schedule == "linear":
+        return 1.0 - done
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    return 1.0
+
+
 def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Sum ``grads`` (n, ...) of equal ``indices`` (n,): returns (n,) indices and (n, ...) sums in
     which every distinct index appears once; the remaining slots hold index 0 with zero gradient.
@@ -105,6 +193,18 @@ def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     return unique, summed
 
 
+def _hardest_negative(pu, Q, b, candidates):
+    """Of (C, B) candidate negatives, the one per triple that the model scores highest for its
+    user: returns its (B,) index, (B, F) factors and (B,) bias, taken from the rows gathered
+    for scoring (so the later scatter into Q depends on this gather; see the module docstring)."""
+    qc = tf.gather(Q, candidates)  # (C, B, F)
+    bc = tf.gather(b, candidates)  # (C, B)
+    scores = tf.reduce_sum(pu[None] * qc, axis=2) + bc
+    pick = tf.one_hot(tf.argmax(scores, axis=0, output_type=tf.int32), tf.shape(candidates)[0], axis=0)
+    j = tf.reduce_sum(candidates * tf.cast(pick, tf.int32), axis=0)
+    return j, tf.reduce_sum(qc * pick[:, :, None], axis=0), tf.reduce_sum(bc * pick, axis=0)
+
+
 @functools.lru_cache(maxsize=None)
 def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     """The XLA-compiled training call for minibatches of ``batch`` triples with ``optimizer``.
@@ -113,28 +213,21 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     trainer in a process shares one trace and one compilation per chunk shape (compiling takes
     ~1 s). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
     ``tables`` = (P, Q, b) variables, ``accumulators`` their Adagrad accumulators (or ()),
-    (K, B) int32 blocks of which the first ``count`` triples are real, ``rates`` = [learning
+    (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
+    candidates per triple; each shape traces once), ``rates`` = [learning
     rate, regularization, bias regularization]; returns the real triples' summed loss (float64).
     """
 
     def step(tables, accumulators, u, i, j, mask, rates):
         P, Q, b = tables
-        lr, reg, bias_reg = rates[0], rates[1], rates[2]
-        pu, qi, qj = tf.gather(P, u), tf.gather(Q, i), tf.gather(Q, j)
-        bi, bj = tf.gather(b, i), tf.gather(b, j)
-        diff = qi - qj
-        x = tf.reduce_sum(pu * diff, axis=1) + bi - bj
-        # d(-log sigmoid(x))/dx = -sigmoid(-x); padding triples get no gradient.
-        pull = tf.math.sigmoid(-x) * mask
-        square = tf.reduce_sum(pu * pu + qi * qi + qj * qj, axis=1)
-        loss = tf.math.softplus(-x) + 0.5 * reg * square + 0.5 * bias_reg * (bi * bi + bj * bj)
-        m = mask[:, None]
-        pull_col = pull[:, None]
-        grad_u = -pull_col * diff + reg * m * pu
-        grad_i = -pull_col * pu + reg * m * qi
-        grad_j = pull_col * pu + reg * m * qj
-        grad_bi = -pull + bias_reg * mask * bi
-        grad_bj = pull + bias_reg * mask * bj
+        lr = rates[0]
+        pu, qi = tf.gather(P, u), tf.gather(Q, i)
+        bi = tf.gather(b, i)
+        if j.shape.rank == 1:
+            qj, bj = tf.gather(Q, j), tf.gather(b, j)
+        else:
+            j, qj, bj = _hardest_negative(pu, Q, b, j)
+        loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
         items = tf.concat([i, j], axis=0)
         item_grads = tf.concat([grad_i, grad_j], axis=0)
         bias_grads = tf.concat([grad_bi, grad_bj], axis=0)
@@ -149,7 +242,7 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
             P.scatter_sub(tf.IndexedSlices(lr * grad_u, u))
             Q.scatter_sub(tf.IndexedSlices(lr * item_grads, items))
             b.scatter_sub(tf.IndexedSlices(lr * bias_grads, items))
-        return tf.reduce_sum(loss * mask)
+        return tf.reduce_sum(loss)
 
     @tf.function(jit_compile=True)
     def train_chunk(tables, accumulators, users, positives, negatives, count, rates):
@@ -196,15 +289,26 @@ class BPRTrainer:
         if hp.optimizer == "adagrad":
             self._accumulators = tuple(tf.Variable(tf.fill(tf.shape(v), _ADAGRAD_INITIAL_ACCUMULATOR))
                                        for v in self._tables)
-        self._rates = tf.constant([hp.learning_rate, hp.regularization, hp.bias_regularization], tf.float32)
+        for variable in self._tables + self._accumulators:
+            _advise_huge_pages(variable)
         batch = hp.batch_size
         batches = max(1, min(TRIPLES_PER_CALL // batch, -(-self.samples_per_epoch // batch)))
         self._train_chunk = _chunk_trainer(batch, hp.optimizer)
         self.epoch = 0
         self._stopped = False
+        self._trained = 0  # triples trained so far, for the learning-rate schedule
         self._stream = TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
                                      samples_per_epoch=self.samples_per_epoch, epochs=hp.epochs,
-                                     batch_size=batch, batches_per_chunk=batches)
+                                     batch_size=batch, batches_per_chunk=batches,
+                                     negative_candidates=hp.negative_candidates)
+
+    def _rates(self) -> tf.Tensor:
+        """[learning rate, regularization, bias regularization] for the next call, the learning
+        rate as the schedule sets it at the current point of the run."""
+        hp = self.hp
+        done = self._trained / (self.samples_per_epoch * hp.epochs)
+        lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
+        return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
 
     def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> EpochStats | None:
         """Train one epoch (``samples_per_epoch`` triples). ``should_stop`` is polled before each
@@ -224,8 +328,9 @@ class BPRTrainer:
                 return None
             chunk = self._stream.next()
             total += float(self._train_chunk(self._tables, self._accumulators, chunk.users, chunk.positives,
-                                             chunk.negatives, tf.constant(chunk.count, tf.int32), self._rates))
+                                             chunk.negatives, tf.constant(chunk.count, tf.int32), self._rates()))
             samples += chunk.count
+            self._trained += chunk.count
             if chunk.last:
                 break
         self.epoch += 1

@@ -13,6 +13,9 @@ of Last.fm 360K costs about 1.8 s per million queries (each lookup is a chain of
 misses); one open-addressing probe per query (independent loads the CPU overlaps) costs about
 0.04 s per million.
 
+For rank-aware training, ``TripletStream`` draws ``negative_candidates`` negatives per triple
+(one vectorized call for the extra ones); the trainer picks among them with the current model.
+
 The notebook's sampler (``negative_sampling="popularity"``) is kept for reference: an artist drawn
 in proportion to its listeners, the user's own artists not excluded.
 
@@ -167,11 +170,13 @@ class TripletSampler:
             index = self._pool[index]
         users = self.users[index]
         positives = self.artists[index]
+        return Triples(users, positives, self.negatives(users, rng))
+
+    def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n,) int32: one negative artist per user of ``users`` (n,), as ``negative_sampling`` says."""
         if self.negative_sampling == "popularity":
-            negatives = self.artists[rng.integers(0, self.users.size, size=n)]
-        else:
-            negatives = self._uniform_negatives(users, rng)
-        return Triples(users, positives, negatives)
+            return self.artists[rng.integers(0, self.users.size, size=users.size)]
+        return self._uniform_negatives(users, rng)
 
     def _uniform_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         negatives = rng.integers(0, self.num_artists, size=users.size, dtype=np.int32)
@@ -216,8 +221,9 @@ class TripletSampler:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A block of minibatches for one training call: ``users``, ``positives``, ``negatives`` are
-    (batches, batch_size) int32; only the first ``count`` triples (row-major) are real, the rest
+    """A block of minibatches for one training call: ``users``, ``positives`` are (batches,
+    batch_size) int32, ``negatives`` too with one candidate per triple, or (batches, candidates,
+    batch_size) with several; only the first ``count`` triples (row-major) are real, the rest
     padding. ``epoch`` is 1-based; ``last`` marks the epoch's final chunk."""
 
     users: np.ndarray
@@ -236,8 +242,10 @@ class TripletStream:
     """
 
     def __init__(self, sampler: TripletSampler, rng: np.random.Generator, *, samples_per_epoch: int,
-                 epochs: int, batch_size: int, batches_per_chunk: int, depth: int = 2):
+                 epochs: int, batch_size: int, batches_per_chunk: int, depth: int = 2,
+                 negative_candidates: int = 1):
         self._sampler = sampler
+        self.negative_candidates = int(negative_candidates)
         self._rng = rng
         self.samples_per_epoch = int(samples_per_epoch)
         self.epochs = int(epochs)
@@ -258,14 +266,27 @@ class TripletStream:
                     remaining -= count
                     triples = self._sampler.sample(count, self._rng)
                     arrays = []
-                    for values in (triples.users, triples.positives, triples.negatives):
+                    for values in (triples.users, triples.positives):
                         block = np.zeros(capacity, dtype=np.int32)
                         block[:count] = values
                         arrays.append(block.reshape(self.batches_per_chunk, self.batch_size))
+                    arrays.append(self._negative_block(triples, count, capacity))
                     if not self._put(Chunk(*arrays, count=count, epoch=epoch, last=remaining == 0)):
                         return
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(exc)
+
+    def _negative_block(self, triples: Triples, count: int, capacity: int) -> np.ndarray:
+        candidates = self.negative_candidates
+        block = np.zeros((candidates, capacity), dtype=np.int32)
+        block[0, :count] = triples.negatives
+        if candidates > 1:  # one vectorized draw for all the extra candidates
+            extra = self._sampler.negatives(np.tile(triples.users, candidates - 1), self._rng)
+            block[1:, :count] = extra.reshape(candidates - 1, count)
+        if candidates == 1:
+            return block.reshape(self.batches_per_chunk, self.batch_size)
+        return np.ascontiguousarray(block.reshape(candidates, self.batches_per_chunk, self.batch_size)
+                                    .transpose(1, 0, 2))
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
