@@ -10,6 +10,10 @@ name a file outside that list, so it cannot point outside the version directory.
   (``LOOKUP_FILES``); every file checksummed with BLAKE3 (about 2.4x SHA-256's speed on one core,
   and it can use every core), and a ``precomputed`` section saying how the lists were made.
 Readers accept both formats.
+
+Either format may carry an optional ``training`` section (``TrainingRecord``: the quality gate's
+decision, early stopping, the final fit); versions written before it existed have none, and
+nothing a reader needs depends on it.
 """
 
 from __future__ import annotations
@@ -130,6 +134,76 @@ class PrecomputedConfig:
 
 
 @dataclass(frozen=True)
+class TrainingRecord:
+    """How a version was trained and why it was published (optional manifest section ``training``).
+
+    ``gate_mode``: "on" or "off"; ``gate_passed``: the gate's verdict (False with mode "off": it
+    was published over the gate's objection); ``gate_reason``: the gate's one line;
+    ``gate_figures``: the numbers it compared (HR@10 of the model, of popularity, of the previous
+    version of the same kind of source when there was one). ``epochs_planned``/``epochs_trained``
+    /``best_epoch``: the epochs asked for, run, and whose factors were kept (early stopping keeps
+    the best validated epoch); ``early_stopping_patience``: validations without improvement
+    before stopping (0: off); ``best_validation_hit_rate_at_10``: HR@10 on the validation
+    hold-out at ``best_epoch`` (0 without validation). ``final_fit``: "none" (the published
+    factors are the evaluated model's) or "all" (retrained on every interaction for
+    ``final_fit_epochs`` epochs after evaluation; the metrics are the evaluated model's)."""
+
+    gate_mode: str
+    gate_passed: bool
+    gate_reason: str
+    gate_figures: dict[str, float | int]
+    epochs_planned: int
+    epochs_trained: int
+    best_epoch: int
+    early_stopping_patience: int = 0
+    best_validation_hit_rate_at_10: float = 0.0
+    final_fit: str = "none"
+    final_fit_epochs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gate": {"mode": self.gate_mode, "passed": self.gate_passed, "reason": self.gate_reason,
+                     "figures": dict(self.gate_figures)},
+            "epochs": {"planned": self.epochs_planned, "trained": self.epochs_trained, "best": self.best_epoch},
+            "early_stopping": {"patience": self.early_stopping_patience,
+                               "best_validation_hit_rate_at_10": self.best_validation_hit_rate_at_10},
+            "final_fit": {"mode": self.final_fit, "epochs": self.final_fit_epochs},
+        }
+
+    @classmethod
+    def from_json(cls, where: str, data: Any) -> "TrainingRecord":
+        obj = _require_dict(where, data)
+        gate = _require_dict(f"{where}.gate", obj.get("gate"))
+        epochs = _require_dict(f"{where}.epochs", obj.get("epochs"))
+        stopping = _require_dict(f"{where}.early_stopping", obj.get("early_stopping"))
+        final = _require_dict(f"{where}.final_fit", obj.get("final_fit"))
+        mode = _require_str(f"{where}.gate.mode", gate.get("mode"))
+        if mode not in ("on", "off"):
+            raise ManifestError(f"{where}.gate.mode must be 'on' or 'off', got {mode!r}")
+        passed = gate.get("passed")
+        if not isinstance(passed, bool):
+            raise ManifestError(f"{where}.gate.passed must be true or false")
+        final_mode = _require_str(f"{where}.final_fit.mode", final.get("mode"))
+        if final_mode not in ("none", "all"):
+            raise ManifestError(f"{where}.final_fit.mode must be 'none' or 'all', got {final_mode!r}")
+        return cls(
+            gate_mode=mode,
+            gate_passed=passed,
+            gate_reason=_require_str(f"{where}.gate.reason", gate.get("reason")),
+            gate_figures=_number_map(f"{where}.gate.figures", gate.get("figures")),
+            epochs_planned=_require_int(f"{where}.epochs.planned", epochs.get("planned"), minimum=0),
+            epochs_trained=_require_int(f"{where}.epochs.trained", epochs.get("trained"), minimum=0),
+            best_epoch=_require_int(f"{where}.epochs.best", epochs.get("best"), minimum=0),
+            early_stopping_patience=_require_int(f"{where}.early_stopping.patience", stopping.get("patience"),
+                                                 minimum=0),
+            best_validation_hit_rate_at_10=_require_float(f"{where}.early_stopping.best_validation_hit_rate_at_10",
+                                                          stopping.get("best_validation_hit_rate_at_10")),
+            final_fit=final_mode,
+            final_fit_epochs=_require_int(f"{where}.final_fit.epochs", final.get("epochs"), minimum=0),
+        )
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """How one nearest-neighbour search is built and answered (see SearchSettings in model.proto).
 
@@ -201,6 +275,7 @@ class Manifest:
     similar_search: SearchConfig
     files: dict[str, FileEntry] = field(default_factory=dict)
     precomputed: PrecomputedConfig | None = None  # format 2 only
+    training: TrainingRecord | None = None  # optional in every format
 
     @property
     def size_bytes(self) -> int:
@@ -227,6 +302,7 @@ class Manifest:
             },
             "files": {name: e.to_json() for name, e in sorted(self.files.items())},
             **({"precomputed": self.precomputed.to_json()} if self.precomputed is not None else {}),
+            **({"training": self.training.to_json()} if self.training is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -274,6 +350,9 @@ class Manifest:
         precomputed = None
         if fmt >= 2:
             precomputed = PrecomputedConfig.from_json("precomputed", obj.get("precomputed"))
+        training = None
+        if obj.get("training") is not None:
+            training = TrainingRecord.from_json("training", obj["training"])
         search = _require_dict("search", obj.get("search"))
         return cls(
             format_version=fmt,
@@ -291,6 +370,7 @@ class Manifest:
             similar_search=SearchConfig.from_json("search.similar", search.get("similar")),
             files=files,
             precomputed=precomputed,
+            training=training,
         )
 
 

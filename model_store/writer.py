@@ -37,6 +37,7 @@ from model_store.format import (
     TEMP_PREFIX,
     FileEntry,
     Manifest,
+    TrainingRecord,
 )
 from model_store.reader import list_versions
 
@@ -119,8 +120,10 @@ def publish_version(
     min_version: int = 1,
     build_settings: BuildSettings = BuildSettings(),
     hook: PublishHook | None = None,
+    training: TrainingRecord | None = None,
 ) -> Manifest:
-    """Write ``artifacts`` as the next version of ``models_dir`` and return its manifest.
+    """Write ``artifacts`` as the next version of ``models_dir`` and return its manifest
+    (``training``: the optional manifest section on how it was trained).
 
     The version number is one more than the highest on disk and at least ``min_version`` (a
     trainer passes one more than the highest it ever published, so numbers keep growing even if
@@ -138,7 +141,8 @@ def publish_version(
             tmp.mkdir()
             try:
                 manifest = _write_files(tmp, version, artifacts, data_source, data_fingerprint,
-                                        num_interactions, hyperparameters, metrics, build_settings, hook)
+                                        num_interactions, hyperparameters, metrics, build_settings, hook,
+                                        training)
                 _fsync_path(tmp, directory=True)
                 os.rename(tmp, root / str(version))
                 _fsync_path(root, directory=True)
@@ -156,7 +160,7 @@ def publish_version(
 
 def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source: str, data_fingerprint: str,
                  num_interactions: int, hyperparameters: dict, metrics: dict, build_settings: BuildSettings,
-                 hook: PublishHook | None) -> Manifest:
+                 hook: PublishHook | None, training: TrainingRecord | None = None) -> Manifest:
     for name, filename in ARRAY_FILES.items():
         _save_array(tmp / filename, getattr(artifacts, name))
     lookups = Lookups.build(artifacts)
@@ -192,6 +196,7 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
         similar_search=similar,
         files=files,
         precomputed=built.precomputed,
+        training=training,
     )
     with open(tmp / MANIFEST_NAME, "x", encoding="utf-8") as fh:
         fh.write(manifest.dumps())

@@ -7,7 +7,8 @@
    (``python -m index_service``) as child processes sharing one models directory; their logs go to
    ``LOG_DIR/trainer.log`` and ``LOG_DIR/index.log`` (default: ``logs/`` beside the models dir).
 2. If no valid model version exists (or ``--data`` names data to train on), trains one over gRPC:
-   ``StartTraining`` then ``WatchTrainingJob``, printing progress per epoch.
+   ``StartTraining`` then ``WatchTrainingJob``, showing its progress (a bar on a terminal, one
+   line per phase otherwise).
 3. Waits until the index service serves the newest version, prints recommendations for three
    users and similar artists for two artists (names and scores), and the ``grpcurl`` commands to
    try by hand.
@@ -21,7 +22,8 @@ MovieLens' ``ratings.csv``/``movies.csv``, detected from the files present) beco
 dir; anything else is passed to the trainer as a ``--default-source`` spec (``synthetic:tiny``).
 
 This module talks to the services only through their gRPC APIs and reads the model store only to
-pick example users and artists; it imports neither service.
+pick example users and artists; of the services it imports only the trainer's progress display
+(``trainer_service.progress_display``: a bar on a terminal, one line per phase otherwise).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from musicrec.process_lifetime import die_with_parent
 from musicrec.rpc.auth import TRAINER_TOKEN_ENV, bearer_metadata, load_token
 from musicrec.rpc.channel_config import channel_options
 from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
+from trainer_service.progress_display import ProgressDisplay
 
 HOST = "127.0.0.1"
 DEFAULT_MODELS_DIR = "var/models"
@@ -215,29 +218,42 @@ def _fmt_metrics(metrics: model_pb2.EvaluationMetrics) -> str:
             f"NDCG@10 {metrics.ndcg_at_10:.3f}, AUC {metrics.auc:.3f} on {metrics.evaluated_users:,} users")
 
 
-_PHASE_TEXT = {"loading": "loading the data",
-               "evaluating": "evaluating (leave-one-out)", "publishing": "building the indexes and publishing"}
+@dataclass(frozen=True)
+class _WatchedProgress:
+    """A ``TrainingJob`` update as the progress display reads it (the fields of the pipeline's
+    ``Progress``; ``metrics``: the job's latest validation HR@10 while training)."""
+
+    phase: str
+    epoch: int
+    total_epochs: int
+    loss: float
+    samples_per_second: float
+    metrics: dict
+    best_epoch: int
+
+    @classmethod
+    def of(cls, job: trainer_pb2.TrainingJob) -> "_WatchedProgress":
+        p = job.progress
+        metrics = {"hit_rate_at_10": job.metrics.hit_rate_at_10} if job.metrics.evaluated_users else {}
+        return cls(p.phase, p.epoch, p.total_epochs, p.loss, p.samples_per_second, metrics, p.best_epoch)
 
 
-async def train(trainer: trainer_pb2_grpc.TrainerServiceStub, epochs: int | None, token: str | None) -> int:
-    """Start a job on the trainer's default source, print its progress, return the version."""
+async def train(trainer: trainer_pb2_grpc.TrainerServiceStub, epochs: int | None, token: str | None,
+                gate: str = "on") -> int:
+    """Start a job on the trainer's default source, show its progress, return the version.
+    ``gate``: the quality gate ("on" or "off")."""
     request = trainer_pb2.StartTrainingRequest()
     if epochs:
         request.hyperparameters.epochs = epochs
+    request.options.gate = trainer_pb2.QUALITY_GATE_ON if gate == "on" else trainer_pb2.QUALITY_GATE_OFF
     job = await trainer.StartTraining(request, timeout=30, metadata=bearer_metadata(token) if token else None)
     say(f"training job {job.job_id} started")
-    last_phase, last_epoch = "", -1
     final = job
-    async for update in trainer.WatchTrainingJob(trainer_pb2.WatchTrainingJobRequest(job_id=job.job_id)):
-        final = update
-        progress = update.progress
-        if progress.phase != last_phase and progress.phase in _PHASE_TEXT:
-            say(f"  {_PHASE_TEXT[progress.phase]}...")
-        if progress.phase == "training" and progress.epoch != last_epoch and progress.epoch > 0:
-            say(f"  epoch {progress.epoch:>3}/{progress.total_epochs}  loss {progress.loss:.4f}  "
-                f"({progress.samples_per_second:,.0f} samples/s)")
-            last_epoch = progress.epoch
-        last_phase = progress.phase
+    with ProgressDisplay(sys.stdout, indent="  ") as display:
+        async for update in trainer.WatchTrainingJob(trainer_pb2.WatchTrainingJobRequest(job_id=job.job_id)):
+            final = update
+            if update.state == trainer_pb2.JOB_STATE_RUNNING:
+                display(_WatchedProgress.of(update))
     if final.state != trainer_pb2.JOB_STATE_SUCCEEDED:
         raise LaunchError(f"training job {final.job_id} ended {trainer_pb2.JobState.Name(final.state)}: {final.error}")
     say(f"published version {final.published_version}: {_fmt_metrics(final.metrics)}")
@@ -330,6 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trainer-port", type=int, default=DEFAULT_TRAINER_PORT, help="0: any free port")
     parser.add_argument("--index-port", type=int, default=DEFAULT_INDEX_PORT, help="0: any free port")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the startup training (default: trainer's)")
+    parser.add_argument("--gate", choices=("on", "off"), default="on",
+                        help="quality gate of the startup training (default on: a model not above the popularity "
+                             "baseline is not published and the launch fails; off: publish it anyway)")
     parser.add_argument("--log-dir", type=Path, default=None, help="service logs (default: MODELS_DIR/../logs)")
     parser.add_argument("--once", action="store_true", help="bring up, print, shut down (tests, CI)")
     return parser.parse_args(argv)
@@ -370,7 +389,7 @@ async def bring_up(args: argparse.Namespace, plan: DataPlan, children: list[Chil
         else:
             say(f"no valid model in {models_dir}; training on {plan.description}" if not version
                 else f"training on {plan.description}")
-            version = await train(trainer_stub, args.epochs, token)
+            version = await train(trainer_stub, args.epochs, token, args.gate)
         served = await wait_served(index_stub, version, index, SERVE_TIMEOUT_S)
         say(f"the index service serves version {served}")
         user, artist = await show_examples(index_stub, models_dir / str(served))

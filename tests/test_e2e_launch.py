@@ -26,10 +26,11 @@ def launch(cwd, *args: str) -> subprocess.CompletedProcess:
 def test_launch_once_trains_serves_prints_and_stops(tmp_path):
     models = tmp_path / "var" / "models"
     common = ("--once", "--models-dir", str(models), "--trainer-port", "0", "--index-port", "0")
-    first = launch(tmp_path, *common, "--data", "synthetic:tiny:seed=2", "--epochs", "3")
+    # Three epochs do not reliably beat popularity on tiny data: the quality gate is turned off.
+    first = launch(tmp_path, *common, "--data", "synthetic:tiny:seed=2", "--epochs", "3", "--gate", "off")
     out = first.stdout
     assert first.returncode == 0, out + first.stderr
-    assert "training job" in out and "epoch   3/3" in out
+    assert "training job" in out and "training: 3/3 epochs" in out and "epoch   1/3" not in out
     assert "published version 1" in out and "the index service serves version 1" in out
     assert out.count("Recommend for user") == 3 and out.count("SimilarArtists to") == 2
     assert "score" in out and "cosine" in out

@@ -1,5 +1,7 @@
 """``python -m trainer_service train`` end to end in a subprocess: it publishes and prints a
-version, and bad data, a failed publish or a bad flag end in a one-line error, no traceback."""
+version, and bad data, a failed publish or a bad flag end in a one-line error, no traceback; the
+quality gate refuses a bad model (exit 3, both figures, nothing published) unless ``--gate off``;
+``--final-fit all`` is recorded; progress is one line per phase when stderr is not a terminal."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store import list_versions, load_version
+from model_store import list_versions, load_version, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"hit_rate_at_10", "ndcg_at_10", "auc", "evaluated_users", "popularity_hit_rate_at_10",
                "popularity_ndcg_at_10", "popularity_auc"}
-FAST_FLAGS = ["--epochs", "3", "--factors", "8", "--batch-size", "128", "--validate-every", "0"]
+# Three epochs do not reliably beat popularity: tests of other things turn the gate off.
+FAST_FLAGS = ["--epochs", "3", "--factors", "8", "--batch-size", "128", "--validate-every", "0", "--gate", "off"]
+# A model that has barely moved from its random start ranks at random: far below popularity.
+UNTRAINED = ["--epochs", "1", "--factors", "8", "--learning-rate", "0.000001", "--validate-every", "0"]
 
 
 def _train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -55,7 +60,10 @@ def test_train_publishes_and_prints_the_version(plays_csv, tmp_path):
     assert table.returncode == 0, table.stderr
     assert "published version 1" in table.stdout
     assert "HR@10" in table.stdout and "popularity" in table.stdout and "AUC" in table.stdout
-    assert "epoch    3/3" in table.stderr  # progress lines
+    # Not a terminal: one line per phase, and one summary line for the epochs (not one per epoch).
+    assert "training (3 epochs at most)..." in table.stderr and "training: 3/3 epochs in" in table.stderr
+    assert "epoch    1" not in table.stderr and "\r" not in table.stderr
+    assert "quality gate     off, " in table.stdout and "final fit        none" in table.stdout
 
     as_json = _train("--data", source, "--models-dir", str(models), "--json", "--quiet", "--keep", "1",
                      "--eval-users", "all", *FAST_FLAGS)
@@ -65,6 +73,7 @@ def test_train_publishes_and_prints_the_version(plays_csv, tmp_path):
     assert METRIC_KEYS <= set(result["metrics"]) and result["metrics"]["evaluated_users"] == 60
     assert result["hyperparameters"]["factors"] == 8 and len(result["epochs"]) == 3
     assert "epoch" not in as_json.stderr
+    assert result["training"]["gate"]["mode"] == "off" and result["training"]["final_fit"]["mode"] == "none"
     loaded = load_version(models / "2")
     try:
         assert loaded.manifest.metrics == result["metrics"]
@@ -109,7 +118,8 @@ def test_help_documents_every_option_and_data_format():
     for option in ("--data", "--models-dir", "--data-dir", "--preset", "--factors", "--epochs", "--learning-rate",
                    "--regularization", "--bias-regularization", "--batch-size", "--seed", "--negative-sampling",
                    "--positive-sampling", "--optimizer", "--init-std", "--keep", "--eval-users",
-                   "--validate-every", "--validation-users", "--json", "--quiet"):
+                   "--validate-every", "--validation-users", "--json", "--quiet", "--gate", "--final-fit",
+                   "--patience"):
         assert option in result.stdout, option
     for source in ("synthetic[:SIZE]", "notebook", "hetrec", "movielens", "table", "user_artists.dat",
                    "ratings.csv", "lastfm_play.csv"):
@@ -117,3 +127,34 @@ def test_help_documents_every_option_and_data_format():
     top = subprocess.run([sys.executable, "-m", "trainer_service", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert top.returncode == 0 and "train" in top.stdout
+
+
+def test_the_gate_refuses_a_bad_model_with_exit_3_and_both_figures(tmp_path):
+    models = tmp_path / "models"
+    refused = _train("--data", "synthetic:tiny", "--models-dir", str(models), *UNTRAINED)
+    assert refused.returncode == 3, refused.stderr
+    line = _one_line_error(refused, "error: quality gate refused the model: HR@10 ")
+    assert "is not above the popularity baseline's" in line and "nothing was published" in line
+    figures = [float(word.rstrip(",;'s")) for word in line.split() if word[:2] == "0."]
+    assert len(figures) == 2 and figures[0] < figures[1]
+    assert not models.exists() or list_versions(models) == []
+
+    published = _train("--data", "synthetic:tiny", "--models-dir", str(models), *UNTRAINED, "--gate", "off",
+                       "--json", "--quiet")
+    assert published.returncode == 0, published.stderr
+    result = json.loads(published.stdout)
+    gate = read_manifest(models / str(result["version"])).training
+    assert gate.gate_mode == "off" and not gate.gate_passed
+    assert gate.gate_figures["hit_rate_at_10"] == pytest.approx(figures[0], abs=1e-4)
+    assert gate.gate_figures["popularity_hit_rate_at_10"] == pytest.approx(figures[1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_final_fit_all_is_recorded(plays_csv, tmp_path):
+    models = tmp_path / "models"
+    result = _train("--data", f"table:{plays_csv}:weight=plays", "--models-dir", str(models), *FAST_FLAGS,
+                    "--final-fit", "all", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    training = json.loads(result.stdout)["training"]
+    assert training["final_fit"] == {"mode": "all", "epochs": 3}
+    assert read_manifest(models / "1").training.final_fit == "all"

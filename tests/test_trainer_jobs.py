@@ -183,3 +183,19 @@ def test_schedule_runs_ticks_until_cancelled():
 def test_schedule_refuses_a_non_positive_interval():
     with pytest.raises(ValueError, match="positive"):
         RetrainSchedule(0, new_job)
+
+
+def test_a_jobs_training_options_survive_a_restart(tmp_path):
+    from trainer_service.pipeline import TrainingOptions
+
+    registry = JobRegistry(tmp_path)
+    registry.open()
+    options = TrainingOptions(gate="off", final_fit="all", patience=2)
+    job = Job.new(TrainingRequest(DataSourceSpec.synthetic("tiny", 1), Hyperparameters(epochs=2, factors=8), options))
+    registry.add(job)
+    registry.save()
+    registry.close()
+    again = JobRegistry(tmp_path)
+    again.open()
+    assert again.get(job.job_id).request.options == options
+    again.close()

@@ -84,3 +84,26 @@ def test_job_to_proto():
     assert done.state == trainer_pb2.JOB_STATE_SUCCEEDED and done.published_version == 3
     assert done.HasField("finished_at")
     assert done.hyperparameters.epochs == 2 and done.hyperparameters.seed == 0
+
+
+def test_training_options_from_and_to_proto():
+    from trainer_service.pipeline import TrainingOptions
+
+    defaults = TrainingOptions()
+    assert proto_convert.options_from_proto(trainer_pb2.TrainingOptions()) == defaults  # unset: the defaults
+    assert set(proto_convert.GATE_FROM_PROTO) == set(trainer_pb2.QualityGate.values())
+    assert set(proto_convert.FINAL_FIT_FROM_PROTO) == set(trainer_pb2.FinalFit.values())
+    options = TrainingOptions(gate="off", final_fit="all", patience=4)
+    message = proto_convert.options_to_proto(options)
+    assert (message.gate, message.final_fit, message.patience) == (
+        trainer_pb2.QUALITY_GATE_OFF, trainer_pb2.FINAL_FIT_ALL, 4)
+    assert proto_convert.options_from_proto(message) == options
+    assert proto_convert.options_from_proto(trainer_pb2.TrainingOptions(patience=0)).patience == 0
+    for bad in (trainer_pb2.TrainingOptions(patience=-1), trainer_pb2.TrainingOptions(patience=5000),
+                trainer_pb2.TrainingOptions(gate=99), trainer_pb2.TrainingOptions(final_fit=99)):
+        with pytest.raises(InvalidArgument, match="invalid options"):
+            proto_convert.options_from_proto(bad)
+    job = Job.new(TrainingRequest(DataSourceSpec.synthetic("tiny", 1), Hyperparameters(epochs=2), options))
+    job.progress = Progress("training", epoch=2, total_epochs=2, best_epoch=1)
+    sent = proto_convert.job_to_proto(job)
+    assert sent.options == message and sent.progress.best_epoch == 1

@@ -9,7 +9,9 @@ paths leaving --data-dir, a symlink among them (INVALID_ARGUMENT, no job); out-o
 hyperparameters (INVALID_ARGUMENT); the watcher bound (RESOURCE_EXHAUSTED); the training child
 killed with SIGKILL (FAILED, the server keeps serving); SIGTERM with a job running (CANCELLED, exit
 0); the trainer killed and restarted (the interrupted job FAILED, versions still listed, version
-numbers keep growing after the models dir is emptied).
+numbers keep growing after the models dir is emptied); the quality gate (a bad model's job
+FAILED with both figures, nothing published, the index keeps serving its version; the gate off
+publishes it, recorded in the manifest and the job's options).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from musicrec.v1 import model_pb2, trainer_pb2, trainer_pb2_grpc
-from service_processes import ServiceProcess, child_pids, trainer
+from model_store import read_manifest
+from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
+from service_processes import ServiceProcess, child_pids, index_service, trainer
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +37,11 @@ TINY = trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=trainer
 QUICK = model_pb2.Hyperparameters(epochs=3, factors=8)
 # A job that would run for minutes: the tests cancel or kill it after its first epoch.
 LONG = model_pb2.Hyperparameters(epochs=10_000, factors=8)
+# Three epochs of 8 factors do not reliably beat popularity on the tiny preset: the tests of other
+# things turn the quality gate off (the gate's own test sends no options).
+GATE_OFF = trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF)
+# One epoch at a negligible learning rate: a model that still ranks at random, far below popularity.
+UNTRAINED = model_pb2.Hyperparameters(epochs=1, factors=8, learning_rate=1e-6)
 RUNNING = trainer_pb2.JOB_STATE_RUNNING
 SUCCEEDED = trainer_pb2.JOB_STATE_SUCCEEDED
 FAILED = trainer_pb2.JOB_STATE_FAILED
@@ -49,8 +57,8 @@ def stub(channel) -> trainer_pb2_grpc.TrainerServiceStub:
     return trainer_pb2_grpc.TrainerServiceStub(channel)
 
 
-async def start(channel, source=TINY, hyperparameters=QUICK) -> trainer_pb2.TrainingJob:
-    request = trainer_pb2.StartTrainingRequest(hyperparameters=hyperparameters)
+async def start(channel, source=TINY, hyperparameters=QUICK, options=GATE_OFF) -> trainer_pb2.TrainingJob:
+    request = trainer_pb2.StartTrainingRequest(hyperparameters=hyperparameters, options=options)
     if source is not None:
         request.source.CopyFrom(source)
     return await stub(channel).StartTraining(request)
@@ -245,6 +253,21 @@ def test_out_of_range_hyperparameters_are_invalid_argument(service, hyperparamet
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in error.details()
 
 
+@pytest.mark.parametrize("options", [trainer_pb2.TrainingOptions(patience=5000),
+                                     trainer_pb2.TrainingOptions(gate=42)])
+def test_bad_options_are_invalid_argument(service, options):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await start(channel, options=options)
+            return info.value
+
+    error = run(main())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid options" in error.details()
+
+
 def test_unknown_job_is_not_found(service):
     process, _ = service
 
@@ -336,7 +359,7 @@ def test_restarts_sigterm_cancels_and_sigkill_fails_the_running_job(tmp_path):
     assert c.stop() == 0, c.tail()
     assert job.state == FAILED and job.error == "trainer restarted while the job was running"
     assert listed == [1]
-    assert fresh.state == SUCCEEDED and fresh.published_version == 2 and after == [2]
+    assert fresh.state == SUCCEEDED and fresh.published_version == 2 and after == [2], fresh.error
 
 
 def test_schedule_retrains_from_the_default_source_without_a_request(tmp_path):
@@ -357,3 +380,55 @@ def test_schedule_retrains_from_the_default_source_without_a_request(tmp_path):
         status = process.stop()
     assert status == 0, process.tail()
     assert version.version >= 1 and "tiny" in version.data_source
+
+
+def test_the_gate_fails_a_bad_model_and_the_index_keeps_its_version(tmp_path):
+    models = tmp_path / "models"
+    index = index_service(tmp_path, models).start()
+    trainer_process = trainer(tmp_path, models).start()
+
+    async def served(index_stub) -> int:
+        info = await index_stub.GetIndexInfo(index_pb2.GetIndexInfoRequest())
+        return info.model.version
+
+    async def main():
+        async with grpc.aio.insecure_channel(trainer_process.address) as channel, \
+                grpc.aio.insecure_channel(index.address) as ichannel:
+            index_stub = index_pb2_grpc.IndexServiceStub(ichannel)
+            first = (await watch(channel, (await start(channel)).job_id))[-1]
+            assert first.state == SUCCEEDED, first.error
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                try:
+                    if await served(index_stub) == first.published_version:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                assert time.monotonic() < deadline, "the first version was never served"
+                await asyncio.sleep(0.1)
+            refused_job = await start(channel, hyperparameters=UNTRAINED, options=None)
+            refused = (await watch(channel, refused_job.job_id))[-1]
+            listed = await versions(channel)
+            await asyncio.sleep(1.0)  # five index polls
+            still = await served(index_stub)
+            forced = (await watch(channel, (await start(channel, hyperparameters=UNTRAINED)).job_id))[-1]
+            return first, refused_job, refused, listed, still, forced
+
+    try:
+        first, refused_job, refused, listed, still, forced = run(main())
+    finally:
+        statuses = trainer_process.stop(), index.stop()
+    assert statuses == (0, 0), trainer_process.tail() + index.tail()
+    assert refused_job.options.gate == trainer_pb2.QUALITY_GATE_ON  # unset options: the gate is on
+    assert refused.state == FAILED and refused.published_version == 0
+    assert refused.error.startswith("quality gate refused the model: HR@10 "), refused.error
+    assert "is not above the popularity baseline's" in refused.error
+    figures = [float(word.rstrip(",;'s")) for word in refused.error.split() if word[:2] == "0."]
+    assert len(figures) == 2 and figures[0] < figures[1], refused.error
+    assert listed == [first.published_version] and still == first.published_version
+    # The gate off publishes the same bad model, and says so in the manifest.
+    assert forced.state == SUCCEEDED and forced.published_version == first.published_version + 1
+    assert forced.options.gate == trainer_pb2.QUALITY_GATE_OFF
+    record = read_manifest(models / str(forced.published_version)).training
+    assert record.gate_mode == "off" and not record.gate_passed
+    assert record.gate_figures["hit_rate_at_10"] < record.gate_figures["popularity_hit_rate_at_10"]

@@ -28,8 +28,10 @@ from trainer_service.hyperparameters import (
 )
 
 # Exit statuses of ``train``: 0 published; 1 bad data, publish failure or training failure (one
-# line on stderr); 2 bad arguments (argparse); 130 interrupted (nothing published).
+# line on stderr); 2 bad arguments (argparse); 3 refused by the quality gate (one line with both
+# figures; nothing published); 130 interrupted (nothing published).
 EXIT_FAILED = 1
+EXIT_REFUSED = 3
 EXIT_INTERRUPTED = 130
 
 _DEFAULTS = Hyperparameters()
@@ -89,9 +91,11 @@ def add_train_command(subparsers) -> None:
             "Train a BPR model on a data source, evaluate it leave-one-out (HR@10, NDCG@10, AUC, "
             "beside a popularity baseline), publish it as the next version in --models-dir, and "
             "print the version and its metrics. The published model is the one evaluated: "
-            "trained without one held-out interaction per user with >= 5 interactions. Exit "
+            "trained without one held-out interaction per user with >= 5 interactions (unless "
+            "--final-fit all). A model that fails the quality gate is not published. Exit "
             "status: 0 published; 1 bad data, publish failure or failed training (one line on "
-            "stderr); 2 bad arguments; 130 interrupted (nothing published).", width=96),
+            "stderr); 2 bad arguments; 3 refused by the quality gate (one line with both "
+            "figures); 130 interrupted (nothing published).", width=96),
         epilog=_data_formats_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,42 +125,67 @@ def add_train_command(subparsers) -> None:
                             help="evaluate at most N held-out users, a seeded sample ('all' for every one; "
                                  f"default {DEFAULT_MAX_EVAL_USERS}); the metrics record how many")
     evaluation.add_argument("--validate-every", type=int, default=DEFAULT_VALIDATE_EVERY, metavar="EPOCHS",
-                            help=f"validation metrics every EPOCHS epochs during training (0: never; "
-                                 f"default {DEFAULT_VALIDATE_EVERY})")
+                            help=f"HR@10 etc. every EPOCHS epochs during training: on the validation hold-out "
+                                 f"with --patience, else on a sample of the test hold-out (monitoring only); "
+                                 f"0: never (default {DEFAULT_VALIDATE_EVERY})")
     evaluation.add_argument("--validation-users", type=_positive_int, default=DEFAULT_VALIDATION_USERS,
                             metavar="N", help=f"held-out users per validation (default {DEFAULT_VALIDATION_USERS})")
     evaluation.add_argument("--keep", type=_positive_int, default=3, metavar="N",
                             help="published versions to keep; older ones are deleted (default 3)")
+    add_training_option_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true",
                         help="print the result as one JSON object (version, metrics, hyperparameters, "
                              "seconds per phase) instead of a table")
-    output.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (default: a progress bar on a terminal, else one line per phase)")
     parser.set_defaults(handler=run_train)
+
+
+def _patience(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1000], got {value}")
+    return value
+
+
+def add_training_option_arguments(parser: argparse.ArgumentParser, *, patience: int | None = None) -> None:
+    """The ``TrainingOptions`` flags: --patience (default ``patience``, else the pipeline's),
+    --gate and --final-fit."""
+    from trainer_service.pipeline import DEFAULT_FINAL_FIT, DEFAULT_PATIENCE, FINAL_FITS
+
+    patience = DEFAULT_PATIENCE if patience is None else patience
+    group = parser.add_argument_group("quality gate, early stopping, final fit (docs/training.md)")
+    group.add_argument("--patience", type=_patience, default=patience, metavar="N",
+                       help="early stopping: stop after N validations (every --validate-every epochs, on a "
+                            "hold-out carved out of the training data, never the test hold-out) without a "
+                            "better HR@10 and keep the best validated epoch's factors; 0: train every epoch "
+                            f"and keep the last (default {patience}; the default learning-rate schedule makes "
+                            "the last epoch the best on Last.fm 2K, and a noisy validation can stop a run "
+                            "early for a worse model: docs/training.md)")
+    group.add_argument("--gate", choices=("on", "off"), default="on",
+                       help="quality gate (default on): refuse to publish when HR@10 is not above the "
+                            "popularity baseline's, or more than 10%% below the newest published version's "
+                            "trained on the same kind of source; off: publish anyway (recorded in the manifest)")
+    group.add_argument("--final-fit", choices=FINAL_FITS, default=DEFAULT_FINAL_FIT,
+                       help="after evaluation, all: retrain on every interaction (the held-out ones too) for "
+                            "the kept epoch count and publish that, so recommendations use every play, at "
+                            "the cost of a second training; none: publish the evaluated model, whose metrics "
+                            f"then describe it exactly (default {DEFAULT_FINAL_FIT})")
+
+
+def training_options_from_args(args: argparse.Namespace):
+    """The ``TrainingOptions`` the flags ask for."""
+    from trainer_service.pipeline import TrainingOptions
+
+    return TrainingOptions(gate=getattr(args, "gate", "on"), final_fit=getattr(args, "final_fit", "none"),
+                           patience=args.patience)
 
 
 def hyperparameters_from_args(args: argparse.Namespace) -> Hyperparameters:
     """The preset with every given flag applied; ValueError names a bad value."""
     overrides = {name: getattr(args, name) for name, _, _ in _HYPERPARAMETER_FLAGS if getattr(args, name) is not None}
     return PRESETS[args.preset].with_overrides(**overrides)
-
-
-def _progress_printer(quiet: bool) -> Callable:
-    """An ``on_progress`` that prints a line per phase and per epoch on stderr."""
-
-    def show(event) -> None:
-        if quiet or event.phase == "done":
-            return
-        if event.phase == "training" and event.epoch:
-            line = (f"epoch {event.epoch:>4}/{event.total_epochs}  loss {event.loss:.4f}  "
-                    f"{event.samples_per_second / 1e6:.2f}M samples/s")
-            if event.metrics:
-                line += f"  validation HR@10 {event.metrics['hit_rate_at_10']:.4f}"
-            print(line, file=sys.stderr, flush=True)
-        else:
-            print(f"{event.phase}...", file=sys.stderr, flush=True)
-
-    return show
 
 
 def format_result(result) -> str:
@@ -173,6 +202,16 @@ def format_result(result) -> str:
              f"  {'NDCG@10':<10}{m['ndcg_at_10']:>10.4f}{m['popularity_ndcg_at_10']:>12.4f}",
              f"  {'AUC':<10}{m['auc']:>10.4f}{m['popularity_auc']:>12.4f}",
              ""]
+    training = result.manifest.training
+    if training is not None:
+        stopped = (f", early stopping kept epoch {training.best_epoch} (validation HR@10 "
+                   f"{training.best_validation_hit_rate_at_10:.4f})" if training.early_stopping_patience else "")
+        lines.append(f"  epochs           {training.epochs_trained} of {training.epochs_planned} trained{stopped}")
+        verdict = "passed" if training.gate_passed else "REFUSED, published anyway"
+        lines.append(f"  quality gate     {training.gate_mode}, {verdict}: {training.gate_reason}")
+        lines.append("  final fit        " + ("none (the published model is the evaluated one)"
+                                              if training.final_fit == "none" else
+                                              f"all ({training.final_fit_epochs} epochs on every interaction)"))
     hp = result.hyperparameters
     lines.append("  hyperparameters  " + ", ".join(f"{k}={v}" for k, v in hp.to_dict().items()))
     lines.append("  seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
@@ -190,10 +229,13 @@ def run_train(args: argparse.Namespace) -> int:
     from model_store import PublishError
     from trainer_service.data import DataError
     from trainer_service.pipeline import EvaluationSettings, TrainingCancelled, run_training
+    from trainer_service.progress_display import ProgressDisplay
+    from trainer_service.quality_gate import QualityGateRefused
 
     try:
         settings = EvaluationSettings(max_users=args.eval_users, validate_every=args.validate_every,
                                       validation_users=args.validation_users)
+        options = training_options_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -207,10 +249,15 @@ def run_train(args: argparse.Namespace) -> int:
         print("interrupt: stopping (nothing will be published; Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    display = ProgressDisplay(sys.stderr, quiet=args.quiet)
     try:
         result = run_training(args.data, hp, args.models_dir, data_dir=args.data_dir,
-                              on_progress=_progress_printer(args.quiet), should_stop=interrupted.is_set,
-                              keep=args.keep, evaluation=settings)
+                              on_progress=display, should_stop=interrupted.is_set,
+                              keep=args.keep, evaluation=settings, options=options)
+    except QualityGateRefused as exc:
+        display.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except DataError as exc:
         print(f"error: bad data: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -227,6 +274,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        display.close()
         signal.signal(signal.SIGINT, previous)
     if args.json:
         print(json.dumps({
@@ -237,9 +285,135 @@ def run_train(args: argparse.Namespace) -> int:
             "epochs": [{"epoch": r.epoch, "loss": r.loss, "samples_per_second": r.samples_per_second}
                        for r in result.history],
             "seconds": result.seconds,
+            "training": result.training.to_json() if result.training is not None else None,
         }, indent=2))
     else:
         print(format_result(result))
+    return 0
+
+
+def add_tune_command(subparsers) -> None:
+    """``tune``: a bounded hyperparameter search on the validation hold-out (``trainer_service.tune``)."""
+    from trainer_service import tune
+    from trainer_service.tune import TUNE_PATIENCE
+
+    parser = subparsers.add_parser(
+        "tune",
+        help="search hyperparameters on a validation hold-out; print a table and the best settings",
+        description=inspect.getdoc(tune).split("\n\n")[0].replace("``", "") + "\n\n" + textwrap.fill(
+            "Random search with early stopping over learning rate, regularization, factors and "
+            "epochs, judged by HR@10 on a validation hold-out carved out of the training part; the "
+            "test hold-out is never read. Prints one row per trial and the best settings as train "
+            "flags; --publish then trains, evaluates and publishes them (through the quality gate). "
+            "Exit status as for train.", width=96),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, metavar="SOURCE", help="what to tune on (syntax as for train)")
+    parser.add_argument("--budget", required=True, type=_positive_int, metavar="N",
+                        help=f"trials to train (1..{tune.MAX_BUDGET}); the first is the base hyperparameters")
+    parser.add_argument("--data-dir", type=Path, default=None, help="directory file sources are relative to")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="base hyperparameters (the untuned fields, and trial 1)")
+    group = parser.add_argument_group("base hyperparameters (default: the chosen preset's)")
+    for name, kind, text in _HYPERPARAMETER_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        if name in _CHOICES:
+            group.add_argument(flag, choices=_CHOICES[name], default=None, help=text)
+        else:
+            group.add_argument(flag, type=kind, default=None, metavar="N" if kind is int else "X", help=text)
+    from trainer_service.pipeline import DEFAULT_MAX_EVAL_USERS, DEFAULT_VALIDATE_EVERY, DEFAULT_VALIDATION_USERS
+
+    validation = parser.add_argument_group("validation")
+    validation.add_argument("--validate-every", type=_positive_int, default=DEFAULT_VALIDATE_EVERY, metavar="EPOCHS",
+                            help=f"validate every EPOCHS epochs (default {DEFAULT_VALIDATE_EVERY})")
+    validation.add_argument("--validation-users", type=_positive_int, default=DEFAULT_VALIDATION_USERS,
+                            metavar="N", help=f"validation users per validation (default {DEFAULT_VALIDATION_USERS})")
+    add_training_option_arguments(parser, patience=TUNE_PATIENCE)
+    publish = parser.add_argument_group("publishing the best settings")
+    publish.add_argument("--publish", action="store_true",
+                         help="train the best settings, evaluate on the test hold-out and publish (gated)")
+    publish.add_argument("--models-dir", type=Path, default=None, help="models volume (needed with --publish)")
+    publish.add_argument("--eval-users", type=_eval_users, default=DEFAULT_MAX_EVAL_USERS, metavar="N",
+                         help=f"test users to evaluate the published model on (default {DEFAULT_MAX_EVAL_USERS})")
+    publish.add_argument("--keep", type=_positive_int, default=3, metavar="N", help="published versions to keep")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print the trials and the best settings as JSON")
+    output.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(handler=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Entry point of ``tune``."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.publish and args.models_dir is None:
+        print("error: --publish needs --models-dir", file=sys.stderr)
+        return 2
+    from model_store import PublishError
+    from trainer_service.data import DataError, load_source, parse_source
+    from trainer_service.pipeline import EvaluationSettings, TrainingCancelled, run_training
+    from trainer_service.progress_display import ProgressDisplay
+    from trainer_service.quality_gate import QualityGateRefused
+    from trainer_service.tune import format_trials, settings_flags, tune
+
+    try:
+        base = hyperparameters_from_args(args)
+        settings = EvaluationSettings(max_users=args.eval_users, validate_every=args.validate_every,
+                                      validation_users=args.validation_users)
+        options = training_options_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    display = ProgressDisplay(sys.stderr, quiet=args.quiet)
+
+    def on_trial(trial) -> None:
+        display.close()
+        if not args.quiet:
+            print(f"trial {trial.number}/{args.budget}: validation HR@10 {trial.hit_rate_at_10:.4f} at epoch "
+                  f"{trial.best_epoch} ({trial.seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    try:
+        data = load_source(parse_source(args.data), args.data_dir)
+        result = tune(data, base, args.budget, evaluation=settings, patience=options.patience, on_trial=on_trial,
+                      on_progress=display, should_stop=interrupted.is_set)
+        display.close()
+        best = result.settings
+        if args.json:
+            print(json.dumps({
+                "trials": [{"number": t.number, "hyperparameters": t.hyperparameters.to_dict(),
+                            "best_epoch": t.best_epoch, "epochs_trained": t.epochs_trained,
+                            "validation": t.validation, "seconds": t.seconds} for t in result.trials],
+                "best": {"trial": result.best.number, "hyperparameters": best.to_dict(),
+                         "validation_hit_rate_at_10": result.best.hit_rate_at_10},
+            }, indent=2))
+        else:
+            print(format_trials(result.trials, result.best))
+            print(f"\nbest: trial {result.best.number}, validation HR@10 {result.best.hit_rate_at_10:.4f}")
+            print(f"  train flags: {settings_flags(best)}")
+        if not args.publish:
+            return 0
+        published = run_training(data, best, args.models_dir, on_progress=display, should_stop=interrupted.is_set,
+                                 keep=args.keep, evaluation=settings, options=options)
+    except QualityGateRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except DataError as exc:
+        print(f"error: bad data: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except PublishError as exc:
+        print(f"error: publish failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except TrainingCancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        display.close()
+        signal.signal(signal.SIGINT, previous)
+    print(format_result(published), file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -253,7 +427,7 @@ def add_serve_command(subparsers) -> None:
     parser.set_defaults(handler=server.run_serve)
 
 
-COMMANDS: tuple[Callable, ...] = (add_train_command, add_serve_command)
+COMMANDS: tuple[Callable, ...] = (add_train_command, add_tune_command, add_serve_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

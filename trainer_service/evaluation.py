@@ -12,6 +12,10 @@ numpy only. Protocol:
   fraction of the other candidates it outranks). Ties (common for popularity) count as broken
   at random: the metrics are their exact expectations under a random order of the tied artists
   (a tie counts half in AUC).
+- **Validation** (``validation_split``): model selection (early stopping, ``tune``) needs a
+  hold-out of its own, or it would tune on the test. It is carved the same way out of the test
+  split's *training part* only (one seeded interaction per user still eligible there); the
+  models it selects train on what remains. The test hold-out is never read by it.
 - **Cap**: evaluating all of Last.fm 360K's users costs minutes, so ``max_users`` evaluates a
   seeded uniform sample of the eligible users instead; ``evaluated_users`` records how many.
 
@@ -34,6 +38,7 @@ CUTOFF = 10
 _BLOCK_SCORES = 1 << 24
 _SPLIT_STREAM = 3
 _SAMPLE_STREAM = 4
+_VALIDATION_STREAM = 5
 
 # _DCG_PREFIX[k] = sum of 1 / log2(p + 2) for positions p < k (k = 0..CUTOFF).
 _DCG_PREFIX = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(CUTOFF) + 2.0))])
@@ -69,12 +74,14 @@ class LeaveOneOutSplit:
 
 
 def leave_one_out_split(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int,
-                        num_artists: int, seed: int, min_interactions: int = MIN_INTERACTIONS) -> LeaveOneOutSplit:
+                        num_artists: int, seed: int, min_interactions: int = MIN_INTERACTIONS,
+                        *, stream: int = _SPLIT_STREAM) -> LeaveOneOutSplit:
     """Hold out one random interaction of every user with >= ``min_interactions`` interactions
     and fewer than ``num_artists`` (a user who heard everything has nothing to rank it against).
 
     ``users``, ``artists``, ``weights``: (N,) interactions sorted by (user, artist), each pair
-    once (as ``Interactions`` holds them). Deterministic for ``seed``.
+    once (as ``Interactions`` holds them). Deterministic for ``seed`` (and ``stream``, the
+    random stream under it: the test and validation splits use different ones).
     """
     users = np.asarray(users, dtype=np.int32)
     artists = np.asarray(artists, dtype=np.int32)
@@ -82,7 +89,7 @@ def leave_one_out_split(users: np.ndarray, artists: np.ndarray, weights: np.ndar
     indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     eligible = np.flatnonzero((counts >= min_interactions) & (counts < num_artists)).astype(np.int32)
-    rng = np.random.default_rng(seed_sequence(seed, _SPLIT_STREAM))
+    rng = np.random.default_rng(seed_sequence(seed, stream))
     picks = indptr[eligible] + (rng.random(eligible.size) * counts[eligible]).astype(np.int64)
     picks = np.minimum(picks, indptr[eligible + 1] - 1)
     keep = np.ones(users.size, dtype=bool)
@@ -97,6 +104,15 @@ def leave_one_out_split(users: np.ndarray, artists: np.ndarray, weights: np.ndar
         train_weights=np.asarray(weights, dtype=np.float32)[keep], train_indptr=train_indptr,
         heldout_users=eligible, heldout_artists=artists[picks],
     )
+
+
+def validation_split(split: LeaveOneOutSplit, seed: int) -> LeaveOneOutSplit:
+    """A validation hold-out carved out of ``split``'s training part: one seeded interaction of
+    every user with >= ``MIN_INTERACTIONS`` training interactions is held out, the rest is the
+    validation split's training part. Reads only ``split.train_*``: the test hold-out never
+    decides anything tuned on this split."""
+    return leave_one_out_split(split.train_users, split.train_artists, split.train_weights, split.num_users,
+                               split.num_artists, seed, stream=_VALIDATION_STREAM)
 
 
 def sample_heldout(split: LeaveOneOutSplit, max_users: int | None, seed: int) -> np.ndarray:

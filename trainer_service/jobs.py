@@ -35,7 +35,7 @@ from typing import Any
 from musicrec.rpc.errors import AlreadyExists, FailedPrecondition, NotFound
 from trainer_service.data import DataSourceSpec
 from trainer_service.hyperparameters import Hyperparameters
-from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.pipeline import Progress, TrainingOptions, TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class Job:
         del data["request"]
         data["source"] = dataclasses.asdict(self.request.source)
         data["hyperparameters"] = self.request.hyperparameters.to_dict()
+        data["options"] = dataclasses.asdict(self.request.options)
         data["state"] = self.state.value
         return data
 
@@ -162,7 +163,8 @@ class Job:
             job_id=str(data["job_id"]),
             state=JobState(data["state"]),
             request=TrainingRequest(source=DataSourceSpec(**(data.get("source") or {})),
-                                    hyperparameters=Hyperparameters(**(data.get("hyperparameters") or {}))),
+                                    hyperparameters=Hyperparameters(**(data.get("hyperparameters") or {})),
+                                    options=TrainingOptions(**(data.get("options") or {}))),
             progress=Progress(**{**progress, "metrics": dict(progress.get("metrics") or {})}),
             metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
             published_version=int(data.get("published_version") or 0),

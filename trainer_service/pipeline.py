@@ -6,21 +6,36 @@ The two shapes a training job has from the request to the proto are defined here
 objects from its job runner through the pipe to the training process and back
 (``trainer_service.worker``), and serializes them only to store a job or to answer an RPC.
 
-``run_training`` goes through four phases, reporting each to ``on_progress`` as a ``Progress``:
+``run_training`` goes through these phases, reporting each to ``on_progress`` as a ``Progress``:
 
 1. **loading**: the data source becomes ``Interactions`` (``DataError`` for bad data).
-2. **training**: a leave-one-out split (one random interaction held out of every user with at
-   least 5; see ``trainer_service.evaluation``), then BPR on the training part, one event per
-   epoch (mean loss, samples/s, and every ``validate_every`` epochs validation metrics on a
-   seeded sample of the held-out users).
-3. **evaluating**: leave-one-out HR@10, NDCG@10 and AUC of the model and of the popularity
-   baseline (on at most ``max_users`` held-out users, a seeded sample).
-4. **publishing**: the model trained on the training split, the very model that was evaluated,
-   is published with ``model_store.publish_version``. Its seen lists hold ALL of each user's
-   interactions (held-out ones included, so they are never recommended back), and its listener
-   counts come from all the data. The held-out interactions (one per eligible user) are the
-   only data the published model did not learn from: a deliberate trade, so the published
-   metrics describe the published model exactly.
+2. **training**: a leave-one-out test split (one random interaction held out of every user with
+   at least 5; see ``trainer_service.evaluation``), then BPR, one event per epoch (mean loss,
+   samples/s, and every ``validate_every`` epochs HR@10 etc. on a seeded sample of held-out
+   users). With early stopping (``TrainingOptions.patience`` > 0) a validation hold-out is carved
+   out of the training part the same way (``validation_split``), BPR trains on what is left, the
+   per-epoch metrics are the validation hold-out's, training stops once ``patience`` validations
+   in a row did not beat the best one, and the best validated epoch's factors (a snapshot taken
+   when it was validated) are kept: the test hold-out never decides anything. Without early
+   stopping nothing decides on the per-epoch metrics; they monitor a sample of the test hold-out
+   (as before early stopping existed) and BPR trains on the whole training part.
+3. **evaluating**: leave-one-out HR@10, NDCG@10 and AUC of the kept model and of the popularity
+   baseline on the test hold-out (at most ``max_users`` users, a seeded sample), then the
+   quality gate (``trainer_service.quality_gate``): a refusal raises ``QualityGateRefused``
+   and nothing is published, unless the gate is off.
+4. **refitting** (``final_fit="all"`` only): the model is trained again from scratch on every
+   interaction, for the kept model's epoch count, so production recommendations learn from every
+   play; the published metrics remain those of the evaluated model.
+5. **publishing**: the factors (the evaluated model's, or the refit's) are published with
+   ``model_store.publish_version``, the manifest's ``training`` section recording the gate's
+   decision, the epochs and the final fit. Its seen lists hold ALL of each user's interactions
+   (held-out ones included, so they are never recommended back), and its listener counts come
+   from all the data. Without a final fit the held-out interactions are the only data the
+   published model did not learn from, and the published metrics describe it exactly.
+
+Trainer construction is one place (``trainer_factory``, default ``BPRTrainer``): any class with
+its interface (constructor ``(users, artists, weights, num_users, num_artists, hp)``,
+``train_epoch(should_stop)``, ``factors()``, ``close()``, a context manager, ``.epoch``) trains.
 
 ``should_stop()`` is polled between phases and during training before every chunk of
 minibatches (a fraction of a second of work); when it returns true the pipeline raises
@@ -38,17 +53,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import dataclasses
+from typing import Any, Protocol
+
 import numpy as np
 
-from model_store import Manifest, ModelArtifacts, publish_version
+from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
 from model_store.ann_build import BuildSettings
+from model_store.format import TrainingRecord
 from trainer_service.data import DataSourceSpec, Interactions, load_source, parse_source
-from trainer_service.evaluation import EvaluationReport, evaluate, leave_one_out_split, sample_heldout
+from trainer_service.evaluation import (
+    EvaluationReport,
+    LeaveOneOutSplit,
+    evaluate,
+    leave_one_out_split,
+    sample_heldout,
+    validation_split,
+)
 from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.quality_gate import GATE_MODES, GateDecision, QualityGateRefused, decide
 
 log = logging.getLogger(__name__)
 
-PHASES = ("loading", "training", "evaluating", "publishing", "done")
+PHASES = ("loading", "training", "evaluating", "refitting", "publishing", "done")
+FINAL_FITS = ("none", "all")
+# Defaults of TrainingOptions: see docs/training.md for the measurements behind them.
+DEFAULT_FINAL_FIT = "none"
+DEFAULT_PATIENCE = 0
 # At Last.fm 360K scale scoring every held-out user against 160K artists takes minutes; a 20,000
 # user sample (seeded) keeps evaluation to seconds with a standard error of ~0.003 on HR@10.
 DEFAULT_MAX_EVAL_USERS = 20_000
@@ -61,12 +92,38 @@ class TrainingCancelled(Exception):
 
 
 @dataclass(frozen=True)
+class TrainingOptions:
+    """How a job trains and publishes, besides the hyperparameters (``TrainingOptions`` in
+    trainer.proto).
+
+    ``gate``: "on" (refuse to publish a model that fails the quality gate) or "off" (publish
+    anyway; the decision is still recorded). ``final_fit``: "none" (publish the evaluated model)
+    or "all" (after evaluation, retrain on every interaction for the kept epoch count and publish
+    that). ``patience``: early stopping: validations (every ``validate_every`` epochs) in a row
+    without a better validation HR@10 before training stops and the best validated epoch's
+    factors are kept; 0: train every epoch and keep the last."""
+
+    gate: str = "on"
+    final_fit: str = DEFAULT_FINAL_FIT
+    patience: int = DEFAULT_PATIENCE
+
+    def __post_init__(self) -> None:
+        if self.gate not in GATE_MODES:
+            raise ValueError(f"gate must be one of {', '.join(GATE_MODES)}; got {self.gate!r}")
+        if self.final_fit not in FINAL_FITS:
+            raise ValueError(f"final_fit must be one of {', '.join(FINAL_FITS)}; got {self.final_fit!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or not 0 <= self.patience <= 1000:
+            raise ValueError(f"patience must be an integer in [0, 1000], got {self.patience!r}")
+
+
+@dataclass(frozen=True)
 class TrainingRequest:
-    """What a training job trains: the data source and the hyperparameters, every field resolved
-    (mirrors ``StartTrainingRequest`` once the trainer's defaults are filled in)."""
+    """What a training job trains: the data source, the hyperparameters and the options, every
+    field resolved (mirrors ``StartTrainingRequest`` once the trainer's defaults are filled in)."""
 
     source: DataSourceSpec
     hyperparameters: Hyperparameters
+    options: TrainingOptions = TrainingOptions()
 
 
 @dataclass(frozen=True)
@@ -74,8 +131,9 @@ class Progress:
     """Where a run is (``TrainingProgress`` in trainer.proto, plus metrics). ``phase`` is one of
     ``PHASES`` ("" before the run starts); ``loss`` the mean BPR loss of the last completed
     epoch; ``samples_per_second`` that epoch's training throughput (triples per second);
-    ``metrics``: validation metrics (manifest key names) on the epochs that computed them, the
-    final metrics in the "publishing"/"done" events, else empty."""
+    ``metrics``: per-epoch metrics (manifest key names; see ``EvaluationSettings.validate_every``)
+    on the epochs that computed them, the final metrics in the "publishing"/"done" events, else empty;
+    ``best_epoch``: the best validated epoch so far (0: none yet)."""
 
     phase: str = ""
     epoch: int = 0
@@ -83,6 +141,7 @@ class Progress:
     loss: float = 0.0
     samples_per_second: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,8 +149,10 @@ class EvaluationSettings:
     """How much evaluation a run does.
 
     ``max_users``: evaluate at most this many held-out users (a seeded sample; None: all).
-    ``validate_every``: validation metrics every N epochs during training (0: never).
-    ``validation_users``: held-out users in each validation (a seeded sample).
+    ``validate_every``: metrics every N epochs during training (0: never, and no early stopping):
+    on the validation hold-out carved out of the training part with early stopping, else on a
+    sample of the test hold-out (monitoring only).
+    ``validation_users``: held-out users in each of those evaluations (a seeded sample).
     """
 
     max_users: int | None = DEFAULT_MAX_EVAL_USERS
@@ -118,13 +179,14 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What a run published: the version's manifest (metrics and hyperparameters as recorded),
-    the per-epoch history, and wall seconds per phase."""
+    """What a run published: the version's manifest (metrics, hyperparameters and the
+    ``training`` record), the per-epoch history, the gate's decision, and wall seconds per phase."""
 
     manifest: Manifest
     hyperparameters: Hyperparameters
     history: list[EpochRecord]
     seconds: dict[str, float]
+    gate: GateDecision | None = None
 
     @property
     def version(self) -> int:
@@ -133,6 +195,120 @@ class TrainingResult:
     @property
     def metrics(self) -> dict[str, float | int]:
         return dict(self.manifest.metrics)
+
+    @property
+    def training(self) -> TrainingRecord | None:
+        return self.manifest.training
+
+
+class Trainer(Protocol):
+    """What the pipeline needs of a trainer (``trainer_service.bpr.BPRTrainer``'s interface)."""
+
+    epoch: int
+
+    def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> Any: ...
+
+    def factors(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Trainer": ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+
+#: ``trainer_factory(users, artists, weights, num_users, num_artists, hp)`` -> a ``Trainer``.
+TrainerFactory = Callable[[np.ndarray, np.ndarray, np.ndarray, int, int, Hyperparameters], Trainer]
+
+
+def bpr_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int, num_artists: int,
+                hp: Hyperparameters) -> Trainer:
+    """The default trainer factory: ``BPRTrainer`` (TensorFlow loads here, not at import time)."""
+    from trainer_service.bpr import BPRTrainer
+
+    return BPRTrainer(users, artists, weights, num_users, num_artists, hp)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A finished training loop: the kept ``factors`` (``Factors``: user, artist, bias arrays),
+    the epochs run, the kept epoch, and with early stopping its validation metrics (else 0.0 and
+    empty)."""
+
+    factors: Any
+    history: list[EpochRecord]
+    best_epoch: int
+    best_validation_hit_rate_at_10: float
+    validation_metrics: dict[str, float]
+    early_stopping: bool
+
+    @property
+    def epochs_trained(self) -> int:
+        return self.history[-1].epoch if self.history else 0
+
+
+def fit(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int, num_artists: int,
+        hp: Hyperparameters, *, validation: LeaveOneOutSplit | None = None, selection: np.ndarray | None = None,
+        validate_every: int = 0, patience: int = 0, emit: Callable[[Progress], None] = lambda event: None,
+        should_stop: Callable[[], bool] = lambda: False, trainer_factory: TrainerFactory = bpr_trainer,
+        phase: str = "training") -> FitResult:
+    """Train ``hp.epochs`` epochs on the given interactions, validating every ``validate_every``
+    epochs on ``validation``'s held-out entries ``selection``; with ``patience`` > 0 stop after
+    that many validations without a better HR@10 and keep the best validated epoch's factors
+    (validation then also runs after the last epoch). Emits a ``Progress(phase, epoch=...)`` per
+    epoch. Raises ``TrainingCancelled`` and ``ValueError`` (a diverged loss)."""
+    history: list[EpochRecord] = []
+    validating = bool(validate_every) and validation is not None and validation.num_heldout > 0
+    stopping = validating and patience > 0
+    best_hr, best_epoch, best_factors, best_metrics, since_best = -1.0, 0, None, {}, 0
+    with trainer_factory(users, artists, weights, num_users, num_artists, hp) as trainer:
+        for _ in range(hp.epochs):
+            stats = trainer.train_epoch(should_stop=should_stop)
+            if stats is None:
+                raise TrainingCancelled(f"training cancelled in epoch {trainer.epoch + 1}; nothing was published")
+            if not np.isfinite(stats.loss):
+                raise ValueError(f"training diverged in epoch {stats.epoch} (loss {stats.loss}): "
+                                 f"lower the learning rate")
+            history.append(EpochRecord(stats.epoch, stats.loss, stats.samples_per_second))
+            metrics: dict[str, float] = {}
+            last = stats.epoch == hp.epochs
+            if validating and ((stats.epoch % validate_every == 0 and not last) or (stopping and last)):
+                factors = trainer.factors()
+                report = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, validation,
+                                  selection)
+                metrics = {k: float(v) for k, v in report.as_dict().items()}
+                if metrics["hit_rate_at_10"] > best_hr:
+                    best_hr, best_epoch, best_metrics, since_best = metrics["hit_rate_at_10"], stats.epoch, metrics, 0
+                    best_factors = factors if stopping else None
+                else:
+                    since_best += 1
+            log.info("%s epoch %d/%d: loss %.4f, %.0f samples/s%s", phase, stats.epoch, hp.epochs, stats.loss,
+                     stats.samples_per_second,
+                     f", validation HR@10 {metrics['hit_rate_at_10']:.4f}" if metrics else "")
+            emit(Progress(phase, epoch=stats.epoch, total_epochs=hp.epochs, loss=stats.loss,
+                          samples_per_second=stats.samples_per_second, metrics=metrics, best_epoch=best_epoch))
+            if stopping and since_best >= patience:
+                log.info("early stopping after epoch %d: no better validation HR@10 than epoch %d's %.4f "
+                         "in %d validations", stats.epoch, best_epoch, best_hr, since_best)
+                break
+        if not stopping:  # the last epoch is kept
+            return FitResult(factors=trainer.factors(), history=history, best_epoch=history[-1].epoch,
+                             best_validation_hit_rate_at_10=0.0, validation_metrics={}, early_stopping=False)
+    return FitResult(factors=best_factors, history=history, best_epoch=best_epoch,
+                     best_validation_hit_rate_at_10=best_hr, validation_metrics=best_metrics, early_stopping=True)
+
+
+def newest_manifest(models_dir: str | os.PathLike) -> Manifest | None:
+    """The manifest of the newest version in ``models_dir`` whose manifest reads (None: none)."""
+    root = os.fspath(models_dir)
+    if not os.path.isdir(root):
+        return None
+    for version in reversed(list_versions(root)):
+        try:
+            return read_manifest(os.path.join(root, str(version)))
+        except (InvalidVersionError, OSError) as exc:
+            log.warning("version %s has no readable manifest (%s); looking at the one before", version, exc)
+    return None
 
 
 Source = DataSourceSpec | Interactions | str
@@ -156,13 +332,16 @@ def run_training(
     keep: int = 3,
     min_version: int = 1,
     evaluation: EvaluationSettings = EvaluationSettings(),
+    options: TrainingOptions = TrainingOptions(),
     build_settings: BuildSettings | None = None,
+    trainer_factory: TrainerFactory = bpr_trainer,
 ) -> TrainingResult:
     """Load ``source`` (a ``DataSourceSpec``, its command-line text, or ``Interactions``), train,
-    evaluate and publish one version into ``models_dir``; return what was published.
+    evaluate, gate and publish one version into ``models_dir``; return what was published.
 
-    Raises ``DataError`` (bad data), ``TrainingCancelled`` (``should_stop``), ``PublishError``
-    (the volume), ``ValueError`` (data too small to train on, or a diverged model). Nothing is
+    Raises ``DataError`` (bad data), ``TrainingCancelled`` (``should_stop``),
+    ``QualityGateRefused`` (the gate, with ``options.gate`` "on"), ``PublishError`` (the
+    volume), ``ValueError`` (data too small to train on, or a diverged model). Nothing is
     published unless the function returns.
     """
     emit = on_progress or (lambda event: None)
@@ -187,53 +366,62 @@ def run_training(
     emit(Progress("training", total_epochs=hp.epochs))
     split = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                 interactions.num_users, interactions.num_artists, hp.seed)
-    validation = sample_heldout(split, evaluation.validation_users, hp.seed)
-    history: list[EpochRecord] = []
-    from trainer_service.bpr import BPRTrainer  # TensorFlow loads here, not at import time
-
-    with BPRTrainer(split.train_users, split.train_artists, split.train_weights,
-                    split.num_users, split.num_artists, hp) as trainer:
-        for _ in range(hp.epochs):
-            stats = trainer.train_epoch(should_stop=stop)
-            if stats is None:
-                raise TrainingCancelled(f"training cancelled in epoch {trainer.epoch + 1}; nothing was published")
-            if not np.isfinite(stats.loss):
-                raise ValueError(f"training diverged in epoch {stats.epoch} (loss {stats.loss}): "
-                                 f"lower the learning rate")
-            history.append(EpochRecord(stats.epoch, stats.loss, stats.samples_per_second))
-            metrics: dict[str, float] = {}
-            every = evaluation.validate_every
-            if every and stats.epoch % every == 0 and stats.epoch < hp.epochs and validation.size:
-                factors = trainer.factors()
-                report = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, split,
-                                  validation)
-                metrics = {k: float(v) for k, v in report.as_dict().items()}
-            log.info("epoch %d/%d: loss %.4f, %.0f samples/s%s", stats.epoch, hp.epochs, stats.loss,
-                     stats.samples_per_second,
-                     f", validation HR@10 {metrics['hit_rate_at_10']:.4f}" if metrics else "")
-            emit(Progress("training", epoch=stats.epoch, total_epochs=hp.epochs, loss=stats.loss,
-                               samples_per_second=stats.samples_per_second, metrics=metrics))
-        factors = trainer.factors()
+    # Early stopping decides on a validation hold-out carved out of the training part (and trains
+    # without it). Without early stopping nothing decides on the per-epoch metrics: they monitor a
+    # sample of the test hold-out, and the model trains on the whole training part.
+    train: LeaveOneOutSplit = split
+    validation, selection = None, None
+    if evaluation.validate_every and options.patience:
+        validation = validation_split(split, hp.seed)
+        train = validation
+    elif evaluation.validate_every:
+        validation = split
+    if validation is not None:
+        selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
+    fitted = fit(train.train_users, train.train_artists, train.train_weights, split.num_users, split.num_artists,
+                 hp, validation=validation, selection=selection, validate_every=evaluation.validate_every,
+                 patience=options.patience, emit=emit, should_stop=stop, trainer_factory=trainer_factory)
+    history = fitted.history
     seconds["training"] = time.perf_counter() - started
     check_stop()
 
     started = time.perf_counter()
     last = history[-1]
-    emit(Progress("evaluating", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
-                       samples_per_second=last.samples_per_second))
+    progress = dict(epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
+                    samples_per_second=last.samples_per_second, best_epoch=fitted.best_epoch)
+    emit(Progress("evaluating", **progress))
+    factors = fitted.factors
     selection = sample_heldout(split, evaluation.max_users, hp.seed)
     report: EvaluationReport = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias,
                                         split, selection)
     metrics = report.as_dict()
-    log.info("leave-one-out on %d users: HR@10 %.4f, NDCG@10 %.4f, AUC %.4f (popularity HR@10 %.4f)",
-             report.model.evaluated_users, report.model.hit_rate_at_10, report.model.ndcg_at_10,
-             report.model.auc, report.popularity.hit_rate_at_10)
+    log.info("leave-one-out on %d users (epoch %d of %d): HR@10 %.4f, NDCG@10 %.4f, AUC %.4f "
+             "(popularity HR@10 %.4f)", report.model.evaluated_users, fitted.best_epoch, last.epoch,
+             report.model.hit_rate_at_10, report.model.ndcg_at_10, report.model.auc,
+             report.popularity.hit_rate_at_10)
+    gate = decide(metrics, interactions.source, newest_manifest(models_dir), mode=options.gate)
     seconds["evaluating"] = time.perf_counter() - started
+    if not gate.publishes:
+        log.info("quality gate: %s; nothing published", gate.reason)
+        raise QualityGateRefused(gate)
+    log.info("quality gate (%s): %s", options.gate, gate.reason if gate.passed else "REFUSED, published anyway: "
+             + gate.reason)
     check_stop()
 
+    refit_epochs = 0
+    if options.final_fit == "all":
+        started = time.perf_counter()
+        refit_epochs = fitted.best_epoch
+        emit(Progress("refitting", **{**progress, "total_epochs": refit_epochs, "epoch": 0}))
+        refit = fit(interactions.users, interactions.artists, interactions.weights, interactions.num_users,
+                    interactions.num_artists, dataclasses.replace(hp, epochs=refit_epochs), emit=emit,
+                    should_stop=stop, trainer_factory=trainer_factory, phase="refitting")
+        factors = refit.factors
+        seconds["refitting"] = time.perf_counter() - started
+        check_stop()
+
     started = time.perf_counter()
-    emit(Progress("publishing", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
-                       samples_per_second=last.samples_per_second, metrics=dict(metrics)))
+    emit(Progress("publishing", **progress, metrics=dict(metrics)))
     seen_indptr, seen_indices = interactions.csr()
     artifacts = ModelArtifacts(
         user_ids=interactions.user_ids,
@@ -246,6 +434,13 @@ def run_training(
         seen_indptr=seen_indptr,
         seen_indices=seen_indices,
     )
+    record = TrainingRecord(
+        gate_mode=gate.mode, gate_passed=gate.passed, gate_reason=gate.reason, gate_figures=gate.figures(),
+        epochs_planned=hp.epochs, epochs_trained=fitted.epochs_trained, best_epoch=fitted.best_epoch,
+        early_stopping_patience=options.patience if fitted.early_stopping else 0,
+        best_validation_hit_rate_at_10=fitted.best_validation_hit_rate_at_10,
+        final_fit=options.final_fit, final_fit_epochs=refit_epochs,
+    )
     publish_kwargs = {} if build_settings is None else {"build_settings": build_settings}
     manifest = publish_version(
         models_dir, artifacts,
@@ -256,9 +451,9 @@ def run_training(
         metrics=metrics,
         keep=keep,
         min_version=min_version,
+        training=record,
         **publish_kwargs,
     )
     seconds["publishing"] = time.perf_counter() - started
-    emit(Progress("done", epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
-                       samples_per_second=last.samples_per_second, metrics=dict(metrics)))
-    return TrainingResult(manifest=manifest, hyperparameters=hp, history=history, seconds=seconds)
+    emit(Progress("done", **progress, metrics=dict(metrics)))
+    return TrainingResult(manifest=manifest, hyperparameters=hp, history=history, seconds=seconds, gate=gate)

@@ -18,6 +18,7 @@ from musicrec.v1 import model_pb2, trainer_pb2
 from musicrec.version_proto import fill_numbers
 from trainer_service.data import DataError, DataSourceSpec
 from trainer_service.jobs import Job, JobState
+from trainer_service.pipeline import TrainingOptions
 
 HYPERPARAMETER_FIELDS = tuple(field.name for field in model_pb2.Hyperparameters.DESCRIPTOR.fields)
 
@@ -40,6 +41,22 @@ FORMAT_FROM_PROTO: dict[int, str] = {
     trainer_pb2.DATA_FORMAT_TABLE: "table",
 }
 FORMAT_TO_PROTO: dict[str, int] = {name: value for value, name in FORMAT_FROM_PROTO.items()}
+
+#: ``QualityGate`` -> gate mode (unspecified: on).
+GATE_FROM_PROTO: dict[int, str] = {
+    trainer_pb2.QUALITY_GATE_UNSPECIFIED: "on",
+    trainer_pb2.QUALITY_GATE_ON: "on",
+    trainer_pb2.QUALITY_GATE_OFF: "off",
+}
+GATE_TO_PROTO: dict[str, int] = {"on": trainer_pb2.QUALITY_GATE_ON, "off": trainer_pb2.QUALITY_GATE_OFF}
+
+#: ``FinalFit`` -> final fit mode (unspecified: the trainer's default, None here).
+FINAL_FIT_FROM_PROTO: dict[int, str | None] = {
+    trainer_pb2.FINAL_FIT_UNSPECIFIED: None,
+    trainer_pb2.FINAL_FIT_NONE: "none",
+    trainer_pb2.FINAL_FIT_ALL: "all",
+}
+FINAL_FIT_TO_PROTO: dict[str, int] = {"none": trainer_pb2.FINAL_FIT_NONE, "all": trainer_pb2.FINAL_FIT_ALL}
 
 STATE_TO_PROTO: dict[JobState, int] = {
     JobState.QUEUED: trainer_pb2.JOB_STATE_QUEUED,
@@ -81,6 +98,29 @@ def overrides_from_proto(hyperparameters: model_pb2.Hyperparameters) -> dict[str
     """The hyperparameter fields the request set (unset fields keep the trainer's defaults)."""
     return {name: getattr(hyperparameters, name) for name in HYPERPARAMETER_FIELDS
             if hyperparameters.HasField(name)}
+
+
+def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
+    """The job's options: the request's, unset ones at the trainer's defaults. InvalidArgument
+    for an unknown enum value or a patience out of range."""
+    defaults = TrainingOptions()
+    gate = GATE_FROM_PROTO.get(options.gate)
+    if gate is None:
+        raise InvalidArgument(f"invalid options: unknown quality gate {options.gate}")
+    if options.final_fit not in FINAL_FIT_FROM_PROTO:
+        raise InvalidArgument(f"invalid options: unknown final fit {options.final_fit}")
+    final_fit = FINAL_FIT_FROM_PROTO[options.final_fit] or defaults.final_fit
+    patience = options.patience if options.HasField("patience") else defaults.patience
+    try:
+        return TrainingOptions(gate=gate, final_fit=final_fit, patience=patience)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid options: {exc}") from None
+
+
+def options_to_proto(options: TrainingOptions) -> trainer_pb2.TrainingOptions:
+    """Resolved options as the proto message (every field set)."""
+    return trainer_pb2.TrainingOptions(gate=GATE_TO_PROTO[options.gate], final_fit=FINAL_FIT_TO_PROTO[options.final_fit],
+                                       patience=options.patience)
 
 
 # -- domain -> responses ----------------------------------------------------------------------------
@@ -125,7 +165,9 @@ def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
             total_epochs=progress.total_epochs,
             loss=progress.loss,
             samples_per_second=progress.samples_per_second,
+            best_epoch=progress.best_epoch,
         ),
+        options=options_to_proto(job.request.options),
         metrics=fill_numbers(model_pb2.EvaluationMetrics(), job.metrics),
         published_version=job.published_version,
         error=job.error,

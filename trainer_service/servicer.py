@@ -42,7 +42,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def StartTraining(self, request: trainer_pb2.StartTrainingRequest,
                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
         source = proto_convert.source_from_proto(request.source) if request.HasField("source") else None
-        job = self._runner.start_job(source, proto_convert.overrides_from_proto(request.hyperparameters))
+        job = self._runner.start_job(source, proto_convert.overrides_from_proto(request.hyperparameters),
+                                     proto_convert.options_from_proto(request.options))
         return proto_convert.job_to_proto(job)
 
     async def GetTrainingJob(self, request: trainer_pb2.GetTrainingJobRequest,

@@ -8,7 +8,8 @@ own objects:
 
 - a ``trainer_service.pipeline.Progress`` at each phase change and epoch, as the pipeline
   reported it;
-- then exactly one result: ``Succeeded(version, metrics)``, ``Failed(error)`` or ``Cancelled()``.
+- then exactly one result: ``Succeeded(version, metrics)``, ``Failed(error)`` (bad data, a
+  publish error, the quality gate's refusal with both figures, ...) or ``Cancelled()``.
 
 The parent asks the child to stop by setting a shared event; the child checks it at each epoch
 boundary (through ``run_training(should_stop=...)``) and answers ``Cancelled``. A child that does
@@ -34,6 +35,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from musicrec.log_format import LOG_FORMAT_ENV, configure_logging
 from musicrec.process_lifetime import die_with_parent
 from trainer_service.pipeline import Progress, TrainingRequest
 
@@ -120,8 +122,9 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
     parent = os.getppid()
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: terminated.set())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s training[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO, os.environ.get(LOG_FORMAT_ENV, "text"),
+                      text_format=f"%(asctime)s training[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+                      fields={"training_pid": os.getpid()})
 
     def should_stop() -> bool:
         return stop_event.is_set() or terminated.is_set() or os.getppid() != parent
@@ -131,6 +134,7 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
         from model_store import PublishError
         from trainer_service.data import DataError
         from trainer_service.pipeline import TrainingCancelled, run_training
+        from trainer_service.quality_gate import QualityGateRefused
 
         try:
             trained = run_training(
@@ -142,11 +146,14 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
                 should_stop=should_stop,
                 keep=request.keep,
                 min_version=request.min_version,
+                options=request.training.options,
             )
             result = Succeeded(int(trained.manifest.model_version),
                                {str(k): float(v) for k, v in trained.manifest.metrics.items()})
         except TrainingCancelled:
             result = Cancelled()
+        except QualityGateRefused as exc:  # the model was not good enough: the job fails with both figures
+            result = Failed(str(exc))
         except (DataError, ValueError) as exc:  # bad data, data too small, a diverged model
             result = Failed(str(exc))
         except PublishError as exc:

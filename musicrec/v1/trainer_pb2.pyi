@@ -27,6 +27,18 @@ class SyntheticSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNTHETIC_SIZE_MEDIUM: _ClassVar[SyntheticSize]
     SYNTHETIC_SIZE_FULL: _ClassVar[SyntheticSize]
 
+class QualityGate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUALITY_GATE_UNSPECIFIED: _ClassVar[QualityGate]
+    QUALITY_GATE_ON: _ClassVar[QualityGate]
+    QUALITY_GATE_OFF: _ClassVar[QualityGate]
+
+class FinalFit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINAL_FIT_UNSPECIFIED: _ClassVar[FinalFit]
+    FINAL_FIT_NONE: _ClassVar[FinalFit]
+    FINAL_FIT_ALL: _ClassVar[FinalFit]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -45,6 +57,12 @@ SYNTHETIC_SIZE_TINY: SyntheticSize
 SYNTHETIC_SIZE_SMALL: SyntheticSize
 SYNTHETIC_SIZE_MEDIUM: SyntheticSize
 SYNTHETIC_SIZE_FULL: SyntheticSize
+QUALITY_GATE_UNSPECIFIED: QualityGate
+QUALITY_GATE_ON: QualityGate
+QUALITY_GATE_OFF: QualityGate
+FINAL_FIT_UNSPECIFIED: FinalFit
+FINAL_FIT_NONE: FinalFit
+FINAL_FIT_ALL: FinalFit
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -86,13 +104,25 @@ class DataSource(_message.Message):
     synthetic: SyntheticSource
     def __init__(self, files: _Optional[_Union[FileSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ...) -> None: ...
 
+class TrainingOptions(_message.Message):
+    __slots__ = ("gate", "final_fit", "patience")
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    gate: QualityGate
+    final_fit: FinalFit
+    patience: int
+    def __init__(self, gate: _Optional[_Union[QualityGate, str]] = ..., final_fit: _Optional[_Union[FinalFit, str]] = ..., patience: _Optional[int] = ...) -> None: ...
+
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("source", "hyperparameters")
+    __slots__ = ("source", "hyperparameters", "options")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     source: DataSource
     hyperparameters: _model_pb2.Hyperparameters
-    def __init__(self, source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ...) -> None: ...
+    options: TrainingOptions
+    def __init__(self, source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
 
 class GetTrainingJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -123,21 +153,23 @@ class ListModelVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[_model_pb2.ModelVersion, _Mapping]]] = ...) -> None: ...
 
 class TrainingProgress(_message.Message):
-    __slots__ = ("phase", "epoch", "total_epochs", "loss", "samples_per_second")
+    __slots__ = ("phase", "epoch", "total_epochs", "loss", "samples_per_second", "best_epoch")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TOTAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
     phase: str
     epoch: int
     total_epochs: int
     loss: float
     samples_per_second: float
-    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ...) -> None: ...
+    best_epoch: int
+    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., best_epoch: _Optional[int] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "state", "source", "hyperparameters", "progress", "metrics", "published_version", "error", "created_at", "started_at", "finished_at")
+    __slots__ = ("job_id", "state", "source", "hyperparameters", "progress", "metrics", "published_version", "error", "created_at", "started_at", "finished_at", "options")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +181,7 @@ class TrainingJob(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     source: DataSource
@@ -160,4 +193,5 @@ class TrainingJob(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., metrics: _Optional[_Union[_model_pb2.EvaluationMetrics, _Mapping]] = ..., published_version: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    options: TrainingOptions
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., metrics: _Optional[_Union[_model_pb2.EvaluationMetrics, _Mapping]] = ..., published_version: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...

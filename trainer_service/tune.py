@@ -1,0 +1,156 @@
+"""A bounded hyperparameter search on the validation hold-out: ``python -m trainer_service tune``.
+
+Random search with early stopping (the usual strong baseline for a handful of continuous
+knobs): trial 1 is the base hyperparameters themselves (so the search never ends worse, on
+validation, than what it started from); the other ``budget - 1`` trials draw
+
+- ``learning_rate`` log-uniformly in [0.02, 0.3],
+- ``regularization`` log-uniformly in [0.0003, 0.03],
+- ``factors`` from (32, 64, 128),
+- ``epochs`` (the most a trial may train) from (20, 40, 60, 100),
+
+from a generator seeded by the base seed. Every trial trains exactly as ``run_training`` does
+with validation on: on the training part of the test split minus the validation hold-out
+(``trainer_service.evaluation.validation_split``), validating every ``validate_every`` epochs
+and stopping after ``patience`` (at least 1; default 3) validations without a better HR@10. The epoch count is thereby
+tuned too: a trial's result is its best validated epoch. The test hold-out is carved out first
+(so the chosen model never trains on it and ``--publish``'s evaluation stays fair) and then
+never read: only its training part reaches ``validation_split``.
+
+The winner is the trial with the best validation HR@10 (ties: the earlier trial); its settings
+are its hyperparameters with ``epochs`` set to its best epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer_service.data import Interactions
+from trainer_service.evaluation import leave_one_out_split, sample_heldout, validation_split
+from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.pipeline import (
+    EvaluationSettings,
+    Progress,
+    TrainerFactory,
+    bpr_trainer,
+    fit,
+)
+from trainer_service.sampling import seed_sequence
+
+LEARNING_RATES = (0.02, 0.3)
+REGULARIZATIONS = (0.0003, 0.03)
+FACTORS = (32, 64, 128)
+EPOCHS = (20, 40, 60, 100)
+MAX_BUDGET = 200
+# Early stopping is how a trial's epoch count is tuned, so tune always uses it (``train``'s
+# default is off: see docs/training.md).
+TUNE_PATIENCE = 3
+_TUNE_STREAM = 6
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trained candidate: its ``hyperparameters`` (``epochs``: the most it could train), the
+    epoch early stopping kept, the epochs it ran, its validation metrics at the kept epoch
+    (manifest key names) and its wall seconds."""
+
+    number: int
+    hyperparameters: Hyperparameters
+    best_epoch: int
+    epochs_trained: int
+    validation: dict[str, float]
+    seconds: float
+
+    @property
+    def hit_rate_at_10(self) -> float:
+        return float(self.validation.get("hit_rate_at_10", 0.0))
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Every trial in order, the best one, and its settings (``epochs`` = its best epoch)."""
+
+    trials: list[Trial]
+    best: Trial
+
+    @property
+    def settings(self) -> Hyperparameters:
+        return dataclasses.replace(self.best.hyperparameters, epochs=max(1, self.best.best_epoch))
+
+
+def candidates(base: Hyperparameters, budget: int) -> list[Hyperparameters]:
+    """``budget`` hyperparameter sets: ``base`` first, then random draws (seeded by ``base.seed``)."""
+    if not 1 <= budget <= MAX_BUDGET:
+        raise ValueError(f"budget must be in [1, {MAX_BUDGET}], got {budget}")
+    rng = np.random.default_rng(seed_sequence(base.seed, _TUNE_STREAM))
+
+    def log_uniform(bounds: tuple[float, float]) -> float:
+        return float(round(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))), 5))
+
+    drawn = [base]
+    for _ in range(budget - 1):
+        drawn.append(dataclasses.replace(
+            base, learning_rate=log_uniform(LEARNING_RATES), regularization=log_uniform(REGULARIZATIONS),
+            factors=int(rng.choice(FACTORS)), epochs=int(rng.choice(EPOCHS))))
+    return drawn
+
+
+def tune(interactions: Interactions, base: Hyperparameters, budget: int, *,
+         evaluation: EvaluationSettings = EvaluationSettings(), patience: int = TUNE_PATIENCE,
+         on_trial: Callable[[Trial], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
+         should_stop: Callable[[], bool] | None = None, trainer_factory: TrainerFactory = bpr_trainer) -> TuneResult:
+    """Run ``budget`` trials (see the module docstring) on ``interactions``; ``on_trial`` gets each
+    finished trial, ``on_progress`` every trial's epoch events. Raises ``ValueError`` (a budget
+    out of range, no validation: ``validate_every`` 0 or no user with enough interactions),
+    ``TrainingCancelled`` (``should_stop``)."""
+    if not evaluation.validate_every:
+        raise ValueError("tune needs validation (validate_every > 0)")
+    drawn = candidates(base, budget)
+    test = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
+                               interactions.num_users, interactions.num_artists, base.seed)
+    validation = validation_split(test, base.seed)  # reads test.train_* only
+    del test
+    if validation.num_heldout == 0:
+        raise ValueError("no user has enough interactions for a validation hold-out")
+    selection = sample_heldout(validation, evaluation.validation_users, base.seed)
+    trials: list[Trial] = []
+    for number, hp in enumerate(drawn, start=1):
+        started = time.perf_counter()
+        fitted = fit(validation.train_users, validation.train_artists, validation.train_weights,
+                     validation.num_users, validation.num_artists, hp, validation=validation, selection=selection,
+                     validate_every=evaluation.validate_every, patience=max(patience, 1),
+                     emit=on_progress or (lambda event: None), should_stop=should_stop or (lambda: False),
+                     trainer_factory=trainer_factory)
+        trial = Trial(number=number, hyperparameters=hp, best_epoch=fitted.best_epoch,
+                      epochs_trained=fitted.epochs_trained, validation=dict(fitted.validation_metrics),
+                      seconds=time.perf_counter() - started)
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+    best = max(trials, key=lambda t: (t.hit_rate_at_10, -t.number))
+    return TuneResult(trials=trials, best=best)
+
+
+def format_trials(trials: list[Trial], best: Trial | None = None) -> str:
+    """The trials as a table (one row each; the best marked with *)."""
+    lines = [f"{'#':>3}  {'learning_rate':>13}  {'regularization':>14}  {'factors':>7}  {'max epochs':>10}  "
+             f"{'best epoch':>10}  {'val HR@10':>9}  {'val NDCG@10':>11}  {'seconds':>7}"]
+    for t in trials:
+        hp = t.hyperparameters
+        mark = "*" if best is not None and t.number == best.number else " "
+        lines.append(f"{t.number:>3}{mark} {hp.learning_rate:>13.5g}  {hp.regularization:>14.5g}  {hp.factors:>7}  "
+                     f"{hp.epochs:>10}  {t.best_epoch:>10}  {t.hit_rate_at_10:>9.4f}  "
+                     f"{t.validation.get('ndcg_at_10', 0.0):>11.4f}  {t.seconds:>7.1f}")
+    return "\n".join(lines)
+
+
+def settings_flags(hp: Hyperparameters) -> str:
+    """The tuned fields as ``train`` flags."""
+    return (f"--learning-rate {hp.learning_rate:g} --regularization {hp.regularization:g} "
+            f"--factors {hp.factors} --epochs {hp.epochs}")
