@@ -28,6 +28,11 @@ small one), ``full_scale`` serves it too: Recommend throughput at 16 in flight (
 Python generator where h2load is missing), the recall@10 its manifest records, and the unique
 memory (USS) of each ``--workers`` process.
 
+``metrics_overhead``: the cost of recording Prometheus metrics. Two index processes serve the
+same version, one with ``--metrics-port 0`` and one without; closed-loop Recommend runs (h2load,
+else the Python generator) alternate between them, the order flipping every pair, and the medians
+of their throughputs and server CPU per request are compared (target: metrics on >= 0.95x off).
+
 The server's CPU time per request comes from ``/proc/PID/stat`` of the server and all its
 descendants (the supervisor and its workers) before and after each run. All on
 127.0.0.1; every run bounded in time (``load_seconds``) and requests.
@@ -167,9 +172,10 @@ class IndexServer(ServerProcess):
 
     what = "index service"
 
-    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0, workers: int = 1):
+    def __init__(self, models_dir: Path, log_path: Path, poll_interval_s: float = 1.0, workers: int = 1,
+                 extra_args: tuple[str, ...] = ()):
         argv = [sys.executable, "-m", "index_service", "--models-dir", str(models_dir), "--port", "0",
-                "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO"]
+                "--poll-interval", f"{poll_interval_s:g}", "--log-level", "INFO", *extra_args]
         if workers > 1:
             argv += ["--workers", str(workers)]
         super().__init__(argv, log_path, workers)
@@ -642,6 +648,11 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         "server_log_tail": result["server_log_tails"][first],
     })
     try:
+        result["metrics_overhead"] = metrics_overhead(settings, workdir, models_dir, material, use_h2load)
+    except Exception as exc:  # noqa: BLE001 - the figures above stand without it
+        log.exception("serving: metrics overhead failed")
+        result["metrics_overhead"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
+    try:
         result["full_scale"] = full_scale(settings, workdir, scale_version, floor["closed_loop"], use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
         log.exception("serving at full scale failed")
@@ -712,6 +723,118 @@ def _measure_swaps(settings: BenchSettings, runs: _ServingRuns, swapper: Version
             swaps.append(row)
             log.info("serving swaps %s %s, %d worker(s): p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc,
                      generator, workers, row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])
+
+
+# -- metrics on and off ------------------------------------------------------------------------
+
+# Pairs of runs (metrics off, on) in the metrics comparison: more than the other figures' repetitions,
+# because the difference sought (a few percent) is near the run-to-run noise.
+METRICS_PAIRS = 5
+METRICS_INFLIGHT = 16
+
+
+def metrics_overhead(settings: BenchSettings, workdir: Path, models_dir: Path, material: RequestMaterial,
+                     use_h2load: bool) -> dict:
+    """Recommend throughput of one index process with metrics recorded (``--metrics-port 0``)
+    and without, alternating runs (the order flips every pair), medians; one process, closed loop
+    at ``METRICS_INFLIGHT`` in flight, ``settings.load_seconds`` per run."""
+    pairs = 1 if settings.quick else METRICS_PAIRS
+    generator = "h2load" if use_h2load else "python"
+    servers = {"off": IndexServer(models_dir, workdir / "index-metrics-off.log"),
+               "on": IndexServer(models_dir, workdir / "index-metrics-on.log", extra_args=("--metrics-port", "0"))}
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    try:
+        serving = {}
+        for mode, server in servers.items():
+            server.start()
+            serving[mode] = _ServingRuns(settings, workdir, server, material)
+            serving[mode].verify(use_h2load, ("recommend",))
+        for n in range(pairs):
+            for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):
+                runs[mode].append(_once(serving[mode], generator, "recommend", inflight=METRICS_INFLIGHT))
+        url = re.search(r"metrics on (http://\S+/metrics)", servers["on"].log_text())
+        recorded = _recorded_calls(url.group(1)) if url else None
+    finally:
+        for server in servers.values():
+            server.stop()
+    medians = {mode: median([r["requests_per_s"] for r in done]) for mode, done in runs.items()}
+    cpu = {mode: median([r["server_cpu_ms_per_request"] for r in done]) for mode, done in runs.items()}
+    recording = _recording_costs()
+    result = {
+        "recording_cost_us": recording,
+        "ran": True, "rpc": "recommend", "generator": generator, "inflight": METRICS_INFLIGHT, "workers": 1,
+        "pairs": pairs, "seconds_per_run": settings.load_seconds,
+        "off_requests_per_s": medians["off"], "on_requests_per_s": medians["on"],
+        "ratio": _ratio(medians["on"], medians["off"]),
+        "off_server_cpu_ms_per_request": cpu["off"], "on_server_cpu_ms_per_request": cpu["on"],
+        "recorded_recommend_calls": recorded,
+        "commands": {mode: server.command for mode, server in servers.items()},
+        "per_run": runs,
+    }
+    log.info("serving metrics overhead: %.0f req/s off, %.0f on (%.3fx)", medians["off"], medians["on"],
+             result["ratio"])
+    return result
+
+
+def recording_cost_us(calls: int = 100_000, repeats: int = 5) -> dict:
+    """Microseconds one call spends in the handler wrapper with and without metrics recording
+    (``musicrec.rpc.interceptor``), in this process: a handler that returns at once, driven
+    without gRPC or an event loop; the fastest of ``repeats`` passes of ``calls`` calls each."""
+    import grpc
+
+    from musicrec.metrics import RpcMetrics, new_registry
+    from musicrec.rpc.interceptor import _wrap  # noqa: PLC2701 - the wrapper itself is what is measured
+
+    async def behavior(request, context):
+        return b""
+
+    method = "/musicrec.v1.IndexService/Recommend"
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    wrapped = {"off": _wrap(handler, method).unary_unary,
+               "on": _wrap(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
+    best = {mode: float("inf") for mode in wrapped}
+    request = object()
+    for _ in range(repeats):
+        for mode, call in wrapped.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                try:
+                    call(request, None).send(None)
+                except StopIteration:
+                    pass
+            best[mode] = min(best[mode], (time.perf_counter() - start) / calls * 1e6)
+    return {"off_us": best["off"], "on_us": best["on"], "added_us": best["on"] - best["off"]}
+
+
+def _recording_costs() -> dict:
+    """``recording_cost_us`` in a fresh process per prometheus_client mode: one process, and a
+    ``--workers`` worker (multiprocess files; the mode is fixed when prometheus_client is imported)."""
+    import tempfile
+
+    costs = {}
+    for mode in ("single_process", "multiprocess"):
+        with tempfile.TemporaryDirectory(prefix="musicrec-bench-metrics-") as directory:
+            env = child_env()
+            if mode == "multiprocess":
+                env["PROMETHEUS_MULTIPROC_DIR"] = directory
+            out = subprocess.run([sys.executable, "-c", "import json; from bench.serving import recording_cost_us; "
+                                  "print(json.dumps(recording_cost_us()))"],
+                                 env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
+            costs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    return costs
+
+
+def _recorded_calls(url: str) -> float:
+    """Recommend calls answered OK, as the metrics endpoint at ``url`` counts them."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "musicrec_rpc_handled_total" and sample.labels.get("method") == "Recommend"
+               and sample.labels.get("code") == "OK")
 
 
 # -- full scale ------------------------------------------------------------------------------
@@ -828,3 +951,36 @@ def _worker_memory(server: ServerProcess) -> dict:
     supervisor = process_memory_bytes(server.pid) if server.workers > 1 else None
     return {"workers": workers, "supervisor": supervisor,
             "total_pss": sum(w["pss"] for w in workers) + (supervisor["pss"] if supervisor else 0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.serving [--quick] [--workdir DIR]``: only the metrics on/off comparison
+    (the serving part of ``make bench`` runs it too), printed as JSON."""
+    import argparse
+
+    from bench.settings import full_settings, quick_settings
+
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one pair of short runs")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "bench" / "results" / "tmp" / "work-metrics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = quick_settings() if args.quick else full_settings()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    version_dir = lastfm_version(args.workdir, settings)
+    models_dir = args.workdir / "metrics-models"
+    shutil.rmtree(models_dir, ignore_errors=True)
+    models_dir.mkdir()
+    VersionSwapper(version_dir, models_dir, settings.swap_interval_s).publish_one()
+    use_h2load = h2load.ensure_installed(allow_install=False)[0] and h2load.available()
+    material = RequestMaterial.for_version(version_dir, args.workdir / "requests")
+    result = metrics_overhead(settings, args.workdir, models_dir, material, use_h2load)
+    summary = {k: v for k, v in result.items() if k != "per_run"}
+    summary["requests_per_s_by_run"] = {mode: [round(r["requests_per_s"]) for r in done]
+                                        for mode, done in result["per_run"].items()}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,8 @@ serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
 
 ``--workers N`` (N > 1) runs N such processes on one port under a supervisor
 (``index_service.supervisor``); one process is limited to about one core by the GIL.
+``--metrics-port N`` serves Prometheus metrics (with ``--workers``, all workers' on that one port),
+``--log-format json`` writes JSON log lines (docs/operations.md).
 The event loop is uvloop when it is installed (``pip install musicrec[fast]``; less server CPU
 per call than asyncio's loop), unless ``--event-loop asyncio``.
 """
@@ -45,12 +47,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="on SIGTERM, how long in-flight calls may finish (default 5)")
     parser.add_argument("--max-concurrent-rpcs", type=int, default=1000,
                         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default 1000)")
+    parser.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+                        help="close client connections after SECONDS (in-flight calls get --grace), so "
+                             "clients balancing over DNS (dns:///, round_robin) find new replicas; default: never")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
                         help="auto: uvloop when installed, else asyncio's own (default auto)")
     parser.add_argument("--no-precomputed", action="store_true",
                         help="answer every request by search, ignoring the versions' precomputed lists "
                              "(for comparisons; slower)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text lines (default) or one JSON object per line, for log shippers")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="N",
+                        help="serve Prometheus metrics at http://HOST:N/metrics (0: a free port, logged); "
+                             "off by default. With --workers, the supervisor serves all workers' metrics")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the metrics endpoint binds (default: the --host address)")
     # --workers, and what the supervisor sets on its workers' command lines.
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
@@ -64,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tls-cert and --tls-key go together")
     if args.grace < 0:
         parser.error("--grace must not be negative")
+    if args.max_connection_age is not None and args.max_connection_age <= 0:
+        parser.error("--max-connection-age must be positive")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error("--metrics-port must be in [0, 65535]")
     return args
 
 
@@ -73,9 +89,11 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "index_service", "--models-dir", str(args.models_dir), "--host", args.host,
             "--poll-interval", repr(args.poll_interval), "--grace", repr(args.grace),
             "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--event-loop", args.event_loop,
-            "--log-level", args.log_level]
+            "--log-level", args.log_level, "--log-format", args.log_format]
     if args.no_precomputed:
         argv.append("--no-precomputed")
+    if args.max_connection_age is not None:
+        argv += ["--max-connection-age", repr(args.max_connection_age)]
     if args.version is not None:
         argv += ["--version", str(args.version)]
     if args.tls_cert:
@@ -98,23 +116,32 @@ def loop_factory(choice: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.metrics_dir is not None:  # a --workers worker: record into the supervisor's files
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = args.metrics_dir
+    from musicrec.log_format import configure_logging
+
     worker = f" [worker {args.worker_number} pid %(process)d]" if args.worker_number is not None else ""
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s")
+    configure_logging(args.log_level, args.log_format,
+                      text_format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s",
+                      fields=None if args.worker_number is None else {"worker": args.worker_number,
+                                                                        "pid": os.getpid()})
     log = logging.getLogger("index_service")
+    metrics_host = args.host if args.metrics_host is None else args.metrics_host
     from musicrec.rpc.server import ServerConfig
 
     try:
         server = ServerConfig(host=args.host, port=args.port, tls_cert_file=args.tls_cert,
                               tls_key_file=args.tls_key, grace_s=args.grace,
-                              maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port)
+                              maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port,
+                              max_connection_age_s=args.max_connection_age)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     if args.workers > 1:
         from index_service.supervisor import Supervisor
 
-        return Supervisor(worker_argv(args), args.workers, args.host, args.port, args.grace).run()
+        return Supervisor(worker_argv(args), args.workers, args.host, args.port, args.grace,
+                          metrics_port=args.metrics_port, metrics_host=metrics_host).run()
 
     if args.supervisor_pid is not None:
         from index_service.supervisor import die_with_parent
@@ -124,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
     config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval,
                                 pinned_version=args.version, worker=args.worker_number,
-                                precomputed=not args.no_precomputed)
+                                precomputed=not args.no_precomputed,
+                                metrics=args.metrics_port is not None or args.metrics_dir is not None,
+                                metrics_port=None if args.metrics_dir is not None else args.metrics_port,
+                                metrics_host=metrics_host, metrics_multiprocess=args.metrics_dir is not None)
 
     def report_ready() -> None:
         if args.ready_fd is not None:

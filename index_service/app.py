@@ -2,6 +2,10 @@
 
 Health is NOT_SERVING until the first valid version is swapped in, then SERVING for as long as a
 version is held (a later bad version or an emptied models directory does not change that).
+
+With ``metrics`` on, every RPC, swap and refusal is recorded (``musicrec.metrics.IndexMetrics``) and,
+with a ``metrics_port``, served at ``/metrics``; the precomputed-answer count is added to its
+counter every ``FLUSH_INTERVAL_S`` seconds (as the server does with the RPC counts) and after each swap.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from threadpoolctl import threadpool_limits
 from index_service.holder import ModelHolder, ServedVersion
 from index_service.servicer import SERVICE_NAME, IndexServicer, add_index_servicer
 from index_service.watcher import VersionWatcher
+from musicrec.metrics import FLUSH_INTERVAL_S, IndexMetrics, MetricsEndpoint, PrecomputedAnswers, new_registry
 from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server, freeze_long_lived
+
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +38,9 @@ class IndexServiceConfig:
     ``precomputed``: answer from the versions' precomputed lists where they can (False: search only).
     ``worker``: this process is worker number N of a ``--workers`` supervisor (which logs the
     ``listening on`` line once for all of them).
+    ``metrics``: record Prometheus metrics; ``metrics_port``: serve them on ``metrics_host``
+    (0: a free port; None: not served here); ``metrics_multiprocess``: a ``--workers`` worker,
+    recording into the supervisor's multiprocess directory (no process metrics of its own).
     """
 
     models_dir: Path
@@ -42,6 +51,10 @@ class IndexServiceConfig:
     similar_method: str | None = None
     precomputed: bool = True
     worker: int | None = None
+    metrics: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_multiprocess: bool = False
 
 
 class IndexServiceApp:
@@ -50,14 +63,22 @@ class IndexServiceApp:
     def __init__(self, config: IndexServiceConfig):
         self.config = config
         self.holder = ModelHolder()
+        self.metrics: IndexMetrics | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self._precomputed: PrecomputedAnswers | None = None
+        if config.metrics or config.metrics_port is not None:
+            self.metrics = IndexMetrics(new_registry(process_metrics=not config.metrics_multiprocess))
+            self._precomputed = PrecomputedAnswers(self.metrics.precomputed)
         self.watcher = VersionWatcher(config.models_dir, self.holder, pinned=config.pinned_version,
                                       recommend_method=config.recommend_method,
                                       similar_method=config.similar_method,
-                                      precomputed=config.precomputed)
+                                      precomputed=config.precomputed,
+                                      on_refused=None if self.metrics is None else self.metrics.version_refused)
         self.servicer = IndexServicer(self.holder, pinned=config.pinned_version is not None,
                                       rejected=lambda: self.watcher.rejected)
         self.server: GrpcServer | None = None
         self._watch_task: asyncio.Task | None = None
+        self._flush_task: asyncio.Task | None = None
         self._blas_limit: threadpool_limits | None = None
 
     @property
@@ -73,21 +94,40 @@ class IndexServiceApp:
         median)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         binding = ServiceBinding(SERVICE_NAME, self.servicer, add_index_servicer)
-        self.server = build_server([binding], self.config.server)
+        self.server = build_server([binding], self.config.server,
+                                   metrics=None if self.metrics is None else self.metrics.rpc)
+        if self.metrics is not None and self.config.metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host,
+                                                    self.config.metrics_port)
         await self.server.start()
         # Scripts wait for "listening on HOST:PORT"; a worker must not announce the shared port.
         what = ("index service listening on" if self.config.worker is None
                 else f"index service worker {self.config.worker} (pid {os.getpid()}) bound")
-        log.info("%s %s (%s); models dir %s%s", what, self.server.address,
+        log.info("%s %s (%s); models dir %s%s%s", what, self.server.address,
                  "TLS" if self.server.tls else "plaintext", self.config.models_dir,
-                 f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "")
+                 f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "",
+                 f"; metrics on {self.metrics_endpoint.url}" if self.metrics_endpoint else "")
+        if self._precomputed is not None:
+            self._flush_task = asyncio.create_task(self._flush_metrics(), name="metrics-flush")
         self._watch_task = asyncio.create_task(
             self.watcher.run(self.config.poll_interval_s, self._on_swap), name="version-watcher")
 
     async def _on_swap(self, served: ServedVersion) -> None:
         assert self.server is not None
+        if self.metrics is not None:
+            model = served.model
+            self.metrics.version_swapped(
+                served.version, served.load_duration_ms / 1000.0, model.manifest.metrics,
+                {"recommend": model.recommend_params.method, "similar": model.similar_params.method})
+            self._precomputed.flush(model)
         await self.server.set_serving(True)
         freeze_long_lived()  # the new version's objects live until the next swap
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            served = self.holder.current
+            self._precomputed.flush(None if served is None else served.model)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, stop watching, let in-flight calls finish (``grace_s``), unload."""
@@ -100,6 +140,14 @@ class IndexServiceApp:
             self._watch_task = None
         if self.server is not None:
             await self.server.stop(grace_s)
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+            self._flush_task = None
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
         self.holder.clear()
         if self._blas_limit is not None:
             self._blas_limit.restore_original_limits()

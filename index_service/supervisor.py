@@ -19,6 +19,13 @@ The supervisor (this module; no gRPC, no numpy) does only process management:
   ``RESTART_MAX_S`` (reset once a worker has lived ``STABLE_S``). A worker that dies before it
   ever bound the port (bad TLS files, say) stops the whole service with exit status 1.
 
+With ``--metrics-port``, the supervisor serves every worker's metrics on that one port: it makes a
+fresh directory for this run (removed at exit), starts the workers with
+``PROMETHEUS_MULTIPROC_DIR`` pointing at it (each records into its own files there), serves their
+aggregate (``musicrec.metrics.multiprocess_registry``) plus the process metrics of itself and each
+worker, and drops a dead worker's live gauges when it reaps it. One scrape target per replica,
+whatever N, and counters that survive a worker's restart (docs/operations.md says why).
+
 Workers run in their own session (a terminal's Ctrl-C reaches only the supervisor, which
 forwards SIGTERM once) and get SIGTERM from the kernel if the supervisor dies (PR_SET_PDEATHSIG).
 """
@@ -28,9 +35,11 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +68,7 @@ def add_worker_arguments(parser) -> None:
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-number", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -98,7 +108,9 @@ class _Slot:
 class Supervisor:
     """Runs ``workers`` copies of ``worker_argv`` (which must not name a port) on ``host:port``."""
 
-    def __init__(self, worker_argv: Sequence[str], workers: int, host: str, port: int, grace_s: float):
+    def __init__(self, worker_argv: Sequence[str], workers: int, host: str, port: int, grace_s: float, *,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
+        """``metrics_port``: serve the workers' metrics there (0: a free port); None: none."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.worker_argv = list(worker_argv)
@@ -108,6 +120,10 @@ class Supervisor:
         self.slots = [_Slot(number=n) for n in range(1, workers + 1)]
         self.port = 0
         self._stop_signal: int | None = None
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.metrics_dir: str | None = None
+        self._metrics_endpoint = None
 
     # -- worker processes ---------------------------------------------------------------------
 
@@ -115,9 +131,13 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         argv = [*self.worker_argv, "--port", str(self.port), "--reuse-port", "--ready-fd", str(write_fd),
                 "--worker-number", str(slot.number), "--supervisor-pid", str(os.getpid())]
+        env = None
+        if self.metrics_dir is not None:
+            argv += ["--metrics-dir", self.metrics_dir]
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
         try:
             slot.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
-                                            start_new_session=True)
+                                            start_new_session=True, env=env)
         finally:
             os.close(write_fd)
         if slot.ready_fd is not None:
@@ -171,15 +191,51 @@ class Supervisor:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.port = reservation.getsockname()[1]
+            if self.metrics_port is not None:
+                try:
+                    self._start_metrics()
+                except OSError as exc:
+                    log.error("cannot start: %s", exc.strerror or exc)
+                    return 1
             return self._supervise()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             reservation.close()
+            self._stop_metrics()
             for slot in self.slots:
                 if slot.ready_fd is not None:
                     os.close(slot.ready_fd)
                     slot.ready_fd = None
+
+    def _live_pids(self) -> list[tuple[str, int]]:
+        """(worker label, pid) of the supervisor ("0") and each running worker."""
+        pids = [("0", os.getpid())]
+        for slot in list(self.slots):
+            process = slot.process
+            if process is not None and process.returncode is None:
+                pids.append((str(slot.number), process.pid))
+        return pids
+
+    def _start_metrics(self) -> None:
+        from musicrec.metrics import MetricsEndpoint, multiprocess_registry
+
+        self.metrics_dir = tempfile.mkdtemp(prefix="musicrec-index-metrics-")
+        log.info("workers record metrics in %s", self.metrics_dir)
+        try:
+            self._metrics_endpoint = MetricsEndpoint(multiprocess_registry(self.metrics_dir, self._live_pids),
+                                                     self.metrics_host, self.metrics_port)
+        except OSError:
+            self._stop_metrics()
+            raise
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
 
     def _supervise(self) -> int:
         for slot in self.slots:
@@ -200,6 +256,10 @@ class Supervisor:
                     slot.backoff_s = RESTART_MIN_S
                 log.warning("worker %d (pid %d) exited with status %s; restarting in %.1f s", slot.number,
                             slot.process.pid, code, slot.backoff_s)
+                if self.metrics_dir is not None:
+                    from musicrec.metrics import mark_worker_dead
+
+                    mark_worker_dead(self.metrics_dir, slot.process.pid)
                 slot.restart_at = now + slot.backoff_s
                 slot.backoff_s = min(slot.backoff_s * 2, RESTART_MAX_S)
                 slot.process = None
@@ -209,8 +269,9 @@ class Supervisor:
                     self._spawn(slot)
             if not announced and all(slot.ready for slot in self.slots):
                 announced = True
-                log.info("index service listening on %s:%d (%d worker processes, SO_REUSEPORT)", address,
-                         self.port, len(self.slots))
+                log.info("index service listening on %s:%d (%d worker processes, SO_REUSEPORT)%s", address,
+                         self.port, len(self.slots),
+                         f"; metrics on {self._metrics_endpoint.url}" if self._metrics_endpoint else "")
             if not announced and now > deadline:
                 log.error("workers did not bind within %.0f s; stopping", START_TIMEOUT_S)
                 self._stop_all()

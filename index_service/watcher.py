@@ -82,9 +82,11 @@ class VersionWatcher:
 
     def __init__(self, models_dir: str | os.PathLike, holder: ModelHolder, *, pinned: int | None = None,
                  recommend_method: str | None = None, similar_method: str | None = None,
-                 precomputed: bool = True):
+                 precomputed: bool = True, on_refused: Callable[[str], None] | None = None):
         """``recommend_method``/``similar_method`` override the manifests' search methods;
-        ``precomputed`` False answers by search only (see ``ServingModel``)."""
+        ``precomputed`` False answers by search only (see ``ServingModel``). ``on_refused(kind)``
+        is called (in the polling thread) for each refusal, ``kind`` one of "invalid" (the
+        model store refused it), "unreadable" (it could not be read or mapped), "warm_up"."""
         self.models_dir = Path(models_dir)
         self.holder = holder
         self.pinned = pinned
@@ -93,6 +95,7 @@ class VersionWatcher:
         self._rejected: dict[int, Rejection] = {}  # only the polling thread touches this
         self._rejected_view: tuple[Rejection, ...] = ()  # replaced whole: safe to read anywhere
         self._waiting_logged = False
+        self._on_refused = on_refused
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -138,7 +141,8 @@ class VersionWatcher:
             log.info("serving model version %d (%d users, %d artists; recommend %s, similar %s; "
                      "loaded in %.1f ms)%s", version, served.model.num_users, served.model.num_artists,
                      served.model.recommend_params.method, served.model.similar_params.method,
-                     served.load_duration_ms, f", replacing version {old.version}" if old else "")
+                     served.load_duration_ms, f", replacing version {old.version}" if old else "",
+                     extra={"version": version, "load_ms": round(served.load_duration_ms, 1)})
             return served
         return None
 
@@ -147,29 +151,33 @@ class VersionWatcher:
         try:
             loaded = load_version(vdir)
         except InvalidVersionError as exc:
-            self._reject(version, exc.reason, identity)
+            self._reject(version, exc.reason, identity, "invalid")
             return None
         except (OSError, MemoryError, ValueError) as exc:
-            self._reject(version, f"cannot load: {exc}", identity)
+            self._reject(version, f"cannot load: {exc}", identity, "unreadable")
             return None
         try:
             model = ServingModel(loaded, **self._methods)
             encoder = ResponseEncoder(model.artist_ids, model.artist_names, model.version)
             model.warm_up()
+            model.precomputed_answers = 0  # count what clients get, not the warm-up
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version, never the service
             loaded.close()
             log.exception("version %d failed warm-up", version)
-            self._reject(version, f"failed warm-up: {type(exc).__name__}: {exc}", identity)
+            self._reject(version, f"failed warm-up: {type(exc).__name__}: {exc}", identity, "warm_up")
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return ServedVersion(model=model, loaded_at=datetime.now(timezone.utc), load_duration_ms=elapsed_ms,
                              identity=identity, encoder=encoder)
 
-    def _reject(self, version: int, reason: str, identity: tuple) -> None:
+    def _reject(self, version: int, reason: str, identity: tuple, kind: str) -> None:
         log.warning("refusing model version %d: %s (still serving %s)", version, reason,
-                    f"version {self.holder.current.version}" if self.holder.current else "nothing")
+                    f"version {self.holder.current.version}" if self.holder.current else "nothing",
+                    extra={"version": version, "reason": kind})
         self._rejected[version] = Rejection(version, reason, identity)
         self._publish_rejected()
+        if self._on_refused is not None:
+            self._on_refused(kind)
 
     def _log_waiting(self, on_disk: list[int]) -> None:
         if self._waiting_logged:

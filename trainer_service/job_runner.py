@@ -38,7 +38,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_store import InvalidVersionError, Manifest, list_versions, read_manifest, validate_version
 from musicrec.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -53,7 +53,7 @@ from trainer_service.jobs import (
     JobRegistry,
     JobState,
 )
-from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.pipeline import Progress, TrainingOptions, TrainingRequest
 from trainer_service.worker import (
     Cancelled,
     Failed,
@@ -63,6 +63,9 @@ from trainer_service.worker import (
     WorkerRequest,
     child_main,
 )
+
+if TYPE_CHECKING:
+    from musicrec.metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,7 @@ class JobRunner:
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
         max_watchers: int = DEFAULT_MAX_WATCHERS,
         worker_target: Callable[..., None] = child_main,
+        metrics: "TrainerMetrics | None" = None,
     ):
         self.registry = registry
         self.models_dir = Path(models_dir)
@@ -141,6 +145,15 @@ class JobRunner:
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._watcher_count = 0
         self._closing = False
+        self.metrics = metrics
+
+    def record_last_published(self) -> None:
+        """Set the last-published metrics from the newest valid version on disk (at start)."""
+        if self.metrics is None:
+            return
+        newest = published_versions(self.models_dir)[:1]
+        if newest:
+            self.metrics.published(newest[0].model_version, newest[0].metrics)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -155,7 +168,8 @@ class JobRunner:
     # -- starting ------------------------------------------------------------------------------
 
     def _training_request(self, source: DataSourceSpec | None = None,
-                          overrides: Mapping[str, Any] | None = None) -> TrainingRequest:
+                          overrides: Mapping[str, Any] | None = None,
+                          options: TrainingOptions | None = None) -> TrainingRequest:
         """The request a job with this source (None: the default source) and these hyperparameter
         overrides (unset ones keep their defaults) trains. InvalidArgument for a source this
         trainer may not read (no data dir, a path leaving it) or hyperparameters out of range."""
@@ -168,9 +182,10 @@ class JobRunner:
             hyperparameters = Hyperparameters().with_overrides(**dict(overrides or {}))
         except ValueError as exc:
             raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
-        return TrainingRequest(source=source, hyperparameters=hyperparameters)
+        return TrainingRequest(source=source, hyperparameters=hyperparameters, options=options or TrainingOptions())
 
-    def start_job(self, source: DataSourceSpec | None = None, overrides: Mapping[str, Any] | None = None) -> Job:
+    def start_job(self, source: DataSourceSpec | None = None, overrides: Mapping[str, Any] | None = None,
+                  options: TrainingOptions | None = None) -> Job:
         """Check and start a job (see ``_training_request``); return its snapshot (RUNNING, or
         FAILED if the process could not start).
 
@@ -179,7 +194,7 @@ class JobRunner:
         """
         if self._closing:
             raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
-        request = self._training_request(source, overrides)
+        request = self._training_request(source, overrides, options)
         running = self.registry.active()
         if running is not None:
             raise JobAlreadyRunningError(running)
@@ -210,6 +225,7 @@ class JobRunner:
             worker.start()
         except OSError as exc:
             job.transition(JobState.FAILED, error=f"could not start the training process: {exc}")
+            self._record_end(job)
             self.registry.save()
             self._notify(job)
             return job.snapshot()
@@ -219,8 +235,11 @@ class JobRunner:
         job.progress = Progress("loading", total_epochs=request.hyperparameters.epochs)
         self.registry.save()
         self._notify(job)
+        if self.metrics is not None:
+            self.metrics.job_started()
         log.info("job %s started (pid %s): %s, %s",
-                 job.job_id, worker.pid, request.source.describe(), request.hyperparameters)
+                 job.job_id, worker.pid, request.source.describe(), request.hyperparameters,
+                 extra={"job_id": job.job_id})
         return job.snapshot()
 
     # -- cancelling ----------------------------------------------------------------------------
@@ -234,6 +253,7 @@ class JobRunner:
         run = self._run
         if run is None or run.job is not job:  # queued, never started
             job.transition(JobState.CANCELLED, error=reason)
+            self._record_end(job)
             self.registry.save()
             self._notify(job)
             return job.snapshot()
@@ -320,6 +340,8 @@ class JobRunner:
             return
         phase_changed = message.phase != job.progress.phase
         job.progress = message
+        if self.metrics is not None:
+            self.metrics.job_progress(message.samples_per_second, message.loss)
         if message.metrics:
             job.metrics = dict(message.metrics)
         if phase_changed:
@@ -329,6 +351,7 @@ class JobRunner:
 
     def _on_worker_exit(self, run: _Run, exit_: WorkerExit) -> None:
         job = run.job
+        was_terminal = job.state.is_terminal
         if run.kill_timer is not None:
             run.kill_timer.cancel()
         result = exit_.result
@@ -353,8 +376,21 @@ class JobRunner:
         self._run = None
         run.ended.set()
         self._notify(job)
+        if not was_terminal:
+            self._record_end(job)
         log.info("job %s ended %s%s", job.job_id, job.state.value,
-                 f" (version {job.published_version})" if job.published_version else f": {job.error}")
+                 f" (version {job.published_version})" if job.published_version else f": {job.error}",
+                 extra={"job_id": job.job_id, "state": job.state.value,
+                        **({"version": job.published_version} if job.published_version else {})})
+
+    def _record_end(self, job: Job) -> None:
+        """Count a job that has just reached its final state (and what it published)."""
+        if self.metrics is None:
+            return
+        started = job.started_at if job.started_at is not None else job.created_at
+        self.metrics.job_ended(job.state.value, None if job.finished_at is None else job.finished_at - started)
+        if job.published_version:
+            self.metrics.published(job.published_version, job.metrics)
 
     def _succeed(self, job: Job, version: int, metrics: dict[str, float]) -> None:
         if metrics:

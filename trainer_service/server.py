@@ -21,12 +21,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from musicrec.log_format import LOG_FORMAT_ENV, LOG_FORMATS, configure_logging
+from musicrec.metrics import MetricsEndpoint, TrainerMetrics, new_registry
 from musicrec.rpc.auth import TRAINER_TOKEN_ENV, BearerTokenInterceptor, load_token, method_path
 from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
 from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
@@ -66,6 +68,8 @@ class TrainerConfig:
     keep: int = 3
     max_watchers: int = DEFAULT_MAX_WATCHERS
     auth_token: str | None = None  # required by MUTATING_RPCS when set; never logged
+    metrics_port: int | None = None  # serve Prometheus metrics there (0: a free port); None: off
+    metrics_host: str | None = None  # None: ``host``
 
     def problem(self) -> str | None:
         """What is wrong with the numbers of this config, or None."""
@@ -77,6 +81,8 @@ class TrainerConfig:
             return f"--keep must be at least 1, got {self.keep}"
         if self.max_watchers < 1:
             return f"--max-watchers must be at least 1, got {self.max_watchers}"
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            return f"--metrics-port must be in [0, 65535], got {self.metrics_port}"
         return None
 
     @property
@@ -95,13 +101,14 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         log.error("bad configuration: %s", problem)
         return EXIT_CANNOT_START
     registry = JobRegistry(config.resolved_state_dir)
+    metrics = TrainerMetrics(new_registry()) if config.metrics_port is not None else None
     try:
         # The runner checks the data dir and the default source: a trainer that could never
         # train its default source does not start.
         runner = JobRunner(
             registry, config.models_dir, data_dir=config.data_dir,
             default_source=parse_source(config.default_source), keep=config.keep,
-            cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers,
+            cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers, metrics=metrics,
         )
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
@@ -112,6 +119,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
     except TrainerStateLockedError as exc:
         log.error("%s", exc)
         return EXIT_CANNOT_START
+    endpoint: MetricsEndpoint | None = None
     try:
         binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner),
                                     trainer_pb2_grpc.add_TrainerServiceServicer_to_server)
@@ -122,18 +130,22 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
                 [binding],
                 ServerConfig(host=config.host, port=config.port, tls_cert_file=config.tls_cert_file,
                              tls_key_file=config.tls_key_file, grace_s=config.grace_s),
-                interceptors=interceptors,
+                interceptors=interceptors, metrics=None if metrics is None else metrics.rpc,
             )
+            if metrics is not None:
+                runner.record_last_published()
+                endpoint = MetricsEndpoint(metrics.registry, config.metrics_host or config.host, config.metrics_port)
         except (OSError, ValueError) as exc:
             log.error("trainer cannot start: %s (is the port already taken?)" if isinstance(exc, OSError)
                       else "trainer cannot start: %s", exc)
             return EXIT_CANNOT_START
         await server.start()
         await server.set_serving(True)
-        log.info("trainer listening on %s (%s); models in %s, data in %s, default source %s%s",
+        log.info("trainer listening on %s (%s); models in %s, data in %s, default source %s%s%s",
                  server.address, "TLS" if server.tls else "plaintext", config.models_dir,
                  config.data_dir or "(none)", config.default_source,
-                 f", retraining every {config.schedule_s:g} s" if config.schedule_s else "")
+                 f", retraining every {config.schedule_s:g} s" if config.schedule_s else "",
+                 f"; metrics on {endpoint.url}" if endpoint else "")
         log.info("%s", f"{' and '.join(MUTATING_RPCS)} require a bearer token" if config.auth_token else
                  f"{' and '.join(MUTATING_RPCS)} are open to any client (set {TRAINER_TOKEN_ENV} or --token-file)")
         schedule_task = None
@@ -156,6 +168,8 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         log.info("trainer stopped")
         return 0
     finally:
+        if endpoint is not None:
+            endpoint.close()
         registry.close()
 
 
@@ -197,12 +211,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"file holding the bearer token StartTraining and CancelTraining require "
                              f"(default: the {TRAINER_TOKEN_ENV} environment variable; neither: no token)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text lines (default) or one JSON object per line, for log shippers")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="N",
+                        help="serve Prometheus metrics at http://HOST:N/metrics (0: a free port, logged); off by default")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the metrics endpoint binds (default: the --host address)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Entry point of ``serve``: configure logging, run the server, return the exit status."""
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
+    log_format = getattr(args, "log_format", "text")
+    configure_logging(getattr(logging, str(args.log_level).upper(), logging.INFO), log_format,
+                      text_format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
+    # Inherited by the training child processes, whose own logging setup can read it.
+    os.environ[LOG_FORMAT_ENV] = log_format
     try:
         token = load_token(token_file=getattr(args, "token_file", None), env_var=TRAINER_TOKEN_ENV)
     except ValueError as exc:
@@ -213,7 +236,8 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port, schedule_s=args.schedule, default_source=args.default_source,
         tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, grace_s=args.grace,
         cancel_grace_s=args.cancel_grace, keep=args.keep, max_watchers=args.max_watchers,
-        auth_token=token,
+        auth_token=token, metrics_port=getattr(args, "metrics_port", None),
+        metrics_host=getattr(args, "metrics_host", None),
     )
     try:
         return asyncio.run(serve(config))

@@ -17,6 +17,11 @@ that means "nothing happened, try again"; INVALID_ARGUMENT or NOT_FOUND would fa
 Clients of a read-only service pass ``retryable_codes=IDEMPOTENT_RETRYABLE_CODES`` (adds
 CANCELLED, see there) and ``wait_for_ready=True`` to ride through a server restart.
 gRPC caps ``maxAttempts`` at 5 (original call included).
+
+Several replicas behind one name (a Kubernetes headless service, Compose's scaled service):
+``load_balancing_policy="round_robin"`` with a ``dns:///host:port`` target (or
+``ipv4:addr1:port1,addr2:port2``) keeps one connection per replica and spreads calls over the
+ready ones; a call cut by a replica's death is retried on another (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def retry_service_config(
     retryable_codes: Sequence[str] = DEFAULT_RETRYABLE_CODES,
     timeout_s: float | None = None,
     wait_for_ready: bool = False,
+    load_balancing_policy: str | None = None,
 ) -> dict[str, Any]:
     """A gRPC service config (as a dict) retrying ``retryable_codes`` for every method of
     ``service_names`` (full names, e.g. "musicrec.v1.IndexService").
@@ -62,6 +68,8 @@ def retry_service_config(
     Backoff before attempt n is random in [0, min(initial * multiplier^(n-1), max)] seconds.
     ``timeout_s`` sets a per-call deadline covering all attempts (None: none). ``wait_for_ready``
     makes calls wait for the channel to connect instead of failing fast while it cannot.
+    ``load_balancing_policy`` (e.g. "round_robin"): the channel's policy (None: gRPC's default,
+    pick_first, one connection to the first address that answers).
     """
     if not 2 <= max_attempts <= 5:
         raise ValueError(f"max_attempts must be in [2, 5] (gRPC caps it at 5), got {max_attempts}")
@@ -83,7 +91,10 @@ def retry_service_config(
         method_config["timeout"] = _duration(timeout_s)
     if wait_for_ready:
         method_config["waitForReady"] = True
-    return {"methodConfig": [method_config]}
+    config: dict[str, Any] = {"methodConfig": [method_config]}
+    if load_balancing_policy is not None:
+        config["loadBalancingConfig"] = [{load_balancing_policy: {}}]
+    return config
 
 
 def service_config_json(service_names: Sequence[str], **kwargs: Any) -> str:

@@ -9,6 +9,13 @@
 - A unary request whose bytes do not parse (corrupt wire format, a string field that is not
   UTF-8) becomes INVALID_ARGUMENT; grpc itself would answer UNKNOWN and name the exception.
 
+With ``RpcMetrics`` (``build_server(..., metrics=...)``) the same wrapper also records each call:
+its status code (OK, the code a domain error declares, INTERNAL, INVALID_ARGUMENT for a malformed
+request, the code of an abort, CANCELLED), its handling time and the calls in flight, through
+children bound once per method (``musicrec.metrics.MethodRecorder``). Calls refused before a
+handler runs (by an authentication interceptor, by the concurrency limit, to unknown methods) are
+not counted.
+
 Works for unary and streaming responses of ``grpc.aio`` servicers written as coroutines or async
 generators (the only kinds this project writes). ``build_server`` registers every servicer through
 ``ErrorMappingRegistrar``, which wraps each handler once; nothing is wrapped per call, and a server
@@ -19,16 +26,21 @@ their calls follow the same contract; the calls they refuse they answer themselv
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
 from musicrec.rpc.errors import ServiceError
+
+if TYPE_CHECKING:
+    from musicrec.metrics import MethodRecorder, RpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +70,12 @@ def bounded_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 async def _abort_for(error: Exception, method: str, context: aio.ServicerContext) -> None:
     """Abort the RPC with the status ``error`` maps to. Always raises (``context.abort`` does)."""
     if isinstance(error, ServiceError):
-        log.debug("%s -> %s: %s", method, error.code_name, bounded_message(error.message))
+        log.debug("%s -> %s: %s", method, error.code_name, bounded_message(error.message),
+                  extra={"method": method, "code": error.code_name})
         await context.abort(status_code_of(error), bounded_message(error.message))
     reference = uuid.uuid4().hex[:12]
-    log.error("%s failed (ref %s)", method, reference, exc_info=error)
+    log.error("%s failed (ref %s)", method, reference, exc_info=error,
+              extra={"method": method, "code": "INTERNAL", "ref": reference})
     await context.abort(grpc.StatusCode.INTERNAL, f"{INTERNAL_MESSAGE} (ref {reference})")
 
 
@@ -107,6 +121,72 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str):
     return unary_response
 
 
+def _code_name(error: BaseException, request: Any, context: aio.ServicerContext) -> str:
+    """The status code name a call that raised ``error`` ends with."""
+    if isinstance(error, aio.AbortError):
+        if isinstance(request, _MalformedRequest):
+            return "INVALID_ARGUMENT"
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    if isinstance(error, ServiceError):
+        return status_code_of(error).name
+    return "INTERNAL"
+
+
+def _recorded_unary_response(behavior: Callable[..., Awaitable[Any]], method: str, recorder: "MethodRecorder"):
+    clock = time.perf_counter
+    started = recorder.started
+    finished = recorder.finished
+
+    async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
+        started()
+        start = clock()
+        try:
+            await _refuse_malformed(request, context)
+            response = await behavior(request, context)
+        except aio.AbortError as error:
+            finished(_code_name(error, request, context), clock() - start)
+            raise
+        except asyncio.CancelledError:
+            finished("CANCELLED", clock() - start)
+            raise
+        except Exception as error:  # noqa: BLE001 - this is the one place that maps every error
+            finished(_code_name(error, request, context), clock() - start)
+            await _abort_for(error, method, context)
+        finished("OK", clock() - start)
+        return response
+
+    return unary_response
+
+
+def _recorded_stream_generator(behavior: Callable[..., Any], method: str, recorder: "MethodRecorder"):
+    clock = time.perf_counter
+
+    async def stream_generator(request: Any, context: aio.ServicerContext):
+        recorder.started()
+        start = clock()
+        code = "OK"
+        try:
+            await _refuse_malformed(request, context)
+            async for response in behavior(request, context):
+                yield response
+        except aio.AbortError as error:
+            code = _code_name(error, request, context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception as error:  # noqa: BLE001
+            code = _code_name(error, request, context)
+            await _abort_for(error, method, context)
+        finally:
+            recorder.finished(code, clock() - start)
+
+    return stream_generator
+
+
 def _wrap_stream_response(behavior: Callable[..., Any], method: str):
     if inspect.isasyncgenfunction(behavior):
         async def stream_generator(request: Any, context: aio.ServicerContext):
@@ -125,17 +205,25 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str):
     return _wrap_unary_response(behavior, method)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """A handler equal to ``handler`` whose behavior maps errors; sync behaviors pass unchanged."""
+def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | None" = None) -> grpc.RpcMethodHandler:
+    """A handler equal to ``handler`` whose behavior maps errors (and records the call in
+    ``metrics``, when given); sync behaviors pass unchanged."""
+    recorder = metrics.method(method) if metrics is not None else None
+
+    def unary(behavior):
+        if recorder is None:
+            return _wrap_unary_response(behavior, method)
+        return _recorded_unary_response(behavior, method, recorder)
+
     if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method),
+            unary(handler.unary_unary),
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary and inspect.iscoroutinefunction(handler.stream_unary):
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method),
+            unary(handler.stream_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -143,8 +231,12 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     if stream and (inspect.isasyncgenfunction(stream) or inspect.iscoroutinefunction(stream)):
         factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                    else grpc.stream_stream_rpc_method_handler)
+        if recorder is None or not inspect.isasyncgenfunction(stream):
+            behavior = _wrap_stream_response(stream, method) if recorder is None else unary(stream)
+        else:
+            behavior = _recorded_stream_generator(stream, method, recorder)
         return factory(
-            _wrap_stream_response(stream, method),
+            behavior,
             # Only a single request is parsed before the behavior runs; a request stream is the
             # behavior's to read.
             request_deserializer=(_tolerant(handler.request_deserializer) if handler.unary_stream
@@ -158,8 +250,9 @@ class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
     """A generic handler answering like ``inner`` with every method handler error-mapped (wrapped
     once per method and cached; the server asks for the handler on every call)."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, metrics: "RpcMetrics | None" = None):
         self._inner = inner
+        self._metrics = metrics
         # method name -> (the handler ``inner`` resolved, our wrapper of it)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -170,7 +263,7 @@ class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, _wrap(handler, method))
+            cached = self._wrapped[method] = (handler, _wrap(handler, method, self._metrics))
         return cached[1]
 
     def service_name(self) -> str | None:
@@ -181,16 +274,19 @@ class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
 class ErrorMappingRegistrar:
     """Stands in for a ``grpc.aio.Server`` while servicers register (``add_<Service>Servicer_to_server
     (servicer, registrar)``): every handler registered through it reaches ``server`` already
-    error-mapped, so the server needs no interceptor. Only registration methods are provided."""
+    error-mapped (and recorded in ``metrics``, when given), so the server needs no interceptor.
+    Only registration methods are provided."""
 
-    def __init__(self, server: aio.Server):
+    def __init__(self, server: aio.Server, metrics: "RpcMetrics | None" = None):
         self.server = server
+        self.metrics = metrics
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
         self.server.add_generic_rpc_handlers(
-            tuple(_ErrorMappingGenericHandler(handler) for handler in generic_rpc_handlers))
+            tuple(_ErrorMappingGenericHandler(handler, self.metrics) for handler in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str,
                                        method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         self.server.add_registered_method_handlers(service_name, {
-            name: _wrap(handler, f"/{service_name}/{name}") for name, handler in method_handlers.items()})
+            name: _wrap(handler, f"/{service_name}/{name}", self.metrics)
+            for name, handler in method_handlers.items()})

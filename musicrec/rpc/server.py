@@ -8,7 +8,9 @@ A service describes what it serves as ``ServiceBinding``s and its knobs as a ``S
   own interceptors (authentication) pass on are those same wrapped handlers;
 - explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
-  NOT_SERVING until the service calls ``set_serving(True)`` (health means ready);
+  NOT_SERVING until the service calls ``set_serving(True)`` (health means ready), and the service
+  name ``LIVENESS_SERVICE_NAME`` ("liveness") SERVING from the start until shutdown (the process
+  answers: what a liveness probe asks, without restarting an index that waits for its first model);
 - server reflection for the bound services, health and reflection (so ``grpcurl list`` works);
 - one port, plaintext or TLS, bound at build time (port 0 picks a free one: read ``.port``).
 
@@ -35,7 +37,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -46,12 +48,17 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from musicrec.rpc.channel_config import DEFAULT_MAX_MESSAGE_BYTES
 from musicrec.rpc.interceptor import ErrorMappingRegistrar
 
+if TYPE_CHECKING:
+    from musicrec.metrics import RpcMetrics
+
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 1000
 DEFAULT_GRACE_S = 5.0
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# The health "service" a liveness probe checks: SERVING while the server runs, ready or not.
+LIVENESS_SERVICE_NAME = "liveness"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,9 @@ class ServerConfig:
     ``grace_s``: how long ``stop()`` lets in-flight calls finish before cancelling them.
     ``reuse_port``: bind with SO_REUSEPORT, so several processes can share the port (the kernel
     spreads connections over them); off by default, so a second instance fails to bind.
+    ``max_connection_age_s``: close each client connection (GOAWAY, in-flight calls get
+    ``grace_s``) after this long, so clients balancing over DNS re-resolve and find replicas added
+    since they connected (None: connections live as long as the clients keep them).
     """
 
     host: str = "127.0.0.1"
@@ -76,6 +86,7 @@ class ServerConfig:
     tls_key_file: str | None = None
     grace_s: float = DEFAULT_GRACE_S
     reuse_port: bool = False
+    max_connection_age_s: float | None = None
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -84,6 +95,8 @@ class ServerConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_receive_message_bytes <= 0 or self.max_send_message_bytes <= 0:
             raise ValueError("message size limits must be positive")
+        if self.max_connection_age_s is not None and not self.max_connection_age_s > 0:
+            raise ValueError(f"the maximum connection age must be positive, got {self.max_connection_age_s}")
 
     def channel_args(self) -> list[tuple[str, Any]]:
         """The gRPC core channel arguments this config sets on the server."""
@@ -95,7 +108,10 @@ class ServerConfig:
             # process: SO_REUSEPORT would let a second instance bind it silently and steal half
             # the connections.
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
-        ]
+        ] + ([] if self.max_connection_age_s is None else [
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.grace_s * 1000)),
+        ])
 
 
 class HealthServicer(health_module.aio.HealthServicer):
@@ -186,7 +202,9 @@ class GrpcServer:
     service_names: tuple[str, ...]
     health: HealthServicer
     grace_s: float
+    metrics: "RpcMetrics | None" = None
     _stop_requested: asyncio.Event | None = field(default=None, repr=False)
+    _flush_task: asyncio.Task | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -203,8 +221,18 @@ class GrpcServer:
         Services call ``freeze_long_lived()`` again after loading long-lived state."""
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        if self.metrics is not None:
+            self._flush_task = asyncio.create_task(self._flush_metrics(), name="rpc-metrics-flush")
         freeze_long_lived()
+
+    async def _flush_metrics(self) -> None:
+        from musicrec.metrics import FLUSH_INTERVAL_S
+
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.metrics.flush()
 
     async def set_serving(self, serving: bool) -> None:
         """Report "" and every service SERVING (ready) or NOT_SERVING. Ignored once stopping."""
@@ -251,6 +279,13 @@ class GrpcServer:
         then stop accepting calls and give in-flight ones ``grace_s`` seconds to finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_s if grace_s is None else grace_s)
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+            self._flush_task = None
+        if self.metrics is not None:
+            self.metrics.flush()
 
     async def wait_for_termination(self, timeout_s: float | None = None) -> bool:
         """Wait until the server has stopped; False if ``timeout_s`` passed first."""
@@ -274,13 +309,14 @@ def _read_pem(path: str, what: str) -> bytes:
 
 
 def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = ServerConfig(),
-                 interceptors: Sequence[aio.ServerInterceptor] = ()) -> GrpcServer:
+                 interceptors: Sequence[aio.ServerInterceptor] = (), metrics: "RpcMetrics | None" = None) -> GrpcServer:
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
     Call from inside the running event loop. Every handler is error-mapped once, as it is
     registered. ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before
     the handler; the handlers they pass on are the error-mapped ones, and a call they refuse
-    they answer with a status of their own. Without ``interceptors`` the server runs no
+    they answer with a status of their own. ``metrics`` (``musicrec.metrics.RpcMetrics``): every
+    handler (health and reflection included) also records its calls. Without ``interceptors`` the server runs no
     per-call interceptor pipeline at all. Raises OSError if the port cannot be bound and
     ValueError for unreadable TLS files.
     """
@@ -290,7 +326,7 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
         maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
     )
     # Servicers register through a registrar that wraps each handler as it is added.
-    target = ErrorMappingRegistrar(server)
+    target = ErrorMappingRegistrar(server, metrics)
     names = tuple(binding.name for binding in bindings)
     for binding in bindings:
         binding.add_to_server(binding.servicer, target)
@@ -316,4 +352,4 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
     if port == 0:
         raise OSError(f"cannot bind {address}")
     return GrpcServer(server=server, port=port, host=config.host, tls=tls, service_names=names,
-                      health=health, grace_s=config.grace_s)
+                      health=health, grace_s=config.grace_s, metrics=metrics)
