@@ -1,8 +1,8 @@
-"""The fold-in evaluation protocol (new listeners from their history): trains two models, minutes
-of CPU, so it is run by hand, not by ``make bench``.
+"""The fold-in evaluation protocol (new listeners from their history). Part of ``make bench``
+(the ``history`` part, ``bench/history.py``); also runnable alone on one data set and seed:
 
     .venv/bin/python -m bench.fold_in [--data hetrec:../shared/data/lastfm-2k]
-        [--cache DIR] [--seed 0] [--json]
+        [--cache DIR] [--seed 0] [--epochs N] [--json]
 
 1. Hold out 10% of the users (seeded, among those with >= 5 artists) entirely from training:
    model A is trained on the other 90%.
@@ -15,13 +15,17 @@ of CPU, so it is run by hand, not by ``make bench``.
    (model A's training listeners). Artists model A never saw are not ranked by fold-in or
    popularity (a target among them is a miss), and are ignored in a history, as the service does.
 
-Trained factors are cached in ``--cache`` (keyed by data and seed), so methods can be compared
-again without training. Also times each fold-in method (median of the held-out users' fits).
+Both models are trained with the trainer's current default hyperparameters (the seed set to the
+protocol's seed; ``epochs`` overridable for the quick benchmark). Trained factors are cached in
+``cache`` (keyed by data, seed and hyperparameters), so methods can be compared again without
+training. Also times each fold-in method (median of the held-out users' fits, BLAS on one thread
+as the index service runs it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -33,19 +37,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from index_service.fold_in import FOLD_IN_METHODS, FoldIn  # noqa: E402
 
+# FoldIn settings compared by ``--variants`` (the chosen one is FoldIn's defaults with the
+# version's negative_candidates); "previous" is the first implementation's settings.
+VARIANTS = {
+    "previous: 128 uniform negatives, version's L2, 5 steps": dict(negative_candidates=1, min_regularization=0.0,
+                                                                     newton_steps=5),
+    "uniform negatives, L2 >= floor, 3 steps": dict(negative_candidates=1),
+    "rank-aware, all 512 pool negatives kept": dict(hard_negatives=512),
+    "rank-aware, 5 steps": dict(newton_steps=5),
+    "rank-aware, version's L2 (no floor)": dict(min_regularization=0.0),
+}
 HOLDOUT_FRACTION = 0.1
 MIN_ARTISTS = 5
 CUTOFF = 10
 
 
 def load(spec: str):
+    """Interactions of a data source in the trainer's syntax (``hetrec:PATH``, ``movielens:PATH``)."""
     from trainer_service.data.sources import load_source, parse_source  # noqa: PLC0415  (trainer only)
 
     return load_source(parse_source(spec))
 
 
 def split(data, seed: int):
-    """(held-out users, their target artists, model A's interaction mask, model B's mask)."""
+    """(held-out users, their target artists, model A's interaction mask, model B's mask, the
+    users' row offsets (U + 1,))."""
     rng = np.random.default_rng(seed)
     counts = np.bincount(data.users, minlength=data.num_users)
     eligible = np.flatnonzero(counts >= MIN_ARTISTS)
@@ -68,17 +84,23 @@ def train(data, mask: np.ndarray, hp) -> tuple[np.ndarray, np.ndarray, np.ndarra
             np.asarray(factors.artist_bias, np.float32))
 
 
-def trained(data, spec: str, seed: int, cache: Path, which: str, mask: np.ndarray, hp):
-    path = cache / f"{spec.replace('/', '_').replace(':', '_')}-seed{seed}-{which}.npz"
-    if path.exists():
+def trained(data, label: str, cache: Path | None, which: str, mask: np.ndarray, hp):
+    """Model ``which`` trained on ``data[mask]``: (user factors, artist factors, artist bias) and the
+    training seconds (0 when read from the cache)."""
+    key = hashlib.sha256(json.dumps(hp.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    path = None if cache is None else cache / f"{label.replace('/', '_').replace(':', '_')}-{key}-{which}.npz"
+    if path is not None and path.exists():
         with np.load(path, allow_pickle=False) as f:
-            return f["users"], f["artists"], f["bias"]
+            return (f["users"], f["artists"], f["bias"]), 0.0
     start = time.perf_counter()
-    users, artists, bias = train(data, mask, hp)
-    print(f"trained model {which} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, users=users, artists=artists, bias=bias)
-    return users, artists, bias
+    model = train(data, mask, hp)
+    seconds = time.perf_counter() - start
+    print(f"trained model {which} in {seconds:.0f} s", file=sys.stderr)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        users, artists, bias = model
+        np.savez(path, users=users, artists=artists, bias=bias)
+    return model, seconds
 
 
 def hit(scores: np.ndarray, target: int, banned: np.ndarray) -> float:
@@ -93,27 +115,25 @@ def hit(scores: np.ndarray, target: int, banned: np.ndarray) -> float:
     return float(np.clip(CUTOFF - greater, 0, ties + 1) / (ties + 1))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="hetrec:" + str(Path(__file__).resolve().parents[2] / "shared/data/lastfm-2k"))
-    parser.add_argument("--cache", type=Path, default=Path("var/fold-in-protocol"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    from trainer_service.hyperparameters import Hyperparameters  # noqa: PLC0415
+def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variants: dict | None = None) -> dict:
+    """The protocol on ``data`` with ``seed`` (the split's and the trainings'); ``hp`` the
+    trainer's hyperparameters (its seed is replaced). HR@10 per method, fit p50 ms per fold-in
+    method, training seconds, the version's regularization; ``variants`` (name: FoldIn keyword
+    arguments) adds ``variant_hr10`` and ``variant_fit_ms_p50`` for each."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    hp = Hyperparameters(seed=args.seed)
-    data = load(args.data)
-    held, targets, in_a, in_b, indptr = split(data, args.seed)
-    _, items_a, bias_a = trained(data, args.data, args.seed, args.cache, "A-without-heldout-users", in_a, hp)
-    users_b, items_b, bias_b = trained(data, args.data, args.seed, args.cache, "B-leave-one-out", in_b, hp)
+    hp = hp.with_overrides(seed=seed)
+    held, targets, in_a, in_b, indptr = split(data, seed)
+    (_, items_a, bias_a), seconds_a = trained(data, f"{label}-seed{seed}", cache, "A-without-heldout-users", in_a, hp)
+    (users_b, items_b, bias_b), seconds_b = trained(data, f"{label}-seed{seed}", cache, "B-leave-one-out", in_b, hp)
     listeners_a = np.bincount(data.artists[in_a], minlength=data.num_artists).astype(np.float64)
     unknown_a = np.flatnonzero(listeners_a == 0)
-    reg = hp.regularization
-    results: dict = {"data": args.data, "heldout_users": int(held.size), "artists": data.num_artists,
-                     "factors": hp.factors, "regularization": reg}
-    in_model, popularity = [], []
-    histories = []
+    results: dict = {"seed": seed, "heldout_users": int(held.size), "users": int(data.num_users),
+                     "artists": int(data.num_artists), "factors": hp.factors,
+                     "regularization": hp.regularization,
+                     "negative_candidates": hp.to_dict().get("negative_candidates", 1),
+                     "train_seconds": seconds_a + seconds_b}
+    in_model, popularity, histories, lengths = [], [], [], []
     for user, target in zip(held.tolist(), targets.tolist()):
         artists = data.artists[indptr[user]:indptr[user + 1]].astype(np.int64)
         plays = data.weights[indptr[user]:indptr[user + 1]].astype(np.float64)
@@ -121,25 +141,70 @@ def main(argv: list[str] | None = None) -> dict:
         history, history_plays = artists[keep], plays[keep]
         known = listeners_a[history] > 0
         histories.append((target, history, history[known], history_plays[known]))
+        lengths.append(int(known.sum()))
         in_model.append(hit(users_b[user] @ items_b.T + bias_b, target, history))
         popularity.append(hit(listeners_a, target, np.concatenate((history, unknown_a))))
+    results["history_length_median"] = float(np.median(lengths))
     results["in_model_hr10"] = float(np.mean(in_model))
     results["popularity_hr10"] = float(np.mean(popularity))
-    for method in FOLD_IN_METHODS:
-        fold = FoldIn(items_a, bias_a, regularization=reg, method=method)
-        hits, times = [], []
-        for target, history, known, known_plays in histories:
-            start = time.perf_counter()
-            query = fold.fit(known, known_plays)
-            times.append(time.perf_counter() - start)
-            hits.append(hit(items_a @ query[:-1] + bias_a, target, np.concatenate((history, unknown_a))))
-        results[f"fold_in_{method}_hr10"] = float(np.mean(hits))
-        results[f"fold_in_{method}_fit_ms_p50"] = float(np.median(times) * 1e3)
+    candidates = hp.to_dict().get("negative_candidates", 1)
+    folds = {method: FoldIn(items_a, bias_a, regularization=hp.regularization, method=method,
+                            negative_candidates=candidates) for method in FOLD_IN_METHODS}
+    for name, kwargs in (variants or {}).items():
+        folds[name] = FoldIn(items_a, bias_a, regularization=hp.regularization,
+                             **{"negative_candidates": candidates, **kwargs})
+    results["variant_hr10"], results["variant_fit_ms_p50"] = {}, {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for method, fold in folds.items():
+            hits, times = [], []
+            for target, history, known, known_plays in histories:
+                if not known.shape[0]:  # the service answers by popularity then
+                    hits.append(hit(listeners_a, target, np.concatenate((history, unknown_a))))
+                    continue
+                start = time.perf_counter()
+                query = fold.fit(known, known_plays)
+                times.append(time.perf_counter() - start)
+                hits.append(hit(items_a @ query[:-1] + bias_a, target, np.concatenate((history, unknown_a))))
+            hr10, fit_ms = float(np.mean(hits)), float(np.median(times) * 1e3) if times else float("nan")
+            if method in FOLD_IN_METHODS:
+                results[f"fold_in_{method}_hr10"], results[f"fold_in_{method}_fit_ms_p50"] = hr10, fit_ms
+            else:
+                results["variant_hr10"][method], results["variant_fit_ms_p50"][method] = hr10, fit_ms
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="hetrec:" + str(Path(__file__).resolve().parents[2] / "shared/data/lastfm-2k"))
+    parser.add_argument("--cache", type=Path, default=Path("var/fold-in-protocol"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="override the trainer's default epochs")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds seed .. seed + N - 1, HR@10 pooled")
+    parser.add_argument("--variants", action="store_true", help="also the FoldIn settings of VARIANTS")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from trainer_service.hyperparameters import Hyperparameters  # noqa: PLC0415
+
+    hp = Hyperparameters() if args.epochs is None else Hyperparameters().with_overrides(epochs=args.epochs)
+    data = load(args.data)
+    runs = [protocol(data, args.data, seed, hp, args.cache, VARIANTS if args.variants else None)
+            for seed in range(args.seed, args.seed + args.seeds)]
+    pooled = {key: float(np.mean([r[key] for r in runs])) for key in
+              ("in_model_hr10", "popularity_hr10", "fold_in_bpr_hr10", "fold_in_least_squares_hr10")}
+    pooled["variant_hr10"] = {name: float(np.mean([r["variant_hr10"][name] for r in runs]))
+                              for name in runs[0]["variant_hr10"]}
+    results = {"data": args.data, "seeds": [r["seed"] for r in runs],
+               "heldout_users": sum(r["heldout_users"] for r in runs), **pooled, "per_run": runs}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for key, value in results.items():
-            print(f"{key:32} {value:.4f}" if isinstance(value, float) else f"{key:32} {value}")
+        in_model, popularity = pooled["in_model_hr10"], pooled["popularity_hr10"]
+        print(f"{args.data}: seeds {results['seeds']}, {results['heldout_users']} held-out users; "
+              f"in-model HR@10 {in_model:.4f}, popularity {popularity:.4f}")
+        rows = {"fold-in bpr (chosen)": pooled["fold_in_bpr_hr10"],
+                "fold-in least squares": pooled["fold_in_least_squares_hr10"], **pooled["variant_hr10"]}
+        for name, value in rows.items():
+            print(f"| {name} | {value:.4f} | {value / in_model:.2f}x in-model | {value / popularity:.2f}x popularity |")
     return results
 
 

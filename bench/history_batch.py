@@ -1,12 +1,17 @@
-"""Timing of RecommendForHistory and BatchRecommend, in-process (run by hand, not by ``make bench``).
+"""Timing of RecommendForHistory and BatchRecommend, in-process. Part of ``make bench`` (the
+``history`` part, ``bench/history.py``); also runnable alone:
 
     .venv/bin/python -m bench.history_batch [--artists 17632] [--users 2000] [--json]
 
-Publishes a version with random factors at Last.fm 2K's size (17,632 artists, 64 factors) into a
-temporary directory, then measures:
+Publishes a version with random factors at Last.fm 2K's size (17,632 artists, 64 factors) and the
+trainer's default hyperparameters in its manifest (the fold-in follows them) into a temporary
+directory (exact search; the users' lists precomputed, no SimilarArtists lists: not timed here),
+then measures:
 
 - RecommendForHistory: p50/p90 of ``ServingModel.recommend_for_history`` plus response encoding
-  for 100-artist histories (random artists and plays), k = 10.
+  for 100-artist histories (random artists and plays), k = 10, with BLAS on one thread as the
+  index service runs it; beside it, in the same loop, the fold-in fit alone
+  (``FoldIn.fit`` on the same history) and the rest of the request (lookups, search, encoding).
 - BatchRecommend against single calls, both over real gRPC in this process (an IndexServiceApp
   on port 0 and a grpc.aio client, as tests/test_index_service.py runs them): requests/s of
   single Recommend calls (one at a time, and 16 in flight) against BatchRecommend calls of 100,
@@ -30,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc  # noqa: E402
 
+from threadpoolctl import threadpool_limits  # noqa: E402
+
 from index_service.app import IndexServiceApp, IndexServiceConfig  # noqa: E402
 from index_service.response_encoding import ResponseEncoder  # noqa: E402
 from index_service.serving_model import ServingModel  # noqa: E402
@@ -37,6 +44,7 @@ from model_store import ModelArtifacts, load_version, publish_version  # noqa: E
 from model_store.ann_build import BuildSettings  # noqa: E402
 from musicrec.rpc.server import ServerConfig  # noqa: E402
 from musicrec.v1 import index_pb2, index_pb2_grpc  # noqa: E402
+from trainer_service.hyperparameters import Hyperparameters  # noqa: E402  (no TensorFlow)
 
 
 def random_artifacts(num_users: int, num_artists: int, factors: int, seed: int = 0) -> ModelArtifacts:
@@ -57,18 +65,37 @@ def random_artifacts(num_users: int, num_artists: int, factors: int, seed: int =
     )
 
 
-def history_timing(model: ServingModel, reps: int, rng) -> dict:
+def _manifest_hyperparameters() -> dict:
+    """The trainer's default hyperparameters as a manifest records them (numbers only)."""
+    return {k: v for k, v in Hyperparameters().to_dict().items() if isinstance(v, (int, float))}
+
+
+def history_timing(model: ServingModel, reps: int, rng, history_length: int = 100) -> dict:
+    """p50/p90 ms of a whole RecommendForHistory answer (fit, search, encoding) and, alternating
+    with it on the same histories, of the fold-in fit alone; BLAS on one thread."""
     encoder = ResponseEncoder(model.artist_ids, model.artist_names, model.version)
-    times = []
-    for _ in range(reps):
-        artists = rng.choice(model.num_artists, size=100, replace=False)
-        history = [(str(model.artist_ids[a]), float(p)) for a, p in zip(artists, rng.integers(1, 5000, 100))]
-        start = time.perf_counter()
-        answer = model.recommend_for_history(history, 10)
-        encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
-        times.append(time.perf_counter() - start)
-    times_ms = np.array(times) * 1e3
-    return {"history_p50_ms": float(np.percentile(times_ms, 50)), "history_p90_ms": float(np.percentile(times_ms, 90))}
+    times, fits = [], []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(reps):
+            artists = rng.choice(model.num_artists, size=history_length, replace=False)
+            plays = rng.integers(1, 5000, history_length).astype(np.float64)
+            history = [(str(model.artist_ids[a]), float(p)) for a, p in zip(artists, plays)]
+            start = time.perf_counter()
+            answer = model.recommend_for_history(history, 10)
+            encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
+            times.append(time.perf_counter() - start)
+            order = np.argsort(artists)
+            start = time.perf_counter()
+            model.fold_in.fit(artists[order], plays[order])
+            fits.append(time.perf_counter() - start)
+    times_ms, fits_ms = np.array(times) * 1e3, np.array(fits) * 1e3
+    return {"history_length": history_length, "history_queries": reps,
+            "history_p50_ms": float(np.percentile(times_ms, 50)), "history_p90_ms": float(np.percentile(times_ms, 90)),
+            "fit_p50_ms": float(np.percentile(fits_ms, 50)), "fit_p90_ms": float(np.percentile(fits_ms, 90)),
+            "fold_in_negatives": int(model.fold_in.pool.shape[0]),
+            "fold_in_negative_candidates": int(model.fold_in.negative_candidates),
+            "fold_in_hard_negatives": int(model.fold_in.hard_negatives),
+            "fold_in_newton_steps": int(model.fold_in.newton_steps)}
 
 
 async def grpc_timing(models_dir: Path, num_users: int, rounds: int, rng) -> dict:
@@ -108,6 +135,30 @@ async def grpc_timing(models_dir: Path, num_users: int, rounds: int, rng) -> dic
     return out
 
 
+def measure(artists: int, users: int, factors: int, reps: int, rounds: int) -> dict:
+    """Publish a random-factor version of ``artists`` x ``factors`` with ``users`` users, then the
+    in-process RecommendForHistory timing (``reps`` histories) and the gRPC single-versus-batch
+    rates (``rounds`` batches of 100 per measurement)."""
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        models_dir = Path(tmp) / "models"
+        manifest = publish_version(models_dir, random_artifacts(users, artists, factors),
+                                   data_source="timing: random factors", data_fingerprint="0" * 64,
+                                   num_interactions=users * 50, hyperparameters=_manifest_hyperparameters(),
+                                   metrics={}, build_settings=BuildSettings(n_jobs=1, tuning_budget_s=2.0,
+                                                                            method="exact", similar_n=0))
+        model = ServingModel(load_version(models_dir / str(manifest.model_version)))
+        results = {"artists": artists, "factors": factors, "users": users,
+                   "recommend_method": model.recommend_params.method}
+        try:
+            model.warm_up()
+            results.update(history_timing(model, reps, rng))
+        finally:
+            model.close()
+        results["batch"] = asyncio.run(grpc_timing(models_dir, users, rounds, rng))
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artists", type=int, default=17_632)
@@ -117,21 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=10, help="batches of 100 per measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        models_dir = Path(tmp) / "models"
-        manifest = publish_version(models_dir, random_artifacts(args.users, args.artists, args.factors),
-                                   data_source="timing: random factors", data_fingerprint="0" * 64,
-                                   num_interactions=args.users * 50, hyperparameters={"regularization": 0.003},
-                                   metrics={}, build_settings=BuildSettings(n_jobs=1, tuning_budget_s=5.0))
-        model = ServingModel(load_version(models_dir / str(manifest.model_version)))
-        results = {"artists": args.artists, "factors": args.factors, "recommend_method": model.recommend_params.method}
-        try:
-            model.warm_up()
-            results.update(history_timing(model, args.reps, rng))
-        finally:
-            model.close()
-        results.update(asyncio.run(grpc_timing(models_dir, args.users, args.rounds, rng)))
+    results = measure(args.artists, args.users, args.factors, args.reps, args.rounds)
     print(json.dumps(results, indent=None if not args.json else 2))
     return results
 

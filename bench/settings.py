@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTS = ("quality", "scale", "ann", "serving")
+PARTS = ("quality", "scale", "ann", "serving", "history")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -36,6 +36,12 @@ class BenchSettings:
       the RPCs measured against N > 1 workers (the targets are Recommend's). The floor
       (``bench.floor_server``) is measured in each of these modes with the same runs.
     - ``full_scale_workers``: worker processes whose memory is measured on the full-scale version.
+    - ``history_datasets``: data sets of the fold-in protocol (``bench/fold_in.py``);
+      ``history_seeds``: its seeds (each two trainings; HR@10 pooled over them), at least as many
+      as make ``history_min_heldout_users`` held-out users (MovieLens small holds out 61 a seed).
+      ``history_artists``/``history_users``: size of the random-factor version the speed is
+      measured on; ``history_queries``: RecommendForHistory calls timed;
+      ``history_batch_rounds``: batches of 100 per single-versus-batch measurement.
     """
 
     quick: bool = False
@@ -68,6 +74,13 @@ class BenchSettings:
     serving_workers: tuple[int, ...] = (1, 2)
     multi_worker_rpcs: tuple[str, ...] = ("recommend",)
     full_scale_workers: int = 2
+    history_datasets: tuple[str, ...] = ("lastfm-2k", "movielens-small")
+    history_seeds: int = 3
+    history_min_heldout_users: int = 500
+    history_artists: int = 17_632
+    history_users: int = 2_000
+    history_queries: int = 1_000
+    history_batch_rounds: int = 10
 
     def with_overrides(self, **changes) -> "BenchSettings":
         return dataclasses.replace(self, **changes)
@@ -103,6 +116,12 @@ def quick_settings(**overrides) -> BenchSettings:
         swap_seconds=3.0,
         python_load_processes=1,
         in_process_queries=100,
+        history_datasets=("lastfm-2k",),
+        history_seeds=1,
+        history_min_heldout_users=0,
+        history_users=300,
+        history_queries=200,
+        history_batch_rounds=2,
     ).with_overrides(**overrides)
 
 

@@ -7,21 +7,29 @@ fitted with the artists' factors ``Q`` (A, F) and bias ``b`` (A,) held fixed, so
 Two methods (``FOLD_IN_METHODS``):
 
 - ``"bpr"`` (the default): the model's own objective restricted to ``p``. Every history artist
-  ``i`` is paired with a fixed pool of ``NEGATIVES`` artists ``j`` drawn once per version (seeded:
-  the same history always gets the same vector, so pages of one ranking concatenate), and
-  ``mean_ij w_i * softplus(-(p . (Q[i] - Q[j]) + b[i] - b[j])) + reg / 2 * |p|^2`` is minimized by
-  ``NEWTON_STEPS`` Newton steps from ``p = 0``. ``reg`` is the version's training regularization
-  (``manifest.hyperparameters["regularization"]``), whose per-triple meaning this mean matches;
-  ``w_i`` is ``log1p(plays)`` normalized to mean 1 (training samples positives by log plays). The
-  objective is convex in ``p``, the F x F Hessian is formed from sums over the pairs without
-  materializing an (n * m, F) matrix, so a 100-artist history costs a few small matrix products.
+  ``i`` is paired with negatives ``j`` from a fixed pool of ``NEGATIVES`` artists drawn once per
+  version (seeded: the same history always gets the same vector, so pages of one ranking
+  concatenate), and ``sum_j v_j * mean_i w_i * softplus(-(p . (Q[i] - Q[j]) + b[i] - b[j]))
+  + reg / 2 * |p|^2`` is minimized by ``NEWTON_STEPS`` Newton steps from ``p = 0``. ``w_i`` is
+  ``log1p(plays)`` normalized to mean 1 (training samples positives by log plays). The negatives'
+  weights ``v`` follow the version's sampler (``negative_candidates`` in its hyperparameters):
+  with plain BPR (1 candidate) the first ``UNIFORM_NEGATIVES`` of the pool weigh the same; with
+  rank-aware negatives (the hardest of c uniform candidates) a pool artist of score rank r
+  (0 = lowest of m) is the one trained on with probability ``((r + 1) / m)^c - (r / m)^c``, so
+  before each step the pool is scored with the current ``p`` and its ``HARD_NEGATIVES``
+  highest-ranked artists are kept with those weights (renormalized; they hold about 90% of the
+  mass for c = 5). ``reg`` is the version's training regularization, at least
+  ``MIN_REGULARIZATION``: a fold-in with a lighter L2 overfits the few pairs it sees (a trained
+  user vector is also held back by starting near 0 and a fixed number of epochs). The pool
+  sizes, the floor and the step count were chosen with the held-out-user protocol of
+  ``bench/fold_in.py`` on Last.fm 2K and MovieLens small (figures in docs/serving.md). The
+  objective is convex in ``p`` for fixed weights; the F x F Hessian is formed from sums over the
+  pairs without materializing an (n * m, F) matrix, so a 100-artist history costs a few small
+  matrix products per step.
 - ``"least_squares"``: the implicit-feedback least-squares projection (as ALS folds in a user):
   ``(Q^T Q + alpha * Q_h^T diag(w) Q_h + lambda * I) p = Q_h^T (1 + alpha * w)``, with ``Q^T Q``
   computed once per version. Cheaper, but it ignores the bias and fits a squared loss the factors
   were not trained for.
-
-Which is better and faster was measured with the protocol in ``bench/fold_in.py``
-(figures in the change description and docs/benchmarks.md, not here).
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ import numpy as np
 
 FOLD_IN_METHODS = ("bpr", "least_squares")
 DEFAULT_METHOD = "bpr"
-NEGATIVES = 128
-NEWTON_STEPS = 5
-HESSIAN_STEPS = 5
-DEFAULT_REGULARIZATION = 0.003  # the trainer's default, for versions whose manifest lacks it
+NEGATIVES = 512
+UNIFORM_NEGATIVES = 128
+HARD_NEGATIVES = 192
+NEWTON_STEPS = 3
+MIN_REGULARIZATION = 0.03
+DEFAULT_REGULARIZATION = 0.003  # for versions whose manifest lacks the training regularization
 LEAST_SQUARES_ALPHA = 10.0
 LEAST_SQUARES_LAMBDA = 1.0
 _SEED = 0x5EED
@@ -44,26 +54,35 @@ class FoldIn:
     computed caches that only ever gain identical values; thread-safe.
 
     ``artist_factors`` (A, F) and ``artist_bias`` (A,) are not copied (they may be memory-mapped);
-    ``regularization`` is the version's L2 weight per training triple.
+    ``regularization`` is the version's L2 weight per training triple (the fit uses at least
+    ``min_regularization``); ``negative_candidates`` the version's negatives per triple (see the
+    module docstring).
     """
 
     def __init__(self, artist_factors: np.ndarray, artist_bias: np.ndarray, *, regularization: float,
-                 method: str = DEFAULT_METHOD, negatives: int = NEGATIVES, newton_steps: int = NEWTON_STEPS,
-                 hessian_steps: int = HESSIAN_STEPS, seed: int = _SEED):
+                 negative_candidates: int = 1, method: str = DEFAULT_METHOD, negatives: int = NEGATIVES,
+                 uniform_negatives: int = UNIFORM_NEGATIVES, hard_negatives: int = HARD_NEGATIVES,
+                 newton_steps: int = NEWTON_STEPS, min_regularization: float = MIN_REGULARIZATION,
+                 seed: int = _SEED):
         if method not in FOLD_IN_METHODS:
             raise ValueError(f"unknown fold-in method {method!r}; one of {FOLD_IN_METHODS}")
         self.factors = artist_factors
         self.bias = artist_bias
         self.num_artists, self.num_factors = (int(n) for n in artist_factors.shape)
-        self.regularization = float(regularization)
+        self.regularization = max(float(regularization), float(min_regularization))
+        self.negative_candidates = max(1, int(negative_candidates))
         self.method = method
-        self.newton_steps = newton_steps
-        self.hessian_steps = max(1, hessian_steps)
+        self.newton_steps = max(1, int(newton_steps))
         rng = np.random.default_rng(seed)
-        pool = np.sort(rng.choice(self.num_artists, size=min(negatives, self.num_artists), replace=False))
-        self.pool = pool.astype(np.int64)
-        self.pool_factors = np.asarray(artist_factors[self.pool], dtype=np.float64)
-        self.pool_bias = np.asarray(artist_bias[self.pool], dtype=np.float64)
+        pool = rng.choice(self.num_artists, size=min(negatives, self.num_artists), replace=False)
+        if self.negative_candidates == 1:
+            pool = pool[:uniform_negatives]  # every negative weighs the same: a smaller sample does
+        self.hard_negatives = int(hard_negatives)
+        self.pool = np.sort(pool).astype(np.int64)
+        # float32 throughout the fit: the same vectors' rankings as float64 on the protocol, and
+        # the (n, m) pair matrices cost half as much.
+        self.pool_factors = np.asarray(artist_factors[self.pool], dtype=np.float32)
+        self.pool_bias = np.asarray(artist_bias[self.pool], dtype=np.float32)
         self._gram: np.ndarray | None = None
 
     def fit(self, artists: np.ndarray, plays: np.ndarray) -> np.ndarray:
@@ -82,36 +101,51 @@ class FoldIn:
         return query
 
     def _fit_bpr(self, artists: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        positives = np.asarray(self.factors[artists], dtype=np.float64)  # (n, F)
-        positive_bias = np.asarray(self.bias[artists], dtype=np.float64)
+        positives = np.asarray(self.factors[artists], dtype=np.float32)  # (n, F)
+        positive_bias = np.asarray(self.bias[artists], dtype=np.float32)
         keep = ~np.isin(self.pool, artists, assume_unique=True)  # a history artist is no negative
-        negatives = self.pool_factors[keep] if not keep.all() else self.pool_factors  # (m, F)
-        negative_bias = self.pool_bias[keep] if not keep.all() else self.pool_bias
-        n, m, f = positives.shape[0], negatives.shape[0], self.num_factors
-        p = np.zeros(f)
+        pool = self.pool_factors[keep] if not keep.all() else self.pool_factors  # (m, F)
+        pool_bias = self.pool_bias[keep] if not keep.all() else self.pool_bias
+        n, m, f = positives.shape[0], pool.shape[0], self.num_factors
+        p = np.zeros(f, dtype=np.float32)
         if m == 0:
             return p
-        reg = self.regularization
-        pair_weights = weights[:, None] / (n * m)  # the mean over pairs, weighted by plays
+        reg = np.float32(self.regularization)
+        positive_weights = (weights / n).astype(np.float32)[:, None]  # the mean over positives, by plays
+        uniform = np.full(m, 1.0 / m, dtype=np.float32)
         diagonal = np.arange(f)
-        inverse = None
-        for step in range(self.newton_steps):
-            margin = (positives @ p + positive_bias)[:, None] - (negatives @ p + negative_bias)[None, :]
-            pull = 1.0 / (1.0 + np.exp(np.clip(margin, -50.0, 50.0)))  # sigmoid(-margin), (n, m)
-            if step < self.hessian_steps:
-                curvature = pull * (1.0 - pull)
-                curvature *= pair_weights
-                # sum_ij c_ij (q_i - q_j)(q_i - q_j)^T, expanded into four (F, F) products.
-                cross = positives.T @ (curvature @ negatives)
-                hessian = (positives.T * curvature.sum(axis=1)) @ positives
-                hessian += (negatives.T * curvature.sum(axis=0)) @ negatives
-                hessian -= cross + cross.T
-                hessian[diagonal, diagonal] += reg
-                inverse = np.linalg.inv(hessian)
+        one = np.float32(1.0)
+        for _ in range(self.newton_steps):
+            negatives, negative_scores, negative_weights = pool, pool @ p + pool_bias, uniform
+            if self.negative_candidates > 1:
+                negatives, negative_scores, negative_weights = self._hardest(pool, negative_scores)
+            pair_weights = positive_weights * negative_weights[None, :]  # (n, m')
+            margin = (positives @ p + positive_bias)[:, None] - negative_scores[None, :]
+            pull = one / (one + np.exp(np.clip(margin, np.float32(-50.0), np.float32(50.0))))  # sigmoid(-margin)
+            curvature = pull * (one - pull)
+            curvature *= pair_weights
+            # sum_ij c_ij (q_i - q_j)(q_i - q_j)^T, expanded into four (F, F) products.
+            cross = positives.T @ (curvature @ negatives)
+            hessian = (positives.T * curvature.sum(axis=1)) @ positives
+            hessian += (negatives.T * curvature.sum(axis=0)) @ negatives
+            hessian -= cross + cross.T
+            hessian[diagonal, diagonal] += reg
             pull *= pair_weights
             gradient = negatives.T @ pull.sum(axis=0) - positives.T @ pull.sum(axis=1) + reg * p
-            p -= inverse @ gradient
+            p -= np.linalg.solve(hessian, gradient)
         return p
+
+    def _hardest(self, pool: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pool's ``hard_negatives`` highest-scored rows (m', F), their scores (m',) and their
+        weights (m',): the chance that each is the hardest of ``negative_candidates`` uniform
+        draws from the pool, renormalized over the rows kept. Ties by pool order (stable)."""
+        m = scores.shape[0]
+        order = np.argsort(scores, kind="stable")[max(0, m - self.hard_negatives):]  # ascending ranks
+        rank = np.arange(m - order.shape[0], m, dtype=np.float64)
+        c = self.negative_candidates
+        weights = ((rank + 1.0) / m) ** c - (rank / m) ** c
+        weights /= weights.sum()
+        return pool[order], scores[order], weights.astype(np.float32)
 
     def _fit_least_squares(self, artists: np.ndarray, weights: np.ndarray) -> np.ndarray:
         if self._gram is None:

@@ -224,8 +224,11 @@ class ServingModel:
         self.artist_listeners = art.artist_listeners
         self._popularity: np.ndarray | None = None  # artist indices by listeners; made on first use
         regularization = manifest.hyperparameters.get("regularization", DEFAULT_REGULARIZATION)
-        self.fold_in = FoldIn(art.artist_factors, art.artist_bias, regularization=float(regularization))
+        self.fold_in = FoldIn(art.artist_factors, art.artist_bias, regularization=float(regularization),
+                              negative_candidates=int(manifest.hyperparameters.get("negative_candidates", 1)))
         self.closed = False
+        # Answers taken from the precomputed lists (read by the metrics; a plain int: per call cheap).
+        self.precomputed_answers = 0
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -270,7 +273,10 @@ class ServingModel:
         """The top ``end`` from the user's precomputed list, or None when the list cannot answer."""
         if allowed is not None or self.recommend_top is None or include_seen or end > self.recommend_n:
             return None
-        return _from_list(self.recommend_top[user], self.recommend_top_scores[user], end, extra)
+        answer = _from_list(self.recommend_top[user], self.recommend_top_scores[user], end, extra)
+        if answer is not None:
+            self.precomputed_answers += 1
+        return answer
 
     def _recommend_user(self, user: int, k: int, offset: int, include_seen: bool, extra: np.ndarray | None,
                         allowed: np.ndarray | None) -> Ranking:
@@ -407,6 +413,7 @@ class ServingModel:
         if self.similar_top is not None and k <= self.similar_n:
             answer = _from_list(self.similar_top[artist], self.similar_top_scores[artist], k, None)
             if answer is not None:
+                self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
         return SimilarRanking(artist, self.search_similar(artist, k))
 

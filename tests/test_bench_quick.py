@@ -65,11 +65,11 @@ def test_every_part_ran_and_the_files_are_written(quick):
     results, out = quick
     assert results["quick"] is True
     assert results["errors"] == {}
-    assert set(results["parts"]) == {"quality", "scale", "ann", "serving"}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history"}
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
     md = (out / "benchmarks.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
-                    "## 4. Serving"):
+                    "## 4. Serving", "## 5. New listeners"):
         assert heading in md
     assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
@@ -279,6 +279,43 @@ def test_floor_figures_sit_beside_the_index_rows():
     lonely = [dict(closed[0], inflight=64)]
     attach_floor(lonely, [], [], floor_closed, floor_open)
     assert math.isnan(lonely[0]["ratio_to_floor"])
+
+
+@quick_mode
+def test_history_rows(quick):
+    results, _ = quick
+    part = results["parts"]["history"]
+    (dataset,) = part["fold_in"]  # quick: Last.fm 2K, one seed
+    assert dataset["dataset"] == "lastfm-2k" and dataset["seeds"] == 1 and dataset["heldout_users"] > 0
+    for key in ("fold_in_bpr_hr10", "fold_in_least_squares_hr10", "in_model_hr10", "popularity_hr10"):
+        assert finite(dataset[key]) and 0.0 <= dataset[key] <= 1.0, key
+    speed = part["speed"]
+    assert speed["artists"] == 17_632 and speed["history_length"] == 100
+    assert 0 < speed["fit_p50_ms"] and 0 < speed["history_p50_ms"] and finite(speed["batch_speedup"])
+    for label in ("lists", "searched"):
+        assert speed["batch"][label]["batch_of_100_rps"] > 0
+    assert sum(t["part"] == "history" for t in results["targets"]) == 3
+
+
+def test_history_section_and_targets_from_a_part():
+    from bench import report
+
+    run = {"seed": 0, "heldout_users": 189, "history_length_median": 45.0, "fold_in_bpr_hr10": 0.2,
+           "in_model_hr10": 0.21, "popularity_hr10": 0.09}
+    dataset = {"dataset": "lastfm-2k", "seeds": 1, "heldout_users": 189, "fold_in_bpr_hr10": 0.2,
+               "in_model_hr10": 0.21, "popularity_hr10": 0.09, "fold_in_least_squares_hr10": 0.15,
+               "fold_in_bpr_fit_ms_p50": 0.4, "vs_in_model": 0.2 / 0.21, "vs_popularity": 0.2 / 0.09,
+               "per_run": [run]}
+    speed = {"artists": 17_632, "factors": 64, "history_length": 100, "history_p50_ms": 2.5, "fit_p50_ms": 1.0,
+             "batch_speedup": 12.0, "batch": {"lists": {"single_sequential_rps": 1000, "batch_of_100_rps": 12000}}}
+    results = {"quick": False, "machine": {"cpu_cores": 2},
+               "parts": {"history": {"fold_in": [dataset], "speed": speed, "notes": []}}}
+    by = {t["target"].split(":")[0].split(" p50")[0]: t for t in report.targets(results) if t["part"] == "history"}
+    assert by["lastfm-2k"]["met"] is True and "0.95x in-model" in by["lastfm-2k"]["measured"]
+    assert by["RecommendForHistory"]["met"] is False and "2.500 ms" in by["RecommendForHistory"]["measured"]
+    assert next(t for t in report.targets(results) if "BatchRecommend" in t["target"])["met"] is True
+    markdown = report.markdown(results, None)
+    assert "## 5. New listeners" in markdown and "| lastfm-2k | 1 (189 users) | 0.2000 |" in markdown
 
 
 def test_report_reads_the_cores_and_says_when_full_scale_did_not_run():

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index_service.fold_in import FOLD_IN_METHODS, FoldIn
+from index_service.fold_in import FOLD_IN_METHODS, MIN_REGULARIZATION, UNIFORM_NEGATIVES, FoldIn
 from index_service.serving_model import (
     MAX_BATCH,
     MAX_HISTORY,
@@ -104,9 +104,10 @@ def test_history_pages_exclusions_and_allow_list(model):
     assert ids(model, model.recommend_for_history(history, 5, only_artist_ids=["zz"]).ranking) == []
 
 
-@pytest.mark.parametrize("method", FOLD_IN_METHODS)
-def test_fold_in_methods_find_the_planted_genre(tiny_artifacts, method):
-    fold = FoldIn(tiny_artifacts.artist_factors, tiny_artifacts.artist_bias, regularization=0.003, method=method)
+@pytest.mark.parametrize("method,candidates", [(m, 1) for m in FOLD_IN_METHODS] + [("bpr", 5)])
+def test_fold_in_methods_find_the_planted_genre(tiny_artifacts, method, candidates):
+    fold = FoldIn(tiny_artifacts.artist_factors, tiny_artifacts.artist_bias, regularization=0.003, method=method,
+                  negative_candidates=candidates)
     for genre in range(4):
         query = fold.fit(np.array([3 * genre]), np.array([5.0]))
         assert query.shape == (5,) and query.dtype == np.float32 and query[-1] == 1.0
@@ -120,6 +121,59 @@ def test_fold_in_is_deterministic_and_order_free(tiny_artifacts):
     assert a.tobytes() == b.tobytes()
     with pytest.raises(ValueError):
         FoldIn(tiny_artifacts.artist_factors, tiny_artifacts.artist_bias, regularization=0.0, method="mean")
+
+
+def _bpr_objective_gradient(fold: FoldIn, artists: np.ndarray, plays: np.ndarray, p: np.ndarray):
+    """The fold-in objective of the module docstring and its gradient, written out pair by pair."""
+    weights = np.log1p(plays)
+    weights *= weights.shape[0] / weights.sum()
+    pool = np.setdiff1d(fold.pool, artists)
+    q, b = fold.factors.astype(np.float64), fold.bias.astype(np.float64)
+    value, gradient = 0.0, fold.regularization * p
+    pairs = len(artists) * len(pool)
+    for i, w in zip(artists, weights):
+        for j in pool:
+            x = p @ (q[i] - q[j]) + b[i] - b[j]
+            value += w * np.logaddexp(0.0, -x) / pairs
+            gradient = gradient - w / (1.0 + np.exp(x)) * (q[i] - q[j]) / pairs
+    return value + fold.regularization / 2 * p @ p, gradient
+
+
+def test_fold_in_newton_steps_reach_the_objectives_minimum():
+    rng = np.random.default_rng(3)
+    factors = rng.normal(0, 0.5, (60, 6)).astype(np.float32)
+    bias = rng.normal(0, 0.3, 60).astype(np.float32)
+    artists, plays = np.array([2, 7, 11, 30]), np.array([1.0, 20.0, 3.0, 400.0])
+    converged = FoldIn(factors, bias, regularization=0.01, negatives=40, newton_steps=25)
+    few = FoldIn(factors, bias, regularization=0.01, negatives=40)
+    assert converged.regularization == pytest.approx(max(0.01, MIN_REGULARIZATION))
+    p = converged.fit(artists, plays)[:-1].astype(np.float64)
+    value, gradient = _bpr_objective_gradient(converged, artists, plays, p)
+    assert np.abs(gradient).max() < 1e-4
+    start, _ = _bpr_objective_gradient(converged, artists, plays, np.zeros(6))
+    after_few, _ = _bpr_objective_gradient(few, artists, plays, few.fit(artists, plays)[:-1].astype(np.float64))
+    assert value <= after_few < start
+
+
+def test_rank_aware_negatives_weigh_the_hardest_of_c_draws():
+    rng = np.random.default_rng(4)
+    factors = rng.normal(0, 0.5, (300, 6)).astype(np.float32)
+    bias = rng.normal(0, 0.3, 300).astype(np.float32)
+    uniform = FoldIn(factors, bias, regularization=0.01)
+    hard = FoldIn(factors, bias, regularization=0.01, negative_candidates=5, hard_negatives=300)
+    assert uniform.pool.shape[0] == min(UNIFORM_NEGATIVES, 300) and hard.pool.shape[0] == 300
+    scores = np.arange(10, dtype=np.float32)[::-1].copy()  # pool row 9 scores lowest
+    rows, kept, weights = hard._hardest(np.arange(10, dtype=np.float32)[:, None], scores)
+    assert rows[:, 0].tolist() == list(range(9, -1, -1)) and kept.tolist() == list(range(10))
+    # P(rank r is the maximum of 5 uniform draws from 10) = ((r + 1)^5 - r^5) / 10^5.
+    assert weights == pytest.approx([((r + 1) ** 5 - r ** 5) / 1e5 for r in range(10)], rel=1e-5)
+    top = FoldIn(factors, bias, regularization=0.01, negative_candidates=5, hard_negatives=3)
+    _, kept, weights = top._hardest(np.zeros((10, 1), np.float32), scores)
+    assert kept.tolist() == [7, 8, 9] and weights.sum() == pytest.approx(1.0) and np.all(np.diff(weights) > 0)
+    history = np.array([5, 17, 40])
+    for fold in (uniform, hard):
+        query = fold.fit(history, np.array([3.0, 9.0, 1.0]))
+        assert np.isfinite(query).all() and query[-1] == 1.0
 
 
 # -- Recommend: offset and only_artist_ids -------------------------------------------------------
