@@ -146,7 +146,9 @@ class TrainingRecord:
     before stopping (0: off); ``best_validation_hit_rate_at_10``: HR@10 on the validation
     hold-out at ``best_epoch`` (0 without validation). ``final_fit``: "none" (the published
     factors are the evaluated model's) or "all" (retrained on every interaction for
-    ``final_fit_epochs`` epochs after evaluation; the metrics are the evaluated model's)."""
+    ``final_fit_epochs`` epochs after evaluation; the metrics are the evaluated model's).
+    ``cluster`` (JSON key ``distributed``, absent for one process): where the BPR steps ran,
+    e.g. "ps=2,workers=2" (trainer_service.distributed); the files are the same either way."""
 
     gate_mode: str
     gate_passed: bool
@@ -159,9 +161,10 @@ class TrainingRecord:
     best_validation_hit_rate_at_10: float = 0.0
     final_fit: str = "none"
     final_fit_epochs: int = 0
+    cluster: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "gate": {"mode": self.gate_mode, "passed": self.gate_passed, "reason": self.gate_reason,
                      "figures": dict(self.gate_figures)},
             "epochs": {"planned": self.epochs_planned, "trained": self.epochs_trained, "best": self.best_epoch},
@@ -169,6 +172,9 @@ class TrainingRecord:
                                "best_validation_hit_rate_at_10": self.best_validation_hit_rate_at_10},
             "final_fit": {"mode": self.final_fit, "epochs": self.final_fit_epochs},
         }
+        if self.cluster:
+            data["distributed"] = self.cluster
+        return data
 
     @classmethod
     def from_json(cls, where: str, data: Any) -> "TrainingRecord":
@@ -200,6 +206,7 @@ class TrainingRecord:
                                                           stopping.get("best_validation_hit_rate_at_10")),
             final_fit=final_mode,
             final_fit_epochs=_require_int(f"{where}.final_fit.epochs", final.get("epochs"), minimum=0),
+            cluster=_require_str(f"{where}.distributed", obj.get("distributed", "")),
         )
 
 

@@ -110,6 +110,14 @@ def test_bad_flags_exit_2(tmp_path):
     assert _train("--models-dir", str(tmp_path)).returncode == 2  # --data is required
     assert "Traceback" not in _train("--data", "synthetic:tiny", "--models-dir", str(tmp_path),
                                      "--optimizer", "rmsprop").stderr
+    for spec in ("ps=2", "ps=0,workers=1", "ps=2,workers=x"):
+        bad = _train("--data", "synthetic:tiny", "--models-dir", str(tmp_path), "--distributed", spec)
+        assert bad.returncode == 2, bad.stderr
+        line = _one_line_error(bad, "error:")
+        assert "cluster spec" in line or "must be in" in line, line
+    both = _train("--data", "synthetic:tiny", "--models-dir", str(tmp_path), "--distributed", "ps=1,workers=1",
+                  "--cluster", "env")
+    assert both.returncode == 2 and "not both" in _one_line_error(both, "error:")
 
 
 def test_help_documents_every_option_and_data_format():
@@ -119,7 +127,7 @@ def test_help_documents_every_option_and_data_format():
                    "--regularization", "--bias-regularization", "--batch-size", "--seed", "--negative-sampling",
                    "--positive-sampling", "--optimizer", "--init-std", "--keep", "--eval-users",
                    "--validate-every", "--validation-users", "--json", "--quiet", "--gate", "--final-fit",
-                   "--patience"):
+                   "--patience", "--negative-candidates", "--learning-rate-schedule", "--distributed", "--cluster"):
         assert option in result.stdout, option
     for source in ("synthetic[:SIZE]", "notebook", "hetrec", "movielens", "table", "user_artists.dat",
                    "ratings.csv", "lastfm_play.csv"):
@@ -158,3 +166,14 @@ def test_final_fit_all_is_recorded(plays_csv, tmp_path):
     training = json.loads(result.stdout)["training"]
     assert training["final_fit"] == {"mode": "all", "epochs": 3}
     assert read_manifest(models / "1").training.final_fit == "all"
+
+
+@pytest.mark.slow
+def test_distributed_trains_on_a_local_cluster_and_records_it(plays_csv, tmp_path):
+    models = tmp_path / "models"
+    result = _train("--data", f"table:{plays_csv}:weight=plays", "--models-dir", str(models), *FAST_FLAGS,
+                    "--distributed", "ps=2,workers=1", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["training"]["distributed"] == "ps=2,workers=1"
+    assert read_manifest(models / "1").training.cluster == "ps=2,workers=1"
+    assert "Failed to remove function" not in result.stderr  # the cluster outlives the compiled step

@@ -185,12 +185,15 @@ def test_schedule_refuses_a_non_positive_interval():
         RetrainSchedule(0, new_job)
 
 
-def test_a_jobs_training_options_survive_a_restart(tmp_path):
+@pytest.mark.parametrize("cluster", [None, "ps=2,workers=3"])
+def test_a_jobs_training_options_survive_a_restart(tmp_path, cluster):
+    from trainer_service.distributed import LocalClusterSpec
     from trainer_service.pipeline import TrainingOptions
 
     registry = JobRegistry(tmp_path)
     registry.open()
-    options = TrainingOptions(gate="off", final_fit="all", patience=2)
+    options = TrainingOptions(gate="off", final_fit="all", patience=2,
+                              cluster=LocalClusterSpec.parse(cluster) if cluster else None)
     job = Job.new(TrainingRequest(DataSourceSpec.synthetic("tiny", 1), Hyperparameters(epochs=2, factors=8), options))
     registry.add(job)
     registry.save()

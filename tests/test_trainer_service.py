@@ -27,7 +27,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from model_store import read_manifest
+from model_store import load_version, read_manifest
 from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
 from service_processes import ServiceProcess, child_pids, index_service, trainer
 
@@ -175,6 +175,47 @@ def test_watch_streams_ordered_epochs_and_the_final_version(service):
     assert after[0] == final.published_version and after == sorted(after, reverse=True)
 
 
+@pytest.mark.slow
+def test_a_distributed_job_trains_on_a_local_cluster_and_publishes(service):
+    """StartTraining with ``options.distributed``: the job trains on a local cluster of 2 ps and 2
+    worker processes, publishes a normal version that records where it trained, and leaves no
+    task running."""
+    process, models_dir = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            options = trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF, distributed="ps=2,workers=2")
+            job = await start(channel, options=options)
+            return job, await watch(channel, job.job_id)
+
+    job, updates = run(main())
+    assert job.options.distributed == "ps=2,workers=2"
+    final = updates[-1]
+    assert final.state == SUCCEEDED, final.error
+    manifest = read_manifest(models_dir / str(final.published_version))
+    assert manifest.training is not None and manifest.training.cluster == "ps=2,workers=2"
+    assert manifest.num_users > 0 and load_version(models_dir / str(final.published_version)) is not None
+    deadline = time.monotonic() + 30
+    while _cluster_tasks() and time.monotonic() < deadline:  # the tasks die with the training process
+        time.sleep(0.2)
+    assert not _cluster_tasks()
+
+
+def _cluster_tasks() -> list[int]:
+    """PIDs of running distributed training tasks (any on this machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if b"trainer_service.distributed.task" in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def test_second_start_is_already_exists_and_cancel_publishes_nothing(service):
     process, _ = service
 
@@ -254,7 +295,9 @@ def test_out_of_range_hyperparameters_are_invalid_argument(service, hyperparamet
 
 
 @pytest.mark.parametrize("options", [trainer_pb2.TrainingOptions(patience=5000),
-                                     trainer_pb2.TrainingOptions(gate=42)])
+                                     trainer_pb2.TrainingOptions(gate=42),
+                                     trainer_pb2.TrainingOptions(distributed="ps=2"),
+                                     trainer_pb2.TrainingOptions(distributed="ps=100,workers=2")])
 def test_bad_options_are_invalid_argument(service, options):
     process, _ = service
 

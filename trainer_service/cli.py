@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trainer_service.hyperparameters import (
+    LEARNING_RATE_SCHEDULES,
     NEGATIVE_SAMPLING,
     OPTIMIZERS,
     POSITIVE_SAMPLING,
@@ -77,9 +78,13 @@ _HYPERPARAMETER_FLAGS: tuple[tuple[str, Callable, str], ...] = (
                                "log(1 + plays)"),
     ("optimizer", str, "sgd, or adagrad (Keras' Adagrad, as the notebook used)"),
     ("init_std", float, "standard deviation of the normal initialization of the factors"),
+    ("negative_candidates", int, "negatives drawn per triple; the one the model scores highest is trained on "
+                                 "(rank-aware sampling; 1: plain BPR)"),
+    ("learning_rate_schedule", str, "how the step size moves over the epochs from --learning-rate: constant, "
+                                    "linear or cosine decay"),
 )
 _CHOICES = {"negative_sampling": NEGATIVE_SAMPLING, "positive_sampling": POSITIVE_SAMPLING,
-            "optimizer": OPTIMIZERS}
+            "optimizer": OPTIMIZERS, "learning_rate_schedule": LEARNING_RATE_SCHEDULES}
 
 
 def add_train_command(subparsers) -> None:
@@ -133,6 +138,7 @@ def add_train_command(subparsers) -> None:
     evaluation.add_argument("--keep", type=_positive_int, default=3, metavar="N",
                             help="published versions to keep; older ones are deleted (default 3)")
     add_training_option_arguments(parser)
+    add_cluster_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true",
                         help="print the result as one JSON object (version, metrics, hyperparameters, "
@@ -174,12 +180,28 @@ def add_training_option_arguments(parser: argparse.ArgumentParser, *, patience: 
                             f"then describe it exactly (default {DEFAULT_FINAL_FIT})")
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """--distributed and --cluster: train on a TensorFlow parameter-server cluster (docs/scaling.md)."""
+    group = parser.add_argument_group("distributed training (docs/scaling.md)")
+    group.add_argument("--distributed", default=None, metavar="ps=P,workers=W",
+                       help="start a local cluster of P parameter-server and W worker processes on 127.0.0.1 "
+                            "(the tables sharded over the ps tasks) and train on it; every process is stopped "
+                            "when training ends")
+    group.add_argument("--cluster", default=None, metavar="TF_CONFIG_FILE",
+                       help="run as the chief of a deployed cluster: its TF_CONFIG file (\"env\": the "
+                            "TF_CONFIG environment variable); the tasks run `python -m trainer_service "
+                            "cluster-task`")
+
+
 def training_options_from_args(args: argparse.Namespace):
-    """The ``TrainingOptions`` the flags ask for."""
+    """The ``TrainingOptions`` the flags ask for; ValueError for a bad value."""
+    from trainer_service.distributed import cluster_from_options
     from trainer_service.pipeline import TrainingOptions
 
     return TrainingOptions(gate=getattr(args, "gate", "on"), final_fit=getattr(args, "final_fit", "none"),
-                           patience=args.patience)
+                           patience=args.patience,
+                           cluster=cluster_from_options(getattr(args, "distributed", None),
+                                                        getattr(args, "cluster", None)))
 
 
 def hyperparameters_from_args(args: argparse.Namespace) -> Hyperparameters:
@@ -254,25 +276,9 @@ def run_train(args: argparse.Namespace) -> int:
         result = run_training(args.data, hp, args.models_dir, data_dir=args.data_dir,
                               on_progress=display, should_stop=interrupted.is_set,
                               keep=args.keep, evaluation=settings, options=options)
-    except QualityGateRefused as exc:
+    except (QualityGateRefused, DataError, PublishError, TrainingCancelled, KeyboardInterrupt, ValueError) as exc:
         display.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except DataError as exc:
-        print(f"error: bad data: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except PublishError as exc:
-        print(f"error: publish failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except TrainingCancelled as exc:
-        print(f"cancelled: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("aborted; nothing was published", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as exc:  # data too small to train on, or a diverged model
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _report_failure(exc)
     finally:
         display.close()
         signal.signal(signal.SIGINT, previous)
@@ -290,6 +296,30 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         print(format_result(result))
     return 0
+
+
+def _report_failure(exc: BaseException) -> int:
+    """Print why a training run published nothing (one line on stderr) and return the exit status
+    (a plain ValueError: data too small to train on, or a diverged model)."""
+    from model_store import PublishError
+    from trainer_service.data import DataError
+    from trainer_service.pipeline import TrainingCancelled
+    from trainer_service.quality_gate import QualityGateRefused
+
+    if isinstance(exc, QualityGateRefused):
+        line, status = f"error: {exc}", EXIT_REFUSED
+    elif isinstance(exc, DataError):
+        line, status = f"error: bad data: {exc}", EXIT_FAILED
+    elif isinstance(exc, PublishError):
+        line, status = f"error: publish failed: {exc}", EXIT_FAILED
+    elif isinstance(exc, TrainingCancelled):
+        line, status = f"cancelled: {exc}", EXIT_INTERRUPTED
+    elif isinstance(exc, KeyboardInterrupt):
+        line, status = "aborted; nothing was published", EXIT_INTERRUPTED
+    else:
+        line, status = f"error: {exc}", EXIT_FAILED
+    print(line, file=sys.stderr)
+    return status
 
 
 def add_tune_command(subparsers) -> None:
@@ -395,21 +425,9 @@ def run_tune(args: argparse.Namespace) -> int:
             return 0
         published = run_training(data, best, args.models_dir, on_progress=display, should_stop=interrupted.is_set,
                                  keep=args.keep, evaluation=settings, options=options)
-    except QualityGateRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except DataError as exc:
-        print(f"error: bad data: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except PublishError as exc:
-        print(f"error: publish failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except TrainingCancelled as exc:
-        print(f"cancelled: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except (QualityGateRefused, DataError, PublishError, TrainingCancelled, KeyboardInterrupt, ValueError) as exc:
+        display.close()
+        return _report_failure(exc)
     finally:
         display.close()
         signal.signal(signal.SIGINT, previous)
@@ -427,7 +445,14 @@ def add_serve_command(subparsers) -> None:
     parser.set_defaults(handler=server.run_serve)
 
 
-COMMANDS: tuple[Callable, ...] = (add_train_command, add_tune_command, add_serve_command)
+def add_cluster_task_command(subparsers) -> None:
+    """``cluster-task``: one ps or worker task of a distributed training cluster (TF_CONFIG)."""
+    from trainer_service.distributed.task import add_cluster_task_command as add
+
+    add(subparsers)
+
+
+COMMANDS: tuple[Callable, ...] = (add_train_command, add_tune_command, add_serve_command, add_cluster_task_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,7 +151,7 @@ class Job:
         del data["request"]
         data["source"] = dataclasses.asdict(self.request.source)
         data["hyperparameters"] = self.request.hyperparameters.to_dict()
-        data["options"] = dataclasses.asdict(self.request.options)
+        data["options"] = self.request.options.to_json()
         data["state"] = self.state.value
         return data
 
@@ -164,7 +164,7 @@ class Job:
             state=JobState(data["state"]),
             request=TrainingRequest(source=DataSourceSpec(**(data.get("source") or {})),
                                     hyperparameters=Hyperparameters(**(data.get("hyperparameters") or {})),
-                                    options=TrainingOptions(**(data.get("options") or {}))),
+                                    options=TrainingOptions.from_json(data.get("options") or {})),
             progress=Progress(**{**progress, "metrics": dict(progress.get("metrics") or {})}),
             metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
             published_version=int(data.get("published_version") or 0),

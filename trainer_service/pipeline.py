@@ -33,8 +33,9 @@ objects from its job runner through the pipe to the training process and back
    from all the data. Without a final fit the held-out interactions are the only data the
    published model did not learn from, and the published metrics describe it exactly.
 
-Trainer construction is one place (``trainer_factory``, default ``BPRTrainer``): any class with
-its interface (constructor ``(users, artists, weights, num_users, num_artists, hp)``,
+Trainer construction is one place (``trainer_factory``; by default
+``trainer_service.distributed.open_trainer`` for ``options.cluster``: ``BPRTrainer`` in this
+process, or ``DistributedBPRTrainer`` over a cluster): any class with its interface (constructor ``(users, artists, weights, num_users, num_artists, hp)``,
 ``train_epoch(should_stop)``, ``factors()``, ``close()``, a context manager, ``.epoch``) trains.
 
 ``should_stop()`` is polled between phases and during training before every chunk of
@@ -47,6 +48,7 @@ module is cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -61,6 +63,7 @@ import numpy as np
 from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
 from model_store.ann_build import BuildSettings
 from model_store.format import TrainingRecord
+from trainer_service.distributed import ClusterChoice, LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.data import DataSourceSpec, Interactions, load_source, parse_source
 from trainer_service.evaluation import (
     EvaluationReport,
@@ -101,19 +104,54 @@ class TrainingOptions:
     or "all" (after evaluation, retrain on every interaction for the kept epoch count and publish
     that). ``patience``: early stopping: validations (every ``validate_every`` epochs) in a row
     without a better validation HR@10 before training stops and the best validated epoch's
-    factors are kept; 0: train every epoch and keep the last."""
+    factors are kept; 0: train every epoch and keep the last. ``cluster``: where the BPR steps run
+    (``trainer_service.distributed``): None, this process; a ``LocalClusterSpec``, a local cluster of
+    ps and worker processes started for the job; a ``TFConfig``, the chief of a deployed cluster."""
 
     gate: str = "on"
     final_fit: str = DEFAULT_FINAL_FIT
     patience: int = DEFAULT_PATIENCE
+    cluster: ClusterChoice = None
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and not isinstance(self.cluster, (LocalClusterSpec, TFConfig)):
+            raise ValueError(f"cluster must be a LocalClusterSpec, a TFConfig or None, got {self.cluster!r}")
         if self.gate not in GATE_MODES:
             raise ValueError(f"gate must be one of {', '.join(GATE_MODES)}; got {self.gate!r}")
         if self.final_fit not in FINAL_FITS:
             raise ValueError(f"final_fit must be one of {', '.join(FINAL_FITS)}; got {self.final_fit!r}")
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) or not 0 <= self.patience <= 1000:
             raise ValueError(f"patience must be an integer in [0, 1000], got {self.patience!r}")
+
+
+    def to_json(self) -> dict:
+        """As the job history stores it (a local cluster as its ``ps=P,workers=W`` text)."""
+        data = {"gate": self.gate, "final_fit": self.final_fit, "patience": self.patience}
+        if isinstance(self.cluster, LocalClusterSpec):
+            data["distributed"] = str(self.cluster)
+        elif isinstance(self.cluster, TFConfig):
+            data["tf_config"] = self.cluster.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainingOptions":
+        """The inverse of ``to_json``."""
+        data = dict(data)
+        cluster: ClusterChoice = None
+        if data.get("distributed"):
+            cluster = LocalClusterSpec.parse(data.pop("distributed"))
+        elif data.get("tf_config"):
+            cluster = TFConfig.from_json(data.pop("tf_config"))
+        data.pop("distributed", None)
+        data.pop("tf_config", None)
+        return cls(**data, cluster=cluster)
+
+    def cluster_description(self) -> str:
+        """Where training ran, for the manifest: "" (one process), "ps=P,workers=W" (a local
+        cluster) or "tf_config ps=P,workers=W" (a deployed one)."""
+        if isinstance(self.cluster, TFConfig):
+            return f"tf_config ps={self.cluster.num_ps},workers={self.cluster.num_workers}"
+        return "" if self.cluster is None else str(self.cluster)
 
 
 @dataclass(frozen=True)
@@ -221,14 +259,6 @@ class Trainer(Protocol):
 TrainerFactory = Callable[[np.ndarray, np.ndarray, np.ndarray, int, int, Hyperparameters], Trainer]
 
 
-def bpr_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int, num_artists: int,
-                hp: Hyperparameters) -> Trainer:
-    """The default trainer factory: ``BPRTrainer`` (TensorFlow loads here, not at import time)."""
-    from trainer_service.bpr import BPRTrainer
-
-    return BPRTrainer(users, artists, weights, num_users, num_artists, hp)
-
-
 @dataclass(frozen=True)
 class FitResult:
     """A finished training loop: the kept ``factors`` (``Factors``: user, artist, bias arrays),
@@ -250,7 +280,7 @@ class FitResult:
 def fit(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: int, num_artists: int,
         hp: Hyperparameters, *, validation: LeaveOneOutSplit | None = None, selection: np.ndarray | None = None,
         validate_every: int = 0, patience: int = 0, emit: Callable[[Progress], None] = lambda event: None,
-        should_stop: Callable[[], bool] = lambda: False, trainer_factory: TrainerFactory = bpr_trainer,
+        should_stop: Callable[[], bool] = lambda: False, trainer_factory: TrainerFactory = open_trainer,
         phase: str = "training") -> FitResult:
     """Train ``hp.epochs`` epochs on the given interactions, validating every ``validate_every``
     epochs on ``validation``'s held-out entries ``selection``; with ``patience`` > 0 stop after
@@ -334,7 +364,7 @@ def run_training(
     evaluation: EvaluationSettings = EvaluationSettings(),
     options: TrainingOptions = TrainingOptions(),
     build_settings: BuildSettings | None = None,
-    trainer_factory: TrainerFactory = bpr_trainer,
+    trainer_factory: TrainerFactory | None = None,
 ) -> TrainingResult:
     """Load ``source`` (a ``DataSourceSpec``, its command-line text, or ``Interactions``), train,
     evaluate, gate and publish one version into ``models_dir``; return what was published.
@@ -348,6 +378,8 @@ def run_training(
     stop = should_stop or (lambda: False)
     hp = hyperparameters
     seconds: dict[str, float] = {}
+    if trainer_factory is None:
+        trainer_factory = functools.partial(open_trainer, cluster=options.cluster)
 
     def check_stop() -> None:
         if stop():
@@ -439,7 +471,7 @@ def run_training(
         epochs_planned=hp.epochs, epochs_trained=fitted.epochs_trained, best_epoch=fitted.best_epoch,
         early_stopping_patience=options.patience if fitted.early_stopping else 0,
         best_validation_hit_rate_at_10=fitted.best_validation_hit_rate_at_10,
-        final_fit=options.final_fit, final_fit_epochs=refit_epochs,
+        final_fit=options.final_fit, final_fit_epochs=refit_epochs, cluster=options.cluster_description(),
     )
     publish_kwargs = {} if build_settings is None else {"build_settings": build_settings}
     manifest = publish_version(

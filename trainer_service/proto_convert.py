@@ -17,6 +17,7 @@ from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import model_pb2, trainer_pb2
 from musicrec.version_proto import fill_numbers
 from trainer_service.data import DataError, DataSourceSpec
+from trainer_service.distributed import LocalClusterSpec
 from trainer_service.jobs import Job, JobState
 from trainer_service.pipeline import TrainingOptions
 
@@ -102,7 +103,7 @@ def overrides_from_proto(hyperparameters: model_pb2.Hyperparameters) -> dict[str
 
 def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
     """The job's options: the request's, unset ones at the trainer's defaults. InvalidArgument
-    for an unknown enum value or a patience out of range."""
+    for an unknown enum value, a patience out of range or a bad ``distributed`` spec."""
     defaults = TrainingOptions()
     gate = GATE_FROM_PROTO.get(options.gate)
     if gate is None:
@@ -112,7 +113,8 @@ def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
     final_fit = FINAL_FIT_FROM_PROTO[options.final_fit] or defaults.final_fit
     patience = options.patience if options.HasField("patience") else defaults.patience
     try:
-        return TrainingOptions(gate=gate, final_fit=final_fit, patience=patience)
+        cluster = LocalClusterSpec.parse(options.distributed) if options.distributed.strip() else None
+        return TrainingOptions(gate=gate, final_fit=final_fit, patience=patience, cluster=cluster)
     except ValueError as exc:
         raise InvalidArgument(f"invalid options: {exc}") from None
 
@@ -120,7 +122,7 @@ def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
 def options_to_proto(options: TrainingOptions) -> trainer_pb2.TrainingOptions:
     """Resolved options as the proto message (every field set)."""
     return trainer_pb2.TrainingOptions(gate=GATE_TO_PROTO[options.gate], final_fit=FINAL_FIT_TO_PROTO[options.final_fit],
-                                       patience=options.patience)
+                                       patience=options.patience, distributed=options.cluster_description())
 
 
 # -- domain -> responses ----------------------------------------------------------------------------

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainer_service.data import Interactions
+from trainer_service.distributed import open_trainer
 from trainer_service.evaluation import leave_one_out_split, sample_heldout, validation_split
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.pipeline import (
     EvaluationSettings,
     Progress,
     TrainerFactory,
-    bpr_trainer,
     fit,
 )
 from trainer_service.sampling import seed_sequence
@@ -104,7 +104,7 @@ def candidates(base: Hyperparameters, budget: int) -> list[Hyperparameters]:
 def tune(interactions: Interactions, base: Hyperparameters, budget: int, *,
          evaluation: EvaluationSettings = EvaluationSettings(), patience: int = TUNE_PATIENCE,
          on_trial: Callable[[Trial], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
-         should_stop: Callable[[], bool] | None = None, trainer_factory: TrainerFactory = bpr_trainer) -> TuneResult:
+         should_stop: Callable[[], bool] | None = None, trainer_factory: TrainerFactory = open_trainer) -> TuneResult:
     """Run ``budget`` trials (see the module docstring) on ``interactions``; ``on_trial`` gets each
     finished trial, ``on_progress`` every trial's epoch events. Raises ``ValueError`` (a budget
     out of range, no validation: ``validate_every`` 0 or no user with enough interactions),

@@ -105,14 +105,16 @@ class DataSource(_message.Message):
     def __init__(self, files: _Optional[_Union[FileSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ...) -> None: ...
 
 class TrainingOptions(_message.Message):
-    __slots__ = ("gate", "final_fit", "patience")
+    __slots__ = ("gate", "final_fit", "patience", "distributed")
     GATE_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     gate: QualityGate
     final_fit: FinalFit
     patience: int
-    def __init__(self, gate: _Optional[_Union[QualityGate, str]] = ..., final_fit: _Optional[_Union[FinalFit, str]] = ..., patience: _Optional[int] = ...) -> None: ...
+    distributed: str
+    def __init__(self, gate: _Optional[_Union[QualityGate, str]] = ..., final_fit: _Optional[_Union[FinalFit, str]] = ..., patience: _Optional[int] = ..., distributed: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("source", "hyperparameters", "options")
