@@ -171,7 +171,9 @@ class Progress:
     epoch; ``samples_per_second`` that epoch's training throughput (triples per second);
     ``metrics``: per-epoch metrics (manifest key names; see ``EvaluationSettings.validate_every``)
     on the epochs that computed them, the final metrics in the "publishing"/"done" events, else empty;
-    ``best_epoch``: the best validated epoch so far (0: none yet)."""
+    ``best_epoch``: the epoch whose factors are kept: while training, early stopping's best
+    validated epoch so far (0: none yet, or no early stopping: the last epoch is kept); from
+    "evaluating" on, the kept epoch."""
 
     phase: str = ""
     epoch: int = 0
@@ -316,7 +318,8 @@ def fit(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: 
                      stats.samples_per_second,
                      f", validation HR@10 {metrics['hit_rate_at_10']:.4f}" if metrics else "")
             emit(Progress(phase, epoch=stats.epoch, total_epochs=hp.epochs, loss=stats.loss,
-                          samples_per_second=stats.samples_per_second, metrics=metrics, best_epoch=best_epoch))
+                          samples_per_second=stats.samples_per_second, metrics=metrics,
+                          best_epoch=best_epoch if stopping else 0))
             if stopping and since_best >= patience:
                 log.info("early stopping after epoch %d: no better validation HR@10 than epoch %d's %.4f "
                          "in %d validations", stats.epoch, best_epoch, best_hr, since_best)
