@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 from bench.settings import REPO_ROOT
@@ -804,3 +805,17 @@ def summary(results: dict) -> str:
     lines += [f"  [FAILED] part {name}: {err.splitlines()[-1] if err else ''}"
               for name, err in results.get("errors", {}).items()]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [DIR]``: render DIR/benchmarks.md again from DIR/benchmarks.json
+    (default docs/), after an edit of the template or of this renderer; measures nothing."""
+    args = sys.argv[1:] if argv is None else argv
+    out_dir = Path(args[0]) if args else REPO_ROOT / "docs"
+    results = json.loads((out_dir / "benchmarks.json").read_text(encoding="utf-8"))
+    (out_dir / "benchmarks.md").write_text(markdown(results, None), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""docs/benchmarks.md is what bench/report.py renders from docs/benchmarks.json, byte for byte,
+and the generated files carry no checkout paths or port numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # ``bench`` ships with the repository, not the wheel
+    sys.path.insert(0, str(REPO))
+
+from bench import report  # noqa: E402
+
+DOCS = REPO / "docs"
+
+
+def committed() -> dict:
+    return json.loads((DOCS / "benchmarks.json").read_text(encoding="utf-8"))
+
+
+def test_the_committed_markdown_is_the_committed_json_rendered():
+    rendered = report.markdown(committed(), plot_note=None)
+    assert rendered == (DOCS / "benchmarks.md").read_text(encoding="utf-8"), (
+        "docs/benchmarks.md differs from bench/report.py's rendering of docs/benchmarks.json: edit "
+        "bench/report_template.md (never the .md) and run `python -m bench.report`")
+
+
+def test_the_committed_files_hold_no_absolute_paths_or_ports():
+    for name in ("benchmarks.json", "benchmarks.md"):
+        text = (DOCS / name).read_text(encoding="utf-8")
+        assert not re.search(r"(?<![\w.~-])/(work|home|tmp|root|Users)/", text), name
+        assert not re.search(r"127\.0\.0\.1:\d", text), name
+
+
+def test_portable_strips_the_checkout_and_the_ports():
+    root = Path("/srv/checkout/musicrec")
+    results = {"cmd": f"h2load -d {root}/bench/results/tmp/work/r.body http://127.0.0.1:41234/x",
+               "rows": [{"data": f"{root.parent}/shared/data", "other": "/srv/checkoutmusicrec/a", "n": 3}]}
+    assert report.portable(results, root) == {
+        "cmd": "h2load -d bench/results/tmp/work/r.body http://127.0.0.1:<port>/x",
+        "rows": [{"data": "../shared/data", "other": "/srv/checkoutmusicrec/a", "n": 3}]}
+
+
+def test_a_part_without_results_leaves_its_section_out_and_every_placeholder_is_filled():
+    results = committed()
+    results["parts"] = {k: v for k, v in results["parts"].items() if k != "ann"}
+    text = report.markdown(results, plot_note=None)
+    assert "## 3. Nearest-neighbour search" not in text and "## 4. Serving over gRPC" in text
+    assert "{{" not in text and "<!--" not in text
+
+
+def test_the_plumbing_section_renders_when_the_serving_part_has_it():
+    results = committed()
+    assert "Plumbing:" not in report.markdown(results, None)  # absent key: nothing
+    results["parts"]["serving"]["plumbing"] = {
+        "rpc": "Recommend", "inflight": 16, "target": 0.85,
+        "rounds": [{"bare_rps": 9000.0, "service_rps": 8100.0}, {"bare_rps": 10000.0, "service_rps": 8000.0}],
+        "bare_rps_median": 9500.0, "service_rps_median": 8050.0, "ratio": 8050.0 / 9500.0,
+        "wrappers": [{"name": "error mapping", "rps_median": 9300.0, "us_per_call": 2.5}]}
+    text = report.markdown(results, None)
+    assert "### Plumbing: the index service against a bare grpc.aio handler" in text
+    assert "| 2 | 10,000 | 8,000 | 0.80x |" in text and "| error mapping | 9,300 | 2.50 |" in text
+    plumbing = next(t for t in report.targets(results) if "bare grpc.aio" in t["target"])
+    assert plumbing["met"] is False and "8,050/s vs 9,500/s (0.85x)" in plumbing["measured"]
