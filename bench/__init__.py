@@ -1,6 +1,6 @@
 """``python -m bench``: musicrec's benchmarks, side by side with the libraries users would pick instead.
 
-Four parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
+Five parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
 
 - ``bench.quality``: leave-one-out HR@10 / NDCG@10 / AUC and training time on HetRec Last.fm 2K and
   MovieLens small: our TensorFlow BPR, the notebook recipe, ``implicit``'s BPR and ALS, popularity.
@@ -13,8 +13,11 @@ Four parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
   against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT), each
   figure beside the floor's (``bench.floor_server``: the same gRPC server with empty handlers);
   and, on the scale part's full-scale version, throughput, recall and the workers' memory.
+- ``bench.history``: new listeners folded in from their history (HR@10 against in-model and
+  popularity) and the speed of RecommendForHistory and BatchRecommend.
 
-``bench.report`` writes ``docs/benchmarks.md`` and ``docs/benchmarks.json``. The peers (implicit,
-hnswlib) and matplotlib are optional (``pip install -e '.[bench]'``): a row whose library is
-missing is skipped with a note, never an error.
+``bench.report`` writes ``docs/benchmarks.json`` and renders ``docs/benchmarks.md`` from it and
+the fixed text of ``bench/report_template.md`` (``python -m bench.report`` renders it again).
+The peers (implicit, hnswlib) and matplotlib are optional (``pip install -e '.[bench]'``): a row
+whose library is missing is skipped with a note, never an error.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.models import data_path
+from bench.models import data_path, present_datasets
 from bench.settings import BenchSettings
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,8 @@ def fold_in_dataset(name: str, settings: BenchSettings, workdir: Path) -> dict:
 def run(settings: BenchSettings, workdir: Path) -> dict:
     from bench import history_batch
 
-    datasets, notes = [], []
-    for name in settings.history_datasets:
-        try:
-            data_path(settings, name)
-        except FileNotFoundError as exc:
-            notes.append(f"{name} skipped: {exc}")
-            continue
-        datasets.append(fold_in_dataset(name, settings, workdir))
+    names, notes = present_datasets(settings, settings.history_datasets)
+    datasets = [fold_in_dataset(name, settings, workdir) for name in names]
     speed = history_batch.measure(settings.history_artists, settings.history_users, 64,
                                   settings.history_queries, settings.history_batch_rounds)
     lists = speed["batch"]["lists"]

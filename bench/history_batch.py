@@ -48,19 +48,18 @@ from trainer_service.hyperparameters import Hyperparameters  # noqa: E402  (no T
 
 
 def random_artifacts(num_users: int, num_artists: int, factors: int, seed: int = 0) -> ModelArtifacts:
+    """A version's arrays of random factors: users ``u0..``, artists ``a0..``, 50 seen artists each."""
     rng = np.random.default_rng(seed)
     seen = [np.sort(rng.choice(num_artists, size=50, replace=False)) for _ in range(num_users)]
-    indptr = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum([s.size for s in seen], out=indptr[1:])
+    artists = np.arange(num_artists).astype(str)
     return ModelArtifacts(
-        user_ids=np.array([f"u{u}" for u in range(num_users)]),
+        user_ids=np.char.add("u", np.arange(num_users).astype(str)),
         user_factors=rng.normal(0, 0.3, (num_users, factors)).astype(np.float32),
-        artist_ids=np.array([f"a{a}" for a in range(num_artists)]),
-        artist_names=np.array([f"Artist {a}" for a in range(num_artists)]),
+        artist_ids=np.char.add("a", artists), artist_names=np.char.add("Artist ", artists),
         artist_factors=rng.normal(0, 0.3, (num_artists, factors)).astype(np.float32),
         artist_bias=rng.normal(0, 0.5, num_artists).astype(np.float32),
         artist_listeners=rng.integers(1, 1000, num_artists).astype(np.int32),
-        seen_indptr=indptr,
+        seen_indptr=np.concatenate([[0], np.cumsum([s.size for s in seen])]).astype(np.int64),
         seen_indices=np.concatenate(seen).astype(np.int32),
     )
 

@@ -27,6 +27,19 @@ def data_path(settings: BenchSettings, name: str) -> Path:
     return path
 
 
+def present_datasets(settings: BenchSettings, names) -> tuple[list[str], list[str]]:
+    """The ``names`` found under ``data_dir``, and a note for each one skipped."""
+    found, notes = [], []
+    for name in names:
+        try:
+            data_path(settings, name)
+        except FileNotFoundError as exc:
+            notes.append(f"{name} skipped: {exc}")
+        else:
+            found.append(name)
+    return found, notes
+
+
 def publish_trained(models_dir: Path, source_text: str, settings: BenchSettings, *, epochs: int | None = None,
                     **overrides) -> Path:
     """Train with the trainer's pipeline on ``source_text`` (the trainer's data-source syntax,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.measures import Stopwatch, median
-from bench.models import data_path
+from bench.models import data_path, present_datasets
 from bench.settings import BenchSettings
 
 log = logging.getLogger(__name__)
@@ -297,12 +297,5 @@ def _targets(name: str, rows: list[dict]) -> list[dict]:
 
 def run(settings: BenchSettings, workdir: Path) -> dict:
     """The quality part: every data set of ``settings.quality_datasets`` that is present."""
-    sections, notes = [], []
-    for name in settings.quality_datasets:
-        try:
-            data_path(settings, name)
-        except FileNotFoundError as exc:
-            notes.append(f"{name} skipped: {exc}")
-            continue
-        sections.append(evaluate_dataset(name, settings))
-    return {"datasets": sections, "notes": notes}
+    names, notes = present_datasets(settings, settings.quality_datasets)
+    return {"datasets": [evaluate_dataset(name, settings) for name in names], "notes": notes}

@@ -74,16 +74,13 @@ class BenchSettings:
     serving_workers: tuple[int, ...] = (1, 2)
     multi_worker_rpcs: tuple[str, ...] = ("recommend",)
     full_scale_workers: int = 2
-    history_datasets: tuple[str, ...] = ("lastfm-2k", "movielens-small")
     history_seeds: int = 3
     history_min_heldout_users: int = 500
+    history_datasets: tuple[str, ...] = ("lastfm-2k", "movielens-small")
     history_artists: int = 17_632
     history_users: int = 2_000
     history_queries: int = 1_000
     history_batch_rounds: int = 10
-
-    def with_overrides(self, **changes) -> "BenchSettings":
-        return dataclasses.replace(self, **changes)
 
 
 def full_settings(**overrides) -> BenchSettings:
@@ -93,7 +90,7 @@ def full_settings(**overrides) -> BenchSettings:
 
 def quick_settings(**overrides) -> BenchSettings:
     """``--quick``: every part in small (1 run, small data, short loads), a few minutes in all."""
-    return BenchSettings(
+    quick = BenchSettings(
         quick=True,
         runs=1,
         quality_datasets=("lastfm-2k",),
@@ -122,7 +119,8 @@ def quick_settings(**overrides) -> BenchSettings:
         history_users=300,
         history_queries=200,
         history_batch_rounds=2,
-    ).with_overrides(**overrides)
+    )
+    return dataclasses.replace(quick, **overrides)
 
 
 def child_env() -> dict:
