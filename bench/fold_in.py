@@ -1,8 +1,5 @@
-"""The fold-in evaluation protocol (new listeners from their history). Part of ``make bench``
-(the ``history`` part, ``bench/history.py``); also runnable alone on one data set and seed:
-
-    .venv/bin/python -m bench.fold_in [--data hetrec:../shared/data/lastfm-2k]
-        [--cache DIR] [--seed 0] [--epochs N] [--json]
+"""The fold-in evaluation protocol (new listeners from their history), run by the ``history``
+part of ``make bench`` (``bench/history.py``) on each data set and seed:
 
 1. Hold out 10% of the users (seeded, among those with >= 5 artists) entirely from training:
    model A is trained on the other 90%.
@@ -17,36 +14,24 @@
 
 Both models are trained with the trainer's current default hyperparameters (the seed set to the
 protocol's seed; ``epochs`` overridable for the quick benchmark). Trained factors are cached in
-``cache`` (keyed by data, seed and hyperparameters), so methods can be compared again without
-training. Also times each fold-in method (median of the held-out users' fits, BLAS on one thread
+``cache`` (keyed by data, seed and hyperparameters), so a rerun with ``--keep-workdir`` does not
+train again. Also times each fold-in method (median of the held-out users' fits, BLAS on one thread
 as the index service runs it).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from index_service.fold_in import FOLD_IN_METHODS, FoldIn
 
-from index_service.fold_in import FOLD_IN_METHODS, FoldIn  # noqa: E402
-
-# FoldIn settings compared by ``--variants`` (the chosen one is FoldIn's defaults with the
-# version's negative_candidates); "previous" is the first implementation's settings.
-VARIANTS = {
-    "previous: 128 uniform negatives, version's L2, 5 steps": dict(negative_candidates=1, min_regularization=0.0,
-                                                                     newton_steps=5),
-    "uniform negatives, L2 >= floor, 3 steps": dict(negative_candidates=1),
-    "rank-aware, all 512 pool negatives kept": dict(hard_negatives=512),
-    "rank-aware, 5 steps": dict(newton_steps=5),
-    "rank-aware, version's L2 (no floor)": dict(min_regularization=0.0),
-}
+log = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.1
 MIN_ARTISTS = 5
 CUTOFF = 10
@@ -95,7 +80,7 @@ def trained(data, label: str, cache: Path | None, which: str, mask: np.ndarray, 
     start = time.perf_counter()
     model = train(data, mask, hp)
     seconds = time.perf_counter() - start
-    print(f"trained model {which} in {seconds:.0f} s", file=sys.stderr)
+    log.info("trained model %s in %.0f s", which, seconds)
     if path is not None:
         cache.mkdir(parents=True, exist_ok=True)
         users, artists, bias = model
@@ -115,11 +100,10 @@ def hit(scores: np.ndarray, target: int, banned: np.ndarray) -> float:
     return float(np.clip(CUTOFF - greater, 0, ties + 1) / (ties + 1))
 
 
-def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variants: dict | None = None) -> dict:
+def protocol(data, label: str, seed: int, hp, cache: Path | None = None) -> dict:
     """The protocol on ``data`` with ``seed`` (the split's and the trainings'); ``hp`` the
     trainer's hyperparameters (its seed is replaced). HR@10 per method, fit p50 ms per fold-in
-    method, training seconds, the version's regularization; ``variants`` (name: FoldIn keyword
-    arguments) adds ``variant_hr10`` and ``variant_fit_ms_p50`` for each."""
+    method, training seconds, the version's regularization."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     hp = hp.with_overrides(seed=seed)
@@ -150,10 +134,6 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variant
     candidates = hp.to_dict().get("negative_candidates", 1)
     folds = {method: FoldIn(items_a, bias_a, regularization=hp.regularization, method=method,
                             negative_candidates=candidates) for method in FOLD_IN_METHODS}
-    for name, kwargs in (variants or {}).items():
-        folds[name] = FoldIn(items_a, bias_a, regularization=hp.regularization,
-                             **{"negative_candidates": candidates, **kwargs})
-    results["variant_hr10"], results["variant_fit_ms_p50"] = {}, {}
     with threadpool_limits(limits=1, user_api="blas"):
         for method, fold in folds.items():
             hits, times = [], []
@@ -165,48 +145,7 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variant
                 query = fold.fit(known, known_plays)
                 times.append(time.perf_counter() - start)
                 hits.append(hit(items_a @ query[:-1] + bias_a, target, np.concatenate((history, unknown_a))))
-            hr10, fit_ms = float(np.mean(hits)), float(np.median(times) * 1e3) if times else float("nan")
-            if method in FOLD_IN_METHODS:
-                results[f"fold_in_{method}_hr10"], results[f"fold_in_{method}_fit_ms_p50"] = hr10, fit_ms
-            else:
-                results["variant_hr10"][method], results["variant_fit_ms_p50"][method] = hr10, fit_ms
+            results[f"fold_in_{method}_hr10"] = float(np.mean(hits))
+            results[f"fold_in_{method}_fit_ms_p50"] = float(np.median(times) * 1e3) if times else float("nan")
     return results
 
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="hetrec:" + str(Path(__file__).resolve().parents[2] / "shared/data/lastfm-2k"))
-    parser.add_argument("--cache", type=Path, default=Path("var/fold-in-protocol"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the trainer's default epochs")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds seed .. seed + N - 1, HR@10 pooled")
-    parser.add_argument("--variants", action="store_true", help="also the FoldIn settings of VARIANTS")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    from trainer_service.hyperparameters import Hyperparameters  # noqa: PLC0415
-
-    hp = Hyperparameters() if args.epochs is None else Hyperparameters().with_overrides(epochs=args.epochs)
-    data = load(args.data)
-    runs = [protocol(data, args.data, seed, hp, args.cache, VARIANTS if args.variants else None)
-            for seed in range(args.seed, args.seed + args.seeds)]
-    pooled = {key: float(np.mean([r[key] for r in runs])) for key in
-              ("in_model_hr10", "popularity_hr10", "fold_in_bpr_hr10", "fold_in_least_squares_hr10")}
-    pooled["variant_hr10"] = {name: float(np.mean([r["variant_hr10"][name] for r in runs]))
-                              for name in runs[0]["variant_hr10"]}
-    results = {"data": args.data, "seeds": [r["seed"] for r in runs],
-               "heldout_users": sum(r["heldout_users"] for r in runs), **pooled, "per_run": runs}
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        in_model, popularity = pooled["in_model_hr10"], pooled["popularity_hr10"]
-        print(f"{args.data}: seeds {results['seeds']}, {results['heldout_users']} held-out users; "
-              f"in-model HR@10 {in_model:.4f}, popularity {popularity:.4f}")
-        rows = {"fold-in bpr (chosen)": pooled["fold_in_bpr_hr10"],
-                "fold-in least squares": pooled["fold_in_least_squares_hr10"], **pooled["variant_hr10"]}
-        for name, value in rows.items():
-            print(f"| {name} | {value:.4f} | {value / in_model:.2f}x in-model | {value / popularity:.2f}x popularity |")
-    return results
-
-
-if __name__ == "__main__":
-    main()

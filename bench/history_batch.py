@@ -1,7 +1,5 @@
-"""Timing of RecommendForHistory and BatchRecommend, in-process. Part of ``make bench`` (the
-``history`` part, ``bench/history.py``); also runnable alone:
-
-    .venv/bin/python -m bench.history_batch [--artists 17632] [--users 2000] [--json]
+"""Timing of RecommendForHistory and BatchRecommend, in-process, for the ``history`` part of
+``make bench`` (``bench/history.py``).
 
 Publishes a version with random factors at Last.fm 2K's size (17,632 artists, 64 factors) and the
 trainer's default hyperparameters in its manifest (the fold-in follows them) into a temporary
@@ -21,30 +19,23 @@ then measures:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import grpc  # noqa: E402
-
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from index_service.app import IndexServiceApp, IndexServiceConfig  # noqa: E402
-from index_service.response_encoding import ResponseEncoder  # noqa: E402
-from index_service.serving_model import ServingModel  # noqa: E402
-from model_store import ModelArtifacts, load_version, publish_version  # noqa: E402
-from model_store.ann_build import BuildSettings  # noqa: E402
-from musicrec.rpc.server import ServerConfig  # noqa: E402
-from musicrec.v1 import index_pb2, index_pb2_grpc  # noqa: E402
-from trainer_service.hyperparameters import Hyperparameters  # noqa: E402  (no TensorFlow)
+from index_service.app import IndexServiceApp, IndexServiceConfig
+from index_service.response_encoding import ResponseEncoder
+from index_service.serving_model import ServingModel
+from model_store import ModelArtifacts, load_version, publish_version
+from model_store.ann_build import BuildSettings
+from musicrec.rpc.server import ServerConfig
+from musicrec.v1 import index_pb2, index_pb2_grpc
+from trainer_service.hyperparameters import Hyperparameters  # no TensorFlow
 
 
 def random_artifacts(num_users: int, num_artists: int, factors: int, seed: int = 0) -> ModelArtifacts:
@@ -157,20 +148,3 @@ def measure(artists: int, users: int, factors: int, reps: int, rounds: int) -> d
         results["batch"] = asyncio.run(grpc_timing(models_dir, users, rounds, rng))
     return results
 
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artists", type=int, default=17_632)
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--factors", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=10, help="batches of 100 per measurement")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    results = measure(args.artists, args.users, args.factors, args.reps, args.rounds)
-    print(json.dumps(results, indent=None if not args.json else 2))
-    return results
-
-
-if __name__ == "__main__":
-    main()
