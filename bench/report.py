@@ -312,13 +312,14 @@ def _history_targets(part: dict, quick: bool) -> list[dict]:
     note = " - quick mode: few epochs, one seed" if quick else ""
     out = [target("history", f"{ds['dataset']}: fold-in HR@10 >= {FOLD_IN_TARGET_VS_IN_MODEL}x in-model and >= "
                              f"{FOLD_IN_TARGET_VS_POPULARITY:g}x popularity",
-                  f"{num(ds.get('fold_in_bpr_hr10'), 4)} = {ratio(ds.get('fold_in_bpr_hr10'), ds.get('in_model_hr10'))} "
+                  f"{num(ds.get('fold_in_bpr_hr10'), 4)} = "
+                  f"{ratio(ds.get('fold_in_bpr_hr10'), ds.get('in_model_hr10'))} "
                   f"in-model ({num(ds.get('in_model_hr10'), 4)}), "
                   f"{ratio(ds.get('fold_in_bpr_hr10'), ds.get('popularity_hr10'))} popularity "
                   f"({num(ds.get('popularity_hr10'), 4)}); {ds.get('heldout_users')} held-out users{note}",
                   at_least(ds.get("vs_in_model"), FOLD_IN_TARGET_VS_IN_MODEL)
                   and at_least(ds.get("vs_popularity"), FOLD_IN_TARGET_VS_POPULARITY),
-                  "HR@10 over a few hundred held-out users moves by about 0.03 between seeds; see the per-seed table")
+                  "HR@10 over a few hundred held-out users moves between seeds: see the per-seed table")
            for ds in part.get("fold_in", [])]
     speed = part.get("speed") or {}
     if speed:
@@ -432,11 +433,13 @@ def _scale(part: dict) -> list[str]:
         ("artists", lambda s: f"{s['artists']:,}"), ("interactions", lambda s: f"{s['interactions']:,}"),
         ("epochs", "epochs"),
         ("pipeline phases (s)", lambda s: ", ".join(f"{k} {num(v, 1)}" for k, v in s.get("phase_seconds", {}).items())),
-        ("train samples/s (median; per epoch)", lambda s: f"{millions(s['samples_per_second'])} "
-                                                          f"({', '.join(num(r / 1e6) for r in s['epoch_samples_per_second'])})"),
+        ("train samples/s (median; per epoch)",
+         lambda s: f"{millions(s['samples_per_second'])} "
+                   f"({', '.join(num(r / 1e6) for r in s['epoch_samples_per_second'])})"),
         ("plain BPR samples/s (trainer alone)", lambda s: millions((s.get("plain_bpr") or {}).get("samples_per_second"))
          if s.get("plain_bpr") else ""),
-        ("trainer peak RSS", lambda s: gib(s["peak_rss_bytes"])), ("version on disk", lambda s: mib(s["version_bytes"])),
+        ("trainer peak RSS", lambda s: gib(s["peak_rss_bytes"])),
+        ("version on disk", lambda s: mib(s["version_bytes"])),
         ("service load", lambda s: f"{num(s['service']['load_ms_median'], 0)} ms"),
         ("service RSS", lambda s: mib(s["service"]["rss_bytes_first"])),
         ("Recommend p50 / p99, recall@10", lambda s: search(s, "recommend")),
@@ -567,12 +570,11 @@ def _serving(part: dict, cores: int | None) -> list[str]:
              f"over {ids.get('recommend', 0):,} users / {ids.get('similar', 0):,} artists, "
              f"{part.get('generators', {}).get('python_processes')} process(es) for concurrent and paced runs; "
              f"swaps every {part.get('swap_interval_s', 2):g} s"]
-    commands = {**{f"index service, {server_mode({'workers': int(w)})}": c
-                   for w, c in part.get("server_commands", {}).items()},
-                **{f"floor, {server_mode({'workers': int(w)})}": c for w, c in floor.get("server_commands", {}).items()}}
-    lines += [f"- {k}: `{v}`" for k, v in commands.items()]
+    for server, commands in (("index service", part), ("floor", floor)):
+        lines += [f"- {server}, {server_mode({'workers': int(w)})}: `{c}`"
+                  for w, c in commands.get("server_commands", {}).items()]
     lines += [f"- Request check: {rpc} real client OK ({v['client_response_bytes']} bytes)"
-              + (f", nghttp HTTP {v.get('http_status')} grpc-status {v.get('grpc_status')}" if "grpc_status" in v else "")
+              + (f", nghttp HTTP {v['http_status']} grpc-status {v['grpc_status']}" if "grpc_status" in v else "")
               for rpc, v in part.get("verification", {}).items()]
     lines.append("")
     closed, open_loop, swaps = part.get("closed_loop", []), part.get("open_loop", []), part.get("swaps", [])
@@ -619,7 +621,8 @@ def _serving(part: dict, cores: int | None) -> list[str]:
             ("requests/s", _ms("requests_per_s", 0)), ("floor requests/s", _ms("floor_requests_per_s", 0)),
             ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
             ("floor server CPU ms/request", _ms("floor_server_cpu_ms_per_request")),
-            ("main thread ms/request", _ms("main_thread_ms_per_request")), ("of which ServingModel ms", _ms("model_ms")),
+            ("main thread ms/request", _ms("main_thread_ms_per_request")),
+            ("of which ServingModel ms", _ms("model_ms")),
             ("other threads ms/request", _ms("other_threads_ms_per_request")),
             ("main thread busy", lambda r: percent(r.get("main_thread_busy"))),
             ("ceiling: main threads (1 core each)", lambda r: f"{num(r.get('main_thread_ceiling_per_s'), 0)}/s"),
