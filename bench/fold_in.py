@@ -11,14 +11,14 @@
    evaluates.
 3. HR@10 of the target, the user's other artists excluded from the ranking, for:
    fold-in (the user's vector fitted against model A from all their artists but the target, by
-   ``index_service.fold_in``, each method), in-model (model B's user vector) and popularity
+   ``index_service.fold_in``), in-model (model B's user vector) and popularity
    (model A's training listeners). Artists model A never saw are not ranked by fold-in or
    popularity (a target among them is a miss), and are ignored in a history, as the service does.
 
 Both models are trained with the trainer's current default hyperparameters (the seed set to the
 protocol's seed; ``epochs`` overridable for the quick benchmark). Trained factors are cached in
 ``cache`` (keyed by data, seed and hyperparameters), so methods can be compared again without
-training. Also times each fold-in method (median of the held-out users' fits, BLAS on one thread
+training. Also times the fold-in (median of the held-out users' fits, BLAS on one thread
 as the index service runs it).
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index_service.fold_in import FOLD_IN_METHODS, FoldIn  # noqa: E402
+from index_service.fold_in import FoldIn  # noqa: E402
 
 # FoldIn settings compared by ``--variants`` (the chosen one is FoldIn's defaults with the
 # version's negative_candidates); "previous" is the first implementation's settings.
@@ -148,8 +148,7 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variant
     results["in_model_hr10"] = float(np.mean(in_model))
     results["popularity_hr10"] = float(np.mean(popularity))
     candidates = hp.to_dict().get("negative_candidates", 1)
-    folds = {method: FoldIn(items_a, bias_a, regularization=hp.regularization, method=method,
-                            negative_candidates=candidates) for method in FOLD_IN_METHODS}
+    folds = {"bpr": FoldIn(items_a, bias_a, regularization=hp.regularization, negative_candidates=candidates)}
     for name, kwargs in (variants or {}).items():
         folds[name] = FoldIn(items_a, bias_a, regularization=hp.regularization,
                              **{"negative_candidates": candidates, **kwargs})
@@ -166,7 +165,7 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None, variant
                 times.append(time.perf_counter() - start)
                 hits.append(hit(items_a @ query[:-1] + bias_a, target, np.concatenate((history, unknown_a))))
             hr10, fit_ms = float(np.mean(hits)), float(np.median(times) * 1e3) if times else float("nan")
-            if method in FOLD_IN_METHODS:
+            if method == "bpr":
                 results[f"fold_in_{method}_hr10"], results[f"fold_in_{method}_fit_ms_p50"] = hr10, fit_ms
             else:
                 results["variant_hr10"][method], results["variant_fit_ms_p50"][method] = hr10, fit_ms
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = [protocol(data, args.data, seed, hp, args.cache, VARIANTS if args.variants else None)
             for seed in range(args.seed, args.seed + args.seeds)]
     pooled = {key: float(np.mean([r[key] for r in runs])) for key in
-              ("in_model_hr10", "popularity_hr10", "fold_in_bpr_hr10", "fold_in_least_squares_hr10")}
+              ("in_model_hr10", "popularity_hr10", "fold_in_bpr_hr10")}
     pooled["variant_hr10"] = {name: float(np.mean([r["variant_hr10"][name] for r in runs]))
                               for name in runs[0]["variant_hr10"]}
     results = {"data": args.data, "seeds": [r["seed"] for r in runs],
@@ -201,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         in_model, popularity = pooled["in_model_hr10"], pooled["popularity_hr10"]
         print(f"{args.data}: seeds {results['seeds']}, {results['heldout_users']} held-out users; "
               f"in-model HR@10 {in_model:.4f}, popularity {popularity:.4f}")
-        rows = {"fold-in bpr (chosen)": pooled["fold_in_bpr_hr10"],
-                "fold-in least squares": pooled["fold_in_least_squares_hr10"], **pooled["variant_hr10"]}
+        rows = {"fold-in bpr (chosen)": pooled["fold_in_bpr_hr10"], **pooled["variant_hr10"]}
         for name, value in rows.items():
             print(f"| {name} | {value:.4f} | {value / in_model:.2f}x in-model | {value / popularity:.2f}x popularity |")
     return results

@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from index_service.app import IndexServiceApp, IndexServiceConfig  # noqa: E402
 from index_service.response_encoding import ResponseEncoder  # noqa: E402
-from index_service.serving_model import ServingModel  # noqa: E402
+from index_service.serving_model import HistoryQuery, ServingModel  # noqa: E402
 from model_store import ModelArtifacts, load_version, publish_version  # noqa: E402
 from model_store.ann_build import BuildSettings  # noqa: E402
 from musicrec.rpc.server import ServerConfig  # noqa: E402
@@ -79,9 +79,9 @@ def history_timing(model: ServingModel, reps: int, rng, history_length: int = 10
         for _ in range(reps):
             artists = rng.choice(model.num_artists, size=history_length, replace=False)
             plays = rng.integers(1, 5000, history_length).astype(np.float64)
-            history = [(str(model.artist_ids[a]), float(p)) for a, p in zip(artists, plays)]
+            history = tuple((str(model.artist_ids[a]), float(p)) for a, p in zip(artists, plays))
             start = time.perf_counter()
-            answer = model.recommend_for_history(history, 10)
+            answer = model.recommend_for_history(HistoryQuery(history, 10))
             encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
             times.append(time.perf_counter() - start)
             order = np.argsort(artists)

@@ -860,13 +860,13 @@ def _history(part: dict, cmd: str) -> list[str]:
     for ds in part.get("fold_in", []):
         rows.append([ds["dataset"], f"{ds['seeds']} ({ds['heldout_users']:,} users)",
                      num(ds.get("fold_in_bpr_hr10"), 4), num(ds.get("in_model_hr10"), 4),
-                     num(ds.get("popularity_hr10"), 4), num(ds.get("fold_in_least_squares_hr10"), 4),
+                     num(ds.get("popularity_hr10"), 4),
                      ratio(ds.get("fold_in_bpr_hr10"), ds.get("in_model_hr10")),
                      ratio(ds.get("fold_in_bpr_hr10"), ds.get("popularity_hr10")),
                      num(ds.get("fold_in_bpr_fit_ms_p50"), 3)])
     if rows:
         lines += _table(["data set", "seeds", "fold-in (BPR) HR@10", "in-model HR@10", "popularity HR@10",
-                         "fold-in (least squares) HR@10", "fold-in / in-model", "fold-in / popularity",
+                         "fold-in / in-model", "fold-in / popularity",
                          "fit p50 ms (real histories)"], rows)
         lines += ["", "Per seed (fold-in / in-model / popularity HR@10, held-out users, median history length):", ""]
         for ds in part.get("fold_in", []):

@@ -12,6 +12,7 @@ import pytest
 
 import index_service.watcher as watcher_module
 from index_service.holder import ModelHolder, ServedVersion
+from index_service.serving_model import RecommendQuery
 from index_service.watcher import VersionWatcher
 from model_store.format import MANIFEST_NAME, RECOMMEND_INDEX_FILE
 from model_store.checksums import file_digest
@@ -180,7 +181,7 @@ def test_served_version_survives_deletion_and_a_recreated_dir_wins(watcher, publ
     assert watcher.poll_once() is None
     assert served_version(watcher) == 3  # kept in memory
     with watcher.holder.acquire() as model:
-        assert model.recommend("u0", 1).indices.tolist() == [1]  # and still answering
+        assert model.recommend(RecommendQuery("u0", 1)).indices.tolist() == [1]  # and still answering
     publish(tiny_artifacts)  # the recreated directory starts again at 1
     assert watcher.poll_once().version == 1
 
