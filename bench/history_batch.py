@@ -81,7 +81,7 @@ def history_timing(model: ServingModel, reps: int, rng, history_length: int = 10
             plays = rng.integers(1, 5000, history_length).astype(np.float64)
             history = tuple((str(model.artist_ids[a]), float(p)) for a, p in zip(artists, plays))
             start = time.perf_counter()
-            answer = model.recommend_for_history(HistoryQuery(history, 10))
+            answer = model.recommend_for_history(HistoryQuery(history, k=10))
             encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
             times.append(time.perf_counter() - start)
             order = np.argsort(artists)

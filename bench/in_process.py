@@ -47,7 +47,7 @@ def in_process_latency(version_dir: Path, queries: int, runs: int) -> dict:
                        rng.choice(served.num_artists, size=min(queries, served.num_artists),
                                   replace=False)]
             calls = {
-                "recommend": (users, lambda m, u: m.recommend(RecommendQuery(u, K))),
+                "recommend": (users, lambda m, u: m.recommend(RecommendQuery(u, k=K))),
                 "similar": (artists, lambda m, a: m.similar(SimilarQuery(artist_id=a, k=K)).ranking),
             }
             for name, (ids, call) in calls.items():

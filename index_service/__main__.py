@@ -1,7 +1,9 @@
 """``python -m index_service --models-dir DIR [--port 50052] ...``: run the index service.
 
 Logs ``index service listening on HOST:PORT`` once the port is bound (scripts can wait for it),
-serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0. Exits 2 for a bad flag,
+1 when it cannot start (one line saying why: the port is taken, the TLS files cannot be read) and 1,
+with the traceback logged, for anything else that fails, while starting, serving or stopping.
 
 ``--workers N`` (N > 1) runs N such processes on one port under a supervisor
 (``index_service.supervisor``); one process is limited to about one core by the GIL.
@@ -156,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
                                 metrics_port=None if args.metrics_dir is not None else args.metrics_port,
                                 metrics_host=metrics_host, metrics_multiprocess=args.metrics_dir is not None)
 
+    started = False
+
     def report_ready() -> None:
+        nonlocal started
+        started = True
         if args.ready_fd is not None:
             os.write(args.ready_fd, b"ready\n")
             os.close(args.ready_fd)
@@ -165,8 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(IndexServiceApp(config).serve_until_signal(report_ready))
-    except (OSError, ValueError) as exc:  # cannot bind, unreadable TLS files
-        log.error("cannot start: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - the process's last word: say what failed, exit 1
+        if not started and isinstance(exc, (OSError, ValueError)):
+            # Before serving, these are the operator's to fix (the port is taken, the TLS files
+            # cannot be read, the metrics port is taken): their message says which, in one line.
+            log.error("cannot start: %s", exc)
+            log.debug("cannot start", exc_info=True)
+        else:
+            log.exception("index service failed while %s", "serving or stopping" if started else "starting")
         return 1
 
 

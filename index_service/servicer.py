@@ -55,15 +55,16 @@ def add_index_servicer(servicer: "IndexServicer", server) -> None:
 
 def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
     """The domain's view of a RecommendRequest (its repeated fields as tuples)."""
-    return RecommendQuery(request.user_id, request.k, request.include_seen, tuple(request.exclude_artist_ids),
-                          tuple(request.only_artist_ids), request.offset)
+    return RecommendQuery(request.user_id, k=request.k, include_seen=request.include_seen,
+                          exclude_artist_ids=tuple(request.exclude_artist_ids),
+                          only_artist_ids=tuple(request.only_artist_ids), offset=request.offset)
 
 
 def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery:
     """The domain's view of a RecommendForHistoryRequest (its history as (artist id, plays) pairs)."""
-    return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), request.k,
-                        request.include_seen, tuple(request.exclude_artist_ids), tuple(request.only_artist_ids),
-                        request.offset)
+    return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), k=request.k,
+                        include_seen=request.include_seen, exclude_artist_ids=tuple(request.exclude_artist_ids),
+                        only_artist_ids=tuple(request.only_artist_ids), offset=request.offset)
 
 
 def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:

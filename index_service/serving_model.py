@@ -14,8 +14,9 @@ very search the fallback runs (``model_store.precompute``), so both paths give t
 order and scores. Everything else, and format-1 versions, goes to the search
 (``model_store.search``: exact or Annoy re-ranked exactly, as the manifest chose).
 
-Each request arrives as one frozen query (``RecommendQuery``, ``HistoryQuery``, ``SimilarQuery``),
-made from the proto once by the servicer and carried as it is into these methods.
+Each request arrives as one frozen query (``RecommendQuery`` and ``HistoryQuery``, both a
+``ListenerQuery``; ``SimilarQuery``), made from the proto once by the servicer and carried as it is
+into these methods.
 
 Paging: a request for ranks offset .. offset + k - 1 is answered as a request for the top
 offset + k, sliced; both paths give the same ranking, so pages concatenate to the unpaged list.
@@ -93,30 +94,33 @@ def resolve_page(k: int, offset: int) -> tuple[int, int]:
     return k, offset
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerQuery:
+    """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
+    ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
+    never returned, ``only_artist_ids`` (when given) the only artists ranked."""
+
+    k: int = 0
+    include_seen: bool = False
+    exclude_artist_ids: tuple[str, ...] = ()
+    only_artist_ids: tuple[str, ...] = ()
+    offset: int = 0
+
+
 @dataclass(frozen=True, slots=True)
-class RecommendQuery:
+class RecommendQuery(ListenerQuery):
     """One Recommend request as the domain sees it (the servicer makes it from the proto once):
-    ranks ``offset`` .. ``offset + k - 1`` for ``user_id``; see ``ServingModel.recommend``."""
+    a listener of the training data, by ``user_id``."""
 
     user_id: str
-    k: int = 0
-    include_seen: bool = False
-    exclude_artist_ids: tuple[str, ...] = ()
-    only_artist_ids: tuple[str, ...] = ()
-    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryQuery:
+class HistoryQuery(ListenerQuery):
     """One RecommendForHistory request: a listener the model does not know, given by their
-    ``history`` of (artist id, plays); the other fields as in ``RecommendQuery``."""
+    ``history`` of (artist id, plays)."""
 
     history: tuple[tuple[str, float], ...]
-    k: int = 0
-    include_seen: bool = False
-    exclude_artist_ids: tuple[str, ...] = ()
-    only_artist_ids: tuple[str, ...] = ()
-    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,13 +471,13 @@ class ServingModel:
         """Answer a few queries of each kind, by both paths, so first requests do not pay for
         page faults and lazy initialization."""
         for user in np.linspace(0, self.num_users - 1, min(queries, self.num_users)).astype(int).tolist():
-            self.recommend(RecommendQuery(str(self.user_ids[user]), DEFAULT_K))
+            self.recommend(RecommendQuery(str(self.user_ids[user]), k=DEFAULT_K))
             self.search_recommend(user, DEFAULT_K)
         for artist in np.linspace(0, self.num_artists - 1, min(queries, self.num_artists)).astype(int).tolist():
             self.similar(SimilarQuery(artist_id=str(self.artist_ids[artist]), k=DEFAULT_K))
             self.search_similar(artist, DEFAULT_K)
         history = tuple((str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists)))
-        self.recommend_for_history(HistoryQuery(history, DEFAULT_K))
+        self.recommend_for_history(HistoryQuery(history, k=DEFAULT_K))
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""

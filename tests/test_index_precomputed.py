@@ -70,7 +70,8 @@ def test_every_user_and_artist_same_answer_from_lists(both_paths):
     lists, search = both_paths
     for user in lists.user_ids.tolist():
         for k in (1, 3, LIST_N):
-            assert same(lists.recommend(RecommendQuery(user, k)), search.recommend(RecommendQuery(user, k))), (user, k)
+            query = RecommendQuery(user, k=k)
+            assert same(lists.recommend(query), search.recommend(query)), (user, k)
     for artist in lists.artist_ids.tolist():
         for k in (1, 5, LIST_N):
             query = SimilarQuery(artist_id=artist, k=k)
@@ -84,7 +85,7 @@ def test_random_requests_same_answer_either_path(both_paths, user, k, include_se
     lists, search = both_paths
     user_id = f"user-{user}"
     excluded = tuple(f"artist-{a}" for a in exclude)  # artist-40 and up are unknown: ignored
-    query = RecommendQuery(user_id, k, include_seen, excluded)
+    query = RecommendQuery(user_id, k=k, include_seen=include_seen, exclude_artist_ids=excluded)
     assert same(lists.recommend(query), search.recommend(query))
 
 
@@ -107,25 +108,25 @@ def test_lists_answer_without_search_and_fall_back_when_they_cannot(both_paths):
     lists, search = both_paths
     counter = Counting(lists)
     user = "user-0"
-    lists.recommend(RecommendQuery(user, LIST_N))
-    lists.recommend(RecommendQuery(user, 3, exclude_artist_ids=("artist-0", "nope")))
+    lists.recommend(RecommendQuery(user, k=LIST_N))
+    lists.recommend(RecommendQuery(user, k=3, exclude_artist_ids=("artist-0", "nope")))
     lists.similar(SimilarQuery(artist_id="artist-1", k=LIST_N))
     lists.similar(SimilarQuery(artist_name="name 2", k=2))
     assert counter.calls == 0
     fallbacks = [
-        lambda: lists.recommend(RecommendQuery(user, LIST_N + 1)),  # k > N
-        lambda: lists.recommend(RecommendQuery(user, 3, include_seen=True)),  # the lists exclude seen artists
+        lambda: lists.recommend(RecommendQuery(user, k=LIST_N + 1)),  # k > N
+        lambda: lists.recommend(RecommendQuery(user, k=3, include_seen=True)),  # the lists exclude seen artists
         lambda: lists.similar(SimilarQuery(artist_id="artist-1", k=LIST_N + 1)),  # k > N
     ]
     # Exclusions that remove list entries, leaving fewer than k: the search finds the rest.
-    full_list = [str(lists.artist_ids[i]) for i in lists.recommend(RecommendQuery(user, LIST_N)).indices.tolist()]
-    fallbacks.append(lambda: lists.recommend(RecommendQuery(user, LIST_N, exclude_artist_ids=full_list[:2])))
+    full_list = [str(lists.artist_ids[i]) for i in lists.recommend(RecommendQuery(user, k=LIST_N)).indices.tolist()]
+    fallbacks.append(lambda: lists.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2])))
     for n, request in enumerate(fallbacks, start=1):
         request()
         assert counter.calls == n
-    answer = lists.recommend(RecommendQuery(user, LIST_N, exclude_artist_ids=full_list[:2]))
+    answer = lists.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2]))
     assert len(answer.indices) == LIST_N and not set(answer.indices.tolist()) & {int(a.split("-")[1]) for a in full_list[:2]}
-    assert same(answer, search.recommend(RecommendQuery(user, LIST_N, exclude_artist_ids=full_list[:2])))
+    assert same(answer, search.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2])))
 
 
 def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
@@ -135,11 +136,11 @@ def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
     try:
         assert model.recommend_n == 12  # min(50, artists)
         counter = Counting(model)
-        everything = model.recommend(RecommendQuery("u0", 12))
+        everything = model.recommend(RecommendQuery("u0", k=12))
         assert len(everything.indices) == 11 and counter.calls == 0  # 12 artists, 1 seen: list of 11
-        excluding_a5 = RecommendQuery("u0", 12, exclude_artist_ids=("a5",))
+        excluding_a5 = RecommendQuery("u0", k=12, exclude_artist_ids=("a5",))
         assert len(model.recommend(excluding_a5).indices) == 10 and counter.calls == 0
-        assert len(model.recommend(RecommendQuery("u0", MAX_K)).indices) == 11 and counter.calls == 1  # k > N: search
+        assert len(model.recommend(RecommendQuery("u0", k=MAX_K)).indices) == 11 and counter.calls == 1  # k > N: search
     finally:
         model.close()
 
@@ -152,7 +153,7 @@ def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_a
     model = ServingModel(load_version(models_dir / str(manifest.model_version)))
     try:
         assert model.recommend_top is None and model.similar_top is None
-        top3 = model.recommend(RecommendQuery("u0", 3)).indices
+        top3 = model.recommend(RecommendQuery("u0", k=3)).indices
         assert [str(model.artist_ids[i]) for i in top3] == ["a1", "a2", "a11"]
     finally:
         model.close()

@@ -101,8 +101,8 @@ def test_recommend_recall_over_all_users(lastfm_version, include_seen):
     items = annoy.recommend_search.items
     hits = total = 0
     for user_id in annoy.user_ids.tolist():
-        truth = exact.recommend(RecommendQuery(user_id, K, include_seen))
-        found = annoy.recommend(RecommendQuery(user_id, K, include_seen))
+        truth = exact.recommend(RecommendQuery(user_id, k=K, include_seen=include_seen))
+        found = annoy.recommend(RecommendQuery(user_id, k=K, include_seen=include_seen))
         query = user_query(annoy.user_factors[annoy.user_index(user_id)])
         hits += _tie_aware_hits(items[found.indices] @ query, float(truth.scores[-1]), len(truth.indices))
         total += len(truth.indices)

@@ -35,26 +35,26 @@ def recommended(model: ServingModel, query: RecommendQuery) -> list[str]:
 
 
 def test_recommend_known_answer(model):
-    ranking = model.recommend(RecommendQuery("u0", 3))
+    ranking = model.recommend(RecommendQuery("u0", k=3))
     assert ids(model, ranking) == ["a1", "a2", "a11"]
     np.testing.assert_allclose(ranking.scores, [2 - 0.001, 1 - 0.002, 0.2 - 0.011], rtol=1e-5)
-    assert recommended(model, RecommendQuery("u0", 3, include_seen=True)) == ["a0", "a1", "a2"]
-    assert recommended(model, RecommendQuery("u3", 2)) == ["a4", "a5"]  # genre 1, a3 seen
+    assert recommended(model, RecommendQuery("u0", k=3, include_seen=True)) == ["a0", "a1", "a2"]
+    assert recommended(model, RecommendQuery("u3", k=2)) == ["a4", "a5"]  # genre 1, a3 seen
 
 
 def test_recommend_excluded_ids(model):
-    ranking = model.recommend(RecommendQuery("u0", 3, exclude_artist_ids=("a1", "nope", "a1")))
+    ranking = model.recommend(RecommendQuery("u0", k=3, exclude_artist_ids=("a1", "nope", "a1")))
     assert ids(model, ranking) == ["a2", "a11", "a10"]
-    ranking = model.recommend(RecommendQuery("u0", 2, include_seen=True, exclude_artist_ids=("a2",)))
+    ranking = model.recommend(RecommendQuery("u0", k=2, include_seen=True, exclude_artist_ids=("a2",)))
     assert ids(model, ranking) == ["a0", "a1"]
 
 
 def test_recommend_k_default_and_catalog_exhaustion(model):
-    assert len(model.recommend(RecommendQuery("u0", 0)).indices) == DEFAULT_K
-    everything = model.recommend(RecommendQuery("u0", MAX_K))
+    assert len(model.recommend(RecommendQuery("u0", k=0)).indices) == DEFAULT_K
+    everything = model.recommend(RecommendQuery("u0", k=MAX_K))
     assert len(everything.indices) == 11  # 12 artists, 1 seen
     assert "a0" not in ids(model, everything)
-    assert len(model.recommend(RecommendQuery("u0", MAX_K, include_seen=True)).indices) == 12
+    assert len(model.recommend(RecommendQuery("u0", k=MAX_K, include_seen=True)).indices) == 12
 
 
 def test_similar_known_answer(model):
@@ -74,7 +74,7 @@ def test_similar_by_name_is_case_insensitive_and_prefers_more_listeners(model):
 @pytest.mark.parametrize("k", [-1, MAX_K + 1, -(2**31)])
 def test_k_out_of_range_is_invalid(model, k):
     with pytest.raises(InvalidArgument, match="k must be"):
-        model.recommend(RecommendQuery("u0", k))
+        model.recommend(RecommendQuery("u0", k=k))
     with pytest.raises(InvalidArgument):
         model.similar(SimilarQuery(artist_id="a0", k=k))
 
@@ -99,9 +99,9 @@ def test_missing_arguments_are_invalid(model):
 
 def test_too_many_excluded_ids_is_invalid(model):
     with pytest.raises(InvalidArgument, match="exclude_artist_ids"):
-        model.recommend(RecommendQuery("u0", 3, exclude_artist_ids=tuple(f"x{i}" for i in range(MAX_K + 1))))
+        model.recommend(RecommendQuery("u0", k=3, exclude_artist_ids=tuple(f"x{i}" for i in range(MAX_K + 1))))
     most = tuple(f"x{i}" for i in range(MAX_K))
-    assert len(model.recommend(RecommendQuery("u0", 3, exclude_artist_ids=most)).indices) == 3
+    assert len(model.recommend(RecommendQuery("u0", k=3, exclude_artist_ids=most)).indices) == 3
 
 
 def test_resolve_k():
@@ -117,7 +117,7 @@ def test_name_index_ties_and_blanks():
 
 
 def test_close_is_idempotent_and_leaves_exact_answers(model):
-    before = recommended(model, RecommendQuery("u0", 3))
+    before = recommended(model, RecommendQuery("u0", k=3))
     model.close()
     model.close()
-    assert recommended(model, RecommendQuery("u0", 3)) == before
+    assert recommended(model, RecommendQuery("u0", k=3)) == before

@@ -73,10 +73,10 @@ def test_golden_served_answers(fmt):
     try:
         assert (model.recommend_top is not None) == (fmt >= 2)
         # u0 heard a0: a1 .91, a2 .6, a4 .11, a5 .1, a3 0
-        ranking = model.recommend(RecommendQuery("u0", 5))
+        ranking = model.recommend(RecommendQuery("u0", k=5))
         assert ranking.indices.tolist() == [1, 2, 4, 5, 3]
         assert np.allclose(ranking.scores, [0.91, 0.6, 0.11, 0.1, 0.0], atol=1e-6)
-        assert model.recommend(RecommendQuery("u3", 6)).indices.tolist() == [5, 1, 2, 0]  # heard a3, a4: 4 left
+        assert model.recommend(RecommendQuery("u3", k=6)).indices.tolist() == [5, 1, 2, 0]  # heard a3, a4: 4 left
         assert model.similar(SimilarQuery(artist_name="  ZETA \u00c9 ", k=2)).query == 5
         assert model.similar(SimilarQuery(artist_id="a3", k=2)).ranking.indices.tolist() == [4, 5]
     finally:
