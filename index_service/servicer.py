@@ -53,18 +53,24 @@ def add_index_servicer(servicer: "IndexServicer", server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def _ids(repeated) -> tuple[str, ...]:
+    """A repeated string field as a tuple. Most requests leave these empty, and testing for that
+    costs less than copying nothing out of the message."""
+    return tuple(repeated) if repeated else ()
+
+
 def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
     """The domain's view of a RecommendRequest (its repeated fields as tuples)."""
     return RecommendQuery(request.user_id, k=request.k, include_seen=request.include_seen,
-                          exclude_artist_ids=tuple(request.exclude_artist_ids),
-                          only_artist_ids=tuple(request.only_artist_ids), offset=request.offset)
+                          exclude_artist_ids=_ids(request.exclude_artist_ids),
+                          only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
 
 
 def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery:
     """The domain's view of a RecommendForHistoryRequest (its history as (artist id, plays) pairs)."""
     return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), k=request.k,
-                        include_seen=request.include_seen, exclude_artist_ids=tuple(request.exclude_artist_ids),
-                        only_artist_ids=tuple(request.only_artist_ids), offset=request.offset)
+                        include_seen=request.include_seen, exclude_artist_ids=_ids(request.exclude_artist_ids),
+                        only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
 
 
 def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
