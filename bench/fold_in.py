@@ -15,7 +15,7 @@ part of ``make bench`` (``bench/history.py``) on each data set and seed:
 Both models are trained with the trainer's current default hyperparameters (the seed set to the
 protocol's seed; ``epochs`` overridable for the quick benchmark). Trained factors are cached in
 ``cache`` (keyed by data, seed and hyperparameters), so a rerun with ``--keep-workdir`` does not
-train again. Also times each fold-in method (median of the held-out users' fits, BLAS on one thread
+train again. Also times the fold-in (median of the held-out users' fits, BLAS on one thread
 as the index service runs it).
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index_service.fold_in import FOLD_IN_METHODS, FoldIn
+from index_service.fold_in import FoldIn
 
 log = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.1
@@ -132,8 +132,7 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None) -> dict
     results["in_model_hr10"] = float(np.mean(in_model))
     results["popularity_hr10"] = float(np.mean(popularity))
     candidates = hp.to_dict().get("negative_candidates", 1)
-    folds = {method: FoldIn(items_a, bias_a, regularization=hp.regularization, method=method,
-                            negative_candidates=candidates) for method in FOLD_IN_METHODS}
+    folds = {"bpr": FoldIn(items_a, bias_a, regularization=hp.regularization, negative_candidates=candidates)}
     with threadpool_limits(limits=1, user_api="blas"):
         for method, fold in folds.items():
             hits, times = [], []

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from index_service.app import IndexServiceApp, IndexServiceConfig
 from index_service.response_encoding import ResponseEncoder
-from index_service.serving_model import ServingModel
+from index_service.serving_model import HistoryQuery, ServingModel
 from model_store import ModelArtifacts, load_version, publish_version
 from model_store.ann_build import BuildSettings
 from musicrec.rpc.server import ServerConfig
@@ -71,7 +71,7 @@ def history_timing(model: ServingModel, reps: int, rng, history_length: int = 10
             plays = rng.integers(1, 5000, history_length).astype(np.float64)
             history = [(str(model.artist_ids[a]), float(p)) for a, p in zip(artists, plays)]
             start = time.perf_counter()
-            answer = model.recommend_for_history(history, 10)
+            answer = model.recommend_for_history(HistoryQuery(tuple(history), k=10))
             encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
             times.append(time.perf_counter() - start)
             order = np.argsort(artists)

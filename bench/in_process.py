@@ -30,7 +30,7 @@ def _tie_aware_hits(found_scores: np.ndarray, true_scores: np.ndarray) -> tuple[
 def in_process_latency(version_dir: Path, queries: int, runs: int) -> dict:
     """Recommend and SimilarArtists through ``ServingModel`` (as served): p50/p99 per call and
     recall@10 against the same model forced to exact search."""
-    from index_service.serving_model import ServingModel
+    from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
     from model_store import load_version
 
     out = {}
@@ -47,8 +47,8 @@ def in_process_latency(version_dir: Path, queries: int, runs: int) -> dict:
                        rng.choice(served.num_artists, size=min(queries, served.num_artists),
                                   replace=False)]
             calls = {
-                "recommend": (users, lambda m, u: m.recommend(u, K)),
-                "similar": (artists, lambda m, a: m.similar(artist_id=a, k=K).ranking),
+                "recommend": (users, lambda m, u: m.recommend(RecommendQuery(u, k=K))),
+                "similar": (artists, lambda m, a: m.similar(SimilarQuery(artist_id=a, k=K)).ranking),
             }
             for name, (ids, call) in calls.items():
                 p50s, p99s = [], []

@@ -728,7 +728,6 @@ def _history(part: dict) -> list[str]:
         ("data set", "dataset"), ("seeds", lambda d: f"{d['seeds']} ({d['heldout_users']:,} users)"),
         ("fold-in (BPR) HR@10", _ms("fold_in_bpr_hr10", 4)), ("in-model HR@10", _ms("in_model_hr10", 4)),
         ("popularity HR@10", _ms("popularity_hr10", 4)),
-        ("fold-in (least squares) HR@10", _ms("fold_in_least_squares_hr10", 4)),
         ("fold-in / in-model", lambda d: ratio(d.get("fold_in_bpr_hr10"), d.get("in_model_hr10"))),
         ("fold-in / popularity", lambda d: ratio(d.get("fold_in_bpr_hr10"), d.get("popularity_hr10"))),
         ("fit p50 ms (real histories)", _ms("fold_in_bpr_fit_ms_p50"))]) if datasets else []

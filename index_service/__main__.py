@@ -1,7 +1,9 @@
 """``python -m index_service --models-dir DIR [--port 50052] ...``: run the index service.
 
 Logs ``index service listening on HOST:PORT`` once the port is bound (scripts can wait for it),
-serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+serves until SIGTERM or SIGINT, then shuts down gracefully and exits 0. Exits 2 for a bad flag,
+1 when it cannot start (one line saying why: the port is taken, the TLS files cannot be read) and 1,
+with the traceback logged, for anything else that fails, while starting, serving or stopping.
 
 ``--workers N`` (N > 1) runs N such processes on one port under a supervisor
 (``index_service.supervisor``); one process is limited to about one core by the GIL.
@@ -37,17 +39,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="directory the trainer publishes versions to (may be empty or missing at start)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=50052, help="port to bind; 0 picks a free one (default 50052)")
-    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--poll-interval", dest="poll_interval_s", type=float, default=1.0, metavar="SECONDS",
                         help="how often to look for new versions (default 1.0)")
     parser.add_argument("--version", type=int, default=None, metavar="N",
                         help="serve only version N (rollback); no automatic swaps")
     parser.add_argument("--tls-cert", default=None, help="PEM server certificate (with --tls-key): serve TLS")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--grace", dest="grace_s", type=float, default=5.0, metavar="SECONDS",
                         help="on SIGTERM, how long in-flight calls may finish (default 5)")
     parser.add_argument("--max-concurrent-rpcs", type=int, default=1000,
                         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default 1000)")
-    parser.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--max-connection-age", dest="max_connection_age_s", type=float, default=None,
+                        metavar="SECONDS",
                         help="close client connections after SECONDS (in-flight calls get --grace), so "
                              "clients balancing over DNS (dns:///, round_robin) find new replicas; default: never")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
@@ -68,15 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.poll_interval <= 0:
+    if args.poll_interval_s <= 0:
         parser.error("--poll-interval must be positive")
     if args.version is not None and args.version < 1:
         parser.error("--version must be a positive integer")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    if args.grace < 0:
+    if args.grace_s < 0:
         parser.error("--grace must not be negative")
-    if args.max_connection_age is not None and args.max_connection_age <= 0:
+    if args.max_connection_age_s is not None and args.max_connection_age_s <= 0:
         parser.error("--max-connection-age must be positive")
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         parser.error("--metrics-port must be in [0, 65535]")
@@ -87,13 +90,13 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     """A ``--workers`` worker's command line: this service with the same settings, one process,
     no port (the supervisor adds the port it reserved)."""
     argv = [sys.executable, "-m", "index_service", "--models-dir", str(args.models_dir), "--host", args.host,
-            "--poll-interval", repr(args.poll_interval), "--grace", repr(args.grace),
+            "--poll-interval", repr(args.poll_interval_s), "--grace", repr(args.grace_s),
             "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--event-loop", args.event_loop,
             "--log-level", args.log_level, "--log-format", args.log_format]
     if args.no_precomputed:
         argv.append("--no-precomputed")
-    if args.max_connection_age is not None:
-        argv += ["--max-connection-age", repr(args.max_connection_age)]
+    if args.max_connection_age_s is not None:
+        argv += ["--max-connection-age", repr(args.max_connection_age_s)]
     if args.version is not None:
         argv += ["--version", str(args.version)]
     if args.tls_cert:
@@ -131,16 +134,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = ServerConfig(host=args.host, port=args.port, tls_cert_file=args.tls_cert,
-                              tls_key_file=args.tls_key, grace_s=args.grace,
+                              tls_key_file=args.tls_key, grace_s=args.grace_s,
                               maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port,
-                              max_connection_age_s=args.max_connection_age)
+                              max_connection_age_s=args.max_connection_age_s)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     if args.workers > 1:
         from index_service.supervisor import Supervisor
 
-        return Supervisor(worker_argv(args), args.workers, args.host, args.port, args.grace,
+        return Supervisor(worker_argv(args), args.workers, args.host, args.port, args.grace_s,
                           metrics_port=args.metrics_port, metrics_host=metrics_host).run()
 
     if args.supervisor_pid is not None:
@@ -149,14 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         die_with_parent(args.supervisor_pid)
     from index_service.app import IndexServiceApp, IndexServiceConfig
 
-    config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval,
+    config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval_s,
                                 pinned_version=args.version, worker=args.worker_number,
                                 precomputed=not args.no_precomputed,
                                 metrics=args.metrics_port is not None or args.metrics_dir is not None,
                                 metrics_port=None if args.metrics_dir is not None else args.metrics_port,
                                 metrics_host=metrics_host, metrics_multiprocess=args.metrics_dir is not None)
 
+    started = False
+
     def report_ready() -> None:
+        nonlocal started
+        started = True
         if args.ready_fd is not None:
             os.write(args.ready_fd, b"ready\n")
             os.close(args.ready_fd)
@@ -165,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(IndexServiceApp(config).serve_until_signal(report_ready))
-    except (OSError, ValueError) as exc:  # cannot bind, unreadable TLS files
-        log.error("cannot start: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - the process's last word: say what failed, exit 1
+        if not started and isinstance(exc, (OSError, ValueError)):
+            # Before serving, these are the operator's to fix (the port is taken, the TLS files
+            # cannot be read, the metrics port is taken): their message says which, in one line.
+            log.error("cannot start: %s", exc)
+            log.debug("cannot start", exc_info=True)
+        else:
+            log.exception("index service failed while %s", "serving or stopping" if started else "starting")
         return 1
 
 

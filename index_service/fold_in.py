@@ -4,54 +4,43 @@ factors and bias ("fold-in"; no gRPC here).
 A listener who was not in training has no row in the user factors. Their vector ``p`` (F,) is
 fitted with the artists' factors ``Q`` (A, F) and bias ``b`` (A,) held fixed, so that
 ``p . Q[a] + b[a]`` ranks artists as the model would rank them for a user with that history.
-Two methods (``FOLD_IN_METHODS``):
 
-- ``"bpr"`` (the default): the model's own objective restricted to ``p``. Every history artist
-  ``i`` is paired with negatives ``j`` from a fixed pool of ``NEGATIVES`` artists drawn once per
-  version (seeded: the same history always gets the same vector, so pages of one ranking
-  concatenate), and ``sum_j v_j * mean_i w_i * softplus(-(p . (Q[i] - Q[j]) + b[i] - b[j]))
-  + reg / 2 * |p|^2`` is minimized by ``NEWTON_STEPS`` Newton steps from ``p = 0``. ``w_i`` is
-  ``log1p(plays)`` normalized to mean 1 (training samples positives by log plays). The negatives'
-  weights ``v`` follow the version's sampler (``negative_candidates`` in its hyperparameters):
-  with plain BPR (1 candidate) the first ``UNIFORM_NEGATIVES`` of the pool weigh the same; with
-  rank-aware negatives (the hardest of c uniform candidates) a pool artist of score rank r
-  (0 = lowest of m) is the one trained on with probability ``((r + 1) / m)^c - (r / m)^c``, so
-  before each step the pool is scored with the current ``p`` and its ``HARD_NEGATIVES``
-  highest-ranked artists are kept with those weights (renormalized; they hold about 90% of the
-  mass for c = 5). ``reg`` is the version's training regularization, at least
-  ``MIN_REGULARIZATION``: a fold-in with a lighter L2 overfits the few pairs it sees (a trained
-  user vector is also held back by starting near 0 and a fixed number of epochs). The pool
-  sizes, the floor and the step count were chosen with the held-out-user protocol of
-  ``bench/fold_in.py`` on Last.fm 2K and MovieLens small (figures in docs/serving.md). The
-  objective is convex in ``p`` for fixed weights; the F x F Hessian is formed from sums over the
-  pairs without materializing an (n * m, F) matrix, so a 100-artist history costs a few small
-  matrix products per step.
-- ``"least_squares"``: the implicit-feedback least-squares projection (as ALS folds in a user):
-  ``(Q^T Q + alpha * Q_h^T diag(w) Q_h + lambda * I) p = Q_h^T (1 + alpha * w)``, with ``Q^T Q``
-  computed once per version. Cheaper, but it ignores the bias and fits a squared loss the factors
-  were not trained for.
+The fit is the model's own objective (BPR) restricted to ``p``. Every history artist ``i`` is
+paired with negatives ``j`` from a fixed pool of ``NEGATIVES`` artists drawn once per version
+(seeded: the same history always gets the same vector, so pages of one ranking concatenate), and
+``sum_j v_j * mean_i w_i * softplus(-(p . (Q[i] - Q[j]) + b[i] - b[j])) + reg / 2 * |p|^2`` is
+minimized by ``NEWTON_STEPS`` Newton steps from ``p = 0``. ``w_i`` is ``log1p(plays)`` normalized
+to mean 1 (training samples positives by log plays). The negatives' weights ``v`` follow the
+version's sampler (``negative_candidates`` in its hyperparameters): with plain BPR (1 candidate)
+the first ``UNIFORM_NEGATIVES`` of the pool weigh the same; with rank-aware negatives (the hardest
+of c uniform candidates) a pool artist of score rank r (0 = lowest of m) is the one trained on
+with probability ``((r + 1) / m)^c - (r / m)^c``, so before each step the pool is scored with the
+current ``p`` and its ``HARD_NEGATIVES`` highest-ranked artists are kept with those weights
+(renormalized; they hold about 90% of the mass for c = 5). ``reg`` is the version's training
+regularization, at least ``MIN_REGULARIZATION``: a fold-in with a lighter L2 overfits the few
+pairs it sees (a trained user vector is also held back by starting near 0 and a fixed number of
+epochs). The pool sizes, the floor and the step count were chosen with the held-out-user protocol
+of ``bench/fold_in.py`` on Last.fm 2K and MovieLens small (figures in docs/serving.md). The
+objective is convex in ``p`` for fixed weights; the F x F Hessian is formed from sums over the
+pairs without materializing an (n * m, F) matrix, so a 100-artist history costs a few small matrix
+products per step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FOLD_IN_METHODS = ("bpr", "least_squares")
-DEFAULT_METHOD = "bpr"
 NEGATIVES = 512
 UNIFORM_NEGATIVES = 128
 HARD_NEGATIVES = 192
 NEWTON_STEPS = 3
 MIN_REGULARIZATION = 0.03
 DEFAULT_REGULARIZATION = 0.003  # for versions whose manifest lacks the training regularization
-LEAST_SQUARES_ALPHA = 10.0
-LEAST_SQUARES_LAMBDA = 1.0
 _SEED = 0x5EED
 
 
 class FoldIn:
-    """Fits listener vectors for one version. Immutable after construction except for lazily
-    computed caches that only ever gain identical values; thread-safe.
+    """Fits listener vectors for one version. Immutable after construction; thread-safe.
 
     ``artist_factors`` (A, F) and ``artist_bias`` (A,) are not copied (they may be memory-mapped);
     ``regularization`` is the version's L2 weight per training triple (the fit uses at least
@@ -60,18 +49,15 @@ class FoldIn:
     """
 
     def __init__(self, artist_factors: np.ndarray, artist_bias: np.ndarray, *, regularization: float,
-                 negative_candidates: int = 1, method: str = DEFAULT_METHOD, negatives: int = NEGATIVES,
+                 negative_candidates: int = 1, negatives: int = NEGATIVES,
                  uniform_negatives: int = UNIFORM_NEGATIVES, hard_negatives: int = HARD_NEGATIVES,
                  newton_steps: int = NEWTON_STEPS, min_regularization: float = MIN_REGULARIZATION,
                  seed: int = _SEED):
-        if method not in FOLD_IN_METHODS:
-            raise ValueError(f"unknown fold-in method {method!r}; one of {FOLD_IN_METHODS}")
         self.factors = artist_factors
         self.bias = artist_bias
         self.num_artists, self.num_factors = (int(n) for n in artist_factors.shape)
         self.regularization = max(float(regularization), float(min_regularization))
         self.negative_candidates = max(1, int(negative_candidates))
-        self.method = method
         self.newton_steps = max(1, int(newton_steps))
         rng = np.random.default_rng(seed)
         pool = rng.choice(self.num_artists, size=min(negatives, self.num_artists), replace=False)
@@ -83,7 +69,6 @@ class FoldIn:
         # the (n, m) pair matrices cost half as much.
         self.pool_factors = np.asarray(artist_factors[self.pool], dtype=np.float32)
         self.pool_bias = np.asarray(artist_bias[self.pool], dtype=np.float32)
-        self._gram: np.ndarray | None = None
 
     def fit(self, artists: np.ndarray, plays: np.ndarray) -> np.ndarray:
         """The listener's query vector ``[p, 1]`` (F + 1,) float32, whose inner product with a row
@@ -91,10 +76,7 @@ class FoldIn:
         ``plays`` (n,) positive finite weights; n >= 1."""
         weights = np.log1p(np.asarray(plays, dtype=np.float64))
         weights *= weights.shape[0] / weights.sum()
-        if self.method == "bpr":
-            p = self._fit_bpr(np.asarray(artists, dtype=np.int64), weights)
-        else:
-            p = self._fit_least_squares(np.asarray(artists, dtype=np.int64), weights)
+        p = self._fit_bpr(np.asarray(artists, dtype=np.int64), weights)
         query = np.empty(self.num_factors + 1, dtype=np.float32)
         query[:-1] = p
         query[-1] = 1.0
@@ -146,16 +128,6 @@ class FoldIn:
         weights = ((rank + 1.0) / m) ** c - (rank / m) ** c
         weights /= weights.sum()
         return pool[order], scores[order], weights.astype(np.float32)
-
-    def _fit_least_squares(self, artists: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        if self._gram is None:
-            factors = np.asarray(self.factors, dtype=np.float64)
-            self._gram = factors.T @ factors
-        positives = np.asarray(self.factors[artists], dtype=np.float64)
-        confidence = LEAST_SQUARES_ALPHA * weights
-        system = self._gram + (positives.T * confidence) @ positives
-        system[np.diag_indices_from(system)] += LEAST_SQUARES_LAMBDA
-        return np.linalg.solve(system, positives.T @ (1.0 + confidence))
 
 
 def popularity_order(listeners: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from index_service.holder import ModelHolder
-from index_service.serving_model import RecommendQuery
+from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQuery
 from index_service.watcher import Rejection
 from musicrec.rpc.errors import ServiceError
 from musicrec.rpc.interceptor import bounded_message, status_code_of
@@ -53,10 +53,30 @@ def add_index_servicer(servicer: "IndexServicer", server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
-def query_of(request: index_pb2.RecommendRequest) -> RecommendQuery:
-    """The domain's view of a RecommendRequest."""
-    return RecommendQuery(request.user_id, request.k, request.include_seen, tuple(request.exclude_artist_ids),
-                          tuple(request.only_artist_ids), request.offset)
+def _ids(repeated) -> tuple[str, ...]:
+    """A repeated string field as a tuple. Most requests leave these empty, and testing for that
+    costs less than copying nothing out of the message."""
+    return tuple(repeated) if repeated else ()
+
+
+def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
+    """The domain's view of a RecommendRequest (its repeated fields as tuples)."""
+    return RecommendQuery(request.user_id, k=request.k, include_seen=request.include_seen,
+                          exclude_artist_ids=_ids(request.exclude_artist_ids),
+                          only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
+
+
+def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery:
+    """The domain's view of a RecommendForHistoryRequest (its history as (artist id, plays) pairs)."""
+    return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), k=request.k,
+                        include_seen=request.include_seen, exclude_artist_ids=_ids(request.exclude_artist_ids),
+                        only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
+
+
+def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
+    """The domain's view of a SimilarArtistsRequest: of its ``artist`` oneof, the field not set
+    reads as empty."""
+    return SimilarQuery(request.artist_id, request.artist_name, request.k)
 
 
 def _status_of(error: ServiceError) -> tuple[int, str]:
@@ -79,24 +99,23 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     async def Recommend(self, request: index_pb2.RecommendRequest, context) -> bytes:
         """A serialized RecommendResponse."""
+        query = recommend_query(request)
         served = self._holder.acquire()
         with served as model:
-            ranking = model.recommend(request.user_id, request.k, request.include_seen,
-                                      request.exclude_artist_ids, request.only_artist_ids, request.offset)
+            ranking = model.recommend(query)
             return served.encoder.recommend(ranking)
 
     async def RecommendForHistory(self, request: index_pb2.RecommendForHistoryRequest, context) -> bytes:
         """A serialized RecommendResponse for a listener given by their history."""
+        query = history_query(request)
         served = self._holder.acquire()
         with served as model:
-            answer = model.recommend_for_history(
-                [(entry.artist_id, entry.plays) for entry in request.history], request.k, request.include_seen,
-                request.exclude_artist_ids, request.only_artist_ids, request.offset)
+            answer = model.recommend_for_history(query)
             return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
 
     async def BatchRecommend(self, request: index_pb2.BatchRecommendRequest, context) -> bytes:
         """A serialized BatchRecommendResponse: every request answered from one leased version."""
-        queries = [query_of(r) for r in request.requests]
+        queries = [recommend_query(r) for r in request.requests]
         served = self._holder.acquire()
         with served as model:
             results = model.batch_recommend(queries)
@@ -105,12 +124,10 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     async def SimilarArtists(self, request: index_pb2.SimilarArtistsRequest, context) -> bytes:
         """A serialized SimilarArtistsResponse."""
+        query = similar_query(request)
         served = self._holder.acquire()
         with served as model:
-            which = request.WhichOneof("artist")
-            result = model.similar(artist_id=request.artist_id if which == "artist_id" else None,
-                                   artist_name=request.artist_name if which == "artist_name" else None,
-                                   k=request.k)
+            result = model.similar(query)
             return served.encoder.similar(result.query, result.ranking)
 
     async def GetIndexInfo(self, request: index_pb2.GetIndexInfoRequest, context) -> index_pb2.GetIndexInfoResponse:

@@ -14,6 +14,10 @@ very search the fallback runs (``model_store.precompute``), so both paths give t
 order and scores. Everything else, and format-1 versions, goes to the search
 (``model_store.search``: exact or Annoy re-ranked exactly, as the manifest chose).
 
+Each request arrives as one frozen query (``RecommendQuery`` and ``HistoryQuery``, both a
+``ListenerQuery``; ``SimilarQuery``), made from the proto once by the servicer and carried as it is
+into these methods.
+
 Paging: a request for ranks offset .. offset + k - 1 is answered as a request for the top
 offset + k, sliced; both paths give the same ranking, so pages concatenate to the unpaged list.
 An allow-list (``only_artist_ids``) is ranked exactly over the allowed artists' rows
@@ -33,14 +37,13 @@ INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from model_store import LoadedVersion, Manifest
-from model_store.artifacts import name_index as build_name_index  # noqa: F401 (the rule, re-exported)
 from model_store.artifacts import name_key
 from model_store.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
@@ -91,16 +94,43 @@ def resolve_page(k: int, offset: int) -> tuple[int, int]:
     return k, offset
 
 
-@dataclass(frozen=True)
-class RecommendQuery:
-    """One Recommend request as the domain sees it (the servicer makes it from the proto once)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerQuery:
+    """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
+    ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
+    never returned, ``only_artist_ids`` (when given) the only artists ranked."""
 
-    user_id: str
     k: int = 0
     include_seen: bool = False
     exclude_artist_ids: tuple[str, ...] = ()
     only_artist_ids: tuple[str, ...] = ()
     offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendQuery(ListenerQuery):
+    """One Recommend request as the domain sees it (the servicer makes it from the proto once):
+    a listener of the training data, by ``user_id``."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery(ListenerQuery):
+    """One RecommendForHistory request: a listener the model does not know, given by their
+    ``history`` of (artist id, plays)."""
+
+    history: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarQuery:
+    """One SimilarArtists request: the query artist by ``artist_id`` or, when that is empty, by
+    ``artist_name``; ``k`` as in ``RecommendQuery``."""
+
+    artist_id: str = ""
+    artist_name: str = ""
+    k: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +168,7 @@ class SortedLookup:
             return None
         return int(self.targets[at]) if self.targets is not None else at
 
-    def get_many(self, keys: list[str]) -> np.ndarray:
+    def get_many(self, keys: Sequence[str]) -> np.ndarray:
         """Indices (int64) of the keys found, in input order; unknown keys are skipped."""
         if not keys or not self.size:
             return _NO_INDICES
@@ -156,7 +186,7 @@ class SortedLookup:
             found = self.targets[found].astype(np.int64)
         return found
 
-    def indices_or_missing(self, keys: list[str]) -> np.ndarray:
+    def indices_or_missing(self, keys: Sequence[str]) -> np.ndarray:
         """(len(keys),) int64: each key's index in input order, -1 where unknown."""
         out = np.full(len(keys), -1, dtype=np.int64)
         if not keys or not self.size:
@@ -241,32 +271,21 @@ class ServingModel:
             raise NotFound(f"unknown user_id {user_id!r}")
         return user
 
-    def recommend(self, user_id: str, k: int = 0, include_seen: bool = False,
-                  exclude_artist_ids: Sequence[str] = (), only_artist_ids: Sequence[str] = (),
-                  offset: int = 0) -> Ranking:
-        """Ranks offset .. offset + k - 1 of the artists by model score for ``user_id`` (factors .
-        factors + bias), best first; seen artists excluded unless ``include_seen``;
+    def recommend(self, query: RecommendQuery) -> Ranking:
+        """Ranks offset .. offset + k - 1 of the artists by model score for ``query.user_id``
+        (factors . factors + bias), best first; seen artists excluded unless ``include_seen``;
         ``exclude_artist_ids`` never returned (unknown ids ignored, at most ``MAX_EXCLUDED``);
         ``only_artist_ids``, when given, the only artists ranked (unknown ids ignored, at most
         ``MAX_ONLY``). Fewer than k when the catalog (or the allow-list) runs out."""
-        # The single call checks its arguments directly: no RecommendQuery per call (hot path).
-        return self._recommend_user(*self._checked(user_id, k, include_seen, exclude_artist_ids,
-                                                   only_artist_ids, offset))
+        return self._recommend_user(*self._checked(query))
 
-    def _user_request(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
-        """A checked batch entry (see ``_checked``)."""
-        return self._checked(query.user_id, query.k, query.include_seen, query.exclude_artist_ids,
-                             query.only_artist_ids, query.offset)
-
-    def _checked(self, user_id: str, k: int, include_seen: bool, exclude_artist_ids: Sequence[str],
-                 only_artist_ids: Sequence[str], offset: int
-                 ) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
+    def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
         """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None)."""
-        k, offset = resolve_page(k, offset)
-        user = self.user_index(user_id)
-        extra = self._artist_indices(exclude_artist_ids) if exclude_artist_ids else None
-        allowed = self._allowed_indices(only_artist_ids) if only_artist_ids else None
-        return user, k, offset, include_seen, extra, allowed
+        k, offset = resolve_page(query.k, query.offset)
+        user = self.user_index(query.user_id)
+        extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
+        allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
+        return user, k, offset, query.include_seen, extra, allowed
 
     def _from_lists(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
                     allowed: np.ndarray | None) -> Ranking | None:
@@ -315,13 +334,12 @@ class ServingModel:
         indices, scores = self.recommend_search.search_among(query, k, allowed)
         return Ranking(indices, scores)
 
-    def recommend_for_history(self, history: Sequence[tuple[str, float]], k: int = 0, include_seen: bool = False,
-                              exclude_artist_ids: Sequence[str] = (), only_artist_ids: Sequence[str] = (),
-                              offset: int = 0) -> HistoryRanking:
+    def recommend_for_history(self, query: HistoryQuery) -> HistoryRanking:
         """Ranks offset .. offset + k - 1 for a listener the model does not know, from their
         history of (artist id, plays): the listener's vector is fitted by ``self.fold_in``, then
         ranked as ``recommend`` ranks a user (the history's artists play the seen ones). Unknown
         history artists are ignored and reported; with none known, artists by listeners."""
+        history = query.history
         if len(history) > MAX_HISTORY:
             raise InvalidArgument(f"at most {MAX_HISTORY} history entries, got {len(history)}")
         ids = [artist_id for artist_id, _ in history]
@@ -330,9 +348,9 @@ class ServingModel:
         if bad.shape[0]:
             at = int(bad[0])
             raise InvalidArgument(f"history[{at}].plays must be a positive finite number, got {history[at][1]!r}")
-        k, offset = resolve_page(k, offset)
-        extra = self._artist_indices(exclude_artist_ids) if exclude_artist_ids else None
-        allowed = self._allowed_indices(only_artist_ids) if only_artist_ids else None
+        k, offset = resolve_page(query.k, query.offset)
+        extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
+        allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
         found = self.artists.indices_or_missing(ids)
         known = found >= 0
         unknown = tuple(dict.fromkeys(artist_id for artist_id, hit in zip(ids, known.tolist()) if not hit))
@@ -341,12 +359,12 @@ class ServingModel:
             return HistoryRanking(_page(self.popular(end, extra, allowed), offset), unknown, True)
         artists, inverse = np.unique(found[known], return_inverse=True)
         weights = np.bincount(inverse, weights=plays[known])  # an artist listed twice: plays summed
-        query = self.fold_in.fit(artists, weights)
-        exclude = extra if include_seen else (artists if extra is None else np.concatenate((artists, extra)))
+        listener = self.fold_in.fit(artists, weights)
+        exclude = extra if query.include_seen else (artists if extra is None else np.concatenate((artists, extra)))
         if allowed is not None:
-            ranking = self.search_among(query, end, allowed, exclude)
+            ranking = self.search_among(listener, end, allowed, exclude)
         else:
-            indices, scores = self.recommend_search.search(query, end, exclude)
+            indices, scores = self.recommend_search.search(listener, end, exclude)
             ranking = Ranking(indices, scores)
         return HistoryRanking(_page(ranking, offset), unknown, False)
 
@@ -383,7 +401,7 @@ class ServingModel:
         together = self.recommend_search.batches_exactly
         for position, query in enumerate(queries):
             try:
-                user, k, offset, include_seen, extra, allowed = self._user_request(query)
+                user, k, offset, include_seen, extra, allowed = self._checked(query)
                 end = offset + k
                 answer = self._from_lists(user, end, include_seen, extra, allowed)
                 if answer is not None:
@@ -403,13 +421,13 @@ class ServingModel:
                 results[position] = _page(Ranking(indices, scores), offset)
         return results  # type: ignore[return-value]
 
-    def similar(self, artist_id: str | None = None, artist_name: str | None = None, k: int = 0) -> SimilarRanking:
+    def similar(self, query: SimilarQuery) -> SimilarRanking:
         """The k artists closest to the query artist by cosine of their factors, itself excluded.
 
         The artist is given by id or by name (case-insensitive; among artists sharing the name,
         the one with the most listeners)."""
-        k = resolve_k(k)
-        artist = self.resolve_artist(artist_id, artist_name)
+        k = resolve_k(query.k)
+        artist = self.resolve_artist(query.artist_id, query.artist_name)
         if self.similar_top is not None and k <= self.similar_n:
             answer = _from_list(self.similar_top[artist], self.similar_top_scores[artist], k, None)
             if answer is not None:
@@ -422,7 +440,7 @@ class ServingModel:
         indices, scores = self.similar_search.search(artist, k)
         return Ranking(indices, scores)
 
-    def resolve_artist(self, artist_id: str | None = None, artist_name: str | None = None) -> int:
+    def resolve_artist(self, artist_id: str = "", artist_name: str = "") -> int:
         """Index of the artist named by id or name; NOT_FOUND if unknown, INVALID_ARGUMENT if neither."""
         if artist_id:
             index = self.artists.get(artist_id)
@@ -436,18 +454,16 @@ class ServingModel:
             return index
         raise InvalidArgument("give an artist_id or an artist_name")
 
-    def _artist_indices(self, artist_ids: Iterable[str]) -> np.ndarray:
-        ids = list(artist_ids)
-        if len(ids) > MAX_EXCLUDED:
-            raise InvalidArgument(f"at most {MAX_EXCLUDED} exclude_artist_ids, got {len(ids)}")
-        return self.artists.get_many(ids)
+    def _artist_indices(self, artist_ids: Sequence[str]) -> np.ndarray:
+        if len(artist_ids) > MAX_EXCLUDED:
+            raise InvalidArgument(f"at most {MAX_EXCLUDED} exclude_artist_ids, got {len(artist_ids)}")
+        return self.artists.get_many(artist_ids)
 
-    def _allowed_indices(self, artist_ids: Iterable[str]) -> np.ndarray:
+    def _allowed_indices(self, artist_ids: Sequence[str]) -> np.ndarray:
         """Sorted distinct indices of the known ids (possibly none: nothing is then ranked)."""
-        ids = list(artist_ids)
-        if len(ids) > MAX_ONLY:
-            raise InvalidArgument(f"at most {MAX_ONLY} only_artist_ids, got {len(ids)}")
-        return np.unique(self.artists.get_many(ids))
+        if len(artist_ids) > MAX_ONLY:
+            raise InvalidArgument(f"at most {MAX_ONLY} only_artist_ids, got {len(artist_ids)}")
+        return np.unique(self.artists.get_many(artist_ids))
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -455,13 +471,13 @@ class ServingModel:
         """Answer a few queries of each kind, by both paths, so first requests do not pay for
         page faults and lazy initialization."""
         for user in np.linspace(0, self.num_users - 1, min(queries, self.num_users)).astype(int).tolist():
-            self.recommend(str(self.user_ids[user]), DEFAULT_K)
+            self.recommend(RecommendQuery(str(self.user_ids[user]), k=DEFAULT_K))
             self.search_recommend(user, DEFAULT_K)
         for artist in np.linspace(0, self.num_artists - 1, min(queries, self.num_artists)).astype(int).tolist():
-            self.similar(artist_id=str(self.artist_ids[artist]), k=DEFAULT_K)
+            self.similar(SimilarQuery(artist_id=str(self.artist_ids[artist]), k=DEFAULT_K))
             self.search_similar(artist, DEFAULT_K)
-        history = [(str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists))]
-        self.recommend_for_history(history, DEFAULT_K)
+        history = tuple((str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists)))
+        self.recommend_for_history(HistoryQuery(history, k=DEFAULT_K))
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""

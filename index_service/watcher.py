@@ -5,7 +5,8 @@
 - The target is the newest version on disk that is not known bad, or only ``--version N`` when
   pinned. A version is validated (manifest, sizes, checksums, shapes: ``model_store.load_version``),
   loaded (arrays and Annoy memory-mapped), warmed up, and swapped in through ``ModelHolder.swap``.
-- A version that fails is logged with its reason and remembered as rejected together with the
+- A version that fails is logged with its reason (the model store's reason for a bad version,
+  the traceback for anything unexpected) and remembered as rejected together with the
   identity of its files (directory and manifest inode and mtime); it is retried only when that
   identity changes. The service keeps serving what it has.
 - If the served version disappears from disk it keeps being served from memory. If the
@@ -86,7 +87,8 @@ class VersionWatcher:
         """``recommend_method``/``similar_method`` override the manifests' search methods;
         ``precomputed`` False answers by search only (see ``ServingModel``). ``on_refused(kind)``
         is called (in the polling thread) for each refusal, ``kind`` one of "invalid" (the
-        model store refused it), "unreadable" (it could not be read or mapped), "warm_up"."""
+        model store refused it: logged in one line), "unreadable" (loading failed otherwise, e.g.
+        it could not be mapped: logged with the traceback), "warm_up" (with the traceback)."""
         self.models_dir = Path(models_dir)
         self.holder = holder
         self.pinned = pinned
@@ -150,11 +152,11 @@ class VersionWatcher:
         started = time.perf_counter()
         try:
             loaded = load_version(vdir)
-        except InvalidVersionError as exc:
+        except InvalidVersionError as exc:  # the model store's verdict on the files: its reason says it all
             self._reject(version, exc.reason, identity, "invalid")
             return None
-        except (OSError, MemoryError, ValueError) as exc:
-            self._reject(version, f"cannot load: {exc}", identity, "unreadable")
+        except Exception as exc:  # noqa: BLE001 - not a bad version (load_version says those): log the traceback
+            self._reject(version, f"cannot load: {type(exc).__name__}: {exc}", identity, "unreadable", exc)
             return None
         try:
             model = ServingModel(loaded, **self._methods)
@@ -163,17 +165,19 @@ class VersionWatcher:
             model.precomputed_answers = 0  # count what clients get, not the warm-up
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version, never the service
             loaded.close()
-            log.exception("version %d failed warm-up", version)
-            self._reject(version, f"failed warm-up: {type(exc).__name__}: {exc}", identity, "warm_up")
+            self._reject(version, f"failed warm-up: {type(exc).__name__}: {exc}", identity, "warm_up", exc)
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return ServedVersion(model=model, loaded_at=datetime.now(timezone.utc), load_duration_ms=elapsed_ms,
                              identity=identity, encoder=encoder)
 
-    def _reject(self, version: int, reason: str, identity: tuple, kind: str) -> None:
+    def _reject(self, version: int, reason: str, identity: tuple, kind: str,
+                unexpected: BaseException | None = None) -> None:
+        """Refuse ``version`` (logged, remembered, counted); an ``unexpected`` error's traceback is
+        logged with it."""
         log.warning("refusing model version %d: %s (still serving %s)", version, reason,
                     f"version {self.holder.current.version}" if self.holder.current else "nothing",
-                    extra={"version": version, "reason": kind})
+                    exc_info=unexpected, extra={"version": version, "reason": kind})
         self._rejected[version] = Rejection(version, reason, identity)
         self._publish_rejected()
         if self._on_refused is not None:

@@ -287,7 +287,7 @@ def test_history_rows(quick):
     part = results["parts"]["history"]
     (dataset,) = part["fold_in"]  # quick: Last.fm 2K, one seed
     assert dataset["dataset"] == "lastfm-2k" and dataset["seeds"] == 1 and dataset["heldout_users"] > 0
-    for key in ("fold_in_bpr_hr10", "fold_in_least_squares_hr10", "in_model_hr10", "popularity_hr10"):
+    for key in ("fold_in_bpr_hr10", "in_model_hr10", "popularity_hr10"):
         assert finite(dataset[key]) and 0.0 <= dataset[key] <= 1.0, key
     speed = part["speed"]
     assert speed["artists"] == 17_632 and speed["history_length"] == 100
@@ -303,7 +303,7 @@ def test_history_section_and_targets_from_a_part():
     run = {"seed": 0, "heldout_users": 189, "history_length_median": 45.0, "fold_in_bpr_hr10": 0.2,
            "in_model_hr10": 0.21, "popularity_hr10": 0.09}
     dataset = {"dataset": "lastfm-2k", "seeds": 1, "heldout_users": 189, "fold_in_bpr_hr10": 0.2,
-               "in_model_hr10": 0.21, "popularity_hr10": 0.09, "fold_in_least_squares_hr10": 0.15,
+               "in_model_hr10": 0.21, "popularity_hr10": 0.09,
                "fold_in_bpr_fit_ms_p50": 0.4, "vs_in_model": 0.2 / 0.21, "vs_popularity": 0.2 / 0.09,
                "per_run": [run]}
     speed = {"artists": 17_632, "factors": 64, "history_length": 100, "history_p50_ms": 2.5, "fit_p50_ms": 1.0,

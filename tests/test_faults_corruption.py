@@ -44,6 +44,7 @@ from test_faults_harness import (
     index_process,
     marked_model,
     publish_model,
+    tiny_model_index,
     wait_until,
 )
 
@@ -108,15 +109,8 @@ CASES += [
 def served(tmp_path_factory):
     """Version 1 (good) served by an index process; its log and client."""
     tmp = tmp_path_factory.mktemp("corruption")
-    models = tmp / "models"
-    publish_model(models)
-    process = index_process(tmp, models).start()
-    client = IndexClient(process.address)
-    client.wait_serving(1)
-    yield tmp, models, process, client
-    client.close()
-    if process.process.poll() is None:
-        assert process.stop() == 0, process.tail()
+    with tiny_model_index(tmp) as (models, process, client):
+        yield tmp, models, process, client
 
 
 def assert_serving_version_1(client: IndexClient) -> None:

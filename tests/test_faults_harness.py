@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -329,6 +330,26 @@ def files_request(path: str, fmt: int = 0, **fields) -> trainer_pb2.StartTrainin
         source=trainer_pb2.DataSource(files=trainer_pb2.FileSource(path=path, format=fmt, **fields)),
         hyperparameters=model_pb2.Hyperparameters(epochs=1),
         options=PUBLISH_ANYWAY)
+
+
+@contextlib.contextmanager
+def tiny_model_index(tmp: Path, *, retry: bool = True):
+    """The tiny known-answer model published as version 1 in ``tmp / "models"`` and served by an
+    index process: yields (models dir, process, its ``IndexClient``). At the end the process must
+    exit 0, whether the caller stopped it or not."""
+    models = tmp / "models"
+    publish_model(models)
+    process = index_process(tmp, models).start()
+    client = IndexClient(process.address, retry=retry)
+    try:
+        client.wait_serving(1)
+        yield models, process, client
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        client.close()
+    assert process.stop() == 0, process.tail()
 
 
 # -- /proc -----------------------------------------------------------------------------------

@@ -23,8 +23,7 @@ from test_faults_harness import (
     SERVING,
     TINY_U0_TOP3,
     IndexClient,
-    index_process,
-    publish_model,
+    tiny_model_index,
 )
 
 pytestmark = pytest.mark.slow
@@ -84,16 +83,9 @@ def page_error(k: int, offset: int) -> bool:
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fuzz-index")
-    models = tmp / "models"
-    publish_model(models)
-    process = index_process(tmp, models).start()
     # No retries: a retried UNAVAILABLE would hide a failure.
-    client = IndexClient(process.address, retry=False)
-    client.wait_serving(1)
-    yield process, client
-    client.close()
-    assert process.stop() == 0, process.tail()
+    with tiny_model_index(tmp_path_factory.mktemp("fuzz-index"), retry=False) as (_, process, client):
+        yield process, client
 
 
 def call_code(call, *args, **kwargs):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index_service.serving_model import MAX_K, ServingModel
+from index_service.serving_model import MAX_K, RecommendQuery, ServingModel, SimilarQuery
 from model_store import ModelArtifacts, load_version
 from model_store.ann_build import BuildSettings
 
@@ -70,10 +70,12 @@ def test_every_user_and_artist_same_answer_from_lists(both_paths):
     lists, search = both_paths
     for user in lists.user_ids.tolist():
         for k in (1, 3, LIST_N):
-            assert same(lists.recommend(user, k), search.recommend(user, k)), (user, k)
+            query = RecommendQuery(user, k=k)
+            assert same(lists.recommend(query), search.recommend(query)), (user, k)
     for artist in lists.artist_ids.tolist():
         for k in (1, 5, LIST_N):
-            assert same(lists.similar(artist_id=artist, k=k).ranking, search.similar(artist_id=artist, k=k).ranking)
+            query = SimilarQuery(artist_id=artist, k=k)
+            assert same(lists.similar(query).ranking, search.similar(query).ranking)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -82,8 +84,9 @@ def test_every_user_and_artist_same_answer_from_lists(both_paths):
 def test_random_requests_same_answer_either_path(both_paths, user, k, include_seen, exclude):
     lists, search = both_paths
     user_id = f"user-{user}"
-    excluded = [f"artist-{a}" for a in exclude]  # artist-40 and up are unknown: ignored
-    assert same(lists.recommend(user_id, k, include_seen, excluded), search.recommend(user_id, k, include_seen, excluded))
+    excluded = tuple(f"artist-{a}" for a in exclude)  # artist-40 and up are unknown: ignored
+    query = RecommendQuery(user_id, k=k, include_seen=include_seen, exclude_artist_ids=excluded)
+    assert same(lists.recommend(query), search.recommend(query))
 
 
 class Counting:
@@ -105,25 +108,25 @@ def test_lists_answer_without_search_and_fall_back_when_they_cannot(both_paths):
     lists, search = both_paths
     counter = Counting(lists)
     user = "user-0"
-    lists.recommend(user, LIST_N)
-    lists.recommend(user, 3, exclude_artist_ids=["artist-0", "nope"])
-    lists.similar(artist_id="artist-1", k=LIST_N)
-    lists.similar(artist_name="name 2", k=2)
+    lists.recommend(RecommendQuery(user, k=LIST_N))
+    lists.recommend(RecommendQuery(user, k=3, exclude_artist_ids=("artist-0", "nope")))
+    lists.similar(SimilarQuery(artist_id="artist-1", k=LIST_N))
+    lists.similar(SimilarQuery(artist_name="name 2", k=2))
     assert counter.calls == 0
     fallbacks = [
-        lambda: lists.recommend(user, LIST_N + 1),  # k > N
-        lambda: lists.recommend(user, 3, include_seen=True),  # the lists exclude seen artists
-        lambda: lists.similar(artist_id="artist-1", k=LIST_N + 1),  # k > N
+        lambda: lists.recommend(RecommendQuery(user, k=LIST_N + 1)),  # k > N
+        lambda: lists.recommend(RecommendQuery(user, k=3, include_seen=True)),  # the lists exclude seen artists
+        lambda: lists.similar(SimilarQuery(artist_id="artist-1", k=LIST_N + 1)),  # k > N
     ]
     # Exclusions that remove list entries, leaving fewer than k: the search finds the rest.
-    full_list = [str(lists.artist_ids[i]) for i in lists.recommend(user, LIST_N).indices.tolist()]
-    fallbacks.append(lambda: lists.recommend(user, LIST_N, exclude_artist_ids=full_list[:2]))
+    full_list = [str(lists.artist_ids[i]) for i in lists.recommend(RecommendQuery(user, k=LIST_N)).indices.tolist()]
+    fallbacks.append(lambda: lists.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2])))
     for n, request in enumerate(fallbacks, start=1):
         request()
         assert counter.calls == n
-    answer = lists.recommend(user, LIST_N, exclude_artist_ids=full_list[:2])
+    answer = lists.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2]))
     assert len(answer.indices) == LIST_N and not set(answer.indices.tolist()) & {int(a.split("-")[1]) for a in full_list[:2]}
-    assert same(answer, search.recommend(user, LIST_N, exclude_artist_ids=full_list[:2]))
+    assert same(answer, search.recommend(RecommendQuery(user, k=LIST_N, exclude_artist_ids=full_list[:2])))
 
 
 def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
@@ -133,10 +136,11 @@ def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
     try:
         assert model.recommend_n == 12  # min(50, artists)
         counter = Counting(model)
-        everything = model.recommend("u0", 12)
+        everything = model.recommend(RecommendQuery("u0", k=12))
         assert len(everything.indices) == 11 and counter.calls == 0  # 12 artists, 1 seen: list of 11
-        assert len(model.recommend("u0", 12, exclude_artist_ids=["a5"]).indices) == 10 and counter.calls == 0
-        assert len(model.recommend("u0", MAX_K).indices) == 11 and counter.calls == 1  # k > N: search
+        excluding_a5 = RecommendQuery("u0", k=12, exclude_artist_ids=("a5",))
+        assert len(model.recommend(excluding_a5).indices) == 10 and counter.calls == 0
+        assert len(model.recommend(RecommendQuery("u0", k=MAX_K)).indices) == 11 and counter.calls == 1  # k > N: search
     finally:
         model.close()
 
@@ -149,7 +153,8 @@ def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_a
     model = ServingModel(load_version(models_dir / str(manifest.model_version)))
     try:
         assert model.recommend_top is None and model.similar_top is None
-        assert [str(model.artist_ids[i]) for i in model.recommend("u0", 3).indices] == ["a1", "a2", "a11"]
+        top3 = model.recommend(RecommendQuery("u0", k=3)).indices
+        assert [str(model.artist_ids[i]) for i in top3] == ["a1", "a2", "a11"]
     finally:
         model.close()
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from index_service.serving_model import ServingModel
+from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
 from model_store.inner_product import user_query
 from model_store import ModelArtifacts, load_version, publish_version
 
@@ -101,8 +101,8 @@ def test_recommend_recall_over_all_users(lastfm_version, include_seen):
     items = annoy.recommend_search.items
     hits = total = 0
     for user_id in annoy.user_ids.tolist():
-        truth = exact.recommend(user_id, K, include_seen)
-        found = annoy.recommend(user_id, K, include_seen)
+        truth = exact.recommend(RecommendQuery(user_id, k=K, include_seen=include_seen))
+        found = annoy.recommend(RecommendQuery(user_id, k=K, include_seen=include_seen))
         query = user_query(annoy.user_factors[annoy.user_index(user_id)])
         hits += _tie_aware_hits(items[found.indices] @ query, float(truth.scores[-1]), len(truth.indices))
         total += len(truth.indices)
@@ -124,7 +124,7 @@ def test_similar_artists_recall_over_all_artists(lastfm_version):
         sims[np.arange(rows.shape[0]), rows] = -np.inf
         kth = -np.partition(-sims, K - 1, axis=1)[:, K - 1]
         for row, artist in enumerate(rows.tolist()):
-            found = annoy.similar(artist_id=annoy.artist_ids[artist], k=K).ranking.indices
+            found = annoy.similar(SimilarQuery(artist_id=annoy.artist_ids[artist], k=K)).ranking.indices
             assert artist not in found.tolist()
             hits += _tie_aware_hits(normalized[found] @ normalized[artist], float(kth[row]), K)
             total += K

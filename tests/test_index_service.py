@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -62,17 +65,32 @@ async def running(models_dir: Path, **config):
         await app.stop(0)
 
 
+@contextlib.asynccontextmanager
+async def serving(models_dir: Path, **config):
+    """``running``, from the moment health says SERVING (a version is loaded)."""
+    async with running(models_dir, **config) as (app, client):
+        await eventually(lambda: _healthy(client), "SERVING")
+        yield app, client
+
+
+def serve(models_dir: Path, check, **config) -> None:
+    """Run ``await check(app, client)`` against a service on ``models_dir`` once it is SERVING."""
+    async def main():
+        async with serving(models_dir, **config) as (app, client):
+            await check(app, client)
+
+    asyncio.run(main())
+
+
 async def eventually(check, what: str):
     """Await ``check()`` until it is truthy (bounded by WAIT_S); return its value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while True:
-        value = await check()
-        if value:
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not (value := await check()):
+                await asyncio.sleep(0.02)
             return value
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {WAIT_S} s: {what}")
-        await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
 
 
 async def _healthy(client: Client) -> bool:
@@ -112,111 +130,103 @@ def test_health_and_unavailable_until_a_version_arrives(models_dir, publish, tin
 def test_every_rpc_gives_the_known_answer(models_dir, publish, tiny_artifacts):
     publish(tiny_artifacts)
 
-    async def main():
-        async with running(models_dir) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            response = await client.recommend("u0", 3)
-            assert artist_ids(response) == ["a1", "a2", "a11"] and response.model_version == 1
-            assert [a.name for a in response.artists] == ["Artist 1", "Artist 2", "Artist 11"]
-            np.testing.assert_allclose([a.score for a in response.artists], [1.999, 0.998, 0.189], rtol=1e-5)
-            assert artist_ids(await client.recommend("u0", 3, include_seen=True)) == ["a0", "a1", "a2"]
-            assert artist_ids(await client.recommend("u0", 2, exclude_artist_ids=["a1", "unknown"])) == ["a2", "a11"]
-            assert len((await client.recommend("u0")).artists) == 10  # k = 0: the default
-            assert len((await client.recommend("u0", 1000)).artists) == 11  # catalog exhausted
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        response = await client.recommend("u0", 3)
+        assert artist_ids(response) == ["a1", "a2", "a11"] and response.model_version == 1
+        assert [a.name for a in response.artists] == ["Artist 1", "Artist 2", "Artist 11"]
+        np.testing.assert_allclose([a.score for a in response.artists], [1.999, 0.998, 0.189], rtol=1e-5)
+        assert artist_ids(await client.recommend("u0", 3, include_seen=True)) == ["a0", "a1", "a2"]
+        assert artist_ids(await client.recommend("u0", 2, exclude_artist_ids=["a1", "unknown"])) == ["a2", "a11"]
+        assert len((await client.recommend("u0")).artists) == 10  # k = 0: the default
+        assert len((await client.recommend("u0", 1000)).artists) == 11  # catalog exhausted
 
-            similar = await client.similar(artist_id="a3", k=4)
-            assert artist_ids(similar) == ["a4", "a5", "a2", "a1"]
-            assert (similar.artist.artist_id, similar.artist.name, similar.artist.score) == ("a3", "Artist 3", 1.0)
-            by_name = await client.similar(artist_name="THE TWINS", k=2)
-            assert by_name.artist.artist_id == "a7" and by_name.artist.name == "the twins"
-            assert artist_ids(by_name) == ["a6", "a8"]  # a7 = [0, 0, 2, .1]: a6 = [0, 0, 3, 0] is closest
-            assert by_name.model_version == 1
+        similar = await client.similar(artist_id="a3", k=4)
+        assert artist_ids(similar) == ["a4", "a5", "a2", "a1"]
+        assert (similar.artist.artist_id, similar.artist.name, similar.artist.score) == ("a3", "Artist 3", 1.0)
+        by_name = await client.similar(artist_name="THE TWINS", k=2)
+        assert by_name.artist.artist_id == "a7" and by_name.artist.name == "the twins"
+        assert artist_ids(by_name) == ["a6", "a8"]  # a7 = [0, 0, 2, .1]: a6 = [0, 0, 3, 0] is closest
+        assert by_name.model_version == 1
 
-            info = await client.info()
-            assert info.model.version == 1
-            assert (info.model.num_users, info.model.num_artists) == (8, 12)
-            assert info.model.hyperparameters.factors == 4 and info.model.hyperparameters.epochs == 1
-            assert info.model.metrics.hit_rate_at_10 == 0.5 and info.model.metrics.evaluated_users == 8
-            assert info.model.recommend_search.method in ("exact", "annoy")
-            assert info.model.similar_search.n_trees > 0
-            assert info.model.created_at.seconds > 0 and info.loaded_at.seconds > 0
-            assert info.load_duration_ms > 0 and not info.pinned and not info.rejected_versions
+        info = await client.info()
+        assert info.model.version == 1
+        assert (info.model.num_users, info.model.num_artists) == (8, 12)
+        assert info.model.hyperparameters.factors == 4 and info.model.hyperparameters.epochs == 1
+        assert info.model.metrics.hit_rate_at_10 == 0.5 and info.model.metrics.evaluated_users == 8
+        assert info.model.recommend_search.method in ("exact", "annoy")
+        assert info.model.similar_search.n_trees > 0
+        assert info.model.created_at.seconds > 0 and info.loaded_at.seconds > 0
+        assert info.load_duration_ms > 0 and not info.pinned and not info.rejected_versions
 
-    asyncio.run(main())
+    serve(models_dir, check)
 
 
 def test_every_error_has_its_status_code(models_dir, publish, tiny_artifacts):
     publish(tiny_artifacts)
     code = grpc.StatusCode
 
-    async def main():
-        async with running(models_dir) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            assert "nobody" in await expect_code(code.NOT_FOUND, client.recommend("nobody"))
-            assert "a404" in await expect_code(code.NOT_FOUND, client.similar(artist_id="a404"))
-            assert "Nobody Band" in await expect_code(code.NOT_FOUND, client.similar(artist_name="Nobody Band"))
-            await expect_code(code.INVALID_ARGUMENT, client.similar(k=3))
-            await expect_code(code.INVALID_ARGUMENT, client.recommend(""))
-            for k in (-1, 1001, 2**31 - 1):
-                await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", k))
-                await expect_code(code.INVALID_ARGUMENT, client.similar(artist_id="a0", k=k))
-            too_many = [f"x{i}" for i in range(1001)]
-            await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, exclude_artist_ids=too_many))
-            await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, only_artist_ids=["a1"] * 10_001))
-            for k, offset in ((10, -1), (10, 991), (1000, 1)):
-                await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", k, offset=offset))
-                await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], k, offset=offset))
-            for plays in (0.0, -2.0, float("nan"), float("inf")):
-                assert "plays" in await expect_code(code.INVALID_ARGUMENT, client.history([("a0", plays)], 3))
-            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)] * 1001, 3))
-            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, only_artist_ids=["a1"] * 10_001))
-            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, exclude_artist_ids=too_many))
-            one = index_pb2.RecommendRequest(user_id="u0", k=1)
-            assert "1000" in await expect_code(code.INVALID_ARGUMENT, client.batch(*[one] * 1001))
-            assert await client.health() == SERVING  # client mistakes never hurt the service
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        assert "nobody" in await expect_code(code.NOT_FOUND, client.recommend("nobody"))
+        assert "a404" in await expect_code(code.NOT_FOUND, client.similar(artist_id="a404"))
+        assert "Nobody Band" in await expect_code(code.NOT_FOUND, client.similar(artist_name="Nobody Band"))
+        await expect_code(code.INVALID_ARGUMENT, client.similar(k=3))
+        await expect_code(code.INVALID_ARGUMENT, client.recommend(""))
+        for k in (-1, 1001, 2**31 - 1):
+            await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", k))
+            await expect_code(code.INVALID_ARGUMENT, client.similar(artist_id="a0", k=k))
+        too_many = [f"x{i}" for i in range(1001)]
+        await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, exclude_artist_ids=too_many))
+        await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", 3, only_artist_ids=["a1"] * 10_001))
+        for k, offset in ((10, -1), (10, 991), (1000, 1)):
+            await expect_code(code.INVALID_ARGUMENT, client.recommend("u0", k, offset=offset))
+            await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], k, offset=offset))
+        for plays in (0.0, -2.0, float("nan"), float("inf")):
+            assert "plays" in await expect_code(code.INVALID_ARGUMENT, client.history([("a0", plays)], 3))
+        await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)] * 1001, 3))
+        await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, only_artist_ids=["a1"] * 10_001))
+        await expect_code(code.INVALID_ARGUMENT, client.history([("a0", 1)], 3, exclude_artist_ids=too_many))
+        one = index_pb2.RecommendRequest(user_id="u0", k=1)
+        assert "1000" in await expect_code(code.INVALID_ARGUMENT, client.batch(*[one] * 1001))
+        assert await client.health() == SERVING  # client mistakes never hurt the service
 
-    asyncio.run(main())
+    serve(models_dir, check)
 
 
 def test_history_batch_pages_and_allow_lists_over_grpc(models_dir, publish, tiny_artifacts):
     publish(tiny_artifacts)
     code = grpc.StatusCode
 
-    async def main():
-        async with running(models_dir) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            folded = await client.history([("a3", 10), ("nope", 1), ("a4", 2)], 1)
-            assert artist_ids(folded) == ["a5"] and list(folded.unknown_artist_ids) == ["nope"]
-            assert not folded.popularity_fallback and folded.model_version == 1
-            popular = await client.history([("nope", 1)], 2)
-            assert artist_ids(popular) == ["a7", "a4"] and popular.popularity_fallback
-            assert [a.score for a in popular.artists] == [9.0, 3.0]
-            plain = await client.recommend("u0", 3)
-            assert not plain.unknown_artist_ids and not plain.popularity_fallback
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        folded = await client.history([("a3", 10), ("nope", 1), ("a4", 2)], 1)
+        assert artist_ids(folded) == ["a5"] and list(folded.unknown_artist_ids) == ["nope"]
+        assert not folded.popularity_fallback and folded.model_version == 1
+        popular = await client.history([("nope", 1)], 2)
+        assert artist_ids(popular) == ["a7", "a4"] and popular.popularity_fallback
+        assert [a.score for a in popular.artists] == [9.0, 3.0]
+        plain = await client.recommend("u0", 3)
+        assert not plain.unknown_artist_ids and not plain.popularity_fallback
 
-            assert artist_ids(await client.recommend("u0", 2, offset=1)) == ["a2", "a11"]
-            assert artist_ids(await client.recommend("u0", 5, only_artist_ids=["a5", "a1", "zz"])) == ["a1", "a5"]
-            assert artist_ids(await client.history([("a3", 1)], 2, offset=1, include_seen=True)) == ["a4", "a5"]
+        assert artist_ids(await client.recommend("u0", 2, offset=1)) == ["a2", "a11"]
+        assert artist_ids(await client.recommend("u0", 5, only_artist_ids=["a5", "a1", "zz"])) == ["a1", "a5"]
+        assert artist_ids(await client.history([("a3", 1)], 2, offset=1, include_seen=True)) == ["a4", "a5"]
 
-            requests = [index_pb2.RecommendRequest(user_id="u0", k=3), index_pb2.RecommendRequest(user_id="nobody"),
-                        index_pb2.RecommendRequest(user_id="u2", k=2, include_seen=True, offset=1),
-                        index_pb2.RecommendRequest(user_id="u0", k=-1)]
-            batch = await client.batch(*requests)
-            assert [r.WhichOneof("result") for r in batch.results] == ["response", "error", "response", "error"]
-            for request, result in zip(requests, batch.results):
-                if result.WhichOneof("result") == "response":
-                    assert result.response == await client.index.Recommend(request)
-                else:
-                    with pytest.raises(grpc.aio.AioRpcError) as single:
-                        await client.index.Recommend(request)
-                    assert result.error.code == single.value.code().value[0]
-                    assert result.error.message == single.value.details()
-            assert batch.results[1].error.code == code.NOT_FOUND.value[0]
-            assert not (await client.batch()).results
+        requests = [index_pb2.RecommendRequest(user_id="u0", k=3), index_pb2.RecommendRequest(user_id="nobody"),
+                    index_pb2.RecommendRequest(user_id="u2", k=2, include_seen=True, offset=1),
+                    index_pb2.RecommendRequest(user_id="u0", k=-1)]
+        batch = await client.batch(*requests)
+        assert [r.WhichOneof("result") for r in batch.results] == ["response", "error", "response", "error"]
+        for request, result in zip(requests, batch.results):
+            if result.WhichOneof("result") == "response":
+                assert result.response == await client.index.Recommend(request)
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as single:
+                    await client.index.Recommend(request)
+                assert result.error.code == single.value.code().value[0]
+                assert result.error.message == single.value.details()
+        assert batch.results[1].error.code == code.NOT_FOUND.value[0]
+        assert not (await client.batch()).results
 
-    asyncio.run(main())
-
-    asyncio.run(main())
+    serve(models_dir, check)
 
 
 def rotating_model(version: int, num_artists: int = 30, num_users: int = 4) -> ModelArtifacts:
@@ -244,55 +254,53 @@ def test_hot_swap_under_load_never_fails_or_mixes_versions(models_dir, publish):
     publish(rotating_model(1))
     swaps = 6
 
-    async def main():
-        async with running(models_dir) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            served_objects = [app.holder.current]
-            stop = asyncio.Event()
-            seen_versions: set[int] = set()
-            failures: list[str] = []
-            answered = 0
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        served_objects = [app.holder.current]
+        stop = asyncio.Event()
+        seen_versions: set[int] = set()
+        failures: list[str] = []
+        answered = 0
 
-            async def hammer(channel_client: Client, user: str):
-                nonlocal answered
-                while not stop.is_set():
-                    try:
-                        response = await channel_client.recommend(user, 5)
-                    except grpc.aio.AioRpcError as error:
-                        failures.append(f"{error.code()}: {error.details()}")
-                        continue
-                    answered += 1
-                    seen_versions.add(response.model_version)
-                    if artist_ids(response) != expected_top(response.model_version, 5):
-                        failures.append(f"mixed answer for version {response.model_version}: {artist_ids(response)}")
+        async def hammer(channel_client: Client, user: str):
+            nonlocal answered
+            while not stop.is_set():
+                try:
+                    response = await channel_client.recommend(user, 5)
+                except grpc.aio.AioRpcError as error:
+                    failures.append(f"{error.code()}: {error.details()}")
+                    continue
+                answered += 1
+                seen_versions.add(response.model_version)
+                if artist_ids(response) != expected_top(response.model_version, 5):
+                    failures.append(f"mixed answer for version {response.model_version}: {artist_ids(response)}")
 
-            async with contextlib.AsyncExitStack() as stack:
-                clients = []
-                for _ in range(2):
-                    channel = await stack.enter_async_context(
-                        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}",
-                                                  options=channel_options([SERVICE_NAME])))
-                    clients.append(Client(channel))
-                workers = [asyncio.create_task(hammer(clients[i % 2], f"u{i % 4}")) for i in range(8)]
-                for version in range(2, 2 + swaps):
-                    await asyncio.to_thread(publish, rotating_model(version))
-                    await eventually(lambda v=version: _is_serving(client, v), f"version {version} served")
-                    served_objects.append(app.holder.current)
-                    before = answered
-                    await eventually(lambda b=before: _async_true(answered > b + 20), "traffic on the new version")
-                stop.set()
-                await asyncio.gather(*workers)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for _ in range(2):
+                channel = await stack.enter_async_context(
+                    grpc.aio.insecure_channel(f"127.0.0.1:{app.port}",
+                                              options=channel_options([SERVICE_NAME])))
+                clients.append(Client(channel))
+            workers = [asyncio.create_task(hammer(clients[i % 2], f"u{i % 4}")) for i in range(8)]
+            for version in range(2, 2 + swaps):
+                await asyncio.to_thread(publish, rotating_model(version))
+                await eventually(lambda v=version: _is_serving(client, v), f"version {version} served")
+                served_objects.append(app.holder.current)
+                before = answered
+                await eventually(lambda b=before: _async_true(answered > b + 20), "traffic on the new version")
+            stop.set()
+            await asyncio.gather(*workers)
 
-            assert failures == []
-            assert answered > 0
-            assert seen_versions >= set(range(2, 2 + swaps))
-            current = app.holder.current
-            for old in served_objects:
-                if old is not current:
-                    assert old.model.closed and old.users == 0  # old Annoy files unloaded
-            assert not current.model.closed
+        assert failures == []
+        assert answered > 0
+        assert seen_versions >= set(range(2, 2 + swaps))
+        current = app.holder.current
+        for old in served_objects:
+            if old is not current:
+                assert old.model.closed and old.users == 0  # old Annoy files unloaded
+        assert not current.model.closed
 
-    asyncio.run(main())
+    serve(models_dir, check)
 
 
 async def _async_true(value: bool) -> bool:
@@ -322,30 +330,28 @@ def _remove_manifest(vdir: Path) -> None:
 def test_corrupt_versions_are_refused_while_the_old_one_serves(models_dir, publish, tiny_artifacts, tmp_path):
     publish(tiny_artifacts)
 
-    async def main():
-        async with running(models_dir) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            staging = tmp_path / "staging"
-            for version, corrupt in ((2, _corrupt_checksum), (3, _truncate_annoy), (4, _remove_manifest)):
-                # Corrupted before it appears in the models dir, so the watcher never sees it whole.
-                publish(tiny_artifacts, into=staging, min_version=version)
-                corrupt(staging / str(version))
-                os.rename(staging / str(version), models_dir / str(version))
-                await eventually(lambda v=version: _rejected(client, v), f"version {version} rejected")
-                assert await client.health() == SERVING
-                response = await client.recommend("u0", 3)
-                assert artist_ids(response) == ["a1", "a2", "a11"] and response.model_version == 1
-            info = await client.info()
-            assert [r.version for r in info.rejected_versions] == [4, 3, 2]
-            reasons = {r.version: r.reason for r in info.rejected_versions}
-            assert "checksum mismatch" in reasons[2]
-            assert "similar.ann" in reasons[3]
-            assert "manifest.json" in reasons[4]
-            assert info.model.version == 1
-            publish(tiny_artifacts)  # a good version 5 is still taken
-            await eventually(lambda: _is_serving(client, 5), "version 5 served")
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        staging = tmp_path / "staging"
+        for version, corrupt in ((2, _corrupt_checksum), (3, _truncate_annoy), (4, _remove_manifest)):
+            # Corrupted before it appears in the models dir, so the watcher never sees it whole.
+            publish(tiny_artifacts, into=staging, min_version=version)
+            corrupt(staging / str(version))
+            os.rename(staging / str(version), models_dir / str(version))
+            await eventually(lambda v=version: _rejected(client, v), f"version {version} rejected")
+            assert await client.health() == SERVING
+            response = await client.recommend("u0", 3)
+            assert artist_ids(response) == ["a1", "a2", "a11"] and response.model_version == 1
+        info = await client.info()
+        assert [r.version for r in info.rejected_versions] == [4, 3, 2]
+        reasons = {r.version: r.reason for r in info.rejected_versions}
+        assert "checksum mismatch" in reasons[2]
+        assert "similar.ann" in reasons[3]
+        assert "manifest.json" in reasons[4]
+        assert info.model.version == 1
+        publish(tiny_artifacts)  # a good version 5 is still taken
+        await eventually(lambda: _is_serving(client, 5), "version 5 served")
 
-    asyncio.run(main())
+    serve(models_dir, check)
 
 
 async def _rejected(client: Client, version: int) -> bool:
@@ -356,13 +362,60 @@ def test_pinned_version_is_served_and_reported(models_dir, publish, tiny_artifac
     for _ in range(3):
         publish(tiny_artifacts)
 
-    async def main():
-        async with running(models_dir, pinned_version=2) as (app, client):
-            await eventually(lambda: _healthy(client), "SERVING")
-            assert (await client.recommend("u0", 1)).model_version == 2
-            publish(tiny_artifacts)
-            await asyncio.sleep(0.2)  # several polls: still version 2
-            info = await client.info()
-            assert info.pinned and info.model.version == 2
+    async def check(app: IndexServiceApp, client: Client) -> None:
+        assert (await client.recommend("u0", 1)).model_version == 2
+        publish(tiny_artifacts)
+        await asyncio.sleep(0.2)  # several polls: still version 2
+        info = await client.info()
+        assert info.pinned and info.model.version == 2
 
-    asyncio.run(main())
+    serve(models_dir, check, pinned_version=2)
+
+
+
+# -- the process: how it says that it cannot start or that it failed ------------------------------
+
+# Serves on a free port and shuts down at once, its stop failing after the real stop with an
+# OSError: a start-up error's type, raised when the service had long started.
+_FAILING_STOP = """
+import sys
+from index_service.__main__ import main
+from index_service.app import IndexServiceApp
+from musicrec.rpc.server import GrpcServer
+
+real_stop = IndexServiceApp.stop
+
+async def no_wait(self, *args):
+    return 0
+
+async def failing_stop(self, grace_s=None):
+    await real_stop(self, grace_s)
+    raise OSError("the disk went away while stopping")
+
+GrpcServer.wait_for_shutdown_signal = no_wait
+IndexServiceApp.stop = failing_stop
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _index_process(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+
+
+def test_a_start_up_error_is_one_line_and_exit_1(models_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _index_process("-m", "index_service", "--models-dir", str(models_dir), "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    assert f"cannot start: cannot bind 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr and "listening on" not in done.stderr
+
+
+def test_a_failure_after_start_is_logged_with_its_traceback_and_exit_1(models_dir):
+    done = _index_process("-c", _FAILING_STOP, "--models-dir", str(models_dir), "--port", "0")
+    assert done.returncode == 1, done.stderr
+    assert "listening on" in done.stderr and "index service failed while serving or stopping" in done.stderr
+    assert "Traceback" in done.stderr and "OSError: the disk went away while stopping" in done.stderr
+    assert "cannot start" not in done.stderr

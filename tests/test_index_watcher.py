@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ import pytest
 
 import index_service.watcher as watcher_module
 from index_service.holder import ModelHolder, ServedVersion
+from index_service.serving_model import RecommendQuery
 from index_service.watcher import VersionWatcher
 from model_store.format import MANIFEST_NAME, RECOMMEND_INDEX_FILE
 from model_store.checksums import file_digest
@@ -172,6 +174,39 @@ def test_a_bad_version_is_refused_once_and_the_old_one_kept(watcher, publish, mo
     assert watcher.rejected == []
 
 
+def test_only_unexpected_refusals_log_a_traceback(publish, models_dir, tiny_artifacts, monkeypatch, caplog):
+    """A bad version is the model store's verdict: one line. A load or warm-up that fails for any
+    other reason (here a bug) refuses the version too, with the traceback; the old one serves."""
+    kinds: list[str] = []
+    w = VersionWatcher(models_dir, ModelHolder(), on_refused=kinds.append)
+    publish(tiny_artifacts)
+    assert w.poll_once().version == 1
+    publish(tiny_artifacts)
+    corrupt_checksum(models_dir / "2")
+    publish(tiny_artifacts)
+    real_load = watcher_module.load_version
+
+    def load(path):
+        if path.name == "3":
+            raise RuntimeError("a bug while loading")
+        return real_load(path)
+
+    monkeypatch.setattr(watcher_module, "load_version", load)
+    with caplog.at_level(logging.WARNING, logger=watcher_module.__name__):
+        assert w.poll_once() is None  # 3, then 2: both refused
+        publish(tiny_artifacts)
+        monkeypatch.setattr(watcher_module.ServingModel, "warm_up", lambda self: 1 / 0)
+        assert w.poll_once() is None
+    assert served_version(w) == 1 and kinds == ["unreadable", "invalid", "warm_up"]
+    refusals = {r.version: r for r in caplog.records if r.getMessage().startswith("refusing")}
+    assert refusals[2].exc_info is None and "checksum mismatch" in refusals[2].getMessage()
+    assert refusals[3].exc_info[0] is RuntimeError
+    assert "cannot load: RuntimeError: a bug while loading" in refusals[3].getMessage()
+    assert refusals[4].exc_info[0] is ZeroDivisionError and "failed warm-up" in refusals[4].getMessage()
+    assert [r.version for r in w.rejected] == [4, 3, 2]
+    w.holder.clear()
+
+
 def test_served_version_survives_deletion_and_a_recreated_dir_wins(watcher, publish, models_dir, tiny_artifacts):
     for _ in range(3):
         publish(tiny_artifacts)
@@ -180,7 +215,7 @@ def test_served_version_survives_deletion_and_a_recreated_dir_wins(watcher, publ
     assert watcher.poll_once() is None
     assert served_version(watcher) == 3  # kept in memory
     with watcher.holder.acquire() as model:
-        assert model.recommend("u0", 1).indices.tolist() == [1]  # and still answering
+        assert model.recommend(RecommendQuery("u0", k=1)).indices.tolist() == [1]  # and still answering
     publish(tiny_artifacts)  # the recreated directory starts again at 1
     assert watcher.poll_once().version == 1
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_service.serving_model import ServingModel
+from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
 from model_store import FORMAT_VERSION, list_versions, load_version, validate_version
 from model_store.format import SUPPORTED_FORMATS, data_files
 from model_store.inner_product import item_vectors_with_bias, user_query
@@ -73,11 +73,11 @@ def test_golden_served_answers(fmt):
     try:
         assert (model.recommend_top is not None) == (fmt >= 2)
         # u0 heard a0: a1 .91, a2 .6, a4 .11, a5 .1, a3 0
-        ranking = model.recommend("u0", 5)
+        ranking = model.recommend(RecommendQuery("u0", k=5))
         assert ranking.indices.tolist() == [1, 2, 4, 5, 3]
         assert np.allclose(ranking.scores, [0.91, 0.6, 0.11, 0.1, 0.0], atol=1e-6)
-        assert model.recommend("u3", 6).indices.tolist() == [5, 1, 2, 0]  # heard a3, a4: 4 left
-        assert model.similar(artist_name="  ZETA \u00c9 ", k=2).query == 5
-        assert model.similar(artist_id="a3", k=2).ranking.indices.tolist() == [4, 5]
+        assert model.recommend(RecommendQuery("u3", k=6)).indices.tolist() == [5, 1, 2, 0]  # heard a3, a4: 4 left
+        assert model.similar(SimilarQuery(artist_name="  ZETA \u00c9 ", k=2)).query == 5
+        assert model.similar(SimilarQuery(artist_id="a3", k=2)).ranking.indices.tolist() == [4, 5]
     finally:
         model.close()
