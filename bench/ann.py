@@ -5,7 +5,7 @@ The task is the Recommend search itself: the 10 artists with the highest model s
 over every artist (the notebook's task; seen artists are not excluded here, so every method
 answers the same question). Methods, one query at a time, BLAS on one thread as in the service:
 
-- ``exact``: our serving brute force (``model_store.search.InnerProductSearch.exact``, numpy);
+- ``exact``: our serving brute force (``ranking.search.InnerProductSearch.exact``, numpy);
 - ``notebook annoy``: the original notebook's index, Annoy ``dot`` metric over ``[factors, bias]``,
   20 trees, default search_k, 10 results;
 - ``our annoy``: the version's own ``recommend.ann`` (angular over the extra-dimension transform)
@@ -15,7 +15,7 @@ answers the same question). Methods, one query at a time, BLAS on one thread as 
 - ``hnswlib``: inner-product HNSW (M 16, ef_construction 200) at several ``ef``, for reference.
 
 SimilarArtists (cosine) is measured the same way for exact, our Annoy path and hnswlib cosine.
-Recall is tie-aware, as in ``model_store.ann_build``: a returned artist counts when its exact score
+Recall is tie-aware, as in ``ranking.ann_build``: a returned artist counts when its exact score
 reaches the 10th best exact score (float32 rounding allowed).
 """
 
@@ -33,8 +33,8 @@ from threadpoolctl import threadpool_limits
 from bench.measures import Stopwatch, median, percentile
 from bench.settings import BenchSettings
 from model_store import load_version
-from model_store.inner_product import item_vectors_with_bias
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+from ranking.inner_product import item_vectors_with_bias
+from ranking.search import CosineSearch, InnerProductSearch, SearchParams
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from index_service.app import IndexServiceApp, IndexServiceConfig
 from index_service.response_encoding import ResponseEncoder
 from index_service.serving_model import HistoryQuery, ServingModel
 from model_store import ModelArtifacts, load_version, publish_version
-from model_store.ann_build import BuildSettings
+from ranking import BuildSettings, build_indexes
 from musicrec.rpc.server import ServerConfig
 from musicrec.v1 import index_pb2, index_pb2_grpc
 from trainer_service.hyperparameters import Hyperparameters  # no TensorFlow
@@ -132,11 +132,12 @@ def measure(artists: int, users: int, factors: int, reps: int, rounds: int) -> d
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = Path(tmp) / "models"
-        manifest = publish_version(models_dir, random_artifacts(users, artists, factors),
+        artifacts = random_artifacts(users, artists, factors)
+        indexes = build_indexes(artifacts, BuildSettings(n_jobs=1, tuning_budget_s=2.0, method="exact", similar_n=0))
+        manifest = publish_version(models_dir, artifacts, indexes=indexes,
                                    data_source="timing: random factors", data_fingerprint="0" * 64,
                                    num_interactions=users * 50, hyperparameters=_manifest_hyperparameters(),
-                                   metrics={}, build_settings=BuildSettings(n_jobs=1, tuning_budget_s=2.0,
-                                                                            method="exact", similar_n=0))
+                                   metrics={})
         model = ServingModel(load_version(models_dir / str(manifest.model_version)))
         results = {"artists": artists, "factors": factors, "users": users,
                    "recommend_method": model.recommend_params.method}

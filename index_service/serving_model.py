@@ -10,9 +10,9 @@ scan are made (``[artist_factors, artist_bias]`` transposed, normalized factors)
 Answers come from the version's precomputed lists (format 2) when they can: a Recommend with
 k <= the list length, seen artists excluded (the default), and enough artists left after
 ``exclude_artist_ids``; a SimilarArtists with k <= the list length. The lists were made by the
-very search the fallback runs (``model_store.precompute``), so both paths give the same artists,
+very search the fallback runs (``ranking.precompute``), so both paths give the same artists,
 order and scores. Everything else, and format-1 versions, goes to the search
-(``model_store.search``: exact or Annoy re-ranked exactly, as the manifest chose).
+(``ranking.search``: exact or Annoy re-ranked exactly, as the manifest chose).
 
 Each request arrives as one frozen query (``RecommendQuery`` and ``HistoryQuery``, both a
 ``ListenerQuery``; ``SimilarQuery``), made from the proto once by the servicer and carried as it is
@@ -45,9 +45,9 @@ import numpy as np
 
 from model_store import LoadedVersion, Manifest
 from model_store.artifacts import name_key
-from model_store.inner_product import item_vectors_with_bias, user_query
+from ranking.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
-from model_store.search import CosineSearch, InnerProductSearch, search_params
+from ranking.search import CosineSearch, InnerProductSearch, search_params
 from musicrec.rpc.errors import InvalidArgument, NotFound, ServiceError
 
 DEFAULT_K = 10

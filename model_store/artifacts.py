@@ -1,10 +1,14 @@
-"""The arrays that make up a trained model, as they are written to and read from a version."""
+"""What a version is made of, as it is written and read: the model's arrays, the lookups, the
+precomputed lists, and (when publishing) the built indexes with their search settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from annoy import AnnoyIndex
+
+from model_store.format import PrecomputedConfig, SearchConfig
 
 
 @dataclass(frozen=True)
@@ -181,3 +185,33 @@ class PrecomputedTop:
                                  f"expected ({rows}, {n}) float")
             if top.size and (top.min() < -1 or top.max() >= a):
                 raise ValueError(f"{name} holds artist indices out of range")
+
+
+@dataclass(frozen=True)
+class BuiltIndexes:
+    """What a publisher hands ``publish_version`` beside the model's arrays (made by
+    ``ranking.build_indexes``; the store only writes it down):
+
+    - ``recommend_index``: angular Annoy index over the A artists' augmented score vectors
+      (F + 2 dims); ``similar_index``: angular Annoy index over the (A, F) artist factors. Both
+      built and not yet saved: the writer saves them into the version directory.
+    - ``recommend`` / ``similar``: each search's settings and measured figures (the manifest's
+      ``recommend_search`` / ``similar_search``).
+    - ``top``: the precomputed lists; ``precomputed``: how they were made.
+    """
+
+    recommend: SearchConfig
+    similar: SearchConfig
+    recommend_index: AnnoyIndex
+    similar_index: AnnoyIndex
+    top: PrecomputedTop
+    precomputed: PrecomputedConfig
+
+    def check(self, artifacts: ModelArtifacts) -> None:
+        """Raise ValueError unless the indexes and lists were built for ``artifacts``."""
+        for name, index, config in (("recommend", self.recommend_index, self.recommend),
+                                    ("similar", self.similar_index, self.similar)):
+            if index.get_n_items() != artifacts.num_artists or index.f != config.dims:
+                raise ValueError(f"{name} index has {index.get_n_items()} items of {index.f} dims, expected "
+                                 f"{artifacts.num_artists} of {config.dims}")
+        self.top.check(artifacts, self.precomputed.recommend_n, self.precomputed.similar_n)

@@ -7,8 +7,9 @@ name a file outside that list, so it cannot point outside the version directory.
 - Format 1: the model arrays and both Annoy indexes; every file checksummed with SHA-256.
 - Format 2 (written now): format 1's files plus each user's and each artist's precomputed top
   answers (``PRECOMPUTED_FILES``) and the sorted lookups that replace dictionaries built at load
-  (``LOOKUP_FILES``); every file checksummed with BLAKE3 (about 2.4x SHA-256's speed on one core,
-  and it can use every core), and a ``precomputed`` section saying how the lists were made.
+  (``LOOKUP_FILES``); every file checksummed with BLAKE3 (faster than SHA-256 on one core, and it
+  can use every core, so verifying a version at load costs less; see docs/model-store.md),
+  and a ``precomputed`` section saying how the lists were made.
 Readers accept both formats.
 
 Either format may carry an optional ``training`` section (``TrainingRecord``: the quality gate's

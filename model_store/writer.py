@@ -5,6 +5,10 @@ writes ``manifest.json`` last, fsyncs the directory, renames it to ``MODELS_DIR/
 fsyncs ``MODELS_DIR``. A crash at any point leaves either no new version or a complete one; the
 leftover temporary directory is removed by the next publish. Publishers are serialized by an
 exclusive ``flock`` on ``MODELS_DIR/.publish.lock``.
+
+The publisher builds the indexes and precomputed lists first (``ranking.build_indexes``) and hands
+them to ``publish_version``, which only writes them: the store knows the files, not how they are
+made, and the lock is not held while they are built.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from annoy import AnnoyIndex
 
-from model_store.ann_build import BuildSettings, build_indexes
-from model_store.artifacts import Lookups, ModelArtifacts
+from model_store.artifacts import BuiltIndexes, Lookups, ModelArtifacts
 from model_store.checksums import file_digest
 from model_store.errors import PublishError
 from model_store.format import (
@@ -65,6 +69,10 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _save_index(path: Path, index: AnnoyIndex) -> None:
+    index.save(str(path))  # Annoy then serves the index object from the saved file, memory-mapped
 
 
 @contextlib.contextmanager
@@ -111,6 +119,7 @@ def publish_version(
     models_dir: str | os.PathLike,
     artifacts: ModelArtifacts,
     *,
+    indexes: BuiltIndexes,
     data_source: str,
     data_fingerprint: str,
     num_interactions: int,
@@ -118,18 +127,19 @@ def publish_version(
     metrics: dict,
     keep: int = DEFAULT_KEEP,
     min_version: int = 1,
-    build_settings: BuildSettings = BuildSettings(),
     hook: PublishHook | None = None,
     training: TrainingRecord | None = None,
 ) -> Manifest:
-    """Write ``artifacts`` as the next version of ``models_dir`` and return its manifest
-    (``training``: the optional manifest section on how it was trained).
+    """Write ``artifacts`` and ``indexes`` (built for them by ``ranking.build_indexes``) as the next
+    version of ``models_dir`` and return its manifest (``training``: the optional manifest section
+    on how it was trained).
 
     The version number is one more than the highest on disk and at least ``min_version`` (a
     trainer passes one more than the highest it ever published, so numbers keep growing even if
     the directory was emptied). Raises PublishError (nothing published) on any I/O failure.
     """
     artifacts.check()
+    indexes.check(artifacts)
     root = Path(models_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -141,7 +151,7 @@ def publish_version(
             tmp.mkdir()
             try:
                 manifest = _write_files(tmp, version, artifacts, data_source, data_fingerprint,
-                                        num_interactions, hyperparameters, metrics, build_settings, hook,
+                                        num_interactions, hyperparameters, metrics, indexes, hook,
                                         training)
                 _fsync_path(tmp, directory=True)
                 os.rename(tmp, root / str(version))
@@ -159,19 +169,17 @@ def publish_version(
 
 
 def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source: str, data_fingerprint: str,
-                 num_interactions: int, hyperparameters: dict, metrics: dict, build_settings: BuildSettings,
+                 num_interactions: int, hyperparameters: dict, metrics: dict, indexes: BuiltIndexes,
                  hook: PublishHook | None, training: TrainingRecord | None = None) -> Manifest:
     for name, filename in ARRAY_FILES.items():
         _save_array(tmp / filename, getattr(artifacts, name))
     lookups = Lookups.build(artifacts)
     for name, filename in LOOKUP_FILES.items():
         _save_array(tmp / filename, getattr(lookups, name))
-    built = build_indexes(
-        artifacts, str(tmp / RECOMMEND_INDEX_FILE), str(tmp / SIMILAR_INDEX_FILE), build_settings,
-    )
+    _save_index(tmp / RECOMMEND_INDEX_FILE, indexes.recommend_index)
+    _save_index(tmp / SIMILAR_INDEX_FILE, indexes.similar_index)
     for name, filename in PRECOMPUTED_FILES.items():
-        _save_array(tmp / filename, getattr(built.top, name))
-    recommend, similar = built.recommend, built.similar
+        _save_array(tmp / filename, getattr(indexes.top, name))
     algorithm = CHECKSUM_BY_FORMAT[FORMAT_VERSION]
     files = {}
     for path in sorted(tmp.iterdir()):
@@ -192,10 +200,10 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
         num_factors=artifacts.num_factors,
         hyperparameters=dict(hyperparameters),
         metrics=dict(metrics),
-        recommend_search=recommend,
-        similar_search=similar,
+        recommend_search=indexes.recommend,
+        similar_search=indexes.similar,
         files=files,
-        precomputed=built.precomputed,
+        precomputed=indexes.precomputed,
         training=training,
     )
     with open(tmp / MANIFEST_NAME, "x", encoding="utf-8") as fh:

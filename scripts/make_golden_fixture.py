@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model_store import FORMAT_VERSION, ModelArtifacts, publish_version  # noqa: E402
-from model_store.ann_build import BuildSettings  # noqa: E402
+from ranking import BuildSettings, build_indexes  # noqa: E402
 
 
 def golden_artifacts() -> ModelArtifacts:
@@ -42,9 +42,11 @@ def golden_artifacts() -> ModelArtifacts:
 def main() -> None:
     out = ROOT / "tests" / "fixtures" / "model_store" / f"format-{FORMAT_VERSION}"
     with tempfile.TemporaryDirectory() as tmp:
-        publish_version(tmp, golden_artifacts(), data_source="golden fixture", data_fingerprint="ab" * 32,
+        artifacts = golden_artifacts()
+        publish_version(tmp, artifacts, indexes=build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=4)),
+                        data_source="golden fixture", data_fingerprint="ab" * 32,
                         num_interactions=5, hyperparameters={"factors": 3, "epochs": 1},
-                        metrics={"hit_rate_at_10": 1.0}, build_settings=BuildSettings(n_trees=2, sample_size=4))
+                        metrics={"hit_rate_at_10": 1.0})
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from model_store import Manifest, ModelArtifacts, publish_version
-from model_store.ann_build import BuildSettings
+from ranking import BuildSettings, build_indexes
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -30,11 +30,12 @@ def models_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def publish(models_dir: Path) -> Callable[..., Manifest]:
-    """``publish(artifacts, into=None, **overrides) -> Manifest``: publish a version into
-    ``models_dir`` (or ``into``) with placeholder metadata (override any ``publish_version``
-    keyword)."""
+    """``publish(artifacts, into=None, build_settings=FAST_BUILD, **overrides) -> Manifest``: build
+    the indexes and publish a version into ``models_dir`` (or ``into``) with placeholder metadata
+    (override any ``publish_version`` keyword)."""
 
-    def _publish(artifacts: ModelArtifacts, into: Path | None = None, **overrides) -> Manifest:
+    def _publish(artifacts: ModelArtifacts, into: Path | None = None, build_settings: BuildSettings = FAST_BUILD,
+                 **overrides) -> Manifest:
         kwargs = dict(
             data_source="tests: hand-made factors",
             data_fingerprint="0" * 64,
@@ -42,10 +43,10 @@ def publish(models_dir: Path) -> Callable[..., Manifest]:
             hyperparameters={"factors": artifacts.num_factors, "epochs": 1, "seed": 0},
             metrics={"hit_rate_at_10": 0.5, "auc": 0.9, "evaluated_users": artifacts.num_users},
             keep=1000,
-            build_settings=FAST_BUILD,
         )
         kwargs.update(overrides)
-        return publish_version(into or models_dir, artifacts, **kwargs)
+        return publish_version(into or models_dir, artifacts, indexes=build_indexes(artifacts, build_settings),
+                               **kwargs)
 
     return _publish
 

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import FAST_BUILD, tiny_model
 from model_store import Manifest, ModelArtifacts, publish_version
+from ranking import build_indexes
 from musicrec.rpc.channel_config import IDEMPOTENT_RETRYABLE_CODES, channel_options
 from musicrec.v1 import index_pb2, index_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from service_processes import PYTHON, ServiceProcess, child_pids
@@ -69,9 +70,9 @@ def publish_model(models_dir: Path, artifacts: ModelArtifacts | None = None, **o
         data_source="tests: hand-made factors", data_fingerprint="0" * 64,
         num_interactions=max(1, int(artifacts.seen_indptr[-1])),
         hyperparameters={"factors": artifacts.num_factors}, metrics={"hit_rate_at_10": 0.5},
-        keep=1000, build_settings=FAST_BUILD)
+        keep=1000)
     kwargs.update(overrides)
-    return publish_version(models_dir, artifacts, **kwargs)
+    return publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, FAST_BUILD), **kwargs)
 
 
 def marked_model(version: int, num_users: int = 8, num_artists: int = 12, factors: int = 4,

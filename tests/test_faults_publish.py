@@ -61,12 +61,12 @@ KILLED_PUBLISH = textwrap.dedent("""
             die()
     writer._save_array = save_array
 
-    real_build = writer.build_indexes
-    def build_indexes(*args, **kwargs):
-        if STEP == "building-indexes":
+    real_save_index = writer._save_index
+    def save_index(path, index):
+        if STEP == "saving-indexes":
             die()
-        return real_build(*args, **kwargs)
-    writer.build_indexes = build_indexes
+        real_save_index(path, index)
+    writer._save_index = save_index
 
     def hook(step):
         if step == STEP:
@@ -76,7 +76,7 @@ KILLED_PUBLISH = textwrap.dedent("""
     print("published without being killed")
 """)
 
-STEPS_BEFORE_RENAME = ["before-files", "during-files", "building-indexes", "files-written", "manifest-written"]
+STEPS_BEFORE_RENAME = ["before-files", "during-files", "saving-indexes", "files-written", "manifest-written"]
 
 
 def publish_killed_at(models: Path, step: str, version: int) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """The precomputed path and the search path give identical answers, and every request the lists
 cannot answer falls back to the search.
 
-Identity: the lists are made by the serving search itself (``model_store.precompute``), so a list
+Identity: the lists are made by the serving search itself (``ranking.precompute``), so a list
 answer must equal the search answer exactly: same artists, same order (ties to the lower artist
 index), same float32 scores. Checked on a model built to be full of exact ties and over random
 requests (hypothesis), and on the tiny known-answer model.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from index_service.serving_model import MAX_K, RecommendQuery, ServingModel, SimilarQuery
 from model_store import ModelArtifacts, load_version
-from model_store.ann_build import BuildSettings
+from ranking import BuildSettings, build_indexes
 
 LIST_N = 8
 
@@ -49,11 +49,12 @@ def both_paths(tmp_path_factory):
     from model_store import publish_version
 
     models_dir = tmp_path_factory.mktemp("tied-models")
-    manifest = publish_version(models_dir, tied_artifacts(), data_source="tests: tied", data_fingerprint="0" * 64,
-                               num_interactions=1, hyperparameters={}, metrics={},
-                               build_settings=BuildSettings(n_trees=2, sample_size=10, n_jobs=1,
-                                                            tuning_budget_s=1.0, recommend_n=LIST_N,
-                                                            similar_n=LIST_N, method="exact"))
+    artifacts = tied_artifacts()
+    settings = BuildSettings(n_trees=2, sample_size=10, n_jobs=1, tuning_budget_s=1.0, recommend_n=LIST_N,
+                             similar_n=LIST_N, method="exact")
+    manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, settings),
+                               data_source="tests: tied", data_fingerprint="0" * 64,
+                               num_interactions=1, hyperparameters={}, metrics={})
     loaded = load_version(models_dir / str(manifest.model_version))
     assert manifest.precomputed.recommend_method == manifest.precomputed.similar_method == "exact"
     lists, search = ServingModel(loaded), ServingModel(loaded, precomputed=False)
@@ -161,9 +162,9 @@ def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_a
 
 def test_forked_precompute_matches_in_process(tmp_path):
     """Lists made by forked worker processes equal lists made in this process."""
-    from model_store.inner_product import item_vectors_with_bias
-    from model_store.precompute import precompute_top
-    from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+    from ranking.inner_product import item_vectors_with_bias
+    from ranking.precompute import precompute_top
+    from ranking.search import CosineSearch, InnerProductSearch, SearchParams
 
     art = tied_artifacts(num_users=9000, num_artists=60)  # > one chunk of rows: several tasks
     rec = InnerProductSearch(item_vectors_with_bias(art.artist_factors, art.artist_bias), None, SearchParams())

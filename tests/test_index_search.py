@@ -1,4 +1,4 @@
-"""The serving search (model_store.search) as the index service uses it: exact top-k with
+"""The serving search (ranking.search) as the index service uses it: exact top-k with
 deterministic ties, exclusions, and the Annoy path agreeing with brute force."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from model_store.inner_product import augment_items
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
+from ranking.inner_product import augment_items
+from ranking.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
 
 
 def reference_top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -22,10 +22,10 @@ from model_store import (
     read_manifest,
     validate_version,
 )
-from model_store.ann_build import BuildSettings
 from model_store.checksums import file_digest
-from model_store.inner_product import augment_items, item_vectors_with_bias, user_query
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
+from ranking import BuildSettings, build_indexes
+from ranking.inner_product import augment_items, item_vectors_with_bias, user_query
+from ranking.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = BuildSettings(n_trees=5, sample_size=20)
@@ -57,9 +57,10 @@ def block_artifacts(num_users=40, num_artists=30, factors=8, seed=0) -> ModelArt
 
 
 def publish(models_dir, artifacts=None, **kwargs):
-    return publish_version(models_dir, artifacts or block_artifacts(), data_source="test",
+    artifacts = artifacts or block_artifacts()
+    return publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, FAST), data_source="test",
                            data_fingerprint="0" * 64, num_interactions=120, hyperparameters={"factors": 8},
-                           metrics={"hit_rate_at_10": 0.5}, build_settings=FAST, **kwargs)
+                           metrics={"hit_rate_at_10": 0.5}, **kwargs)
 
 
 def test_publish_and_load_round_trip(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
 from model_store import FORMAT_VERSION, list_versions, load_version, validate_version
 from model_store.format import SUPPORTED_FORMATS, data_files
-from model_store.inner_product import item_vectors_with_bias, user_query
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams
+from ranking.inner_product import item_vectors_with_bias, user_query
+from ranking.search import CosineSearch, InnerProductSearch, SearchParams
 
 FIXTURES = Path(__file__).parent / "fixtures" / "model_store"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from model_store import ModelArtifacts, list_versions, publish_version
-from model_store.ann_build import BuildSettings
+from ranking import BuildSettings, build_indexes
 from musicrec.rpc.errors import InvalidArgument
 from trainer_service.data import DataError, DataSourceSpec
 from trainer_service.job_runner import JobRunner, TooManyWatchersError, TrainerShuttingDownError
@@ -77,7 +77,8 @@ def child_publishes_then_dies(request, conn, stop):
     )
     publish_version(request.models_dir, artifacts, data_source="scripted", data_fingerprint="0" * 64,
                     num_interactions=2, hyperparameters={"factors": 4}, metrics={"auc": 0.5},
-                    min_version=request.min_version, build_settings=BuildSettings(n_trees=2, sample_size=2))
+                    min_version=request.min_version,
+                    indexes=build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=2)))
     os.kill(os.getpid(), signal.SIGKILL)
 
 

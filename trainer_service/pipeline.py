@@ -61,7 +61,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
-from model_store.ann_build import BuildSettings
+from ranking import BuildSettings, build_indexes
 from model_store.format import TrainingRecord
 from trainer_service.distributed import ClusterChoice, LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.data import DataSourceSpec, Interactions, load_source, parse_source
@@ -476,9 +476,9 @@ def run_training(
         best_validation_hit_rate_at_10=fitted.best_validation_hit_rate_at_10,
         final_fit=options.final_fit, final_fit_epochs=refit_epochs, cluster=options.cluster_description(),
     )
-    publish_kwargs = {} if build_settings is None else {"build_settings": build_settings}
     manifest = publish_version(
         models_dir, artifacts,
+        indexes=build_indexes(artifacts, build_settings or BuildSettings()),
         data_source=interactions.source,
         data_fingerprint=interactions.fingerprint(),
         num_interactions=interactions.num_interactions,
@@ -487,7 +487,6 @@ def run_training(
         keep=keep,
         min_version=min_version,
         training=record,
-        **publish_kwargs,
     )
     seconds["publishing"] = time.perf_counter() - started
     emit(Progress("done", **progress, metrics=dict(metrics)))

@@ -1,6 +1,6 @@
 """Precomputing every user's and every artist's top answers when a version is published.
 
-Each list is made by the serving search itself (``model_store.search``, the method and settings
+Each list is made by the serving search itself (``ranking.search``, the method and settings
 the manifest chooses, one query at a time, BLAS on one thread), so a Recommend or SimilarArtists
 answered from a list is the answer the search path would give: the same artists, the same order,
 the same scores and tie rule. Large catalogs are split over worker processes (fork): Annoy holds
@@ -19,8 +19,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from model_store.artifacts import ModelArtifacts, PrecomputedTop
-from model_store.inner_product import user_query
-from model_store.search import CosineSearch, InnerProductSearch
+from ranking.inner_product import user_query
+from ranking.search import CosineSearch, InnerProductSearch
 
 DEFAULT_RECOMMEND_N = 50
 DEFAULT_SIMILAR_N = 50

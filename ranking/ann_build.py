@@ -1,7 +1,7 @@
 """Building a version's Annoy indexes and choosing their search settings from measurement.
 
 For each search (Recommend: inner product via the extra dimension; SimilarArtists: cosine), the
-builder measures recall@10 of the serving path (``model_store.search``) against brute force on a
+builder measures recall@10 of the serving path (``ranking.search``) against brute force on a
 sample of queries (tie-aware: an item tied with the 10th best counts as right), searches for the
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
 times brute force too, and records the faster one as the method to serve, except that large
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from annoy import AnnoyIndex
 
-from model_store.artifacts import ModelArtifacts, PrecomputedTop
+from model_store.artifacts import BuiltIndexes, ModelArtifacts
 from model_store.format import PrecomputedConfig, SearchConfig
-from model_store.inner_product import augment_items, item_vectors_with_bias, user_query
-from model_store.precompute import DEFAULT_RECOMMEND_N, DEFAULT_SIMILAR_N, list_recall_at_10, precompute_top
-from model_store.search import CosineSearch, InnerProductSearch, SearchParams, search_params
+from ranking.inner_product import augment_items, item_vectors_with_bias, user_query
+from ranking.precompute import DEFAULT_RECOMMEND_N, DEFAULT_SIMILAR_N, list_recall_at_10, precompute_top
+from ranking.search import CosineSearch, InnerProductSearch, SearchParams, search_params
 
 RECALL_TARGET = 0.98
 ANNOY_REQUIRED_FROM = 100_000
@@ -64,14 +64,13 @@ def default_n_trees(num_artists: int) -> int:
     return 60
 
 
-def build_angular_index(vectors: np.ndarray, n_trees: int, seed: int, n_jobs: int, path: str) -> AnnoyIndex:
-    """Build an angular Annoy index over ``vectors`` (n, d), save it to ``path``, return it loaded."""
+def build_angular_index(vectors: np.ndarray, n_trees: int, seed: int, n_jobs: int) -> AnnoyIndex:
+    """Build an angular Annoy index over ``vectors`` (n, d) in memory (the publish saves it)."""
     index = AnnoyIndex(int(vectors.shape[1]), "angular")
     index.set_seed(int(seed))
     for i, row in enumerate(vectors.tolist()):
         index.add_item(i, row)
     index.build(int(n_trees), n_jobs=n_jobs)
-    index.save(path)  # saving also memory-maps the saved file
     return index
 
 
@@ -208,21 +207,10 @@ def precompute_lengths(artifacts: ModelArtifacts, recommend: SearchConfig, simil
     return lengths[0], lengths[1]
 
 
-@dataclass(frozen=True)
-class BuiltIndexes:
-    """What ``build_indexes`` made: both searches' measured settings, and the precomputed lists
-    with how they were made."""
-
-    recommend: SearchConfig
-    similar: SearchConfig
-    top: PrecomputedTop
-    precomputed: PrecomputedConfig
-
-
-def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: str,
-                  settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
-    """Build both Annoy files, measure and choose their search settings (Recommend,
-    SimilarArtists), then precompute every user's and artist's top lists with the chosen searches.
+def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
+    """Build both Annoy indexes (in memory), measure and choose their search settings (Recommend,
+    SimilarArtists), then precompute every user's and artist's top lists with the chosen searches;
+    hand the result to ``model_store.publish_version``, which writes it.
 
     Recall and latency are measured on ``settings.sample_size`` random users and artists; the
     lists' recall@10 against exact search on the same samples.
@@ -234,7 +222,7 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
     k = min(RECALL_K, num_artists - 1) if num_artists > 1 else 1
 
     items = item_vectors_with_bias(artist_factors, artist_bias)
-    rec_index = build_angular_index(augment_items(items), n_trees, settings.seed, settings.n_jobs, recommend_path)
+    rec_index = build_angular_index(augment_items(items), n_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     users = rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False)
     rec_sample = [user_query(user_factors[u]) for u in users]
@@ -246,8 +234,7 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
         settings,
     )
 
-    sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs,
-                                    similar_path)
+    sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
     artists = rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False).tolist()
     similar = _choose(
@@ -260,13 +247,9 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
 
     # The lists come from the searches built exactly as the index service builds them.
     recommend_n, similar_n = precompute_lengths(artifacts, recommend, similar, settings)
-    try:
-        top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, search_params(recommend)),
-                                      CosineSearch(artist_factors, sim_index, search_params(similar)),
-                                      recommend_n, similar_n, settings.precompute_workers)
-    finally:
-        rec_index.unload()
-        sim_index.unload()
+    top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, search_params(recommend)),
+                                  CosineSearch(artist_factors, sim_index, search_params(similar)),
+                                  recommend_n, similar_n, settings.precompute_workers)
     seen = np.ascontiguousarray(artifacts.seen_indices, dtype=np.int64)
     indptr = artifacts.seen_indptr
     users = users.tolist()
@@ -283,4 +266,5 @@ def build_indexes(artifacts: ModelArtifacts, recommend_path: str, similar_path: 
                                                lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a]),
         seconds=round(seconds, 3),
     )
-    return BuiltIndexes(recommend, similar, top, precomputed)
+    return BuiltIndexes(recommend=recommend, similar=similar, recommend_index=rec_index, similar_index=sim_index,
+                        top=top, precomputed=precomputed)

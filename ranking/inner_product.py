@@ -1,6 +1,6 @@
 """Maximum inner product search through angular search (Bachrach et al. 2014).
 
-Annoy's ``dot`` metric is unreliable (recall@10 about 0.17 on BPR factors in Annoy 1.17.3), so
+Annoy's ``dot`` metric stays below the recall target on BPR factors (docs/benchmarks.md, section 3), so
 Recommend uses an angular index on augmented vectors instead, as benfred/implicit does: every
 item vector ``x`` gets one extra coordinate ``sqrt(M^2 - |x|^2)`` (M the largest norm) so all
 items have norm M, and the query gets a 0 there. The cosine between the augmented query and an

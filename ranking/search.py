@@ -11,7 +11,7 @@ the top k. The Annoy path passes the query as a Python list (Annoy reads sequenc
 element), filters exclusions in Python on Annoy's own list, and re-ranks the candidates exactly.
 
 The index service answers most requests from lists this same code made at publish
-(``model_store.precompute``); it searches only what the lists cannot answer.
+(``ranking.precompute``); it searches only what the lists cannot answer.
 """
 
 from __future__ import annotations
@@ -107,8 +107,14 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[_select(scores[candidates], k)]
 
 
-def _annoy_layout(index, params: SearchParams) -> bool:
-    return index is not None and params.method == "annoy"
+def _laid_out(matrix: np.ndarray, index, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix, its transpose), one of them the C-order copy: the rows for an Annoy search (it
+    re-ranks a few rows), the transpose for exact search (``query @ matrix_t`` scans it)."""
+    if index is not None and params.method == "annoy":
+        rows = np.ascontiguousarray(matrix)
+        return rows, rows.T
+    columns = np.ascontiguousarray(matrix.T)
+    return columns.T, columns
 
 
 class InnerProductSearch:
@@ -126,12 +132,7 @@ class InnerProductSearch:
         # The layout changes float rounding of exact scores, so a search is always built the
         # same way from the same params (the precomputed lists rely on it).
         items = np.asarray(items, dtype=np.float32)
-        if _annoy_layout(index, params):
-            self.items = np.ascontiguousarray(items)
-            self.items_t = self.items.T
-        else:
-            self.items_t = np.ascontiguousarray(items.T)
-            self.items = self.items_t.T
+        self.items, self.items_t = _laid_out(items, index, params)
         self.index = index
         self.params = params
         self.n_trees = index.get_n_trees() if index is not None else 0
@@ -212,12 +213,7 @@ class CosineSearch:
         factors = np.asarray(artist_factors, dtype=np.float32)
         normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), np.float32(1e-12))
         # The layout of InnerProductSearch, for the same reasons.
-        if _annoy_layout(index, params):
-            self.normalized = normalized
-            self.normalized_t = normalized.T
-        else:
-            self.normalized_t = np.ascontiguousarray(normalized.T)
-            self.normalized = self.normalized_t.T
+        self.normalized, self.normalized_t = _laid_out(normalized, index, params)
         self.index = index
         self.params = params
         self.n_trees = index.get_n_trees() if index is not None else 0
