@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 ## Both services on localhost, trained on the synthetic default (or DATA=dir), answering.
 run: $(STAMP)
-	$(PY) -m musicrec.launch --models-dir $(MODELS_DIR) $(if $(DATA),--data $(DATA),)
+	$(PY) -m launcher --models-dir $(MODELS_DIR) $(if $(DATA),--data $(DATA),)
 
 ## The test suite (unit, service, integration and black-box grpcurl tests).
 test: $(STAMP)

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from index_service.supervisor import add_worker_arguments
@@ -102,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     # The index service's own process management and event loop choice, so that the floor
     # differs from it only in its handlers.
     from index_service.__main__ import loop_factory
-    from index_service.supervisor import Supervisor, die_with_parent
+    from index_service.supervisor import Supervisor
+    from musicrec.process_lifetime import die_with_parent
 
     if args.workers > 1:
         return Supervisor(worker_argv(args), args.workers, args.host, args.port, args.grace).run()
     if args.supervisor_pid is not None:
-        die_with_parent(args.supervisor_pid)
+        die_with_parent(signal.SIGTERM, parent_pid=args.supervisor_pid)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
             return runner.run(serve(args))

@@ -1,7 +1,6 @@
-"""Small measuring tools: medians, percentiles, wall clocks, CPU time and memory of processes.
-
-No third-party imports needed: Linux ``/proc`` and ``resource``; psutil (the ``bench`` extra) is
-used for a process's unique memory when installed, and reads the same ``/proc`` files.
+"""Small measuring tools: medians, percentiles, wall clocks, CPU time and memory of processes
+(psutil, of the ``bench`` and ``dev`` extras, for other processes; ``resource`` for this one and
+its waited-for children).
 """
 
 from __future__ import annotations
@@ -11,9 +10,9 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+import psutil
 
 
 def median(values: Iterable[float]) -> float:
@@ -61,107 +60,71 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._started
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (all its threads), from /proc."""
-    return process_cpu_seconds_of(f"/proc/{pid}/stat")
-
-
-def main_thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the main thread of ``pid`` (its thread id is the pid): in a
-    Python ``grpc.aio`` server, the thread that runs the asyncio loop and every handler."""
-    return process_cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
-
-
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants now (from /proc/PID/task/TID/children), parents first."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
+    """``pid`` and its live descendants now, ``pid`` first ([] once ``pid`` has exited)."""
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _tree_sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
+    """``measure`` summed over ``pid`` and its live descendants; one that exits in between is skipped."""
+    total = 0.0
+    for member in process_tree(pid):
         try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{current}/task/{tid}/children", encoding="ascii") as fh:
-                    queue.extend(int(child) for child in fh.read().split())
-            except OSError:
-                continue
-    return found
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (a supervisor and its
-    workers); a process that exited in between is skipped."""
-    return sum(_cpu_or_zero(f"/proc/{p}/stat") for p in process_tree(pid))
-
-
-def tree_main_threads_cpu_seconds(pid: int) -> float:
-    """Sum of the main threads' CPU seconds over ``pid`` and its live descendants."""
-    return sum(_cpu_or_zero(f"/proc/{p}/task/{p}/stat") for p in process_tree(pid))
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and its live descendants, summed (shared pages counted in each)."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            total += process_rss_bytes(p)
-        except OSError:
+            total += measure(psutil.Process(member))
+        except psutil.NoSuchProcess:
             continue
     return total
 
 
-def _cpu_or_zero(stat_path: str) -> float:
-    try:
-        return process_cpu_seconds_of(stat_path)
-    except OSError:
-        return 0.0
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
-def process_cpu_seconds_of(stat_path: str) -> float:
-    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
-    # After the command name: field 3 is the state, so utime/stime (fields 14/15) are at 11/12.
-    with open(stat_path, encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+def _main_thread_cpu_seconds(process: psutil.Process) -> float:
+    """The main thread's (its thread id is the pid): in a Python ``grpc.aio`` server, the thread
+    that runs the asyncio loop and every handler."""
+    return sum(t.user_time + t.system_time for t in process.threads() if t.id == process.pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (a supervisor and its
+    workers), all threads."""
+    return _tree_sum(pid, _cpu_seconds)
+
+
+def tree_main_threads_cpu_seconds(pid: int) -> float:
+    """Sum of the main threads' user + system CPU seconds over ``pid`` and its live descendants."""
+    return _tree_sum(pid, _main_thread_cpu_seconds)
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its live descendants in bytes, summed (shared pages counted
+    in each)."""
+    return int(_tree_sum(pid, lambda process: process.memory_info().rss))
 
 
 def process_rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` in bytes (VmRSS from /proc; 0 when unknown)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of process ``pid`` in bytes. Raises OSError when the process is gone."""
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess as exc:
+        raise OSError(f"cannot read the memory of pid {pid}: {exc}") from None
 
 
 def process_memory_bytes(pid: int) -> dict[str, int]:
     """Memory of process ``pid`` in bytes: ``uss`` (unique: pages no other process maps, what
     the process frees when it exits), ``pss`` (each shared page divided among its users) and
-    ``rss`` (every resident page, shared ones included). psutil's ``memory_full_info()`` when
-    installed, else ``/proc/PID/smaps_rollup`` (the file psutil reads). Raises OSError when the
-    process is gone."""
+    ``rss`` (every resident page, shared ones included). Raises OSError when the process is gone
+    or unreadable."""
     try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            info = psutil.Process(pid).memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
-            raise OSError(f"cannot read the memory of pid {pid}: {exc}") from None
-        return {"uss": int(info.uss), "pss": int(getattr(info, "pss", 0)), "rss": int(info.rss)}
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
-        for line in fh:
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                fields[name] = int(parts[0]) * 1024
-    return {"uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-            + fields.get("Private_Hugetlb", 0), "pss": fields.get("Pss", 0), "rss": fields.get("Rss", 0)}
+        info = psutil.Process(pid).memory_full_info()
+    except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
+        raise OSError(f"cannot read the memory of pid {pid}: {exc}") from None
+    return {"uss": int(info.uss), "pss": int(getattr(info, "pss", 0)), "rss": int(info.rss)}
 
 
 def children_peak_rss_bytes() -> int:

@@ -33,7 +33,7 @@ same version, one with ``--metrics-port 0`` and one without; closed-loop Recomme
 else the Python generator) alternate between them, the order flipping every pair, and the medians
 of their throughputs and server CPU per request are compared (target: metrics on >= 0.95x off).
 
-The server's CPU time per request comes from ``/proc/PID/stat`` of the server and all its
+The server's CPU time per request comes from the CPU times (psutil) of the server and all its
 descendants (the supervisor and its workers) before and after each run. All on
 127.0.0.1; every run bounded in time (``load_seconds``) and requests.
 """
@@ -47,7 +47,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -59,23 +58,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from bench import h2load
 from bench.grpc_load import DEFAULT_K, METHODS, serialized_requests
 from bench.in_process import in_process_latency
-from bench.measures import (latency_summary_ms, median, process_memory_bytes, process_tree, tree_cpu_seconds,
+from bench.measures import (latency_summary_ms, median, process_memory_bytes, tree_cpu_seconds,
                             tree_main_threads_cpu_seconds, tree_rss_bytes)
 from bench.models import lastfm_version
 from bench.settings import REPO_ROOT, BenchSettings, child_env
+from launcher.processes import ServiceProcess
 from model_store import list_versions, read_manifest
 from model_store.format import MANIFEST_NAME, TEMP_PREFIX
 from model_store.writer import apply_retention
 
 log = logging.getLogger(__name__)
 
-_LISTENING = re.compile(r"listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)")
 _SERVING = re.compile(r"serving model version (\d+)")
-START_TIMEOUT_S = 120.0
 RPCS = ("recommend", "similar")
 # Room for gRPC's own deadline and process start-up beyond a run's planned length.
 _RUN_SLACK_S = 60.0
@@ -86,68 +85,26 @@ FULL_SCALE_ARTISTS = 160_000
 FULL_SCALE_INFLIGHT = 16
 
 
-class ServerProcess:
-    """A gRPC server as a child process on 127.0.0.1, port 0, its log in a file; started once
-    its log says ``listening on HOST:PORT`` (and ``_ready`` agrees)."""
+class ServerProcess(ServiceProcess):
+    """A gRPC server as a child process on 127.0.0.1, port 0, its log in a file (the launcher's
+    process harness); started once its log says ``listening on HOST:PORT`` (and ``_ready`` agrees)."""
 
     what = "server"
 
     def __init__(self, argv: list[str], log_path: Path, workers: int = 1):
-        self.argv = argv
-        self.log_path = log_path
+        super().__init__(self.what, argv, log_path, env=child_env(), cwd=REPO_ROOT, ready=self._ready)
         self.workers = workers
-        self.process: subprocess.Popen | None = None
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.address
 
     @property
     def command(self) -> str:
         return " ".join(["python"] + self.argv[1:])
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def _ready(self, text: str) -> bool:
         return True
-
-    def start(self) -> "ServerProcess":
-        """Start and wait until it listens and is ready (raises with the log's tail)."""
-        with open(self.log_path, "wb") as fh:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                            env=child_env(), cwd=REPO_ROOT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            text = self.log_text()
-            match = _LISTENING.search(text)
-            if match and self._ready(text):
-                self.port = int(match.group(1))
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the {self.what} did not start serving:\n{self.log_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
     def worker_pids(self) -> dict[int, int]:
         """{worker number: pid}: with ``--workers N`` the supervisor's children that carry
@@ -155,14 +112,13 @@ class ServerProcess:
         if self.workers <= 1:
             return {1: self.pid}
         found = {}
-        for pid in process_tree(self.pid)[1:]:
+        for child in psutil.Process(self.pid).children(recursive=True):
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    argv = fh.read().decode("utf-8", errors="replace").split("\0")
-            except OSError:
+                argv = child.cmdline()
+            except psutil.Error:  # exited in between
                 continue
             if "--worker-number" in argv[:-1]:
-                found[int(argv[argv.index("--worker-number") + 1])] = pid
+                found[int(argv[argv.index("--worker-number") + 1])] = child.pid
         return dict(sorted(found.items()))
 
 

@@ -147,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                           metrics_port=args.metrics_port, metrics_host=metrics_host).run()
 
     if args.supervisor_pid is not None:
-        from index_service.supervisor import die_with_parent
+        import signal
 
-        die_with_parent(args.supervisor_pid)
+        from musicrec.process_lifetime import die_with_parent
+
+        die_with_parent(signal.SIGTERM, parent_pid=args.supervisor_pid)
     from index_service.app import IndexServiceApp, IndexServiceConfig
 
     config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval_s,

@@ -44,8 +44,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from musicrec import process_lifetime
-
 log = logging.getLogger(__name__)
 
 RESTART_MIN_S = 0.5
@@ -83,12 +81,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a worker: ask the kernel for SIGTERM when the supervisor dies (Linux; no-op elsewhere).
-    If it already died (re-parented before the call), terminate now."""
-    process_lifetime.die_with_parent(signal.SIGTERM, parent_pid=parent_pid)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Tying a child process's life to its parent's: the one place that asks Linux for PR_SET_PDEATHSIG.
 
-Used by every process that starts children which must not outlive it: the launcher's services
-(``musicrec.launch``), the index supervisor's workers (``index_service.supervisor``) and the
-trainer's training process (``trainer_service.worker``). An orphan would keep a port bound, or
+Used by every process that starts children which must not outlive it: the process harness
+(``launcher.processes``: the launcher's, the tests' and the benchmark's services), the index
+supervisor's workers (``index_service.supervisor``), the trainer's training process
+(``trainer_service.worker``) and the distributed trainer's tasks. An orphan would keep a port bound, or
 publish a model behind a restarted trainer's back.
 
 No imports beyond the standard library: the index supervisor stays free of numpy and gRPC.

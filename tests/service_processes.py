@@ -1,84 +1,46 @@
-"""Helpers for tests that run the services as real OS processes on port 0.
+"""The services as real OS processes on port 0, for tests: the launcher's process harness
+(``launcher.processes``) with test failures.
 
-Each service logs ``... listening on HOST:PORT`` once its port is bound; ``ServiceProcess`` starts
-the command with its output in a log file, waits for that line (or the process's early exit, which
-fails the test with the log's tail), and stops it with SIGTERM.
+``ServiceProcess.start()`` waits for the ``listening on HOST:PORT`` line; a process that exits
+first, or does not listen in time, fails the test with ``AssertionError`` and its log's tail, and
+so does one that does not stop within ``STOP_TIMEOUT_S`` of SIGTERM.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-_LISTENING = re.compile(r"listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)")
+import psutil
+
+from launcher import processes
+
 # Generous: the machine is shared and these are not timing assertions, only hang protection.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 90.0
 PYTHON = sys.executable
 
 
-class ServiceProcess:
+class ServiceProcess(processes.ServiceProcess):
     """One service process; ``port`` is known once ``start()`` has returned."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path):
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.port: int | None = None
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> "ServiceProcess":
+        try:
+            return super().start(timeout_s)
+        except processes.ServiceStartError as exc:
+            raise AssertionError(str(exc)) from None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "ServiceProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            match = _LISTENING.search(self.log())
-            if match:
-                self.port = int(match.group(1))
-                return self
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {self.process.returncode} while starting:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"{self.name} did not listen within {START_TIMEOUT_S} s:\n{self.tail()}")
-            time.sleep(0.05)
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait: the exit status; AssertionError if it had to be killed."""
+        assert self.process is not None, f"{self.name} was not started"
+        code = super().stop(timeout_s)
+        if self.killed:
+            raise AssertionError(f"{self.name} did not stop within {timeout_s:g} s:\n{self.tail()}")
+        return code
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def stop(self) -> int:
-        """SIGTERM and wait; the exit status (killed and failed if it does not stop)."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop within {STOP_TIMEOUT_S} s:\n{self.tail()}") from None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """What this process has logged so far (``log_text``)."""
+        return self.log_text()
 
 
 def trainer(tmp: Path, models_dir: Path, data_dir: Path | None = None, *extra: str,
@@ -98,9 +60,8 @@ def index_service(tmp: Path, models_dir: Path, name: str = "index") -> ServicePr
 
 
 def child_pids(pid: int) -> list[int]:
-    """PIDs of the direct children of ``pid`` (Linux /proc)."""
+    """PIDs of the live direct children of ``pid`` ([] once it has exited)."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
         return []
-    return [int(p) for p in text.split()]

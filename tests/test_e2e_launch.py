@@ -1,7 +1,8 @@
-"""``python -m musicrec.launch --once`` end to end in a temporary directory: it starts both
+"""``python -m launcher --once`` end to end in a temporary directory: it starts both
 services, trains (tiny synthetic data, 3 epochs), waits for the index to serve the model, prints
 recommendations, similar artists and grpcurl commands, and stops both cleanly. A second run on the
-same models dir finds the model and does not retrain. A taken port fails with a clear message."""
+same models dir finds the model and does not retrain. A taken port fails with a clear message.
+An invalid version is named and skipped, never taken for "no model" in silence."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ TIMEOUT_S = 600  # hang protection only
 def launch(cwd, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("DATA", None)
-    return subprocess.run([sys.executable, "-m", "musicrec.launch", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=TIMEOUT_S)
 
 
@@ -53,3 +54,38 @@ def test_launch_refuses_a_taken_port(tmp_path):
                       "--index-port", "0")
     assert done.returncode == 2
     assert f"port {port}" in done.stdout and "already in use" in done.stdout and "--trainer-port" in done.stdout
+
+
+def test_newest_valid_version_names_and_skips_invalid_versions(models_dir, publish, tiny_artifacts, capsys):
+    from launcher.demo import newest_valid_version
+
+    for _ in range(3):
+        publish(tiny_artifacts)
+    (models_dir / "2" / "manifest.json").unlink()
+    factors = models_dir / "3" / "artist_factors.npy"
+    data = bytearray(factors.read_bytes())
+    data[-1] ^= 0xFF
+    factors.write_bytes(bytes(data))
+
+    assert newest_valid_version(models_dir) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2, out
+    assert out[0].startswith("model version 3 in ") and "artist_factors.npy checksum mismatch" in out[0]
+    assert out[1].startswith("model version 2 in ") and "cannot open manifest.json" in out[1]
+    assert all(line.endswith("; skipping it") for line in out)
+
+    (models_dir / "1" / "manifest.json").unlink()
+    assert newest_valid_version(models_dir) == 0  # none valid: the launcher trains
+
+
+def test_newest_valid_version_lets_an_unexpected_error_through(models_dir, publish, tiny_artifacts, monkeypatch):
+    import launcher.demo
+
+    publish(tiny_artifacts)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a bad version")
+
+    monkeypatch.setattr(launcher.demo, "validate_version", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        launcher.demo.newest_valid_version(models_dir)

@@ -6,7 +6,7 @@
 - ``IndexClient``/``TrainerClient``: blocking gRPC clients with the retrying channel options.
 - Known-answer models: ``tiny_model`` (conftest) and ``marked_model(v)``, whose top artist for
   user u0 is ``a{v % 12}``, so any response tells which version answered it.
-- ``/proc`` readings of a process: RSS, mapped files.
+- Readings of a process (psutil): RSS, mapped files, whether it has exited.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import FAST_BUILD, tiny_model
@@ -143,9 +144,9 @@ def training_child(trainer: ServiceProcess) -> int:
     def find() -> int | None:
         for pid in child_pids(trainer.process.pid):
             try:
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if any("spawn_main" in arg for arg in psutil.Process(pid).cmdline()):
                     return pid
-            except OSError:
+            except psutil.NoSuchProcess:
                 continue
         return None
 
@@ -155,7 +156,28 @@ def training_child(trainer: ServiceProcess) -> int:
 # -- clients ---------------------------------------------------------------------------------
 
 
-class IndexClient:
+class _HealthClient:
+    """A blocking channel (TLS with ``credentials``) and its health stub; ``with`` closes it."""
+
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None, options: list):
+        self.channel = (grpc.secure_channel(address, credentials, options=options) if credentials
+                        else grpc.insecure_channel(address, options=options))
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def health(self, service: str = "", timeout_s: float = 10.0) -> int:
+        return self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s).status
+
+
+class IndexClient(_HealthClient):
     """Blocking IndexService + health client with the shipped service config for a read-only
     service: retries UNAVAILABLE and CANCELLED (``retryable_codes`` to change), optionally
     ``wait_for_ready``; ``retry=False`` for none."""
@@ -166,22 +188,8 @@ class IndexClient:
         opts = list(options or [])
         if retry:
             opts += channel_options([INDEX_SERVICE], wait_for_ready=wait_for_ready, retryable_codes=retryable_codes)
-        self.channel = (grpc.secure_channel(address, credentials, options=opts) if credentials
-                        else grpc.insecure_channel(address, options=opts))
+        super().__init__(address, credentials, opts)
         self.stub = index_pb2_grpc.IndexServiceStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self) -> "IndexClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def health(self, service: str = "", timeout_s: float = 10.0) -> int:
-        return self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s).status
 
     def recommend(self, user_id: str, k: int = 0, timeout_s: float = 30.0, **kwargs) -> index_pb2.RecommendResponse:
         return self.stub.Recommend(index_pb2.RecommendRequest(user_id=user_id, k=k, **kwargs), timeout=timeout_s)
@@ -272,27 +280,12 @@ class Hammer:
             client.close()
 
 
-class TrainerClient:
+class TrainerClient(_HealthClient):
     """Blocking TrainerService + health client."""
 
     def __init__(self, address: str, *, credentials: grpc.ChannelCredentials | None = None):
-        opts = channel_options([TRAINER_SERVICE])
-        self.channel = (grpc.secure_channel(address, credentials, options=opts) if credentials
-                        else grpc.insecure_channel(address, options=opts))
+        super().__init__(address, credentials, channel_options([TRAINER_SERVICE]))
         self.stub = trainer_pb2_grpc.TrainerServiceStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self) -> "TrainerClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def health(self, service: str = "", timeout_s: float = 10.0) -> int:
-        return self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s).status
 
     def start(self, request: trainer_pb2.StartTrainingRequest | None = None, **kwargs) -> trainer_pb2.TrainingJob:
         return self.stub.StartTraining(request or trainer_pb2.StartTrainingRequest(), timeout=30, **kwargs)
@@ -353,28 +346,26 @@ def tiny_model_index(tmp: Path, *, retry: bool = True):
     assert process.stop() == 0, process.tail()
 
 
-# -- /proc -----------------------------------------------------------------------------------
+# -- process readings (psutil) ---------------------------------------------------------------
 
 
 def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    """Resident set size of ``pid`` in KiB."""
+    return psutil.Process(pid).memory_info().rss // 1024
 
 
 def mapped_files(pid: int, suffix: str = ".ann") -> list[str]:
     """Distinct files mapped by ``pid`` whose path ends with ``suffix`` (a deleted file still
-    mapped shows with " (deleted)" and counts)."""
-    paths = set()
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6:
-            path = parts[5].removesuffix(" (deleted)")
-            if path.endswith(suffix):
-                paths.add(parts[5])
-    return sorted(paths)
+    mapped counts: psutil names it by its old path)."""
+    return sorted({m.path for m in psutil.Process(pid).memory_maps(grouped=True) if m.path.endswith(suffix)})
+
+
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (exited, not yet reaped)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 # -- TLS -------------------------------------------------------------------------------------

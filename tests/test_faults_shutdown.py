@@ -18,8 +18,8 @@ restarts.)
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -31,20 +31,7 @@ from model_store import list_versions
 from musicrec.rpc.server import ServerConfig
 from musicrec.v1 import index_pb2, index_pb2_grpc, trainer_pb2
 from service_processes import STOP_TIMEOUT_S
-from test_faults_harness import (
-    NOT_SERVING,
-    SERVING,
-    TINY_U0_TOP3,
-    Hammer,
-    IndexClient,
-    TrainerClient,
-    index_process,
-    marked_model,
-    publish_model,
-    synthetic_request,
-    trainer_process,
-    wait_until,
-)
+import test_faults_harness as faults
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +63,11 @@ class HealthWatch:
 # -- index service, in process -----------------------------------------------------------------
 
 
-def _held_servicer(app: IndexServiceApp, entered: asyncio.Event, release: asyncio.Event) -> None:
-    """Make the app's Recommend wait for ``release`` once it has started (``entered``)."""
+async def _started_held_app(models: Path, release: asyncio.Event) -> tuple[IndexServiceApp, asyncio.Event]:
+    """An index app on port 0, started, whose Recommend waits for ``release`` once it has begun
+    (the returned event)."""
+    app = IndexServiceApp(IndexServiceConfig(models_dir=models, server=ServerConfig(port=0), poll_interval_s=0.02))
+    entered = asyncio.Event()
     original = IndexServicer.Recommend
 
     async def held(request, context):
@@ -86,32 +76,31 @@ def _held_servicer(app: IndexServiceApp, entered: asyncio.Event, release: asynci
         return await original(app.servicer, request, context)
 
     app.servicer.Recommend = held
+    await app.start()
+    return app, entered
 
 
 def test_index_stop_finishes_requests_in_flight_after_health_turns_not_serving(tmp_path):
     models = tmp_path / "models"
-    publish_model(models)
+    faults.publish_model(models)
 
     async def main():
-        app = IndexServiceApp(IndexServiceConfig(models_dir=models, server=ServerConfig(port=0),
-                                                 poll_interval_s=0.02))
-        entered, release = asyncio.Event(), asyncio.Event()
-        _held_servicer(app, entered, release)
-        await app.start()
+        release = asyncio.Event()
+        app, entered = await _started_held_app(models, release)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             stub = index_pb2_grpc.IndexServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
-            while (await health.Check(health_pb2.HealthCheckRequest())).status != SERVING:
+            while (await health.Check(health_pb2.HealthCheckRequest())).status != faults.SERVING:
                 await asyncio.sleep(0.02)
             in_flight = asyncio.ensure_future(stub.Recommend(index_pb2.RecommendRequest(user_id="u0", k=3)))
             await asyncio.wait_for(entered.wait(), 30)
             stopping = asyncio.ensure_future(app.stop(30))
-            while app.server.health._server_status.get("") != NOT_SERVING:
+            while app.server.health._server_status.get("") != faults.NOT_SERVING:
                 await asyncio.sleep(0.01)
             assert not stopping.done() and not in_flight.done()  # health first, the request still runs
             release.set()
             response = await in_flight
-            assert [a.artist_id for a in response.artists] == TINY_U0_TOP3
+            assert [a.artist_id for a in response.artists] == faults.TINY_U0_TOP3
             await stopping
         assert app.holder.current is None  # unloaded after the last request
 
@@ -121,14 +110,10 @@ def test_index_stop_finishes_requests_in_flight_after_health_turns_not_serving(t
 def test_index_stop_is_bounded_by_the_grace_period(tmp_path):
     """A request that never finishes is cancelled when the grace period ends; stop returns."""
     models = tmp_path / "models"
-    publish_model(models)
+    faults.publish_model(models)
 
     async def main():
-        app = IndexServiceApp(IndexServiceConfig(models_dir=models, server=ServerConfig(port=0),
-                                                 poll_interval_s=0.02))
-        entered, never = asyncio.Event(), asyncio.Event()
-        _held_servicer(app, entered, never)
-        await app.start()
+        app, entered = await _started_held_app(models, asyncio.Event())  # never released
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             stub = index_pb2_grpc.IndexServiceStub(channel)
             while app.holder.current is None:
@@ -149,23 +134,22 @@ def test_index_stop_is_bounded_by_the_grace_period(tmp_path):
 
 def test_index_process_sigterm_under_load(tmp_path):
     models = tmp_path / "models"
-    publish_model(models, marked_model(1))
-    index = index_process(tmp_path, models, "--grace", "5").start()
-    with IndexClient(index.address) as client:
+    faults.publish_model(models, faults.marked_model(1))
+    index = faults.index_process(tmp_path, models, "--grace", "5").start()
+    with faults.IndexClient(index.address) as client:
         client.wait_serving(1)
     watch = HealthWatch(index.address)
-    wait_until(lambda: watch.statuses[-1:] == [SERVING], "health watch reports SERVING")
-    with Hammer(index.address, 3) as hammer:
+    faults.wait_until(lambda: watch.statuses[-1:] == [faults.SERVING], "health watch reports SERVING")
+    with faults.Hammer(index.address, 3) as hammer:
         hammer.wait_for_more(300, "load before SIGTERM")
-        index.process.send_signal(signal.SIGTERM)
-        code = index.process.wait(STOP_TIMEOUT_S)
+        code = index.stop(STOP_TIMEOUT_S)
         hammer.wait_for_more(6, "load after the stop")
     watch.join()
     assert code == 0, index.tail()
     assert "index service stopped" in index.log()
     # Health went NOT_SERVING, then the watch ended normally (it does not hold the stop for the
     # grace period: fixed in musicrec/rpc/server.py HealthServicer).
-    assert watch.statuses[-1] == NOT_SERVING, watch.statuses
+    assert watch.statuses[-1] == faults.NOT_SERVING, watch.statuses
     assert watch.ended_with == grpc.StatusCode.OK
     unexpected = [e for e in hammer.errors if not e.startswith("StatusCode.UNAVAILABLE")]
     assert unexpected == [], unexpected[:5]
@@ -178,14 +162,14 @@ def test_index_process_sigterm_under_load(tmp_path):
 
 def test_trainer_sigterm_cancels_the_running_job_and_completes_its_watch(tmp_path):
     models = tmp_path / "models"
-    trainer = trainer_process(tmp_path, models, "--grace", "5", "--cancel-grace", "30").start()
+    trainer = faults.trainer_process(tmp_path, models, "--grace", "5", "--cancel-grace", "30").start()
     watch = HealthWatch(trainer.address)
     updates: list[trainer_pb2.TrainingJob] = []
     ended: list[grpc.StatusCode] = []
     try:
-        with TrainerClient(trainer.address) as client:
-            wait_until(lambda: watch.statuses[-1:] == [SERVING], "trainer health SERVING")
-            job = client.start(synthetic_request(epochs=10_000))
+        with faults.TrainerClient(trainer.address) as client:
+            faults.wait_until(lambda: watch.statuses[-1:] == [faults.SERVING], "trainer health SERVING")
+            job = client.start(faults.synthetic_request(epochs=10_000))
 
             def follow():
                 try:
@@ -198,10 +182,9 @@ def test_trainer_sigterm_cancels_the_running_job_and_completes_its_watch(tmp_pat
 
             reader = threading.Thread(target=follow, daemon=True)
             reader.start()
-            wait_until(lambda: any(u.progress.epoch >= 1 for u in updates), "training past its first epoch",
+            faults.wait_until(lambda: any(u.progress.epoch >= 1 for u in updates), "training past its first epoch",
                        timeout_s=240)
-            trainer.process.send_signal(signal.SIGTERM)
-            code = trainer.process.wait(STOP_TIMEOUT_S)
+            code = trainer.stop(STOP_TIMEOUT_S)
             reader.join(STOP_TIMEOUT_S)
         watch.join()
         assert code == 0, trainer.tail()
@@ -209,7 +192,7 @@ def test_trainer_sigterm_cancels_the_running_job_and_completes_its_watch(tmp_pat
         final = updates[-1]
         assert final.state == trainer_pb2.JOB_STATE_CANCELLED, final
         assert "shutting down" in final.error and final.published_version == 0
-        assert watch.statuses[-1] == NOT_SERVING, watch.statuses
+        assert watch.statuses[-1] == faults.NOT_SERVING, watch.statuses
         assert list_versions(models) == []
     finally:
         trainer.kill()

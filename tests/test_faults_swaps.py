@@ -3,10 +3,9 @@ can, while clients hammer a real index-service process.
 
 Checks: zero failed requests, every answer is the right one for the version that gave it, and
 afterwards the process holds the Annoy files of one version only (count of mapped ``.ann``
-files in /proc/PID/maps, deleted ones included) and its resident memory (VmRSS in
-/proc/PID/status) is back to its level before the swaps, within a margin far below what even a
-few leaked versions would cost (each version holds several MiB: arrays, id lists and dicts,
-query matrix). The figures are printed (run with ``-s``) and recorded in docs/reliability.md.
+files, deleted ones included) and its resident memory (RSS) is back to its level before the
+swaps, within a margin far below what even a few leaked versions would cost (each version holds
+several MiB: arrays, id lists and dicts, query matrix). The figures are printed (run with ``-s``) and recorded in docs/reliability.md.
 """
 
 from __future__ import annotations
