@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from musicrec.rpc.errors import InvalidArgument
 from trainer_service.data import generate
 from trainer_service.distributed import LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.distributed.local_cluster import ClusterError, LocalCluster
@@ -103,9 +104,9 @@ def test_cluster_task_with_bad_tf_config_exits_2_naming_the_problem():
 def test_unsupported_hyperparameters_fail_before_any_process_starts():
     data = generate("tiny", seed=0).interactions
     arrays = (data.users, data.artists, data.weights, data.num_users, data.num_artists)
-    with pytest.raises(ValueError, match="optimizer 'sgd' only"):
+    with pytest.raises(InvalidArgument, match="optimizer 'sgd' only"):
         open_trainer(*arrays, Hyperparameters(optimizer="adagrad"), LocalClusterSpec(1, 1))
-    with pytest.raises(ValueError, match="this process is the chief"):
+    with pytest.raises(InvalidArgument, match="this process is the chief"):
         open_trainer(*arrays, Hyperparameters(epochs=1), TFConfig.from_json(_tf_config("worker", 0)))
 
 
@@ -187,8 +188,8 @@ def test_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and
     mid-epoch is restarted by the local cluster and reconnected by the coordinator, and the epoch
     completes (its chunk re-runs on a live worker); a ps killed fails the next epoch with a
     ClusterError naming it. Every process is reaped."""
-    from trainer_service.bpr import train_bpr
     from trainer_service.distributed.trainer import DistributedBPRTrainer
+    from trainer_service.pipeline import fit
 
     split = _split(tiny, 1)
     hp = Hyperparameters(epochs=20, factors=16, batch_size=256, seed=1)
@@ -197,7 +198,7 @@ def test_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and
     def hit_rate(factors) -> float:
         return evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, split, selection).model.hit_rate_at_10
 
-    single = hit_rate(train_bpr(*_train_arrays(split), hp))
+    single = hit_rate(fit(*_train_arrays(split), hp).factors)
     with LocalCluster(LocalClusterSpec(ps=2, workers=2)) as cluster, \
             DistributedBPRTrainer(*_train_arrays(split), hp.with_overrides(epochs=hp.epochs + 2),
                                   cluster_resolver=cluster.config.cluster_resolver(),
