@@ -64,12 +64,13 @@ def measure_sampler(arrays, hp, triples: int) -> float:
 def measure_step(arrays, hp, calls: int) -> float:
     import tensorflow as tf
 
-    from trainer_service.bpr import BPRTrainer
+    from trainer_service.bpr import BPRTrainer, step_rates
 
     with BPRTrainer(*arrays, hp.with_overrides(epochs=1)) as trainer:
         chunks = [trainer._stream.next() for _ in range(min(calls, 3))]
         chunk = chunks[0]
-        args = (chunk.users, chunk.positives, chunk.negatives, tf.constant(chunk.count, tf.int32), trainer._rates())
+        args = (chunk.users, chunk.positives, chunk.negatives, tf.constant(chunk.count, tf.int32),
+                step_rates(trainer.hp, 0, trainer.samples_per_epoch))
         trainer._train_chunk(trainer._tables, trainer._accumulators, *args)  # compile
         trainer._stream.close()  # no sampler thread competing
         started, cpu = time.perf_counter(), time.process_time()
