@@ -5,6 +5,7 @@ TensorFlow's handling of a dead worker and a dead ps, and no process left behind
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -125,6 +126,17 @@ def _train_arrays(split):
     return split.train_users, split.train_artists, split.train_weights, split.num_users, split.num_artists
 
 
+def _in_own_process(body, *args) -> None:
+    """Run ``body(*args)`` in a fresh (spawned) process and re-raise its failure here.
+
+    TensorFlow connects a process to one cluster for its lifetime. Had the pytest process
+    connected, every function it compiled afterwards (later tests' training) would be registered
+    on the stopped cluster's tasks, and at exit the runtime would log an error per function and
+    task after pytest's summary. So tests that connect do it in a child of their own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(body, args)
+
+
 def _reaped(pids: list[int]) -> bool:
     return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
@@ -139,6 +151,10 @@ def _shard_layout(trainer) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny):
+    _in_own_process(_one_worker_gives_the_single_process_factors_and_tables_are_sharded, tiny)
+
+
+def _one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny):
     """With one worker the distributed trainer sees the same triples and learning rates as the
     single-process one and runs its pieces in order, so the factors agree to float rounding
     (12 minibatches per epoch in 4 scheduled pieces); each ps holds only its rows."""
@@ -183,6 +199,11 @@ def test_one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps(tiny):
+    _in_own_process(_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps,
+                    tiny)
+
+
+def _two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps(tiny):
     """ps=2, workers=2 on the tiny synthetic set: HR@10 close to the single-process trainer's with
     the same hyperparameters. Then, as TensorFlow's coordinator behaves: a worker killed
     mid-epoch is restarted by the local cluster and reconnected by the coordinator, and the epoch
