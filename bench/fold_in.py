@@ -61,10 +61,10 @@ def split(data, seed: int):
 
 
 def train(data, mask: np.ndarray, hp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from trainer_service.bpr import train_bpr  # noqa: PLC0415
+    from trainer_service.pipeline import fit  # noqa: PLC0415
 
-    factors = train_bpr(data.users[mask], data.artists[mask], data.weights[mask], data.num_users,
-                        data.num_artists, hp)
+    factors = fit(data.users[mask], data.artists[mask], data.weights[mask], data.num_users,
+                  data.num_artists, hp).factors
     return (np.asarray(factors.user_factors, np.float32), np.asarray(factors.artist_factors, np.float32),
             np.asarray(factors.artist_bias, np.float32))
 

@@ -8,7 +8,7 @@ trainer may record more than the proto shows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 _INT_TYPES = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
               FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64}
 _FLOAT_TYPES = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+# ModelVersion's fields that a Manifest holds under the same name and type.
+_MANIFEST_FIELDS = ("num_users", "num_artists", "num_interactions", "data_fingerprint", "data_source",
+                    "format_version", "size_bytes")
 
 
 def fill_numbers(message: Message, values: Mapping[str, float | int]) -> Message:
@@ -39,20 +42,24 @@ def fill_numbers(message: Message, values: Mapping[str, float | int]) -> Message
     return message
 
 
+def copy_fields(message: Message, source: object, names: Iterable[str] | None = None) -> Message:
+    """Set the fields of ``message`` named in ``names`` (None: every scalar field of the
+    message) to the same-named attributes of ``source``; return the message. AttributeError if
+    ``source`` lacks one: a field added to the proto must be added to its domain object."""
+    if names is None:
+        names = [field.name for field in message.DESCRIPTOR.fields
+                 if field.type != FieldDescriptor.TYPE_MESSAGE and not field.is_repeated]
+    for name in names:
+        setattr(message, name, getattr(source, name))
+    return message
+
+
 def search_settings(config: SearchConfig) -> model_pb2.SearchSettings:
-    """A manifest search config as ``SearchSettings``."""
-    return model_pb2.SearchSettings(
-        method=config.method,
-        n_trees=config.n_trees,
-        search_k=config.search_k,
-        candidates_per_result=config.candidates_per_result,
-        recall_at_10=config.recall_at_10,
-        recall_sample_size=config.recall_sample_size,
-        median_latency_ms=config.median_latency_ms,
-    )
+    """A manifest search config as ``SearchSettings`` (every field of the message)."""
+    return copy_fields(model_pb2.SearchSettings(), config)
 
 
-def timestamp(iso: str) -> Timestamp | None:
+def timestamp_from_iso(iso: str) -> Timestamp | None:
     """An RFC 3339 string ("2025-01-02T03:04:05.678Z") as a Timestamp; None if unparsable."""
     stamp = Timestamp()
     try:
@@ -65,23 +72,14 @@ def timestamp(iso: str) -> Timestamp | None:
 
 def model_version(manifest: Manifest) -> model_pb2.ModelVersion:
     """A version's manifest as ``ModelVersion``."""
-    message = model_pb2.ModelVersion(
-        version=manifest.model_version,
-        num_users=manifest.num_users,
-        num_artists=manifest.num_artists,
-        num_interactions=manifest.num_interactions,
-        data_fingerprint=manifest.data_fingerprint,
-        data_source=manifest.data_source,
-        hyperparameters=fill_numbers(model_pb2.Hyperparameters(), manifest.hyperparameters),
-        metrics=fill_numbers(model_pb2.EvaluationMetrics(), manifest.metrics),
-        recommend_search=search_settings(manifest.recommend_search),
-        similar_search=search_settings(manifest.similar_search),
-        format_version=manifest.format_version,
-        size_bytes=manifest.size_bytes,
-    )
+    message = copy_fields(model_pb2.ModelVersion(version=manifest.model_version), manifest, _MANIFEST_FIELDS)
+    message.hyperparameters.CopyFrom(fill_numbers(model_pb2.Hyperparameters(), manifest.hyperparameters))
+    message.metrics.CopyFrom(fill_numbers(model_pb2.EvaluationMetrics(), manifest.metrics))
+    message.recommend_search.CopyFrom(search_settings(manifest.recommend_search))
+    message.similar_search.CopyFrom(search_settings(manifest.similar_search))
     if not message.hyperparameters.HasField("factors"):
         message.hyperparameters.factors = manifest.num_factors  # the width actually used
-    created = timestamp(manifest.created_at)
+    created = timestamp_from_iso(manifest.created_at)
     if created is not None:
         message.created_at.CopyFrom(created)
     return message

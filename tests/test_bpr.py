@@ -19,11 +19,11 @@ tf = pytest.importorskip("tensorflow")
 from trainer_service.bpr import (  # noqa: E402
     BPRTrainer,
     _dedup_rows,
-    _hardest_negative,
     bpr_triple_gradients,
+    hardest_negative,
     learning_rate_factor,
-    train_bpr,
 )
+from trainer_service.pipeline import fit  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LASTFM_2K = SHARED_DATA / "lastfm-2k"
@@ -40,10 +40,13 @@ def _arrays(data):
     return data.users, data.artists, data.weights, data.num_users, data.num_artists
 
 
+def trained_factors(*arrays, hp: Hyperparameters):
+    """The trained factors of the pipeline's one epoch loop (``fit``) in this process."""
+    return fit(*arrays, hp).factors
+
+
 def _losses(data, hp: Hyperparameters) -> list[float]:
-    history = []
-    train_bpr(*_arrays(data), hp, on_epoch=lambda stats: history.append(stats.loss))
-    return history
+    return [epoch.loss for epoch in fit(*_arrays(data), hp).history]
 
 
 def test_loss_decreases_over_epochs(tiny):
@@ -64,9 +67,9 @@ def test_notebook_recipe_trains_with_adagrad_and_popularity_negatives(tiny):
 
 def test_same_seed_gives_identical_factors_and_another_seed_does_not(tiny):
     hp = Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7)
-    first = train_bpr(*_arrays(tiny), hp)
-    second = train_bpr(*_arrays(tiny), hp)
-    other = train_bpr(*_arrays(tiny), hp.with_overrides(seed=8))
+    first = trained_factors(*_arrays(tiny), hp=hp)
+    second = trained_factors(*_arrays(tiny), hp=hp)
+    other = trained_factors(*_arrays(tiny), hp=hp.with_overrides(seed=8))
     for name in ("user_factors", "artist_factors", "artist_bias"):
         assert np.array_equal(getattr(first, name), getattr(second, name)), name
     assert not np.array_equal(first.user_factors, other.user_factors)
@@ -74,12 +77,12 @@ def test_same_seed_gives_identical_factors_and_another_seed_does_not(tiny):
 
 _FINGERPRINT_SCRIPT = """
 import hashlib
-from trainer_service.bpr import train_bpr
 from trainer_service.data import generate
 from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.pipeline import fit
 d = generate("tiny", seed=0).interactions
-f = train_bpr(d.users, d.artists, d.weights, d.num_users, d.num_artists,
-              Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7))
+f = fit(d.users, d.artists, d.weights, d.num_users, d.num_artists,
+        Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7)).factors
 print(hashlib.sha256(f.user_factors.tobytes() + f.artist_factors.tobytes() + f.artist_bias.tobytes()).hexdigest())
 """
 
@@ -87,7 +90,7 @@ print(hashlib.sha256(f.user_factors.tobytes() + f.artist_factors.tobytes() + f.a
 @pytest.mark.slow
 def test_same_seed_gives_identical_factors_in_another_process(tiny):
     hp = Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7)
-    f = train_bpr(*_arrays(tiny), hp)
+    f = trained_factors(*_arrays(tiny), hp=hp)
     here = hashlib.sha256(f.user_factors.tobytes() + f.artist_factors.tobytes() + f.artist_bias.tobytes()).hexdigest()
     there = subprocess.run([sys.executable, "-c", _FINGERPRINT_SCRIPT], cwd=REPO, capture_output=True, text=True,
                            timeout=300, check=True).stdout.strip()
@@ -157,7 +160,7 @@ def test_hardest_negative_is_the_candidate_the_user_scores_highest():
     pu = tf.constant([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     candidates = tf.constant([[0, 0, 1], [1, 2, 3], [3, 3, 2]], tf.int32)  # (C=3, B=3)
     # user 0 scores 0, 1, 0.5, -1 for artists 0..3; user 1: 0, 0, 1.5, 0; user 2: 0, -1, 0.5, 1.
-    j, qj, bj = _hardest_negative(pu, Q, b, candidates)
+    j, qj, bj = hardest_negative(pu, Q, b, candidates)
     assert j.numpy().tolist() == [1, 2, 3]
     np.testing.assert_array_equal(qj.numpy(), tf.gather(Q, [1, 2, 3]).numpy())
     np.testing.assert_array_equal(bj.numpy(), [0.0, 0.5, 0.0])
@@ -171,7 +174,7 @@ def test_learning_rate_schedules():
 
 
 def test_the_defaults_rank_listened_artists_above_others_on_tiny(tiny):
-    f = train_bpr(*_arrays(tiny), Hyperparameters(epochs=8, factors=16, seed=1))
+    f = trained_factors(*_arrays(tiny), hp=Hyperparameters(epochs=8, factors=16, seed=1))
     rng = np.random.default_rng(0)
     others = rng.integers(0, tiny.num_artists, tiny.users.size)
     scores = lambda artists: (np.sum(f.user_factors[tiny.users] * f.artist_factors[artists], axis=1)  # noqa: E731
@@ -189,8 +192,8 @@ def test_defaults_clear_the_quality_floor_on_lastfm_2k():
     data = load_source(parse_source(f"hetrec:{LASTFM_2K}"))
     hp = Hyperparameters()
     split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
-    factors = train_bpr(split.train_users, split.train_artists, split.train_weights, split.num_users,
-                        split.num_artists, hp)
+    factors = trained_factors(split.train_users, split.train_artists, split.train_weights, split.num_users,
+                        split.num_artists, hp=hp)
     report = evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, split)
     assert report.model.evaluated_users > 1800
     assert report.model.hit_rate_at_10 >= 0.20

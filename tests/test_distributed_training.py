@@ -5,6 +5,7 @@ TensorFlow's handling of a dead worker and a dead ps, and no process left behind
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from musicrec.rpc.errors import InvalidArgument
 from trainer_service.data import generate
 from trainer_service.distributed import LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.distributed.local_cluster import ClusterError, LocalCluster
@@ -103,9 +105,9 @@ def test_cluster_task_with_bad_tf_config_exits_2_naming_the_problem():
 def test_unsupported_hyperparameters_fail_before_any_process_starts():
     data = generate("tiny", seed=0).interactions
     arrays = (data.users, data.artists, data.weights, data.num_users, data.num_artists)
-    with pytest.raises(ValueError, match="optimizer 'sgd' only"):
+    with pytest.raises(InvalidArgument, match="optimizer 'sgd' only"):
         open_trainer(*arrays, Hyperparameters(optimizer="adagrad"), LocalClusterSpec(1, 1))
-    with pytest.raises(ValueError, match="this process is the chief"):
+    with pytest.raises(InvalidArgument, match="this process is the chief"):
         open_trainer(*arrays, Hyperparameters(epochs=1), TFConfig.from_json(_tf_config("worker", 0)))
 
 
@@ -124,6 +126,17 @@ def _train_arrays(split):
     return split.train_users, split.train_artists, split.train_weights, split.num_users, split.num_artists
 
 
+def _in_own_process(body, *args) -> None:
+    """Run ``body(*args)`` in a fresh (spawned) process and re-raise its failure here.
+
+    TensorFlow connects a process to one cluster for its lifetime. Had the pytest process
+    connected, every function it compiled afterwards (later tests' training) would be registered
+    on the stopped cluster's tasks, and at exit the runtime would log an error per function and
+    task after pytest's summary. So tests that connect do it in a child of their own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(body, args)
+
+
 def _reaped(pids: list[int]) -> bool:
     return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
@@ -138,6 +151,10 @@ def _shard_layout(trainer) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny):
+    _in_own_process(_one_worker_gives_the_single_process_factors_and_tables_are_sharded, tiny)
+
+
+def _one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny):
     """With one worker the distributed trainer sees the same triples and learning rates as the
     single-process one and runs its pieces in order, so the factors agree to float rounding
     (12 minibatches per epoch in 4 scheduled pieces); each ps holds only its rows."""
@@ -182,13 +199,18 @@ def test_one_worker_gives_the_single_process_factors_and_tables_are_sharded(tiny
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps(tiny):
+    _in_own_process(_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps,
+                    tiny)
+
+
+def _two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fail_on_a_dead_ps(tiny):
     """ps=2, workers=2 on the tiny synthetic set: HR@10 close to the single-process trainer's with
     the same hyperparameters. Then, as TensorFlow's coordinator behaves: a worker killed
     mid-epoch is restarted by the local cluster and reconnected by the coordinator, and the epoch
     completes (its chunk re-runs on a live worker); a ps killed fails the next epoch with a
     ClusterError naming it. Every process is reaped."""
-    from trainer_service.bpr import train_bpr
     from trainer_service.distributed.trainer import DistributedBPRTrainer
+    from trainer_service.pipeline import fit
 
     split = _split(tiny, 1)
     hp = Hyperparameters(epochs=20, factors=16, batch_size=256, seed=1)
@@ -197,7 +219,7 @@ def test_two_workers_reach_single_process_quality_then_survive_a_dead_worker_and
     def hit_rate(factors) -> float:
         return evaluate(factors.user_factors, factors.artist_factors, factors.artist_bias, split, selection).model.hit_rate_at_10
 
-    single = hit_rate(train_bpr(*_train_arrays(split), hp))
+    single = hit_rate(fit(*_train_arrays(split), hp).factors)
     with LocalCluster(LocalClusterSpec(ps=2, workers=2)) as cluster, \
             DistributedBPRTrainer(*_train_arrays(split), hp.with_overrides(epochs=hp.epochs + 2),
                                   cluster_resolver=cluster.config.cluster_resolver(),

@@ -10,6 +10,7 @@ import pytest
 
 from trainer_service.evaluation import (
     LeaveOneOutSplit,
+    TrainingDiverged,
     evaluate,
     evaluate_model,
     evaluate_popularity,
@@ -118,7 +119,7 @@ def test_report_uses_the_manifest_key_names():
 def test_diverged_factors_are_refused():
     items = np.zeros((13, 1), np.float32)
     items[4] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(TrainingDiverged, match="NaN"):
         evaluate_model(np.ones((3, 1), np.float32), items, np.zeros(13, np.float32), CASE)
 
 

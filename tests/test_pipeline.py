@@ -20,14 +20,9 @@ from trainer_service.data import DataError, DataSourceSpec, generate
 from trainer_service.hyperparameters import Hyperparameters
 from scripted_trainer import TINY, ScriptedTrainer, scripted
 from trainer_service.evaluation import leave_one_out_split, validation_split
-from trainer_service.pipeline import (
-    EvaluationSettings,
-    Progress,
-    TrainingCancelled,
-    TrainingOptions,
-    run_training,
-)
+from trainer_service.pipeline import EvaluationSettings, TrainingCancelled, run_training
 from trainer_service.quality_gate import QualityGateRefused
+from trainer_service.training_request import Progress, TrainingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"hit_rate_at_10", "ndcg_at_10", "auc", "evaluated_users", "popularity_hit_rate_at_10",

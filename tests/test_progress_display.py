@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from trainer_service.pipeline import Progress
+from trainer_service.training_request import Progress
 from trainer_service.progress_display import ProgressDisplay
 
 

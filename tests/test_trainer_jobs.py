@@ -18,7 +18,7 @@ from trainer_service.jobs import (
     JobState,
     TrainerStateLockedError,
 )
-from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.training_request import Progress, TrainingRequest
 from trainer_service.scheduler import RetrainSchedule
 
 
@@ -188,7 +188,7 @@ def test_schedule_refuses_a_non_positive_interval():
 @pytest.mark.parametrize("cluster", [None, "ps=2,workers=3"])
 def test_a_jobs_training_options_survive_a_restart(tmp_path, cluster):
     from trainer_service.distributed import LocalClusterSpec
-    from trainer_service.pipeline import TrainingOptions
+    from trainer_service.training_request import TrainingOptions
 
     registry = JobRegistry(tmp_path)
     registry.open()

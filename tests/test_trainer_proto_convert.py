@@ -10,7 +10,7 @@ from trainer_service import proto_convert
 from trainer_service.data import FORMATS, PRESETS, DataSourceSpec
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import Job, JobState
-from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.training_request import Progress, TrainingOptions, TrainingRequest
 
 
 @pytest.mark.parametrize("message, spec", [
@@ -87,8 +87,6 @@ def test_job_to_proto():
 
 
 def test_training_options_from_and_to_proto():
-    from trainer_service.pipeline import TrainingOptions
-
     defaults = TrainingOptions()
     assert proto_convert.options_from_proto(trainer_pb2.TrainingOptions()) == defaults  # unset: the defaults
     assert set(proto_convert.GATE_FROM_PROTO) == set(trainer_pb2.QualityGate.values())
@@ -107,3 +105,21 @@ def test_training_options_from_and_to_proto():
     job.progress = Progress("training", epoch=2, total_epochs=2, best_epoch=1)
     sent = proto_convert.job_to_proto(job)
     assert sent.options == message and sent.progress.best_epoch == 1
+
+
+def test_a_start_request_becomes_one_resolved_training_request():
+    default = DataSourceSpec.synthetic("small")
+    request = proto_convert.training_request_from_proto(trainer_pb2.StartTrainingRequest(), default)
+    assert request == TrainingRequest(default, Hyperparameters(), TrainingOptions())
+    asked = trainer_pb2.StartTrainingRequest(
+        source=trainer_pb2.DataSource(synthetic=trainer_pb2.SyntheticSource(size=trainer_pb2.SYNTHETIC_SIZE_TINY,
+                                                                            seed=3)),
+        hyperparameters=model_pb2.Hyperparameters(epochs=7, learning_rate=0.5),
+        options=trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF, patience=2))
+    request = proto_convert.training_request_from_proto(asked, default)
+    assert request.source == DataSourceSpec.synthetic("tiny", seed=3)
+    assert request.hyperparameters == Hyperparameters(epochs=7, learning_rate=0.5)
+    assert request.options == TrainingOptions(gate="off", patience=2)
+    with pytest.raises(InvalidArgument, match=r"invalid hyperparameters: epochs must be in \[1, 10000\], got 0"):
+        proto_convert.training_request_from_proto(
+            trainer_pb2.StartTrainingRequest(hyperparameters=model_pb2.Hyperparameters(epochs=0)), default)

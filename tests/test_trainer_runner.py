@@ -19,9 +19,10 @@ from model_store import ModelArtifacts, list_versions, publish_version
 from ranking import BuildSettings, build_indexes
 from musicrec.rpc.errors import InvalidArgument
 from trainer_service.data import DataError, DataSourceSpec
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.job_runner import JobRunner, TooManyWatchersError, TrainerShuttingDownError
 from trainer_service.jobs import JobAlreadyRunningError, JobEndedError, JobNotFoundError, JobRegistry, JobState
-from trainer_service.pipeline import Progress
+from trainer_service.training_request import Progress, TrainingRequest
 from trainer_service.worker import Cancelled, Failed, Succeeded
 
 EPOCHS = 3
@@ -101,7 +102,8 @@ def run(coro):
 def test_a_job_streams_ordered_epochs_and_ends_succeeded(tmp_path):
     async def main():
         runner = make_runner(tmp_path, child_succeeds)
-        job = runner.start_job(None, {"epochs": EPOCHS, "factors": 8})
+        job = runner.start_job(TrainingRequest(DataSourceSpec.synthetic("tiny"),
+                                               Hyperparameters(epochs=EPOCHS, factors=8)))
         assert job.state is JobState.RUNNING
         assert job.request.source == DataSourceSpec.synthetic("tiny")
         assert (job.request.hyperparameters.epochs, job.request.hyperparameters.factors) == (EPOCHS, 8)
@@ -148,19 +150,15 @@ def test_second_start_while_running_is_already_exists_naming_the_job(tmp_path):
     assert list_versions(tmp_path / "models") == []
 
 
-def test_invalid_source_and_hyperparameters_are_refused_before_a_job_exists(tmp_path):
+def test_a_source_this_trainer_may_not_read_is_refused_before_a_job_exists(tmp_path):
     async def main():
         runner = make_runner(tmp_path, child_succeeds)
         with pytest.raises(InvalidArgument, match="invalid data source: .*contains '..'"):
-            runner.start_job(DataSourceSpec.files("../etc", "hetrec"))
+            runner.start_job(TrainingRequest(DataSourceSpec.files("../etc", "hetrec")))
         no_data_dir = JobRunner(runner.registry, tmp_path / "models", data_dir=None,
                                 default_source=DataSourceSpec.synthetic("tiny"), worker_target=child_succeeds)
         with pytest.raises(InvalidArgument, match="no --data-dir: only the synthetic generator"):
-            no_data_dir.start_job(DataSourceSpec.files("lastfm-2k", "hetrec"))
-        with pytest.raises(InvalidArgument, match=r"invalid hyperparameters: epochs must be in \[1, 10000\], got 0"):
-            runner.start_job(None, {"epochs": 0})
-        with pytest.raises(InvalidArgument, match="invalid hyperparameters: unknown hyperparameter"):
-            runner.start_job(None, {"colour": 1})
+            no_data_dir.start_job(TrainingRequest(DataSourceSpec.files("lastfm-2k", "hetrec")))
         with pytest.raises(JobNotFoundError):
             runner.get("nope")
         assert runner.registry.jobs() == []
@@ -254,3 +252,30 @@ def test_a_runner_refuses_a_default_source_it_could_never_read(tmp_path):
                   default_source=DataSourceSpec.synthetic("tiny"))
     with pytest.raises(DataError, match="contains '..'"):
         JobRunner(registry, tmp_path / "models", data_dir=tmp_path, default_source=DataSourceSpec.files("../x"))
+
+
+def test_a_domain_error_fails_the_job_in_one_line_and_a_bug_with_its_traceback_logged(tmp_path, monkeypatch,
+                                                                                         caplog):
+    from trainer_service import pipeline, worker
+    from trainer_service.evaluation import TrainingDiverged
+
+    request = worker.WorkerRequest(training=TrainingRequest(DataSourceSpec.synthetic("tiny")),
+                                   models_dir=str(tmp_path), data_dir=None, keep=1, min_version=1)
+    raised: list[Exception] = []
+
+    def training_that_raises(*args, **kwargs):
+        raise raised[-1]
+
+    monkeypatch.setattr(pipeline, "run_training", training_that_raises)
+    raised.append(TrainingDiverged("training diverged in epoch 3 (loss nan): lower the learning rate"))
+    assert worker.run_request(request, lambda progress: None, lambda: False) == Failed(
+        "training diverged in epoch 3 (loss nan): lower the learning rate")
+    raised.append(DataError("plays.csv line 3: plays must be a number, got 'x'"))
+    assert worker.run_request(request, lambda progress: None, lambda: False) == Failed(
+        "plays.csv line 3: plays must be a number, got 'x'")
+    assert not caplog.records
+    raised.append(ValueError("a bug: index 7 out of range"))
+    with caplog.at_level("ERROR", logger="trainer_service.worker"):
+        result = worker.run_request(request, lambda progress: None, lambda: False)
+    assert result == Failed(worker.UNEXPECTED_ERROR) and "index 7" not in result.error
+    assert caplog.records[-1].exc_info is not None and "index 7 out of range" in caplog.text

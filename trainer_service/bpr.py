@@ -1,32 +1,28 @@
-"""BPR matrix factorization in TensorFlow: the model, the hand-written sparse step, the epoch loop.
+"""BPR matrix factorization in TensorFlow: the model, the hand-written sparse step, the trainer.
 
 The model (as in the original notebook): user factors P (U, F), artist factors Q (A, F) and an
 artist bias b (A,); the score of user u for artist a is ``P[u] . Q[a] + b[a]``. The objective of a
 triple (u, i, j) is ``-log sigmoid(x_uij) + L2`` (see ``trainer_service.hyperparameters``).
 
 Why not Keras: Keras 3 (shipped with TF 2.21) breaks the notebook's ``add_loss`` code, and a
-GradientTape with a Keras optimizer over whole tables trains ~0.3M triples/s at Last.fm 360K scale.
+GradientTape with a Keras optimizer over whole tables is several times slower than sparse updates.
 Instead the gradients are written by hand and applied with scatter updates on ``tf.Variable``
-rows, many minibatches per call inside one XLA-compiled loop (``_chunk_trainer``).
-
-Profiled on this machine's 2 cores at 360K scale (64 factors, batches of 1024): per-batch
-``tf.function`` calls with scatter 0.2-0.27M triples/s; the XLA loop alone 2.5-3M/s; the whole
-trainer, sampler thread included, 1.74M/s in a steady epoch on a quiet machine (less when other
-processes compete for the cores). TensorFlow limited to one thread (the sampler then has the
-other core) measured 1.28M/s, so the default thread settings stay. The step is bound by memory
-latency (random rows of 92 MB and 41 MB tables); XLA's scatter loop is already vectorized over a
-row's 64 floats.
+rows, many minibatches per call inside one XLA-compiled loop (``_chunk_trainer``): per-batch
+``tf.function`` calls spend most of their time in call overhead. The step is bound by memory
+latency (random rows of the factor tables); XLA's scatter loop is already vectorized over a row's
+floats. TensorFlow keeps its default thread settings: the sampler thread overlaps its steps.
+Profiles and throughput: docs/training.md.
 
 Two XLA traps, found by profiling: slicing a flat (K * B,) input with a loop-dependent
 ``x[s * B:(s + 1) * B]`` compiles to a full-size masked dynamic slice per step (every step then
 touches all K * B triples), so chunks are (K, B) arrays indexed by row; and a scatter into a
 table whose update does not depend on that step's gather from the same table may be scheduled
-first, forcing XLA to copy the whole table every step (~100x slower), so every update here is
+first, forcing XLA to copy the whole table every step (far slower), so every update here is
 computed from the gathered rows.
 
 Rank-aware negatives (``Hyperparameters.negative_candidates`` C > 1): the sampler draws C
 negatives per triple, and the step scores them with the current factors and trains on the
-highest-scoring one (``_hardest_negative``; dynamic negative sampling). The per-triple math
+highest-scoring one (``hardest_negative``; dynamic negative sampling). The per-triple math
 itself is ``bpr_triple_gradients``, a pure function shared with the distributed trainer. The
 learning rate follows ``Hyperparameters.learning_rate_schedule``, set per call from the share
 of the run already trained. The factor tables are advised into transparent huge pages
@@ -64,6 +60,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from trainer_service.data.errors import DataError  # noqa: E402
 from trainer_service.hyperparameters import Hyperparameters  # noqa: E402
 from trainer_service.sampling import TripletSampler, TripletStream, seed_sequence  # noqa: E402
 
@@ -179,6 +176,43 @@ def learning_rate_factor(schedule: str, done: float) -> float:
     return 1.0
 
 
+def initial_factors(num_users: int, num_artists: int, hp: Hyperparameters) -> Factors:
+    """The factors training starts from: user (U, F) and artist (A, F) factors drawn from
+    N(0, ``hp.init_std``) with the seed's init stream, a zero artist bias (A,); float32. Every
+    trainer starts here, so the same seed starts every trainer from the same factors."""
+    init = np.random.default_rng(seed_sequence(hp.seed, _INIT_STREAM))
+    f = hp.factors
+    return Factors(user_factors=init.normal(0.0, hp.init_std, (num_users, f)).astype(np.float32),
+                   artist_factors=init.normal(0.0, hp.init_std, (num_artists, f)).astype(np.float32),
+                   artist_bias=np.zeros(num_artists, np.float32))
+
+
+def training_stream(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
+                    num_artists: int, hp: Hyperparameters) -> TripletStream:
+    """The started stream of training chunks for all ``hp.epochs`` epochs: ``samples_per_epoch``
+    triples an epoch, in chunks of (K, B) minibatches (at most ``TRIPLES_PER_CALL`` triples),
+    drawn with the seed's sampling stream, so every trainer with this seed sees the same
+    triples. Arguments as ``BPRTrainer``'s. ``DataError`` for no training interactions."""
+    samples_per_epoch = int(np.asarray(users).size)
+    if samples_per_epoch == 0:
+        raise DataError("no training interactions")
+    sampler = TripletSampler(users, artists, weights, num_users, num_artists,
+                             negative_sampling=hp.negative_sampling, positive_sampling=hp.positive_sampling)
+    batch = hp.batch_size
+    batches_per_chunk = max(1, min(TRIPLES_PER_CALL // batch, -(-samples_per_epoch // batch)))
+    return TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
+                         samples_per_epoch=samples_per_epoch, epochs=hp.epochs, batch_size=batch,
+                         batches_per_chunk=batches_per_chunk, negative_candidates=hp.negative_candidates)
+
+
+def step_rates(hp: Hyperparameters, trained: int, samples_per_epoch: int) -> tf.Tensor:
+    """(3,) float32 [learning rate, regularization, bias regularization] for the next call after
+    ``trained`` triples of the run, the learning rate as ``hp.learning_rate_schedule`` sets it."""
+    done = trained / (samples_per_epoch * hp.epochs)
+    lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
+    return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
+
+
 def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Sum ``grads`` (n, ...) of equal ``indices`` (n,): returns (n,) indices and (n, ...) sums in
     which every distinct index appears once; the remaining slots hold index 0 with zero gradient.
@@ -193,7 +227,7 @@ def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     return unique, summed
 
 
-def _hardest_negative(pu, Q, b, candidates):
+def hardest_negative(pu, Q, b, candidates):
     """Of (C, B) candidate negatives, the one per triple that the model scores highest for its
     user: returns its (B,) index, (B, F) factors and (B,) bias, taken from the rows gathered
     for scoring (so the later scatter into Q depends on this gather; see the module docstring)."""
@@ -210,8 +244,8 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     """The XLA-compiled training call for minibatches of ``batch`` triples with ``optimizer``.
 
     Cached per (batch, optimizer), and the tables are arguments rather than captures, so every
-    trainer in a process shares one trace and one compilation per chunk shape (compiling takes
-    ~1 s). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
+    trainer in a process shares one trace and one compilation per chunk shape (compiling is
+    slow). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
     ``tables`` = (P, Q, b) variables, ``accumulators`` their Adagrad accumulators (or ()),
     (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
     candidates per triple; each shape traces once), ``rates`` = [learning
@@ -226,7 +260,7 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
         if j.shape.rank == 1:
             qj, bj = tf.gather(Q, j), tf.gather(b, j)
         else:
-            j, qj, bj = _hardest_negative(pu, Q, b, j)
+            j, qj, bj = hardest_negative(pu, Q, b, j)
         loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
         items = tf.concat([i, j], axis=0)
         item_grads = tf.concat([grad_i, grad_j], axis=0)
@@ -272,18 +306,10 @@ class BPRTrainer:
         self.hp = hp
         self.num_users = int(num_users)
         self.num_artists = int(num_artists)
-        self.samples_per_epoch = int(np.asarray(users).size)
-        if self.samples_per_epoch == 0:
-            raise ValueError("no training interactions")
-        sampler = TripletSampler(users, artists, weights, num_users, num_artists,
-                                 negative_sampling=hp.negative_sampling, positive_sampling=hp.positive_sampling)
-        init = np.random.default_rng(seed_sequence(hp.seed, _INIT_STREAM))
-        f = hp.factors
-        self._user_factors = tf.Variable(init.normal(0.0, hp.init_std, (num_users, f)).astype(np.float32),
-                                         name="user_factors")
-        self._artist_factors = tf.Variable(init.normal(0.0, hp.init_std, (num_artists, f)).astype(np.float32),
-                                           name="artist_factors")
-        self._artist_bias = tf.Variable(np.zeros(num_artists, np.float32), name="artist_bias")
+        start = initial_factors(num_users, num_artists, hp)
+        self._user_factors = tf.Variable(start.user_factors, name="user_factors")
+        self._artist_factors = tf.Variable(start.artist_factors, name="artist_factors")
+        self._artist_bias = tf.Variable(start.artist_bias, name="artist_bias")
         self._tables = (self._user_factors, self._artist_factors, self._artist_bias)
         self._accumulators: tuple = ()
         if hp.optimizer == "adagrad":
@@ -291,28 +317,17 @@ class BPRTrainer:
                                        for v in self._tables)
         for variable in self._tables + self._accumulators:
             _advise_huge_pages(variable)
-        batch = hp.batch_size
-        batches = max(1, min(TRIPLES_PER_CALL // batch, -(-self.samples_per_epoch // batch)))
-        self._train_chunk = _chunk_trainer(batch, hp.optimizer)
+        self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer)
         self.epoch = 0
         self._stopped = False
         self._trained = 0  # triples trained so far, for the learning-rate schedule
-        self._stream = TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
-                                     samples_per_epoch=self.samples_per_epoch, epochs=hp.epochs,
-                                     batch_size=batch, batches_per_chunk=batches,
-                                     negative_candidates=hp.negative_candidates)
-
-    def _rates(self) -> tf.Tensor:
-        """[learning rate, regularization, bias regularization] for the next call, the learning
-        rate as the schedule sets it at the current point of the run."""
-        hp = self.hp
-        done = self._trained / (self.samples_per_epoch * hp.epochs)
-        lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
-        return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
+        # Last: it starts the sampler thread, which close() stops.
+        self._stream = training_stream(users, artists, weights, num_users, num_artists, hp)
+        self.samples_per_epoch = self._stream.samples_per_epoch
 
     def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> EpochStats | None:
         """Train one epoch (``samples_per_epoch`` triples). ``should_stop`` is polled before each
-        chunk (at most ``TRIPLES_PER_CALL`` triples, ~0.3 s of training); when it returns true
+        chunk (at most ``TRIPLES_PER_CALL`` triples, a fraction of a second); when it returns true
         the epoch is abandoned and None is returned: the factors are then partly trained (do not
         publish them) and the trainer trains no more."""
         if self._stopped:
@@ -328,7 +343,8 @@ class BPRTrainer:
                 return None
             chunk = self._stream.next()
             total += float(self._train_chunk(self._tables, self._accumulators, chunk.users, chunk.positives,
-                                             chunk.negatives, tf.constant(chunk.count, tf.int32), self._rates()))
+                                             chunk.negatives, tf.constant(chunk.count, tf.int32),
+                                             step_rates(self.hp, self._trained, self.samples_per_epoch)))
             samples += chunk.count
             self._trained += chunk.count
             if chunk.last:
@@ -352,15 +368,3 @@ class BPRTrainer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-
-def train_bpr(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
-              num_artists: int, hp: Hyperparameters,
-              on_epoch: Callable[[EpochStats], None] | None = None) -> Factors:
-    """Train all ``hp.epochs`` epochs and return the factors; ``on_epoch`` gets each epoch's stats."""
-    with BPRTrainer(users, artists, weights, num_users, num_artists, hp) as trainer:
-        for _ in range(hp.epochs):
-            stats = trainer.train_epoch()
-            assert stats is not None
-            if on_epoch is not None:
-                on_epoch(stats)
-        return trainer.factors()

@@ -158,7 +158,7 @@ def _patience(text: str) -> int:
 def add_training_option_arguments(parser: argparse.ArgumentParser, *, patience: int | None = None) -> None:
     """The ``TrainingOptions`` flags: --patience (default ``patience``, else the pipeline's),
     --gate and --final-fit."""
-    from trainer_service.pipeline import DEFAULT_FINAL_FIT, DEFAULT_PATIENCE, FINAL_FITS
+    from trainer_service.training_request import DEFAULT_FINAL_FIT, DEFAULT_PATIENCE, FINAL_FITS
 
     patience = DEFAULT_PATIENCE if patience is None else patience
     group = parser.add_argument_group("quality gate, early stopping, final fit (docs/training.md)")
@@ -196,7 +196,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 def training_options_from_args(args: argparse.Namespace):
     """The ``TrainingOptions`` the flags ask for; ValueError for a bad value."""
     from trainer_service.distributed import cluster_from_options
-    from trainer_service.pipeline import TrainingOptions
+    from trainer_service.training_request import TrainingOptions
 
     return TrainingOptions(gate=getattr(args, "gate", "on"), final_fit=getattr(args, "final_fit", "none"),
                            patience=args.patience,
@@ -249,10 +249,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from model_store import PublishError
+    from musicrec.rpc.errors import ServiceError
     from trainer_service.data import DataError
     from trainer_service.pipeline import EvaluationSettings, TrainingCancelled, run_training
     from trainer_service.progress_display import ProgressDisplay
-    from trainer_service.quality_gate import QualityGateRefused
 
     try:
         settings = EvaluationSettings(max_users=args.eval_users, validate_every=args.validate_every,
@@ -276,7 +276,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = run_training(args.data, hp, args.models_dir, data_dir=args.data_dir,
                               on_progress=display, should_stop=interrupted.is_set,
                               keep=args.keep, evaluation=settings, options=options)
-    except (QualityGateRefused, DataError, PublishError, TrainingCancelled, KeyboardInterrupt, ValueError) as exc:
+    except (ServiceError, DataError, PublishError, TrainingCancelled, KeyboardInterrupt) as exc:
         display.close()
         return _report_failure(exc)
     finally:
@@ -300,8 +300,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _report_failure(exc: BaseException) -> int:
     """Print why a training run published nothing (one line on stderr) and return the exit status
-    (a plain ValueError: data too small to train on, or a diverged model)."""
+    (any other ``ServiceError``: a diverged model, an unsupported setting, a failed cluster)."""
     from model_store import PublishError
+    from musicrec.rpc.errors import ServiceError
     from trainer_service.data import DataError
     from trainer_service.pipeline import TrainingCancelled
     from trainer_service.quality_gate import QualityGateRefused
@@ -379,17 +380,18 @@ def run_tune(args: argparse.Namespace) -> int:
         print("error: --publish needs --models-dir", file=sys.stderr)
         return 2
     from model_store import PublishError
+    from musicrec.rpc.errors import ServiceError
     from trainer_service.data import DataError, load_source, parse_source
     from trainer_service.pipeline import EvaluationSettings, TrainingCancelled, run_training
     from trainer_service.progress_display import ProgressDisplay
-    from trainer_service.quality_gate import QualityGateRefused
-    from trainer_service.tune import format_trials, settings_flags, tune
+    from trainer_service.tune import check_settings, format_trials, settings_flags, tune
 
     try:
         base = hyperparameters_from_args(args)
         settings = EvaluationSettings(max_users=args.eval_users, validate_every=args.validate_every,
                                       validation_users=args.validation_users)
         options = training_options_from_args(args)
+        check_settings(args.budget, settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -425,7 +427,7 @@ def run_tune(args: argparse.Namespace) -> int:
             return 0
         published = run_training(data, best, args.models_dir, on_progress=display, should_stop=interrupted.is_set,
                                  keep=args.keep, evaluation=settings, options=options)
-    except (QualityGateRefused, DataError, PublishError, TrainingCancelled, KeyboardInterrupt, ValueError) as exc:
+    except (ServiceError, DataError, PublishError, TrainingCancelled, KeyboardInterrupt) as exc:
         display.close()
         return _report_failure(exc)
     finally:

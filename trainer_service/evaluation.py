@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from musicrec.rpc.errors import FailedPrecondition
 from trainer_service.sampling import seed_sequence
 
 MIN_INTERACTIONS = 5
@@ -39,6 +40,14 @@ _BLOCK_SCORES = 1 << 24
 _SPLIT_STREAM = 3
 _SAMPLE_STREAM = 4
 _VALIDATION_STREAM = 5
+
+
+
+class TrainingDiverged(FailedPrecondition):
+    """The model's loss or factors are not finite: the learning rate is too high for this data
+    (FAILED_PRECONDITION: the same request fails again; lower ``learning_rate``). Nothing is
+    published."""
+
 
 # _DCG_PREFIX[k] = sum of 1 / log2(p + 2) for positions p < k (k = 0..CUTOFF).
 _DCG_PREFIX = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(CUTOFF) + 2.0))])
@@ -177,7 +186,7 @@ def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_
     bias = np.asarray(artist_bias, dtype=np.float32)
     if not (np.isfinite(items).all() and np.isfinite(bias).all() and np.isfinite(user_factors[users]).all()):
         # NaN compares false with everything and would rank the held-out artist first.
-        raise ValueError("the model's factors contain NaN or infinity (training diverged: lower the learning rate)")
+        raise TrainingDiverged("the model's factors contain NaN or infinity (training diverged: lower the learning rate)")
     num_artists = items.shape[0]
     # (F, A) contiguous: BLAS multiplies against it ~1.7x faster than against the transposed view.
     items_t = np.ascontiguousarray(items.T)

@@ -1,10 +1,10 @@
 """Runs training jobs, one at a time, each in its own child process, and lets clients watch them.
 
-The middle of a job's one path: the servicer hands ``start_job`` a data source and hyperparameter
-overrides converted from the request; the runner checks them (``check_source_paths``,
-``Hyperparameters``: domain rules), makes the job's ``TrainingRequest`` once, registers the job,
-and hands the same request to a ``WorkerProcess``. The worker's ``Progress`` objects and its
-result come back as events and become the job's state, which watchers receive as snapshots.
+The middle of a job's one path: the servicer hands ``start_job`` the job's ``TrainingRequest``
+(made once from the proto); the runner checks that its data source may be read here
+(``check_source_paths``), registers the job, and hands the same request to a ``WorkerProcess``.
+The worker's ``Progress`` objects and its result come back as events and become the job's state,
+which watchers receive as snapshots.
 
 Everything here runs on the server's event loop thread (the worker's reader thread hands its
 messages over with ``loop.call_soon_threadsafe``), so the registry needs no lock. No gRPC here:
@@ -35,17 +35,16 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from model_store import InvalidVersionError, Manifest, list_versions, read_manifest, validate_version
 from musicrec.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
 from trainer_service.data import DataSourceSpec
 from trainer_service.data.paths import DataRoot
 from trainer_service.data.sources import check_source_paths
-from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import (
     Job,
     JobAlreadyRunningError,
@@ -53,7 +52,7 @@ from trainer_service.jobs import (
     JobRegistry,
     JobState,
 )
-from trainer_service.pipeline import Progress, TrainingOptions, TrainingRequest
+from trainer_service.training_request import Progress, TrainingRequest
 from trainer_service.worker import (
     Cancelled,
     Failed,
@@ -167,34 +166,22 @@ class JobRunner:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def _training_request(self, source: DataSourceSpec | None = None,
-                          overrides: Mapping[str, Any] | None = None,
-                          options: TrainingOptions | None = None) -> TrainingRequest:
-        """The request a job with this source (None: the default source) and these hyperparameter
-        overrides (unset ones keep their defaults) trains. InvalidArgument for a source this
-        trainer may not read (no data dir, a path leaving it) or hyperparameters out of range."""
-        source = self.default_source if source is None else source
-        try:
-            check_source_paths(source, self._data_root)
-        except ValueError as exc:
-            raise InvalidArgument(f"invalid data source: {exc}") from None
-        try:
-            hyperparameters = Hyperparameters().with_overrides(**dict(overrides or {}))
-        except ValueError as exc:
-            raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
-        return TrainingRequest(source=source, hyperparameters=hyperparameters, options=options or TrainingOptions())
+    def start_job(self, request: TrainingRequest | None = None) -> Job:
+        """Start a job training ``request`` (None: the default source with the default
+        hyperparameters and options); return its snapshot (RUNNING, or FAILED if the process
+        could not start).
 
-    def start_job(self, source: DataSourceSpec | None = None, overrides: Mapping[str, Any] | None = None,
-                  options: TrainingOptions | None = None) -> Job:
-        """Check and start a job (see ``_training_request``); return its snapshot (RUNNING, or
-        FAILED if the process could not start).
-
-        Raises InvalidArgument (bad source or hyperparameters; nothing started),
-        JobAlreadyRunningError (another job is queued or running) and TrainerShuttingDownError.
+        Raises InvalidArgument (a source this trainer may not read: no data dir, a path leaving
+        it; nothing started), JobAlreadyRunningError (another job is queued or running) and
+        TrainerShuttingDownError.
         """
         if self._closing:
             raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
-        request = self._training_request(source, overrides, options)
+        request = TrainingRequest(self.default_source) if request is None else request
+        try:
+            check_source_paths(request.source, self._data_root)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid data source: {exc}") from None
         running = self.registry.active()
         if running is not None:
             raise JobAlreadyRunningError(running)

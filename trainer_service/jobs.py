@@ -1,7 +1,7 @@
 """Training jobs: their state machine, and the small job-history file that outlives the process.
 
 A job is plain data (no gRPC, no TensorFlow): the ``TrainingRequest`` it was started with and
-its latest ``Progress`` (both from ``trainer_service.pipeline``, held as they are), its state,
+its latest ``Progress`` (both from ``trainer_service.training_request``, held as they are), its state,
 metrics and result. Its lifecycle::
 
     QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
@@ -35,7 +35,7 @@ from typing import Any
 from musicrec.rpc.errors import AlreadyExists, FailedPrecondition, NotFound
 from trainer_service.data import DataSourceSpec
 from trainer_service.hyperparameters import Hyperparameters
-from trainer_service.pipeline import Progress, TrainingOptions, TrainingRequest
+from trainer_service.training_request import Progress, TrainingOptions, TrainingRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,7 @@
 """Train, evaluate and publish one model version: the trainer's pipeline, free of gRPC.
 
-The two shapes a training job has from the request to the proto are defined here:
-``TrainingRequest`` (what to train: a data source and every hyperparameter) and ``Progress``
-(where a run is). Both are frozen and pickle, so the trainer service carries the very same
-objects from its job runner through the pipe to the training process and back
-(``trainer_service.worker``), and serializes them only to store a job or to answer an RPC.
+It trains what a ``trainer_service.training_request.TrainingRequest`` names (its source,
+hyperparameters and ``TrainingOptions``) and reports ``Progress`` objects from that module.
 
 ``run_training`` goes through these phases, reporting each to ``on_progress`` as a ``Progress``:
 
@@ -53,9 +50,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -63,26 +59,23 @@ import numpy as np
 from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
 from ranking import BuildSettings, build_indexes
 from model_store.format import TrainingRecord
-from trainer_service.distributed import ClusterChoice, LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.data import DataSourceSpec, Interactions, load_source, parse_source
+from trainer_service.distributed import open_trainer
 from trainer_service.evaluation import (
     EvaluationReport,
     LeaveOneOutSplit,
+    TrainingDiverged,
     evaluate,
     leave_one_out_split,
     sample_heldout,
     validation_split,
 )
 from trainer_service.hyperparameters import Hyperparameters
-from trainer_service.quality_gate import GATE_MODES, GateDecision, QualityGateRefused, decide
+from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
+from trainer_service.training_request import Progress, TrainingOptions
 
 log = logging.getLogger(__name__)
 
-PHASES = ("loading", "training", "evaluating", "refitting", "publishing", "done")
-FINAL_FITS = ("none", "all")
-# Defaults of TrainingOptions: see docs/training.md for the measurements behind them.
-DEFAULT_FINAL_FIT = "none"
-DEFAULT_PATIENCE = 0
 # At Last.fm 360K scale scoring every held-out user against 160K artists takes minutes; a 20,000
 # user sample (seeded) keeps evaluation to seconds with a standard error of ~0.003 on HR@10.
 DEFAULT_MAX_EVAL_USERS = 20_000
@@ -92,96 +85,6 @@ DEFAULT_VALIDATION_USERS = 2_000
 
 class TrainingCancelled(Exception):
     """``should_stop()`` returned true; nothing was published."""
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """How a job trains and publishes, besides the hyperparameters (``TrainingOptions`` in
-    trainer.proto).
-
-    ``gate``: "on" (refuse to publish a model that fails the quality gate) or "off" (publish
-    anyway; the decision is still recorded). ``final_fit``: "none" (publish the evaluated model)
-    or "all" (after evaluation, retrain on every interaction for the kept epoch count and publish
-    that). ``patience``: early stopping: validations (every ``validate_every`` epochs) in a row
-    without a better validation HR@10 before training stops and the best validated epoch's
-    factors are kept; 0: train every epoch and keep the last. ``cluster``: where the BPR steps run
-    (``trainer_service.distributed``): None, this process; a ``LocalClusterSpec``, a local cluster of
-    ps and worker processes started for the job; a ``TFConfig``, the chief of a deployed cluster."""
-
-    gate: str = "on"
-    final_fit: str = DEFAULT_FINAL_FIT
-    patience: int = DEFAULT_PATIENCE
-    cluster: ClusterChoice = None
-
-    def __post_init__(self) -> None:
-        if self.cluster is not None and not isinstance(self.cluster, (LocalClusterSpec, TFConfig)):
-            raise ValueError(f"cluster must be a LocalClusterSpec, a TFConfig or None, got {self.cluster!r}")
-        if self.gate not in GATE_MODES:
-            raise ValueError(f"gate must be one of {', '.join(GATE_MODES)}; got {self.gate!r}")
-        if self.final_fit not in FINAL_FITS:
-            raise ValueError(f"final_fit must be one of {', '.join(FINAL_FITS)}; got {self.final_fit!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or not 0 <= self.patience <= 1000:
-            raise ValueError(f"patience must be an integer in [0, 1000], got {self.patience!r}")
-
-
-    def to_json(self) -> dict:
-        """As the job history stores it (a local cluster as its ``ps=P,workers=W`` text)."""
-        data = {"gate": self.gate, "final_fit": self.final_fit, "patience": self.patience}
-        if isinstance(self.cluster, LocalClusterSpec):
-            data["distributed"] = str(self.cluster)
-        elif isinstance(self.cluster, TFConfig):
-            data["tf_config"] = self.cluster.to_json()
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "TrainingOptions":
-        """The inverse of ``to_json``."""
-        data = dict(data)
-        cluster: ClusterChoice = None
-        if data.get("distributed"):
-            cluster = LocalClusterSpec.parse(data.pop("distributed"))
-        elif data.get("tf_config"):
-            cluster = TFConfig.from_json(data.pop("tf_config"))
-        data.pop("distributed", None)
-        data.pop("tf_config", None)
-        return cls(**data, cluster=cluster)
-
-    def cluster_description(self) -> str:
-        """Where training ran, for the manifest: "" (one process), "ps=P,workers=W" (a local
-        cluster) or "tf_config ps=P,workers=W" (a deployed one)."""
-        if isinstance(self.cluster, TFConfig):
-            return f"tf_config ps={self.cluster.num_ps},workers={self.cluster.num_workers}"
-        return "" if self.cluster is None else str(self.cluster)
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    """What a training job trains: the data source, the hyperparameters and the options, every
-    field resolved (mirrors ``StartTrainingRequest`` once the trainer's defaults are filled in)."""
-
-    source: DataSourceSpec
-    hyperparameters: Hyperparameters
-    options: TrainingOptions = TrainingOptions()
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a run is (``TrainingProgress`` in trainer.proto, plus metrics). ``phase`` is one of
-    ``PHASES`` ("" before the run starts); ``loss`` the mean BPR loss of the last completed
-    epoch; ``samples_per_second`` that epoch's training throughput (triples per second);
-    ``metrics``: per-epoch metrics (manifest key names; see ``EvaluationSettings.validate_every``)
-    on the epochs that computed them, the final metrics in the "publishing"/"done" events, else empty;
-    ``best_epoch``: the epoch whose factors are kept: while training, early stopping's best
-    validated epoch so far (0: none yet, or no early stopping: the last epoch is kept); from
-    "evaluating" on, the kept epoch."""
-
-    phase: str = ""
-    epoch: int = 0
-    total_epochs: int = 0
-    loss: float = 0.0
-    samples_per_second: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    best_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -288,7 +191,7 @@ def fit(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: 
     epochs on ``validation``'s held-out entries ``selection``; with ``patience`` > 0 stop after
     that many validations without a better HR@10 and keep the best validated epoch's factors
     (validation then also runs after the last epoch). Emits a ``Progress(phase, epoch=...)`` per
-    epoch. Raises ``TrainingCancelled`` and ``ValueError`` (a diverged loss)."""
+    epoch. Raises ``TrainingCancelled`` and ``TrainingDiverged`` (a loss that is not finite)."""
     history: list[EpochRecord] = []
     validating = bool(validate_every) and validation is not None and validation.num_heldout > 0
     stopping = validating and patience > 0
@@ -299,8 +202,8 @@ def fit(users: np.ndarray, artists: np.ndarray, weights: np.ndarray, num_users: 
             if stats is None:
                 raise TrainingCancelled(f"training cancelled in epoch {trainer.epoch + 1}; nothing was published")
             if not np.isfinite(stats.loss):
-                raise ValueError(f"training diverged in epoch {stats.epoch} (loss {stats.loss}): "
-                                 f"lower the learning rate")
+                raise TrainingDiverged(f"training diverged in epoch {stats.epoch} (loss {stats.loss}): "
+                                       f"lower the learning rate")
             history.append(EpochRecord(stats.epoch, stats.loss, stats.samples_per_second))
             metrics: dict[str, float] = {}
             last = stats.epoch == hp.epochs
@@ -374,7 +277,7 @@ def run_training(
 
     Raises ``DataError`` (bad data), ``TrainingCancelled`` (``should_stop``),
     ``QualityGateRefused`` (the gate, with ``options.gate`` "on"), ``PublishError`` (the
-    volume), ``ValueError`` (data too small to train on, or a diverged model). Nothing is
+    volume), ``TrainingDiverged`` (a loss or factors that are not finite). Nothing is
     published unless the function returns.
     """
     emit = on_progress or (lambda event: None)

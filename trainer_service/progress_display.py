@@ -1,13 +1,13 @@
 """What a person watching a training run sees: a live progress bar on a terminal, one line per
 phase otherwise (logs, CI, pipes).
 
-``ProgressDisplay`` is an ``on_progress`` callback for ``trainer_service.pipeline.Progress``
+``ProgressDisplay`` is an ``on_progress`` callback for ``trainer_service.training_request.Progress``
 events, or anything with their fields (the launcher passes the trainer service's
 ``TrainingProgress``; the pipeline itself stays free of display code). On a terminal the training and
 refitting phases draw a ``tqdm`` bar (epoch, ETA, loss, samples/s, the last validation HR@10 and
 the best epoch so far); the other phases print a line each. Elsewhere each phase prints one line
-when it starts, and training one summary line when it ends, so a 200-epoch run writes a handful
-of lines, not 200.
+when it starts, and training one summary line when it ends, so a run of many epochs writes a handful
+of lines, not one per epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # the display reads a Progress's fields; importing it would load the pipeline
-    from trainer_service.pipeline import Progress
+    from trainer_service.training_request import Progress
 
 _PHASE_TEXT = {
     "loading": "loading the data",

@@ -1,7 +1,8 @@
 """Conversions between the trainer's protobuf messages and its domain objects: the proto edge.
 
-Pure functions, no I/O. Requests become domain values once, here (a data source becomes a
-``DataSourceSpec``, hyperparameters a dict of the fields the request set); a job
+Pure functions, no I/O. A StartTrainingRequest becomes the job's frozen ``TrainingRequest`` once,
+here (``training_request_from_proto``: the data source, the hyperparameters with the request's
+fields over the defaults, the options), which every later step carries unchanged; a job
 (``trainer_service.jobs.Job``, holding its ``TrainingRequest`` and ``Progress``) becomes a
 ``TrainingJob`` only when it is sent. Proto enums map to domain names through the dictionaries
 below, keyed by the generated enum values (a test checks that every value has an entry).
@@ -15,11 +16,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from musicrec.rpc.errors import InvalidArgument
 from musicrec.v1 import model_pb2, trainer_pb2
-from musicrec.version_proto import fill_numbers
+from musicrec.version_proto import copy_fields, fill_numbers
 from trainer_service.data import DataError, DataSourceSpec
 from trainer_service.distributed import LocalClusterSpec
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.jobs import Job, JobState
-from trainer_service.pipeline import TrainingOptions
+from trainer_service.training_request import TrainingOptions, TrainingRequest
 
 HYPERPARAMETER_FIELDS = tuple(field.name for field in model_pb2.Hyperparameters.DESCRIPTOR.fields)
 
@@ -72,6 +74,17 @@ _FILE_OPTIONS = ("user_column", "artist_column", "weight_column", "artists_path"
 
 # -- requests -> domain ---------------------------------------------------------------------------
 
+def training_request_from_proto(request: trainer_pb2.StartTrainingRequest,
+                                default_source: DataSourceSpec) -> TrainingRequest:
+    """The job a StartTrainingRequest asks for, every field resolved: its source (unset:
+    ``default_source``), the hyperparameters it sets over the defaults, its options.
+    InvalidArgument for an invalid source, hyperparameters out of range or invalid options."""
+    source = source_from_proto(request.source) if request.HasField("source") else None
+    return TrainingRequest(source=default_source if source is None else source,
+                           hyperparameters=hyperparameters_from_proto(request.hyperparameters),
+                           options=options_from_proto(request.options))
+
+
 def source_from_proto(source: trainer_pb2.DataSource) -> DataSourceSpec | None:
     """The requested data source, or None when unset (the trainer's default source).
 
@@ -101,6 +114,14 @@ def overrides_from_proto(hyperparameters: model_pb2.Hyperparameters) -> dict[str
             if hyperparameters.HasField(name)}
 
 
+def hyperparameters_from_proto(hyperparameters: model_pb2.Hyperparameters) -> Hyperparameters:
+    """The defaults with the fields the request set. InvalidArgument for a value out of range."""
+    try:
+        return Hyperparameters().with_overrides(**overrides_from_proto(hyperparameters))
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
+
+
 def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
     """The job's options: the request's, unset ones at the trainer's defaults. InvalidArgument
     for an unknown enum value, a patience out of range or a bad ``distributed`` spec."""
@@ -127,7 +148,7 @@ def options_to_proto(options: TrainingOptions) -> trainer_pb2.TrainingOptions:
 
 # -- domain -> responses ----------------------------------------------------------------------------
 
-def timestamp(seconds: float | None) -> Timestamp | None:
+def timestamp_from_epoch_s(seconds: float | None) -> Timestamp | None:
     """A protobuf Timestamp from Unix seconds (None stays None)."""
     if seconds is None:
         return None
@@ -155,27 +176,19 @@ def source_to_proto(spec: DataSourceSpec) -> trainer_pb2.DataSource:
 
 def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
     """A job as the TrainingJob message."""
-    progress = job.progress
     message = trainer_pb2.TrainingJob(
         job_id=job.job_id,
         state=STATE_TO_PROTO[job.state],
         source=source_to_proto(job.request.source),
         hyperparameters=fill_numbers(model_pb2.Hyperparameters(), job.request.hyperparameters.to_dict()),
-        progress=trainer_pb2.TrainingProgress(
-            phase=progress.phase,
-            epoch=progress.epoch,
-            total_epochs=progress.total_epochs,
-            loss=progress.loss,
-            samples_per_second=progress.samples_per_second,
-            best_epoch=progress.best_epoch,
-        ),
+        progress=copy_fields(trainer_pb2.TrainingProgress(), job.progress),
         options=options_to_proto(job.request.options),
         metrics=fill_numbers(model_pb2.EvaluationMetrics(), job.metrics),
         published_version=job.published_version,
         error=job.error,
     )
     for name in ("created_at", "started_at", "finished_at"):
-        stamp = timestamp(getattr(job, name))
+        stamp = timestamp_from_epoch_s(getattr(job, name))
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message

@@ -1,17 +1,16 @@
 """Triple sampling for BPR (numpy only): (user, listened artist, unlistened artist).
 
 As in Rendle et al. 2009 (LearnBPR): the (user, positive) pair is a bootstrap draw from the
-training interactions (uniform, or weighted by log(1 + plays): the trainer's default, measured
-+0.004 HR@10 on Last.fm 2K), and the negative is uniform over the artists the user has NOT
-listened to. Negatives are drawn by rejection against a hash set of the (user, artist) pairs;
-the few draws still rejected after ``REJECTION_ROUNDS`` rounds (users who listened to most of
-the catalog) are drawn exactly from the user's complement instead, so a dense user costs no more
-than a sparse one and no positive is ever returned as a negative.
+training interactions (uniform, or weighted by log(1 + plays): the trainer's default, which
+scored a higher HR@10 on Last.fm 2K; see docs/training.md), and the negative is uniform over the
+artists the user has NOT listened to. Negatives are drawn by rejection against a hash set of the
+(user, artist) pairs; the few draws still rejected after ``REJECTION_ROUNDS`` rounds (users who
+listened to most of the catalog) are drawn exactly from the user's complement instead, so a dense
+user costs no more than a sparse one and no positive is ever returned as a negative.
 
-Why a hash set: a vectorized ``np.searchsorted`` over the sorted 17.5M ``user * A + artist`` keys
-of Last.fm 360K costs about 1.8 s per million queries (each lookup is a chain of dependent cache
-misses); one open-addressing probe per query (independent loads the CPU overlaps) costs about
-0.04 s per million.
+Why a hash set: a vectorized ``np.searchsorted`` over the sorted ``user * A + artist`` keys makes
+each lookup a chain of dependent cache misses; one open-addressing probe per query is an
+independent load, which the CPU overlaps with the others, so it is far cheaper.
 
 For rank-aware training, ``TripletStream`` draws ``negative_candidates`` negatives per triple
 (one vectorized call for the extra ones); the trainer picks among them with the current model.
@@ -19,10 +18,9 @@ For rank-aware training, ``TripletStream`` draws ``negative_candidates`` negativ
 The notebook's sampler (``negative_sampling="popularity"``) is kept for reference: an artist drawn
 in proportion to its listeners, the user's own artists not excluded.
 
-Cost at Last.fm 360K scale: ~0.07 us per triple (uniform positives), ~0.13 us (log_plays), on one
-core. ``TripletStream`` runs the sampler in a background thread, a bounded queue ahead of
-training, so sampling overlaps the TensorFlow steps. Everything is deterministic for a seed: one
-generator, drawn from in a fixed order by one thread.
+``TripletStream`` runs the sampler in a background thread, a bounded queue ahead of training, so
+sampling overlaps the TensorFlow steps. Everything is deterministic for a seed: one generator,
+drawn from in a fixed order by one thread.
 """
 
 from __future__ import annotations
@@ -32,6 +30,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from trainer_service.data.errors import DataError
 
 # Rejection rounds before the exact complement draw takes the remaining negatives.
 REJECTION_ROUNDS = 6
@@ -115,7 +115,8 @@ class TripletSampler:
     ``users``, ``artists``: (N,) int indices of the training interactions, sorted by (user,
     artist), each pair once; ``weights``: (N,) play counts (used by ``positive_sampling
     ="log_plays"``). Users who listened to every artist have no negative: their interactions are
-    never drawn as positives. Raises ValueError when no interaction has a possible negative.
+    never drawn as positives. Raises ``DataError`` when no interaction has a possible negative
+    or play counts are missing or not positive (``log_plays``).
     """
 
     def __init__(self, users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None,
@@ -140,18 +141,18 @@ class TripletSampler:
             self._pool = np.flatnonzero(~saturated[self.users])
         pool_size = self.users.size if self._pool is None else self._pool.size
         if pool_size == 0:
-            raise ValueError("no interaction has a negative: every user listened to every artist")
+            raise DataError("no interaction has a negative: every user listened to every artist")
         self._pool_size = int(pool_size)
         # log_plays: acceptance probability of each pool entry, log(1 + plays) / max (float32).
         self._acceptance: np.ndarray | None = None
         if positive_sampling == "log_plays":
             if weights is None:
-                raise ValueError("positive_sampling='log_plays' needs play counts")
+                raise DataError("positive_sampling='log_plays' needs play counts")
             w = np.log1p(np.asarray(weights, dtype=np.float64))
             if self._pool is not None:
                 w = w[self._pool]
             if not (np.isfinite(w).all() and (w > 0).all()):
-                raise ValueError("play counts must be finite and > 0")
+                raise DataError("play counts must be finite and > 0")
             self._acceptance = (w / w.max()).astype(np.float32)
         self._pairs = PairSet(self.users, self.artists, self.num_artists) if negative_sampling == "uniform" else None
 

@@ -46,36 +46,35 @@ STATE_DIR_NAME = ".trainer"
 # Exit status when the server cannot start (port taken, state dir locked, bad arguments).
 EXIT_CANNOT_START = 2
 MUTATING_RPCS = ("StartTraining", "CancelTraining")
+# On shutdown, how long in-flight RPCs may finish (--grace), seconds.
+DEFAULT_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Everything ``serve`` needs. Times in seconds; ``schedule_s`` None means no schedule;
-    ``data_dir`` None means only the synthetic generator can be used; ``state_dir`` None means
-    ``models_dir/.trainer``."""
+    """Everything ``serve`` needs. ``server``: the gRPC server's address, TLS and grace period
+    (as the index service's config holds it). Times in seconds; ``schedule_s`` None means no
+    schedule; ``data_dir`` None means only the synthetic generator can be used; ``state_dir``
+    None means ``models_dir/.trainer``."""
 
     models_dir: Path
+    server: ServerConfig = ServerConfig(port=DEFAULT_PORT, grace_s=DEFAULT_GRACE_S)
     data_dir: Path | None = None
     state_dir: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
     schedule_s: float | None = None
     default_source: str = DEFAULT_SOURCE
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    grace_s: float = 5.0
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
     keep: int = 3
     max_watchers: int = DEFAULT_MAX_WATCHERS
     auth_token: str | None = None  # required by MUTATING_RPCS when set; never logged
     metrics_port: int | None = None  # serve Prometheus metrics there (0: a free port); None: off
-    metrics_host: str | None = None  # None: ``host``
+    metrics_host: str | None = None  # None: the server's host
 
     def problem(self) -> str | None:
         """What is wrong with the numbers of this config, or None."""
         if self.schedule_s is not None and not self.schedule_s > 0:
             return f"--schedule must be a positive number of seconds, got {self.schedule_s}"
-        if not self.cancel_grace_s >= 0 or not self.grace_s >= 0:
+        if not self.cancel_grace_s >= 0 or not self.server.grace_s >= 0:
             return "--grace and --cancel-grace must not be negative"
         if self.keep < 1:
             return f"--keep must be at least 1, got {self.keep}"
@@ -126,15 +125,12 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         interceptors = [] if config.auth_token is None else [BearerTokenInterceptor(
             config.auth_token, [method_path(binding.name, rpc) for rpc in MUTATING_RPCS])]
         try:
-            server = build_server(
-                [binding],
-                ServerConfig(host=config.host, port=config.port, tls_cert_file=config.tls_cert_file,
-                             tls_key_file=config.tls_key_file, grace_s=config.grace_s),
-                interceptors=interceptors, metrics=None if metrics is None else metrics.rpc,
-            )
+            server = build_server([binding], config.server, interceptors=interceptors,
+                                  metrics=None if metrics is None else metrics.rpc)
             if metrics is not None:
                 runner.record_last_published()
-                endpoint = MetricsEndpoint(metrics.registry, config.metrics_host or config.host, config.metrics_port)
+                endpoint = MetricsEndpoint(metrics.registry, config.metrics_host or config.server.host,
+                                           config.metrics_port)
         except (OSError, ValueError) as exc:
             log.error("trainer cannot start: %s (is the port already taken?)" if isinstance(exc, OSError)
                       else "trainer cannot start: %s", exc)
@@ -201,7 +197,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", type=int, default=3, help="published versions to keep (older ones are deleted)")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
     parser.add_argument("--tls-key", default=None, help="PEM private key")
-    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
                         help="on shutdown, how long in-flight RPCs may finish")
     parser.add_argument("--cancel-grace", type=float, default=DEFAULT_CANCEL_GRACE_S, metavar="SECONDS",
                         help="how long a cancelled training may take to stop before it is killed")
@@ -231,13 +227,17 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
+    try:
+        server = ServerConfig(host=args.host, port=args.port, tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+                              grace_s=args.grace)
+    except ValueError as exc:
+        log.error("trainer cannot start: %s", exc)
+        return EXIT_CANNOT_START
     config = TrainerConfig(
-        models_dir=args.models_dir, data_dir=args.data_dir, state_dir=args.state_dir, host=args.host,
-        port=args.port, schedule_s=args.schedule, default_source=args.default_source,
-        tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, grace_s=args.grace,
-        cancel_grace_s=args.cancel_grace, keep=args.keep, max_watchers=args.max_watchers,
-        auth_token=token, metrics_port=getattr(args, "metrics_port", None),
-        metrics_host=getattr(args, "metrics_host", None),
+        models_dir=args.models_dir, server=server, data_dir=args.data_dir, state_dir=args.state_dir,
+        schedule_s=args.schedule, default_source=args.default_source, cancel_grace_s=args.cancel_grace,
+        keep=args.keep, max_watchers=args.max_watchers, auth_token=token,
+        metrics_port=getattr(args, "metrics_port", None), metrics_host=getattr(args, "metrics_host", None),
     )
     try:
         return asyncio.run(serve(config))

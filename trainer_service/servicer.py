@@ -1,10 +1,10 @@
 """The TrainerService gRPC servicer: converts requests and results, nothing more.
 
-A StartTraining request takes one path: this servicer converts it (``proto_convert``: a
-``DataSourceSpec`` and hyperparameter overrides) -> ``JobRunner.start_job`` checks them and makes
-the job's ``TrainingRequest`` -> ``worker`` runs it in a child process -> ``pipeline`` trains and
-reports ``Progress``, which comes back to the runner as events; watchers receive job snapshots,
-converted to ``TrainingJob`` here.
+A StartTraining request takes one path: this servicer converts it once into the job's frozen
+``TrainingRequest`` (``proto_convert``) -> ``JobRunner.start_job`` registers the job -> ``worker``
+runs it in a child process -> ``pipeline`` trains and reports ``Progress``, which comes back to
+the runner as events; the job, holding both, is converted to ``TrainingJob`` here, once, when
+it is sent.
 
 The work happens in ``trainer_service.job_runner.JobRunner``; its domain errors carry their
 status codes and ``musicrec.rpc``'s interceptor turns them into gRPC statuses:
@@ -41,10 +41,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def StartTraining(self, request: trainer_pb2.StartTrainingRequest,
                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
-        source = proto_convert.source_from_proto(request.source) if request.HasField("source") else None
-        job = self._runner.start_job(source, proto_convert.overrides_from_proto(request.hyperparameters),
-                                     proto_convert.options_from_proto(request.options))
-        return proto_convert.job_to_proto(job)
+        training = proto_convert.training_request_from_proto(request, self._runner.default_source)
+        return proto_convert.job_to_proto(self._runner.start_job(training))
 
     async def GetTrainingJob(self, request: trainer_pb2.GetTrainingJobRequest,
                              context: aio.ServicerContext) -> trainer_pb2.TrainingJob:

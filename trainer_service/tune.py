@@ -31,17 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer_service.data import Interactions
+from trainer_service.data import DataError, Interactions
 from trainer_service.distributed import open_trainer
 from trainer_service.evaluation import leave_one_out_split, sample_heldout, validation_split
 from trainer_service.hyperparameters import Hyperparameters
-from trainer_service.pipeline import (
-    EvaluationSettings,
-    Progress,
-    TrainerFactory,
-    fit,
-)
+from trainer_service.pipeline import EvaluationSettings, TrainerFactory, fit
 from trainer_service.sampling import seed_sequence
+from trainer_service.training_request import Progress
 
 LEARNING_RATES = (0.02, 0.3)
 REGULARIZATIONS = (0.0003, 0.03)
@@ -86,8 +82,7 @@ class TuneResult:
 
 def candidates(base: Hyperparameters, budget: int) -> list[Hyperparameters]:
     """``budget`` hyperparameter sets: ``base`` first, then random draws (seeded by ``base.seed``)."""
-    if not 1 <= budget <= MAX_BUDGET:
-        raise ValueError(f"budget must be in [1, {MAX_BUDGET}], got {budget}")
+    _check_budget(budget)
     rng = np.random.default_rng(seed_sequence(base.seed, _TUNE_STREAM))
 
     def log_uniform(bounds: tuple[float, float]) -> float:
@@ -101,23 +96,34 @@ def candidates(base: Hyperparameters, budget: int) -> list[Hyperparameters]:
     return drawn
 
 
+def _check_budget(budget: int) -> None:
+    if not 1 <= budget <= MAX_BUDGET:
+        raise ValueError(f"budget must be in [1, {MAX_BUDGET}], got {budget}")
+
+
+def check_settings(budget: int, evaluation: EvaluationSettings) -> None:
+    """ValueError for a budget out of range or no validation (``validate_every`` 0)."""
+    _check_budget(budget)
+    if not evaluation.validate_every:
+        raise ValueError("tune needs validation (validate_every > 0)")
+
+
 def tune(interactions: Interactions, base: Hyperparameters, budget: int, *,
          evaluation: EvaluationSettings = EvaluationSettings(), patience: int = TUNE_PATIENCE,
          on_trial: Callable[[Trial], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
          should_stop: Callable[[], bool] | None = None, trainer_factory: TrainerFactory = open_trainer) -> TuneResult:
     """Run ``budget`` trials (see the module docstring) on ``interactions``; ``on_trial`` gets each
-    finished trial, ``on_progress`` every trial's epoch events. Raises ``ValueError`` (a budget
-    out of range, no validation: ``validate_every`` 0 or no user with enough interactions),
+    finished trial, ``on_progress`` every trial's epoch events. Raises ``ValueError`` (see
+    ``check_settings``), ``DataError`` (no user with enough interactions for validation),
     ``TrainingCancelled`` (``should_stop``)."""
-    if not evaluation.validate_every:
-        raise ValueError("tune needs validation (validate_every > 0)")
+    check_settings(budget, evaluation)
     drawn = candidates(base, budget)
     test = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                interactions.num_users, interactions.num_artists, base.seed)
     validation = validation_split(test, base.seed)  # reads test.train_* only
     del test
     if validation.num_heldout == 0:
-        raise ValueError("no user has enough interactions for a validation hold-out")
+        raise DataError("no user has enough interactions for a validation hold-out")
     selection = sample_heldout(validation, evaluation.validation_users, base.seed)
     trials: list[Trial] = []
     for number, hp in enumerate(drawn, start=1):

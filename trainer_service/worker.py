@@ -6,10 +6,13 @@ child takes down only the job, not the server. The child receives a ``WorkerRequ
 ``TrainingRequest`` and where to publish) and answers over a pipe, one way, with the pipeline's
 own objects:
 
-- a ``trainer_service.pipeline.Progress`` at each phase change and epoch, as the pipeline
-  reported it;
-- then exactly one result: ``Succeeded(version, metrics)``, ``Failed(error)`` (bad data, a
-  publish error, the quality gate's refusal with both figures, ...) or ``Cancelled()``.
+- a ``trainer_service.training_request.Progress`` at each phase change and epoch, as the
+  pipeline reported it;
+- then exactly one result: ``Succeeded(version, metrics)``, ``Failed(error)`` or ``Cancelled()``.
+
+A domain failure (bad data, a publish error, the quality gate's refusal with both figures, a
+diverged model: any ``ServiceError``) fails the job with its own one-line message. Anything else
+is a bug: the job fails with a generic message and the traceback goes to the log.
 
 The parent asks the child to stop by setting a shared event; the child checks it at each epoch
 boundary (through ``run_training(should_stop=...)``) and answers ``Cancelled``. A child that does
@@ -31,17 +34,17 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from musicrec.log_format import LOG_FORMAT_ENV, configure_logging
 from musicrec.process_lifetime import die_with_parent
-from trainer_service.pipeline import Progress, TrainingRequest
+from trainer_service.training_request import Progress, TrainingRequest
 
 log = logging.getLogger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")
+UNEXPECTED_ERROR = "training failed with an unexpected error; the trainer's log has the traceback"
 # How long the reader waits for the child to exit after its pipe closed before killing it, seconds.
 _EXIT_WAIT_S = 30.0
 
@@ -129,38 +132,7 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
     def should_stop() -> bool:
         return stop_event.is_set() or terminated.is_set() or os.getppid() != parent
 
-    result: WorkerResult
-    try:
-        from model_store import PublishError
-        from trainer_service.data import DataError
-        from trainer_service.pipeline import TrainingCancelled, run_training
-        from trainer_service.quality_gate import QualityGateRefused
-
-        try:
-            trained = run_training(
-                request.training.source,
-                request.training.hyperparameters,
-                request.models_dir,
-                data_dir=request.data_dir,
-                on_progress=conn.send,
-                should_stop=should_stop,
-                keep=request.keep,
-                min_version=request.min_version,
-                options=request.training.options,
-            )
-            result = Succeeded(int(trained.manifest.model_version),
-                               {str(k): float(v) for k, v in trained.manifest.metrics.items()})
-        except TrainingCancelled:
-            result = Cancelled()
-        except QualityGateRefused as exc:  # the model was not good enough: the job fails with both figures
-            result = Failed(str(exc))
-        except (DataError, ValueError) as exc:  # bad data, data too small, a diverged model
-            result = Failed(str(exc))
-        except PublishError as exc:
-            result = Failed(f"publish failed: {exc}")
-    except Exception as exc:  # the job's error, not a crash: the parent reports it on the job
-        traceback.print_exc()
-        result = Failed(f"training failed: {type(exc).__name__}: {exc}")
+    result = run_request(request, conn.send, should_stop)
     try:
         conn.send(result)
         conn.close()
@@ -168,6 +140,42 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def run_request(request: WorkerRequest, send: Callable[[Progress], None],
+                should_stop: Callable[[], bool]) -> WorkerResult:
+    """Run the pipeline for ``request``, handing each ``Progress`` to ``send``; return the
+    result to report (domain failures as their own message, anything else as
+    ``UNEXPECTED_ERROR`` with the traceback logged)."""
+    try:
+        from model_store import PublishError
+        from musicrec.rpc.errors import ServiceError
+        from trainer_service.data import DataError
+        from trainer_service.pipeline import TrainingCancelled, run_training
+
+        try:
+            trained = run_training(
+                request.training.source,
+                request.training.hyperparameters,
+                request.models_dir,
+                data_dir=request.data_dir,
+                on_progress=send,
+                should_stop=should_stop,
+                keep=request.keep,
+                min_version=request.min_version,
+                options=request.training.options,
+            )
+        except TrainingCancelled:
+            return Cancelled()
+        except (DataError, ServiceError) as exc:  # bad data, the gate's refusal, a diverged model
+            return Failed(str(exc))
+        except PublishError as exc:
+            return Failed(f"publish failed: {exc}")
+        return Succeeded(int(trained.manifest.model_version),
+                         {str(k): float(v) for k, v in trained.manifest.metrics.items()})
+    except Exception:  # a bug, not the job's data or settings: the log gets the traceback
+        log.exception("training failed with an unexpected error")
+        return Failed(UNEXPECTED_ERROR)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ an escaped quote); tab-separated files have no quoting (the TSV convention, and 
 One parser: ``pyarrow.csv`` splits text tables (the header line, each candidate delimiter when
 sniffing, and the rows; a row's line after quoted line breaks is counted from the values it
 parsed), ``pyarrow.parquet`` reads Parquet; columns stay pyarrow arrays through ``columns.py``. Not
-pandas, which would only wrap the same parser less completely: its pyarrow engine refuses
-``quoting`` (tab-separated files have none) and takes no ``block_size`` (a parse block must hold
-the longest line). Nor Python's ``csv`` beside it: two parsers can split one line two ways.
+pandas, which would only wrap the same parser less completely, and more slowly (docs/training.md):
+its pyarrow engine refuses ``quoting`` (tab-separated files have none) and takes no ``block_size``
+(a parse block must hold the longest line). Nor Python's ``csv`` beside it: two parsers can split one line two ways.
 """
 
 from __future__ import annotations

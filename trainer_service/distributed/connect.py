@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from musicrec.rpc.errors import InvalidArgument
 from trainer_service.distributed.cluster_config import CHIEF, LocalClusterSpec, TFConfig
 from trainer_service.hyperparameters import Hyperparameters
 
@@ -38,8 +39,9 @@ def cluster_from_options(distributed: str | None = None, cluster: str | None = N
 def open_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
                  num_artists: int, hp: Hyperparameters, cluster: ClusterChoice = None):
     """A trainer for ``cluster`` (see the module); arguments as ``BPRTrainer``'s. Raises
-    ValueError for hyperparameters the distributed trainer does not support (before any process
-    starts) or a TF_CONFIG that is not the chief's, ``ClusterError`` if local tasks fail to start."""
+    InvalidArgument for hyperparameters the distributed trainer does not support (before any
+    process starts) or a TF_CONFIG that is not the chief's, ``ClusterError`` if local tasks fail
+    to start."""
     if cluster is None:
         from trainer_service.bpr import BPRTrainer
 
@@ -49,7 +51,7 @@ def open_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | N
     supported(hp)
     if isinstance(cluster, TFConfig):
         if cluster.task_type != CHIEF:
-            raise ValueError(f"this process is the chief, but its TF_CONFIG says task {cluster.task_type}:"
+            raise InvalidArgument(f"this process is the chief, but its TF_CONFIG says task {cluster.task_type}:"
                              f"{cluster.task_index}; run that task with `python -m trainer_service cluster-task`")
         return DistributedBPRTrainer(users, artists, weights, num_users, num_artists, hp,
                                      cluster_resolver=cluster.cluster_resolver())

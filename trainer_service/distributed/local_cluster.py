@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from musicrec.rpc.errors import Unavailable
 from trainer_service.distributed.cluster_config import CHIEF, PS, WORKER, LocalClusterSpec, TFConfig
 from trainer_service.distributed.task import PARENT_PID_ENV
 
@@ -42,9 +43,9 @@ DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_GRACE_S = 5.0
 
 
-class ClusterError(RuntimeError):
+class ClusterError(Unavailable):
     """A task did not start, or died while the cluster was in use; the message names it and
-    quotes the end of its log."""
+    quotes the end of its log (UNAVAILABLE: the run failed; a new run starts a new cluster)."""
 
 
 @dataclass

@@ -41,8 +41,8 @@ error the chief lets the queued chunks fail while the cluster still runs (``_dra
 One cluster per process: TensorFlow connects a process to one cluster for its lifetime.
 
 Supported: optimizer "sgd" with any learning-rate schedule and any ``negative_candidates`` (the
-candidates' rows are gathered once and the pick is ``bpr._hardest_negative``'s). Adagrad raises
-``ValueError`` on construction.
+candidates' rows are gathered once and the pick is ``bpr.hardest_negative``'s). Adagrad raises
+``InvalidArgument`` on construction.
 """
 
 from __future__ import annotations
@@ -56,18 +56,17 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from trainer_service.bpr import (  # the single-process trainer's math and seeding, shared
-    _INIT_STREAM,
-    _SAMPLE_STREAM,
-    TRIPLES_PER_CALL,
+from musicrec.rpc.errors import InvalidArgument
+from trainer_service.bpr import (  # the single-process trainer's math, start and stream, shared
     EpochStats,
     Factors,
-    _hardest_negative,
     bpr_triple_gradients,
-    learning_rate_factor,
+    hardest_negative,
+    initial_factors,
+    step_rates,
+    training_stream,
 )
 from trainer_service.hyperparameters import Hyperparameters
-from trainer_service.sampling import TripletSampler, TripletStream, seed_sequence
 
 # At least this many chunks per worker and epoch, so every worker gets work on small data.
 CHUNKS_PER_WORKER = 4
@@ -78,9 +77,9 @@ DRAIN_S = 30.0
 
 
 def supported(hp: Hyperparameters) -> None:
-    """Raise ValueError if the distributed trainer cannot train ``hp``."""
+    """Raise InvalidArgument if the distributed trainer cannot train ``hp``."""
     if hp.optimizer != "sgd":
-        raise ValueError(f"distributed training supports optimizer 'sgd' only, got {hp.optimizer!r}")
+        raise InvalidArgument(f"distributed training supports optimizer 'sgd' only, got {hp.optimizer!r}")
 
 
 def make_strategy(cluster_resolver) -> tf.distribute.ParameterServerStrategy:
@@ -92,7 +91,7 @@ def make_strategy(cluster_resolver) -> tf.distribute.ParameterServerStrategy:
     return tf.distribute.ParameterServerStrategy(cluster_resolver, variable_partitioner=partitioner)
 
 
-class _Coordinator(tf.distribute.coordinator.ClusterCoordinator):
+class Coordinator(tf.distribute.coordinator.ClusterCoordinator):
     """TensorFlow's ClusterCoordinator, except that its destructor cannot hang the process.
 
     After a task died and did not come back (a failed run, a stopped cluster), the
@@ -109,12 +108,12 @@ class _Coordinator(tf.distribute.coordinator.ClusterCoordinator):
 
 
 def _pick_negative(pu, Q, b, candidates):
-    """Of (C, B) candidate negatives, the one the model scores highest (``bpr._hardest_negative``'s
+    """Of (C, B) candidate negatives, the one the model scores highest (``bpr.hardest_negative``'s
     rule, applied to rows gathered once from the shards): its (B,) index, (B, F) factors, (B,) bias."""
     flat = tf.reshape(candidates, [-1])
     rows, bias = tf.nn.embedding_lookup(Q, flat), tf.nn.embedding_lookup(b, flat)
     local = tf.reshape(tf.range(tf.size(flat)), tf.shape(candidates))
-    picked, qj, bj = _hardest_negative(pu, rows, bias, local)
+    picked, qj, bj = hardest_negative(pu, rows, bias, local)
     return tf.gather(flat, picked), qj, bj
 
 
@@ -172,56 +171,44 @@ class DistributedBPRTrainer:
         self.hp = hp
         self.num_users = int(num_users)
         self.num_artists = int(num_artists)
-        self.samples_per_epoch = int(np.asarray(users).size)
-        if self.samples_per_epoch == 0:
-            raise ValueError("no training interactions")
         self._health_check = health_check or (lambda: None)
         self._on_close = on_close
         self._closed = False
         self.num_workers = len(cluster_resolver.cluster_spec().job_tasks("worker"))
-        self.strategy = strategy = make_strategy(cluster_resolver)
-        sampler = TripletSampler(users, artists, weights, num_users, num_artists,
-                                 negative_sampling=hp.negative_sampling, positive_sampling=hp.positive_sampling)
-        init = np.random.default_rng(seed_sequence(hp.seed, _INIT_STREAM))
-        f = hp.factors
-        with strategy.scope():
-            self.user_factors = tf.Variable(init.normal(0.0, hp.init_std, (num_users, f)).astype(np.float32),
-                                            name="user_factors")
-            self.artist_factors = tf.Variable(init.normal(0.0, hp.init_std, (num_artists, f)).astype(np.float32),
-                                              name="artist_factors")
-            self.artist_bias = tf.Variable(np.zeros(num_artists, np.float32), name="artist_bias")
-        self.coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-        # The strategy made its (single) coordinator already; give it the non-blocking destructor.
-        self.coordinator.__class__ = _Coordinator
-        batch = hp.batch_size
-        batches_per_epoch = -(-self.samples_per_epoch // batch)
-        # The stream's chunks are BPRTrainer's (so the same seed gives the very same triples and
-        # learning rates); each is cut into pieces of ``batches_per_piece`` minibatches, one
-        # scheduled call each, at least CHUNKS_PER_WORKER per worker and epoch.
-        self.batches_per_chunk = max(1, min(TRIPLES_PER_CALL // batch, batches_per_epoch))
+        # BPRTrainer's stream (so the same seed gives the very same triples and learning rates);
+        # each chunk is cut into pieces of ``batches_per_piece`` minibatches, one scheduled call
+        # each, at least CHUNKS_PER_WORKER per worker and epoch. Made first: bad data fails
+        # before this process connects to the cluster.
+        self._stream = training_stream(users, artists, weights, num_users, num_artists, hp)
+        self.samples_per_epoch = self._stream.samples_per_epoch
+        self.batches_per_chunk = self._stream.batches_per_chunk
+        batches_per_epoch = -(-self.samples_per_epoch // hp.batch_size)
         per_piece = -(-batches_per_epoch // (CHUNKS_PER_WORKER * self.num_workers))
         self.batches_per_piece = max(1, min(self.batches_per_chunk, per_piece))
-        self._train_chunk = _chunk_function((self.user_factors, self.artist_factors, self.artist_bias), batch,
-                                            hp.negative_candidates)
         self.epoch = 0
         self._stopped = False
         self._trained = 0  # triples scheduled so far, for the learning-rate schedule
-        self._stream = TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
-                                     samples_per_epoch=self.samples_per_epoch, epochs=hp.epochs,
-                                     batch_size=batch, batches_per_chunk=self.batches_per_chunk,
-                                     negative_candidates=hp.negative_candidates)
+        try:
+            self.strategy = strategy = make_strategy(cluster_resolver)
+            # Made before the strategy's scope is entered: the scope makes a stock coordinator
+            # for a strategy that has none, and a strategy keeps the first one it gets.
+            self.coordinator = Coordinator(strategy)
+            start = initial_factors(num_users, num_artists, hp)
+            with strategy.scope():
+                self.user_factors = tf.Variable(start.user_factors, name="user_factors")
+                self.artist_factors = tf.Variable(start.artist_factors, name="artist_factors")
+                self.artist_bias = tf.Variable(start.artist_bias, name="artist_bias")
+            self._train_chunk = _chunk_function((self.user_factors, self.artist_factors, self.artist_bias),
+                                                hp.batch_size, hp.negative_candidates)
+        except BaseException:
+            self._stream.close()
+            raise
 
     @property
     def tables(self) -> dict[str, "tf.Variable"]:
         """The tables by name (see ``shards`` for their per-ps parts)."""
         return {"user_factors": self.user_factors, "artist_factors": self.artist_factors,
                 "artist_bias": self.artist_bias}
-
-    def _rates(self) -> tf.Tensor:
-        hp = self.hp
-        done = self._trained / (self.samples_per_epoch * hp.epochs)
-        lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
-        return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
 
     def _wait(self, should_stop: Callable[[], bool] | None) -> bool:
         """Wait until every scheduled piece is done; False if ``should_stop`` asked to stop first
@@ -282,7 +269,8 @@ class DistributedBPRTrainer:
         batch = self.hp.batch_size
         while True:
             chunk = self._stream.next()
-            rates = self._rates()  # before counting the chunk, as BPRTrainer does
+            # Before counting the chunk, as BPRTrainer does.
+            rates = step_rates(self.hp, self._trained, self.samples_per_epoch)
             self._trained += chunk.count
             for first in range(0, chunk.users.shape[0], step):
                 count = min(chunk.count - first * batch, step * batch)
