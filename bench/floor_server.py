@@ -4,7 +4,7 @@ An ``IndexService`` whose Recommend and SimilarArtists answer an empty response 
 no lookup, the request never read. Everything else is the index service's own: the same proto,
 ``musicrec.rpc.server.build_server`` with the same ``ServerConfig`` (error mapping at
 registration, health, reflection, message limits, max concurrent RPCs), the same event loop
-choice (``index_service.__main__.loop_factory``: uvloop when installed) and, with ``--workers N``,
+choice (``index_service.app.loop_factory``: uvloop when installed) and, with ``--workers N``,
 the same supervisor (``index_service.supervisor``: N processes on one port with SO_REUSEPORT).
 What a Recommend costs beyond this floor is the service's own work; the floor itself is the gRPC
 runtime's, which no servicer change can remove.
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s")
     # The index service's own process management and event loop choice, so that the floor
     # differs from it only in its handlers.
-    from index_service.__main__ import loop_factory
+    from index_service.app import loop_factory
     from index_service.supervisor import Supervisor, die_with_parent
 
     if args.workers > 1:

@@ -783,15 +783,15 @@ def recording_cost_us(calls: int = 100_000, repeats: int = 5) -> dict:
     import grpc
 
     from musicrec.metrics import RpcMetrics, new_registry
-    from musicrec.rpc.interceptor import _wrap  # noqa: PLC2701 - the wrapper itself is what is measured
+    from musicrec.rpc.interceptor import wrap_handler
 
     async def behavior(request, context):
         return b""
 
     method = "/musicrec.v1.IndexService/Recommend"
     handler = grpc.unary_unary_rpc_method_handler(behavior)
-    wrapped = {"off": _wrap(handler, method).unary_unary,
-               "on": _wrap(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
+    wrapped = {"off": wrap_handler(handler, method).unary_unary,
+               "on": wrap_handler(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
     best = {mode: float("inf") for mode in wrapped}
     request = object()
     for _ in range(repeats):

@@ -57,6 +57,20 @@ class IndexServiceConfig:
     metrics_multiprocess: bool = False
 
 
+def loop_factory(choice: str):
+    """The event loop constructor for ``--event-loop`` ("auto", "uvloop" or "asyncio"; None:
+    asyncio's default). "auto" takes uvloop when installed."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--event-loop uvloop: uvloop is not installed (pip install musicrec[fast])") from None
+        return None
+    return uvloop.new_event_loop
+
+
 class IndexServiceApp:
     """Start with ``await app.start()`` (binds, serves, starts watching); ``await app.stop()``."""
 

@@ -17,11 +17,10 @@ handler runs (by an authentication interceptor, by the concurrency limit, to unk
 not counted.
 
 Works for unary and streaming responses of ``grpc.aio`` servicers written as coroutines or async
-generators (the only kinds this project writes). ``build_server`` registers every servicer through
-``ErrorMappingRegistrar``, which wraps each handler once; nothing is wrapped per call, and a server
-without other interceptors runs no interceptor pipeline at all. Other interceptors (authentication,
-``musicrec.rpc.auth``) pass on the handlers the server resolved, which are these wrapped ones, so
-their calls follow the same contract; the calls they refuse they answer themselves.
+generators (the only kinds this project writes). ``ErrorMappingInterceptor`` applies it: a
+``grpc.aio.ServerInterceptor`` that wraps each method's handler on its first call and keeps the
+wrapper (``wrap_handler`` wraps one handler). ``build_server`` puts it after the service's own
+interceptors (authentication, ``musicrec.rpc.auth``), whose refusals they answer themselves.
 """
 
 from __future__ import annotations
@@ -205,7 +204,7 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str):
     return _wrap_unary_response(behavior, method)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | None" = None) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | None" = None) -> grpc.RpcMethodHandler:
     """A handler equal to ``handler`` whose behavior maps errors (and records the call in
     ``metrics``, when given); sync behaviors pass unchanged."""
     recorder = metrics.method(method) if metrics is not None else None
@@ -246,47 +245,29 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | No
     return handler
 
 
-class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
-    """A generic handler answering like ``inner`` with every method handler error-mapped (wrapped
-    once per method and cached; the server asks for the handler on every call)."""
+class ErrorMappingInterceptor(aio.ServerInterceptor):
+    """The error contract (and, with ``metrics``, the call recording) as a ``grpc.aio`` server
+    interceptor. Each method's handler is wrapped once, on its first call, and the wrapper kept:
+    a call costs the interceptor pipeline's await and one dict lookup, nothing is rebuilt.
 
-    def __init__(self, inner: grpc.GenericRpcHandler, metrics: "RpcMetrics | None" = None):
-        self._inner = inner
+    Put it last among a server's interceptors, so the handlers it sees are the services' own (an
+    earlier interceptor that refuses a call answers it itself, uncounted)."""
+
+    def __init__(self, metrics: "RpcMetrics | None" = None):
         self._metrics = metrics
-        # method name -> (the handler ``inner`` resolved, our wrapper of it)
+        # method name -> (the handler the server resolved, our wrapper of it)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        handler = self._inner.service(handler_call_details)
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, _wrap(handler, method, self._metrics))
+            cached = self._wrapped[method] = (handler, wrap_handler(handler, method, self._metrics))
         return cached[1]
-
-    def service_name(self) -> str | None:
-        name = getattr(self._inner, "service_name", None)
-        return name() if callable(name) else None
-
-
-class ErrorMappingRegistrar:
-    """Stands in for a ``grpc.aio.Server`` while servicers register (``add_<Service>Servicer_to_server
-    (servicer, registrar)``): every handler registered through it reaches ``server`` already
-    error-mapped (and recorded in ``metrics``, when given), so the server needs no interceptor.
-    Only registration methods are provided."""
-
-    def __init__(self, server: aio.Server, metrics: "RpcMetrics | None" = None):
-        self.server = server
-        self.metrics = metrics
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
-        self.server.add_generic_rpc_handlers(
-            tuple(_ErrorMappingGenericHandler(handler, self.metrics) for handler in generic_rpc_handlers))
-
-    def add_registered_method_handlers(self, service_name: str,
-                                       method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        self.server.add_registered_method_handlers(service_name, {
-            name: _wrap(handler, f"/{service_name}/{name}", self.metrics)
-            for name, handler in method_handlers.items()})

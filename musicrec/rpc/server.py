@@ -4,8 +4,7 @@ A service describes what it serves as ``ServiceBinding``s and its knobs as a ``S
 ``build_server`` returns a ``GrpcServer`` that already has:
 
 - the error contract of ``musicrec.rpc.interceptor`` (domain errors -> status codes, anything
-  else -> INTERNAL), applied to each handler once, at registration; handlers that a service's
-  own interceptors (authentication) pass on are those same wrapped handlers;
+  else -> INTERNAL), an interceptor after the service's own (authentication);
 - explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
   NOT_SERVING until the service calls ``set_serving(True)`` (health means ready), and the service
@@ -43,10 +42,10 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health as health_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from musicrec.rpc.channel_config import DEFAULT_MAX_MESSAGE_BYTES
-from musicrec.rpc.interceptor import ErrorMappingRegistrar
+from musicrec.rpc.interceptor import ErrorMappingInterceptor
 
 if TYPE_CHECKING:
     from musicrec.metrics import RpcMetrics
@@ -121,7 +120,14 @@ class HealthServicer(health_module.aio.HealthServicer):
     The library's streams never end, so each open watch (client-side health checking keeps one
     per connection) held every graceful stop for its whole grace period and was then cancelled
     with an error traceback in the log. The library's ``Watch`` runs unchanged as a task; this
-    class only watches what it writes and ends it after the final status.
+    class only watches what it writes (through ``_SentStatus``, a context passing everything on)
+    and ends it after the final status.
+
+    Public API missing: grpcio-health-checking has no way to end open ``Watch`` streams
+    (``enter_graceful_shutdown`` only sends NOT_SERVING), nor a hook on what a watch sent. No
+    grpc/grpc issue asks for it yet; the same gap, reported for grpc-go
+    (https://github.com/grpc/grpc-go/issues/8776), was closed in grpc-dotnet by ending the
+    streams at shutdown (https://github.com/grpc/grpc-dotnet/pull/2582).
     """
 
     def __init__(self) -> None:
@@ -312,30 +318,25 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
                  interceptors: Sequence[aio.ServerInterceptor] = (), metrics: "RpcMetrics | None" = None) -> GrpcServer:
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
-    Call from inside the running event loop. Every handler is error-mapped once, as it is
-    registered. ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before
-    the handler; the handlers they pass on are the error-mapped ones, and a call they refuse
-    they answer with a status of their own. ``metrics`` (``musicrec.metrics.RpcMetrics``): every
-    handler (health and reflection included) also records its calls. Without ``interceptors`` the server runs no
-    per-call interceptor pipeline at all. Raises OSError if the port cannot be bound and
-    ValueError for unreadable TLS files.
+    Call from inside the running event loop. Every handler is error-mapped
+    (``musicrec.rpc.interceptor.ErrorMappingInterceptor``, after ``interceptors``).
+    ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run first; a call they
+    refuse they answer with a status of their own. ``metrics`` (``musicrec.metrics.RpcMetrics``):
+    every handler (health and reflection included) also records its calls. Raises OSError if the
+    port cannot be bound and ValueError for unreadable TLS files.
     """
     server = aio.server(
-        interceptors=list(interceptors) or None,
+        # Error mapping last: it wraps the services' own handlers, not an earlier refusal.
+        interceptors=[*interceptors, ErrorMappingInterceptor(metrics)],
         options=config.channel_args(),
         maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
     )
-    # Servicers register through a registrar that wraps each handler as it is added.
-    target = ErrorMappingRegistrar(server, metrics)
     names = tuple(binding.name for binding in bindings)
     for binding in bindings:
-        binding.add_to_server(binding.servicer, target)
+        binding.add_to_server(binding.servicer, server)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, target)
-    # What reflection.enable_server_reflection registers for an aio server (it tests the type of
-    # its argument, which the registrar is not).
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)), target)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{config.host}:{config.port}"
     tls = bool(config.tls_cert_file)
