@@ -2,8 +2,8 @@
 
 An ``IndexService`` whose Recommend and SimilarArtists answer an empty response at once: no model,
 no lookup, the request never read. Everything else is the index service's own: the same proto,
-``musicrec.rpc.server.build_server`` with the same ``ServerConfig`` (error mapping at
-registration, health, reflection, message limits, max concurrent RPCs), the same event loop
+``musicrec.rpc.server.build_server`` with the same ``ServerConfig`` (error mapping
+interceptor, health, reflection, message limits, max concurrent RPCs), the same event loop
 choice (``index_service.app.loop_factory``: uvloop when installed) and, with ``--workers N``,
 the same supervisor (``index_service.supervisor``: N processes on one port with SO_REUSEPORT).
 What a Recommend costs beyond this floor is the service's own work; the floor itself is the gRPC

@@ -653,6 +653,12 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         log.exception("serving: metrics overhead failed")
         result["metrics_overhead"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
     try:
+        from bench import plumbing
+        result["plumbing"] = plumbing.measure(settings, workdir, models_dir, material, use_h2load)
+    except Exception as exc:  # noqa: BLE001 - the figures above stand without it
+        log.exception("serving: plumbing failed")
+        result["plumbing"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
+    try:
         result["full_scale"] = full_scale(settings, workdir, scale_version, floor["closed_loop"], use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
         log.exception("serving at full scale failed")

@@ -6,7 +6,7 @@ RecommendForHistory and BatchRecommend return wire bytes, which ``add_index_serv
 to go out unchanged. A batch entry's error becomes its own ``Status`` (code and bounded message,
 as the single call's status would carry them); the whole batch fails only for its own limits. Domain errors
 (``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.interceptor``
-wraps around each handler at registration.
+wraps around each handler.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Every name is listed, with its labels, in docs/operations.md. Recording is cheap by design:
 
 - RPCs are recorded by the error-mapping wrapper ``musicrec.rpc.interceptor`` puts around each
-  handler once, at registration (no interceptor pipeline per call), into one ``MethodRecorder``
+  method's handler once (on its first call), into one ``MethodRecorder``
   per method: plain integers on the event loop thread, no lock, no label lookup. The server adds
   them to the prometheus_client metrics once a second (``RpcMetrics.flush``, the one periodic
   flush; a service adds its own plain counts to it with ``also_on_flush``) and when it stops,
