@@ -65,12 +65,11 @@ def _floor_servicer():
 async def serve(args: argparse.Namespace) -> int:
     """Bind, report SERVING, serve until SIGTERM/SIGINT, stop with the grace period; exit status 0."""
     from musicrec.rpc.server import ServerConfig, ServiceBinding, build_server
-    from musicrec.v1 import index_pb2, index_pb2_grpc
+    from musicrec.v1 import index_pb2
 
     config = ServerConfig(host=args.host, port=args.port, grace_s=args.grace,
                           maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port)
-    binding = ServiceBinding.of(index_pb2, "IndexService", _floor_servicer(),
-                                index_pb2_grpc.add_IndexServiceServicer_to_server)
+    binding = ServiceBinding.of(index_pb2, "IndexService", _floor_servicer())
     server = build_server([binding], config)
     await server.start()
     await server.set_serving(True)

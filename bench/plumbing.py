@@ -12,8 +12,11 @@ uvloop when installed, as the index service):
   ``nothing`` (the service's channel options, health and reflection), ``errors`` (the error
   mapping: ``musicrec.rpc.server.build_server`` with no metrics and no concurrency limit),
   ``metrics`` (+ RPC metrics), ``auth`` (+ a bearer-token interceptor, token configured, Recommend
-  not protected: the check every call passes through), ``limit`` (+ ``maximum_concurrent_rpcs``,
-  the service's default): the last is the index service's server with an empty handler.
+  not protected: the check every call passes through, and with it ``grpc.aio``'s interceptor
+  pipeline, which a server without interceptors does not run), ``limit`` (+
+  ``maximum_concurrent_rpcs``, the service's default). The index service's server is ``errors``
+  plus ``limit``: metrics are off unless ``--metrics-port`` is given, and only the trainer
+  authenticates.
 
 The index service itself is ``python -m index_service`` (one process) serving a model with
 precomputed answers. Recommend, h2load at ``INFLIGHT`` in flight on one connection; bare and
@@ -62,13 +65,13 @@ async def _serve(kind: str, port: int) -> int:
                                      ServiceBinding, build_server)
     from musicrec.v1 import index_pb2, index_pb2_grpc
 
-    binding = ServiceBinding.of(index_pb2, "IndexService", _empty_servicer(),
-                                index_pb2_grpc.add_IndexServiceServicer_to_server)
+    servicer = _empty_servicer()
+    binding = ServiceBinding.of(index_pb2, "IndexService", servicer)
     address = f"127.0.0.1:{port}"
     if kind in ("bare", "nothing"):
         config = ServerConfig(port=port)
         server = aio.server() if kind == "bare" else aio.server(options=config.channel_args())
-        binding.add_to_server(binding.servicer, server)
+        index_pb2_grpc.add_IndexServiceServicer_to_server(servicer, server)
         if kind == "nothing":
             health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
             reflection.enable_server_reflection((binding.name, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -93,6 +96,12 @@ async def _serve(kind: str, port: int) -> int:
 
 # -- the measurement -----------------------------------------------------------------------------
 
+def _cpu_s(process) -> float:
+    """CPU seconds ``process`` (a ``psutil.Process``, all its threads) has used, user and system."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def _median(values: list[float]) -> float:
     import statistics
 
@@ -100,10 +109,16 @@ def _median(values: list[float]) -> float:
 
 
 def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: bool = True) -> dict:
-    """The ``plumbing`` result: Recommend requests/s of the bare handler and of the index service
-    serving ``models_dir`` (alternated, ``rounds`` rounds), and the wrapper ladder's medians with
-    each rung's added microseconds per call (from the throughputs: 1e6/rps minus the rung
-    below's). ``material``: ``bench.serving.RequestMaterial`` of the version served."""
+    """The ``plumbing`` result: Recommend requests/s and server CPU microseconds per call of the bare
+    handler and of the index service serving ``models_dir`` (alternated, ``rounds`` rounds), and
+    the wrapper ladder's medians with each rung's added CPU microseconds per call (its median
+    minus the rung below's). ``material``: ``bench.serving.RequestMaterial`` of the version served.
+
+    ``cpu_ratio`` (bare CPU per call / service CPU per call) is the figure to judge by on a shared
+    machine: a saturated one-process server's throughput is about 1 / its CPU per call, and CPU
+    time per call hardly moves when other processes take cores, while requests/s swing with them."""
+    import psutil
+
     from bench import h2load
     from bench.grpc_load import METHODS
     from bench.serving import IndexServer, ServerProcess
@@ -132,41 +147,56 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
                 raise RuntimeError(f"the {kind} server does not answer the h2load request: {seen}")
             response_bytes[kind] = seen["data_bytes"]
 
-        def rps(kind: str) -> float:
+        def load(kind: str) -> tuple[float, float]:
+            """(requests/s, server CPU microseconds per request) of one h2load run on ``kind``."""
+            process = psutil.Process(servers[kind].pid)
+            before = _cpu_s(process)
             run = h2load.run(servers[kind].port, method, body, response_bytes[kind], workdir / "plumbing-h2load.log",
                              inflight=INFLIGHT, duration_s=settings.load_seconds, warm_up_s=settings.warm_up_seconds)
+            cpu_s = _cpu_s(process) - before
             if run.grpc_errors:
                 raise RuntimeError(f"{run.grpc_errors} calls to the {kind} server failed: {run.command}")
-            return run.requests_per_s
+            # Every request the server handled (warm-up included) shares the CPU time.
+            return run.requests_per_s, cpu_s * 1e6 / run.done if run.done else float("nan")
 
         measured = []
         for n in range(rounds):
             order = ("bare", "service") if n % 2 == 0 else ("service", "bare")
-            row = {f"{kind}_rps": rps(kind) for kind in order}
-            measured.append({"bare_rps": row["bare_rps"], "service_rps": row["service_rps"]})
-            log.info("plumbing round %d: bare %.0f/s, service %.0f/s", n + 1, row["bare_rps"], row["service_rps"])
-        ladder: dict[str, list[float]] = {kind: [] for kind in ("bare", *LADDER)}
+            row = {}
+            for kind in order:
+                row[f"{kind}_rps"], row[f"{kind}_cpu_us"] = load(kind)
+            measured.append({key: row[key] for key in ("bare_rps", "service_rps", "bare_cpu_us", "service_cpu_us")})
+            log.info("plumbing round %d: bare %.0f/s %.1f us CPU/call, service %.0f/s %.1f us CPU/call", n + 1,
+                     row["bare_rps"], row["bare_cpu_us"], row["service_rps"], row["service_cpu_us"])
+        ladder: dict[str, list[tuple[float, float]]] = {kind: [] for kind in ("bare", *LADDER)}
         for n in range(ladder_rounds):
             for kind in (("bare", *LADDER) if n % 2 == 0 else tuple(reversed(("bare", *LADDER)))):
-                ladder[kind].append(rps(kind))
+                ladder[kind].append(load(kind))
         commands = {kind: server.command for kind, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
     bare = _median([r["bare_rps"] for r in measured])
     service = _median([r["service_rps"] for r in measured])
+    bare_cpu_us = _median([r["bare_cpu_us"] for r in measured])
+    service_cpu_us = _median([r["service_cpu_us"] for r in measured])
     wrappers = []
-    below = _median(ladder["bare"])
+    below_cpu_us = _median([cpu_us for _, cpu_us in ladder["bare"]])
     for kind in LADDER:
-        median = _median(ladder[kind])
-        wrappers.append({"name": kind, "rps_median": median,
-                         "us_per_call": (1e6 / median - 1e6 / below) if median and below else float("nan")})
-        below = median
+        cpu_us = _median([cpu_us for _, cpu_us in ladder[kind]])
+        wrappers.append({"name": kind, "rps_median": _median([rps for rps, _ in ladder[kind]]),
+                         "cpu_us_median": cpu_us, "us_per_call": cpu_us - below_cpu_us})
+        below_cpu_us = cpu_us
     result = {"rpc": "Recommend", "inflight": INFLIGHT, "rounds": measured, "bare_rps_median": bare,
               "service_rps_median": service, "ratio": service / bare if bare else float("nan"),
-              "target": TARGET_RATIO, "wrappers": wrappers, "ladder_bare_rps_median": _median(ladder["bare"]),
+              "bare_cpu_us_median": bare_cpu_us, "service_cpu_us_median": service_cpu_us,
+              "cpu_ratio": bare_cpu_us / service_cpu_us if service_cpu_us else float("nan"),
+              "target": TARGET_RATIO, "wrappers": wrappers,
+              "ladder_bare_rps_median": _median([rps for rps, _ in ladder["bare"]]),
+              "ladder_bare_cpu_us_median": _median([cpu_us for _, cpu_us in ladder["bare"]]),
               "seconds_per_run": settings.load_seconds, "commands": commands}
-    log.info("plumbing: bare %.0f/s, service %.0f/s (%.3fx)", bare, service, result["ratio"])
+    log.info("plumbing: bare %.0f/s, service %.0f/s (%.3fx); CPU per call bare %.1f us, service %.1f us (%.3fx)",
+             bare, service, result["ratio"], bare_cpu_us, service_cpu_us, result["cpu_ratio"])
     return result
 
 

@@ -23,10 +23,10 @@ from threadpoolctl import threadpool_limits
 
 from index_service.holder import ModelHolder, ServedVersion
 from index_service.metrics import IndexMetrics, PrecomputedAnswers
-from index_service.servicer import SERVICE_NAME, IndexServicer, add_index_servicer
+from index_service.servicer import SERVICE_NAME, IndexServicer, index_binding
 from index_service.watcher import VersionWatcher
 from musicrec.metrics import MetricsEndpoint, new_registry
-from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server, freeze_long_lived
+from musicrec.rpc.server import GrpcServer, ServerConfig, build_server, freeze_long_lived
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,7 @@ class IndexServiceApp:
         and BLAS worker threads only fight gRPC's threads for the cores (a longer tail, no faster
         median)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        binding = ServiceBinding(SERVICE_NAME, self.servicer, add_index_servicer)
-        self.server = build_server([binding], self.config.server,
+        self.server = build_server([index_binding(self.servicer)], self.config.server,
                                    metrics=None if self.metrics is None else self.metrics.rpc)
         if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host,
