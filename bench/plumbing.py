@@ -8,6 +8,9 @@ uvloop when installed, as the index service):
 
 - ``bare``: ``grpc.aio.server()`` with the generated ``add_IndexServiceServicer_to_server`` and a
   Recommend that returns an empty response: no interceptor, no option, no health, no reflection.
+- ``handler``: ``bare`` with the index service's own servicer (``index_service.servicer``) on the
+  served model instead of the empty one, registered unwrapped: what Recommend's work costs
+  without any plumbing, so ``service`` against ``handler`` is the plumbing alone.
 - the wrapper ladder, each the one above plus one thing, so every wrapper's per-call cost shows:
   ``nothing`` (the service's channel options, health and reflection), ``errors`` (the error
   mapping: ``musicrec.rpc.server.build_server`` with no metrics and no concurrency limit),
@@ -19,8 +22,9 @@ uvloop when installed, as the index service):
   authenticates.
 
 The index service itself is ``python -m index_service`` (one process) serving a model with
-precomputed answers. Recommend, h2load at ``INFLIGHT`` in flight on one connection; bare and
-service alternate for ``rounds`` rounds (the ladder for ``ladder_rounds``), medians compared.
+precomputed answers. Recommend, h2load at ``INFLIGHT`` in flight on one connection; bare, handler
+and service alternate for ``rounds`` rounds (the ladder for ``ladder_rounds``), medians compared,
+both as requests/s and as the server process's CPU time per call (``psutil``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,30 @@ def _empty_servicer():
             return index_pb2.RecommendResponse()
 
     return EmptyRecommend()
+
+
+async def _serve_handler(port: int, models_dir: Path) -> int:
+    """The ``handler`` server: a bare ``grpc.aio`` server with the index service's servicer."""
+    import grpc
+    from grpc import aio
+
+    from index_service.holder import ModelHolder
+    from index_service.servicer import IndexServicer, index_binding
+    from index_service.watcher import VersionWatcher
+
+    holder = ModelHolder()
+    watching = asyncio.create_task(VersionWatcher(models_dir, holder).run(1.0))
+    while holder.current is None:
+        await asyncio.sleep(0.05)
+    binding = index_binding(IndexServicer(holder))
+    server = aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(binding.name, binding.handlers),))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    log.info("handler server listening on 127.0.0.1:%d", bound)
+    await server.wait_for_termination()
+    watching.cancel()
+    return 0
 
 
 async def _serve(kind: str, port: int) -> int:
@@ -125,8 +153,8 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
 
     if not use_h2load:
         return {"ran": False, "note": "h2load is not installed: the plumbing comparison needs it"}
-    rounds = 2 if settings.quick else 4
-    ladder_rounds = 1 if settings.quick else 2
+    rounds = 2 if settings.quick else 6
+    ladder_rounds = 1 if settings.quick else 4
     workdir.mkdir(parents=True, exist_ok=True)
 
     def child(kind: str) -> ServerProcess:
@@ -139,6 +167,8 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
     try:
         servers["bare"] = child("bare").start()
         servers["service"] = IndexServer(models_dir, workdir / "plumbing-index-service.log").start()
+        servers["handler"] = ServerProcess([*child("handler").argv, "--models-dir", str(models_dir)],
+                                           workdir / "plumbing-handler.log").start()
         for kind in LADDER:
             servers[kind] = child(kind).start()
         for kind, server in servers.items():
@@ -161,13 +191,14 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
 
         measured = []
         for n in range(rounds):
-            order = ("bare", "service") if n % 2 == 0 else ("service", "bare")
+            order = ("bare", "handler", "service") if n % 2 == 0 else ("service", "handler", "bare")
             row = {}
             for kind in order:
                 row[f"{kind}_rps"], row[f"{kind}_cpu_us"] = load(kind)
-            measured.append({key: row[key] for key in ("bare_rps", "service_rps", "bare_cpu_us", "service_cpu_us")})
-            log.info("plumbing round %d: bare %.0f/s %.1f us CPU/call, service %.0f/s %.1f us CPU/call", n + 1,
-                     row["bare_rps"], row["bare_cpu_us"], row["service_rps"], row["service_cpu_us"])
+            measured.append(row)
+            log.info("plumbing round %d: bare %.0f/s %.1f us CPU/call, handler %.0f/s %.1f us, service %.0f/s %.1f us",
+                     n + 1, row["bare_rps"], row["bare_cpu_us"], row["handler_rps"], row["handler_cpu_us"],
+                     row["service_rps"], row["service_cpu_us"])
         ladder: dict[str, list[tuple[float, float]]] = {kind: [] for kind in ("bare", *LADDER)}
         for n in range(ladder_rounds):
             for kind in (("bare", *LADDER) if n % 2 == 0 else tuple(reversed(("bare", *LADDER)))):
@@ -180,6 +211,7 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
     service = _median([r["service_rps"] for r in measured])
     bare_cpu_us = _median([r["bare_cpu_us"] for r in measured])
     service_cpu_us = _median([r["service_cpu_us"] for r in measured])
+    handler_cpu_us = _median([r["handler_cpu_us"] for r in measured])
     wrappers = []
     below_cpu_us = _median([cpu_us for _, cpu_us in ladder["bare"]])
     for kind in LADDER:
@@ -191,6 +223,11 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
               "service_rps_median": service, "ratio": service / bare if bare else float("nan"),
               "bare_cpu_us_median": bare_cpu_us, "service_cpu_us_median": service_cpu_us,
               "cpu_ratio": bare_cpu_us / service_cpu_us if service_cpu_us else float("nan"),
+              # The index service's servicer on a bare server: its work without plumbing.
+              "handler_rps_median": _median([r["handler_rps"] for r in measured]),
+              "handler_cpu_us_median": handler_cpu_us,
+              "handler_work_us_per_call": handler_cpu_us - bare_cpu_us,
+              "service_plumbing_us_per_call": service_cpu_us - handler_cpu_us,
               "target": TARGET_RATIO, "wrappers": wrappers,
               "ladder_bare_rps_median": _median([rps for rps, _ in ladder["bare"]]),
               "ladder_bare_cpu_us_median": _median([cpu_us for _, cpu_us in ladder["bare"]]),
@@ -222,7 +259,8 @@ def _measure_standalone(quick: bool, workdir: Path, data_dir: Path | None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plumbing", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=("bare", *LADDER), help="run one of the servers (a child process)")
+    parser.add_argument("--serve", choices=("bare", "handler", *LADDER), help="run one of the servers (a child process)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="the models the handler server serves")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/musicrec-bench-plumbing"),
@@ -234,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         from index_service.app import loop_factory
 
         with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+            if args.serve == "handler":
+                return runner.run(_serve_handler(args.port, args.models_dir))
             return runner.run(_serve(args.serve, args.port))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     print(json.dumps(_measure_standalone(args.quick, args.workdir.resolve(), args.data_dir), indent=1))

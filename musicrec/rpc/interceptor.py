@@ -149,18 +149,38 @@ def _code_name(error: BaseException, request: Any, context: aio.ServicerContext)
 # The wrappers below are the code every call runs: the optional parts are None checks, and the
 # malformed-request check a type comparison, so a call costs one coroutine frame and little else.
 
+def _admit(limit: InFlightLimit | None) -> bool:
+    """Count a call in ``limit`` (if any); False when it is full and the call must be refused."""
+    if limit is None:
+        return True
+    if limit.active >= limit.maximum:
+        return False
+    limit.active += 1
+    return True
+
+
+def _started(recorder: "MethodRecorder | None") -> float:
+    """Record a call's start (if recording); its start time in ``time.perf_counter`` seconds."""
+    if recorder is None:
+        return 0.0
+    recorder.started()
+    return time.perf_counter()
+
+
+def _finished(limit: InFlightLimit | None, recorder: "MethodRecorder | None", code: str, start: float) -> None:
+    """An admitted call ended with status ``code``: out of ``limit``, recorded with its duration."""
+    if limit is not None:
+        limit.active -= 1
+    if recorder is not None:
+        recorder.finished(code, time.perf_counter() - start)
+
+
 def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str,
                          recorder: "MethodRecorder | None", limit: InFlightLimit | None):
-    clock = time.perf_counter
-
     async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
-        if limit is not None:
-            if limit.active >= limit.maximum:
-                await _refuse_over_limit(limit, context)
-            limit.active += 1
-        if recorder is not None:
-            recorder.started()
-            start = clock()
+        if not _admit(limit):
+            await _refuse_over_limit(limit, context)
+        start = _started(recorder)
         code = "OK"
         try:
             if type(request) is _MalformedRequest:
@@ -176,26 +196,17 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str,
             code = _code_name(error, request, context)
             await _abort_for(error, method, context)
         finally:
-            if limit is not None:
-                limit.active -= 1
-            if recorder is not None:
-                recorder.finished(code, clock() - start)
+            _finished(limit, recorder, code, start)
 
     return unary_response
 
 
 def _wrap_stream_generator(behavior: Callable[..., Any], method: str,
                            recorder: "MethodRecorder | None", limit: InFlightLimit | None):
-    clock = time.perf_counter
-
     async def stream_generator(request: Any, context: aio.ServicerContext):
-        if limit is not None:
-            if limit.active >= limit.maximum:
-                await _refuse_over_limit(limit, context)
-            limit.active += 1
-        if recorder is not None:
-            recorder.started()
-            start = clock()
+        if not _admit(limit):
+            await _refuse_over_limit(limit, context)
+        start = _started(recorder)
         code = "OK"
         try:
             if type(request) is _MalformedRequest:
@@ -209,10 +220,7 @@ def _wrap_stream_generator(behavior: Callable[..., Any], method: str,
             code = _code_name(error, request, context)
             await _abort_for(error, method, context)
         finally:
-            if limit is not None:
-                limit.active -= 1
-            if recorder is not None:
-                recorder.finished(code, clock() - start)
+            _finished(limit, recorder, code, start)
 
     return stream_generator
 
