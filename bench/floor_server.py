@@ -2,9 +2,9 @@
 
 An ``IndexService`` whose Recommend and SimilarArtists answer an empty response at once: no model,
 no lookup, the request never read. Everything else is the index service's own: the same proto,
-``musicrec.rpc.server.build_server`` with the same ``ServerConfig`` (error mapping at
-registration, health, reflection, message limits, max concurrent RPCs), the same event loop
-choice (``index_service.__main__.loop_factory``: uvloop when installed) and, with ``--workers N``,
+``musicrec.rpc.server.build_server`` with the same ``ServerConfig`` (error mapping
+interceptor, health, reflection, message limits, max concurrent RPCs), the same event loop
+choice (``index_service.app.loop_factory``: uvloop when installed) and, with ``--workers N``,
 the same supervisor (``index_service.supervisor``: N processes on one port with SO_REUSEPORT).
 What a Recommend costs beyond this floor is the service's own work; the floor itself is the gRPC
 runtime's, which no servicer change can remove.
@@ -66,12 +66,11 @@ def _floor_servicer():
 async def serve(args: argparse.Namespace) -> int:
     """Bind, report SERVING, serve until SIGTERM/SIGINT, stop with the grace period; exit status 0."""
     from musicrec.rpc.server import ServerConfig, ServiceBinding, build_server
-    from musicrec.v1 import index_pb2, index_pb2_grpc
+    from musicrec.v1 import index_pb2
 
     config = ServerConfig(host=args.host, port=args.port, grace_s=args.grace,
                           maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port)
-    binding = ServiceBinding.of(index_pb2, "IndexService", _floor_servicer(),
-                                index_pb2_grpc.add_IndexServiceServicer_to_server)
+    binding = ServiceBinding.of(index_pb2, "IndexService", _floor_servicer())
     server = build_server([binding], config)
     await server.start()
     await server.set_serving(True)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s")
     # The index service's own process management and event loop choice, so that the floor
     # differs from it only in its handlers.
-    from index_service.__main__ import loop_factory
+    from index_service.app import loop_factory
     from index_service.supervisor import Supervisor
     from musicrec.process_lifetime import die_with_parent
 

@@ -609,6 +609,12 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         log.exception("serving: metrics overhead failed")
         result["metrics_overhead"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
     try:
+        from bench import plumbing
+        result["plumbing"] = plumbing.measure(settings, workdir, models_dir, material, use_h2load)
+    except Exception as exc:  # noqa: BLE001 - the figures above stand without it
+        log.exception("serving: plumbing failed")
+        result["plumbing"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
+    try:
         result["full_scale"] = full_scale(settings, workdir, scale_version, floor["closed_loop"], use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
         log.exception("serving at full scale failed")
@@ -739,15 +745,15 @@ def recording_cost_us(calls: int = 100_000, repeats: int = 5) -> dict:
     import grpc
 
     from musicrec.metrics import RpcMetrics, new_registry
-    from musicrec.rpc.interceptor import _wrap  # noqa: PLC2701 - the wrapper itself is what is measured
+    from musicrec.rpc.interceptor import wrap_handler
 
     async def behavior(request, context):
         return b""
 
     method = "/musicrec.v1.IndexService/Recommend"
     handler = grpc.unary_unary_rpc_method_handler(behavior)
-    wrapped = {"off": _wrap(handler, method).unary_unary,
-               "on": _wrap(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
+    wrapped = {"off": wrap_handler(handler, method).unary_unary,
+               "on": wrap_handler(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
     best = {mode: float("inf") for mode in wrapped}
     request = object()
     for _ in range(repeats):

@@ -104,19 +104,6 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def loop_factory(choice: str):
-    """The event loop constructor for ``--event-loop`` (None: asyncio's default)."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("--event-loop uvloop: uvloop is not installed (pip install musicrec[fast])") from None
-        return None
-    return uvloop.new_event_loop
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.metrics_dir is not None:  # a --workers worker: record into the supervisor's files
@@ -152,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         from musicrec.process_lifetime import die_with_parent
 
         die_with_parent(signal.SIGTERM, parent_pid=args.supervisor_pid)
-    from index_service.app import IndexServiceApp, IndexServiceConfig
+    from index_service.app import IndexServiceApp, IndexServiceConfig, loop_factory
 
     config = IndexServiceConfig(models_dir=args.models_dir, server=server, poll_interval_s=args.poll_interval_s,
                                 pinned_version=args.version, worker=args.worker_number,

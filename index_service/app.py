@@ -3,9 +3,10 @@
 Health is NOT_SERVING until the first valid version is swapped in, then SERVING for as long as a
 version is held (a later bad version or an emptied models directory does not change that).
 
-With ``metrics`` on, every RPC, swap and refusal is recorded (``musicrec.metrics.IndexMetrics``) and,
-with a ``metrics_port``, served at ``/metrics``; the precomputed-answer count is added to its
-counter every ``FLUSH_INTERVAL_S`` seconds (as the server does with the RPC counts) and after each swap.
+With ``metrics`` on, every RPC, swap and refusal is recorded (``index_service.metrics.IndexMetrics``)
+and, with a ``metrics_port``, served at ``/metrics``; the precomputed-answer count is added to its
+counter by the server's periodic flush of the RPC counts (``RpcMetrics.also_on_flush``) and after
+each swap.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from index_service.holder import ModelHolder, ServedVersion
-from index_service.servicer import SERVICE_NAME, IndexServicer, add_index_servicer
+from index_service.metrics import IndexMetrics, PrecomputedAnswers
+from index_service.servicer import SERVICE_NAME, IndexServicer, index_binding
 from index_service.watcher import VersionWatcher
-from musicrec.metrics import FLUSH_INTERVAL_S, IndexMetrics, MetricsEndpoint, PrecomputedAnswers, new_registry
-from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server, freeze_long_lived
+from musicrec.metrics import MetricsEndpoint, new_registry
+from musicrec.rpc.server import GrpcServer, ServerConfig, build_server, freeze_long_lived
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,20 @@ class IndexServiceConfig:
     metrics_multiprocess: bool = False
 
 
+def loop_factory(choice: str):
+    """The event loop constructor for ``--event-loop`` ("auto", "uvloop" or "asyncio"; None:
+    asyncio's default). "auto" takes uvloop when installed."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--event-loop uvloop: uvloop is not installed (pip install musicrec[fast])") from None
+        return None
+    return uvloop.new_event_loop
+
+
 class IndexServiceApp:
     """Start with ``await app.start()`` (binds, serves, starts watching); ``await app.stop()``."""
 
@@ -69,6 +85,7 @@ class IndexServiceApp:
         if config.metrics or config.metrics_port is not None:
             self.metrics = IndexMetrics(new_registry(process_metrics=not config.metrics_multiprocess))
             self._precomputed = PrecomputedAnswers(self.metrics.precomputed)
+            self.metrics.rpc.also_on_flush(self._flush_precomputed)
         self.watcher = VersionWatcher(config.models_dir, self.holder, pinned=config.pinned_version,
                                       recommend_method=config.recommend_method,
                                       similar_method=config.similar_method,
@@ -78,7 +95,6 @@ class IndexServiceApp:
                                       rejected=lambda: self.watcher.rejected)
         self.server: GrpcServer | None = None
         self._watch_task: asyncio.Task | None = None
-        self._flush_task: asyncio.Task | None = None
         self._blas_limit: threadpool_limits | None = None
 
     @property
@@ -93,8 +109,7 @@ class IndexServiceApp:
         and BLAS worker threads only fight gRPC's threads for the cores (a longer tail, no faster
         median)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        binding = ServiceBinding(SERVICE_NAME, self.servicer, add_index_servicer)
-        self.server = build_server([binding], self.config.server,
+        self.server = build_server([index_binding(self.servicer)], self.config.server,
                                    metrics=None if self.metrics is None else self.metrics.rpc)
         if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host,
@@ -107,8 +122,6 @@ class IndexServiceApp:
                  "TLS" if self.server.tls else "plaintext", self.config.models_dir,
                  f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "",
                  f"; metrics on {self.metrics_endpoint.url}" if self.metrics_endpoint else "")
-        if self._precomputed is not None:
-            self._flush_task = asyncio.create_task(self._flush_metrics(), name="metrics-flush")
         self._watch_task = asyncio.create_task(
             self.watcher.run(self.config.poll_interval_s, self._on_swap), name="version-watcher")
 
@@ -123,11 +136,9 @@ class IndexServiceApp:
         await self.server.set_serving(True)
         freeze_long_lived()  # the new version's objects live until the next swap
 
-    async def _flush_metrics(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            served = self.holder.current
-            self._precomputed.flush(None if served is None else served.model)
+    def _flush_precomputed(self) -> None:
+        served = self.holder.current
+        self._precomputed.flush(None if served is None else served.model)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, stop watching, let in-flight calls finish (``grace_s``), unload."""
@@ -140,11 +151,6 @@ class IndexServiceApp:
             self._watch_task = None
         if self.server is not None:
             await self.server.stop(grace_s)
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
-            self._flush_task = None
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None

@@ -2,11 +2,11 @@
 
 Each RPC leases the served version once (``ModelHolder.acquire``), asks the ``ServingModel``, and
 encodes the response with that same version's ``ResponseEncoder``: Recommend, SimilarArtists,
-RecommendForHistory and BatchRecommend return wire bytes, which ``add_index_servicer`` registers
+RecommendForHistory and BatchRecommend return wire bytes, which ``index_binding`` registers
 to go out unchanged. A batch entry's error becomes its own ``Status`` (code and bounded message,
 as the single call's status would carry them); the whole batch fails only for its own limits. Domain errors
 (``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.interceptor``
-wraps around each handler at registration.
+wraps around each handler.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQue
 from index_service.watcher import Rejection
 from musicrec.rpc.errors import ServiceError
 from musicrec.rpc.interceptor import bounded_message, status_code_of
+from musicrec.rpc.server import ServiceBinding
 from musicrec.v1 import index_pb2, index_pb2_grpc
 from musicrec.version_proto import model_version
 
@@ -37,20 +38,11 @@ def _serializer(message_class):
     return serializer
 
 
-def add_index_servicer(servicer: "IndexServicer", server) -> None:
-    """``index_pb2_grpc.add_IndexServiceServicer_to_server``, except that responses may be
-    pre-encoded bytes (see ``index_service.response_encoding``). One handler per RPC of the
-    service's descriptor, so a new RPC needs only its servicer method."""
-    service = index_pb2.DESCRIPTOR.services_by_name["IndexService"]
-    handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=getattr(index_pb2, method.input_type.name).FromString,
-            response_serializer=_serializer(getattr(index_pb2, method.output_type.name)))
-        for method in service.methods
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+def index_binding(servicer: "IndexServicer") -> ServiceBinding:
+    """The IndexService served by ``servicer``, its responses allowed to be pre-encoded bytes (see
+    ``index_service.response_encoding``). One handler per RPC of the service's descriptor, so a
+    new RPC needs only its servicer method."""
+    return ServiceBinding.of(index_pb2, "IndexService", servicer, serializer_for=_serializer)
 
 
 def _ids(repeated) -> tuple[str, ...]:

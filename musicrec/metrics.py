@@ -1,15 +1,14 @@
-"""Prometheus metrics of both services: what is recorded, and the ``/metrics`` endpoint.
+"""Prometheus metrics both services share: RPCs, the registry, and the ``/metrics`` endpoint
+(each service's own metrics: ``index_service.metrics``, ``trainer_service.metrics``).
 
 Every name is listed, with its labels, in docs/operations.md. Recording is cheap by design:
 
 - RPCs are recorded by the error-mapping wrapper ``musicrec.rpc.interceptor`` puts around each
-  handler once, at registration (no interceptor pipeline per call), into one ``MethodRecorder``
+  method's handler once (on its first call), into one ``MethodRecorder``
   per method: plain integers on the event loop thread, no lock, no label lookup. The server adds
-  them to the prometheus_client metrics once a second (``RpcMetrics.flush``) and when it stops,
+  them to the prometheus_client metrics once a second (``RpcMetrics.flush``, the one periodic
+  flush; a service adds its own plain counts to it with ``also_on_flush``) and when it stops,
   so /metrics lags the calls by up to a second.
-- Version and job metrics change only on swaps, refusals and training events.
-- The precomputed answers are counted by ``ServingModel`` as a plain integer and added to the
-  counter about once a second (``PrecomputedAnswers.flush``), not per call.
 
 Each service builds its own ``CollectorRegistry`` (tests run several servers in one process).
 With ``--workers N`` the index workers record into prometheus_client's multiprocess files
@@ -20,9 +19,8 @@ in-flight summed over live workers, the per-version gauges one series per live w
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import (
@@ -31,18 +29,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 # Handling latency buckets, seconds: 0.1 ms .. 1 s (a served call takes a fraction of a ms).
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-# Training job duration buckets, seconds: 10 s .. 4 h.
-JOB_DURATION_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
-# Why a version was refused (the ``reason`` label): a fixed set, so the series stay few.
-REFUSAL_REASONS = ("invalid", "unreadable", "warm_up")
 # How often calls counted in plain numbers reach the metrics (see MethodRecorder), seconds.
 FLUSH_INTERVAL_S = 1.0
 
@@ -66,8 +60,8 @@ class MethodRecorder:
     ``flush()``, which adds what changed since the last flush to the prometheus_client metrics
     (locks, and in multiprocess mode file writes, once a second instead of on every call)."""
 
-    __slots__ = ("in_flight", "codes", "buckets", "seconds", "_metrics", "_labels", "_latency", "_gauge",
-                 "_flushed_codes", "_flushed_buckets", "_flushed_seconds")
+    __slots__ = ("in_flight", "codes", "buckets", "seconds", "_metrics", "_labels", "_bucket_calls", "_time",
+                 "_gauge", "_flushed_codes", "_flushed_buckets", "_flushed_seconds")
 
     def __init__(self, metrics: "RpcMetrics", service: str, method: str):
         self.in_flight = 0
@@ -76,9 +70,8 @@ class MethodRecorder:
         self.seconds = 0.0
         self._metrics = metrics
         self._labels = (service, method)
-        self._latency = metrics.latency.labels(service, method)
-        if not (hasattr(self._latency, "_buckets") and hasattr(self._latency, "_sum")):
-            raise RuntimeError("this prometheus_client's Histogram has no _buckets/_sum: update musicrec.metrics")
+        self._bucket_calls = [metrics.bucket_calls.labels(service, method, le) for le in _BUCKET_LABELS]
+        self._time = metrics.handling_time.labels(service, method)
         self._gauge = metrics.in_flight.labels(service, method)
         self._flushed_codes: dict[str, int] = {}
         self._flushed_buckets = [0] * len(self.buckets)
@@ -105,22 +98,63 @@ class MethodRecorder:
         for index, count in enumerate(self.buckets):
             added = count - self._flushed_buckets[index]
             if added:
-                _add_to_bucket(self._latency, index, added)
+                self._bucket_calls[index].inc(added)
                 self._flushed_buckets[index] = count
         if self.seconds != self._flushed_seconds:
-            _add_to_sum(self._latency, self.seconds - self._flushed_seconds)
+            self._time.inc(self.seconds - self._flushed_seconds)
             self._flushed_seconds = self.seconds
         self._gauge.set(self.in_flight)
 
 
-def _add_to_bucket(histogram, index: int, count: int) -> None:
-    """Add ``count`` observations to bucket ``index`` of a histogram child (prometheus_client
-    stores each bucket's own count, made cumulative when exposed; it has no public call for this)."""
-    histogram._buckets[index].inc(count)  # noqa: SLF001
+# The handling-time histogram is recorded as two counters (calls per bucket, not cumulative; total
+# seconds) that ``_HandlingHistogram`` exposes as the histogram. prometheus_client's Histogram has
+# no public call adding several observations at once, and observing each call costs microseconds
+# on the request path; counters take ``inc(n)`` and sum over ``--workers`` processes as they are.
+HANDLING_HISTOGRAM = "musicrec_rpc_handling_seconds"
+_BUCKET_CALLS = "musicrec_rpc_handling_seconds_bucket_calls"
+_HANDLING_TIME = "musicrec_rpc_handling_seconds_time"
+_BUCKET_LABELS = tuple(floatToGoString(bound) for bound in LATENCY_BUCKETS_S) + ("+Inf",)
+_HANDLING_DOC = "Time from the handler's start to its return, by service and method"
 
 
-def _add_to_sum(histogram, seconds: float) -> None:
-    histogram._sum.inc(seconds)  # noqa: SLF001
+def _with_handling_histogram(families: Iterable[Metric]) -> list[Metric]:
+    """``families`` with the two handling-time counters replaced by the histogram they record."""
+    calls: dict[tuple[str, str], dict[str, float]] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    out = []
+    for family in families:
+        if family.name not in (_BUCKET_CALLS, _HANDLING_TIME):
+            out.append(family)
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue  # the counter's _created
+            key = (sample.labels["service"], sample.labels["method"])
+            if family.name == _BUCKET_CALLS:
+                per_bucket = calls.setdefault(key, {})
+                per_bucket[sample.labels["le"]] = per_bucket.get(sample.labels["le"], 0.0) + sample.value
+            else:
+                seconds[key] = seconds.get(key, 0.0) + sample.value
+    histogram = HistogramMetricFamily(HANDLING_HISTOGRAM, _HANDLING_DOC, labels=("service", "method"))
+    for key in sorted(calls):
+        running = 0.0
+        cumulative = []
+        for le in _BUCKET_LABELS:
+            running += calls[key].get(le, 0.0)
+            cumulative.append((le, running))
+        histogram.add_metric(list(key), cumulative, seconds.get(key, 0.0))
+    out.append(histogram)
+    return out
+
+
+class _HandlingHistogram:
+    """A collector exposing ``source``'s handling-time counters as the histogram (see above)."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def collect(self) -> list[Metric]:
+        return _with_handling_histogram(self._source.collect())
 
 
 class RpcMetrics:
@@ -129,15 +163,26 @@ class RpcMetrics:
     server does so every ``FLUSH_INTERVAL_S`` seconds and when it stops)."""
 
     def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
         self.handled = Counter("musicrec_rpc_handled", "RPCs handled, by service, method and status code",
                                ("service", "method", "code"), registry=registry)
-        self.latency = Histogram("musicrec_rpc_handling_seconds",
-                                 "Time from the handler's start to its return, by service and method",
-                                 ("service", "method"), buckets=LATENCY_BUCKETS_S, registry=registry)
+        # Registered with a registry of their own, exposed through ``_HandlingHistogram``.
+        counters = CollectorRegistry(auto_describe=True)
+        self.bucket_calls = Counter(_BUCKET_CALLS, "Calls per handling-time bucket (not cumulative)",
+                                    ("service", "method", "le"), registry=counters)
+        self.handling_time = Counter(_HANDLING_TIME, "Total handling time, seconds", ("service", "method"),
+                                     registry=counters)
+        registry.register(_HandlingHistogram(counters))
         self.in_flight = Gauge("musicrec_rpc_in_flight",
                                "RPCs being handled at the last update (each second), by service and method",
                                ("service", "method"), multiprocess_mode="livesum", registry=registry)
         self._recorders: dict[str, MethodRecorder] = {}
+        self._also_on_flush: list[Callable[[], None]] = []
+
+    def also_on_flush(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` on every ``flush()`` too (a service's own counts kept in plain numbers),
+        so one periodic flush serves them all."""
+        self._also_on_flush.append(flush)
 
     def method(self, full_method: str) -> MethodRecorder:
         """The recorder of ``/package.Service/Method`` (one per method, however many handlers
@@ -152,133 +197,8 @@ class RpcMetrics:
         """Add every recorder's calls since the last flush to the metrics (on the loop thread)."""
         for recorder in list(self._recorders.values()):
             recorder.flush()
-
-
-class IndexMetrics:
-    """The index service's metrics: its RPCs and the versions it serves, loads and refuses."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.registry = registry
-        self.rpc = RpcMetrics(registry)
-        # Per-worker state: one series per live worker process under --workers.
-        per_worker = {"multiprocess_mode": "liveall", "registry": registry}
-        self.version = Gauge("musicrec_index_model_version", "Model version being served (0: none yet)",
-                             **per_worker)
-        self.load_seconds = Gauge("musicrec_index_model_load_seconds",
-                                  "Time taken to validate, load and warm up the served version", **per_worker)
-        self.last_swap = Gauge("musicrec_index_last_swap_timestamp_seconds",
-                               "Unix time the served version was swapped in", **per_worker)
-        self.hit_rate = Gauge("musicrec_index_model_hit_rate_at_10",
-                              "HR@10 of the served version, from its manifest", **per_worker)
-        self.ndcg = Gauge("musicrec_index_model_ndcg_at_10",
-                          "NDCG@10 of the served version, from its manifest", **per_worker)
-        self.search_method = Gauge("musicrec_index_search_method",
-                                   "1 for the search method in use, by query kind (recommend, similar)",
-                                   ("kind", "method"), **per_worker)
-        self.loaded = Counter("musicrec_index_versions_loaded", "Versions validated, loaded and swapped in",
-                              registry=registry)
-        self.refused = Counter("musicrec_index_versions_refused", "Versions refused, by reason",
-                               ("reason",), registry=registry)
-        self.precomputed = Counter("musicrec_index_precomputed_answers",
-                                   "Answers taken from the version's precomputed lists (a batch entry "
-                                   "counts one)", registry=registry)
-        for reason in REFUSAL_REASONS:
-            self.refused.labels(reason)
-        self._methods_set: list[tuple[str, str]] = []
-
-    def version_swapped(self, version: int, load_seconds: float, metrics: Mapping[str, float],
-                        methods: Mapping[str, str]) -> None:
-        """A version was swapped in. ``metrics``: its manifest's evaluation metrics;
-        ``methods``: query kind -> search method in use."""
-        self.loaded.inc()
-        self.version.set(version)
-        self.load_seconds.set(load_seconds)
-        self.last_swap.set(time.time())
-        self.hit_rate.set(float(metrics.get("hit_rate_at_10", float("nan"))))
-        self.ndcg.set(float(metrics.get("ndcg_at_10", float("nan"))))
-        for labels in self._methods_set:
-            self.search_method.labels(*labels).set(0)
-        self._methods_set = sorted(methods.items())
-        for labels in self._methods_set:
-            self.search_method.labels(*labels).set(1)
-
-    def version_refused(self, reason: str) -> None:
-        """A version was refused; ``reason`` one of ``REFUSAL_REASONS``."""
-        self.refused.labels(reason if reason in REFUSAL_REASONS else "invalid").inc()
-
-
-class PrecomputedAnswers:
-    """Adds the served models' ``precomputed_answers`` integers to a counter (call ``flush``
-    periodically and after swaps): per-call counting stays a plain integer increment."""
-
-    def __init__(self, counter: Counter):
-        self._counter = counter
-        self._model = None
-        self._seen = 0
-
-    def flush(self, model) -> None:
-        """Count what the served ``model`` (or None) answered from its lists since the last flush
-        (a model newly served: since it was swapped in, its count starting at 0 then)."""
-        previous = self._model
-        if previous is not None:
-            self._counter.inc(previous.precomputed_answers - self._seen)
-        if model is not previous:
-            self._model, self._seen = model, 0
-            if model is not None:
-                self._counter.inc(model.precomputed_answers)
-        if model is not None:
-            self._seen = model.precomputed_answers
-
-
-class TrainerMetrics:
-    """The trainer's metrics: its RPCs, jobs by final state and duration, the running job's
-    progress, the last published version."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.registry = registry
-        self.rpc = RpcMetrics(registry)
-        self.jobs = Counter("musicrec_trainer_jobs", "Training jobs ended, by final state", ("state",),
-                            registry=registry)
-        for state in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            self.jobs.labels(state)
-        self.duration = Histogram("musicrec_trainer_job_duration_seconds",
-                                  "Time from a job's start to its end (any final state)",
-                                  buckets=JOB_DURATION_BUCKETS_S, registry=registry)
-        self.running = Gauge("musicrec_trainer_job_running", "1 while a training job runs", registry=registry)
-        self.samples_per_second = Gauge("musicrec_trainer_job_samples_per_second",
-                                        "Training throughput of the running job's last epoch (triples per "
-                                        "second; 0 when no job runs)", registry=registry)
-        self.loss = Gauge("musicrec_trainer_job_loss", "Mean BPR loss of the running job's last epoch "
-                          "(NaN when no job runs)", registry=registry)
-        self.loss.set(float("nan"))
-        self.published_version = Gauge("musicrec_trainer_last_published_version",
-                                       "Last version this trainer published (0: none)", registry=registry)
-        self.published_hit_rate = Gauge("musicrec_trainer_last_published_hit_rate_at_10",
-                                        "HR@10 of the last published version", registry=registry)
-        self.published_hit_rate.set(float("nan"))
-
-    def job_started(self) -> None:
-        self.running.set(1)
-        self.samples_per_second.set(0)
-        self.loss.set(float("nan"))
-
-    def job_progress(self, samples_per_second: float, loss: float) -> None:
-        """An epoch ended (only epochs that trained carry samples/s)."""
-        if samples_per_second > 0:
-            self.samples_per_second.set(samples_per_second)
-            self.loss.set(loss)
-
-    def job_ended(self, state: str, duration_s: float | None) -> None:
-        self.jobs.labels(state).inc()
-        if duration_s is not None:
-            self.duration.observe(max(0.0, duration_s))
-        self.running.set(0)
-        self.samples_per_second.set(0)
-        self.loss.set(float("nan"))
-
-    def published(self, version: int, metrics: Mapping[str, float]) -> None:
-        self.published_version.set(version)
-        self.published_hit_rate.set(float(metrics.get("hit_rate_at_10", float("nan"))))
+        for flush in self._also_on_flush:
+            flush()
 
 
 class MetricsEndpoint:
@@ -330,7 +250,7 @@ def multiprocess_registry(directory: str, pids: Callable[[], Iterable[tuple[str,
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(_HandlingHistogram(multiprocess.MultiProcessCollector(None, path=directory)))
     registry.register(_WorkersProcessCollector(pids))
     return registry
 

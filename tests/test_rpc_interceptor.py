@@ -46,11 +46,10 @@ def probe_binding() -> ServiceBinding:
         _raise_for(request.decode())
         yield b"second"
 
-    handler = grpc.method_handlers_generic_handler(SERVICE, {
+    return ServiceBinding(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary, _identity, _identity),
         "Stream": grpc.unary_stream_rpc_method_handler(stream, _identity, _identity),
     })
-    return ServiceBinding(SERVICE, None, lambda _servicer, server: server.add_generic_rpc_handlers((handler,)))
 
 
 async def _call_unary(channel, name: str):

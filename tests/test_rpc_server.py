@@ -51,11 +51,10 @@ class Echo:
         return b"released"
 
     def binding(self) -> ServiceBinding:
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
+        return ServiceBinding(SERVICE, {
             name: grpc.unary_unary_rpc_method_handler(fn, _identity, _identity)
             for name, fn in (("Echo", self.echo), ("Flaky", self.flaky), ("Block", self.block))
         })
-        return ServiceBinding(SERVICE, self, lambda _s, server: server.add_generic_rpc_handlers((handler,)))
 
 
 def _method(channel, name: str):

@@ -54,7 +54,7 @@ class StandIn(trainer_pb2_grpc.TrainerServiceServicer):
 def run_with_server(body):
     async def main():
         servicer = StandIn()
-        server = build_server([ServiceBinding(SERVICE, servicer, trainer_pb2_grpc.add_TrainerServiceServicer_to_server)],
+        server = build_server([ServiceBinding.of(trainer_pb2, "TrainerService", servicer)],
                               ServerConfig(port=0), interceptors=[BearerTokenInterceptor(TOKEN, PROTECTED)])
         await server.start()
         await server.set_serving(True)

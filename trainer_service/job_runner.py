@@ -64,7 +64,7 @@ from trainer_service.worker import (
 )
 
 if TYPE_CHECKING:
-    from musicrec.metrics import TrainerMetrics
+    from trainer_service.metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
 

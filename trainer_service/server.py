@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicrec.log_format import LOG_FORMAT_ENV, LOG_FORMATS, configure_logging
-from musicrec.metrics import MetricsEndpoint, TrainerMetrics, new_registry
+from musicrec.metrics import MetricsEndpoint, new_registry
 from musicrec.rpc.auth import TRAINER_TOKEN_ENV, BearerTokenInterceptor, load_token, method_path
 from musicrec.rpc.server import GrpcServer, ServerConfig, ServiceBinding, build_server
-from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+from musicrec.v1 import trainer_pb2
 from trainer_service.data import parse_source
 from trainer_service.job_runner import DEFAULT_CANCEL_GRACE_S, DEFAULT_MAX_WATCHERS, JobRunner
 from trainer_service.jobs import JobRegistry, TrainerStateLockedError
+from trainer_service.metrics import TrainerMetrics
 from trainer_service.scheduler import RetrainSchedule
 from trainer_service.servicer import TrainerServicer
 
@@ -120,8 +121,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         return EXIT_CANNOT_START
     endpoint: MetricsEndpoint | None = None
     try:
-        binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner),
-                                    trainer_pb2_grpc.add_TrainerServiceServicer_to_server)
+        binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner))
         interceptors = [] if config.auth_token is None else [BearerTokenInterceptor(
             config.auth_token, [method_path(binding.name, rpc) for rpc in MUTATING_RPCS])]
         try:

@@ -1,4 +1,4 @@
-"""The error contract every RPC shares, applied to each handler once, when it is registered.
+"""The error contract every RPC shares, applied to each handler by one server interceptor.
 
 - A ``musicrec.rpc.errors.ServiceError`` raised by a handler becomes
   ``context.abort(its code, its message)``: the client sees the status code the domain chose.
@@ -12,16 +12,19 @@
 With ``RpcMetrics`` (``build_server(..., metrics=...)``) the same wrapper also records each call:
 its status code (OK, the code a domain error declares, INTERNAL, INVALID_ARGUMENT for a malformed
 request, the code of an abort, CANCELLED), its handling time and the calls in flight, through
-children bound once per method (``musicrec.metrics.MethodRecorder``). Calls refused before a
+children bound once per method (``musicrec.metrics.MethodRecorder``). With an ``InFlightLimit``
+it also bounds the calls in flight in all the handlers wrapped with it. Calls refused before a
 handler runs (by an authentication interceptor, by the concurrency limit, to unknown methods) are
 not counted.
 
 Works for unary and streaming responses of ``grpc.aio`` servicers written as coroutines or async
-generators (the only kinds this project writes). ``build_server`` registers every servicer through
-``ErrorMappingRegistrar``, which wraps each handler once; nothing is wrapped per call, and a server
-without other interceptors runs no interceptor pipeline at all. Other interceptors (authentication,
-``musicrec.rpc.auth``) pass on the handlers the server resolved, which are these wrapped ones, so
-their calls follow the same contract; the calls they refuse they answer themselves.
+generators (the only kinds this project writes). ``wrap_handler`` wraps one handler;
+``musicrec.rpc.server.build_server`` wraps every handler it registers, once, when it builds the
+server. Not a ``grpc.aio.ServerInterceptor``: ``grpc.aio`` runs a server's interceptor pipeline
+(a coroutine per interceptor) on every call, which was most of what this plumbing cost per
+call; handlers registered already wrapped cost a call only the wrapper itself. A service's own
+interceptors (authentication, ``musicrec.rpc.auth``) still run before the handler is chosen, and
+the calls they refuse they answer themselves, unwrapped and uncounted.
 """
 
 from __future__ import annotations
@@ -103,22 +106,30 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-async def _refuse_malformed(request: Any, context: aio.ServicerContext) -> None:
-    if isinstance(request, _MalformedRequest):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded_message(f"malformed request: {request.reason}"))
+async def _refuse_malformed(request: _MalformedRequest, context: aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded_message(f"malformed request: {request.reason}"))
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str):
-    async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
-        await _refuse_malformed(request, context)
-        try:
-            return await behavior(request, context)
-        except aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001 - this is the one place that maps every error
-            await _abort_for(error, method, context)
+class InFlightLimit:
+    """At most ``maximum`` calls at once in the handlers wrapped with this limit: a call beyond it
+    is answered RESOURCE_EXHAUSTED before its handler runs (and is not counted in metrics).
 
-    return unary_response
+    The same bound as ``grpc.aio.server(maximum_concurrent_rpcs=...)``, kept here instead: grpc's
+    limiter adds a done callback to every call's task, one more event-loop callback per call,
+    whereas the wrapper every call runs anyway counts for a few bytecodes."""
+
+    __slots__ = ("maximum", "active")
+
+    def __init__(self, maximum: int):
+        if maximum < 1:
+            raise ValueError(f"the concurrent call limit must be at least 1, got {maximum}")
+        self.maximum = maximum
+        self.active = 0
+
+
+async def _refuse_over_limit(limit: InFlightLimit, context: aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"too many calls in flight (at most {limit.maximum}); retry later")
 
 
 def _code_name(error: BaseException, request: Any, context: aio.ServicerContext) -> str:
@@ -128,102 +139,106 @@ def _code_name(error: BaseException, request: Any, context: aio.ServicerContext)
             return "INVALID_ARGUMENT"
         code = context.code()
         return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
         return "CANCELLED"
     if isinstance(error, ServiceError):
         return status_code_of(error).name
     return "INTERNAL"
 
 
-def _recorded_unary_response(behavior: Callable[..., Awaitable[Any]], method: str, recorder: "MethodRecorder"):
-    clock = time.perf_counter
-    started = recorder.started
-    finished = recorder.finished
+# The wrappers below are the code every call runs: the optional parts are None checks, and the
+# malformed-request check a type comparison, so a call costs one coroutine frame and little else.
 
+def _admit(limit: InFlightLimit | None) -> bool:
+    """Count a call in ``limit`` (if any); False when it is full and the call must be refused."""
+    if limit is None:
+        return True
+    if limit.active >= limit.maximum:
+        return False
+    limit.active += 1
+    return True
+
+
+def _started(recorder: "MethodRecorder | None") -> float:
+    """Record a call's start (if recording); its start time in ``time.perf_counter`` seconds."""
+    if recorder is None:
+        return 0.0
+    recorder.started()
+    return time.perf_counter()
+
+
+def _finished(limit: InFlightLimit | None, recorder: "MethodRecorder | None", code: str, start: float) -> None:
+    """An admitted call ended with status ``code``: out of ``limit``, recorded with its duration."""
+    if limit is not None:
+        limit.active -= 1
+    if recorder is not None:
+        recorder.finished(code, time.perf_counter() - start)
+
+
+def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str,
+                         recorder: "MethodRecorder | None", limit: InFlightLimit | None):
     async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
-        started()
-        start = clock()
+        if not _admit(limit):
+            await _refuse_over_limit(limit, context)
+        start = _started(recorder)
+        code = "OK"
         try:
-            await _refuse_malformed(request, context)
-            response = await behavior(request, context)
+            if type(request) is _MalformedRequest:
+                await _refuse_malformed(request, context)
+            return await behavior(request, context)
         except aio.AbortError as error:
-            finished(_code_name(error, request, context), clock() - start)
+            code = _code_name(error, request, context)
             raise
         except asyncio.CancelledError:
-            finished("CANCELLED", clock() - start)
+            code = "CANCELLED"
             raise
         except Exception as error:  # noqa: BLE001 - this is the one place that maps every error
-            finished(_code_name(error, request, context), clock() - start)
+            code = _code_name(error, request, context)
             await _abort_for(error, method, context)
-        finished("OK", clock() - start)
-        return response
+        finally:
+            _finished(limit, recorder, code, start)
 
     return unary_response
 
 
-def _recorded_stream_generator(behavior: Callable[..., Any], method: str, recorder: "MethodRecorder"):
-    clock = time.perf_counter
-
+def _wrap_stream_generator(behavior: Callable[..., Any], method: str,
+                           recorder: "MethodRecorder | None", limit: InFlightLimit | None):
     async def stream_generator(request: Any, context: aio.ServicerContext):
-        recorder.started()
-        start = clock()
+        if not _admit(limit):
+            await _refuse_over_limit(limit, context)
+        start = _started(recorder)
         code = "OK"
         try:
-            await _refuse_malformed(request, context)
+            if type(request) is _MalformedRequest:
+                await _refuse_malformed(request, context)
             async for response in behavior(request, context):
                 yield response
-        except aio.AbortError as error:
+        except (aio.AbortError, asyncio.CancelledError, GeneratorExit) as error:
             code = _code_name(error, request, context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
             raise
         except Exception as error:  # noqa: BLE001
             code = _code_name(error, request, context)
             await _abort_for(error, method, context)
         finally:
-            recorder.finished(code, clock() - start)
+            _finished(limit, recorder, code, start)
 
     return stream_generator
 
 
-def _wrap_stream_response(behavior: Callable[..., Any], method: str):
-    if inspect.isasyncgenfunction(behavior):
-        async def stream_generator(request: Any, context: aio.ServicerContext):
-            await _refuse_malformed(request, context)
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001
-                await _abort_for(error, method, context)
-
-        return stream_generator
-
-    # A coroutine that writes with ``context.write`` and returns None.
-    return _wrap_unary_response(behavior, method)
-
-
-def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | None" = None) -> grpc.RpcMethodHandler:
-    """A handler equal to ``handler`` whose behavior maps errors (and records the call in
-    ``metrics``, when given); sync behaviors pass unchanged."""
+def wrap_handler(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | None" = None,
+                 limit: InFlightLimit | None = None) -> grpc.RpcMethodHandler:
+    """A handler equal to ``handler`` whose behavior maps errors (records the call in ``metrics``,
+    when given, and counts it against ``limit``, when given); sync behaviors pass unchanged."""
     recorder = metrics.method(method) if metrics is not None else None
-
-    def unary(behavior):
-        if recorder is None:
-            return _wrap_unary_response(behavior, method)
-        return _recorded_unary_response(behavior, method, recorder)
-
     if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
         return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary),
+            _wrap_unary_response(handler.unary_unary, method, recorder, limit),
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary and inspect.iscoroutinefunction(handler.stream_unary):
         return grpc.stream_unary_rpc_method_handler(
-            unary(handler.stream_unary),
+            _wrap_unary_response(handler.stream_unary, method, recorder, limit),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -231,12 +246,10 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | No
     if stream and (inspect.isasyncgenfunction(stream) or inspect.iscoroutinefunction(stream)):
         factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                    else grpc.stream_stream_rpc_method_handler)
-        if recorder is None or not inspect.isasyncgenfunction(stream):
-            behavior = _wrap_stream_response(stream, method) if recorder is None else unary(stream)
-        else:
-            behavior = _recorded_stream_generator(stream, method, recorder)
+        # A coroutine streams by ``context.write`` and returns None: wrapped like a unary behavior.
+        wrap = _wrap_stream_generator if inspect.isasyncgenfunction(stream) else _wrap_unary_response
         return factory(
-            behavior,
+            wrap(stream, method, recorder, limit),
             # Only a single request is parsed before the behavior runs; a request stream is the
             # behavior's to read.
             request_deserializer=(_tolerant(handler.request_deserializer) if handler.unary_stream
@@ -244,49 +257,3 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metrics: "RpcMetrics | No
             response_serializer=handler.response_serializer,
         )
     return handler
-
-
-class _ErrorMappingGenericHandler(grpc.GenericRpcHandler):
-    """A generic handler answering like ``inner`` with every method handler error-mapped (wrapped
-    once per method and cached; the server asks for the handler on every call)."""
-
-    def __init__(self, inner: grpc.GenericRpcHandler, metrics: "RpcMetrics | None" = None):
-        self._inner = inner
-        self._metrics = metrics
-        # method name -> (the handler ``inner`` resolved, our wrapper of it)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        handler = self._inner.service(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, _wrap(handler, method, self._metrics))
-        return cached[1]
-
-    def service_name(self) -> str | None:
-        name = getattr(self._inner, "service_name", None)
-        return name() if callable(name) else None
-
-
-class ErrorMappingRegistrar:
-    """Stands in for a ``grpc.aio.Server`` while servicers register (``add_<Service>Servicer_to_server
-    (servicer, registrar)``): every handler registered through it reaches ``server`` already
-    error-mapped (and recorded in ``metrics``, when given), so the server needs no interceptor.
-    Only registration methods are provided."""
-
-    def __init__(self, server: aio.Server, metrics: "RpcMetrics | None" = None):
-        self.server = server
-        self.metrics = metrics
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
-        self.server.add_generic_rpc_handlers(
-            tuple(_ErrorMappingGenericHandler(handler, self.metrics) for handler in generic_rpc_handlers))
-
-    def add_registered_method_handlers(self, service_name: str,
-                                       method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        self.server.add_registered_method_handlers(service_name, {
-            name: _wrap(handler, f"/{service_name}/{name}", self.metrics)
-            for name, handler in method_handlers.items()})

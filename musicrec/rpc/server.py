@@ -4,9 +4,11 @@ A service describes what it serves as ``ServiceBinding``s and its knobs as a ``S
 ``build_server`` returns a ``GrpcServer`` that already has:
 
 - the error contract of ``musicrec.rpc.interceptor`` (domain errors -> status codes, anything
-  else -> INTERNAL), applied to each handler once, at registration; handlers that a service's
-  own interceptors (authentication) pass on are those same wrapped handlers;
-- explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED);
+  else -> INTERNAL), wrapped around every handler once, when the server is built: handlers are
+  registered already wrapped (``add_generic_rpc_handlers``), so a call runs no interceptor
+  pipeline unless the service brings interceptors of its own (authentication);
+- explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED,
+  counted by the same wrappers: ``musicrec.rpc.interceptor.InFlightLimit``);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
   NOT_SERVING until the service calls ``set_serving(True)`` (health means ready), and the service
   name ``LIVENESS_SERVICE_NAME`` ("liveness") SERVING from the start until shutdown (the process
@@ -16,8 +18,7 @@ A service describes what it serves as ``ServiceBinding``s and its knobs as a ``S
 
 Typical use, inside the service's ``async def main``::
 
-    server = build_server([ServiceBinding.of(index_pb2, "IndexService", servicer,
-                                             index_pb2_grpc.add_IndexServiceServicer_to_server)],
+    server = build_server([ServiceBinding.of(index_pb2, "IndexService", servicer)],
                           ServerConfig(host="127.0.0.1", port=50052))
     await server.start()
     log.info("listening on %s", server.address)
@@ -34,7 +35,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,11 +43,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 from grpc_health.v1 import health as health_module
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from google.protobuf import message_factory
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from musicrec.rpc.channel_config import DEFAULT_MAX_MESSAGE_BYTES
-from musicrec.rpc.interceptor import ErrorMappingRegistrar
+from musicrec.rpc.auth import method_path
+from musicrec.rpc.interceptor import InFlightLimit, wrap_handler
 
 if TYPE_CHECKING:
     from musicrec.metrics import RpcMetrics
@@ -121,7 +124,14 @@ class HealthServicer(health_module.aio.HealthServicer):
     The library's streams never end, so each open watch (client-side health checking keeps one
     per connection) held every graceful stop for its whole grace period and was then cancelled
     with an error traceback in the log. The library's ``Watch`` runs unchanged as a task; this
-    class only watches what it writes and ends it after the final status.
+    class only watches what it writes (through ``_SentStatus``, a context passing everything on)
+    and ends it after the final status.
+
+    Public API missing: grpcio-health-checking has no way to end open ``Watch`` streams
+    (``enter_graceful_shutdown`` only sends NOT_SERVING), nor a hook on what a watch sent. No
+    grpc/grpc issue asks for it yet; the same gap, reported for grpc-go
+    (https://github.com/grpc/grpc-go/issues/8776), was closed in grpc-dotnet by ending the
+    streams at shutdown (https://github.com/grpc/grpc-dotnet/pull/2582).
     """
 
     def __init__(self) -> None:
@@ -175,20 +185,51 @@ class _SentStatus:
         return getattr(self._context, name)
 
 
+# The handler factory for each (client streams, server streams) of an RPC.
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def method_handlers(service: Any, servicer: Any,
+                    serializer_for: Callable[[type], Callable[[Any], bytes]] | None = None,
+                    ) -> dict[str, grpc.RpcMethodHandler]:
+    """One handler per RPC of ``service`` (a protobuf ``ServiceDescriptor``), calling ``servicer``'s
+    method of the same name: what the generated ``add_<Service>Servicer_to_server`` registers,
+    built from the descriptor so that ``build_server`` can wrap each handler before registering it.
+    ``serializer_for(response class)`` gives each RPC's response serializer (default: the class's
+    ``SerializeToString``)."""
+    handlers = {}
+    for method in service.methods:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=request_class.FromString,
+            response_serializer=(response_class.SerializeToString if serializer_for is None
+                                 else serializer_for(response_class)))
+    return handlers
+
+
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One servicer to serve: its full service name (for health and reflection), the servicer,
-    and the generated ``add_<Service>Servicer_to_server`` function."""
+    """One service to serve: its full name (for health and reflection) and its handlers by method
+    name (``method_handlers``)."""
 
     name: str
-    servicer: Any
-    add_to_server: Callable[[Any, aio.Server], None]
+    handlers: Mapping[str, grpc.RpcMethodHandler]
 
     @classmethod
     def of(cls, pb2_module: Any, service: str, servicer: Any,
-           add_to_server: Callable[[Any, aio.Server], None]) -> "ServiceBinding":
-        """Binding whose name is read from the generated module, e.g. ``(index_pb2, "IndexService", ...)``."""
-        return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, servicer, add_to_server)
+           serializer_for: Callable[[type], Callable[[Any], bytes]] | None = None) -> "ServiceBinding":
+        """``servicer`` serving the service ``service`` of the generated module ``pb2_module``, e.g.
+        ``(index_pb2, "IndexService", servicer)``; ``serializer_for`` as in ``method_handlers``."""
+        descriptor = pb2_module.DESCRIPTOR.services_by_name[service]
+        return cls(descriptor.full_name, method_handlers(descriptor, servicer, serializer_for))
 
 
 @dataclass
@@ -312,30 +353,32 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
                  interceptors: Sequence[aio.ServerInterceptor] = (), metrics: "RpcMetrics | None" = None) -> GrpcServer:
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
-    Call from inside the running event loop. Every handler is error-mapped once, as it is
-    registered. ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before
-    the handler; the handlers they pass on are the error-mapped ones, and a call they refuse
-    they answer with a status of their own. ``metrics`` (``musicrec.metrics.RpcMetrics``): every
-    handler (health and reflection included) also records its calls. Without ``interceptors`` the server runs no
-    per-call interceptor pipeline at all. Raises OSError if the port cannot be bound and
-    ValueError for unreadable TLS files.
+    Call from inside the running event loop. Every handler is error-mapped
+    (``musicrec.rpc.interceptor.wrap_handler``) once, here, and registered wrapped through
+    ``add_generic_rpc_handlers``: the error mapping costs a call no interceptor pipeline (which
+    ``grpc.aio`` runs on every call as soon as a server has one interceptor).
+    ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before the handler is
+    chosen; a call they refuse they answer with a status of their own, uncounted. ``metrics``
+    (``musicrec.metrics.RpcMetrics``): every handler (health and reflection included) also records
+    its calls. Raises OSError if the port cannot be bound and ValueError for unreadable TLS files.
     """
-    server = aio.server(
-        interceptors=list(interceptors) or None,
-        options=config.channel_args(),
-        maximum_concurrent_rpcs=config.maximum_concurrent_rpcs,
-    )
-    # Servicers register through a registrar that wraps each handler as it is added.
-    target = ErrorMappingRegistrar(server, metrics)
+    # The concurrency bound is counted by the handler wrappers (see ``InFlightLimit``), not by
+    # grpc's ``maximum_concurrent_rpcs``.
+    server = aio.server(interceptors=tuple(interceptors), options=config.channel_args())
+    limit = None if config.maximum_concurrent_rpcs is None else InFlightLimit(config.maximum_concurrent_rpcs)
     names = tuple(binding.name for binding in bindings)
-    for binding in bindings:
-        binding.add_to_server(binding.servicer, target)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, target)
-    # What reflection.enable_server_reflection registers for an aio server (it tests the type of
-    # its argument, which the registrar is not).
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)), target)
+    served = [
+        *bindings,
+        ServiceBinding.of(health_pb2, "Health", health),
+        ServiceBinding.of(reflection_pb2, "ServerReflection",
+                          reflection.aio.ReflectionServicer((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME))),
+    ]
+    for binding in served:
+        wrapped = {name: wrap_handler(handler, method_path(binding.name, name), metrics, limit)
+                   for name, handler in binding.handlers.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(binding.name, wrapped),))
+        server.add_registered_method_handlers(binding.name, wrapped)
 
     address = f"{config.host}:{config.port}"
     tls = bool(config.tls_cert_file)
