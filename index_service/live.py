@@ -5,9 +5,9 @@ them (no gRPC, no database here).
 trained (its ``trained_through`` mark), keyed by log position, so the same play applied twice (by
 the replica that recorded it, then by its own tailer) counts once, and a swap to a version
 trained through a later mark drops exactly the plays that version has learned. It is bounded:
-past ``max_users`` listeners, the least recently updated is dropped first; a dropped listener the
-model knows is answered from the model alone again (their newest plays ignored until they play
-again or a training includes them), one it does not know is read back from the log on request.
+past ``max_users`` listeners, the least recently updated is dropped first and answered from the model alone again:
+a listener the model knows gets the model's own (stale) answer, one it does not know NOT_FOUND,
+until they play again (which brings back only the plays from then on) or a training includes them.
 
 ``LiveListener`` is what a version serves for such a listener: a query vector fitted (the
 RecommendForHistory fold-in) from their history in the version plus their live plays, and the
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from play_log import Change, PlayRecorded, UserForgotten
+from play_log import Change, Play, PlayLog, PlayRecorded, UserForgotten
 
 # Listeners kept live unless --live-max-users says otherwise.
 DEFAULT_MAX_USERS = 100_000
@@ -207,3 +207,66 @@ class LiveListeners:
             for user_id in [u for u in list(self._fitted) if u not in self.plays]:
                 self._fitted.pop(user_id, None)
         return count
+
+
+@dataclass(frozen=True, slots=True)
+class PlaysRecorded:
+    """RecordPlays' answer: what the log made durable, and the artist ids the served version
+    does not know (request order, each once)."""
+
+    count: int
+    first_position: int
+    last_position: int
+    duplicate: bool
+    unknown_artist_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserPlays:
+    """GetUserPlays' answer: the listener's plays after the served version's mark."""
+
+    plays: tuple[PlayRecorded, ...]
+    model_version: int
+    trained_through: int
+
+
+def unknown_artists(model, plays: Iterable[Play]) -> tuple[str, ...]:
+    """The plays' artist ids ``model`` does not know, in order, each once."""
+    ids = list(dict.fromkeys(play.artist_id for play in plays))
+    found = model.artists.indices_or_missing(ids)
+    return tuple(artist_id for artist_id, index in zip(ids, found.tolist()) if index < 0)
+
+
+class LiveState:
+    """The live plays and fitted listeners of one replica, fed by its own writes and by tailing
+    the log; follows the served version's mark. No I/O here: ``index_service.live_log`` reads
+    and writes the log and calls these."""
+
+    def __init__(self, max_users: int = DEFAULT_MAX_USERS):
+        self.plays = LivePlays(0, max_users)
+        self.listeners = LiveListeners(self.plays)
+        # The newest log position read by the tailer (plays recorded here may be further ahead).
+        self.position = 0
+
+    def listener(self, model, user_id: str) -> LiveListener | None:
+        """``user_id``'s live state in ``model``, or None (the fast path: one dict lookup)."""
+        if user_id not in self.plays:
+            return None
+        return self.listeners.listener(model, user_id)
+
+    def listeners_of(self, model, user_ids: Iterable[str]) -> dict[str, LiveListener]:
+        """The live listeners among ``user_ids``, by id."""
+        found = {}
+        for user_id in user_ids:
+            listener = self.listener(model, user_id)
+            if listener is not None:
+                found[user_id] = listener
+        return found
+
+    def follow(self, mark: int) -> None:
+        """The served version was trained through log position ``mark``: drop what it learned;
+        after a version with a lower mark (a rollback), the tailer reads again from ``mark``."""
+        if mark == self.plays.mark:
+            return
+        self.position = mark if mark < self.plays.mark else max(self.position, mark)
+        self.plays.rebase(mark)

@@ -68,12 +68,16 @@ def _check_id(value: str, what: str, index: int) -> None:
         raise InvalidPlay(index, f"{what} is empty")
     if len(value) > MAX_ID_CHARS:
         raise InvalidPlay(index, f"{what} has {len(value)} characters (at most {MAX_ID_CHARS})")
+    if "\x00" in value:
+        raise InvalidPlay(index, f"{what} contains a NUL character")
 
 
 def validate_plays(request_id: str, plays: Sequence[Play]) -> None:
     """Raise ``InvalidPlay`` naming the first bad entry of a request, or the request itself."""
     if len(request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidPlay(None, f"request_id has {len(request_id)} characters (at most {MAX_REQUEST_ID_CHARS})")
+    if "\x00" in request_id:
+        raise InvalidPlay(None, "request_id contains a NUL character")
     if not plays:
         raise InvalidPlay(None, f"no plays: a request records 1 to {MAX_PLAYS_PER_REQUEST:,} plays")
     if len(plays) > MAX_PLAYS_PER_REQUEST:

@@ -94,6 +94,7 @@ def test_a_retried_request_id_is_recorded_once(log):
     (Play("u1", "a1", float("inf"), T0), 1, "plays must be a finite count >= 1"),
     (Play("u1", "x" * 257, 1, T0), 1, "artist_id has 257 characters"),
     (Play("u1", "a1", 1, float("nan")), 1, "time must be"),
+    (Play("u\x00", "a1", 1, T0), 1, "user_id contains a NUL character"),
 ])
 def test_a_bad_entry_is_named_and_nothing_of_its_request_is_recorded(log, bad, index, words):
     with pytest.raises(InvalidPlay) as raised:
