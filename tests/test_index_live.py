@@ -314,3 +314,44 @@ def test_plays_recorded_elsewhere_before_the_start_are_served(tiny_models, tmp_p
             await eventually(served, "plays recorded before the start")
 
     run(main)
+
+
+def test_sigkill_right_after_an_acknowledgement_loses_no_play(tmp_path):
+    """An index process killed (SIGKILL) right after each of 20 acknowledged RecordPlays: every
+    acknowledged play is in the log, and a new process serves them."""
+    from test_faults_harness import IndexClient, index_process, publish_model
+
+    models = tmp_path / "models"
+    publish_model(models)
+    url = f"sqlite:///{tmp_path / 'plays.db'}"
+    acknowledged: list[tuple[str, str]] = []
+    for round_number in range(3):
+        process = index_process(tmp_path, models, "--events", url, name=f"index-{round_number}").start()
+        client = IndexClient(process.address, retry=False)
+        try:
+            client.wait_serving(1)
+            for request in range(20 if round_number < 2 else 0):
+                user = f"k{round_number}-{request}"
+                answer = client.stub.RecordPlays(plays_request((user, "a3", 5), (user, "a4", 1)), timeout=30)
+                assert answer.recorded == 2
+                acknowledged += [(user, "a3"), (user, "a4")]
+            if round_number < 2:
+                process.kill()  # SIGKILL, at once after the last acknowledgement
+            else:
+                # The restarted service serves what the killed ones acknowledged (once its tailer read it).
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        served = [a.artist_id for a in client.recommend("k1-19", 2).artists]
+                        break
+                    except grpc.RpcError as error:
+                        assert error.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline
+                        time.sleep(0.05)
+                assert served[0] == "a5" and not {"a3", "a4"} & set(served)
+        finally:
+            client.close()
+        if round_number == 2:
+            assert process.stop() == 0
+    with open_play_log(url) as log:
+        logged = [(c.play.user_id, c.play.artist_id) for c in log.changes_since(0)]
+    assert logged == acknowledged
