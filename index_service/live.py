@@ -11,8 +11,9 @@ until they play again (which brings back only the plays from then on) or a train
 
 ``LiveListener`` is what a version serves for such a listener: a query vector fitted (the
 RecommendForHistory fold-in) from their history in the version plus their live plays, and the
-artists to treat as seen. Fitting happens once per listener per change per version, off the
-request path when the tailer gets there first, on the first request otherwise.
+artists to treat as seen. Fitting happens once per listener per change per version: on the
+listener's first request after the change, or ahead of it, off the request path, for a listener
+fitted before (one that is being asked for) when the tailer reads the change.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class LivePlays:
                 plays = users.get(play.user_id)
                 if plays is None:
                     plays = users[play.user_id] = {}
+                elif change.position in plays:
+                    continue  # applied before (by the replica that recorded it)
                 else:
                     users.move_to_end(play.user_id)
                 plays[change.position] = (play.artist_id, play.plays)
@@ -197,10 +200,12 @@ class LiveListeners:
         return fitted
 
     def refit(self, model, user_ids: Iterable[str]) -> int:
-        """Fit ``user_ids`` ahead of their requests; return how many were fitted."""
+        """Re-fit those of ``user_ids`` that were fitted before (listeners being asked for), ahead
+        of their next request; return how many. Others are fitted on their first request: a
+        replica taking plays for many listeners nobody asks about spends nothing on them."""
         count = 0
         for user_id in user_ids:
-            if self.listener(model, user_id) is not None:
+            if user_id in self._fitted and self.listener(model, user_id) is not None:
                 count += 1
         # Listeners dropped from the plays (evicted, forgotten) leave the fitted cache too.
         if len(self._fitted) > len(self.plays):
