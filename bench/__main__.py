@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--parts quality,scale,ann,serving,history]``: run the benchmarks and write
+"""``python -m bench [--quick] [--parts quality,scale,ann,serving,history,live]``: run the benchmarks and write
 ``docs/benchmarks.md``, ``docs/benchmarks.json`` and ``docs/ann_recall_latency.png``.
 
 A run of some parts only updates those parts in an existing benchmarks.json of the same mode and
@@ -126,6 +126,9 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
     if part == "history":
         from bench import history
         return history.run(settings, workdir)
+    if part == "live":
+        from bench import live
+        return live.run(settings, workdir)
     raise ValueError(part)
 
 

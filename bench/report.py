@@ -155,6 +155,8 @@ def targets(results: dict) -> list[dict]:
         out += _serving_targets(parts["serving"], cores)
     if parts.get("history"):
         out += _history_targets(parts["history"], quick)
+    if parts.get("live"):
+        out += _live_targets(parts["live"], quick)
     return out
 
 
@@ -333,6 +335,45 @@ def _history_targets(part: dict, quick: bool) -> list[dict]:
                                      "Recommend calls (gRPC)",
                           f"{num(speed.get('batch_speedup'), 1)}x (the faster of sequential and 16 in flight)",
                           at_least(speed.get("batch_speedup"), BATCH_TARGET_SPEEDUP)))
+    return out
+
+
+def _live_targets(part: dict, quick: bool) -> list[dict]:
+    """RecordPlays throughput, freshness across replicas, serving while writing, live quality."""
+    from bench.live import (FRESHNESS_P99_TARGET_S, LIVE_VS_RETRAIN_TARGET, RECORD_TARGET_PER_S,
+                            SERVING_RATIO_TARGET)
+
+    stores = part["record"]["stores"]
+    sqlite = stores["sqlite"]["plays_per_s"]
+    postgres = (stores.get("postgresql") or {}).get("plays_per_s")
+    fresh, writing, quality = part["freshness"], part["writing"], part["quality"]
+    out = [target("live", f"RecordPlays >= {RECORD_TARGET_PER_S:,} plays/s acknowledged durable, one index process, "
+                          f"batches of {part['record']['batch']}, SQLite",
+                  f"{num(sqlite, 0)} plays/s (PostgreSQL: {num(postgres, 0)})", at_least(sqlite, RECORD_TARGET_PER_S),
+                  "each acknowledged batch is one durable commit; see the load average"),
+           target("live", f"freshness: RecordPlays on one replica to Recommend on another, p99 <= "
+                          f"{FRESHNESS_P99_TARGET_S * 1e3:g} ms",
+                  f"p50 {num(fresh['p50_ms'], 0)} ms, p99 {num(fresh['p99_ms'], 0)} ms ({fresh['samples']} samples)",
+                  at_most(fresh["p99_ms"], FRESHNESS_P99_TARGET_S * 1e3), "the tailer's poll interval and re-fits")]
+    if writing.get("ran"):
+        out.append(target("live", f"Recommend throughput while taking {writing['write_rate']:,} plays/s >= "
+                                   f"{SERVING_RATIO_TARGET:g}x without writes (h2load, {writing['inflight']} in flight)",
+                          f"{num(writing['ratio'])}x ({num(writing['with_requests_per_s'], 0)} vs "
+                          f"{num(writing['without_requests_per_s'], 0)} requests/s)",
+                          at_least(writing["ratio"], SERVING_RATIO_TARGET), "the writes' commits and re-fits"))
+    else:
+        out.append(target("live", "Recommend throughput while writing", writing.get("note", ""), None))
+    note = " - quick mode: few epochs, one seed, a subset of listeners" if quick else ""
+    for group, row in (quality.get("groups") or {}).items():
+        out.append(target("live", f"{quality['dataset']}, {group} listeners: live HR@10 >= "
+                                  f"{LIVE_VS_RETRAIN_TARGET:g}x a full retrain and above stale",
+                          f"live {num(row['live_hr10'], 4)}, retrain {num(row['retrain_hr10'], 4)} "
+                          f"({num(row['live_vs_retrain'])}x), stale {num(row['stale_hr10'], 4)}; "
+                          f"{row['users']} listeners{note}",
+                          at_least(row["live_vs_retrain"], LIVE_VS_RETRAIN_TARGET)
+                          and row["live_hr10"] > row["stale_hr10"]))
+    if not quality.get("ran"):
+        out.append(target("live", "live quality", quality.get("note", ""), None))
     return out
 
 
@@ -759,6 +800,31 @@ def _history(part: dict) -> list[str]:
     return lines + bullets(part.get("notes"))
 
 
+def _live(part: dict) -> list[str]:
+    record, fresh, writing, quality = part["record"], part["freshness"], part["writing"], part["quality"]
+    lines = table(list(record["stores"].items()), [
+        ("play log", lambda s: s[0]), ("plays/s (median)", lambda s: num(s[1]["plays_per_s"], 0)),
+        ("plays/s per run", lambda s: ", ".join(num(r["plays_per_s"], 0) for r in s[1]["per_run"]))])
+    lines += [f"Freshness over {fresh['samples']} new listeners: p50 {num(fresh['p50_ms'], 0)} ms, p90 "
+              f"{num(fresh['p90_ms'], 0)} ms, p99 {num(fresh['p99_ms'], 0)} ms, max {num(fresh['max_ms'], 0)} ms "
+              f"({fresh['gave_up']} not visible within {fresh['give_up_s']:g} s).", ""]
+    if writing.get("ran"):
+        lines += [f"Serving while writing: {num(writing['with_requests_per_s'], 0)} Recommend/s with "
+                  f"{num(writing['write_plays_per_s'], 0)} plays/s recorded, {num(writing['without_requests_per_s'], 0)}"
+                  f" without ({num(writing['ratio'])}x); {writing['errors_total']} errors.", ""]
+    else:
+        lines += [f"Serving while writing not measured: {writing.get('note')}.", ""]
+    if quality.get("ran"):
+        lines += [f"Live quality on {quality['dataset']}, {quality['seeds']} seed(s) pooled:", ""]
+        lines += table(list(quality["groups"].items()), [
+            ("listeners", lambda g: f"{g[0]} ({g[1]['users']:,})"), ("stale HR@10", lambda g: num(g[1]["stale_hr10"], 4)),
+            ("live HR@10", lambda g: num(g[1]["live_hr10"], 4)), ("retrain HR@10", lambda g: num(g[1]["retrain_hr10"], 4)),
+            ("live / retrain", lambda g: ratio(g[1]["live_hr10"], g[1]["retrain_hr10"]))])
+    else:
+        lines += [f"Live quality not measured: {quality.get('note')}.", ""]
+    return lines + bullets(record.get("notes")) + ["Command (as run): " + f"`{record['command']}`", ""]
+
+
 # -- the document ----------------------------------------------------------------------------
 
 def _command(results: dict) -> str:
@@ -773,7 +839,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
         "machine": lambda: _machine(results), "errors": lambda: _errors(results),
         "quality": lambda: _quality(parts["quality"]), "scale": lambda: _scale(parts["scale"]),
         "ann": lambda: _ann(parts["ann"], plot_note), "serving": lambda: _serving(parts["serving"], cores),
-        "history": lambda: _history(parts["history"]),
+        "history": lambda: _history(parts["history"]), "live": lambda: _live(parts["live"]),
     }
     head, *sections = re.split(r"^<!-- part (\w+) -->\n", TEMPLATE.read_text(encoding="utf-8"), flags=re.M)
     text = head + "".join(body for name, body in zip(sections[::2], sections[1::2]) if parts.get(name))

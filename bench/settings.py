@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTS = ("quality", "scale", "ann", "serving", "history")
+PARTS = ("quality", "scale", "ann", "serving", "history", "live")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -42,6 +42,9 @@ class BenchSettings:
       ``history_artists``/``history_users``: size of the random-factor version the speed is
       measured on; ``history_queries``: RecommendForHistory calls timed;
       ``history_batch_rounds``: batches of 100 per single-versus-batch measurement.
+    - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
+      on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
+      absent from training were evaluated (0: one seed).
     """
 
     quick: bool = False
@@ -81,6 +84,8 @@ class BenchSettings:
     history_users: int = 2_000
     history_queries: int = 1_000
     history_batch_rounds: int = 10
+    live_freshness_samples: int = 200
+    live_min_new_users: int = 500
 
 
 def full_settings(**overrides) -> BenchSettings:
@@ -119,6 +124,8 @@ def quick_settings(**overrides) -> BenchSettings:
         history_users=300,
         history_queries=200,
         history_batch_rounds=2,
+        live_freshness_samples=30,
+        live_min_new_users=0,
     )
     return dataclasses.replace(quick, **overrides)
 

@@ -66,6 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "off by default. With --workers, the supervisor serves all workers' metrics")
     parser.add_argument("--metrics-host", default=None,
                         help="address the metrics endpoint binds (default: the --host address)")
+    parser.add_argument("--events", default=None, metavar="URL",
+                        help="the play log RecordPlays writes and recommendations follow: sqlite:///PATH (one "
+                             "host) or postgresql://USER@HOST:PORT/DB (many hosts). Without it RecordPlays, "
+                             "GetUserPlays and ForgetUser answer FAILED_PRECONDITION")
+    parser.add_argument("--live-max-users", type=int, default=100_000, metavar="N",
+                        help="listeners with recent plays kept live (default 100000); past it the least "
+                             "recently updated get the model's own answer again")
+    parser.add_argument("--events-poll-interval", dest="events_poll_interval_s", type=float, default=0.1,
+                        metavar="SECONDS", help="how often to read the play log for other replicas' plays (default 0.1)")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the bearer token RecordPlays and ForgetUser require (default: the "
+                             "MUSICREC_TRAINER_TOKEN environment variable, the trainer's; neither: no token)")
     # --workers, and what the supervisor sets on its workers' command lines.
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
@@ -81,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--grace must not be negative")
     if args.max_connection_age_s is not None and args.max_connection_age_s <= 0:
         parser.error("--max-connection-age must be positive")
+    if args.live_max_users < 1:
+        parser.error("--live-max-users must be at least 1")
+    if args.events_poll_interval_s <= 0:
+        parser.error("--events-poll-interval must be positive")
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         parser.error("--metrics-port must be in [0, 65535]")
     return args
@@ -101,6 +117,11 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--version", str(args.version)]
     if args.tls_cert:
         argv += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    if args.events:
+        argv += ["--events", args.events, "--live-max-users", str(args.live_max_users),
+                 "--events-poll-interval", repr(args.events_poll_interval_s)]
+    if args.token_file is not None:
+        argv += ["--token-file", str(args.token_file)]
     return argv
 
 
@@ -119,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics_host = args.host if args.metrics_host is None else args.metrics_host
     from musicrec.rpc.server import ServerConfig
 
+    from musicrec.rpc.auth import TRAINER_TOKEN_ENV, load_token
+
     try:
+        token = load_token(token_file=args.token_file, env_var=TRAINER_TOKEN_ENV)
         server = ServerConfig(host=args.host, port=args.port, tls_cert_file=args.tls_cert,
                               tls_key_file=args.tls_key, grace_s=args.grace_s,
                               maximum_concurrent_rpcs=args.max_concurrent_rpcs, reuse_port=args.reuse_port,
@@ -146,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                                 precomputed=not args.no_precomputed,
                                 metrics=args.metrics_port is not None or args.metrics_dir is not None,
                                 metrics_port=None if args.metrics_dir is not None else args.metrics_port,
-                                metrics_host=metrics_host, metrics_multiprocess=args.metrics_dir is not None)
+                                metrics_host=metrics_host, metrics_multiprocess=args.metrics_dir is not None,
+                                events_url=args.events, live_max_users=args.live_max_users,
+                                events_poll_interval_s=args.events_poll_interval_s, auth_token=token)
 
     started = False
 

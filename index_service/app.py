@@ -22,13 +22,20 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from index_service.holder import ModelHolder, ServedVersion
+from index_service.live import DEFAULT_MAX_USERS, LiveState
+from index_service.live_log import DEFAULT_POLL_INTERVAL_S, LiveLog
 from index_service.metrics import IndexMetrics, PrecomputedAnswers
 from index_service.servicer import SERVICE_NAME, IndexServicer, index_binding
 from index_service.watcher import VersionWatcher
 from musicrec.metrics import MetricsEndpoint, new_registry
+from musicrec.rpc.auth import BearerTokenInterceptor, method_path
 from musicrec.rpc.server import GrpcServer, ServerConfig, build_server, freeze_long_lived
+from play_log import SchemaTooNew
 
 log = logging.getLogger(__name__)
+
+# The RPCs a configured token protects: the writes to the play log.
+WRITE_RPCS = ("RecordPlays", "ForgetUser")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ class IndexServiceConfig:
     ``metrics``: record Prometheus metrics; ``metrics_port``: serve them on ``metrics_host``
     (0: a free port; None: not served here); ``metrics_multiprocess``: a ``--workers`` worker,
     recording into the supervisor's multiprocess directory (no process metrics of its own).
+    ``events_url``: the play log (None: RecordPlays and its kin answer FAILED_PRECONDITION);
+    ``live_max_users``: listeners kept live; ``events_poll_interval_s``: how often the log is read.
+    ``auth_token``: required by the play-log writes (RecordPlays, ForgetUser) when set.
     """
 
     models_dir: Path
@@ -57,6 +67,10 @@ class IndexServiceConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_multiprocess: bool = False
+    events_url: str | None = None
+    live_max_users: int = DEFAULT_MAX_USERS
+    events_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    auth_token: str | None = None
 
 
 def loop_factory(choice: str):
@@ -91,8 +105,12 @@ class IndexServiceApp:
                                       similar_method=config.similar_method,
                                       precomputed=config.precomputed,
                                       on_refused=None if self.metrics is None else self.metrics.version_refused)
+        self.live_log: LiveLog | None = None
+        if config.events_url is not None:
+            self.live_log = LiveLog(config.events_url, self.holder, LiveState(config.live_max_users),
+                                    config.events_poll_interval_s)
         self.servicer = IndexServicer(self.holder, pinned=config.pinned_version is not None,
-                                      rejected=lambda: self.watcher.rejected)
+                                      rejected=lambda: self.watcher.rejected, live=self.live_log)
         self.server: GrpcServer | None = None
         self._watch_task: asyncio.Task | None = None
         self._blas_limit: threadpool_limits | None = None
@@ -109,7 +127,14 @@ class IndexServiceApp:
         and BLAS worker threads only fight gRPC's threads for the cores (a longer tail, no faster
         median)."""
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        self.server = build_server([index_binding(self.servicer)], self.config.server,
+        interceptors = [] if self.config.auth_token is None else [BearerTokenInterceptor(
+            self.config.auth_token, [method_path(SERVICE_NAME, rpc) for rpc in WRITE_RPCS])]
+        if self.live_log is not None:
+            try:
+                await self.live_log.start()
+            except SchemaTooNew as exc:
+                raise ValueError(exc.message) from None
+        self.server = build_server([index_binding(self.servicer)], self.config.server, interceptors,
                                    metrics=None if self.metrics is None else self.metrics.rpc)
         if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host,
@@ -118,10 +143,11 @@ class IndexServiceApp:
         # Scripts wait for "listening on HOST:PORT"; a worker must not announce the shared port.
         what = ("index service listening on" if self.config.worker is None
                 else f"index service worker {self.config.worker} (pid {os.getpid()}) bound")
-        log.info("%s %s (%s); models dir %s%s%s", what, self.server.address,
+        log.info("%s %s (%s); models dir %s%s%s%s", what, self.server.address,
                  "TLS" if self.server.tls else "plaintext", self.config.models_dir,
                  f", pinned to version {self.config.pinned_version}" if self.config.pinned_version else "",
-                 f"; metrics on {self.metrics_endpoint.url}" if self.metrics_endpoint else "")
+                 f"; metrics on {self.metrics_endpoint.url}" if self.metrics_endpoint else "",
+                 f"; play log {self.live_log.where}" if self.live_log is not None else "")
         self._watch_task = asyncio.create_task(
             self.watcher.run(self.config.poll_interval_s, self._on_swap), name="version-watcher")
 
@@ -154,6 +180,8 @@ class IndexServiceApp:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+        if self.live_log is not None:
+            await self.live_log.stop()
         self.holder.clear()
         if self._blas_limit is not None:
             self._blas_limit.restore_original_limits()

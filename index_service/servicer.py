@@ -11,19 +11,23 @@ wraps around each handler.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from index_service.holder import ModelHolder
+from index_service.live import LiveState
+from index_service.live_log import LiveLog, service_error as live_error
 from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQuery
 from index_service.watcher import Rejection
-from musicrec.rpc.errors import ServiceError
+from musicrec.rpc.errors import FailedPrecondition, ServiceError
 from musicrec.rpc.interceptor import bounded_message, status_code_of
 from musicrec.rpc.server import ServiceBinding
 from musicrec.v1 import index_pb2, index_pb2_grpc
 from musicrec.version_proto import model_version
+from play_log import MAX_PLAYS_PER_REQUEST, InvalidPlay, Play
 
 SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name
 
@@ -71,6 +75,24 @@ def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
     return SimilarQuery(request.artist_id, request.artist_name, request.k)
 
 
+def plays_of(request: index_pb2.RecordPlaysRequest, now_s: float) -> tuple[Play, ...]:
+    """The domain's view of a RecordPlaysRequest's plays: unset ``plays`` is 1, unset ``time``
+    is ``now_s`` (Unix seconds). Checked in full by the play log."""
+    if len(request.plays) > MAX_PLAYS_PER_REQUEST:  # before converting a huge request
+        raise InvalidPlay(None, f"{len(request.plays):,} plays in one request (at most {MAX_PLAYS_PER_REQUEST:,})")
+    return tuple(
+        Play(event.user_id, event.artist_id, event.plays if event.HasField("plays") else 1.0,
+             event.time.seconds + event.time.nanos / 1e9 if event.HasField("time") else now_s)
+        for event in request.plays)
+
+
+def _timestamp(time_s: float) -> Timestamp:
+    stamp = Timestamp()
+    seconds = int(time_s // 1)
+    stamp.seconds, stamp.nanos = seconds, int(round((time_s - seconds) * 1e9)) % 1_000_000_000
+    return stamp
+
+
 def _status_of(error: ServiceError) -> tuple[int, str]:
     """(status code number, message) of a batch entry's error, as the single call would say it."""
     return status_code_of(error).value[0], bounded_message(error.message)
@@ -80,22 +102,34 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     """Answers IndexService RPCs from ``holder``'s current version.
 
     ``rejected`` returns the versions refused so far (newest first); ``pinned`` says whether
-    ``--version`` pinned one.
+    ``--version`` pinned one. ``live``: the play log (None: the service runs without
+    ``--events``; the play RPCs then answer FAILED_PRECONDITION).
     """
 
     def __init__(self, holder: ModelHolder, *, pinned: bool = False,
-                 rejected: Callable[[], list[Rejection]] = list):
+                 rejected: Callable[[], list[Rejection]] = list, live: LiveLog | None = None):
         self._holder = holder
         self._pinned = pinned
         self._rejected = rejected
+        self._live_log = live
+        self._live: LiveState | None = None if live is None else live.state
+
+    def _log(self, rpc: str) -> LiveLog:
+        if self._live_log is None:
+            raise FailedPrecondition(f"{rpc} needs a play log: start the index service with "
+                                     "--events URL (sqlite:///PATH or postgresql://...)")
+        return self._live_log
 
     async def Recommend(self, request: index_pb2.RecommendRequest, context) -> bytes:
         """A serialized RecommendResponse."""
         query = recommend_query(request)
         served = self._holder.acquire()
         with served as model:
-            ranking = model.recommend(query)
-            return served.encoder.recommend(ranking)
+            live = None if self._live is None else self._live.listener(model, query.user_id)
+            if live is None:
+                return served.encoder.recommend(model.recommend(query))
+            # A live listener none of whose artists the version knows is answered by popularity.
+            return served.encoder.recommend(model.recommend(query, live), (), live.query is None)
 
     async def RecommendForHistory(self, request: index_pb2.RecommendForHistoryRequest, context) -> bytes:
         """A serialized RecommendResponse for a listener given by their history."""
@@ -110,7 +144,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         queries = [recommend_query(r) for r in request.requests]
         served = self._holder.acquire()
         with served as model:
-            results = model.batch_recommend(queries)
+            live = {} if self._live is None else self._live.listeners_of(model, (q.user_id for q in queries))
+            results = model.batch_recommend(queries, live)
             return served.encoder.batch_recommend([_status_of(r) if isinstance(r, ServiceError) else r
                                                     for r in results])
 
@@ -136,3 +171,25 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             response.loaded_at.CopyFrom(loaded_at)
             response.load_duration_ms = served.load_duration_ms
         return response
+
+    async def RecordPlays(self, request: index_pb2.RecordPlaysRequest, context) -> index_pb2.RecordPlaysResponse:
+        live = self._log("RecordPlays")
+        try:
+            plays = plays_of(request, time.time())
+        except InvalidPlay as error:
+            raise live_error(error) from None
+        recorded = await live.record(request.request_id, plays)
+        return index_pb2.RecordPlaysResponse(
+            recorded=recorded.count, unknown_artist_ids=recorded.unknown_artist_ids, duplicate=recorded.duplicate,
+            first_position=recorded.first_position, last_position=recorded.last_position)
+
+    async def GetUserPlays(self, request: index_pb2.GetUserPlaysRequest, context) -> index_pb2.GetUserPlaysResponse:
+        found = await self._log("GetUserPlays").user_plays(request.user_id)
+        return index_pb2.GetUserPlaysResponse(
+            plays=[index_pb2.RecordedPlay(position=p.position, artist_id=p.play.artist_id, plays=p.play.plays,
+                                          time=_timestamp(p.play.time_s)) for p in found.plays],
+            model_version=found.model_version, trained_through_position=found.trained_through)
+
+    async def ForgetUser(self, request: index_pb2.ForgetUserRequest, context) -> index_pb2.ForgetUserResponse:
+        forgotten, deleted = await self._log("ForgetUser").forget(request.user_id)
+        return index_pb2.ForgetUserResponse(plays_deleted=deleted, position=forgotten.position)

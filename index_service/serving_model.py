@@ -37,9 +37,10 @@ INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,9 @@ from ranking.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
 from ranking.search import CosineSearch, InnerProductSearch, search_params
 from musicrec.rpc.errors import InvalidArgument, NotFound, ServiceError
+
+if TYPE_CHECKING:
+    from index_service.live import LiveListener
 
 DEFAULT_K = 10
 MAX_K = 1000  # also the largest offset + k
@@ -271,13 +275,40 @@ class ServingModel:
             raise NotFound(f"unknown user_id {user_id!r}")
         return user
 
-    def recommend(self, query: RecommendQuery) -> Ranking:
+    def recommend(self, query: RecommendQuery, live: "LiveListener | None" = None) -> Ranking:
         """Ranks offset .. offset + k - 1 of the artists by model score for ``query.user_id``
         (factors . factors + bias), best first; seen artists excluded unless ``include_seen``;
         ``exclude_artist_ids`` never returned (unknown ids ignored, at most ``MAX_EXCLUDED``);
         ``only_artist_ids``, when given, the only artists ranked (unknown ids ignored, at most
-        ``MAX_ONLY``). Fewer than k when the catalog (or the allow-list) runs out."""
+        ``MAX_ONLY``). Fewer than k when the catalog (or the allow-list) runs out.
+
+        ``live``: the listener's live state (plays recorded after this version's mark, see
+        ``index_service.live``): then their re-fitted vector ranks, their live artists count as
+        seen, and a listener the version does not know is answered too."""
+        if live is not None:
+            return self._recommend_live(query, live)
         return self._recommend_user(*self._checked(query))
+
+    def _recommend_live(self, query: RecommendQuery, live: "LiveListener") -> Ranking:
+        k, offset = resolve_page(query.k, query.offset)
+        extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
+        allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
+        return _page(self._rank_fitted(live.query, live.seen, offset + k, query.include_seen, extra, allowed), offset)
+
+    def _rank_fitted(self, vector: np.ndarray | None, seen: np.ndarray, end: int, include_seen: bool,
+                     extra: np.ndarray | None, allowed: np.ndarray | None) -> Ranking:
+        """The top ``end`` for a fitted listener: ``vector`` (F + 1,) (None: none of their
+        artists is known, so by popularity), ``seen`` their artists (sorted indices)."""
+        if include_seen or not seen.shape[0]:
+            exclude = extra
+        else:
+            exclude = seen if extra is None else np.concatenate((seen, extra))
+        if vector is None:
+            return self.popular(end, exclude, allowed)
+        if allowed is not None:
+            return self.search_among(vector, end, allowed, exclude)
+        indices, scores = self.recommend_search.search(vector, end, exclude)
+        return Ranking(indices, scores)
 
     def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
         """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None)."""
@@ -359,13 +390,7 @@ class ServingModel:
             return HistoryRanking(_page(self.popular(end, extra, allowed), offset), unknown, True)
         artists, inverse = np.unique(found[known], return_inverse=True)
         weights = np.bincount(inverse, weights=plays[known])  # an artist listed twice: plays summed
-        listener = self.fold_in.fit(artists, weights)
-        exclude = extra if query.include_seen else (artists if extra is None else np.concatenate((artists, extra)))
-        if allowed is not None:
-            ranking = self.search_among(listener, end, allowed, exclude)
-        else:
-            indices, scores = self.recommend_search.search(listener, end, exclude)
-            ranking = Ranking(indices, scores)
+        ranking = self._rank_fitted(self.fold_in.fit(artists, weights), artists, end, query.include_seen, extra, allowed)
         return HistoryRanking(_page(ranking, offset), unknown, False)
 
     def popular(self, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None) -> Ranking:
@@ -386,14 +411,16 @@ class ServingModel:
         order = order.astype(np.int64, copy=False)
         return Ranking(order, self.artist_listeners[order].astype(np.float32))
 
-    def batch_recommend(self, queries: Sequence[RecommendQuery]) -> list[Ranking | ServiceError]:
+    def batch_recommend(self, queries: Sequence[RecommendQuery],
+                        live: Mapping[str, "LiveListener"] = MappingProxyType({})) -> list[Ranking | ServiceError]:
         """``recommend`` for every query, in order: a Ranking, or the ServiceError that query
         alone would have raised. More than ``MAX_BATCH`` queries is INVALID_ARGUMENT (for all).
 
         What the precomputed lists cannot answer is searched; on an exact-search version the
         plain (no allow-list) searches are scored as one (n, D) x (D, A) matrix product. Its
         scores can differ from a single call's in the last float32 bit (the product sums in
-        another order), so near-ties may order differently than in a single call."""
+        another order), so near-ties may order differently than in a single call. ``live``: the
+        live listeners among the queries' users, by user id (see ``recommend``)."""
         if len(queries) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} requests in a batch, got {len(queries)}")
         results: list[Ranking | ServiceError | None] = [None] * len(queries)
@@ -401,6 +428,10 @@ class ServingModel:
         together = self.recommend_search.batches_exactly
         for position, query in enumerate(queries):
             try:
+                listener = live.get(query.user_id) if live else None
+                if listener is not None:
+                    results[position] = self._recommend_live(query, listener)
+                    continue
                 user, k, offset, include_seen, extra, allowed = self._checked(query)
                 end = offset + k
                 answer = self._from_lists(user, end, include_seen, extra, allowed)

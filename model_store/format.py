@@ -284,6 +284,9 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     precomputed: PrecomputedConfig | None = None  # format 2 only
     training: TrainingRecord | None = None  # optional in every format
+    # The play log position the training read through (``data.play_log_position``, optional in
+    # every format): the index overlays only plays after it. 0: none of the log.
+    play_log_position: int = 0
 
     @property
     def size_bytes(self) -> int:
@@ -300,6 +303,7 @@ class Manifest:
                 "num_users": self.num_users,
                 "num_artists": self.num_artists,
                 "num_interactions": self.num_interactions,
+                **({"play_log_position": self.play_log_position} if self.play_log_position else {}),
             },
             "num_factors": self.num_factors,
             "hyperparameters": dict(self.hyperparameters),
@@ -378,6 +382,7 @@ class Manifest:
             similar_search=SearchConfig.from_json("search.similar", search.get("similar")),
             files=files,
             precomputed=precomputed,
+            play_log_position=_require_int("data.play_log_position", data_obj.get("play_log_position", 0), minimum=0),
             training=training,
         )
 

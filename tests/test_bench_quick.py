@@ -65,11 +65,11 @@ def test_every_part_ran_and_the_files_are_written(quick):
     results, out = quick
     assert results["quick"] is True
     assert results["errors"] == {}
-    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history"}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live"}
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
     md = (out / "benchmarks.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
-                    "## 4. Serving", "## 5. New listeners"):
+                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays"):
         assert heading in md
     assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
@@ -295,6 +295,51 @@ def test_history_rows(quick):
     for label in ("lists", "searched"):
         assert speed["batch"][label]["batch_of_100_rps"] > 0
     assert sum(t["part"] == "history" for t in results["targets"]) == 3
+
+
+@quick_mode
+def test_live_rows(quick):
+    results, _ = quick
+    part = results["parts"]["live"]
+    stores = part["record"]["stores"]
+    assert "sqlite" in stores or part["record"]["notes"]
+    for store in stores.values():
+        assert finite(store["plays_per_s"]) and store["plays_per_s"] > 0
+        assert all(run["plays"] % part["record"]["batch"] == 0 for run in store["per_run"])
+    fresh = part["freshness"]
+    assert fresh["samples"] == 30 and fresh["gave_up"] == 0 and 0 < fresh["p50_ms"] <= fresh["p99_ms"]
+    writing = part["writing"]
+    if writing["ran"]:
+        assert finite(writing["ratio"]) and writing["errors_total"] == 0 and writing["write_plays_per_s"] > 0
+    groups = part["quality"]["groups"]
+    assert set(groups) == {"known", "new"} and part["quality"]["seeds"] == 1
+    for row in groups.values():
+        for key in ("stale_hr10", "live_hr10", "retrain_hr10"):
+            assert 0.0 <= row[key] <= 1.0, key
+        assert row["users"] > 0
+    assert groups["new"]["stale_hr10"] == 0.0  # the stale version does not know them
+    live_targets = [t for t in results["targets"] if t["part"] == "live"]
+    assert len(live_targets) == 5 and all(isinstance(t["met"], bool) for t in live_targets)
+
+
+def test_live_split_keeps_targets_and_new_listeners_out_of_training():
+    import numpy as np
+
+    from bench.live import split_plays
+
+    class Data:
+        num_users = 40
+        users = np.repeat(np.arange(40), 10)
+
+    train, retrain, cases = split_plays(Data, seed=0, max_users=30)
+    assert len(cases) == 30 and sum(new for *_, new in cases) == 3
+    assert not train[Data.users >= 30].any() and not retrain[Data.users >= 30].any()
+    for user, target, streamed, new in cases:
+        rows = np.flatnonzero(Data.users == user)
+        assert not train[target] and not retrain[target] and target not in streamed
+        assert not train[streamed].any() and retrain[streamed].all()
+        assert streamed.size == (9 if new else 1)  # new: all but the target; known: 20% less the target
+        assert train[rows].sum() == (0 if new else 8)
 
 
 def test_history_section_and_targets_from_a_part():

@@ -327,13 +327,13 @@ def files_request(path: str, fmt: int = 0, **fields) -> trainer_pb2.StartTrainin
 
 
 @contextlib.contextmanager
-def tiny_model_index(tmp: Path, *, retry: bool = True):
+def tiny_model_index(tmp: Path, *extra: str, retry: bool = True):
     """The tiny known-answer model published as version 1 in ``tmp / "models"`` and served by an
-    index process: yields (models dir, process, its ``IndexClient``). At the end the process must
-    exit 0, whether the caller stopped it or not."""
+    index process (with the command-line options ``extra``): yields (models dir, process, its
+    ``IndexClient``). At the end the process must exit 0, whether the caller stopped it or not."""
     models = tmp / "models"
     publish_model(models)
-    process = index_process(tmp, models).start()
+    process = index_process(tmp, models, *extra).start()
     client = IndexClient(process.address, retry=retry)
     try:
         client.wait_serving(1)

@@ -2,7 +2,8 @@
 
 Every RPC gets random field values: huge and negative k, empty, very long and odd-Unicode ids and
 names, long exclude lists, 1 ms deadlines, and raw bytes that are not a valid message at all.
-Only documented status codes come back (never UNKNOWN or INTERNAL), each for the documented
+RecordPlays gets random plays (odd ids, counts, times, request ids, sizes) into a real SQLite play
+log. Only documented status codes come back (never UNKNOWN or INTERNAL), each for the documented
 reason, and a known-answer query still answers correctly afterwards. The number of inputs tried
 per RPC is bounded (``EXAMPLES``) and deterministic (``derandomize=True``), and recorded in
 docs/reliability.md.
@@ -84,7 +85,8 @@ def page_error(k: int, offset: int) -> bool:
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     # No retries: a retried UNAVAILABLE would hide a failure.
-    with tiny_model_index(tmp_path_factory.mktemp("fuzz-index"), retry=False) as (_, process, client):
+    tmp = tmp_path_factory.mktemp("fuzz-index")
+    with tiny_model_index(tmp, "--events", f"sqlite:///{tmp / 'plays.db'}", retry=False) as (_, process, client):
         yield process, client
 
 
@@ -98,6 +100,7 @@ def call_code(call, *args, **kwargs):
 
 def assert_still_correct(client: IndexClient) -> None:
     assert client.health() == SERVING
+    # u0 never gets plays recorded by these tests (RecordPlays fuzzing uses other users).
     assert [a.artist_id for a in client.recommend("u0", 3).artists] == TINY_U0_TOP3
     assert [a.artist_id for a in client.similar(artist_id="a3", k=4).artists] == ["a4", "a5", "a2", "a1"]
 
@@ -298,8 +301,56 @@ def test_batch_recommend_with_random_fields(index):
     assert_still_correct(client)
 
 
+MAX_PLAY_ID_CHARS = 256
+MAX_PLAYS = 10_000
+play_ids = st.one_of(st.sampled_from(ARTISTS + ["", "x", "\x00", "a1\x00", "🎵"]), odd_text,
+                     st.builds(lambda ch, n: ch * n, st.sampled_from(["a", "é", "🎵"]), st.integers(250, 300)))
+play_counts = st.one_of(st.none(), plays, st.sampled_from([1.0, 0.999, 2.5, 1e9]))
+play_times = st.one_of(st.none(), st.integers(-(2**40), 2**40), st.sampled_from([0, -1, 1_700_000_000]))
+
+
+def play_error(user_id: str, artist_id: str, count: float | None, time_s: int | None) -> bool:
+    """True when a PlayEvent alone makes RecordPlays INVALID_ARGUMENT."""
+    def bad_id(value: str) -> bool:
+        return not value or len(value) > MAX_PLAY_ID_CHARS or "\x00" in value
+    return (bad_id(user_id) or bad_id(artist_id) or (count is not None and not (1 <= count < float("inf")))
+            or (time_s is not None and time_s < 0))
+
+
+def test_record_plays_with_random_fields(index):
+    process, client = index
+    events = st.tuples(st.one_of(st.sampled_from(["fz1", "fz2", "new"]), play_ids), play_ids, play_counts, play_times)
+
+    @settings(FUZZ, max_examples=EXAMPLES // 2)
+    @given(request_id=st.one_of(st.just(""), odd_text, st.sampled_from(["r" * 257, "r\x00"])),
+           batch=st.one_of(st.lists(events, max_size=6),
+                           st.builds(lambda n: [("fz1", "a1", None, None)] * n, st.sampled_from([MAX_PLAYS, MAX_PLAYS + 1]))),
+           deadline_s=deadlines)
+    def check(request_id, batch, deadline_s):
+        TRIED["RecordPlays"] += 1
+        request = index_pb2.RecordPlaysRequest(request_id=request_id, plays=[
+            index_pb2.PlayEvent(user_id=u, artist_id=a, **({} if c is None else {"plays": c}),
+                                **({} if t is None else {"time": {"seconds": t}}))
+            for u, a, c, t in batch])
+        code, result = call_code(client.stub.RecordPlays, request, timeout=deadline_s)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            assert deadline_s < 1, result
+            return
+        invalid = (not batch or len(batch) > MAX_PLAYS or len(request_id) > MAX_PLAY_ID_CHARS or "\x00" in request_id
+                   or any(play_error(*event) for event in batch))
+        assert code == (grpc.StatusCode.INVALID_ARGUMENT if invalid else grpc.StatusCode.OK), (code, result)
+        if invalid:
+            assert result.details(), "an error must say why"
+        else:
+            assert result.recorded == len(batch)
+            assert set(result.unknown_artist_ids) == {a for _, a, _, _ in batch if a not in ARTISTS}
+
+    check()
+    assert_still_correct(client)
+
+
 @pytest.mark.parametrize("method", ["Recommend", "SimilarArtists", "GetIndexInfo", "RecommendForHistory",
-                                    "BatchRecommend"])
+                                    "BatchRecommend", "RecordPlays", "GetUserPlays", "ForgetUser"])
 def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
     """Bytes that are not a valid message (corrupt wire format, a string field that is not UTF-8)
     are INVALID_ARGUMENT; grpc alone answers UNKNOWN naming the parser's exception (fixed in
@@ -323,7 +374,8 @@ def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in result.details(), code
     if method != "GetIndexInfo":  # its request has no fields: an unknown field 1 is skipped, not parsed
         # field 1 not UTF-8 (in the first history entry or request when field 1 is a message)
-        not_utf8 = b"\x0a\x04\x0a\x02\xff\xfe" if method in ("RecommendForHistory", "BatchRecommend") else b"\x0a\x02\xff\xfe"
+        not_utf8 = (b"\x0a\x04\x0a\x02\xff\xfe" if method in ("RecommendForHistory", "BatchRecommend")
+                    else b"\x12\x04\x0a\x02\xff\xfe" if method == "RecordPlays" else b"\x0a\x02\xff\xfe")
         code, result = call_code(call, not_utf8, timeout=30)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in result.details(), code
     assert_still_correct(client)

@@ -145,3 +145,79 @@ class RejectedVersion(_message.Message):
     version: int
     reason: str
     def __init__(self, version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PlayEvent(_message.Message):
+    __slots__ = ("user_id", "artist_id", "plays", "time")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    artist_id: str
+    plays: float
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., artist_id: _Optional[str] = ..., plays: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordPlaysRequest(_message.Message):
+    __slots__ = ("request_id", "plays")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    plays: _containers.RepeatedCompositeFieldContainer[PlayEvent]
+    def __init__(self, request_id: _Optional[str] = ..., plays: _Optional[_Iterable[_Union[PlayEvent, _Mapping]]] = ...) -> None: ...
+
+class RecordPlaysResponse(_message.Message):
+    __slots__ = ("recorded", "unknown_artist_ids", "duplicate", "first_position", "last_position")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
+    LAST_POSITION_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    unknown_artist_ids: _containers.RepeatedScalarFieldContainer[str]
+    duplicate: bool
+    first_position: int
+    last_position: int
+    def __init__(self, recorded: _Optional[int] = ..., unknown_artist_ids: _Optional[_Iterable[str]] = ..., duplicate: _Optional[bool] = ..., first_position: _Optional[int] = ..., last_position: _Optional[int] = ...) -> None: ...
+
+class GetUserPlaysRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class RecordedPlay(_message.Message):
+    __slots__ = ("position", "artist_id", "plays", "time")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    artist_id: str
+    plays: float
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, position: _Optional[int] = ..., artist_id: _Optional[str] = ..., plays: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetUserPlaysResponse(_message.Message):
+    __slots__ = ("plays", "model_version", "trained_through_position")
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_THROUGH_POSITION_FIELD_NUMBER: _ClassVar[int]
+    plays: _containers.RepeatedCompositeFieldContainer[RecordedPlay]
+    model_version: int
+    trained_through_position: int
+    def __init__(self, plays: _Optional[_Iterable[_Union[RecordedPlay, _Mapping]]] = ..., model_version: _Optional[int] = ..., trained_through_position: _Optional[int] = ...) -> None: ...
+
+class ForgetUserRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("plays_deleted", "position")
+    PLAYS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    plays_deleted: int
+    position: int
+    def __init__(self, plays_deleted: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...

@@ -61,6 +61,21 @@ class IndexServiceStub:
                 request_serializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.SerializeToString,
                 response_deserializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.FromString,
                 _registered_method=True)
+        self.RecordPlays = channel.unary_unary(
+                '/musicrec.v1.IndexService/RecordPlays',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.RecordPlaysRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.RecordPlaysResponse.FromString,
+                _registered_method=True)
+        self.GetUserPlays = channel.unary_unary(
+                '/musicrec.v1.IndexService/GetUserPlays',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.GetUserPlaysRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.GetUserPlaysResponse.FromString,
+                _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/musicrec.v1.IndexService/ForgetUser',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -116,6 +131,39 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPlays(self, request, context):
+        """Records listeners' plays in the play log (the service's --events URL) and answers once they
+        are durable. Recommend, RecommendForHistory and BatchRecommend on this replica reflect them at
+        once (the listener's vector is re-fitted from their history in the served version plus every
+        play recorded since), other replicas sharing the log within about a second. A retried
+        request_id is recorded once. INVALID_ARGUMENT naming the first bad entry (empty id, plays < 1
+        or not finite, an id over 256 characters, more than 10000 plays; nothing of the request is
+        recorded); FAILED_PRECONDITION when the service runs without --events; UNAVAILABLE when the
+        log cannot be written (nothing recorded; retry); UNAUTHENTICATED without the bearer token
+        when the service has one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserPlays(self, request, context):
+        """The plays the log holds for a listener after the served version's mark (what the served
+        model has not been trained on), oldest first: for support and debugging.
+        INVALID_ARGUMENT for an empty user_id; FAILED_PRECONDITION without --events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Deletes every play recorded for a listener and their live state on every replica sharing the
+        log (privacy requests). The next training leaves the listener out entirely. Token-protected
+        like RecordPlays. INVALID_ARGUMENT for an empty user_id; FAILED_PRECONDITION without --events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +191,21 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.BatchRecommend,
                     request_deserializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.FromString,
                     response_serializer=musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.SerializeToString,
+            ),
+            'RecordPlays': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPlays,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.RecordPlaysRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.RecordPlaysResponse.SerializeToString,
+            ),
+            'GetUserPlays': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserPlays,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.GetUserPlaysRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.GetUserPlaysResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -282,6 +345,87 @@ class IndexService:
             '/musicrec.v1.IndexService/BatchRecommend',
             musicrec_dot_v1_dot_index__pb2.BatchRecommendRequest.SerializeToString,
             musicrec_dot_v1_dot_index__pb2.BatchRecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPlays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/RecordPlays',
+            musicrec_dot_v1_dot_index__pb2.RecordPlaysRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.RecordPlaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserPlays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/GetUserPlays',
+            musicrec_dot_v1_dot_index__pb2.GetUserPlaysRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.GetUserPlaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/ForgetUser',
+            musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
