@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODELS_DIR ?= var/models
 DATA ?=
+# The index service's play log for `make run` (default: var/plays.db beside MODELS_DIR).
+EVENTS ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test venv proto check-protos bench bench-quick docker-smoke clean
@@ -17,9 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## Both services on localhost, trained on the synthetic default (or DATA=dir), answering.
+## Both services on localhost, trained on the synthetic default (or DATA=dir), answering and
+## following the plays recorded in var/plays.db (or EVENTS=sqlite:///PATH | postgresql://...).
 run: $(STAMP)
-	$(PY) -m launcher --models-dir $(MODELS_DIR) $(if $(DATA),--data $(DATA),)
+	$(PY) -m launcher --models-dir $(MODELS_DIR) $(if $(DATA),--data $(DATA),) $(if $(EVENTS),--events $(EVENTS),)
 
 ## The test suite (unit, service, integration and black-box grpcurl tests).
 test: $(STAMP)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds both images and runs them for real: trainer and index sharing a named volume, a first
 # version trained by the trainer image's one-shot `train`, the index waited for until SERVING,
-# Recommend called with the real grpcurl, a second version published through the trainer's gRPC
-# StartTraining and seen swapped in, graceful stops checked; then the same with Docker Compose when
-# a Compose v2 is at hand. Everything it starts is removed on exit.
+# Recommend called with the real grpcurl, plays recorded through one index replica and followed by
+# Recommend on a second one (one SQLite play log on a shared volume), a second version published
+# through the trainer's gRPC StartTraining and seen swapped in, graceful stops checked; an index
+# on the PostgreSQL image's server (the Compose "postgres" profile's); then the same with Docker
+# Compose when a Compose v2 is at hand. Everything it starts is removed on exit.
 #
 #   docker/smoke.sh            (or: make docker-smoke)
 #
@@ -16,7 +18,10 @@
 #   MUSICREC_BASE_IMAGE      base image to build on (skips the pull / local-base choice)
 #   MUSICREC_TRAINER_IMAGE   default musicrec/trainer:smoke
 #   MUSICREC_INDEX_IMAGE     default musicrec/index:smoke
-#   MUSICREC_SMOKE_PORTS     "TRAINER INDEX" host ports (default "50151 50152"; Compose uses +10)
+#   MUSICREC_POSTGRES_IMAGE  default musicrec/postgres:smoke
+#   MUSICREC_SMOKE_PORTS     "TRAINER INDEX" host ports (default "50151 50152"; the second index
+#                            replica and the PostgreSQL one take INDEX+1 and INDEX+2; Compose +10)
+#   MUSICREC_SMOKE_PG_PORT   the PostgreSQL server's port on 127.0.0.1 (default 55432)
 #   MUSICREC_SMOKE_DATA      first training's data source (default synthetic:tiny)
 #   MUSICREC_SMOKE_COMPOSE   auto (default: run the Compose stage when Compose v2 can be had),
 #                            1 (require it), 0 (skip it)
@@ -31,7 +36,11 @@ mkdir -p "$WORK"
 
 TRAINER_IMAGE=${MUSICREC_TRAINER_IMAGE:-musicrec/trainer:smoke}
 INDEX_IMAGE=${MUSICREC_INDEX_IMAGE:-musicrec/index:smoke}
+POSTGRES_IMAGE=${MUSICREC_POSTGRES_IMAGE:-musicrec/postgres:smoke}
 read -r TRAINER_PORT INDEX_PORT <<<"${MUSICREC_SMOKE_PORTS:-50151 50152}"
+INDEX_PORT_2=$((INDEX_PORT + 1))
+INDEX_PG_PORT=$((INDEX_PORT + 2))
+PG_PORT=${MUSICREC_SMOKE_PG_PORT:-55432}
 COMPOSE_TRAINER_PORT=$((TRAINER_PORT + 10))
 COMPOSE_INDEX_PORT=$((INDEX_PORT + 10))
 FIRST_DATA=${MUSICREC_SMOKE_DATA:-synthetic:tiny}
@@ -50,10 +59,14 @@ BUILD_TIMEOUT=2400
 TRAIN_TIMEOUT=900
 READY_TIMEOUT=240
 SWAP_TIMEOUT=240
+LIVE_TIMEOUT=30  # plays on one replica to Recommend on another: about a second, bounded generously
 STOP_GRACE=45  # the trainer may take --cancel-grace 30 s + --grace 5 s
 
 RUN_ID="musicrec-smoke-$$"
 VOLUME="$RUN_ID-models"
+PLAYS_VOLUME="$RUN_ID-plays"
+PG_VOLUME="$RUN_ID-postgres"
+PG_PASSWORD="smoke-$$"
 STARTED_ENGINE=0
 DOCKERD_PID=
 COMPOSE=()
@@ -95,7 +108,7 @@ cleanup() {
         local ids
         mapfile -t ids < <($DOCKER ps -aq --filter "label=musicrec.smoke=$RUN_ID")
         ((${#ids[@]} == 0)) || $DOCKER rm -f "${ids[@]}" >/dev/null
-        $DOCKER volume rm -f "$VOLUME" >/dev/null 2>&1
+        $DOCKER volume rm -f "$VOLUME" "$PLAYS_VOLUME" "$PG_VOLUME" >/dev/null 2>&1
     fi
     if ((STARTED_ENGINE)) && [[ ${MUSICREC_SMOKE_KEEP_ENGINE:-0} != 1 ]]; then
         log "stopping the Docker engine this script started (pid $DOCKERD_PID)"
@@ -208,7 +221,7 @@ check_images() {
 
 report_sizes() {
     local image
-    for image in "$BASE_IMAGE" "$INDEX_IMAGE" "$TRAINER_IMAGE"; do
+    for image in "$BASE_IMAGE" "$INDEX_IMAGE" "$TRAINER_IMAGE" "$POSTGRES_IMAGE"; do
         printf '[smoke] image size: %-40s %s\n' "$image" \
             "$($DOCKER image inspect -f '{{.Size}}' "$image" | numfmt --to=iec-i --suffix=B)" >&2
     done
@@ -271,6 +284,56 @@ check_recommend() {
     log "Recommend($user, k=5) -> 5 artists from version $want, first: $(printf '%s' "$out" | python3 -c 'import json, sys; a = json.load(sys.stdin)["artists"][0]; print(a.get("artist_id", a.get("artistId")), repr(a.get("name", "")))')"
 }
 
+# some_artist_ids [VOLUME]: three artist ids of the newest version on the volume, one a line.
+some_artist_ids() {
+    $DOCKER run --rm --network none -v "${1:-$VOLUME}:/models:ro" --entrypoint python "$INDEX_IMAGE" -c \
+        'from model_store import list_versions, load_version
+loaded = load_version("/models/%d" % list_versions("/models")[-1], verify_checksums=False)
+print("\n".join(str(artist) for artist in loaded.artifacts.artist_ids[:3]))'
+}
+
+# record_plays PORT USER ARTIST...: RecordPlays of 5 plays of each artist; all must be recorded.
+record_plays() {
+    local port=$1 user=$2 plays="" artist out
+    shift 2
+    for artist in "$@"; do plays+="${plays:+, }{\"user_id\": \"$user\", \"artist_id\": \"$artist\", \"plays\": 5}"; done
+    out=$(rpc "$port" musicrec.v1.IndexService/RecordPlays "{\"request_id\": \"$RUN_ID-$user\", \"plays\": [$plays]}") \
+        || die "RecordPlays on port $port failed: $out"
+    [[ $(printf '%s' "$out" | json_get recorded) == "$#" ]] || die "RecordPlays did not record $# plays: $out"
+}
+
+# recommends_without PORT USER ARTIST...: Recommend for USER answers 5 artists, none of ARTISTS
+# (the listener played them: they count as seen).
+recommends_without() {
+    local port=$1 user=$2 out
+    shift 2
+    out=$(rpc "$port" musicrec.v1.IndexService/Recommend "{\"user_id\": \"$user\", \"k\": 5}") || return 1
+    printf '%s' "$out" | python3 -c 'import json, sys
+ids = [a.get("artist_id", a.get("artistId")) for a in json.load(sys.stdin).get("artists", [])]
+sys.exit(not (len(ids) == 5 and not set(ids) & set(sys.argv[1:])))' "$@"
+}
+
+# check_live WRITE_PORT READ_PORT MODELS_VOLUME: a listener the model does not know (Recommend:
+# NOT_FOUND) plays three artists through the index on WRITE_PORT; Recommend on READ_PORT must
+# rank for them within LIVE_TIMEOUT s and GetUserPlays there must list the three plays.
+check_live() {
+    local write=$1 read=$2 user="smoke-listener-$1-$2" artists out count
+    mapfile -t artists < <(some_artist_ids "$3")
+    ((${#artists[@]} == 3)) || die "could not read three artist ids from the model"
+    out=$(rpc "$read" musicrec.v1.IndexService/Recommend "{\"user_id\": \"$user\", \"k\": 5}" 2>&1) \
+        && die "Recommend for $user answered before any play: $out"
+    [[ $out == *NotFound* ]] || die "Recommend for $user before any play: expected NotFound, got: $out"
+    record_plays "$write" "$user" "${artists[@]}"
+    local started=$SECONDS
+    wait_until "$LIVE_TIMEOUT" "Recommend on port $read to follow the plays recorded on port $write" \
+        recommends_without "$read" "$user" "${artists[@]}"
+    out=$(rpc "$read" musicrec.v1.IndexService/GetUserPlays "{\"user_id\": \"$user\"}") || die "GetUserPlays failed: $out"
+    count=$(printf '%s' "$out" | python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("plays", [])))')
+    [[ $count == 3 ]] || die "GetUserPlays on port $read lists $count plays for $user, expected 3: $out"
+    log "RecordPlays($user: ${artists[*]}) on port $write -> Recommend on port $read ranks 5 other artists" \
+        "within $((SECONDS - started)) s; GetUserPlays there lists the 3 plays"
+}
+
 # --- the pair with docker run --------------------------------------------------------------------
 
 HARDENING=(--init --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges:true)
@@ -278,20 +341,22 @@ HARDENING=(--init --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-
 run_pair() {
     local data_dir="$REPO/../shared/data"
     [[ -d $data_dir ]] || { data_dir="$WORK/empty-data"; mkdir -p "$data_dir"; }
-    { port_free "$TRAINER_PORT" && port_free "$INDEX_PORT"; } \
-        || die "port $TRAINER_PORT or $INDEX_PORT is taken on 127.0.0.1 (set MUSICREC_SMOKE_PORTS)"
+    { port_free "$TRAINER_PORT" && port_free "$INDEX_PORT" && port_free "$INDEX_PORT_2"; } \
+        || die "port $TRAINER_PORT, $INDEX_PORT or $INDEX_PORT_2 is taken on 127.0.0.1 (set MUSICREC_SMOKE_PORTS)"
 
     $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$VOLUME" >/dev/null
-    log "starting the index on 127.0.0.1:$INDEX_PORT (empty volume $VOLUME)"
-    $DOCKER run -d --name "$RUN_ID-index" --label "musicrec.smoke=$RUN_ID" --network host "${HARDENING[@]}" \
-        -v "$VOLUME:/models:ro" -e "MUSICREC_HEALTH_ADDR=127.0.0.1:$INDEX_PORT" "$INDEX_IMAGE" \
-        --models-dir /models --host 127.0.0.1 --port "$INDEX_PORT" --poll-interval 1.0 >/dev/null
+    $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$PLAYS_VOLUME" >/dev/null
+    log "starting two index replicas on 127.0.0.1:$INDEX_PORT and :$INDEX_PORT_2 (empty volume $VOLUME;" \
+        "one SQLite play log on $PLAYS_VOLUME)"
+    start_index "$RUN_ID-index" "$INDEX_PORT" sqlite:////plays/plays.db -v "$PLAYS_VOLUME:/plays"
+    start_index "$RUN_ID-index-2" "$INDEX_PORT_2" sqlite:////plays/plays.db -v "$PLAYS_VOLUME:/plays"
     log "starting the trainer on 127.0.0.1:$TRAINER_PORT"
     $DOCKER run -d --name "$RUN_ID-trainer" --label "musicrec.smoke=$RUN_ID" --network host "${HARDENING[@]}" \
         -v "$VOLUME:/models" -v "$data_dir:/data:ro" -e "MUSICREC_HEALTH_ADDR=127.0.0.1:$TRAINER_PORT" \
         "$TRAINER_IMAGE" serve --models-dir /models --data-dir /data --host 127.0.0.1 --port "$TRAINER_PORT" >/dev/null
 
     wait_answering "$RUN_ID-index" "$INDEX_PORT"
+    wait_answering "$RUN_ID-index-2" "$INDEX_PORT_2"
     wait_answering "$RUN_ID-trainer" "$TRAINER_PORT"
     wait_until "$READY_TIMEOUT" "the trainer to report SERVING" serving "$TRAINER_PORT"
     log "trainer SERVING"
@@ -312,6 +377,8 @@ run_pair() {
     [[ $v1 =~ ^[0-9]+$ ]] || die "GetIndexInfo shows no served version after training: '$v1'"
     log "index SERVING version $v1"
     check_recommend "$INDEX_PORT" "$(some_user_id)" "$v1"
+    wait_until "$READY_TIMEOUT" "the second index replica to serve version $v1" version_is "$INDEX_PORT_2" "$v1"
+    check_live "$INDEX_PORT" "$INDEX_PORT_2" "$VOLUME"
     wait_until "$READY_TIMEOUT" "Docker to report the index healthy" is_healthy "$RUN_ID-index"
     wait_until "$READY_TIMEOUT" "Docker to report the trainer healthy" is_healthy "$RUN_ID-trainer"
     log "Docker health checks (gRPC health probe): index healthy, trainer healthy"
@@ -341,7 +408,38 @@ run_pair() {
     check_recommend "$INDEX_PORT" "$(some_user_id)" "$published"
 
     graceful_stop "$RUN_ID-index"
+    graceful_stop "$RUN_ID-index-2"
     graceful_stop "$RUN_ID-trainer"
+}
+
+# start_index NAME PORT EVENTS_URL [DOCKER_RUN_ARGS...]: an index container on the host network
+# serving the models volume read-only, recording plays in EVENTS_URL.
+start_index() {
+    local name=$1 port=$2 events=$3
+    shift 3
+    $DOCKER run -d --name "$name" --label "musicrec.smoke=$RUN_ID" --network host "${HARDENING[@]}" \
+        -v "$VOLUME:/models:ro" "$@" -e "MUSICREC_HEALTH_ADDR=127.0.0.1:$port" "$INDEX_IMAGE" \
+        --models-dir /models --host 127.0.0.1 --port "$port" --poll-interval 1.0 --events "$events" >/dev/null
+}
+
+# The PostgreSQL image (Compose profile "postgres") with its hardening: initdb on an empty volume,
+# healthy by pg_isready, an index recording plays in it and following them; both stop with 0.
+run_postgres() {
+    { port_free "$PG_PORT" && port_free "$INDEX_PG_PORT"; } \
+        || die "port $PG_PORT or $INDEX_PG_PORT is taken on 127.0.0.1 (set MUSICREC_SMOKE_PG_PORT / MUSICREC_SMOKE_PORTS)"
+    $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$PG_VOLUME" >/dev/null
+    log "starting PostgreSQL ($POSTGRES_IMAGE) on 127.0.0.1:$PG_PORT (empty volume $PG_VOLUME)"
+    $DOCKER run -d --name "$RUN_ID-postgres" --label "musicrec.smoke=$RUN_ID" --network host "${HARDENING[@]}" \
+        -v "$PG_VOLUME:/var/lib/musicrec-postgres" -e "POSTGRES_PASSWORD=$PG_PASSWORD" \
+        -e POSTGRES_LISTEN_ADDRESSES=127.0.0.1 -e "PGPORT=$PG_PORT" "$POSTGRES_IMAGE" >/dev/null
+    wait_until "$READY_TIMEOUT" "Docker to report PostgreSQL healthy" is_healthy "$RUN_ID-postgres"
+    log "PostgreSQL healthy (pg_isready)"
+    start_index "$RUN_ID-index-pg" "$INDEX_PG_PORT" "postgresql://musicrec:$PG_PASSWORD@127.0.0.1:$PG_PORT/musicrec"
+    wait_answering "$RUN_ID-index-pg" "$INDEX_PG_PORT"
+    wait_until "$READY_TIMEOUT" "the PostgreSQL-logged index to report SERVING" serving "$INDEX_PG_PORT"
+    check_live "$INDEX_PG_PORT" "$INDEX_PG_PORT" "$VOLUME"
+    graceful_stop "$RUN_ID-index-pg"
+    graceful_stop "$RUN_ID-postgres"
 }
 
 # wait_answering CONTAINER PORT: until the server in CONTAINER answers health checks (any status);
@@ -372,6 +470,7 @@ graceful_stop() {
 compose_cmd() {
     timeout "${COMPOSE_TIMEOUT:-120}" env \
         MUSICREC_TRAINER_IMAGE="$TRAINER_IMAGE" MUSICREC_INDEX_IMAGE="$INDEX_IMAGE" \
+        MUSICREC_POSTGRES_IMAGE="$POSTGRES_IMAGE" \
         MUSICREC_BASE_IMAGE="$BASE_IMAGE" MUSICREC_DATA_DIR="$WORK/empty-data" \
         MUSICREC_TRAINER_PORT="$COMPOSE_TRAINER_PORT" MUSICREC_INDEX_PORT="$COMPOSE_INDEX_PORT" \
         MUSICREC_INDEX_PORT_LAST="$((COMPOSE_INDEX_PORT + 2))" \
@@ -413,6 +512,9 @@ run_compose() {
         || die "docker/compose.yaml does not validate"
     compose_cmd config --quiet || die "docker/compose.yaml + compose.hostnet.yaml do not validate"
     compose_cmd --profile tools config --quiet || die "the tools profile does not validate"
+    MUSICREC_DATA_DIR="$WORK/empty-data" "${COMPOSE[@]}" -f docker/compose.yaml --profile postgres config --quiet \
+        || die "the postgres profile does not validate"
+    compose_cmd --profile postgres config --quiet || die "the postgres profile does not validate with compose.hostnet.yaml"
     log "compose files validate"
     { port_free "$COMPOSE_TRAINER_PORT" && port_free "$COMPOSE_INDEX_PORT"; } \
         || die "port $COMPOSE_TRAINER_PORT or $COMPOSE_INDEX_PORT is taken on 127.0.0.1"
@@ -429,6 +531,8 @@ run_compose() {
     [[ $v1 =~ ^[0-9]+$ ]] || die "the Compose index serves no version: '$v1'"
     log "Compose stack: index SERVING version $v1, trainer SERVING"
     check_recommend "$COMPOSE_INDEX_PORT" "$(some_user_id "${RUN_ID}_models")" "$v1"
+    # The index writes its SQLite play log on the `plays` volume as the service user.
+    check_live "$COMPOSE_INDEX_PORT" "$COMPOSE_INDEX_PORT" "${RUN_ID}_models"
 
     log "compose run --rm train (profile tools) publishes another version"
     COMPOSE_TIMEOUT=$TRAIN_TIMEOUT compose_cmd --profile tools run --rm train >>"$WORK/compose.log" 2>&1 \
@@ -453,9 +557,11 @@ pick_base_image
 build_args
 build_image index "$INDEX_IMAGE"
 build_image trainer "$TRAINER_IMAGE"
+build_image postgres "$POSTGRES_IMAGE"
 report_sizes
 check_images
 ensure_grpcurl
 run_pair
+run_postgres
 run_compose
 report_sizes

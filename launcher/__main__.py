@@ -1,18 +1,21 @@
 """``make run``: both services on localhost, a model trained if needed, live answers printed.
 
 ``python -m launcher [--models-dir var/models] [--data DIR|SPEC] [--trainer-port 50051]
-[--index-port 50052] [--once]``
+[--index-port 50052] [--events URL | --no-events] [--once]``
 
 1. Starts the trainer (``python -m trainer_service serve``) and the index service
    (``python -m index_service``) as child processes sharing one models directory; their logs go to
    ``LOG_DIR/trainer.log`` and ``LOG_DIR/index.log`` (default: ``logs/`` beside the models dir).
+   The index service records plays in a play log (``--events``; default: the SQLite file
+   ``plays.db`` beside the models dir, i.e. ``var/plays.db``; ``--no-events``: none).
 2. If no valid model version exists (or ``--data`` names data to train on), trains one over gRPC:
    ``StartTraining`` then ``WatchTrainingJob``, showing its progress (a bar on a terminal, one
    line per phase otherwise). A version that fails its checks is named with the reason and
    skipped, as the index service skips it.
 3. Waits until the index service serves the newest version, prints recommendations for three
-   users and similar artists for two artists (names and scores), and the ``grpcurl`` commands to
-   try by hand.
+   users and similar artists for two artists (names and scores); with a play log, records plays
+   through ``RecordPlays`` for a new listener and a known user and prints their recommendations
+   before and after (``launcher.live_demo``); then the ``grpcurl`` commands to try by hand.
 4. Keeps both running until Ctrl-C (or SIGTERM), then sends them SIGTERM, waits, and exits 0.
    ``--once`` shuts down right after printing (for tests and CI).
 
@@ -40,14 +43,18 @@ import grpc
 from launcher import LaunchError, say
 from launcher.demo import (HOST, INDEX_SERVICE, TRAINER_SERVICE, grpcurl_commands, log_tail, newest_valid_version,
                            show_examples, train, wait_healthy, wait_served)
+from launcher.live_demo import live_grpcurl_commands, show_live_updates
 from launcher.processes import ServiceProcess, ServiceStartError
 from musicrec.rpc.auth import TRAINER_TOKEN_ENV, load_token
 from musicrec.rpc.channel_config import channel_options
 from musicrec.v1 import index_pb2_grpc, trainer_pb2_grpc
+from play_log.store import redact
 
 DEFAULT_MODELS_DIR = "var/models"
 DEFAULT_TRAINER_PORT = 50051
 DEFAULT_INDEX_PORT = 50052
+# The play log's default file, beside the models dir (var/plays.db for var/models).
+DEFAULT_PLAY_LOG = "plays.db"
 # How long a service may take to start listening, and the index to load a version, in seconds.
 STARTUP_TIMEOUT_S = 120.0
 SERVE_TIMEOUT_S = 300.0
@@ -102,12 +109,24 @@ def check_port_free(host: str, port: int, what: str, option: str) -> None:
 
 # -- the children ----------------------------------------------------------------------------------
 
+def play_log_url(args: argparse.Namespace) -> str | None:
+    """The index service's ``--events`` URL: ``--events``, else the SQLite file ``plays.db`` beside
+    the (resolved) models dir; None with ``--no-events``."""
+    if args.no_events:
+        return None
+    return args.events or f"sqlite:///{args.models_dir.parent / DEFAULT_PLAY_LOG}"
+
+
 def service_processes(args: argparse.Namespace, plan: DataPlan, log_dir: Path) -> tuple[ServiceProcess, ServiceProcess]:
-    """The index service and the trainer (not started), sharing ``args.models_dir``."""
+    """The index service and the trainer (not started), sharing ``args.models_dir``; the index
+    records plays in ``play_log_url(args)``."""
     python, models_dir = sys.executable, str(args.models_dir)
-    index = ServiceProcess("index service", [python, "-m", "index_service", "--models-dir", models_dir, "--host", HOST,
-                                             "--port", str(args.index_port), "--poll-interval", "0.5"],
-                           log_dir / "index.log")
+    index_argv = [python, "-m", "index_service", "--models-dir", models_dir, "--host", HOST,
+                  "--port", str(args.index_port), "--poll-interval", "0.5"]
+    events = play_log_url(args)
+    if events:
+        index_argv += ["--events", events]
+    index = ServiceProcess("index service", index_argv, log_dir / "index.log")
     trainer_argv = [python, "-m", "trainer_service", "serve", "--models-dir", models_dir, "--host", HOST,
                     "--port", str(args.trainer_port), "--default-source", plan.default_source]
     if plan.data_dir is not None:
@@ -156,6 +175,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="quality gate of the startup training (default on: a model not above the popularity "
                              "baseline is not published and the launch fails; off: publish it anyway)")
     parser.add_argument("--log-dir", type=Path, default=None, help="service logs (default: MODELS_DIR/../logs)")
+    events = parser.add_mutually_exclusive_group()
+    events.add_argument("--events", default=None, metavar="URL",
+                        help=f"the index service's play log: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                             f"(default: sqlite:///MODELS_DIR/../{DEFAULT_PLAY_LOG})")
+    events.add_argument("--no-events", action="store_true",
+                        help="run the index service without a play log (RecordPlays answers FAILED_PRECONDITION)")
     parser.add_argument("--once", action="store_true", help="bring up, print, shut down (tests, CI)")
     return parser.parse_args(argv)
 
@@ -175,8 +200,10 @@ async def bring_up(args: argparse.Namespace, plan: DataPlan, children: list[Serv
         children.append(child.spawn())
     args.index_port = await wait_listening(index)
     args.trainer_port = await wait_listening(trainer)
+    events = play_log_url(args)
     say(f"trainer on {HOST}:{args.trainer_port}, index service on {HOST}:{args.index_port}; "
-        f"models in {models_dir}, logs in {log_dir}")
+        f"models in {models_dir}, logs in {log_dir}; "
+        + (f"play log {redact(events)}" if events else "no play log (--no-events)"))
 
     options = channel_options([TRAINER_SERVICE, INDEX_SERVICE])
     async with grpc.aio.insecure_channel(f"{HOST}:{args.trainer_port}", options=options) as trainer_channel, \
@@ -194,11 +221,17 @@ async def bring_up(args: argparse.Namespace, plan: DataPlan, children: list[Serv
             version = await train(trainer_stub, args.epochs, token, args.gate)
         served = await wait_served(index_stub, version, index, SERVE_TIMEOUT_S)
         say(f"the index service serves version {served}")
-        user, artist = await show_examples(index_stub, models_dir / str(served))
+        users, artists = await show_examples(index_stub, models_dir / str(served))
+        live_group = await show_live_updates(index_stub, users[-1], artists, token) if events else None
 
         say("\nTry it by hand:")
-        for command in grpcurl_commands(args.trainer_port, args.index_port, user, artist, token=bool(token)):
+        for command in grpcurl_commands(args.trainer_port, args.index_port, users[0], artists[0], token=bool(token)):
             say(f"  {command}")
+        if live_group is not None:
+            say("\nLive updates by hand (Recommend: NOT_FOUND; RecordPlays; Recommend: a ranking from those plays; "
+                "GetUserPlays; ForgetUser):")
+            for command in live_grpcurl_commands(args.index_port, live_group, token=bool(token)):
+                say(f"  {command}")
     if not args.once:
         say("\nBoth services are running. Press Ctrl-C to stop them.")
         watchers = [asyncio.create_task(asyncio.to_thread(child.process.wait)) for child in children]

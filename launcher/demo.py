@@ -148,27 +148,35 @@ def example_ids(version_dir: Path, users: int = 3, artists: int = 2) -> tuple[li
     return [str(user_ids[i]) for i in picks[:users]], [str(artist_ids[i]) for i in top_artists]
 
 
-def _artist(scored: index_pb2.ScoredArtist) -> str:
+def artist_label(scored: index_pb2.ScoredArtist) -> str:
+    """An artist as the printout names it: ``Name [id]``."""
     return f"{scored.name or '(no name)'} [{scored.artist_id}]"
 
 
-async def show_examples(index: index_pb2_grpc.IndexServiceStub, version_dir: Path, k: int = 5) -> tuple[str, str]:
-    """Print live answers; return one user id and one artist id for the grpcurl examples."""
+def print_recommendations(title: str, reply: index_pb2.RecommendResponse) -> None:
+    """A Recommend answer under ``title``, one ranked artist a line."""
+    say(f"\n{title} (model version {reply.model_version}):")
+    for rank, scored in enumerate(reply.artists, 1):
+        say(f"  {rank}. {artist_label(scored):<48} score {scored.score:7.3f}")
+
+
+async def show_examples(index: index_pb2_grpc.IndexServiceStub, version_dir: Path,
+                        k: int = 5) -> tuple[list[str], list[str]]:
+    """Print live answers; return the example user ids (most active first) and artist ids (most
+    listened first) for the live part and the grpcurl examples."""
     try:
         users, artists = example_ids(version_dir)
     except InvalidVersionError as exc:  # changed on disk since the index loaded it
         raise LaunchError(f"cannot pick example users and artists: {exc}") from None
     for user in users:
         reply = await index.Recommend(index_pb2.RecommendRequest(user_id=user, k=k), timeout=10)
-        say(f"\nRecommend for user {user} (model version {reply.model_version}):")
-        for rank, scored in enumerate(reply.artists, 1):
-            say(f"  {rank}. {_artist(scored):<48} score {scored.score:7.3f}")
+        print_recommendations(f"Recommend for user {user}", reply)
     for artist in artists:
         reply = await index.SimilarArtists(index_pb2.SimilarArtistsRequest(artist_id=artist, k=k), timeout=10)
-        say(f"\nSimilarArtists to {_artist(reply.artist)}:")
+        say(f"\nSimilarArtists to {artist_label(reply.artist)}:")
         for rank, scored in enumerate(reply.artists, 1):
-            say(f"  {rank}. {_artist(scored):<48} cosine {scored.score:6.3f}")
-    return users[0], artists[0]
+            say(f"  {rank}. {artist_label(scored):<48} cosine {scored.score:6.3f}")
+    return users, artists
 
 
 def grpcurl_path() -> str:
