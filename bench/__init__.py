@@ -10,9 +10,8 @@ Five parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
   notebook's Annoy, our Annoy path and hnswlib, plus the recall-latency plot.
 - ``bench.serving``: the index service as a real process under load from a Python gRPC client and
   from ``h2load``: closed-loop throughput, open-loop latency, and latency while versions swap,
-  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT), each
-  figure beside the floor's (``bench.floor_server``: the same gRPC server with empty handlers);
-  and, on the scale part's full-scale version, throughput, recall and the workers' memory.
+  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT); what
+  gRPC and each of our wrappers cost (``bench.plumbing``); metrics on and off; and, on the scale part's full-scale version, throughput, recall and the workers' memory.
 - ``bench.history``: new listeners folded in from their history (HR@10 against in-model and
   popularity) and the speed of RecommendForHistory and BatchRecommend.
 

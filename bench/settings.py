@@ -33,8 +33,7 @@ class BenchSettings:
       request); ``in_process_queries``: queries of the in-process (``ServingModel``) latency.
     - ``serving_workers``: index-service process counts measured (1: one process; N > 1:
       ``--workers N``, SO_REUSEPORT), each with every serving scenario; ``multi_worker_rpcs``:
-      the RPCs measured against N > 1 workers (the targets are Recommend's). The floor
-      (``bench.floor_server``) is measured in each of these modes with the same runs.
+      the RPCs measured against N > 1 workers (the targets are Recommend's).
     - ``full_scale_workers``: worker processes whose memory is measured on the full-scale version.
     - ``history_datasets``: data sets of the fold-in protocol (``bench/fold_in.py``);
       ``history_seeds``: its seeds (each two trainings; HR@10 pooled over them), at least as many
