@@ -1,14 +1,16 @@
 """Serving over gRPC: the index service as a real process, loaded from separate processes.
 
-For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection
-against one process, the same serialized request every time; the Python ``grpc.aio`` generator
-``bench.grpc_load``, in ``python_load_processes`` processes, a different user or artist on every
-request, over all of the served version's users or artists in a shuffled order):
+For each RPC (Recommend, SimilarArtists):
 
-- closed loop at each of ``closed_loop_inflight`` requests in flight: throughput;
-- open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency;
-- open loop at the first rate while a new model version appears every ``swap_interval_s``
-  seconds: latency and errors (which must be 0).
+- closed loop at each of ``closed_loop_inflight`` requests in flight: throughput, from
+  ``h2load`` (the same serialized request every time, a client that costs the shared cores
+  little; the Python generator where h2load is missing);
+- open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency, from the Python
+  ``grpc.aio`` generator ``bench.grpc_load`` (``python_load_processes`` processes, a different
+  user or artist on every request over all of the served version's, latency from the moment each
+  request was due);
+- the same paced run at the first rate while a new model version appears every
+  ``swap_interval_s`` seconds: latency and errors (which must be 0).
 
 Every scenario runs against one index process and again against ``--workers N`` processes
 (SO_REUSEPORT) for each N in ``serving_workers`` beyond 1 (RPCs ``multi_worker_rpcs``). The
@@ -20,10 +22,7 @@ small one), ``full_scale`` serves it too: Recommend throughput at 16 in flight (
 Python generator where h2load is missing), the recall@10 its manifest records, and the unique
 memory (USS) of each ``--workers`` process.
 
-``metrics_overhead``: the cost of recording Prometheus metrics. Two index processes serve the
-same version, one with ``--metrics-port 0`` and one without; closed-loop Recommend runs (h2load,
-else the Python generator) alternate between them, the order flipping every pair, and the medians
-of their throughputs and server CPU per request are compared (target: metrics on >= 0.95x off).
+``bench.plumbing``: what gRPC and each of our wrappers (metrics included) cost per call.
 
 The server's CPU time per request comes from the CPU times (psutil) of the server and all its
 descendants (the supervisor and its workers) before and after each run. All on
@@ -54,7 +53,6 @@ import psutil
 
 from bench import h2load
 from bench.grpc_load import DEFAULT_K, METHODS, serialized_requests
-from bench.in_process import in_process_latency
 from bench.measures import (latency_summary_ms, median, process_memory_bytes, tree_cpu_seconds,
                             tree_main_threads_cpu_seconds, tree_rss_bytes)
 from bench.models import lastfm_version
@@ -297,30 +295,19 @@ class _ServingRuns:
                 "server_cores_busy": (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else float("nan"),
                 "server_rss_bytes": tree_rss_bytes(self.server.pid)}
 
-    def h2load_run(self, rpc: str, *, inflight: int = 1, rate: int | None = None,
-                   seconds: float | None = None) -> dict:
+    def h2load_run(self, rpc: str, *, inflight: int = 1) -> dict:
+        """One closed-loop h2load run (paced runs are the Python generator's: see ``run``)."""
         s = self.settings
-        seconds = seconds or s.load_seconds
         before = self._snapshot()
         client0 = _children_cpu_seconds()
         log_file = self.workdir / "h2load.log"
-        if rate is None:
-            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
-                             inflight=inflight, duration_s=seconds, warm_up_s=s.warm_up_seconds,
-                             timeout_s=seconds + s.warm_up_seconds + _RUN_SLACK_S,
-                             connections=connections_for(self.workers, inflight))
-        else:
-            # Paced: -m only caps outstanding streams, set high so pacing, not the cap, decides.
-            connections = connections_for(self.workers, 256)
-            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
-                             inflight=256, rate=rate, requests=max(1, int(rate * seconds)),
-                             timeout_s=seconds + _RUN_SLACK_S, connections=connections)
+        connections = connections_for(self.workers, inflight)
+        run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
+                         inflight=inflight, duration_s=s.load_seconds, warm_up_s=s.warm_up_seconds,
+                         timeout_s=s.load_seconds + s.warm_up_seconds + _RUN_SLACK_S, connections=connections)
         handled = _count_lines(log_file)
-        result = run.as_dict()
-        result.update(self._server_figures(before, handled))
-        result["client_cpu_ms_per_request"] = (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)
-        result["connections"] = connections_for(self.workers, inflight if rate is None else 256)
-        return result
+        return {**run.as_dict(), **self._server_figures(before, handled), "connections": connections,
+                "client_cpu_ms_per_request": (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)}
 
     def python_run(self, rpc: str, *, inflight: int = 1, rate: float | None = None,
                    seconds: float | None = None) -> dict:
@@ -432,35 +419,6 @@ _THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", *_SERVER_KEYS)
 _LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", *_SERVER_KEYS)
 
 
-def _cpu_breakdown(closed: list[dict], in_process: dict, cores: int) -> list[dict]:
-    """Where a request's server CPU goes: the main thread (of which the model's search,
-    in-process p50) and the other threads (gRPC core, the asyncio server, protobuf,
-    the interceptor), from the busiest closed-loop runs (one row per RPC and number of worker
-    processes). ``cores``: the machine's, for the ceiling no run on it can pass."""
-    rows = []
-    for workers in sorted({r.get("workers", 1) for r in closed}):
-        for rpc in RPCS:
-            runs = [r for r in closed if r["rpc"] == rpc and r.get("workers", 1) == workers]
-            if not runs:
-                continue
-            busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
-            cpu = busiest["server_cpu_ms_per_request"]
-            main = busiest["server_main_thread_ms_per_request"]
-            model = in_process.get(rpc, {}).get("p50_ms")
-            rows.append({"rpc": rpc, "workers": workers, "generator": busiest["generator"],
-                         "inflight": busiest["inflight"], "requests_per_s": busiest["requests_per_s"],
-                         "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
-                         "other_threads_ms_per_request": cpu - main, "model_ms": model,
-                         "main_thread_busy": busiest["server_main_thread_busy"],
-                         "cores_busy": busiest["server_cores_busy"],
-                         # Each process's main thread runs its handlers under the GIL: one core's
-                         # worth per worker process at most.
-                         "main_thread_ceiling_per_s": workers * 1000.0 / main if main else float("nan"),
-                         "cores": cores,
-                         "machine_ceiling_per_s": cores * 1000.0 / cpu if cpu else float("nan")})
-    return rows
-
-
 def _example_commands(closed: list[dict], open_loop: list[dict]) -> dict[str, str]:
     """One command line of each kind of run, as it was run (ports and paths of this run)."""
     examples = {}
@@ -488,7 +446,10 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
     manifest = read_manifest(version_dir)
     use_h2load, h2load_note = h2load.ensure_installed(allow_install=not settings.quick)
     use_h2load = use_h2load and h2load.available()
-    generators = (["h2load"] if use_h2load else []) + ["python"]
+    # Throughput from h2load, whose client costs the shared cores least (the Python generator where
+    # it is missing); latency at a pace from the Python generator, which times each request from
+    # the moment it was due (h2load from when it sent it, hiding a stalled server's queue).
+    closed_generator = "h2load" if use_h2load else "python"
     material = RequestMaterial.for_version(version_dir, workdir / "requests")
     result: dict = {
         "model": {"data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
@@ -500,8 +461,6 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         "workers": list(settings.serving_workers),
         "server_commands": {}, "verification_by_workers": {}, "server_rss_bytes_by_workers": {},
         "server_log_tails": {}, "closed_loop": [], "open_loop": [], "swaps": [],
-        # The model's own share of a request, measured in this process before the load starts.
-        "in_process": in_process_latency(version_dir, settings.in_process_queries, settings.runs),
     }
     rate = settings.open_loop_rates[0]
     for workers in settings.serving_workers:
@@ -511,13 +470,14 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         try:
             runs = _ServingRuns(settings, workdir, server, material)
             result["verification_by_workers"][str(workers)] = runs.verify(use_h2load)
-            for rpc, generator in ((rpc, generator) for rpc in rpcs for generator in generators):
-                result["closed_loop"] += [_row(runs, generator, rpc, inflight=n) for n in settings.closed_loop_inflight]
-                result["open_loop"] += [_row(runs, generator, rpc, rate=r) for r in settings.open_loop_rates]
-            for rpc, generator in ((rpc, generator) for rpc in rpcs for generator in generators):
-                steady = next(r for r in result["open_loop"] if (r["rpc"], r["generator"], r["rate"], r["workers"])
-                              == (rpc, generator, rate, workers))
-                row = _row(runs, generator, rpc, swapper=swapper, rate=rate, seconds=settings.swap_seconds)
+            for rpc in rpcs:
+                result["closed_loop"] += [_row(runs, closed_generator, rpc, inflight=n)
+                                          for n in settings.closed_loop_inflight]
+                result["open_loop"] += [_row(runs, "python", rpc, rate=r) for r in settings.open_loop_rates]
+            for rpc in rpcs:
+                steady = next(r for r in result["open_loop"] if (r["rpc"], r["rate"], r["workers"])
+                              == (rpc, rate, workers))
+                row = _row(runs, "python", rpc, swapper=swapper, rate=rate, seconds=settings.swap_seconds)
                 row.update(steady_p99_ms=steady["p99_ms"], p99_ratio_to_steady=_ratio(row["p99_ms"], steady["p99_ms"]))
                 result["swaps"].append(row)
             result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
@@ -527,19 +487,17 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
     first = str(settings.serving_workers[0])
     result.update({
         "server_command": result["server_commands"][first], "verification": result["verification_by_workers"][first],
-        "cpu_breakdown": _cpu_breakdown(result["closed_loop"], result["in_process"], os.cpu_count() or 1),
         "swap_interval_s": settings.swap_interval_s,
         "commands": _example_commands(result["closed_loop"], result["open_loop"]),
         "server_rss_bytes": result["server_rss_bytes_by_workers"][first],
         "server_log_tail": result["server_log_tails"][first],
     })
     from bench import plumbing
-    for key, measure in (("metrics_overhead", metrics_overhead), ("plumbing", plumbing.measure)):
-        try:
-            result[key] = measure(settings, workdir, models_dir, material, use_h2load)
-        except Exception as exc:  # noqa: BLE001 - the figures above stand without it
-            log.exception("serving: %s failed", key)
-            result[key] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
+    try:
+        result["plumbing"] = plumbing.measure(settings, workdir, models_dir, material, use_h2load)
+    except Exception as exc:  # noqa: BLE001 - the figures above stand without it
+        log.exception("serving: plumbing failed")
+        result["plumbing"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
     try:
         result["full_scale"] = full_scale(settings, workdir, scale_version, use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
@@ -579,69 +537,6 @@ def _row(runs: _ServingRuns, generator: str, rpc: str, *, repeats: int | None = 
     log.info("serving %s %s %s, %d worker(s): %.0f req/s, p99 %.2f ms, %d errors", rpc, generator, kwargs,
              runs.workers, row["requests_per_s"], row["p99_ms"], row["errors_total"])
     return row
-
-
-# -- metrics on and off ------------------------------------------------------------------------
-
-# Pairs of runs (metrics off, on) in the metrics comparison: more than the other figures' repetitions,
-# because the difference sought (a few percent) is near the run-to-run noise.
-METRICS_PAIRS = 5
-METRICS_INFLIGHT = 16
-
-
-def metrics_overhead(settings: BenchSettings, workdir: Path, models_dir: Path, material: RequestMaterial,
-                     use_h2load: bool) -> dict:
-    """Recommend throughput of one index process with metrics recorded (``--metrics-port 0``)
-    and without, alternating runs (the order flips every pair), medians; one process, closed loop
-    at ``METRICS_INFLIGHT`` in flight, ``settings.load_seconds`` per run."""
-    pairs = 1 if settings.quick else METRICS_PAIRS
-    generator = "h2load" if use_h2load else "python"
-    servers = {"off": IndexServer(models_dir, workdir / "index-metrics-off.log"),
-               "on": IndexServer(models_dir, workdir / "index-metrics-on.log", extra_args=("--metrics-port", "0"))}
-    runs: dict[str, list[dict]] = {"off": [], "on": []}
-    try:
-        serving = {}
-        for mode, server in servers.items():
-            server.start()
-            serving[mode] = _ServingRuns(settings, workdir, server, material)
-            serving[mode].verify(use_h2load, ("recommend",))
-        for n in range(pairs):
-            for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):
-                one = serving[mode].h2load_run if use_h2load else serving[mode].python_run
-                runs[mode].append(one("recommend", inflight=METRICS_INFLIGHT))
-        url = re.search(r"metrics on (http://\S+/metrics)", servers["on"].log_text())
-        recorded = _recorded_calls(url.group(1)) if url else None
-    finally:
-        for server in servers.values():
-            server.stop()
-    medians = {mode: median([r["requests_per_s"] for r in done]) for mode, done in runs.items()}
-    cpu = {mode: median([r["server_cpu_ms_per_request"] for r in done]) for mode, done in runs.items()}
-    result = {
-        "ran": True, "rpc": "recommend", "generator": generator, "inflight": METRICS_INFLIGHT, "workers": 1,
-        "pairs": pairs, "seconds_per_run": settings.load_seconds,
-        "off_requests_per_s": medians["off"], "on_requests_per_s": medians["on"],
-        "ratio": _ratio(medians["on"], medians["off"]),
-        "off_server_cpu_ms_per_request": cpu["off"], "on_server_cpu_ms_per_request": cpu["on"],
-        "recorded_recommend_calls": recorded,
-        "commands": {mode: server.command for mode, server in servers.items()},
-        "per_run": runs,
-    }
-    log.info("serving metrics overhead: %.0f req/s off, %.0f on (%.3fx)", medians["off"], medians["on"],
-             result["ratio"])
-    return result
-
-
-def _recorded_calls(url: str) -> float:
-    """Recommend calls answered OK, as the metrics endpoint at ``url`` counts them."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "musicrec_rpc_handled_total" and sample.labels.get("method") == "Recommend"
-               and sample.labels.get("code") == "OK")
 
 
 # -- full scale ------------------------------------------------------------------------------
