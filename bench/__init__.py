@@ -1,6 +1,6 @@
 """``python -m bench``: musicrec's benchmarks, side by side with the libraries users would pick instead.
 
-Five parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
+Six parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
 
 - ``bench.quality``: leave-one-out HR@10 / NDCG@10 / AUC and training time on HetRec Last.fm 2K and
   MovieLens small: our TensorFlow BPR, the notebook recipe, ``implicit``'s BPR and ALS, popularity.
@@ -10,11 +10,13 @@ Five parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
   notebook's Annoy, our Annoy path and hnswlib, plus the recall-latency plot.
 - ``bench.serving``: the index service as a real process under load from a Python gRPC client and
   from ``h2load``: closed-loop throughput, open-loop latency, and latency while versions swap,
-  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT), each
-  figure beside the floor's (``bench.floor_server``: the same gRPC server with empty handlers);
-  and, on the scale part's full-scale version, throughput, recall and the workers' memory.
+  against one process and against the multi-process mode (``--workers N``, SO_REUSEPORT); what
+  gRPC and each of our wrappers cost (``bench.plumbing``); and, on the scale part's full-scale
+  version, throughput, recall and the workers' memory.
 - ``bench.history``: new listeners folded in from their history (HR@10 against in-model and
   popularity) and the speed of RecommendForHistory and BatchRecommend.
+- ``bench.live``: the play log: RecordPlays throughput, freshness across replicas, serving while
+  writing, and live quality against a retrain.
 
 ``bench.report`` writes ``docs/benchmarks.json`` and renders ``docs/benchmarks.md`` from it and
 the fixed text of ``bench/report_template.md`` (``python -m bench.report`` renders it again).

@@ -101,15 +101,13 @@ class H2loadRun:
 
 
 def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path, *, inflight: int,
-        duration_s: float | None = None, warm_up_s: float = 0.0, requests: int | None = None,
-        rate: int | None = None, timeout_s: float = 120.0, connections: int = 1) -> H2loadRun:
-    """One h2load run on ``connections`` connections (one thread): closed loop (``-m inflight`` for ``warm_up_s`` +
-    ``duration_s``, the warm-up's requests left out of the figures) or, with ``rate``, paced at
-    ``rate`` requests/s for ``requests`` requests. ``response_bytes`` is the DATA length of one
-    successful response (see ``verify_with_nghttp``).
+        duration_s: float, warm_up_s: float = 0.0, timeout_s: float = 120.0, connections: int = 1) -> H2loadRun:
+    """One closed-loop h2load run on ``connections`` connections (one thread): ``-m inflight`` for
+    ``warm_up_s`` + ``duration_s``, the warm-up's requests left out of the figures.
+    ``response_bytes`` is the DATA length of one successful response (see ``verify_with_nghttp``).
 
-    With several connections, ``inflight`` and ``rate`` are the totals, split evenly (h2load's
-    ``-m`` and ``--rps`` are per connection): ``inflight`` must be a multiple of ``connections``.
+    With several connections, ``inflight`` is the total, split evenly (h2load's ``-m`` is per
+    connection): it must be a multiple of ``connections``.
 
     The warm-up is cut from the log here rather than with h2load's ``--warm-up-time``, which
     leaves warm-up requests out of its counts and log: every request the server handled must be
@@ -119,12 +117,8 @@ def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path,
     argv = ["h2load", "-c", str(connections), "-t", "1", "-m", str(inflight // connections)]
     for header in GRPC_HEADERS:
         argv += ["-H", header]
-    argv += ["-d", str(body), "--log-file", str(log_file)]
-    if rate is not None:
-        argv += ["--rps", f"{rate / connections:g}", "-n", str(requests)]
-    else:
-        argv += ["-D", f"{max(1, round((duration_s + warm_up_s) * 1000))}ms"]
-    argv.append(url(port, method))
+    argv += ["-d", str(body), "--log-file", str(log_file), "-D", f"{max(1, round((duration_s + warm_up_s) * 1000))}ms",
+             url(port, method)]
     log_file.unlink(missing_ok=True)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     text = out.stdout + out.stderr
@@ -133,7 +127,6 @@ def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path,
     traffic = _TRAFFIC.search(text)
     if out.returncode != 0 or not (requests_match and finished and traffic):
         raise RuntimeError(f"h2load failed (exit {out.returncode}): {shlex.join(argv)}\n{text[-2000:]}")
-    total = int(requests_match.group(1))
     done = int(requests_match.group(3))
     succeeded = int(requests_match.group(4))
     status = _STATUS.search(text)
@@ -141,14 +134,11 @@ def run(port: int, method: str, body: Path, response_bytes: int, log_file: Path,
     data_bytes = int(traffic.group(2))
     # A failed gRPC call carries no message: each one is a whole response frame missing.
     grpc_ok = min(http_ok, round(data_bytes / response_bytes)) if response_bytes else http_ok
-    skip_s = warm_up_s if rate is None else 0.0
-    latencies, window_s = _log_latencies_s(log_file, skip_s=skip_s)
-    if skip_s == 0.0 or window_s <= 0:
+    latencies, window_s = _log_latencies_s(log_file, skip_s=warm_up_s)
+    if warm_up_s == 0.0 or window_s <= 0:
         window_s = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
-    # A paced run sends exactly ``requests``: any not done failed. A timed run stops mid-flight.
-    unfinished = total - done if rate is not None else 0
     return H2loadRun(
-        command=shlex.join(argv), done=done, http_ok=http_ok, grpc_errors=done - grpc_ok + unfinished,
+        command=shlex.join(argv), done=done, http_ok=http_ok, grpc_errors=done - grpc_ok,
         seconds=window_s, requests_per_s=len(latencies) / window_s if window_s > 0 else 0.0,
         latency=latency_summary_ms(latencies),
     )

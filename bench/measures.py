@@ -1,13 +1,11 @@
 """Small measuring tools: medians, percentiles, wall clocks, CPU time and memory of processes
-(psutil, of the ``bench`` and ``dev`` extras, for other processes; ``resource`` for this one and
-its waited-for children).
+(psutil, of the ``bench`` and ``dev`` extras).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -125,16 +123,6 @@ def process_memory_bytes(pid: int) -> dict[str, int]:
     except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
         raise OSError(f"cannot read the memory of pid {pid}: {exc}") from None
     return {"uss": int(info.uss), "pss": int(getattr(info, "pss", 0)), "rss": int(info.rss)}
-
-
-def children_peak_rss_bytes() -> int:
-    """Largest peak RSS (bytes) of any waited-for child process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-
-
-def self_peak_rss_bytes() -> int:
-    """Peak RSS (bytes) of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def directory_bytes(path: str | os.PathLike) -> int:

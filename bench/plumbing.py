@@ -1,7 +1,7 @@
 """What the server's plumbing costs: the index service against a bare ``grpc.aio`` handler.
 
-``python -m bench.plumbing [--quick] [--workdir DIR]`` prints the ``plumbing`` result (JSON);
-``make bench`` runs it inside the serving part (``bench.serving``), on the serving part's model.
+``make bench`` measures it inside the serving part (``bench.serving``), on the serving part's model;
+``python -m bench.plumbing --serve KIND`` is one of its servers.
 
 Servers, each a child process on 127.0.0.1 (``python -m bench.plumbing --serve KIND --port 0``,
 uvloop when installed, as the index service):
@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -237,47 +235,20 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
     return result
 
 
-def _measure_standalone(quick: bool, workdir: Path, data_dir: Path | None) -> dict:
-    """``measure`` on the serving part's model (trained into ``workdir`` on first use)."""
-    import shutil
-
-    from bench import h2load
-    from bench.models import lastfm_version
-    from bench.serving import RequestMaterial, VersionSwapper
-    from bench.settings import full_settings, quick_settings
-
-    overrides = {} if data_dir is None else {"data_dir": data_dir}
-    settings = quick_settings(**overrides) if quick else full_settings(**overrides)
-    version_dir = lastfm_version(workdir, settings)
-    models_dir = workdir / "plumbing-models"
-    shutil.rmtree(models_dir, ignore_errors=True)
-    models_dir.mkdir(parents=True)
-    VersionSwapper(version_dir, models_dir, settings.swap_interval_s).publish_one()
-    material = RequestMaterial.for_version(version_dir, workdir / "requests")
-    return measure(settings, workdir, models_dir, material, h2load.available())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plumbing", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=("bare", "handler", *LADDER), help="run one of the servers (a child process)")
+    parser.add_argument("--serve", choices=("bare", "handler", *LADDER), required=True,
+                        help="run one of the servers (a child process)")
     parser.add_argument("--models-dir", type=Path, default=None, help="the models the handler server serves")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/musicrec-bench-plumbing"),
-                        help="where the model, logs and request bodies go (kept between runs)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="the shared data sets (default: the bench's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.serve is not None:
-        from index_service.app import loop_factory
+    from index_service.app import loop_factory
 
-        with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
-            if args.serve == "handler":
-                return runner.run(_serve_handler(args.port, args.models_dir))
-            return runner.run(_serve(args.serve, args.port))
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    print(json.dumps(_measure_standalone(args.quick, args.workdir.resolve(), args.data_dir), indent=1))
-    return 0
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        if args.serve == "handler":
+            return runner.run(_serve_handler(args.port, args.models_dir))
+        return runner.run(_serve(args.serve, args.port))
 
 
 if __name__ == "__main__":

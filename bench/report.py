@@ -22,7 +22,6 @@ PLOT_NAME = "ann_recall_latency.png"
 TEMPLATE = Path(__file__).with_name("report_template.md")
 
 # The serving targets (issue 10; the plumbing's, issue 19). Throughput at 16 in flight.
-FLOOR_RATIO_TARGET = 0.8
 H2LOAD_TARGETS_PER_S = {1: 6_000, 2: 8_000}
 TARGET_INFLIGHT = 16
 P99_TARGET_MS = 3.0
@@ -31,7 +30,7 @@ SWAP_RATIO_TARGET = 1.5
 FULL_SCALE_TARGET_PER_S = 4_000
 FULL_SCALE_RECALL = 0.98
 WORKER_USS_TARGET_BYTES = 150 * MIB
-METRICS_RATIO_TARGET = 0.95
+METRICS_SHARE_TARGET = 0.05
 RPC_NAMES = {"recommend": "Recommend", "similar": "SimilarArtists"}
 
 
@@ -185,9 +184,8 @@ def _scale_targets(big: dict, quick: bool, cores, load: dict) -> list[dict]:
     ]
 
 
-def _vs_floor(row: dict) -> str:
-    return (f"{num(row['requests_per_s'], 0)}/s; floor {num(row.get('floor_requests_per_s'), 0)}/s "
-            f"({num(row.get('ratio_to_floor'))}x)")
+def _rate(row: dict) -> str:
+    return f"{num(row['requests_per_s'], 0)}/s"
 
 
 def _throughput_limit(row: dict, cores: int | None) -> str:
@@ -195,8 +193,7 @@ def _throughput_limit(row: dict, cores: int | None) -> str:
     cpu, main = row.get("server_cpu_ms_per_request"), row.get("server_main_thread_ms_per_request")
     if not (finite(cpu) and finite(main)) or cpu <= 0 or main <= 0:
         return "see the serving section"
-    texts = [f"server CPU {num(cpu, 3)} ms/request (floor {num(row.get('floor_server_cpu_ms_per_request'), 3)}), "
-             f"main thread(s) {num(main, 3)} ms, busy {percent(row.get('server_main_thread_busy'))} of a core"]
+    texts = [f"server CPU {num(cpu, 3)} ms/request, main thread(s) {num(main, 3)} ms, busy {percent(row.get('server_main_thread_busy'))} of a core"]
     if row.get("workers", 1) == 1:
         texts.append(f"one main thread cannot pass ~{1000 / main:,.0f}/s")
     client = row.get("client_cpu_ms_per_request")
@@ -204,39 +201,28 @@ def _throughput_limit(row: dict, cores: int | None) -> str:
         texts.append(f"{cores_text(cores)} cannot pass ~{cores * 1000 / cpu:,.0f}/s"
                      + (f", ~{cores * 1000 / (cpu + client):,.0f}/s with the load generator's {num(client, 3)} ms"
                         if finite(client) and client > 0 else ""))
-    texts.append(f"the floor answers {num(row.get('floor_requests_per_s'), 0)}/s")
+    texts.append("the plumbing table gives the bare grpc.aio handler's rate")
     return "; ".join(texts)
 
 
 def _serving_targets(serving: dict, cores: int | None) -> list[dict]:
     closed, modes = serving.get("closed_loop", []), serving.get("workers") or [1]
-    ids = serving.get("python_ids") or {}
     out = []
 
     def closed_row(rpc: str, generator: str, workers: int) -> dict | None:
         return next((r for r in closed if r["rpc"] == rpc and r["generator"] == generator
                      and r["inflight"] == TARGET_INFLIGHT and r.get("workers", 1) == workers), None)
 
-    for rpc, what in (("recommend", "user"), ("similar", "artist")):
-        for row in filter(None, (closed_row(rpc, "python", w) for w in modes)):
-            count = row.get("ids") or ids.get(rpc)
-            over = f"over all {count:,} {what}s" if isinstance(count, int) else f"over all {what}s"
-            out.append(target("serving", f"{RPC_NAMES[rpc]}/s >= {FLOOR_RATIO_TARGET}x the floor (Python generator, "
-                                         f"a different {what} on every request {over}, {TARGET_INFLIGHT} in flight, "
-                                         f"{server_mode(row)})",
-                              _vs_floor(row), at_least(row.get("ratio_to_floor"), FLOOR_RATIO_TARGET),
-                              _throughput_limit(row, cores)))
     for workers in modes:
         row, goal = closed_row("recommend", "h2load", workers), H2LOAD_TARGETS_PER_S.get(workers)
         if row and goal:
             out.append(target("serving", f">= {goal:,} Recommend/s at {TARGET_INFLIGHT} in flight ({mode(row)})",
-                              _vs_floor(row), at_least(row["requests_per_s"], goal), _throughput_limit(row, cores)))
+                              _rate(row), at_least(row["requests_per_s"], goal), _throughput_limit(row, cores)))
     for row in serving.get("open_loop", []):
         if row["rpc"] == "recommend" and row["rate"] == P99_TARGET_RATE and row.get("workers", 1) == 1:
             out.append(target("serving", f"Recommend p99 <= {P99_TARGET_MS:g} ms at a steady {P99_TARGET_RATE:,}/s "
                                          f"({mode(row)})",
-                              f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms); floor p99 "
-                              f"{num(row.get('floor_p99_ms'))} ms", at_most(row["p99_ms"], P99_TARGET_MS),
+                              f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms)", at_most(row["p99_ms"], P99_TARGET_MS),
                               f"queueing: server CPU {num(row.get('server_cpu_ms_per_request'), 3)} ms/request x "
                               f"{row['rate']:,}/s on one main thread, the load generator on the same "
                               f"{cores_text(cores)}"))
@@ -244,28 +230,29 @@ def _serving_targets(serving: dict, cores: int | None) -> list[dict]:
         out.append(target("serving", f"{RPC_NAMES.get(row['rpc'], row['rpc'])} p99 during swaps <= "
                                      f"{SWAP_RATIO_TARGET:g}x steady at {row['rate']:,}/s ({mode(row)})",
                           f"p99 {num(row['p99_ms'])} ms vs steady {num(row['steady_p99_ms'])} ms "
-                          f"({num(row.get('p99_ratio_to_steady'))}x; floor p99 {num(row.get('floor_p99_ms'))} ms), "
+                          f"({num(row.get('p99_ratio_to_steady'))}x), "
                           f"{row['swaps']} swaps", at_most(row.get("p99_ratio_to_steady"), SWAP_RATIO_TARGET),
                           "each swap validates, loads and indexes a version in a thread of the serving process "
                           "(the GIL)"))
     out += [target("serving", f"0 errors during swaps ({row['rpc']}, {mode(row)})",
                    f"{row['errors_total']} errors in {row['runs']} runs", row["errors_total"] == 0)
             for row in serving.get("swaps", [])]
-    overhead = serving.get("metrics_overhead") or {}
-    if overhead.get("ran"):
-        out.append(target("serving", f"Recording Prometheus metrics costs <= {1 - METRICS_RATIO_TARGET:.0%} of "
-                                     f"Recommend throughput (one process, {overhead['generator']} "
-                                     f"x{overhead['inflight']})",
-                          f"{num(overhead['on_requests_per_s'], 0)}/s on vs {num(overhead['off_requests_per_s'], 0)}"
-                          f"/s off ({num(overhead['ratio'], 3)}x)", at_least(overhead["ratio"], METRICS_RATIO_TARGET),
-                          "alternating runs on a shared machine: see the per-run figures"))
-    plumbing = serving.get("plumbing")
-    if plumbing:
+    plumbing = serving.get("plumbing") or {}
+    if plumbing.get("ran", True) and plumbing:
         out.append(target("serving", f"{plumbing['rpc']}/s of the index service >= {plumbing['target']:g}x a bare "
                                      f"grpc.aio handler (h2load, {plumbing['inflight']} in flight)",
                           f"{num(plumbing['service_rps_median'], 0)}/s vs {num(plumbing['bare_rps_median'], 0)}/s "
                           f"({num(plumbing['ratio'])}x)", at_least(plumbing["ratio"], plumbing["target"]),
                           "see the per-wrapper costs in the plumbing table"))
+        added_us = next(w["us_per_call"] for w in plumbing["wrappers"] if w["name"] == "metrics")
+        share = added_us / plumbing["service_cpu_us_median"]
+        out.append(target("serving", f"Recording Prometheus metrics adds <= {METRICS_SHARE_TARGET:.0%} to the index "
+                                     "service's server CPU per Recommend (the wrapper ladder's metrics row)",
+                          f"{num(added_us, 1)} us of {num(plumbing['service_cpu_us_median'], 1)} us per call "
+                          f"({percent(share)})", at_most(share, METRICS_SHARE_TARGET),
+                          "the counters and the latency histogram of every call"))
+    elif plumbing:
+        out.append(target("serving", "the index service against a bare grpc.aio handler", plumbing["note"], None))
     return out + _full_scale_targets(serving.get("full_scale"), cores)
 
 
@@ -288,7 +275,7 @@ def _full_scale_targets(full: dict | None, cores: int | None) -> list[dict]:
     if row:
         recall = full.get("recall_at_10")
         out.append(target("serving", f"{throughput} ({mode(row)}){where}",
-                          f"{_vs_floor(row)}; recall@10 {num(recall, 3)} ({full.get('recommend_method')}; the "
+                          f"{_rate(row)}; recall@10 {num(recall, 3)} ({full.get('recommend_method')}; the "
                           "manifest's figure)",
                           at_least(row.get("requests_per_s"), FULL_SCALE_TARGET_PER_S)
                           and at_least(recall, FULL_SCALE_RECALL), _throughput_limit(row, cores)))
@@ -581,14 +568,12 @@ def _achieved(row: dict) -> str:
 
 
 def _error_kinds(rows: list[dict]) -> list[str]:
-    """The kinds of errors seen in ``rows``' runs, once each (status code and first message)."""
+    """The kinds of errors the Python generator saw in ``rows``' runs, once each (status code and
+    first message)."""
     kinds: dict[str, str] = {}
     for run in (run for row in rows for run in row.get("per_run", [])):
         for code, text in (run.get("error_details") or {}).items():
             kinds.setdefault(f"Python client {code}", text)
-        if run.get("grpc_errors"):
-            kinds.setdefault("h2load", f"{run['done'] - run['http_ok']} of {run['done']} requests without an HTTP "
-                                       "200 (reset streams) in one run")
     return [f"{k}: {v}" for k, v in kinds.items()]
 
 
@@ -604,16 +589,15 @@ def _ms(key: str, digits: int = 3):
 
 
 def _serving(part: dict, cores: int | None) -> list[str]:
-    model, floor = part.get("model", {}), part.get("floor") or {}
+    model = part.get("model", {})
     ids = part.get("python_ids") or {}
     lines = [f"- Model: Last.fm 2K, {model.get('artists', 0):,} artists, {model.get('users', 0):,} users; Recommend "
              f"{model.get('recommend_method')}, SimilarArtists {model.get('similar_method')}; the Python generator "
              f"over {ids.get('recommend', 0):,} users / {ids.get('similar', 0):,} artists, "
              f"{part.get('generators', {}).get('python_processes')} process(es) for concurrent and paced runs; "
              f"swaps every {part.get('swap_interval_s', 2):g} s"]
-    for server, commands in (("index service", part), ("floor", floor)):
-        lines += [f"- {server}, {server_mode({'workers': int(w)})}: `{c}`"
-                  for w, c in commands.get("server_commands", {}).items()]
+    lines += [f"- index service, {server_mode({'workers': int(w)})}: `{c}`"
+              for w, c in part.get("server_commands", {}).items()]
     lines += [f"- Request check: {rpc} real client OK ({v['client_response_bytes']} bytes)"
               + (f", nghttp HTTP {v['http_status']} grpc-status {v['grpc_status']}" if "grpc_status" in v else "")
               for rpc, v in part.get("verification", {}).items()]
@@ -622,10 +606,8 @@ def _serving(part: dict, cores: int | None) -> list[str]:
     if closed:
         lines += ["Closed loop (throughput at a fixed number of requests in flight):", ""]
         lines += table(closed, RUN + [
-            ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0)),
-            ("floor requests/s", _ms("floor_requests_per_s", 0)), ("/ floor", _ms("ratio_to_floor", 2))] + LATENCY + [
-            ("floor p99 ms", _ms("floor_p99_ms", 2)), ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-            ("floor server CPU ms/request", _ms("floor_server_cpu_ms_per_request")),
+            ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0))] + LATENCY + [
+            ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
             ("server main thread(s) ms/request", _ms("server_main_thread_ms_per_request")),
             ("main thread(s) busy, % of a core", lambda r: percent(r.get("server_main_thread_busy"))),
             ("server cores busy", _ms("server_cores_busy", 2)),
@@ -634,7 +616,7 @@ def _serving(part: dict, cores: int | None) -> list[str]:
         lines += ["Open loop (paced):", ""]
         lines += table(open_loop, RUN + [
             ("rate/s", lambda r: f"{r['rate']:,}"), ("achieved/s", _achieved), ("p50 ms", _ms("p50_ms", 2)),
-            ("p90 ms", _ms("p90_ms", 2)), ("p99 ms", _ms("p99_ms", 2)), ("floor p99 ms", _ms("floor_p99_ms", 2)),
+            ("p90 ms", _ms("p90_ms", 2)), ("p99 ms", _ms("p99_ms", 2)),
             ("max ms", _ms("max_ms", 2)), ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
             ("client CPU ms/request", _ms("client_cpu_ms_per_request"))] + ERRORS)
         kinds = _error_kinds(open_loop)
@@ -645,31 +627,8 @@ def _serving(part: dict, cores: int | None) -> list[str]:
         lines += table(swaps, RUN[:3] + [
             ("rate/s", lambda r: f"{r['rate']:,}"), ("swaps", "swaps")] + LATENCY + [
             ("steady p99 ms", _ms("steady_p99_ms", 2)), ("p99 / steady", _ms("p99_ratio_to_steady", 2)),
-            ("floor p99 ms", _ms("floor_p99_ms", 2)), ("max ms", _ms("max_ms", 2))] + ERRORS)
-    floor_rows = ([dict(r, load=f"x{r['inflight']}") for r in floor.get("closed_loop", [])]
-                  + [dict(r, load=f"{r['rate']:,}/s paced") for r in floor.get("open_loop", [])])
-    if floor_rows:
-        lines += ["The floor's own runs (empty Recommend and SimilarArtists, same runs as above):", ""]
-        lines += table(floor_rows, RUN + [
-            ("load", "load"), ("requests/s", lambda r: _achieved(r) if "rate" in r else num(r["requests_per_s"], 0))]
-            + LATENCY + [("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-                         ("server main thread(s) ms/request", _ms("server_main_thread_ms_per_request")),
-                         ("client CPU ms/request", _ms("client_cpu_ms_per_request"))] + ERRORS)
-    if part.get("cpu_breakdown"):
-        lines += ["Where the server's CPU goes per request (the busiest closed-loop run):", ""]
-        lines += table(part["cpu_breakdown"], [
-            ("RPC", "rpc"), ("server", server_mode), ("run", lambda r: f"{r['generator']} x{r['inflight']}"),
-            ("requests/s", _ms("requests_per_s", 0)), ("floor requests/s", _ms("floor_requests_per_s", 0)),
-            ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-            ("floor server CPU ms/request", _ms("floor_server_cpu_ms_per_request")),
-            ("main thread ms/request", _ms("main_thread_ms_per_request")),
-            ("of which ServingModel ms", _ms("model_ms")),
-            ("other threads ms/request", _ms("other_threads_ms_per_request")),
-            ("main thread busy", lambda r: percent(r.get("main_thread_busy"))),
-            ("ceiling: main threads (1 core each)", lambda r: f"{num(r.get('main_thread_ceiling_per_s'), 0)}/s"),
-            (f"ceiling: {cores_text(cores)}, nothing else running",
-             lambda r: f"{num(r.get('machine_ceiling_per_s'), 0)}/s")])
-    lines += _metrics_overhead(part.get("metrics_overhead")) + _plumbing(part.get("plumbing"))
+            ("max ms", _ms("max_ms", 2))] + ERRORS)
+    lines += _plumbing(part.get("plumbing"))
     lines += _full_scale(part.get("full_scale"))
     examples = part.get("commands", {})
     if examples:
@@ -677,37 +636,12 @@ def _serving(part: dict, cores: int | None) -> list[str]:
     return lines + bullets(part.get("notes"))
 
 
-def _metrics_overhead(overhead: dict | None) -> list[str]:
-    """Metrics on vs off, alternating runs: the cost of recording Prometheus metrics."""
-    if not overhead:
-        return []
-    lines = ["### Prometheus metrics on and off", ""]
-    if not overhead.get("ran"):
-        return lines + [f"Not measured in this run: {overhead.get('note', '')}.", ""]
-    lines += [f"Two index processes on the same version, one with `--metrics-port 0`; closed-loop Recommend "
-              f"({overhead['generator']}, {overhead['inflight']} in flight, {overhead['seconds_per_run']:g} s per run) "
-              f"alternating between them, {overhead['pairs']} pairs, the order flipping every pair; medians. "
-              f"On / off: {num(overhead['ratio'], 3)}x; the metrics endpoint counted "
-              f"{num(overhead.get('recorded_recommend_calls'), 0)} Recommend calls.", ""]
-    runs = overhead.get("per_run", {})
-    lines += table(["off", "on"], [
-        ("metrics", lambda m: m), ("requests/s (median)", lambda m: num(overhead[f"{m}_requests_per_s"], 0)),
-        ("server CPU ms/request (median)", lambda m: num(overhead[f"{m}_server_cpu_ms_per_request"], 3)),
-        ("requests/s per run", lambda m: ", ".join(num(r["requests_per_s"], 0) for r in runs.get(m, [])))])
-    cost = overhead.get("recording_cost_us") or {}
-    if cost:
-        lines += ["The recording alone (`bench.serving.recording_cost_us`: the handler wrapper around a handler "
-                  "that returns at once, fastest of several passes):", ""]
-        lines += table(list(cost.items()), [
-            ("metrics mode", lambda c: c[0].replace("_", " ")), ("off us/call", lambda c: num(c[1]["off_us"])),
-            ("on us/call", lambda c: num(c[1]["on_us"])), ("added us/call", lambda c: num(c[1]["added_us"]))])
-    return lines
-
-
 def _plumbing(plumbing: dict | None) -> list[str]:
     """The index service against a bare grpc.aio handler on the same proto, alternating rounds."""
     if not plumbing:
         return []
+    if not plumbing.get("ran", True):
+        return [f"Plumbing not measured in this run: {plumbing['note']}.", ""]
     lines = ["### Plumbing: the index service against a bare grpc.aio handler", "",
              f"{plumbing['rpc']} under h2load at {plumbing['inflight']} in flight, the bare handler and the index "
              f"service alternating round by round. Medians: bare {num(plumbing['bare_rps_median'], 0)}/s, index "
@@ -738,12 +672,10 @@ def _full_scale(full: dict | None) -> list[str]:
               f"`{full['server_commands'].get('1', '')}`); Recommend at {full.get('inflight')} in flight, the user "
               "with the median number of seen artists; recall@10 against exact search as the version's manifest "
               f"records it for what answers that request ({full.get('search_method')} search alone: recall "
-              f"{num(full.get('search_recall_at_10'), 3)} on {full.get('recall_sample_size', 0):,} sampled users). "
-              "The floor beside each row is the floor's run of the same kind above.", ""]
+              f"{num(full.get('search_recall_at_10'), 3)} on {full.get('recall_sample_size', 0):,} sampled users).", ""]
     rows = [r for r in (full.get("throughput"), full.get("throughput_workers")) if r]
     lines += table(rows, [("generator", "generator"), ("server", server_mode), ("connections", "connections"),
-                          ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0)),
-                          ("floor requests/s", _ms("floor_requests_per_s", 0)), ("/ floor", _ms("ratio_to_floor", 2))]
+                          ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0))]
                    + LATENCY + [("server CPU ms/request", _ms("server_cpu_ms_per_request")),
                                 ("Recommend search", lambda r: full.get("recommend_method")),
                                 ("recall@10", lambda r: num(full.get("recall_at_10"), 3))] + ERRORS) if rows else []

@@ -1,22 +1,16 @@
-"""Serving over gRPC: the index service as a real process, loaded from a separate process, beside
-the floor: the same gRPC server doing nothing.
+"""Serving over gRPC: the index service as a real process, loaded from separate processes.
 
-For each RPC (Recommend, SimilarArtists) and each load generator (``h2load``, one connection
-against one process, the same serialized request every time; the Python ``grpc.aio`` generator
-``bench.grpc_load``, in ``python_load_processes`` processes, a different user or artist on every
-request, over all of the served version's users or artists in a shuffled order):
+For each RPC (Recommend, SimilarArtists):
 
-- closed loop at each of ``closed_loop_inflight`` requests in flight: throughput;
-- open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency;
-- open loop at the first rate while a new model version appears every ``swap_interval_s``
-  seconds: latency and errors (which must be 0).
-
-The floor (``bench.floor_server``: an IndexService whose Recommend and SimilarArtists return an
-empty response, on the same proto, server settings, event loop and process model) runs beside the
-index service in each server mode and takes the same closed and open loop runs with the same
-requests, each repetition right before the index's (interleaved: a busy spell of the shared
-machine hits both); every index row carries the floor's figure beside it
-(``floor_requests_per_s`` and ``ratio_to_floor``; ``floor_p99_ms``).
+- closed loop at each of ``closed_loop_inflight`` requests in flight: throughput, from
+  ``h2load`` (the same serialized request every time, a client that costs the shared cores
+  little; the Python generator where h2load is missing);
+- open loop paced at each of ``open_loop_rates`` requests/s: p50/p99 latency, from the Python
+  ``grpc.aio`` generator ``bench.grpc_load`` (``python_load_processes`` processes, a different
+  user or artist on every request over all of the served version's, latency from the moment each
+  request was due);
+- the same paced run at the first rate while a new model version appears every
+  ``swap_interval_s`` seconds: latency and errors (which must be 0).
 
 Every scenario runs against one index process and again against ``--workers N`` processes
 (SO_REUSEPORT) for each N in ``serving_workers`` beyond 1 (RPCs ``multi_worker_rpcs``). The
@@ -28,10 +22,7 @@ small one), ``full_scale`` serves it too: Recommend throughput at 16 in flight (
 Python generator where h2load is missing), the recall@10 its manifest records, and the unique
 memory (USS) of each ``--workers`` process.
 
-``metrics_overhead``: the cost of recording Prometheus metrics. Two index processes serve the
-same version, one with ``--metrics-port 0`` and one without; closed-loop Recommend runs (h2load,
-else the Python generator) alternate between them, the order flipping every pair, and the medians
-of their throughputs and server CPU per request are compared (target: metrics on >= 0.95x off).
+``bench.plumbing``: what gRPC and each of our wrappers (metrics included) cost per call.
 
 The server's CPU time per request comes from the CPU times (psutil) of the server and all its
 descendants (the supervisor and its workers) before and after each run. All on
@@ -62,7 +53,6 @@ import psutil
 
 from bench import h2load
 from bench.grpc_load import DEFAULT_K, METHODS, serialized_requests
-from bench.in_process import in_process_latency
 from bench.measures import (latency_summary_ms, median, process_memory_bytes, tree_cpu_seconds,
                             tree_main_threads_cpu_seconds, tree_rss_bytes)
 from bench.models import lastfm_version
@@ -146,19 +136,6 @@ class IndexServer(ServerProcess):
         return len(_SERVING.findall(text)) >= self.workers
 
 
-class FloorServer(ServerProcess):
-    """``python -m bench.floor_server`` (empty Recommend and SimilarArtists) on 127.0.0.1, port 0,
-    with ``--workers N`` like the index service; ready as soon as it listens."""
-
-    what = "floor server"
-
-    def __init__(self, log_path: Path, workers: int = 1):
-        argv = [sys.executable, "-m", "bench.floor_server", "--port", "0", "--log-level", "INFO"]
-        if workers > 1:
-            argv += ["--workers", str(workers)]
-        super().__init__(argv, log_path, workers)
-
-
 class VersionSwapper:
     """Makes a new version appear in ``models_dir`` every ``interval_s`` seconds while running.
 
@@ -226,7 +203,7 @@ def _pick_ids(version_dir: Path) -> tuple[list[str], list[str], str, str]:
 
 @dataclass(frozen=True)
 class RequestMaterial:
-    """What the generators send to a server of one version (the floor gets the same bytes):
+    """What the generators send to a server of one version:
     per RPC, a JSON file of every id in a shuffled order (the Python generator sends the next one
     on every request), its length, one serialized request and the h2load body framing it."""
 
@@ -251,9 +228,9 @@ class RequestMaterial:
         return cls(ids_files=ids_files, ids_counts=counts, single=single, bodies=bodies)
 
 
-def _verify_with_client(target: str, rpc: str, message: bytes, floor: bool = False) -> int:
+def _verify_with_client(target: str, rpc: str, message: bytes) -> int:
     """Send ``message`` once with a real gRPC client; return the serialized response's size.
-    Raises if the call fails, or if the response has no artists (the floor's: if it has any)."""
+    Raises if the call fails, or if the response has no artists."""
     import grpc
 
     from musicrec.v1 import index_pb2
@@ -262,22 +239,19 @@ def _verify_with_client(target: str, rpc: str, message: bytes, floor: bool = Fal
         call = channel.unary_unary(METHODS[rpc])
         raw = call(message, timeout=30)
     parsed = (index_pb2.RecommendResponse if rpc == "recommend" else index_pb2.SimilarArtistsResponse).FromString(raw)
-    if floor and parsed.artists:
-        raise RuntimeError(f"the floor server answered {rpc} with artists: it is not the empty handler")
-    if not floor and not parsed.artists:
+    if not parsed.artists:
         raise RuntimeError(f"{rpc} answered no artists: the benchmark request is wrong")
     return len(raw)
 
 
 class _ServingRuns:
     """The serving runs against one server: verification and one run of each kind, with the
-    request material of the version served (the floor: of the version the index serves)."""
+    request material of the version served."""
 
     def __init__(self, settings: BenchSettings, workdir: Path, server: ServerProcess, material: RequestMaterial):
         self.settings = settings
         self.workdir = workdir
         self.server = server
-        self.floor = isinstance(server, FloorServer)
         self.ids_files = material.ids_files
         self.ids_counts = material.ids_counts
         self.single = material.single
@@ -290,7 +264,7 @@ class _ServingRuns:
         """Each request once with a real client (and with nghttp: HTTP 200, grpc-status 0)."""
         checks = {}
         for rpc in rpcs:
-            size = _verify_with_client(self.server.target, rpc, self.single[rpc], floor=self.floor)
+            size = _verify_with_client(self.server.target, rpc, self.single[rpc])
             check = {"client_response_bytes": size}
             if use_h2load:
                 seen = h2load.verify_with_nghttp(self.server.port, METHODS[rpc], self.bodies[rpc])
@@ -321,30 +295,19 @@ class _ServingRuns:
                 "server_cores_busy": (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else float("nan"),
                 "server_rss_bytes": tree_rss_bytes(self.server.pid)}
 
-    def h2load_run(self, rpc: str, *, inflight: int = 1, rate: int | None = None,
-                   seconds: float | None = None) -> dict:
+    def h2load_run(self, rpc: str, *, inflight: int = 1) -> dict:
+        """One closed-loop h2load run (paced runs are the Python generator's: see ``run``)."""
         s = self.settings
-        seconds = seconds or s.load_seconds
         before = self._snapshot()
         client0 = _children_cpu_seconds()
         log_file = self.workdir / "h2load.log"
-        if rate is None:
-            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
-                             inflight=inflight, duration_s=seconds, warm_up_s=s.warm_up_seconds,
-                             timeout_s=seconds + s.warm_up_seconds + _RUN_SLACK_S,
-                             connections=connections_for(self.workers, inflight))
-        else:
-            # Paced: -m only caps outstanding streams, set high so pacing, not the cap, decides.
-            connections = connections_for(self.workers, 256)
-            run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
-                             inflight=256, rate=rate, requests=max(1, int(rate * seconds)),
-                             timeout_s=seconds + _RUN_SLACK_S, connections=connections)
+        connections = connections_for(self.workers, inflight)
+        run = h2load.run(self.server.port, METHODS[rpc], self.bodies[rpc], self.response_bytes[rpc], log_file,
+                         inflight=inflight, duration_s=s.load_seconds, warm_up_s=s.warm_up_seconds,
+                         timeout_s=s.load_seconds + s.warm_up_seconds + _RUN_SLACK_S, connections=connections)
         handled = _count_lines(log_file)
-        result = run.as_dict()
-        result.update(self._server_figures(before, handled))
-        result["client_cpu_ms_per_request"] = (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)
-        result["connections"] = connections_for(self.workers, inflight if rate is None else 256)
-        return result
+        return {**run.as_dict(), **self._server_figures(before, handled), "connections": connections,
+                "client_cpu_ms_per_request": (_children_cpu_seconds() - client0) * 1000.0 / max(handled, 1)}
 
     def python_run(self, rpc: str, *, inflight: int = 1, rate: float | None = None,
                    seconds: float | None = None) -> dict:
@@ -456,70 +419,6 @@ _THROUGHPUT_KEYS = ("requests_per_s", "p50_ms", "p99_ms", *_SERVER_KEYS)
 _LATENCY_KEYS = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", *_SERVER_KEYS)
 
 
-def _floor_row(floor_rows: list[dict], row: dict, key: str) -> dict | None:
-    """The floor's row measured like ``row`` (same RPC, generator, server mode and ``key``:
-    ``inflight`` or ``rate``), or None."""
-    return next((f for f in floor_rows if f["rpc"] == row["rpc"] and f["generator"] == row["generator"]
-                 and f.get("workers", 1) == row.get("workers", 1) and f.get(key) == row.get(key)), None)
-
-
-def _ratio(a, b) -> float:
-    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b and np.isfinite(a) \
-        and np.isfinite(b) else float("nan")
-
-
-def attach_floor(closed: list[dict], open_loop: list[dict], swaps: list[dict], floor_closed: list[dict],
-                 floor_open: list[dict]) -> None:
-    """Put the floor's figures beside each index row: closed loop ``floor_requests_per_s``,
-    ``ratio_to_floor`` (index requests/s over the floor's) and the floor's p99 and server CPU; open
-    loop and swaps ``floor_p99_ms`` (and ``p99_ratio_to_floor``), from the floor's paced run at
-    the same rate. NaN where the floor has no such row."""
-    nan = float("nan")
-    for row in closed:
-        floor = _floor_row(floor_closed, row, "inflight") or {}
-        row["floor_requests_per_s"] = floor.get("requests_per_s", nan)
-        row["ratio_to_floor"] = _ratio(row["requests_per_s"], row["floor_requests_per_s"])
-        row["floor_p99_ms"] = floor.get("p99_ms", nan)
-        row["floor_server_cpu_ms_per_request"] = floor.get("server_cpu_ms_per_request", nan)
-    for row in (*open_loop, *swaps):
-        floor = _floor_row(floor_open, row, "rate") or {}
-        row["floor_p50_ms"] = floor.get("p50_ms", nan)
-        row["floor_p99_ms"] = floor.get("p99_ms", nan)
-        row["p99_ratio_to_floor"] = _ratio(row["p99_ms"], row["floor_p99_ms"])
-
-
-def _cpu_breakdown(closed: list[dict], in_process: dict, cores: int) -> list[dict]:
-    """Where a request's server CPU goes: the floor's (the gRPC runtime with an empty handler),
-    the model's search (in-process p50) and the rest (gRPC core, the asyncio server, protobuf,
-    the interceptor), from the busiest closed-loop runs (one row per RPC and number of worker
-    processes). ``cores``: the machine's, for the ceiling no run on it can pass."""
-    rows = []
-    for workers in sorted({r.get("workers", 1) for r in closed}):
-        for rpc in RPCS:
-            runs = [r for r in closed if r["rpc"] == rpc and r.get("workers", 1) == workers]
-            if not runs:
-                continue
-            busiest = max(runs, key=lambda r: (r["generator"] == "h2load", r["inflight"]))
-            cpu = busiest["server_cpu_ms_per_request"]
-            main = busiest["server_main_thread_ms_per_request"]
-            model = in_process.get(rpc, {}).get("p50_ms")
-            rows.append({"rpc": rpc, "workers": workers, "generator": busiest["generator"],
-                         "inflight": busiest["inflight"], "requests_per_s": busiest["requests_per_s"],
-                         "floor_requests_per_s": busiest.get("floor_requests_per_s", float("nan")),
-                         "server_cpu_ms_per_request": cpu, "main_thread_ms_per_request": main,
-                         "floor_server_cpu_ms_per_request": busiest.get("floor_server_cpu_ms_per_request",
-                                                                        float("nan")),
-                         "other_threads_ms_per_request": cpu - main, "model_ms": model,
-                         "main_thread_busy": busiest["server_main_thread_busy"],
-                         "cores_busy": busiest["server_cores_busy"],
-                         # Each process's main thread runs its handlers under the GIL: one core's
-                         # worth per worker process at most.
-                         "main_thread_ceiling_per_s": workers * 1000.0 / main if main else float("nan"),
-                         "cores": cores,
-                         "machine_ceiling_per_s": cores * 1000.0 / cpu if cpu else float("nan")})
-    return rows
-
-
 def _example_commands(closed: list[dict], open_loop: list[dict]) -> dict[str, str]:
     """One command line of each kind of run, as it was run (ports and paths of this run)."""
     examples = {}
@@ -547,6 +446,10 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
     manifest = read_manifest(version_dir)
     use_h2load, h2load_note = h2load.ensure_installed(allow_install=not settings.quick)
     use_h2load = use_h2load and h2load.available()
+    # Throughput from h2load, whose client costs the shared cores least (the Python generator where
+    # it is missing); latency at a pace from the Python generator, which times each request from
+    # the moment it was due (h2load from when it sent it, hiding a stalled server's queue).
+    closed_generator = "h2load" if use_h2load else "python"
     material = RequestMaterial.for_version(version_dir, workdir / "requests")
     result: dict = {
         "model": {"data_source": manifest.data_source, "users": manifest.num_users, "artists": manifest.num_artists,
@@ -557,65 +460,46 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
         "notes": [h2load_note] if h2load_note else [],
         "workers": list(settings.serving_workers),
         "server_commands": {}, "verification_by_workers": {}, "server_rss_bytes_by_workers": {},
-        "server_log_tails": {},
-        "floor": {"closed_loop": [], "open_loop": [], "server_commands": {}, "verification_by_workers": {},
-                  "server_log_tails": {}},
+        "server_log_tails": {}, "closed_loop": [], "open_loop": [], "swaps": [],
     }
-    # The model's own share of a request, measured in this process before the load starts.
-    result["in_process"] = in_process_latency(version_dir, settings.in_process_queries, settings.runs)
-    closed: list[dict] = []
-    open_loop: list[dict] = []
-    swaps: list[dict] = []
-    floor = result["floor"]
+    rate = settings.open_loop_rates[0]
     for workers in settings.serving_workers:
         rpcs = RPCS if workers == 1 else tuple(r for r in RPCS if r in settings.multi_worker_rpcs)
-        # Both servers up at once; each run of the floor right before the index's run of the same
-        # kind, so that whatever else the shared machine does lands on both alike.
-        floor_server = FloorServer(workdir / f"floor-server-w{workers}.log", workers=workers).start()
-        floor["server_commands"][str(workers)] = floor_server.command
+        server = IndexServer(models_dir, workdir / f"index-service-w{workers}.log", workers=workers).start()
+        result["server_commands"][str(workers)] = server.command
         try:
-            server = IndexServer(models_dir, workdir / f"index-service-w{workers}.log", workers=workers).start()
-            result["server_commands"][str(workers)] = server.command
-            try:
-                floor_runs = _ServingRuns(settings, workdir, floor_server, material)
-                index_runs = _ServingRuns(settings, workdir, server, material)
-                floor["verification_by_workers"][str(workers)] = floor_runs.verify(use_h2load, rpcs)
-                result["verification_by_workers"][str(workers)] = index_runs.verify(use_h2load)
-                _measure_load(settings, [(floor_runs, floor["closed_loop"], floor["open_loop"]),
-                                         (index_runs, closed, open_loop)], workers, rpcs, use_h2load)
-                floor_server.stop()
-                _measure_swaps(settings, index_runs, swapper, workers, rpcs, use_h2load, open_loop, swaps)
-                result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
-            finally:
-                server.stop()
-                result["server_log_tails"][str(workers)] = server.log_text()[-1500:]
+            runs = _ServingRuns(settings, workdir, server, material)
+            result["verification_by_workers"][str(workers)] = runs.verify(use_h2load)
+            for rpc in rpcs:
+                result["closed_loop"] += [_row(runs, closed_generator, rpc, inflight=n)
+                                          for n in settings.closed_loop_inflight]
+                result["open_loop"] += [_row(runs, "python", rpc, rate=r) for r in settings.open_loop_rates]
+            for rpc in rpcs:
+                steady = next(r for r in result["open_loop"] if (r["rpc"], r["rate"], r["workers"])
+                              == (rpc, rate, workers))
+                row = _row(runs, "python", rpc, swapper=swapper, rate=rate, seconds=settings.swap_seconds)
+                row.update(steady_p99_ms=steady["p99_ms"], p99_ratio_to_steady=_ratio(row["p99_ms"], steady["p99_ms"]))
+                result["swaps"].append(row)
+            result["server_rss_bytes_by_workers"][str(workers)] = tree_rss_bytes(server.pid)
         finally:
-            floor_server.stop()
-            floor["server_log_tails"][str(workers)] = floor_server.log_text()[-1000:]
-    attach_floor(closed, open_loop, swaps, floor["closed_loop"], floor["open_loop"])
+            server.stop()
+            result["server_log_tails"][str(workers)] = server.log_text()[-1500:]
     first = str(settings.serving_workers[0])
     result.update({
         "server_command": result["server_commands"][first], "verification": result["verification_by_workers"][first],
-        "closed_loop": closed, "open_loop": open_loop, "swaps": swaps,
-        "cpu_breakdown": _cpu_breakdown(closed, result["in_process"], os.cpu_count() or 1),
         "swap_interval_s": settings.swap_interval_s,
-        "commands": {"floor server": floor["server_commands"][first], **_example_commands(closed, open_loop)},
+        "commands": _example_commands(result["closed_loop"], result["open_loop"]),
         "server_rss_bytes": result["server_rss_bytes_by_workers"][first],
         "server_log_tail": result["server_log_tails"][first],
     })
+    from bench import plumbing
     try:
-        result["metrics_overhead"] = metrics_overhead(settings, workdir, models_dir, material, use_h2load)
-    except Exception as exc:  # noqa: BLE001 - the figures above stand without it
-        log.exception("serving: metrics overhead failed")
-        result["metrics_overhead"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
-    try:
-        from bench import plumbing
         result["plumbing"] = plumbing.measure(settings, workdir, models_dir, material, use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without it
         log.exception("serving: plumbing failed")
         result["plumbing"] = {"ran": False, "note": f"failed: {type(exc).__name__}: {exc}"[:600]}
     try:
-        result["full_scale"] = full_scale(settings, workdir, scale_version, floor["closed_loop"], use_h2load)
+        result["full_scale"] = full_scale(settings, workdir, scale_version, use_h2load)
     except Exception as exc:  # noqa: BLE001 - the figures above stand without the full-scale rows
         log.exception("serving at full scale failed")
         result["full_scale"] = {"ran": False, "failed": True, "note": f"failed: {type(exc).__name__}: {exc}"[:600],
@@ -623,180 +507,36 @@ def run(settings: BenchSettings, workdir: Path, scale_version: Path | None = Non
     return result
 
 
-def _once(runs: _ServingRuns, generator: str, rpc: str, **kwargs) -> dict:
-    return (runs.h2load_run if generator == "h2load" else runs.python_run)(rpc, **kwargs)
+def _ratio(a, b) -> float:
+    return a / b if b and np.isfinite(a) and np.isfinite(b) else float("nan")
 
 
-def _measure_load(settings: BenchSettings, servers: list[tuple[_ServingRuns, list[dict], list[dict]]], workers: int,
-                  rpcs: tuple[str, ...], use_h2load: bool) -> None:
-    """Closed and open loop runs of every generator against each of ``servers`` (runs, closed
-    rows, open rows; each ``workers`` processes): for every scenario and repetition, one run
-    against each server in turn, so they share the machine's conditions; rows appended to each
-    server's lists."""
-    generators = (["h2load"] if use_h2load else []) + ["python"]
-    scenarios = [("inflight", rpc, generator, inflight) for rpc in rpcs for generator in generators
-                 for inflight in settings.closed_loop_inflight]
-    scenarios += [("rate", rpc, generator, rate) for rpc in rpcs for generator in generators
-                  for rate in settings.open_loop_rates]
-    for key, rpc, generator, value in scenarios:
-        done: list[list[dict]] = [[] for _ in servers]
-        for _ in range(settings.runs):
-            for n, (runs, _closed, _open) in enumerate(servers):
-                done[n].append(_once(runs, generator, rpc, **{key: value}))
-        for (runs, closed, open_loop), results in zip(servers, done):
-            server = "floor" if runs.floor else "index"
-            row = {"rpc": rpc, "generator": generator, "server": server, "workers": workers, key: value,
-                   "connections": results[0].get("connections", 1),
-                   **({"ids": results[0]["ids"]} if "ids" in results[0] else {})}
-            if key == "inflight":
-                closed.append({**row, **_median_row(results, _THROUGHPUT_KEYS), "per_run": results})
-                log.info("serving closed %s %s %s x%d, %d worker(s): %.0f req/s", server, rpc, generator, value,
-                         workers, closed[-1]["requests_per_s"])
-            else:
-                open_loop.append({**row, **_median_row(results, _LATENCY_KEYS), "per_run": results})
-                log.info("serving open %s %s %s %d/s, %d worker(s): p99 %.2f ms", server, rpc, generator, value,
-                         workers, open_loop[-1]["p99_ms"])
-
-
-def _measure_swaps(settings: BenchSettings, runs: _ServingRuns, swapper: VersionSwapper, workers: int,
-                   rpcs: tuple[str, ...], use_h2load: bool, open_loop: list[dict], swaps: list[dict]) -> None:
-    """Paced runs at the first rate while versions swap, against the index service; each row
-    beside the steady run of the same kind (already in ``open_loop``)."""
-    generators = (["h2load"] if use_h2load else []) + ["python"]
-    server = runs.server
-    assert isinstance(server, IndexServer)
-    rate = settings.open_loop_rates[0]
-    for rpc in rpcs:
-        for generator in generators:
-            done = []
-            for _ in range(settings.runs):
-                # Distinct versions: with N workers each logs every swap (N lines per version).
-                before = set(server.versions_served())
-                with swapper:
-                    run_result = _once(runs, generator, rpc, rate=rate, seconds=settings.swap_seconds)
-                run_result["swaps"] = len(set(server.versions_served()) - before)
-                done.append(run_result)
-            steady = next(r for r in open_loop if r["rpc"] == rpc and r["generator"] == generator
-                          and r["rate"] == rate and r["workers"] == workers)
-            row = {"rpc": rpc, "generator": generator, "server": "index", "workers": workers, "rate": rate,
-                   **_median_row(done, _LATENCY_KEYS), "swaps": sum(r["swaps"] for r in done),
-                   "steady_p99_ms": steady["p99_ms"], "per_run": done}
-            row["p99_ratio_to_steady"] = row["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
-            swaps.append(row)
-            log.info("serving swaps %s %s, %d worker(s): p99 %.2f ms (steady %.2f), %d swaps, %d errors", rpc,
-                     generator, workers, row["p99_ms"], steady["p99_ms"], row["swaps"], row["errors_total"])
-
-
-# -- metrics on and off ------------------------------------------------------------------------
-
-# Pairs of runs (metrics off, on) in the metrics comparison: more than the other figures' repetitions,
-# because the difference sought (a few percent) is near the run-to-run noise.
-METRICS_PAIRS = 5
-METRICS_INFLIGHT = 16
-
-
-def metrics_overhead(settings: BenchSettings, workdir: Path, models_dir: Path, material: RequestMaterial,
-                     use_h2load: bool) -> dict:
-    """Recommend throughput of one index process with metrics recorded (``--metrics-port 0``)
-    and without, alternating runs (the order flips every pair), medians; one process, closed loop
-    at ``METRICS_INFLIGHT`` in flight, ``settings.load_seconds`` per run."""
-    pairs = 1 if settings.quick else METRICS_PAIRS
-    generator = "h2load" if use_h2load else "python"
-    servers = {"off": IndexServer(models_dir, workdir / "index-metrics-off.log"),
-               "on": IndexServer(models_dir, workdir / "index-metrics-on.log", extra_args=("--metrics-port", "0"))}
-    runs: dict[str, list[dict]] = {"off": [], "on": []}
-    try:
-        serving = {}
-        for mode, server in servers.items():
-            server.start()
-            serving[mode] = _ServingRuns(settings, workdir, server, material)
-            serving[mode].verify(use_h2load, ("recommend",))
-        for n in range(pairs):
-            for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):
-                runs[mode].append(_once(serving[mode], generator, "recommend", inflight=METRICS_INFLIGHT))
-        url = re.search(r"metrics on (http://\S+/metrics)", servers["on"].log_text())
-        recorded = _recorded_calls(url.group(1)) if url else None
-    finally:
-        for server in servers.values():
-            server.stop()
-    medians = {mode: median([r["requests_per_s"] for r in done]) for mode, done in runs.items()}
-    cpu = {mode: median([r["server_cpu_ms_per_request"] for r in done]) for mode, done in runs.items()}
-    recording = _recording_costs()
-    result = {
-        "recording_cost_us": recording,
-        "ran": True, "rpc": "recommend", "generator": generator, "inflight": METRICS_INFLIGHT, "workers": 1,
-        "pairs": pairs, "seconds_per_run": settings.load_seconds,
-        "off_requests_per_s": medians["off"], "on_requests_per_s": medians["on"],
-        "ratio": _ratio(medians["on"], medians["off"]),
-        "off_server_cpu_ms_per_request": cpu["off"], "on_server_cpu_ms_per_request": cpu["on"],
-        "recorded_recommend_calls": recorded,
-        "commands": {mode: server.command for mode, server in servers.items()},
-        "per_run": runs,
-    }
-    log.info("serving metrics overhead: %.0f req/s off, %.0f on (%.3fx)", medians["off"], medians["on"],
-             result["ratio"])
-    return result
-
-
-def recording_cost_us(calls: int = 100_000, repeats: int = 5) -> dict:
-    """Microseconds one call spends in the handler wrapper with and without metrics recording
-    (``musicrec.rpc.interceptor``), in this process: a handler that returns at once, driven
-    without gRPC or an event loop; the fastest of ``repeats`` passes of ``calls`` calls each."""
-    import grpc
-
-    from musicrec.metrics import RpcMetrics, new_registry
-    from musicrec.rpc.interceptor import wrap_handler
-
-    async def behavior(request, context):
-        return b""
-
-    method = "/musicrec.v1.IndexService/Recommend"
-    handler = grpc.unary_unary_rpc_method_handler(behavior)
-    wrapped = {"off": wrap_handler(handler, method).unary_unary,
-               "on": wrap_handler(handler, method, RpcMetrics(new_registry(process_metrics=False))).unary_unary}
-    best = {mode: float("inf") for mode in wrapped}
-    request = object()
-    for _ in range(repeats):
-        for mode, call in wrapped.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                try:
-                    call(request, None).send(None)
-                except StopIteration:
-                    pass
-            best[mode] = min(best[mode], (time.perf_counter() - start) / calls * 1e6)
-    return {"off_us": best["off"], "on_us": best["on"], "added_us": best["on"] - best["off"]}
-
-
-def _recording_costs() -> dict:
-    """``recording_cost_us`` in a fresh process per prometheus_client mode: one process, and a
-    ``--workers`` worker (multiprocess files; the mode is fixed when prometheus_client is imported)."""
-    import tempfile
-
-    costs = {}
-    for mode in ("single_process", "multiprocess"):
-        with tempfile.TemporaryDirectory(prefix="musicrec-bench-metrics-") as directory:
-            env = child_env()
-            if mode == "multiprocess":
-                env["PROMETHEUS_MULTIPROC_DIR"] = directory
-            out = subprocess.run([sys.executable, "-c", "import json; from bench.serving import recording_cost_us; "
-                                  "print(json.dumps(recording_cost_us()))"],
-                                 env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
-            costs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    return costs
-
-
-def _recorded_calls(url: str) -> float:
-    """Recommend calls answered OK, as the metrics endpoint at ``url`` counts them."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "musicrec_rpc_handled_total" and sample.labels.get("method") == "Recommend"
-               and sample.labels.get("code") == "OK")
+def _row(runs: _ServingRuns, generator: str, rpc: str, *, repeats: int | None = None,
+         swapper: VersionSwapper | None = None, **kwargs) -> dict:
+    """``repeats`` (default: the settings' runs) runs of one kind, as one row of medians (errors
+    summed) with the runs under ``per_run``. ``inflight`` makes it a closed loop, ``rate`` a
+    paced one; with ``swapper`` a new version appears every few seconds during each run and the
+    row counts the distinct versions swapped in (with N workers each logs every swap)."""
+    one = runs.h2load_run if generator == "h2load" else runs.python_run
+    done = []
+    for _ in range(repeats or runs.settings.runs):
+        if swapper is None:
+            done.append(one(rpc, **kwargs))
+            continue
+        before = set(runs.server.versions_served())
+        with swapper:
+            done.append(one(rpc, **kwargs))
+        done[-1]["swaps"] = len(set(runs.server.versions_served()) - before)
+    keys = _THROUGHPUT_KEYS if "inflight" in kwargs else _LATENCY_KEYS
+    row = {"rpc": rpc, "generator": generator, "server": "index", "workers": runs.workers,
+           **{k: v for k, v in kwargs.items() if k in ("inflight", "rate")},
+           "connections": done[0].get("connections", 1), **({"ids": done[0]["ids"]} if "ids" in done[0] else {}),
+           **_median_row(done, keys), "per_run": done}
+    if swapper is not None:
+        row["swaps"] = sum(r["swaps"] for r in done)
+    log.info("serving %s %s %s, %d worker(s): %.0f req/s, p99 %.2f ms, %d errors", rpc, generator, kwargs,
+             runs.workers, row["requests_per_s"], row["p99_ms"], row["errors_total"])
+    return row
 
 
 # -- full scale ------------------------------------------------------------------------------
@@ -806,11 +546,10 @@ def _skipped(note: str) -> dict:
     return {"ran": False, "note": note}
 
 
-def full_scale(settings: BenchSettings, workdir: Path, version_dir: Path | None, floor_closed: list[dict],
-               use_h2load: bool) -> dict:
+def full_scale(settings: BenchSettings, workdir: Path, version_dir: Path | None, use_h2load: bool) -> dict:
     """The index service serving the scale part's full-scale version: Recommend at
     ``FULL_SCALE_INFLIGHT`` in flight against one process (h2load; the Python generator when
-    h2load is missing), beside the floor's run of the same kind; the recall@10 against exact
+    h2load is missing); the recall@10 against exact
     that the version's manifest records; and the memory of each process of ``--workers
     full_scale_workers`` (USS, PSS, RSS) after load, warm-up and a closed-loop run, beside one
     process's. In quick mode it serves the scale part's largest version, whatever its size;
@@ -846,12 +585,7 @@ def full_scale(settings: BenchSettings, workdir: Path, version_dir: Path | None,
     try:
         runs = _ServingRuns(settings, here, server, material)
         out["verification"] = runs.verify(use_h2load, rpcs)
-        done = [_once(runs, generator, "recommend", inflight=FULL_SCALE_INFLIGHT) for _ in range(settings.runs)]
-        row = {"rpc": "recommend", "generator": generator, "server": "index", "workers": 1,
-               "inflight": FULL_SCALE_INFLIGHT, "connections": done[0].get("connections", 1),
-               **_median_row(done, _THROUGHPUT_KEYS), "per_run": done}
-        attach_floor([row], [], [], floor_closed, [])
-        out["throughput"] = row
+        out["throughput"] = row = _row(runs, generator, "recommend", inflight=FULL_SCALE_INFLIGHT)
         out["memory_one_process"] = process_memory_bytes(server.pid)
         log.info("serving full scale (%d artists), %s x%d, 1 process: %.0f req/s", manifest.num_artists, generator,
                  FULL_SCALE_INFLIGHT, row["requests_per_s"])
@@ -866,12 +600,7 @@ def full_scale(settings: BenchSettings, workdir: Path, version_dir: Path | None,
         runs = _ServingRuns(settings, here, server, material)
         runs.verify(use_h2load, rpcs)
         # One closed-loop run so that every worker has served requests before its memory is read.
-        done = [_once(runs, generator, "recommend", inflight=FULL_SCALE_INFLIGHT)]
-        out["throughput_workers"] = {"rpc": "recommend", "generator": generator, "server": "index",
-                                     "workers": workers, "inflight": FULL_SCALE_INFLIGHT,
-                                     "connections": done[0].get("connections", 1),
-                                     **_median_row(done, _THROUGHPUT_KEYS), "per_run": done}
-        attach_floor([out["throughput_workers"]], [], [], floor_closed, [])
+        out["throughput_workers"] = _row(runs, generator, "recommend", repeats=1, inflight=FULL_SCALE_INFLIGHT)
         out["memory_workers"] = _worker_memory(server)
     finally:
         server.stop()
@@ -913,36 +642,3 @@ def _worker_memory(server: ServerProcess) -> dict:
     supervisor = process_memory_bytes(server.pid) if server.workers > 1 else None
     return {"workers": workers, "supervisor": supervisor,
             "total_pss": sum(w["pss"] for w in workers) + (supervisor["pss"] if supervisor else 0)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.serving [--quick] [--workdir DIR]``: only the metrics on/off comparison
-    (the serving part of ``make bench`` runs it too), printed as JSON."""
-    import argparse
-
-    from bench.settings import full_settings, quick_settings
-
-    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one pair of short runs")
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "bench" / "results" / "tmp" / "work-metrics")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = quick_settings() if args.quick else full_settings()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    version_dir = lastfm_version(args.workdir, settings)
-    models_dir = args.workdir / "metrics-models"
-    shutil.rmtree(models_dir, ignore_errors=True)
-    models_dir.mkdir()
-    VersionSwapper(version_dir, models_dir, settings.swap_interval_s).publish_one()
-    use_h2load = h2load.ensure_installed(allow_install=False)[0] and h2load.available()
-    material = RequestMaterial.for_version(version_dir, args.workdir / "requests")
-    result = metrics_overhead(settings, args.workdir, models_dir, material, use_h2load)
-    summary = {k: v for k, v in result.items() if k != "per_run"}
-    summary["requests_per_s_by_run"] = {mode: [round(r["requests_per_s"]) for r in done]
-                                        for mode, done in result["per_run"].items()}
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,11 +30,10 @@ class BenchSettings:
       ``closed_loop_inflight``: requests in flight of closed-loop runs; ``swap_interval_s``: how
       often a new version appears during the swap runs; ``python_load_processes``: client processes
       (each sends every user, or artist, of the served version in turn, a different one on every
-      request); ``in_process_queries``: queries of the in-process (``ServingModel``) latency.
+      request).
     - ``serving_workers``: index-service process counts measured (1: one process; N > 1:
       ``--workers N``, SO_REUSEPORT), each with every serving scenario; ``multi_worker_rpcs``:
-      the RPCs measured against N > 1 workers (the targets are Recommend's). The floor
-      (``bench.floor_server``) is measured in each of these modes with the same runs.
+      the RPCs measured against N > 1 workers (the targets are Recommend's).
     - ``full_scale_workers``: worker processes whose memory is measured on the full-scale version.
     - ``history_datasets``: data sets of the fold-in protocol (``bench/fold_in.py``);
       ``history_seeds``: its seeds (each two trainings; HR@10 pooled over them), at least as many
@@ -69,11 +68,11 @@ class BenchSettings:
     load_seconds: float = 3.0
     warm_up_seconds: float = 1.0
     open_loop_rates: tuple[int, ...] = (1_000, 2_000)
-    closed_loop_inflight: tuple[int, ...] = (1, 16, 64)
+    # 16 in flight saturates one process (the targets' level); more adds only queueing time.
+    closed_loop_inflight: tuple[int, ...] = (1, 16)
     swap_interval_s: float = 2.0
     swap_seconds: float = 8.0
     python_load_processes: int = 2
-    in_process_queries: int = 1_000
     serving_workers: tuple[int, ...] = (1, 2)
     multi_worker_rpcs: tuple[str, ...] = ("recommend",)
     full_scale_workers: int = 2
@@ -117,7 +116,6 @@ def quick_settings(**overrides) -> BenchSettings:
         swap_interval_s=1.0,
         swap_seconds=3.0,
         python_load_processes=1,
-        in_process_queries=100,
         history_datasets=("lastfm-2k",),
         history_seeds=1,
         history_min_heldout_users=0,

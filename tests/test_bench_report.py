@@ -59,9 +59,17 @@ def test_the_plumbing_section_renders_when_the_serving_part_has_it():
         "rpc": "Recommend", "inflight": 16, "target": 0.85,
         "rounds": [{"bare_rps": 9000.0, "service_rps": 8100.0}, {"bare_rps": 10000.0, "service_rps": 8000.0}],
         "bare_rps_median": 9500.0, "service_rps_median": 8050.0, "ratio": 8050.0 / 9500.0,
-        "wrappers": [{"name": "error mapping", "rps_median": 9300.0, "us_per_call": 2.5}]}
+        "service_cpu_us_median": 120.0,
+        "wrappers": [{"name": "errors", "rps_median": 9300.0, "us_per_call": 2.5},
+                     {"name": "metrics", "rps_median": 9000.0, "us_per_call": 7.2}]}
     text = report.markdown(results, None)
     assert "### Plumbing: the index service against a bare grpc.aio handler" in text
-    assert "| 2 | 10,000 | 8,000 | 0.80x |" in text and "| error mapping | 9,300 | 2.50 |" in text
+    assert "| 2 | 10,000 | 8,000 | 0.80x |" in text and "| errors | 9,300 | 2.50 |" in text
     plumbing = next(t for t in report.targets(results) if "bare grpc.aio" in t["target"])
     assert plumbing["met"] is False and "8,050/s vs 9,500/s (0.85x)" in plumbing["measured"]
+    metrics = next(t for t in report.targets(results) if "Prometheus" in t["target"])
+    assert metrics["met"] is False and metrics["measured"] == "7.2 us of 120.0 us per call (6%)"
+    results["parts"]["serving"]["plumbing"] = {"ran": False, "note": "h2load is not installed"}
+    assert "Plumbing not measured in this run: h2load is not installed." in report.markdown(results, None)
+    skipped = next(t for t in report.targets(results) if "bare grpc.aio" in t["target"])
+    assert skipped["met"] is None and skipped["measured"] == "h2load is not installed"
