@@ -3,7 +3,9 @@ tailer that keeps this replica's ``LiveState`` current (no gRPC here).
 
 A write answers once the log made it durable, then applies the plays to this replica's state at
 once (so its next Recommend reflects them); other replicas read them from the log within a poll
-interval. The tailer runs on the event loop and does its blocking reads, and the re-fits of the
+interval. Writes that arrive while a commit is in progress are committed together in the next
+transaction (a group commit: one disk flush for all of them, each still answered only after it),
+so concurrent writers do not queue one flush each. The tailer runs on the event loop and does its blocking reads, and the re-fits of the
 listeners they touched, in worker threads, off the request path. Reads and writes use separate
 connections, so a tailer read never waits behind a commit.
 
@@ -24,6 +26,7 @@ from index_service.live import LiveState, PlaysRecorded, UserPlays, recorded_cha
 from musicrec.rpc.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from play_log import (
     InvalidPlay,
+    validate_plays,
     Play,
     PlayLog,
     PlayLogError,
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL_S = 0.1
 # Changes read per tailer query: a backlog is read in pieces of this size, without sleeping between.
 READ_BATCH = 10_000
+# Most plays one group commit takes (requests beyond wait for the next): keeps transactions short.
+GROUP_COMMIT_PLAYS = 10_000
 # At most one "cannot reach the play log" warning per this many seconds.
 WARN_EVERY_S = 30.0
 
@@ -68,6 +73,9 @@ class LiveLog:
         self._reader: PlayLog | None = None
         self._task: asyncio.Task | None = None
         self._warned_at = float("-inf")
+        # Requests waiting for the next group commit: (request id, plays, the future answering it).
+        self._pending: list[tuple[str, Sequence[Play], asyncio.Future]] = []
+        self._committing = False
 
     async def start(self) -> None:
         """Open the log (creating its schema) and start tailing. A log that cannot be reached
@@ -107,18 +115,50 @@ class LiveLog:
         return self._writer
 
     async def record(self, request_id: str, plays: Sequence[Play]) -> PlaysRecorded:
-        """Make ``plays`` durable, then live on this replica."""
-        store = self._store()
+        """Make ``plays`` durable (in the next group commit), then live on this replica."""
+        self._store()
         try:
-            recorded = await asyncio.to_thread(store.record, request_id, plays)
-        except PlayLogError as error:
+            validate_plays(request_id, plays)
+        except InvalidPlay as error:
             raise service_error(error) from None
+        answer: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending.append((request_id, plays, answer))
+        if not self._committing:
+            self._committing = True
+            asyncio.create_task(self._commit_pending(), name="play-log-group-commit")
+        recorded = await answer
         if not recorded.duplicate:
             self.state.plays.apply(recorded_changes(recorded.first_position, plays))
         served = self.holder.current
         unknown = unknown_artists(served.model, plays) if served is not None else ()
         return PlaysRecorded(recorded.count, recorded.first_position, recorded.last_position,
                              recorded.duplicate, unknown)
+
+    async def _commit_pending(self) -> None:
+        """Commit what is pending, in groups, until nothing is; answer each request's future."""
+        try:
+            while self._pending:
+                group, total = [], 0
+                while self._pending and (not group or total + len(self._pending[0][1]) <= GROUP_COMMIT_PLAYS):
+                    group.append(self._pending.pop(0))
+                    total += len(group[-1][1])
+                try:
+                    results = await asyncio.to_thread(self._store().record_many, [(r, p) for r, p, _ in group])
+                except PlayLogError as error:
+                    outcome = [service_error(error)] * len(group)
+                except Exception as error:  # noqa: BLE001 - each waiting request gets it (INTERNAL)
+                    outcome = [error] * len(group)
+                else:
+                    outcome = results
+                for (_, _, answer), result in zip(group, outcome):
+                    if answer.done():  # the caller went away (cancelled); the plays are durable
+                        continue
+                    if isinstance(result, BaseException):
+                        answer.set_exception(result)
+                    else:
+                        answer.set_result(result)
+        finally:
+            self._committing = False
 
     async def user_plays(self, user_id: str) -> UserPlays:
         """``user_id``'s plays after the served version's mark."""

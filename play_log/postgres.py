@@ -107,31 +107,36 @@ class PostgresPlayLog(PlayLog):
         with self._lock:
             return self._run(work)
 
-    def record(self, request_id: str, plays: Sequence[Play]) -> Recorded:
-        validate_plays(request_id, plays)
+    def record_many(self, requests: Sequence[tuple[str, Sequence[Play]]]) -> list[Recorded]:
+        for request_id, plays in requests:
+            validate_plays(request_id, plays)
 
-        def work(connection: psycopg.Connection) -> Recorded:
+        def work(connection: psycopg.Connection) -> list[Recorded]:
             connection.execute("LOCK TABLE play_log_changes IN EXCLUSIVE MODE")
-            if request_id:
-                row = connection.execute(
-                    "SELECT count, first_position, last_position FROM play_log_requests WHERE request_id = %s",
-                    (request_id,)).fetchone()
-                if row is not None:
-                    return Recorded(row[0], row[1], row[2], duplicate=True)
-            positions = connection.execute(
-                "INSERT INTO play_log_changes (kind, user_id, artist_id, plays, time_s) "
-                "SELECT 'play', * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[]) "
-                "RETURNING position",
-                ([p.user_id for p in plays], [p.artist_id for p in plays],
-                 [float(p.plays) for p in plays], [float(p.time_s) for p in plays])).fetchall()
-            values = [row[0] for row in positions]
-            recorded = Recorded(len(plays), min(values), max(values))
-            if request_id:
-                connection.execute("INSERT INTO play_log_requests VALUES (%s, %s, %s, %s)",
-                                   (request_id, recorded.count, recorded.first_position, recorded.last_position))
-            return recorded
+            return [self._record_one(connection, request_id, plays) for request_id, plays in requests]
 
         return self._locked(work)
+
+    @staticmethod
+    def _record_one(connection: psycopg.Connection, request_id: str, plays: Sequence[Play]) -> Recorded:
+        if request_id:
+            row = connection.execute(
+                "SELECT count, first_position, last_position FROM play_log_requests WHERE request_id = %s",
+                (request_id,)).fetchone()
+            if row is not None:
+                return Recorded(row[0], row[1], row[2], duplicate=True)
+        positions = connection.execute(
+            "INSERT INTO play_log_changes (kind, user_id, artist_id, plays, time_s) "
+            "SELECT 'play', * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[]) "
+            "RETURNING position",
+            ([p.user_id for p in plays], [p.artist_id for p in plays],
+             [float(p.plays) for p in plays], [float(p.time_s) for p in plays])).fetchall()
+        values = [row[0] for row in positions]
+        recorded = Recorded(len(plays), min(values), max(values))
+        if request_id:
+            connection.execute("INSERT INTO play_log_requests VALUES (%s, %s, %s, %s)",
+                               (request_id, recorded.count, recorded.first_position, recorded.last_position))
+        return recorded
 
     def changes_since(self, position: int, limit: int = DEFAULT_READ_LIMIT,
                       through: int | None = None) -> list[Change]:

@@ -135,28 +135,33 @@ class SqlitePlayLog(PlayLog):
             except sqlite3.Error as exc:
                 raise PlayLogUnavailable(f"cannot read the play log {self.where}: {exc}") from exc
 
-    def record(self, request_id: str, plays: Sequence[Play]) -> Recorded:
-        validate_plays(request_id, plays)
+    def record_many(self, requests: Sequence[tuple[str, Sequence[Play]]]) -> list[Recorded]:
+        for request_id, plays in requests:
+            validate_plays(request_id, plays)
 
-        def work(connection: sqlite3.Connection) -> Recorded:
-            if request_id:
-                row = connection.execute(
-                    "SELECT count, first_position, last_position FROM play_log_requests WHERE request_id = ?",
-                    (request_id,)).fetchone()
-                if row is not None:
-                    return Recorded(row[0], row[1], row[2], duplicate=True)
-            connection.executemany(
-                "INSERT INTO play_log_changes (kind, user_id, artist_id, plays, time_s) VALUES ('play', ?, ?, ?, ?)",
-                [(p.user_id, p.artist_id, float(p.plays), float(p.time_s)) for p in plays])
-            # One writer at a time and AUTOINCREMENT: this transaction's rows are contiguous.
-            last = connection.execute("SELECT max(position) FROM play_log_changes").fetchone()[0]
-            recorded = Recorded(len(plays), last - len(plays) + 1, last)
-            if request_id:
-                connection.execute("INSERT INTO play_log_requests VALUES (?, ?, ?, ?)",
-                                   (request_id, recorded.count, recorded.first_position, recorded.last_position))
-            return recorded
+        def work(connection: sqlite3.Connection) -> list[Recorded]:
+            return [self._record_one(connection, request_id, plays) for request_id, plays in requests]
 
         return self._write(work)
+
+    @staticmethod
+    def _record_one(connection: sqlite3.Connection, request_id: str, plays: Sequence[Play]) -> Recorded:
+        if request_id:
+            row = connection.execute(
+                "SELECT count, first_position, last_position FROM play_log_requests WHERE request_id = ?",
+                (request_id,)).fetchone()
+            if row is not None:
+                return Recorded(row[0], row[1], row[2], duplicate=True)
+        connection.executemany(
+            "INSERT INTO play_log_changes (kind, user_id, artist_id, plays, time_s) VALUES ('play', ?, ?, ?, ?)",
+            [(p.user_id, p.artist_id, float(p.plays), float(p.time_s)) for p in plays])
+        # One writer at a time and AUTOINCREMENT: these rows are contiguous.
+        last = connection.execute("SELECT max(position) FROM play_log_changes").fetchone()[0]
+        recorded = Recorded(len(plays), last - len(plays) + 1, last)
+        if request_id:
+            connection.execute("INSERT INTO play_log_requests VALUES (?, ?, ?, ?)",
+                               (request_id, recorded.count, recorded.first_position, recorded.last_position))
+        return recorded
 
     def changes_since(self, position: int, limit: int = DEFAULT_READ_LIMIT,
                       through: int | None = None) -> list[Change]:

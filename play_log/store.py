@@ -27,13 +27,19 @@ class PlayLog(ABC):
     #: Where the log is, for messages (a PostgreSQL URL without its password).
     where: str
 
-    @abstractmethod
     def record(self, request_id: str, plays: Sequence[Play]) -> Recorded:
         """Append ``plays`` in one transaction and return once they are durable.
 
         A non-empty ``request_id`` recorded before is not recorded again: the answer repeats the
         first recording's figures with ``duplicate=True``. Raises ``InvalidPlay`` (nothing
         recorded) or ``PlayLogUnavailable``."""
+        return self.record_many([(request_id, plays)])[0]
+
+    @abstractmethod
+    def record_many(self, requests: Sequence[tuple[str, Sequence[Play]]]) -> list[Recorded]:
+        """``record`` for each (request id, plays), in order, all in ONE transaction (one commit:
+        a group commit of requests that arrived together). Every request is checked before
+        anything is written: one bad request raises ``InvalidPlay`` and nothing is recorded."""
 
     @abstractmethod
     def changes_since(self, position: int, limit: int = DEFAULT_READ_LIMIT,

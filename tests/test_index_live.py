@@ -355,3 +355,22 @@ def test_sigkill_right_after_an_acknowledgement_loses_no_play(tmp_path):
     with open_play_log(url) as log:
         logged = [(c.play.user_id, c.play.artist_id) for c in log.changes_since(0)]
     assert logged == acknowledged
+
+
+def test_concurrent_writes_are_group_committed_and_each_answered(tiny_models, tmp_path):
+    """40 RecordPlays in flight at once: each gets its own positions, and the log holds each once."""
+    url = f"sqlite:///{tmp_path / 'plays.db'}"
+
+    async def main():
+        async with replica(tiny_models, events_url=url) as stub:
+            answers = await asyncio.gather(*[
+                stub.RecordPlays(plays_request((f"g{n}", "a3", 1), (f"g{n}", "a4", 2), request_id=f"req-{n}"))
+                for n in range(40)])
+            spans = sorted((a.first_position, a.last_position) for a in answers)
+            assert all(last - first == 1 for first, last in spans)
+            assert [first for first, _ in spans] == list(range(1, 81, 2))
+            assert await top(stub, "g7", k=1) == ["a5"]
+
+    run(main)
+    with open_play_log(url) as log:
+        assert len(log.changes_since(0)) == 80

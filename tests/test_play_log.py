@@ -220,3 +220,12 @@ def test_an_unreachable_postgresql_server_is_unavailable():
 def test_an_unknown_url_is_refused_with_the_expected_forms(url):
     with pytest.raises(ValueError, match="sqlite:///PATH"):
         open_play_log(url)
+
+
+def test_a_group_commit_records_each_request_in_order_and_all_or_nothing(log):
+    results = log.record_many([("g1", plays(("u1", "a1", 1), ("u1", "a2", 1))), ("", plays(("u2", "a3", 2))),
+                               ("g1", plays(("u1", "a1", 1)))])
+    assert results == [Recorded(2, 1, 2), Recorded(1, 3, 3), Recorded(2, 1, 2, duplicate=True)]
+    with pytest.raises(InvalidPlay):
+        log.record_many([("g2", plays(("u3", "a1", 1))), ("g3", plays(("", "a1", 1)))])
+    assert log.last_position() == 3 and not log.record("g2", plays(("u3", "a1", 1))).duplicate
