@@ -59,6 +59,14 @@ def index_service(tmp: Path, models_dir: Path, name: str = "index") -> ServicePr
     return ServiceProcess(name, argv, tmp / f"{name}.log")
 
 
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (exited, not yet reaped)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def child_pids(pid: int) -> list[int]:
     """PIDs of the live direct children of ``pid`` ([] once it has exited)."""
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from musicrec.rpc.errors import InvalidArgument
+from service_processes import exited
 from trainer_service.data import generate
 from trainer_service.distributed import LocalClusterSpec, TFConfig, open_trainer
 from trainer_service.distributed.local_cluster import ClusterError, LocalCluster
@@ -138,7 +139,7 @@ def _in_own_process(body, *args) -> None:
 
 
 def _reaped(pids: list[int]) -> bool:
-    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    return all(exited(pid) for pid in pids)
 
 
 def _shard_layout(trainer) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
@@ -278,8 +279,7 @@ def test_no_task_outlives_its_chief(signum):
         while not _reaped(pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         # SIGKILL/SIGTERM leave zombies for init to reap; a zombie runs nothing.
-        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()
-                 and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+        alive = [pid for pid in pids if not exited(pid)]
         assert not alive
     finally:
         if chief.poll() is None:

@@ -31,7 +31,7 @@ from model_store import Manifest, ModelArtifacts, publish_version
 from ranking import build_indexes
 from musicrec.rpc.channel_config import IDEMPOTENT_RETRYABLE_CODES, channel_options
 from musicrec.v1 import index_pb2, index_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from service_processes import PYTHON, ServiceProcess, child_pids
+from service_processes import PYTHON, ServiceProcess, child_pids, exited  # noqa: F401 - exited: for the fault tests
 
 INDEX_SERVICE = "musicrec.v1.IndexService"
 TRAINER_SERVICE = "musicrec.v1.TrainerService"
@@ -358,14 +358,6 @@ def mapped_files(pid: int, suffix: str = ".ann") -> list[str]:
     """Distinct files mapped by ``pid`` whose path ends with ``suffix`` (a deleted file still
     mapped counts: psutil names it by its old path)."""
     return sorted({m.path for m in psutil.Process(pid).memory_maps(grouped=True) if m.path.endswith(suffix)})
-
-
-def exited(pid: int) -> bool:
-    """Whether process ``pid`` is gone or a zombie (exited, not yet reaped)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 # -- TLS -------------------------------------------------------------------------------------

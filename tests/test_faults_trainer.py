@@ -41,6 +41,7 @@ from test_faults_harness import (
     publish_model,
     synthetic_request,
     trainer_process,
+    exited,
     training_child,
     wait_until,
     without_file_permission_override,
@@ -117,7 +118,7 @@ def test_sigkill_mid_publish_of_the_training_process_and_of_the_trainer(tmp_path
                 child = training_child(trainer)
                 kill_when_publishing(client, job.job_id, lambda: trainer.process.send_signal(signal.SIGKILL))
             assert trainer.process.wait(60) == -signal.SIGKILL
-            wait_until(lambda: not Path(f"/proc/{child}").exists() or "State:\tZ" in _status(child),
+            wait_until(lambda: exited(child),
                        "the training process died with the trainer")
             assert_no_partial_version(models)
             assert reader.rejected() == {}
@@ -141,11 +142,6 @@ def test_sigkill_mid_publish_of_the_training_process_and_of_the_trainer(tmp_path
         assert index.stop() == 0, index.tail()
 
 
-def _status(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return ""
 
 
 @contextlib.contextmanager

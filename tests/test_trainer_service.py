@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from model_store import load_version, read_manifest
 from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
-from service_processes import ServiceProcess, child_pids, index_service, trainer
+from service_processes import ServiceProcess, child_pids, exited, index_service, trainer
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +95,10 @@ def training_child(trainer_process: ServiceProcess) -> int:
     while time.monotonic() < deadline:
         for pid in child_pids(trainer_process.process.pid):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
+                cmdline = " ".join(psutil.Process(pid).cmdline())
+            except psutil.Error:
                 continue
-            if b"spawn_main" in cmdline:
+            if "spawn_main" in cmdline:
                 return pid
         time.sleep(0.05)
     raise AssertionError("no training child process found")
@@ -105,10 +106,7 @@ def training_child(trainer_process: ServiceProcess) -> int:
 
 def wait_gone(pid: int) -> None:
     deadline = time.monotonic() + WAIT_S
-    while Path(f"/proc/{pid}").exists():
-        status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}/status").exists() else ""
-        if "State:\tZ" in status:
-            return
+    while not exited(pid):
         assert time.monotonic() < deadline, f"process {pid} is still alive"
         time.sleep(0.05)
 
@@ -204,15 +202,10 @@ def test_a_distributed_job_trains_on_a_local_cluster_and_publishes(service):
 def _cluster_tasks() -> list[int]:
     """PIDs of running distributed training tasks (any on this machine)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if b"trainer_service.distributed.task" in cmdline and state != "Z":
-                found.append(int(entry.name))
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "trainer_service.distributed.task" in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process.pid)
     return found
 
 
