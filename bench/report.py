@@ -1,9 +1,13 @@
 """benchmarks.json and benchmarks.md from the parts' results.
 
 The Markdown is ``bench/report_template.md`` (the fixed text: protocols, what each column means)
-with the tables rendered here from the results: a line ``{{name}}`` becomes the table block of that
+with the tables rendered here from the results: a line ``{{name}}`` becomes the block of that
 name, a block after ``<!-- part NAME -->`` is left out when the part has no results, and
 ``{{cmd}}`` is the command that reproduces the run. Every figure comes from the results.
+
+Tables and targets are data: a table is a list of columns (header, cell) and a target a list of
+(what, measured, checks, limit); cells, texts and measured figures are templates such as
+``"{service.load_ms_median:n0} ms"`` filled from one result row (see ``Cells``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 import sys
 from pathlib import Path
 
@@ -34,7 +39,7 @@ METRICS_SHARE_TARGET = 0.05
 RPC_NAMES = {"recommend": "Recommend", "similar": "SimilarArtists"}
 
 
-# -- numbers ---------------------------------------------------------------------------------
+# -- numbers and cells -----------------------------------------------------------------------
 
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -44,34 +49,66 @@ def num(x, digits: int = 2) -> str:
     return f"{x:,.{digits}f}" if finite(x) else "n/a"
 
 
-def ratio(a, b, digits: int = 2) -> str:
-    return f"{a / b:.{digits}f}x" if finite(a) and finite(b) and b else "n/a"
+def div(a, b) -> float:
+    return a / b if finite(a) and finite(b) and b else math.nan
 
 
 def mib(x) -> str:
-    if not finite(x):
-        return "n/a"
-    return f"{x / MIB:,.1f} MiB" if x < 100 * MIB else f"{x / MIB:,.0f} MiB"
+    return "n/a" if not finite(x) else f"{x / MIB:,.1f} MiB" if x < 100 * MIB else f"{x / MIB:,.0f} MiB"
 
 
-def gib(x) -> str:
-    return f"{x / GIB:.2f} GiB" if finite(x) else "n/a"
+UNITS = {"mib": mib, "gib": lambda x: f"{x / GIB:.2f} GiB" if finite(x) else "n/a",
+         "M": lambda x: f"{num(x / 1e6)}M" if finite(x) else "n/a",
+         "pct": lambda x: f"{100 * x:.0f}%" if finite(x) else "n/a"}
 
 
-def millions(x) -> str:
-    return f"{num(x / 1e6)}M" if finite(x) else "n/a"
+def lookup(row: dict, path: str):
+    """``row``'s value at ``path``, keys joined by dots ("service.load_ms_median"); None if missing."""
+    for key in path.split("."):
+        row = row.get(key) if isinstance(row, dict) else None
+    return row
 
 
-def percent(x) -> str:
-    return f"{100 * x:.0f}%" if finite(x) else "n/a"
+class Cells(string.Formatter):
+    """``{a.b:spec}`` reads key ``b`` of key ``a`` of the row (missing: None). Specs: ``nD`` a
+    number with D decimals, ``xD`` the same as a ratio ("1.50x"), ``mib``/``gib``/``M``/``pct``,
+    else Python's own; None renders "" without a spec and "n/a" with one."""
+
+    def get_field(self, field_name, args, kwargs):
+        return lookup(kwargs, field_name), field_name
+
+    def format_field(self, value, spec):
+        if spec[:1] in ("n", "x") and spec[1:].isdigit():
+            text = num(value, int(spec[1:]))
+            return text + "x" if spec[0] == "x" and finite(value) else text
+        if spec in UNITS:
+            return UNITS[spec](value)
+        if value is None:
+            return "n/a" if spec else ""
+        return format(value, spec)
 
 
-def at_least(x, bound) -> bool:
-    return finite(x) and x >= bound
+def fill(template: str, row: dict | None = None, **extra) -> str:
+    return Cells().vformat(template, (), {**(row or {}), **extra})
 
 
-def at_most(x, bound) -> bool:
-    return finite(x) and x <= bound
+def table(rows: list, columns: list[tuple[str, object]]) -> list[str]:
+    """A Markdown table: one row per dict of ``rows``; ``columns`` as (header, cell), a cell being
+    a template (see ``Cells``) or a function of the row. No rows: no table."""
+    if not rows:
+        return []
+    cells = [[str(c(r)) if callable(c) else fill(c, r) for _, c in columns] for r in rows]
+    return (["| " + " | ".join(h for h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+            + ["| " + " | ".join(row) + " |" for row in cells] + [""])
+
+
+def bullets(notes) -> list[str]:
+    return [f"- {n}" for n in notes or []] + ([""] if notes else [])
+
+
+def items(mapping: dict | None, key: str = "name") -> list[dict]:
+    """``{name: row}`` as rows, each with its name under ``key``."""
+    return [{**row, key: name} for name, row in (mapping or {}).items()]
 
 
 def clean(obj):
@@ -103,26 +140,9 @@ def portable(obj, repo_root: Path = REPO_ROOT):
     return obj
 
 
-def table(rows: list, columns: list[tuple[str, object]]) -> list[str]:
-    """A Markdown table: one row per item of ``rows``, ``columns`` as (header, cell) where a cell
-    is a function of the row or a key of it (a missing key renders empty)."""
-    cells = [[str(c(r) if callable(c) else r.get(c, "")) for _, c in columns] for r in rows]
-    return (["| " + " | ".join(h for h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-            + ["| " + " | ".join(row) + " |" for row in cells] + [""])
-
-
-def bullets(notes) -> list[str]:
-    return [f"- {n}" for n in notes or []] + ([""] if notes else [])
-
-
 def server_mode(row: dict) -> str:
-    workers = row.get("workers", 1)
+    workers = int(row.get("workers", 1))
     return "1 process" if workers == 1 else f"{workers} workers"
-
-
-def mode(row: dict) -> str:
-    """"h2load, 1 process" / "python, 2 workers": the generator and the server mode of a row."""
-    return f"{row['generator']}, {server_mode(row)}"
 
 
 def cores_of(results: dict) -> int | None:
@@ -137,9 +157,133 @@ def cores_text(cores: int | None) -> str:
 
 # -- targets ---------------------------------------------------------------------------------
 
+OPS = {">=": lambda x, b: finite(x) and x >= b, "<=": lambda x, b: finite(x) and x <= b,
+       "<": lambda x, b: finite(x) and x < b, ">": lambda x, b: finite(x) and finite(b) and x > b,
+       "==": lambda x, b: x == b}
+
+
 def target(part: str, what: str, measured: str, met, limit: str = "") -> dict:
     """One target: ``met`` True, False or None (not measured; ``measured`` says why)."""
     return {"part": part, "target": what, "measured": measured, "met": met, "limit": "" if met else limit}
+
+
+def evaluate(part: str, spec: tuple, row: dict) -> dict:
+    """A target of ``spec`` = (what, measured, checks, limit) on ``row``: the texts are templates
+    of the row, each check (key, op, bound) compares the row's value with a number or, for a
+    string bound, with the row's value of that key. Checks None: not measured."""
+    what, measured, checks, limit = (spec + ("",))[:4]
+    met = None if checks is None else all(
+        OPS[op](lookup(row, key), lookup(row, bound) if isinstance(bound, str) else bound) for key, op, bound in checks)
+    return target(part, fill(what, row), fill(measured, row), met, fill(limit, row))
+
+
+SCALE_TARGETS = [
+    ("training >= 2.5M samples/s at {where}, 64 factors, plain BPR triples (one uniform negative each)",
+     "{plain_bpr.samples_per_second:M} samples/s (median epoch, trainer alone); the default's {negative_candidates} "
+     "negative candidates per triple: {samples_per_second:M} (whole pipeline)",
+     [("plain_bpr.samples_per_second", ">=", 2.5e6)],
+     "memory latency: each triple reads three random rows of the factor tables; {cores} for the XLA loop and the "
+     "sampler (load average {load} when the part started)"),
+    ("peak trainer RSS <= 3 GiB at {where}", "{peak_rss_bytes:gib}", [("peak_rss_bytes", "<=", 3 * GIB)]),
+    ("version load <= 0.5 s at {where}, every checksum verified",
+     "{service.load_ms_median:n0} ms (index service, median)", [("service.load_ms_median", "<=", 500)],
+     "validation hashes every file; see the load breakdown table ({cores})"),
+    ("Recommend p50 in-process < 1 ms with recall@10 >= 0.95 at {where}",
+     "p50 {in_process.recommend.p50_ms:n3} ms, recall@10 {in_process.recommend.recall_at_10:n3} "
+     "({in_process.recommend.method})",
+     [("in_process.recommend.p50_ms", "<", 1.0), ("in_process.recommend.recall_at_10", ">=", 0.95)]),
+]
+THROUGHPUT = (f">= {{goal:,}} Recommend/s at {TARGET_INFLIGHT} in flight ({{generator}}, {{server}}){{where}}",
+              "{requests_per_s:n0}/s", [("requests_per_s", ">=", "goal")], "{limit}")
+P99 = (f"Recommend p99 <= {P99_TARGET_MS:g} ms at a steady {P99_TARGET_RATE:,}/s ({{generator}}, {{server}})",
+       "p99 {p99_ms:n2} ms (p50 {p50_ms:n2} ms)", [("p99_ms", "<=", P99_TARGET_MS)],
+       "queueing: server CPU {server_cpu_ms_per_request:n3} ms/request x {rate:,}/s on one main thread, the load "
+       "generator on the same {cores}")
+SWAPS = [(f"{{name}} p99 during swaps <= {SWAP_RATIO_TARGET:g}x steady at {{rate:,}}/s ({{generator}}, {{server}})",
+          "p99 {p99_ms:n2} ms vs steady {steady_p99_ms:n2} ms ({p99_ratio_to_steady:x2}), {swaps} swaps",
+          [("p99_ratio_to_steady", "<=", SWAP_RATIO_TARGET)],
+          "each swap validates, loads and indexes a version in a thread of the serving process (the GIL)"),
+         ("0 errors during swaps ({rpc}, {generator}, {server})", "{errors_total} errors in {runs} runs",
+          [("errors_total", "==", 0)])]
+PLUMBING = [("{rpc}/s of the index service >= {target:g}x a bare grpc.aio handler (h2load, {inflight} in flight)",
+             "{service_rps_median:n0}/s vs {bare_rps_median:n0}/s ({ratio:x2})", [("ratio", ">=", "target")],
+             "see the per-wrapper costs in the plumbing table"),
+            (f"Recording Prometheus metrics adds <= {METRICS_SHARE_TARGET:.0%} to the index service's server CPU "
+             "per Recommend (the wrapper ladder's metrics row)",
+             "{added_us:n1} us of {service_cpu_us_median:n1} us per call ({share:pct})",
+             [("share", "<=", METRICS_SHARE_TARGET)], "the counters and the latency histogram of every call")]
+FULL_THROUGHPUT = f"full scale, recall@10 >= {FULL_SCALE_RECALL} against exact"
+WORKER_MEMORY = f"each worker beyond the first adds <= {mib(WORKER_USS_TARGET_BYTES)} of unique memory (USS)"
+FULL_SCALE = [
+    (f">= {{goal:,}} Recommend/s at {TARGET_INFLIGHT} in flight, {FULL_THROUGHPUT} ({{generator}}, {{server}}){{where}}",
+     "{requests_per_s:n0}/s; recall@10 {recall_at_10:n3} ({recommend_method}; the manifest's figure)",
+     [("requests_per_s", ">=", FULL_SCALE_TARGET_PER_S), ("recall_at_10", ">=", FULL_SCALE_RECALL)], "{limit}"),
+    (WORKER_MEMORY + ", --workers {workers}, full scale{where}",
+     "USS {uss} (RSS {rss}); one process alone: USS {one.uss:mib}, RSS {one.rss:mib}",
+     [("beyond", "<=", WORKER_USS_TARGET_BYTES)],
+     "a worker's unique memory is {beyond:mib} (one process alone: {one.uss:mib}): the Python runtime, gRPC and "
+     "what each worker builds for itself")]
+
+
+def _history_specs() -> tuple[list, list]:
+    from bench.history import (BATCH_TARGET_SPEEDUP, FOLD_IN_TARGET_VS_IN_MODEL, FOLD_IN_TARGET_VS_POPULARITY,
+                               HISTORY_P50_TARGET_MS)
+
+    fold_in = (f"{{dataset}}: fold-in HR@10 >= {FOLD_IN_TARGET_VS_IN_MODEL}x in-model and >= "
+               f"{FOLD_IN_TARGET_VS_POPULARITY:g}x popularity",
+               "{fold_in_bpr_hr10:n4} = {vs_in_model:x2} in-model ({in_model_hr10:n4}), {vs_popularity:x2} popularity "
+               "({popularity_hr10:n4}); {heldout_users} held-out users{note}",
+               [("vs_in_model", ">=", FOLD_IN_TARGET_VS_IN_MODEL), ("vs_popularity", ">=", FOLD_IN_TARGET_VS_POPULARITY)],
+               "HR@10 over a few hundred held-out users moves between seeds: see the per-seed table")
+    speed = [(f"RecommendForHistory p50 <= {HISTORY_P50_TARGET_MS:g} ms in-process, {{history_length}}-artist history "
+              "at {artists:,} artists", "{history_p50_ms:n3} ms (fold-in fit alone {fit_p50_ms:n3} ms)",
+              [("history_p50_ms", "<=", HISTORY_P50_TARGET_MS)], "the fold-in's Newton steps; see the load average"),
+             (f"BatchRecommend of 100 >= {BATCH_TARGET_SPEEDUP:g}x the requests/s of single Recommend calls (gRPC)",
+              "{batch_speedup:x1} (the faster of sequential and 16 in flight)",
+              [("batch_speedup", ">=", BATCH_TARGET_SPEEDUP)])]
+    return [fold_in], speed
+
+
+def _live_specs() -> tuple[list, tuple, tuple]:
+    from bench.live import FRESHNESS_P99_TARGET_S, LIVE_VS_RETRAIN_TARGET, RECORD_TARGET_PER_S, SERVING_RATIO_TARGET
+
+    base = [(f"RecordPlays >= {RECORD_TARGET_PER_S:,} plays/s acknowledged durable, one index process, batches of "
+             "{record.batch}, SQLite", "{record.stores.sqlite.plays_per_s:n0} plays/s (PostgreSQL: "
+             "{record.stores.postgresql.plays_per_s:n0})", [("record.stores.sqlite.plays_per_s", ">=", RECORD_TARGET_PER_S)],
+             "each acknowledged batch is one durable commit; see the load average"),
+            (f"freshness: RecordPlays on one replica to Recommend on another, p99 <= {FRESHNESS_P99_TARGET_S * 1e3:g} ms",
+             "p50 {freshness.p50_ms:n0} ms, p99 {freshness.p99_ms:n0} ms ({freshness.samples} samples)",
+             [("freshness.p99_ms", "<=", FRESHNESS_P99_TARGET_S * 1e3)], "the tailer's poll interval and re-fits")]
+    writing = (f"Recommend throughput while taking {{write_rate:,}} plays/s >= {SERVING_RATIO_TARGET:g}x without writes "
+               "(h2load, {inflight} in flight)",
+               "{ratio:x2} ({with_requests_per_s:n0} vs {without_requests_per_s:n0} requests/s)",
+               [("ratio", ">=", SERVING_RATIO_TARGET)], "the writes' commits and re-fits")
+    quality = (f"{{dataset}}, {{name}} listeners: live HR@10 >= {LIVE_VS_RETRAIN_TARGET:g}x a full retrain and above "
+               "stale", "live {live_hr10:n4}, retrain {retrain_hr10:n4} ({live_vs_retrain:x2}), stale {stale_hr10:n4}; "
+               "{users} listeners{note}", [("live_vs_retrain", ">=", LIVE_VS_RETRAIN_TARGET), ("live_hr10", ">", "stale_hr10")])
+    return base, writing, quality
+
+
+def _throughput_limit(row: dict, cores: int | None) -> str:
+    """The ceilings a closed-loop run's CPU figures imply (the template says how they are read)."""
+    cpu, main, client = (row.get(k) for k in ("server_cpu_ms_per_request", "server_main_thread_ms_per_request",
+                                              "client_cpu_ms_per_request"))
+    if not (finite(cpu) and finite(main)) or cpu <= 0 or main <= 0:
+        return "see the serving section"
+    texts = [fill("server CPU {server_cpu_ms_per_request:n3} ms/request, main thread(s) "
+                  "{server_main_thread_ms_per_request:n3} ms, busy {server_main_thread_busy:pct} of a core", row)]
+    if row.get("workers", 1) == 1:
+        texts.append(f"one main thread cannot pass ~{1000 / main:,.0f}/s")
+    if cores:
+        texts.append(f"{cores_text(cores)} cannot pass ~{cores * 1000 / cpu:,.0f}/s" + (
+            f", ~{cores * 1000 / (cpu + client):,.0f}/s with the load generator's {num(client, 3)} ms"
+            if finite(client) and client > 0 else ""))
+    return "; ".join(texts + ["the plumbing table gives the bare grpc.aio handler's rate"])
+
+
+def _serving_row(row: dict, cores, **extra) -> dict:
+    return {**row, "server": server_mode(row), "cores": cores_text(cores), "where": "",
+            "name": RPC_NAMES.get(row.get("rpc"), row.get("rpc")), "limit": _throughput_limit(row, cores), **extra}
 
 
 def targets(results: dict) -> list[dict]:
@@ -149,232 +293,81 @@ def targets(results: dict) -> list[dict]:
                   t["met"], "HR@10 of the default hyperparameters; see the quality table")
            for ds in (parts.get("quality") or {}).get("datasets", []) for t in ds.get("targets", [])]
     if (parts.get("scale") or {}).get("sizes"):
-        out += _scale_targets(parts["scale"]["sizes"][-1], quick, cores, results.get("load_average", {}))
-    if parts.get("serving"):
-        out += _serving_targets(parts["serving"], cores)
-    if parts.get("history"):
-        out += _history_targets(parts["history"], quick)
-    if parts.get("live"):
-        out += _live_targets(parts["live"], quick)
-    return out
-
-
-def _scale_targets(big: dict, quick: bool, cores, load: dict) -> list[dict]:
-    where = f"{big['label']} ({big['artists']:,} artists)" + (" - quick mode, not full scale" if quick else "")
-    rate = (big.get("plain_bpr") or {}).get("samples_per_second")
-    load_ms = (big.get("service") or {}).get("load_ms_median")
-    rec = (big.get("in_process") or {}).get("recommend", {})
-    return [
-        target("scale", f"training >= 2.5M samples/s at {where}, 64 factors, plain BPR triples (one uniform "
-                        "negative each)",
-               f"{millions(rate)} samples/s (median epoch, trainer alone); the default's "
-               f"{big.get('negative_candidates', '?')} negative candidates per triple: "
-               f"{millions(big.get('samples_per_second'))} (whole pipeline)", at_least(rate, 2.5e6),
-               f"memory latency: each triple reads three random rows of the factor tables; {cores_text(cores)} for "
-               f"the XLA loop and the sampler (load average {load.get('scale', '?')} when the part started)"),
-        target("scale", f"peak trainer RSS <= 3 GiB at {where}", gib(big.get("peak_rss_bytes")),
-               at_most(big.get("peak_rss_bytes"), 3 * GIB)),
-        target("scale", f"version load <= 0.5 s at {where}, every checksum verified",
-               f"{num(load_ms, 0)} ms (index service, median)", at_most(load_ms, 500),
-               f"validation hashes every file; see the load breakdown table ({cores_text(cores)})"),
-        target("scale", f"Recommend p50 in-process < 1 ms with recall@10 >= 0.95 at {where}",
-               f"p50 {num(rec.get('p50_ms'), 3)} ms, recall@10 {num(rec.get('recall_at_10'), 3)} "
-               f"({rec.get('method', '?')})",
-               finite(rec.get("p50_ms")) and rec["p50_ms"] < 1.0 and at_least(rec.get("recall_at_10"), 0.95)),
-    ]
-
-
-def _rate(row: dict) -> str:
-    return f"{num(row['requests_per_s'], 0)}/s"
-
-
-def _throughput_limit(row: dict, cores: int | None) -> str:
-    """The ceilings a closed-loop run's CPU figures imply (the template says how they are read)."""
-    cpu, main = row.get("server_cpu_ms_per_request"), row.get("server_main_thread_ms_per_request")
-    if not (finite(cpu) and finite(main)) or cpu <= 0 or main <= 0:
-        return "see the serving section"
-    texts = [f"server CPU {num(cpu, 3)} ms/request, main thread(s) {num(main, 3)} ms, busy {percent(row.get('server_main_thread_busy'))} of a core"]
-    if row.get("workers", 1) == 1:
-        texts.append(f"one main thread cannot pass ~{1000 / main:,.0f}/s")
-    client = row.get("client_cpu_ms_per_request")
-    if cores:
-        texts.append(f"{cores_text(cores)} cannot pass ~{cores * 1000 / cpu:,.0f}/s"
-                     + (f", ~{cores * 1000 / (cpu + client):,.0f}/s with the load generator's {num(client, 3)} ms"
-                        if finite(client) and client > 0 else ""))
-    texts.append("the plumbing table gives the bare grpc.aio handler's rate")
-    return "; ".join(texts)
-
-
-def _serving_targets(serving: dict, cores: int | None) -> list[dict]:
-    closed, modes = serving.get("closed_loop", []), serving.get("workers") or [1]
-    out = []
-
-    def closed_row(rpc: str, generator: str, workers: int) -> dict | None:
-        return next((r for r in closed if r["rpc"] == rpc and r["generator"] == generator
-                     and r["inflight"] == TARGET_INFLIGHT and r.get("workers", 1) == workers), None)
-
-    for workers in modes:
-        row, goal = closed_row("recommend", "h2load", workers), H2LOAD_TARGETS_PER_S.get(workers)
-        if row and goal:
-            out.append(target("serving", f">= {goal:,} Recommend/s at {TARGET_INFLIGHT} in flight ({mode(row)})",
-                              _rate(row), at_least(row["requests_per_s"], goal), _throughput_limit(row, cores)))
-    for row in serving.get("open_loop", []):
-        if row["rpc"] == "recommend" and row["rate"] == P99_TARGET_RATE and row.get("workers", 1) == 1:
-            out.append(target("serving", f"Recommend p99 <= {P99_TARGET_MS:g} ms at a steady {P99_TARGET_RATE:,}/s "
-                                         f"({mode(row)})",
-                              f"p99 {num(row['p99_ms'])} ms (p50 {num(row['p50_ms'])} ms)", at_most(row["p99_ms"], P99_TARGET_MS),
-                              f"queueing: server CPU {num(row.get('server_cpu_ms_per_request'), 3)} ms/request x "
-                              f"{row['rate']:,}/s on one main thread, the load generator on the same "
-                              f"{cores_text(cores)}"))
-    for row in serving.get("swaps", []):
-        out.append(target("serving", f"{RPC_NAMES.get(row['rpc'], row['rpc'])} p99 during swaps <= "
-                                     f"{SWAP_RATIO_TARGET:g}x steady at {row['rate']:,}/s ({mode(row)})",
-                          f"p99 {num(row['p99_ms'])} ms vs steady {num(row['steady_p99_ms'])} ms "
-                          f"({num(row.get('p99_ratio_to_steady'))}x), "
-                          f"{row['swaps']} swaps", at_most(row.get("p99_ratio_to_steady"), SWAP_RATIO_TARGET),
-                          "each swap validates, loads and indexes a version in a thread of the serving process "
-                          "(the GIL)"))
-    out += [target("serving", f"0 errors during swaps ({row['rpc']}, {mode(row)})",
-                   f"{row['errors_total']} errors in {row['runs']} runs", row["errors_total"] == 0)
-            for row in serving.get("swaps", [])]
+        big = parts["scale"]["sizes"][-1]
+        where = f"{big['label']} ({big['artists']:,} artists)" + (" - quick mode, not full scale" if quick else "")
+        row = {**big, "where": where, "cores": cores_text(cores), "load": results.get("load_average", {}).get("scale")}
+        out += [evaluate("scale", spec, row) for spec in SCALE_TARGETS]
+    serving = parts.get("serving") or {}
+    for row in serving.get("closed_loop", []):
+        goal = H2LOAD_TARGETS_PER_S.get(row.get("workers", 1))
+        if (row["rpc"], row["generator"], row["inflight"]) == ("recommend", "h2load", TARGET_INFLIGHT) and goal \
+                and row.get("workers", 1) in (serving.get("workers") or [1]):
+            out.append(evaluate("serving", THROUGHPUT, _serving_row(row, cores, goal=goal)))
+    out += [evaluate("serving", P99, _serving_row(row, cores)) for row in serving.get("open_loop", [])
+            if (row["rpc"], row["rate"], row.get("workers", 1)) == ("recommend", P99_TARGET_RATE, 1)]
+    out += [evaluate("serving", spec, _serving_row(row, cores)) for spec in SWAPS for row in serving.get("swaps", [])]
     plumbing = serving.get("plumbing") or {}
     if plumbing.get("ran", True) and plumbing:
-        out.append(target("serving", f"{plumbing['rpc']}/s of the index service >= {plumbing['target']:g}x a bare "
-                                     f"grpc.aio handler (h2load, {plumbing['inflight']} in flight)",
-                          f"{num(plumbing['service_rps_median'], 0)}/s vs {num(plumbing['bare_rps_median'], 0)}/s "
-                          f"({num(plumbing['ratio'])}x)", at_least(plumbing["ratio"], plumbing["target"]),
-                          "see the per-wrapper costs in the plumbing table"))
-        added_us = next(w["us_per_call"] for w in plumbing["wrappers"] if w["name"] == "metrics")
-        share = added_us / plumbing["service_cpu_us_median"]
-        out.append(target("serving", f"Recording Prometheus metrics adds <= {METRICS_SHARE_TARGET:.0%} to the index "
-                                     "service's server CPU per Recommend (the wrapper ladder's metrics row)",
-                          f"{num(added_us, 1)} us of {num(plumbing['service_cpu_us_median'], 1)} us per call "
-                          f"({percent(share)})", at_most(share, METRICS_SHARE_TARGET),
-                          "the counters and the latency histogram of every call"))
+        added = next(w["us_per_call"] for w in plumbing["wrappers"] if w["name"] == "metrics")
+        row = {**plumbing, "added_us": added, "share": div(added, plumbing["service_cpu_us_median"])}
+        out += [evaluate("serving", spec, row) for spec in PLUMBING]
     elif plumbing:
         out.append(target("serving", "the index service against a bare grpc.aio handler", plumbing["note"], None))
-    return out + _full_scale_targets(serving.get("full_scale"), cores)
+    out += _full_scale_targets(serving.get("full_scale"), cores)
+    history = parts.get("history") or {}
+    if history:
+        fold_in, speed = _history_specs()
+        note = " - quick mode: few epochs, one seed" if quick else ""
+        out += [evaluate("history", fold_in[0], {**ds, "note": note}) for ds in history.get("fold_in", [])]
+        out += [evaluate("history", spec, history["speed"]) for spec in speed if history.get("speed")]
+    live = parts.get("live")
+    if live:
+        base, writing, quality = _live_specs()
+        out += [evaluate("live", spec, live) for spec in base]
+        ran = live["writing"].get("ran")
+        out.append(evaluate("live", writing if ran else ("Recommend throughput while writing", "{note}", None),
+                            live["writing"]))
+        note = " - quick mode: few epochs, one seed, a subset of listeners" if quick else ""
+        out += [evaluate("live", quality, {**row, "dataset": live["quality"].get("dataset"), "note": note})
+                for row in items(live["quality"].get("groups"))]
+        if not live["quality"].get("ran"):
+            out.append(evaluate("live", ("live quality", "{note}", None), live["quality"]))
+    return out
 
 
 def _full_scale_targets(full: dict | None, cores: int | None) -> list[dict]:
     """Recommend throughput with its recall, and workers' unique memory, at full scale; met None
     (not measured) with the reason when the full-scale version was not there."""
-    throughput = (f">= {FULL_SCALE_TARGET_PER_S:,} Recommend/s at {TARGET_INFLIGHT} in flight, full scale, "
-                  f"recall@10 >= {FULL_SCALE_RECALL} against exact")
-    memory = f"each worker beyond the first adds <= {mib(WORKER_USS_TARGET_BYTES)} of unique memory (USS)"
     if full is None:  # results of a run before these rows existed
         return []
     if not full.get("ran"):
         failed = bool(full.get("failed"))
         return [target("serving", what, ("" if failed else "not measured: ") + full.get("note", ""),
                        False if failed else None, "see the serving log (benchmarks.json: full_scale.traceback)")
-                for what in (f"{throughput} (h2load, 1 process)", f"{memory}, full scale")]
+                for what in (f">= {FULL_SCALE_TARGET_PER_S:,} Recommend/s at {TARGET_INFLIGHT} in flight, "
+                             f"{FULL_THROUGHPUT} (h2load, 1 process)", f"{WORKER_MEMORY}, full scale")]
     where = "" if full.get("full_scale") else f" - quick mode, {full['artists']:,} artists, not full scale"
     out = []
-    row = full.get("throughput")
-    if row:
-        recall = full.get("recall_at_10")
-        out.append(target("serving", f"{throughput} ({mode(row)}){where}",
-                          f"{_rate(row)}; recall@10 {num(recall, 3)} ({full.get('recommend_method')}; the "
-                          "manifest's figure)",
-                          at_least(row.get("requests_per_s"), FULL_SCALE_TARGET_PER_S)
-                          and at_least(recall, FULL_SCALE_RECALL), _throughput_limit(row, cores)))
-    workers = (full.get("memory_workers") or {}).get("workers") or []
+    if full.get("throughput"):
+        out.append(evaluate("serving", FULL_SCALE[0], _serving_row(
+            full["throughput"], cores, goal=FULL_SCALE_TARGET_PER_S, where=where, recall_at_10=full.get("recall_at_10"),
+            recommend_method=full.get("recommend_method"))))
+    memory = full.get("memory_workers") or {}
+    workers = memory.get("workers") or []
     if workers:
-        beyond = full["memory_workers"].get("uss_beyond_first_max")
-        one = full.get("memory_one_process") or {}
-        out.append(target("serving", f"{memory}, --workers {len(workers)}, full scale{where}",
-                          "USS " + ", ".join(f"worker {w['worker']} {mib(w['uss'])}" for w in workers)
-                          + f" (RSS {', '.join(mib(w['rss']) for w in workers)}); one process alone: USS "
-                            f"{mib(one.get('uss'))}, RSS {mib(one.get('rss'))}",
-                          at_most(beyond, WORKER_USS_TARGET_BYTES),
-                          f"a worker's unique memory is {mib(beyond)} (one process alone: {mib(one.get('uss'))}): "
-                          "the Python runtime, gRPC and what each worker builds for itself"))
+        out.append(evaluate("serving", FULL_SCALE[1], {
+            "workers": len(workers), "where": where, "beyond": memory.get("uss_beyond_first_max"),
+            "one": full.get("memory_one_process") or {}, "rss": ", ".join(mib(w["rss"]) for w in workers),
+            "uss": ", ".join(f"worker {w['worker']} {mib(w['uss'])}" for w in workers)}))
     return out
-
-
-def _history_targets(part: dict, quick: bool) -> list[dict]:
-    """The fold-in quality, RecommendForHistory p50 and BatchRecommend targets."""
-    from bench.history import (BATCH_TARGET_SPEEDUP, FOLD_IN_TARGET_VS_IN_MODEL, FOLD_IN_TARGET_VS_POPULARITY,
-                               HISTORY_P50_TARGET_MS)
-
-    note = " - quick mode: few epochs, one seed" if quick else ""
-    out = [target("history", f"{ds['dataset']}: fold-in HR@10 >= {FOLD_IN_TARGET_VS_IN_MODEL}x in-model and >= "
-                             f"{FOLD_IN_TARGET_VS_POPULARITY:g}x popularity",
-                  f"{num(ds.get('fold_in_bpr_hr10'), 4)} = "
-                  f"{ratio(ds.get('fold_in_bpr_hr10'), ds.get('in_model_hr10'))} "
-                  f"in-model ({num(ds.get('in_model_hr10'), 4)}), "
-                  f"{ratio(ds.get('fold_in_bpr_hr10'), ds.get('popularity_hr10'))} popularity "
-                  f"({num(ds.get('popularity_hr10'), 4)}); {ds.get('heldout_users')} held-out users{note}",
-                  at_least(ds.get("vs_in_model"), FOLD_IN_TARGET_VS_IN_MODEL)
-                  and at_least(ds.get("vs_popularity"), FOLD_IN_TARGET_VS_POPULARITY),
-                  "HR@10 over a few hundred held-out users moves between seeds: see the per-seed table")
-           for ds in part.get("fold_in", [])]
-    speed = part.get("speed") or {}
-    if speed:
-        p50 = speed.get("history_p50_ms")
-        out.append(target("history", f"RecommendForHistory p50 <= {HISTORY_P50_TARGET_MS:g} ms in-process, "
-                                     f"{speed.get('history_length')}-artist history at {speed.get('artists', 0):,} "
-                                     "artists",
-                          f"{num(p50, 3)} ms (fold-in fit alone {num(speed.get('fit_p50_ms'), 3)} ms)",
-                          at_most(p50, HISTORY_P50_TARGET_MS), "the fold-in's Newton steps; see the load average"))
-        out.append(target("history", f"BatchRecommend of 100 >= {BATCH_TARGET_SPEEDUP:g}x the requests/s of single "
-                                     "Recommend calls (gRPC)",
-                          f"{num(speed.get('batch_speedup'), 1)}x (the faster of sequential and 16 in flight)",
-                          at_least(speed.get("batch_speedup"), BATCH_TARGET_SPEEDUP)))
-    return out
-
-
-def _live_targets(part: dict, quick: bool) -> list[dict]:
-    """RecordPlays throughput, freshness across replicas, serving while writing, live quality."""
-    from bench.live import (FRESHNESS_P99_TARGET_S, LIVE_VS_RETRAIN_TARGET, RECORD_TARGET_PER_S,
-                            SERVING_RATIO_TARGET)
-
-    stores = part["record"]["stores"]
-    sqlite = stores["sqlite"]["plays_per_s"]
-    postgres = (stores.get("postgresql") or {}).get("plays_per_s")
-    fresh, writing, quality = part["freshness"], part["writing"], part["quality"]
-    out = [target("live", f"RecordPlays >= {RECORD_TARGET_PER_S:,} plays/s acknowledged durable, one index process, "
-                          f"batches of {part['record']['batch']}, SQLite",
-                  f"{num(sqlite, 0)} plays/s (PostgreSQL: {num(postgres, 0)})", at_least(sqlite, RECORD_TARGET_PER_S),
-                  "each acknowledged batch is one durable commit; see the load average"),
-           target("live", f"freshness: RecordPlays on one replica to Recommend on another, p99 <= "
-                          f"{FRESHNESS_P99_TARGET_S * 1e3:g} ms",
-                  f"p50 {num(fresh['p50_ms'], 0)} ms, p99 {num(fresh['p99_ms'], 0)} ms ({fresh['samples']} samples)",
-                  at_most(fresh["p99_ms"], FRESHNESS_P99_TARGET_S * 1e3), "the tailer's poll interval and re-fits")]
-    if writing.get("ran"):
-        out.append(target("live", f"Recommend throughput while taking {writing['write_rate']:,} plays/s >= "
-                                   f"{SERVING_RATIO_TARGET:g}x without writes (h2load, {writing['inflight']} in flight)",
-                          f"{num(writing['ratio'])}x ({num(writing['with_requests_per_s'], 0)} vs "
-                          f"{num(writing['without_requests_per_s'], 0)} requests/s)",
-                          at_least(writing["ratio"], SERVING_RATIO_TARGET), "the writes' commits and re-fits"))
-    else:
-        out.append(target("live", "Recommend throughput while writing", writing.get("note", ""), None))
-    note = " - quick mode: few epochs, one seed, a subset of listeners" if quick else ""
-    for group, row in (quality.get("groups") or {}).items():
-        out.append(target("live", f"{quality['dataset']}, {group} listeners: live HR@10 >= "
-                                  f"{LIVE_VS_RETRAIN_TARGET:g}x a full retrain and above stale",
-                          f"live {num(row['live_hr10'], 4)}, retrain {num(row['retrain_hr10'], 4)} "
-                          f"({num(row['live_vs_retrain'])}x), stale {num(row['stale_hr10'], 4)}; "
-                          f"{row['users']} listeners{note}",
-                          at_least(row["live_vs_retrain"], LIVE_VS_RETRAIN_TARGET)
-                          and row["live_hr10"] > row["stale_hr10"]))
-    if not quality.get("ran"):
-        out.append(target("live", "live quality", quality.get("note", ""), None))
-    return out
-
-
-def _met_text(met) -> str:
-    """A target's "met" cell: yes, **no**, or "not measured" (None: the rows did not run)."""
-    return "not measured" if met is None else "yes" if met else "**no**"
 
 
 # -- the blocks of the template --------------------------------------------------------------
 
 def _header(results: dict) -> list[str]:
-    cmd = _command(results)
-    seconds, finished = results.get("part_seconds", {}), results.get("part_finished_at", {})
-    timing = ", ".join(f"{p} {num(seconds.get(p, float('nan')) / 60, 1)} min"
+    cmd, seconds = _command(results), results.get("part_seconds", {})
+    finished = results.get("part_finished_at", {})
+    timing = ", ".join(f"{p} {num(seconds.get(p, math.nan) / 60, 1)} min"
                        + (f" (finished {finished[p]})" if p in finished else "") for p in results.get("parts", {}))
     return [f"Generated by `{'make bench-quick' if results.get('quick') else 'make bench'}` (`{cmd}`; one part "
             f"alone: `{cmd} --parts NAME`), {num(sum(seconds.values()) / 60, 1)} minutes in all: {timing}. Every "
@@ -384,25 +377,26 @@ def _header(results: dict) -> list[str]:
 
 
 def _targets(results: dict) -> list[str]:
-    goals = targets(results)
-    if not goals:
-        return []
-    return ["## Targets", ""] + table(goals, [("part", "part"), ("target", "target"), ("measured", "measured"),
-                                              ("met", lambda t: _met_text(t["met"])), ("what limits it", "limit")])
+    met = {None: "not measured", True: "yes", False: "**no**"}
+    rows = targets(results)
+    return (["## Targets", ""] if rows else []) + table(rows, [
+        ("part", "{part}"), ("target", "{target}"), ("measured", "{measured}"),
+        ("met", lambda t: met[t["met"]]), ("what limits it", "{limit}")])
+
+
+MACHINE = ["- CPU: {cpu_model}, {cpu_cores} cores; memory {memory_gib} GiB; Linux {kernel}", "- Python {python}; {libs}",
+           "- BLAS: {blas}; h2load: {h2load}", "- Load average (1, 5, 15 min) at start: {load_average_at_start}; "
+           "per part: {loads}",
+           "- The machine is shared with other engineers' work: figures move by tens of percent between runs."]
 
 
 def _machine(results: dict) -> list[str]:
     m = results.get("machine", {})
-    libs = ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items() if v)
-    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})" for b in m.get("blas", []))
-    return ["## Machine", "",
-            f"- CPU: {m.get('cpu_model')}, {m.get('cpu_cores')} cores; memory {m.get('memory_gib')} GiB; "
-            f"Linux {m.get('kernel')}",
-            f"- Python {m.get('python')}; {libs}",
-            f"- BLAS: {blas or 'n/a'}; h2load: {m.get('h2load') or 'not installed'}",
-            f"- Load average (1, 5, 15 min) at start: {m.get('load_average_at_start')}; per part: "
-            + ", ".join(f"{p} {v}" for p, v in results.get("load_average", {}).items()),
-            "- The machine is shared with other engineers' work: figures move by tens of percent between runs."] + (
+    extra = {"libs": ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items() if v),
+             "blas": "; ".join(fill("{internal_api} {version} ({architecture})", b) for b in m.get("blas", [])) or "n/a",
+             "h2load": m.get("h2load") or "not installed",
+             "loads": ", ".join(f"{p} {v}" for p, v in results.get("load_average", {}).items())}
+    return ["## Machine", ""] + [fill(line, m, **extra) for line in MACHINE] + (
         [f"- OpenBLAS environment: {m['openblas_env']}"] if m.get("openblas_env") else [])
 
 
@@ -422,114 +416,100 @@ def _time_to_quality(row: dict) -> str:
     return text if reached in (0, runs) else f"{text} ({reached}/{runs} runs got there)"
 
 
+def _rate(r: dict) -> str:
+    return UNITS["M"](r["samples_per_second"]) if finite(r.get("samples_per_second")) else \
+        fill("({interactions_per_second:M} interactions/s)", r) if finite(r.get("interactions_per_second")) else "n/a"
+
+
+QUALITY = [("method", "{method}"), ("HR@10", "{hit_rate_at_10:n4}"), ("NDCG@10", "{ndcg_at_10:n4}"),
+           ("AUC", "{auc:n4}"), ("train s", "{train_seconds:n1}"), ("samples/s", _rate),
+           ("ours' HR@10 / this", "{vs_ours:x2}"), ("this train time / ours'", lambda r: "" if r["method"] == "popularity"
+                                                   else fill("{time_vs_ours:x2}", r)),
+           ("s to HR@10 >= 0.19", _time_to_quality), ("runs", lambda r: r.get("runs", 1)), ("settings", "{description}")]
+
+
 def _quality(part: dict) -> list[str]:
     lines = []
     for ds in part.get("datasets", []):
         ours = next((r for r in ds["rows"] if r["method"] == "ours (default)"), {})
-
-        def rate(r: dict) -> str:
-            if finite(r.get("samples_per_second")):
-                return millions(r["samples_per_second"])
-            return f"({millions(r['interactions_per_second'])} interactions/s)" \
-                if finite(r.get("interactions_per_second")) else "n/a"
-
-        lines += [f"### {ds['dataset']}: {ds['users']:,} users, {ds['artists']:,} artists, "
-                  f"{ds['interactions']:,} interactions ({ds['evaluated_users']:,} evaluated users)", ""]
-        lines += table(ds["rows"], [
-            ("method", "method"), ("HR@10", lambda r: num(r["hit_rate_at_10"], 4)),
-            ("NDCG@10", lambda r: num(r["ndcg_at_10"], 4)), ("AUC", lambda r: num(r["auc"], 4)),
-            ("train s", lambda r: num(r["train_seconds"], 1)), ("samples/s", rate),
-            ("ours' HR@10 / this", lambda r: ratio(ours.get("hit_rate_at_10"), r["hit_rate_at_10"])),
-            ("this train time / ours'", lambda r: "" if r["method"] == "popularity"
-             else ratio(r["train_seconds"], ours.get("train_seconds"))),
-            ("s to HR@10 >= 0.19", _time_to_quality), ("runs", lambda r: r.get("runs", 1)),
-            ("settings", "description")])
-        lines += bullets(ds.get("notes"))
+        rows = [{**r, "vs_ours": div(ours.get("hit_rate_at_10"), r["hit_rate_at_10"]),
+                 "time_vs_ours": div(r["train_seconds"], ours.get("train_seconds"))} for r in ds["rows"]]
+        lines += [fill("### {dataset}: {users:,} users, {artists:,} artists, {interactions:,} interactions "
+                       "({evaluated_users:,} evaluated users)", ds), ""] + table(rows, QUALITY) + bullets(ds.get("notes"))
     return lines + bullets(part.get("notes"))
+
+
+def _search(rpc: str) -> str:
+    return f"{{in_process.{rpc}.p50_ms:n3}} / {{in_process.{rpc}.p99_ms:n3}} ms, {{in_process.{rpc}.recall_at_10:n3}} " \
+           f"({{in_process.{rpc}.method}})"
+
+
+def _load_step(key: str) -> str:
+    return lambda s: f"{num(s['service'].get('breakdown', {}).get(key, math.nan) * 1000, 0)} ms"
+
+
+SCALE = [("size", "{label} ({preset})"), ("users", "{users:,}"), ("artists", "{artists:,}"),
+         ("interactions", "{interactions:,}"), ("epochs", "{epochs}"),
+         ("pipeline phases (s)", lambda s: ", ".join(f"{k} {num(v, 1)}" for k, v in s.get("phase_seconds", {}).items())),
+         ("train samples/s (median; per epoch)", lambda s: fill("{samples_per_second:M} ", s)
+          + f"({', '.join(num(r / 1e6) for r in s['epoch_samples_per_second'])})"),
+         ("plain BPR samples/s (trainer alone)", lambda s: fill("{plain_bpr.samples_per_second:M}", s)
+          if s.get("plain_bpr") else ""),
+         ("trainer peak RSS", "{peak_rss_bytes:gib}"), ("version on disk", "{version_bytes:mib}"),
+         ("service load", "{service.load_ms_median:n0} ms"), ("service RSS", "{service.rss_bytes_first:mib}"),
+         ("Recommend p50 / p99, recall@10", _search("recommend")),
+         ("SimilarArtists p50 / p99, recall@10", _search("similar"))]
+GROWTH = [("interactions", "interactions", 1), ("pipeline wall time", "train_wall_seconds", 2),
+          ("peak RSS", "peak_rss_bytes", 2), ("version size", "version_bytes", 2),
+          ("load time", "service.load_ms_median", 2), ("Recommend p50", "in_process.recommend.p50_ms", 2)]
+LOAD_STEPS = [("size", "{label}"), ("checksum validation", _load_step("validate_sha256_s")),
+              ("read arrays + map Annoy", _load_step("read_arrays_s")),
+              ("build ServingModel", _load_step("serving_model_s")), ("warm-up", _load_step("warm_up_s")),
+              ("service total (median)", "{service.load_ms_median:n0} ms")]
+SEARCH_SETTINGS = [
+    ("size", "{label}"), ("Recommend", "{recommend_search.method} ({recommend_search.n_trees} trees, search_k "
+                                       "{recommend_search.search_k}, {recommend_search.candidates_per_result} "
+                                       "candidates/result)"),
+    ("Recommend recall", "{recommend_search.recall_at_10}"),
+    ("SimilarArtists", "{similar_search.method} (search_k {similar_search.search_k})"),
+    ("SimilarArtists recall", "{similar_search.recall_at_10}"),
+    ("HR@10 vs popularity", "{metrics.hit_rate_at_10:n4} vs {metrics.popularity_hit_rate_at_10:n4}")]
 
 
 def _scale(part: dict) -> list[str]:
     sizes = part.get("sizes", [])
-
-    def search(s: dict, rpc: str) -> str:
-        r = s["in_process"].get(rpc, {})
-        return f"{num(r.get('p50_ms'), 3)} / {num(r.get('p99_ms'), 3)} ms, {num(r.get('recall_at_10'), 3)} " \
-               f"({r.get('method')})"
-
-    lines = table(sizes, [
-        ("size", lambda s: f"{s['label']} ({s['preset']})"), ("users", lambda s: f"{s['users']:,}"),
-        ("artists", lambda s: f"{s['artists']:,}"), ("interactions", lambda s: f"{s['interactions']:,}"),
-        ("epochs", "epochs"),
-        ("pipeline phases (s)", lambda s: ", ".join(f"{k} {num(v, 1)}" for k, v in s.get("phase_seconds", {}).items())),
-        ("train samples/s (median; per epoch)",
-         lambda s: f"{millions(s['samples_per_second'])} "
-                   f"({', '.join(num(r / 1e6) for r in s['epoch_samples_per_second'])})"),
-        ("plain BPR samples/s (trainer alone)", lambda s: millions((s.get("plain_bpr") or {}).get("samples_per_second"))
-         if s.get("plain_bpr") else ""),
-        ("trainer peak RSS", lambda s: gib(s["peak_rss_bytes"])),
-        ("version on disk", lambda s: mib(s["version_bytes"])),
-        ("service load", lambda s: f"{num(s['service']['load_ms_median'], 0)} ms"),
-        ("service RSS", lambda s: mib(s["service"]["rss_bytes_first"])),
-        ("Recommend p50 / p99, recall@10", lambda s: search(s, "recommend")),
-        ("SimilarArtists p50 / p99, recall@10", lambda s: search(s, "similar"))])
-    if len(sizes) >= 2:
-        steps = [(prev, cur) for prev, cur in zip(sizes, sizes[1:])]
-        lines += ["How cost grows, each size against the previous one:", ""]
-        lines += table(steps, [
-            ("step", lambda p: f"{p[0]['label']} -> {p[1]['label']}"),
-            ("interactions", lambda p: ratio(p[1]["interactions"], p[0]["interactions"], 1)),
-            ("pipeline wall time", lambda p: ratio(p[1]["train_wall_seconds"], p[0]["train_wall_seconds"])),
-            ("peak RSS", lambda p: ratio(p[1]["peak_rss_bytes"], p[0]["peak_rss_bytes"])),
-            ("version size", lambda p: ratio(p[1]["version_bytes"], p[0]["version_bytes"])),
-            ("load time", lambda p: ratio(p[1]["service"]["load_ms_median"], p[0]["service"]["load_ms_median"])),
-            ("Recommend p50", lambda p: ratio(p[1]["in_process"]["recommend"]["p50_ms"],
-                                              p[0]["in_process"]["recommend"]["p50_ms"]))])
+    steps = [{"step": f"{a['label']} -> {b['label']}", **{h: div(lookup(b, k), lookup(a, k)) for h, k, _ in GROWTH}}
+             for a, b in zip(sizes, sizes[1:])]
+    lines = table(sizes, SCALE)
+    lines += (["How cost grows, each size against the previous one:", ""] if steps else []) + table(
+        steps, [("step", "{step}")] + [(h, f"{{{h}:x{d}}}") for h, _, d in GROWTH])
     for s in sizes:
         hr, pop = s["metrics"].get("hit_rate_at_10"), s["metrics"].get("popularity_hit_rate_at_10")
         if finite(hr) and finite(pop) and hr < 1.2 * pop:
-            lines += [f"Note: after {s['epochs']} epochs the {s['label']} model ranks little better than popularity "
-                      f"(HR@10 {num(hr, 4)} vs {num(pop, 4)}): most users share a top 10 and the Recommend search is "
-                      "easy for any index; for recall on a trained model see part 3's Last.fm 2K rows.", ""]
-    lines += ["Where a version's load time goes (measured in the benchmark process, same steps as the service):", ""]
+            lines += [fill("Note: after {epochs} epochs the {label} model ranks little better than popularity (HR@10 "
+                           "{metrics.hit_rate_at_10:n4} vs {metrics.popularity_hit_rate_at_10:n4}): most users share "
+                           "a top 10 and the Recommend search is easy for any index; for recall on a trained model "
+                           "see part 3's Last.fm 2K rows.", s), ""]
+    return (lines + ["Where a version's load time goes (measured in the benchmark process, same steps as the "
+                     "service):", ""] + table(sizes, LOAD_STEPS)
+            + ["Search settings chosen at publish (manifest):", ""] + table(sizes, SEARCH_SETTINGS))
 
-    def step_ms(key: str):
-        return lambda s: f"{num(s['service'].get('breakdown', {}).get(key, float('nan')) * 1000, 0)} ms"
 
-    lines += table(sizes, [("size", "label"), ("checksum validation", step_ms("validate_sha256_s")),
-                           ("read arrays + map Annoy", step_ms("read_arrays_s")),
-                           ("build ServingModel", step_ms("serving_model_s")), ("warm-up", step_ms("warm_up_s")),
-                           ("service total (median)", lambda s: f"{num(s['service']['load_ms_median'], 0)} ms")])
-    lines += ["Search settings chosen at publish (manifest):", ""]
-    lines += table(sizes, [
-        ("size", "label"),
-        ("Recommend", lambda s: f"{s['recommend_search']['method']} ({s['recommend_search']['n_trees']} trees, "
-                                f"search_k {s['recommend_search']['search_k']}, "
-                                f"{s['recommend_search']['candidates_per_result']} candidates/result)"),
-        ("Recommend recall", lambda s: s["recommend_search"]["recall_at_10"]),
-        ("SimilarArtists", lambda s: f"{s['similar_search']['method']} (search_k {s['similar_search']['search_k']})"),
-        ("SimilarArtists recall", lambda s: s["similar_search"]["recall_at_10"]),
-        ("HR@10 vs popularity", lambda s: f"{num(s['metrics'].get('hit_rate_at_10'), 4)} vs "
-                                          f"{num(s['metrics'].get('popularity_hit_rate_at_10'), 4)}")])
-    return lines
+ANN = [("method", "{method}"), ("setting", "{setting}"), ("recall@10", "{recall_at_10:n3}"), ("p50 ms", "{p50_ms:n3}"),
+       ("p99 ms", "{p99_ms:n3}"), ("speed-up vs exact (p50)", "{speedup:x2}"),
+       ("build s", lambda r: "" if r.get("build_s") is None else num(r["build_s"], 1))]
 
 
 def _ann(part: dict, plot_note: str | None) -> list[str]:
     lines = [f"({plot_note})" if plot_note else f"![recall against latency]({PLOT_NAME})", ""]
     for model in part.get("models", []):
-        lines += [f"### {model['label']}: {model['artists']:,} artists, {model['factors']} factors, "
-                  f"{model['queries']:,} queries", ""]
+        lines += [fill("### {label}: {artists:,} artists, {factors} factors, {queries:,} queries", model), ""]
         exact = next((r for r in model["rows"] if r["search"] == "recommend" and r["method"] == "exact"), {})
         for search, title in (("recommend", "Recommend (inner product)"), ("similar", "SimilarArtists (cosine)")):
             rows = [r for r in model["rows"] if r["search"] == search]
-            if not rows:
-                continue
             base = next((r for r in rows if r["method"] == "exact"), exact)
-            lines += [f"{title}:", ""]
-            lines += table(rows, [("method", "method"), ("setting", "setting"),
-                                  ("recall@10", lambda r: num(r["recall_at_10"], 3)),
-                                  ("p50 ms", lambda r: num(r["p50_ms"], 3)), ("p99 ms", lambda r: num(r["p99_ms"], 3)),
-                                  ("speed-up vs exact (p50)", lambda r: ratio(base.get("p50_ms"), r["p50_ms"])),
-                                  ("build s", lambda r: "" if r.get("build_s") is None else num(r["build_s"], 1))])
+            lines += ([f"{title}:", ""] if rows else []) + table(
+                [{**r, "speedup": div(base.get("p50_ms"), r["p50_ms"])} for r in rows], ANN)
         lines += _ann_comparison(model) + bullets(model.get("notes"))
     return lines + bullets(part.get("notes"))
 
@@ -541,95 +521,63 @@ def _ann_comparison(model: dict, recall: float = 0.95) -> list[str]:
         rows = [r for r in model["rows"] if r["search"] == search]
         best: dict[str, dict] = {}
         for r in rows:
-            if at_least(r["recall_at_10"], recall) and r["p50_ms"] < best.get(r["method"], {}).get("p50_ms", math.inf):
+            if OPS[">="](r["recall_at_10"], recall) and r["p50_ms"] < best.get(r["method"], {}).get("p50_ms", math.inf):
                 best[r["method"]] = r
-        if not best:
-            continue
         ours = best.get("our annoy")
-        text = f"- {search}: fastest p50 at recall@10 >= {recall}: " + "; ".join(
-            f"{m} {num(r['p50_ms'], 3)} ms"
-            + (f" ({ratio(r['p50_ms'], ours['p50_ms'])} our annoy's p50)" if ours and r is not ours else "")
-            for m, r in best.items())
         missing = sorted({r["method"] for r in rows} - set(best))
-        if missing:
-            text += "; never reaching it: " + ", ".join(
-                f"{m} (best recall {num(max(r['recall_at_10'] for r in rows if r['method'] == m), 3)})"
-                for m in missing)
-        lines.append(text)
+        if best:
+            lines.append(f"- {search}: fastest p50 at recall@10 >= {recall}: " + "; ".join(
+                f"{m} {num(r['p50_ms'], 3)} ms" + (f" ({num(div(r['p50_ms'], ours['p50_ms']))}x our annoy's p50)"
+                                                   if ours and r is not ours else "") for m, r in best.items())
+                + ("; never reaching it: " + ", ".join(
+                    f"{m} (best recall {num(max(r['recall_at_10'] for r in rows if r['method'] == m), 3)})"
+                    for m in missing) if missing else ""))
     return lines + [""] if lines else []
 
 
-def _behind(row: dict) -> bool:
-    return finite(row.get("requests_per_s")) and row["requests_per_s"] < 0.95 * row["rate"]
-
-
 def _achieved(row: dict) -> str:
-    return num(row["requests_per_s"], 0) + (" (behind)" if _behind(row) else "")
+    behind = finite(row.get("requests_per_s")) and row["requests_per_s"] < 0.95 * row["rate"]
+    return num(row["requests_per_s"], 0) + (" (behind)" if behind else "")
 
 
-def _error_kinds(rows: list[dict]) -> list[str]:
-    """The kinds of errors the Python generator saw in ``rows``' runs, once each (status code and
-    first message)."""
-    kinds: dict[str, str] = {}
-    for run in (run for row in rows for run in row.get("per_run", [])):
-        for code, text in (run.get("error_details") or {}).items():
-            kinds.setdefault(f"Python client {code}", text)
-    return [f"{k}: {v}" for k, v in kinds.items()]
-
-
-# Columns shared by the serving tables.
-RUN = [("RPC", "rpc"), ("generator", "generator"), ("server", server_mode),
+RUN = [("RPC", "{rpc}"), ("generator", "{generator}"), ("server", server_mode),
        ("connections", lambda r: r.get("connections", 1))]
-LATENCY = [("p50 ms", lambda r: num(r["p50_ms"])), ("p99 ms", lambda r: num(r["p99_ms"]))]
-ERRORS = [("errors", "errors_total"), ("runs", "runs")]
-
-
-def _ms(key: str, digits: int = 3):
-    return lambda r: num(r.get(key), digits)
+LATENCY = [("p50 ms", "{p50_ms:n2}"), ("p99 ms", "{p99_ms:n2}")]
+ERRORS = [("errors", "{errors_total}"), ("runs", "{runs}")]
+CLOSED = RUN + [("in flight", "{inflight}"), ("requests/s", "{requests_per_s:n0}")] + LATENCY + [
+    ("server CPU ms/request", "{server_cpu_ms_per_request:n3}"),
+    ("server main thread(s) ms/request", "{server_main_thread_ms_per_request:n3}"),
+    ("main thread(s) busy, % of a core", "{server_main_thread_busy:pct}"), ("server cores busy", "{server_cores_busy:n2}"),
+    ("client CPU ms/request", "{client_cpu_ms_per_request:n3}")] + ERRORS
+OPEN = RUN + [("rate/s", "{rate:,}"), ("achieved/s", _achieved), ("p50 ms", "{p50_ms:n2}"), ("p90 ms", "{p90_ms:n2}"),
+              ("p99 ms", "{p99_ms:n2}"), ("max ms", "{max_ms:n2}"), ("server CPU ms/request", "{server_cpu_ms_per_request:n3}"),
+              ("client CPU ms/request", "{client_cpu_ms_per_request:n3}")] + ERRORS
+SWAP = RUN[:3] + [("rate/s", "{rate:,}"), ("swaps", "{swaps}")] + LATENCY + [
+    ("steady p99 ms", "{steady_p99_ms:n2}"), ("p99 / steady", "{p99_ratio_to_steady:n2}"), ("max ms", "{max_ms:n2}")] + ERRORS
+SERVING_HEAD = ("- Model: Last.fm 2K, {model.artists:,} artists, {model.users:,} users; Recommend {model.recommend_method}, "
+                "SimilarArtists {model.similar_method}; the Python generator over {python_ids.recommend:,} users / "
+                "{python_ids.similar:,} artists, {generators.python_processes} process(es) for concurrent and paced "
+                "runs; swaps every {swap_interval_s:g} s")
 
 
 def _serving(part: dict, cores: int | None) -> list[str]:
-    model = part.get("model", {})
-    ids = part.get("python_ids") or {}
-    lines = [f"- Model: Last.fm 2K, {model.get('artists', 0):,} artists, {model.get('users', 0):,} users; Recommend "
-             f"{model.get('recommend_method')}, SimilarArtists {model.get('similar_method')}; the Python generator "
-             f"over {ids.get('recommend', 0):,} users / {ids.get('similar', 0):,} artists, "
-             f"{part.get('generators', {}).get('python_processes')} process(es) for concurrent and paced runs; "
-             f"swaps every {part.get('swap_interval_s', 2):g} s"]
-    lines += [f"- index service, {server_mode({'workers': int(w)})}: `{c}`"
-              for w, c in part.get("server_commands", {}).items()]
+    lines = [fill(SERVING_HEAD, {"model": {}, "python_ids": {}, "swap_interval_s": 2, **part})]
+    lines += [f"- index service, {server_mode({'workers': w})}: `{c}`" for w, c in part.get("server_commands", {}).items()]
     lines += [f"- Request check: {rpc} real client OK ({v['client_response_bytes']} bytes)"
-              + (f", nghttp HTTP {v['http_status']} grpc-status {v['grpc_status']}" if "grpc_status" in v else "")
+              + fill(", nghttp HTTP {http_status} grpc-status {grpc_status}", v) * ("grpc_status" in v)
               for rpc, v in part.get("verification", {}).items()]
     lines.append("")
-    closed, open_loop, swaps = part.get("closed_loop", []), part.get("open_loop", []), part.get("swaps", [])
-    if closed:
-        lines += ["Closed loop (throughput at a fixed number of requests in flight):", ""]
-        lines += table(closed, RUN + [
-            ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0))] + LATENCY + [
-            ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-            ("server main thread(s) ms/request", _ms("server_main_thread_ms_per_request")),
-            ("main thread(s) busy, % of a core", lambda r: percent(r.get("server_main_thread_busy"))),
-            ("server cores busy", _ms("server_cores_busy", 2)),
-            ("client CPU ms/request", _ms("client_cpu_ms_per_request"))] + ERRORS)
-    if open_loop:
-        lines += ["Open loop (paced):", ""]
-        lines += table(open_loop, RUN + [
-            ("rate/s", lambda r: f"{r['rate']:,}"), ("achieved/s", _achieved), ("p50 ms", _ms("p50_ms", 2)),
-            ("p90 ms", _ms("p90_ms", 2)), ("p99 ms", _ms("p99_ms", 2)),
-            ("max ms", _ms("max_ms", 2)), ("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-            ("client CPU ms/request", _ms("client_cpu_ms_per_request"))] + ERRORS)
-        kinds = _error_kinds(open_loop)
-        if kinds:
-            lines += ["Errors in the paced runs: " + "; ".join(f"`{k}`" for k in kinds) + ".", ""]
-    if swaps:
-        lines += ["While versions swap:", ""]
-        lines += table(swaps, RUN[:3] + [
-            ("rate/s", lambda r: f"{r['rate']:,}"), ("swaps", "swaps")] + LATENCY + [
-            ("steady p99 ms", _ms("steady_p99_ms", 2)), ("p99 / steady", _ms("p99_ratio_to_steady", 2)),
-            ("max ms", _ms("max_ms", 2))] + ERRORS)
-    lines += _plumbing(part.get("plumbing"))
-    lines += _full_scale(part.get("full_scale"))
+    for title, key, columns in (("Closed loop (throughput at a fixed number of requests in flight):", "closed_loop",
+                                 CLOSED), ("Open loop (paced):", "open_loop", OPEN), ("While versions swap:", "swaps", SWAP)):
+        lines += ([title, ""] if part.get(key) else []) + table(part.get(key, []), columns)
+    # The kinds of errors the Python generator saw in the paced runs, once each (code, first message).
+    kinds: dict[str, str] = {}
+    for run in (run for row in part.get("open_loop", []) for run in row.get("per_run", [])):
+        for code, text in (run.get("error_details") or {}).items():
+            kinds.setdefault(f"Python client {code}", text)
+    if kinds:
+        lines += ["Errors in the paced runs: " + "; ".join(f"`{k}: {v}`" for k, v in kinds.items()) + ".", ""]
+    lines += _plumbing(part.get("plumbing")) + _full_scale(part.get("full_scale"))
     examples = part.get("commands", {})
     if examples:
         lines += ["Example commands (as run):", ""] + bullets(f"{k}: `{v}`" for k, v in examples.items())
@@ -642,20 +590,27 @@ def _plumbing(plumbing: dict | None) -> list[str]:
         return []
     if not plumbing.get("ran", True):
         return [f"Plumbing not measured in this run: {plumbing['note']}.", ""]
-    lines = ["### Plumbing: the index service against a bare grpc.aio handler", "",
-             f"{plumbing['rpc']} under h2load at {plumbing['inflight']} in flight, the bare handler and the index "
-             f"service alternating round by round. Medians: bare {num(plumbing['bare_rps_median'], 0)}/s, index "
-             f"service {num(plumbing['service_rps_median'], 0)}/s ({num(plumbing['ratio'])}x; target "
-             f">= {plumbing['target']:g}x).", ""]
-    lines += table(list(enumerate(plumbing.get("rounds", []), 1)), [
-        ("round", lambda r: r[0]), ("bare requests/s", lambda r: num(r[1]["bare_rps"], 0)),
-        ("index service requests/s", lambda r: num(r[1]["service_rps"], 0)),
-        ("ratio", lambda r: ratio(r[1]["service_rps"], r[1]["bare_rps"]))])
-    if plumbing.get("wrappers"):
-        lines += ["Each wrapper's cost per call:", ""]
-        lines += table(plumbing["wrappers"], [("wrapper", "name"), ("requests/s (median)", _ms("rps_median", 0)),
-                                              ("us per call", _ms("us_per_call", 2))])
-    return lines
+    rounds = [{**r, "round": i, "ratio": div(r["service_rps"], r["bare_rps"])}
+              for i, r in enumerate(plumbing.get("rounds", []), 1)]
+    return (["### Plumbing: the index service against a bare grpc.aio handler", "",
+             fill("{rpc} under h2load at {inflight} in flight, the bare handler and the index service alternating round "
+                  "by round. Medians: bare {bare_rps_median:n0}/s, index service {service_rps_median:n0}/s ({ratio:x2}; "
+                  "target >= {target:g}x).", plumbing), ""]
+            + table(rounds, [("round", "{round}"), ("bare requests/s", "{bare_rps:n0}"),
+                             ("index service requests/s", "{service_rps:n0}"), ("ratio", "{ratio:x2}")])
+            + (["Each wrapper's cost per call:", ""] if plumbing.get("wrappers") else [])
+            + table(plumbing.get("wrappers", []), [("wrapper", "{name}"), ("requests/s (median)", "{rps_median:n0}"),
+                                                   ("us per call", "{us_per_call:n2}")]))
+
+
+FULL_SCALE_TEXT = ("The index service serves {scale} ({users:,} users, {artists:,} artists; `{server_commands.1}`); "
+                   "Recommend at {inflight} in flight, the user with the median number of seen artists; recall@10 "
+                   "against exact search as the version's manifest records it for what answers that request "
+                   "({search_method} search alone: recall {search_recall_at_10:n3} on {recall_sample_size:,} sampled "
+                   "users).")
+MEMORY_TEXT = ("Memory with `{command}`, after the version loaded and a closed-loop run reached every worker (psutil "
+               "`memory_full_info()`: USS = pages only this process maps; PSS = shared pages divided among their users; "
+               "RSS counts shared pages in full). Total PSS of the {workers} workers and the supervisor: {total_pss:mib}.")
 
 
 def _full_scale(full: dict | None) -> list[str]:
@@ -668,93 +623,83 @@ def _full_scale(full: dict | None) -> list[str]:
         return lines + [f"{what}: {full.get('note', '')}.", ""]
     scale = "the scale part's full-scale version" if full.get("full_scale") else \
         "**quick mode: the scale part's largest version, not full scale**"
-    lines += [f"The index service serves {scale} ({full['users']:,} users, {full['artists']:,} artists; "
-              f"`{full['server_commands'].get('1', '')}`); Recommend at {full.get('inflight')} in flight, the user "
-              "with the median number of seen artists; recall@10 against exact search as the version's manifest "
-              f"records it for what answers that request ({full.get('search_method')} search alone: recall "
-              f"{num(full.get('search_recall_at_10'), 3)} on {full.get('recall_sample_size', 0):,} sampled users).", ""]
-    rows = [r for r in (full.get("throughput"), full.get("throughput_workers")) if r]
-    lines += table(rows, [("generator", "generator"), ("server", server_mode), ("connections", "connections"),
-                          ("in flight", "inflight"), ("requests/s", _ms("requests_per_s", 0))]
-                   + LATENCY + [("server CPU ms/request", _ms("server_cpu_ms_per_request")),
-                                ("Recommend search", lambda r: full.get("recommend_method")),
-                                ("recall@10", lambda r: num(full.get("recall_at_10"), 3))] + ERRORS) if rows else []
+    lines += [fill(FULL_SCALE_TEXT, {"recall_sample_size": 0, **full}, scale=scale), ""]
+    rows = [{**r, "method": full.get("recommend_method"), "recall": full.get("recall_at_10")}
+            for r in (full.get("throughput"), full.get("throughput_workers")) if r]
+    lines += table(rows, RUN[1:] + [("in flight", "{inflight}"), ("requests/s", "{requests_per_s:n0}")] + LATENCY + [
+        ("server CPU ms/request", "{server_cpu_ms_per_request:n3}"), ("Recommend search", "{method}"),
+        ("recall@10", "{recall:n3}")] + ERRORS)
     memory = full.get("memory_workers") or {}
     workers = memory.get("workers") or []
     if workers:
-        procs = [("one process (no --workers)", full.get("memory_one_process") or {})]
-        procs += [(f"worker {w['worker']} of {len(workers)}", w) for w in workers]
-        procs += [("supervisor", memory["supervisor"])] if memory.get("supervisor") else []
-        lines += [f"Memory with `{full['server_commands'].get(str(len(workers)), '--workers N')}`, after the version "
-                  "loaded and a closed-loop run reached every worker (psutil `memory_full_info()`: USS = pages only "
-                  "this process maps; PSS = shared pages divided among their users; RSS counts shared pages in "
-                  f"full). Total PSS of the {len(workers)} workers and the supervisor: {mib(memory.get('total_pss'))}.",
-                  ""]
-        lines += table(procs, [("process", lambda p: p[0])]
-                       + [(k.upper(), lambda p, k=k: mib(p[1].get(k))) for k in ("uss", "pss", "rss")])
+        procs = ([{"process": "one process (no --workers)", **(full.get("memory_one_process") or {})}]
+                 + [{"process": f"worker {w['worker']} of {len(workers)}", **w} for w in workers]
+                 + ([{"process": "supervisor", **memory["supervisor"]}] if memory.get("supervisor") else []))
+        command = full["server_commands"].get(str(len(workers)), "--workers N")
+        lines += [fill(MEMORY_TEXT, memory, command=command, workers=len(workers)), ""]
+        lines += table(procs, [("process", "{process}")] + [(k.upper(), f"{{{k}:mib}}") for k in ("uss", "pss", "rss")])
     return lines + bullets(full.get("notes"))
 
 
+FOLD_IN = [("data set", "{dataset}"), ("seeds", "{seeds} ({heldout_users:,} users)"),
+           ("fold-in (BPR) HR@10", "{fold_in_bpr_hr10:n4}"), ("in-model HR@10", "{in_model_hr10:n4}"),
+           ("popularity HR@10", "{popularity_hr10:n4}"), ("fold-in / in-model", "{vs_model:x2}"),
+           ("fold-in / popularity", "{vs_pop:x2}"), ("fit p50 ms (real histories)", "{fold_in_bpr_fit_ms_p50:n3}")]
+PER_SEED = ("seed {seed}: {fold_in_bpr_hr10:n3} / {in_model_hr10:n3} / {popularity_hr10:n3} ({heldout_users}, "
+            "{history_length_median:n0})")
+SPEED_TEXT = ("Speed on {artists:,} artists x {factors} factors ({recommend_method} search), {history_length}-artist "
+              "histories, k 10, {history_queries} queries; the fold-in: {fold_in_newton_steps} Newton steps, a pool of "
+              "{fold_in_negatives} negatives, the {fold_in_hard_negatives} hardest weighted as the hardest of "
+              "{fold_in_negative_candidates} draws; gRPC over {users:,} users.")
+BATCH = [("Recommend requests", lambda b: "default (precomputed lists)" if b["name"] == "lists"
+          else "include_seen (searched, one matrix product)"),
+         ("single, one at a time (/s)", "{single_sequential_rps:n0}"),
+         ("single, 16 in flight (/s)", "{single_16_in_flight_rps:n0}"),
+         ("BatchRecommend of 100 (requests/s)", "{batch_of_100_rps:n0}"),
+         ("batch / one at a time", "{speedup_vs_sequential:x1}"), ("batch / 16 in flight", "{speedup_vs_16_in_flight:x1}")]
+
+
 def _history(part: dict) -> list[str]:
-    datasets = part.get("fold_in", [])
-    lines = table(datasets, [
-        ("data set", "dataset"), ("seeds", lambda d: f"{d['seeds']} ({d['heldout_users']:,} users)"),
-        ("fold-in (BPR) HR@10", _ms("fold_in_bpr_hr10", 4)), ("in-model HR@10", _ms("in_model_hr10", 4)),
-        ("popularity HR@10", _ms("popularity_hr10", 4)),
-        ("fold-in / in-model", lambda d: ratio(d.get("fold_in_bpr_hr10"), d.get("in_model_hr10"))),
-        ("fold-in / popularity", lambda d: ratio(d.get("fold_in_bpr_hr10"), d.get("popularity_hr10"))),
-        ("fit p50 ms (real histories)", _ms("fold_in_bpr_fit_ms_p50"))]) if datasets else []
+    datasets = [{**d, "vs_model": div(d.get("fold_in_bpr_hr10"), d.get("in_model_hr10")),
+                 "vs_pop": div(d.get("fold_in_bpr_hr10"), d.get("popularity_hr10"))} for d in part.get("fold_in", [])]
+    lines = table(datasets, FOLD_IN)
     if datasets:
         lines += ["Per seed (fold-in / in-model / popularity HR@10, held-out users, median history length):", ""]
-        lines += bullets(f"{d['dataset']}: " + "; ".join(
-            f"seed {r['seed']}: {num(r['fold_in_bpr_hr10'], 3)} / {num(r['in_model_hr10'], 3)} / "
-            f"{num(r['popularity_hr10'], 3)} ({r['heldout_users']}, {num(r['history_length_median'], 0)})"
-            for r in d.get("per_run", [])) for d in datasets)
+        lines += bullets(f"{d['dataset']}: " + "; ".join(fill(PER_SEED, r) for r in d.get("per_run", []))
+                         for d in datasets)
     speed = part.get("speed") or {}
     if speed:
-        lines += [f"Speed on {speed.get('artists', 0):,} artists x {speed.get('factors')} factors "
-                  f"({speed.get('recommend_method')} search), {speed.get('history_length')}-artist histories, k 10, "
-                  f"{speed.get('history_queries')} queries; the fold-in: {speed.get('fold_in_newton_steps')} Newton "
-                  f"steps, a pool of {speed.get('fold_in_negatives')} negatives, the "
-                  f"{speed.get('fold_in_hard_negatives')} hardest weighted as the hardest of "
-                  f"{speed.get('fold_in_negative_candidates')} draws; gRPC over {speed.get('users', 0):,} users.", ""]
-        lines += table([("RecommendForHistory (whole answer)", "history"), ("fold-in fit alone", "fit")], [
-            ("in-process", lambda m: m[0]), ("p50 ms", lambda m: num(speed.get(f"{m[1]}_p50_ms"), 3)),
-            ("p90 ms", lambda m: num(speed.get(f"{m[1]}_p90_ms"), 3))])
-        lines += table(list((speed.get("batch") or {}).items()), [
-            ("Recommend requests", lambda b: "default (precomputed lists)" if b[0] == "lists"
-             else "include_seen (searched, one matrix product)"),
-            ("single, one at a time (/s)", lambda b: num(b[1].get("single_sequential_rps"), 0)),
-            ("single, 16 in flight (/s)", lambda b: num(b[1].get("single_16_in_flight_rps"), 0)),
-            ("BatchRecommend of 100 (requests/s)", lambda b: num(b[1].get("batch_of_100_rps"), 0)),
-            ("batch / one at a time", lambda b: f"{num(b[1].get('speedup_vs_sequential'), 1)}x"),
-            ("batch / 16 in flight", lambda b: f"{num(b[1].get('speedup_vs_16_in_flight'), 1)}x")])
+        lines += [fill(SPEED_TEXT, {"artists": 0, "users": 0, **speed}), ""]
+        lines += table([{"name": "RecommendForHistory (whole answer)", "p50": speed.get("history_p50_ms"),
+                         "p90": speed.get("history_p90_ms")},
+                        {"name": "fold-in fit alone", "p50": speed.get("fit_p50_ms"), "p90": speed.get("fit_p90_ms")}],
+                       [("in-process", "{name}"), ("p50 ms", "{p50:n3}"), ("p90 ms", "{p90:n3}")])
+        lines += table(items(speed.get("batch")), BATCH)
     return lines + bullets(part.get("notes"))
 
 
+LIVE_FRESHNESS = ("Freshness over {samples} new listeners: p50 {p50_ms:n0} ms, p90 {p90_ms:n0} ms, p99 {p99_ms:n0} ms, "
+                  "max {max_ms:n0} ms ({gave_up} not visible within {give_up_s:g} s).")
+LIVE_WRITING = ("Serving while writing: {with_requests_per_s:n0} Recommend/s with {write_plays_per_s:n0} plays/s "
+                "recorded, {without_requests_per_s:n0} without ({ratio:x2}); {errors_total} errors.")
+LIVE_QUALITY = [("listeners", "{name} ({users:,})"), ("stale HR@10", "{stale_hr10:n4}"), ("live HR@10", "{live_hr10:n4}"),
+                ("retrain HR@10", "{retrain_hr10:n4}"), ("live / retrain", lambda g: fill("{r:x2}", r=div(
+                    g["live_hr10"], g["retrain_hr10"])))]
+
+
 def _live(part: dict) -> list[str]:
-    record, fresh, writing, quality = part["record"], part["freshness"], part["writing"], part["quality"]
-    lines = table(list(record["stores"].items()), [
-        ("play log", lambda s: s[0]), ("plays/s (median)", lambda s: num(s[1]["plays_per_s"], 0)),
-        ("plays/s per run", lambda s: ", ".join(num(r["plays_per_s"], 0) for r in s[1]["per_run"]))])
-    lines += [f"Freshness over {fresh['samples']} new listeners: p50 {num(fresh['p50_ms'], 0)} ms, p90 "
-              f"{num(fresh['p90_ms'], 0)} ms, p99 {num(fresh['p99_ms'], 0)} ms, max {num(fresh['max_ms'], 0)} ms "
-              f"({fresh['gave_up']} not visible within {fresh['give_up_s']:g} s).", ""]
-    if writing.get("ran"):
-        lines += [f"Serving while writing: {num(writing['with_requests_per_s'], 0)} Recommend/s with "
-                  f"{num(writing['write_plays_per_s'], 0)} plays/s recorded, {num(writing['without_requests_per_s'], 0)}"
-                  f" without ({num(writing['ratio'])}x); {writing['errors_total']} errors.", ""]
-    else:
-        lines += [f"Serving while writing not measured: {writing.get('note')}.", ""]
+    record, writing, quality = part["record"], part["writing"], part["quality"]
+    lines = table(items(record["stores"]), [
+        ("play log", "{name}"), ("plays/s (median)", "{plays_per_s:n0}"),
+        ("plays/s per run", lambda s: ", ".join(num(r["plays_per_s"], 0) for r in s["per_run"]))])
+    lines += [fill(LIVE_FRESHNESS, part["freshness"]), ""]
+    lines += [fill(LIVE_WRITING if writing.get("ran") else "Serving while writing not measured: {note}.", writing), ""]
     if quality.get("ran"):
-        lines += [f"Live quality on {quality['dataset']}, {quality['seeds']} seed(s) pooled:", ""]
-        lines += table(list(quality["groups"].items()), [
-            ("listeners", lambda g: f"{g[0]} ({g[1]['users']:,})"), ("stale HR@10", lambda g: num(g[1]["stale_hr10"], 4)),
-            ("live HR@10", lambda g: num(g[1]["live_hr10"], 4)), ("retrain HR@10", lambda g: num(g[1]["retrain_hr10"], 4)),
-            ("live / retrain", lambda g: ratio(g[1]["live_hr10"], g[1]["retrain_hr10"]))])
+        lines += [fill("Live quality on {dataset}, {seeds} seed(s) pooled:", quality), ""]
+        lines += table(items(quality["groups"]), LIVE_QUALITY)
     else:
-        lines += [f"Live quality not measured: {quality.get('note')}.", ""]
-    return lines + bullets(record.get("notes")) + ["Command (as run): " + f"`{record['command']}`", ""]
+        lines += [fill("Live quality not measured: {note}.", quality), ""]
+    return lines + bullets(record.get("notes")) + [f"Command (as run): `{record['command']}`", ""]
 
 
 # -- the document ----------------------------------------------------------------------------

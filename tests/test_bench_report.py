@@ -73,3 +73,40 @@ def test_the_plumbing_section_renders_when_the_serving_part_has_it():
     assert "Plumbing not measured in this run: h2load is not installed." in report.markdown(results, None)
     skipped = next(t for t in report.targets(results) if "bare grpc.aio" in t["target"])
     assert skipped["met"] is None and skipped["measured"] == "h2load is not installed"
+
+
+LIVE = {"record": {"batch": 100, "command": "python -m index_service --events sqlite:///x.db", "notes": [],
+                   "stores": {"sqlite": {"plays_per_s": 21000.0, "per_run": [{"plays_per_s": 20000.0},
+                                                                            {"plays_per_s": 22000.0}]},
+                              "postgresql": {"plays_per_s": 9000.0, "per_run": [{"plays_per_s": 9000.0}]}}},
+        "freshness": {"samples": 30, "p50_ms": 50.0, "p90_ms": 98.0, "p99_ms": 1200.0, "max_ms": 1300.0,
+                      "gave_up": 0, "give_up_s": 10.0},
+        "writing": {"ran": True, "inflight": 16, "write_rate": 1000, "without_requests_per_s": 4000.0,
+                    "with_requests_per_s": 3800.0, "ratio": 0.95, "errors_total": 0, "write_plays_per_s": 1003.0},
+        "quality": {"ran": True, "dataset": "lastfm-2k", "seeds": 1, "groups": {
+            "known": {"stale_hr10": 0.06, "live_hr10": 0.09, "retrain_hr10": 0.09, "users": 268, "live_vs_retrain": 1.0},
+            "new": {"stale_hr10": 0.1, "live_hr10": 0.1, "retrain_hr10": 0.1, "users": 30, "live_vs_retrain": 1.0}}}}
+
+
+def test_the_live_section_and_its_targets_render():
+    results = committed()
+    results["parts"]["live"] = LIVE
+    text = report.markdown(results, None)
+    assert "## 6. Live plays (RecordPlays)" in text
+    assert "| sqlite | 21,000 | 20,000, 22,000 |" in text and "| known (268) | 0.0600 | 0.0900 | 0.0900 | 1.00x |" in text
+    assert "p50 50 ms, p90 98 ms, p99 1,200 ms, max 1,300 ms (0 not visible within 10 s)" in text
+    assert "3,800 Recommend/s with 1,003 plays/s recorded, 4,000 without (0.95x); 0 errors" in text
+    live = {t["target"].split(":")[0].split(" >=")[0]: t for t in report.targets(results) if t["part"] == "live"}
+    assert live["RecordPlays"]["met"] is True and live["RecordPlays"]["measured"] == \
+        "21,000 plays/s (PostgreSQL: 9,000)"
+    assert live["freshness"]["met"] is False and "p99 1,200 ms (30 samples)" in live["freshness"]["measured"]
+    assert live["Recommend throughput while taking 1,000 plays/s"]["met"] is True
+    groups = {t["target"].split(":")[0].split(", ")[1]: t["met"] for t in live.values() if "listeners" in t["target"]}
+    assert groups == {"known listeners": True, "new listeners": False}  # new: live not above stale
+    results["parts"]["live"] = dict(LIVE, writing={"ran": False, "note": "h2load is not installed"},
+                                    quality={"ran": False, "note": "no lastfm-2k"})
+    text = report.markdown(results, None)
+    assert "Serving while writing not measured: h2load is not installed." in text
+    assert "Live quality not measured: no lastfm-2k." in text
+    skipped = [t for t in report.targets(results) if t["part"] == "live" and t["met"] is None]
+    assert [t["measured"] for t in skipped] == ["h2load is not installed", "no lastfm-2k"]
