@@ -5,7 +5,9 @@ afterwards, so any number of requests (and threads) can use it at once. Building
 nothing per user and runs no Python loop over users or artists: the arrays stay memory-mapped
 (several worker processes share their pages), ids and names are found by binary search in the
 version's sorted lookups (``model_store.Lookups``), and only the two item matrices the searches
-scan are made (``[artist_factors, artist_bias]`` transposed, normalized factors).
+scan are made (``[artist_factors, artist_bias]`` transposed, normalized factors). A single id
+or name is looked up through a hash index of int32 arrays (``SortedLookup.get``), made on first
+use (``warm_up``) in one pass over the ids.
 
 Answers come from the version's precomputed lists (format 2) when they can: a Recommend with
 k <= the list length, seen artists excluded (the default), and enough artists left after
@@ -143,30 +145,68 @@ class HistoryRanking:
     popularity_fallback: bool = False
 
 
+_HASH_CHUNK = 65_536  # keys turned into Python strings at a time while hashing
+
+
+class _HashIndex:
+    """Positions of a unicode array's keys bucketed by ``hash(str(key)) & mask`` (``mask + 1``
+    buckets, a power of two >= the number of keys): bucket b holds ``members[starts[b]:starts[b + 1]]``.
+    Memoryviews over int32 arrays, so a lookup indexes them as Python ints."""
+
+    def __init__(self, mask: int, starts: np.ndarray, members: np.ndarray):
+        self.mask = mask
+        self.starts = memoryview(starts)
+        self.members = memoryview(members)
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> "_HashIndex":
+        n = int(keys.shape[0])
+        buckets = 1 << max(n - 1, 0).bit_length()
+        mask = buckets - 1
+        hashes = np.empty(n, dtype=np.int64)
+        for start in range(0, n, _HASH_CHUNK):
+            chunk = keys[start:start + _HASH_CHUNK].tolist()
+            hashes[start:start + len(chunk)] = np.fromiter(map(hash, chunk), dtype=np.int64, count=len(chunk))
+        slots = hashes & mask
+        members = np.argsort(slots, kind="stable").astype(np.int32)
+        starts = np.searchsorted(slots[members], np.arange(buckets + 1)).astype(np.int32)
+        return cls(mask, starts, members)
+
+
 class SortedLookup:
     """``key -> index`` over a unicode array through its argsort (binary search, nothing built).
 
     ``keys`` (n,) unicode and ``order`` (n,) int with ``keys[order]`` strictly increasing;
-    ``targets`` maps a position in ``keys`` to the answer (None: the position itself)."""
+    ``targets`` maps a position in ``keys`` to the answer (None: the position itself).
+
+    ``get`` (one key, the per-request case) goes through a hash index of the keys made on its
+    first use in this process (Python's string hash is per process, so it cannot be stored with
+    the version): keys bucketed by hash, as int32 arrays, 8 to 12 bytes per key, where a dict of
+    Python strings would hold every key as an object. Making it hashes every key once, a chunk at
+    a time (``warm_up`` pays for it, not a request)."""
 
     def __init__(self, keys: np.ndarray, order: np.ndarray | None = None, targets: np.ndarray | None = None):
         self.keys = keys
         self.order = order
         self.targets = targets
         self.size = int(keys.shape[0])
+        self._hashed: _HashIndex | None = None
 
     def get(self, key: str) -> int | None:
         """The index ``key`` maps to, or None. Exact match (numpy drops trailing NULs from its
-        strings, so the match is confirmed on the Python string)."""
-        if not self.size:
-            return None
-        pos = int(np.searchsorted(self.keys, key, sorter=self.order))
-        if pos >= self.size:
-            return None
-        at = int(self.order[pos]) if self.order is not None else pos
-        if str(self.keys[at]) != key:
-            return None
-        return int(self.targets[at]) if self.targets is not None else at
+        strings, so a key with one never matches: its hash differs from the stored key's)."""
+        hashed = self._hashed or self._hash_index()
+        bucket = hash(key) & hashed.mask
+        keys = self.keys
+        for at in hashed.members[hashed.starts[bucket]:hashed.starts[bucket + 1]]:
+            if keys[at] == key:
+                return at if self.targets is None else int(self.targets[at])
+        return None
+
+    def _hash_index(self) -> "_HashIndex":
+        # Built without the lock a concurrent first use would need: two builds give equal indices.
+        self._hashed = _HashIndex.of(self.keys)
+        return self._hashed
 
     def get_many(self, keys: Sequence[str]) -> np.ndarray:
         """Indices (int64) of the keys found, in input order; unknown keys are skipped."""
