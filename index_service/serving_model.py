@@ -332,7 +332,7 @@ class ServingModel:
         """The top ``end`` from the user's precomputed list, or None when the list cannot answer."""
         if allowed is not None or self.recommend_top is None or include_seen or end > self.recommend_n:
             return None
-        answer = _from_list(self.recommend_top[user], self.recommend_top_scores[user], end, extra)
+        answer = _from_list(self.recommend_top, self.recommend_top_scores, user, end, extra)
         if answer is not None:
             self.precomputed_answers += 1
         return answer
@@ -469,7 +469,7 @@ class ServingModel:
         k = resolve_k(query.k)
         artist = self.resolve_artist(query.artist_id, query.artist_name)
         if self.similar_top is not None and k <= self.similar_n:
-            answer = _from_list(self.similar_top[artist], self.similar_top_scores[artist], k, None)
+            answer = _from_list(self.similar_top, self.similar_top_scores, artist, k, None)
             if answer is not None:
                 self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
@@ -538,16 +538,21 @@ def _page(ranking: Ranking, offset: int) -> Ranking:
     return Ranking(ranking.indices[offset:], ranking.scores[offset:])
 
 
-def _from_list(row: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None) -> Ranking | None:
-    """The first k entries of a precomputed list (-1 padded) not in ``exclude``; None when
-    exclusions leave fewer than k of a full list (the search must answer). A list that is not
-    full holds every candidate there is, so a short answer from it is complete."""
+def _from_list(top: np.ndarray, top_scores: np.ndarray, at: int, k: int,
+               exclude: np.ndarray | None) -> Ranking | None:
+    """The first k (<= the list length) entries of precomputed list ``at`` (row of ``top`` and
+    ``top_scores``, -1 padded) not in ``exclude``; None when exclusions leave fewer than k of a
+    full list (the search must answer). A list that is not full holds every candidate there is,
+    so a short answer from it is complete."""
     if exclude is None or not exclude.shape[0]:
-        indices = row[:k]
-        if indices.shape[0] and indices[-1] < 0:
+        # Sliced from the matrices, and the padding tested on a Python int: the most common
+        # answer, made with as few numpy calls as it takes.
+        indices = top[at, :k]
+        if k and top.item(at, k - 1) < 0:
             keep = indices >= 0
-            return Ranking(indices[keep], scores[:k][keep])
-        return Ranking(indices, scores[:k])
+            return Ranking(indices[keep], top_scores[at, :k][keep])
+        return Ranking(indices, top_scores[at, :k])
+    row, scores = top[at], top_scores[at]
     keep = (row >= 0) & ~np.isin(row, exclude)
     indices = row[keep][:k]
     if indices.shape[0] < k and row[-1] >= 0:
