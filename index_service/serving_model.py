@@ -174,7 +174,8 @@ class _HashIndex:
 
 
 class SortedLookup:
-    """``key -> index`` over a unicode array through its argsort (binary search, nothing built).
+    """``key -> index`` over a unicode array: many keys by binary search through its argsort, one
+    key (``get``) through a hash index.
 
     ``keys`` (n,) unicode and ``order`` (n,) int with ``keys[order]`` strictly increasing;
     ``targets`` maps a position in ``keys`` to the answer (None: the position itself).
