@@ -61,6 +61,9 @@ class ResponseEncoder:
         self._names = artist_names
         # artist index -> b"<length><id field><name field>\x1d": a ScoredArtist minus its score bytes.
         self._entries: list[bytes | None] = [None] * int(artist_ids.shape[0])
+        # field tag -> (artist index -> tag + entry): a listed artist is one cached piece and its score.
+        self._tagged: dict[bytes, list[bytes | None]] = {tag: [None] * len(self._entries)
+                                                         for tag in (_LEN_FIELD_1, _LEN_FIELD_2)}
         self._recommend_tail = b"\x10" + varint(version)  # RecommendResponse.model_version
         self._similar_tail = b"\x18" + varint(version)  # SimilarArtistsResponse.model_version
 
@@ -73,14 +76,17 @@ class ResponseEncoder:
             self._entries[artist] = entry
         return entry
 
+    def _tagged_entry(self, tag: bytes, artist: int) -> bytes:
+        entry = self._tagged[tag][artist] = tag + self._entry(artist)
+        return entry
+
     def _artists(self, tag: bytes, ranking: Ranking, parts: list[bytes]) -> None:
         scores = ranking.scores.astype("<f4", copy=False).tobytes()
-        entries = self._entries
+        entries = self._tagged[tag]
         append = parts.append
         at = 0
         for artist in ranking.indices.tolist():
-            append(tag)
-            append(entries[artist] or self._entry(artist))
+            append(entries[artist] or self._tagged_entry(tag, artist))
             append(scores[at:at + 4])
             at += 4
 

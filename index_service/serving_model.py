@@ -5,7 +5,9 @@ afterwards, so any number of requests (and threads) can use it at once. Building
 nothing per user and runs no Python loop over users or artists: the arrays stay memory-mapped
 (several worker processes share their pages), ids and names are found by binary search in the
 version's sorted lookups (``model_store.Lookups``), and only the two item matrices the searches
-scan are made (``[artist_factors, artist_bias]`` transposed, normalized factors).
+scan are made (``[artist_factors, artist_bias]`` transposed, normalized factors). A single id
+or name is looked up through a hash index of int32 arrays (``SortedLookup.get``), made on first
+use (``warm_up``) in one pass over the ids.
 
 Answers come from the version's precomputed lists (format 2) when they can: a Recommend with
 k <= the list length, seen artists excluded (the default), and enough artists left after
@@ -147,30 +149,69 @@ class HistoryRanking:
     popularity_fallback: bool = False
 
 
+_HASH_CHUNK = 65_536  # keys turned into Python strings at a time while hashing
+
+
+class _HashIndex:
+    """Positions of a unicode array's keys bucketed by ``hash(str(key)) & mask`` (``mask + 1``
+    buckets, a power of two >= the number of keys): bucket b holds ``members[starts[b]:starts[b + 1]]``.
+    Memoryviews over int32 arrays, so a lookup indexes them as Python ints."""
+
+    def __init__(self, mask: int, starts: np.ndarray, members: np.ndarray):
+        self.mask = mask
+        self.starts = memoryview(starts)
+        self.members = memoryview(members)
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> "_HashIndex":
+        n = int(keys.shape[0])
+        buckets = 1 << max(n - 1, 0).bit_length()
+        mask = buckets - 1
+        hashes = np.empty(n, dtype=np.int64)
+        for start in range(0, n, _HASH_CHUNK):
+            chunk = keys[start:start + _HASH_CHUNK].tolist()
+            hashes[start:start + len(chunk)] = np.fromiter(map(hash, chunk), dtype=np.int64, count=len(chunk))
+        slots = hashes & mask
+        members = np.argsort(slots, kind="stable").astype(np.int32)
+        starts = np.searchsorted(slots[members], np.arange(buckets + 1)).astype(np.int32)
+        return cls(mask, starts, members)
+
+
 class SortedLookup:
-    """``key -> index`` over a unicode array through its argsort (binary search, nothing built).
+    """``key -> index`` over a unicode array: many keys by binary search through its argsort, one
+    key (``get``) through a hash index.
 
     ``keys`` (n,) unicode and ``order`` (n,) int with ``keys[order]`` strictly increasing;
-    ``targets`` maps a position in ``keys`` to the answer (None: the position itself)."""
+    ``targets`` maps a position in ``keys`` to the answer (None: the position itself).
+
+    ``get`` (one key, the per-request case) goes through a hash index of the keys made on its
+    first use in this process (Python's string hash is per process, so it cannot be stored with
+    the version): keys bucketed by hash, as int32 arrays, 8 to 12 bytes per key, where a dict of
+    Python strings would hold every key as an object. Making it hashes every key once, a chunk at
+    a time (``warm_up`` pays for it, not a request)."""
 
     def __init__(self, keys: np.ndarray, order: np.ndarray | None = None, targets: np.ndarray | None = None):
         self.keys = keys
         self.order = order
         self.targets = targets
         self.size = int(keys.shape[0])
+        self._hashed: _HashIndex | None = None
 
     def get(self, key: str) -> int | None:
         """The index ``key`` maps to, or None. Exact match (numpy drops trailing NULs from its
-        strings, so the match is confirmed on the Python string)."""
-        if not self.size:
-            return None
-        pos = int(np.searchsorted(self.keys, key, sorter=self.order))
-        if pos >= self.size:
-            return None
-        at = int(self.order[pos]) if self.order is not None else pos
-        if str(self.keys[at]) != key:
-            return None
-        return int(self.targets[at]) if self.targets is not None else at
+        strings, so a key with one never matches: its hash differs from the stored key's)."""
+        hashed = self._hashed or self._hash_index()
+        bucket = hash(key) & hashed.mask
+        keys = self.keys
+        for at in hashed.members[hashed.starts[bucket]:hashed.starts[bucket + 1]]:
+            if keys[at] == key:
+                return at if self.targets is None else int(self.targets[at])
+        return None
+
+    def _hash_index(self) -> "_HashIndex":
+        # Built without the lock a concurrent first use would need: two builds give equal indices.
+        self._hashed = _HashIndex.of(self.keys)
+        return self._hashed
 
     def get_many(self, keys: Sequence[str]) -> np.ndarray:
         """Indices (int64) of the keys found, in input order; unknown keys are skipped."""
@@ -323,7 +364,7 @@ class ServingModel:
         """The top ``end`` from the user's precomputed list, or None when the list cannot answer."""
         if allowed is not None or self.recommend_top is None or include_seen or end > self.recommend_n:
             return None
-        answer = _from_list(self.recommend_top[user], self.recommend_top_scores[user], end, extra)
+        answer = _from_list(self.recommend_top, self.recommend_top_scores, user, end, extra)
         if answer is not None:
             self.precomputed_answers += 1
         return answer
@@ -460,7 +501,7 @@ class ServingModel:
         k = resolve_k(query.k)
         artist = self.resolve_artist(query.artist_id, query.artist_name)
         if self.similar_top is not None and k <= self.similar_n:
-            answer = _from_list(self.similar_top[artist], self.similar_top_scores[artist], k, None)
+            answer = _from_list(self.similar_top, self.similar_top_scores, artist, k, None)
             if answer is not None:
                 self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
@@ -529,16 +570,21 @@ def _page(ranking: Ranking, offset: int) -> Ranking:
     return Ranking(ranking.indices[offset:], ranking.scores[offset:])
 
 
-def _from_list(row: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None) -> Ranking | None:
-    """The first k entries of a precomputed list (-1 padded) not in ``exclude``; None when
-    exclusions leave fewer than k of a full list (the search must answer). A list that is not
-    full holds every candidate there is, so a short answer from it is complete."""
+def _from_list(top: np.ndarray, top_scores: np.ndarray, at: int, k: int,
+               exclude: np.ndarray | None) -> Ranking | None:
+    """The first k (<= the list length) entries of precomputed list ``at`` (row of ``top`` and
+    ``top_scores``, -1 padded) not in ``exclude``; None when exclusions leave fewer than k of a
+    full list (the search must answer). A list that is not full holds every candidate there is,
+    so a short answer from it is complete."""
     if exclude is None or not exclude.shape[0]:
-        indices = row[:k]
-        if indices.shape[0] and indices[-1] < 0:
+        # Sliced from the matrices, and the padding tested on a Python int: the most common
+        # answer, made with as few numpy calls as it takes.
+        indices = top[at, :k]
+        if k and top.item(at, k - 1) < 0:
             keep = indices >= 0
-            return Ranking(indices[keep], scores[:k][keep])
-        return Ranking(indices, scores[:k])
+            return Ranking(indices[keep], top_scores[at, :k][keep])
+        return Ranking(indices, top_scores[at, :k])
+    row, scores = top[at], top_scores[at]
     keep = (row >= 0) & ~np.isin(row, exclude)
     indices = row[keep][:k]
     if indices.shape[0] < k and row[-1] >= 0:
