@@ -5,7 +5,7 @@ encodes the response with that same version's ``ResponseEncoder``: Recommend, Si
 RecommendForHistory and BatchRecommend return wire bytes, which ``index_binding`` registers
 to go out unchanged. A batch entry's error becomes its own ``Status`` (code and bounded message,
 as the single call's status would carry them); the whole batch fails only for its own limits. Domain errors
-(``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.interceptor``
+(``musicrec.rpc.errors``) become status codes in the error mapping ``musicrec.rpc.error_contract``
 wraps around each handler.
 """
 
@@ -23,7 +23,7 @@ from index_service.live_log import LiveLog, service_error as live_error
 from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQuery
 from index_service.watcher import Rejection
 from musicrec.rpc.errors import FailedPrecondition, ServiceError
-from musicrec.rpc.interceptor import bounded_message, status_code_of
+from musicrec.rpc.error_contract import bounded_message, status_code_of
 from musicrec.rpc.server import ServiceBinding
 from musicrec.v1 import index_pb2, index_pb2_grpc
 from musicrec.version_proto import model_version

@@ -3,7 +3,7 @@
 
 Every name is listed, with its labels, in docs/operations.md. Recording is cheap by design:
 
-- RPCs are recorded by the error-mapping wrapper ``musicrec.rpc.interceptor`` puts around each
+- RPCs are recorded by the error-mapping wrapper ``musicrec.rpc.error_contract`` puts around each
   method's handler once (on its first call), into one ``MethodRecorder``
   per method: plain integers on the event loop thread, no lock, no label lookup. The server adds
   them to the prometheus_client metrics once a second (``RpcMetrics.flush``, the one periodic

@@ -48,7 +48,7 @@ TRIED: Counter[str] = Counter()
 odd_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=64)
 # Long ids repeat one character many times: hypothesis rarely draws long text by itself, and an
 # id over 16 KiB once turned NOT_FOUND into RESOURCE_EXHAUSTED (the error message quoted it whole
-# in a trailer the client refused; fixed in musicrec/rpc/interceptor.py).
+# in a trailer the client refused; fixed in musicrec/rpc/error_contract.py).
 long_ids = st.builds(lambda ch, n: ch * n, st.sampled_from(["u", "a", "🎵", "é", "\u202e", "\x00"]),
                      st.integers(1000, 200_000))
 ids = st.one_of(
@@ -354,7 +354,7 @@ def test_record_plays_with_random_fields(index):
 def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
     """Bytes that are not a valid message (corrupt wire format, a string field that is not UTF-8)
     are INVALID_ARGUMENT; grpc alone answers UNKNOWN naming the parser's exception (fixed in
-    musicrec/rpc/interceptor.py)."""
+    musicrec/rpc/error_contract.py)."""
     process, client = index
     call = client.channel.unary_unary(f"/{INDEX_SERVICE}/{method}")
 

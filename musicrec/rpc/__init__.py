@@ -2,7 +2,7 @@
 
 - ``musicrec.rpc.errors``: domain errors that declare their gRPC status code (``NotFound``,
   ``InvalidArgument``, ``Unavailable``, ...). No gRPC import: domain modules raise these freely.
-- ``musicrec.rpc.interceptor``: the error mapping wrapped around every handler by an interceptor,
+- ``musicrec.rpc.error_contract``: the error mapping wrapped around every handler when the server is built,
   turning those errors into ``context.abort(code, message)`` and anything else into INTERNAL
   (traceback logged).
 - ``musicrec.rpc.auth``: bearer-token authentication of chosen RPCs (a server interceptor).

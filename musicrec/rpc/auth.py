@@ -19,7 +19,7 @@ from a command-line argument, which any local user can read in ``ps``. It protec
 accidental or unauthorised mutation on a trusted network; over an untrusted one, use TLS as
 well, or the token travels in clear text.
 
-No domain module imports this: it is gRPC plumbing like ``musicrec.rpc.interceptor``.
+No domain module imports this: it is gRPC plumbing like ``musicrec.rpc.error_contract``.
 """
 
 from __future__ import annotations

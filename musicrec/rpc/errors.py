@@ -1,7 +1,7 @@
 """Domain errors that carry their gRPC status code.
 
 Domain code raises these without importing gRPC (this module does not import it); the error
-mapping of ``musicrec.rpc.interceptor``, wrapped around every handler, turns each into
+mapping of ``musicrec.rpc.error_contract``, wrapped around every handler, turns each into
 ``context.abort(code, message)``. Any other exception reaching it becomes INTERNAL with a generic message, so a
 traceback never leaks to a client.
 

@@ -3,12 +3,12 @@
 A service describes what it serves as ``ServiceBinding``s and its knobs as a ``ServerConfig``;
 ``build_server`` returns a ``GrpcServer`` that already has:
 
-- the error contract of ``musicrec.rpc.interceptor`` (domain errors -> status codes, anything
+- the error contract of ``musicrec.rpc.error_contract`` (domain errors -> status codes, anything
   else -> INTERNAL), wrapped around every handler once, when the server is built: handlers are
   registered already wrapped (``add_generic_rpc_handlers``), so a call runs no interceptor
   pipeline unless the service brings interceptors of its own (authentication);
 - explicit message size limits and a bound on concurrent RPCs (excess calls get RESOURCE_EXHAUSTED,
-  counted by the same wrappers: ``musicrec.rpc.interceptor.InFlightLimit``);
+  counted by the same wrappers: ``musicrec.rpc.error_contract.InFlightLimit``);
 - the standard health service (``grpc.health.v1.Health``), with "" and every bound service
   NOT_SERVING until the service calls ``set_serving(True)`` (health means ready), and the service
   name ``LIVENESS_SERVICE_NAME`` ("liveness") SERVING from the start until shutdown (the process
@@ -49,7 +49,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from musicrec.rpc.channel_config import DEFAULT_MAX_MESSAGE_BYTES
 from musicrec.rpc.auth import method_path
-from musicrec.rpc.interceptor import InFlightLimit, wrap_handler
+from musicrec.rpc.error_contract import InFlightLimit, wrap_handler
 
 if TYPE_CHECKING:
     from musicrec.metrics import RpcMetrics
@@ -354,7 +354,7 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
     """Build a ``grpc.aio`` server serving ``bindings`` plus health and reflection, port bound.
 
     Call from inside the running event loop. Every handler is error-mapped
-    (``musicrec.rpc.interceptor.wrap_handler``) once, here, and registered wrapped through
+    (``musicrec.rpc.error_contract.wrap_handler``) once, here, and registered wrapped through
     ``add_generic_rpc_handlers``: the error mapping costs a call no interceptor pipeline (which
     ``grpc.aio`` runs on every call as soon as a server has one interceptor).
     ``interceptors`` (e.g. ``musicrec.rpc.auth.BearerTokenInterceptor``) run before the handler is

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from musicrec.rpc import errors
-from musicrec.rpc.interceptor import INTERNAL_MESSAGE, status_code_of
+from musicrec.rpc.error_contract import INTERNAL_MESSAGE, status_code_of
 from musicrec.rpc.server import ServerConfig, ServiceBinding, build_server
 
 SERVICE = "test.Probe"
@@ -117,7 +117,7 @@ def test_unexpected_error_is_internal_without_details(caplog):
             await _call_unary(channel, "crash")
         return info.value
 
-    with caplog.at_level(logging.ERROR, logger="musicrec.rpc.interceptor"):
+    with caplog.at_level(logging.ERROR, logger="musicrec.rpc.error_contract"):
         error = _run(scenario)
     assert error.code() == grpc.StatusCode.INTERNAL
     assert error.details().startswith(INTERNAL_MESSAGE)

@@ -1,4 +1,4 @@
-"""The error contract every RPC shares, applied to each handler by one server interceptor.
+"""The error contract every RPC shares, applied to each handler once, when the server is built.
 
 - A ``musicrec.rpc.errors.ServiceError`` raised by a handler becomes
   ``context.abort(its code, its message)``: the client sees the status code the domain chose.
