@@ -22,6 +22,7 @@ model (``bench.models.lastfm_version``), index services with ``--events`` as rea
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import itertools
 import logging
 import random
@@ -49,7 +50,7 @@ POLL_S = 0.002
 GIVE_UP_S = 10.0
 SERVING_INFLIGHT = 16
 WRITE_RATE = 1_000
-WRITE_BATCH = 10
+WRITE_BATCH = 100  # as backends send plays (and the throughput target): 10 commits a second
 SERVING_RATIO_TARGET = 0.9
 LIVE_VS_RETRAIN_TARGET = 0.9
 NEW_FRACTION = 0.1
@@ -73,27 +74,34 @@ def _with_id(body: bytes, request_id: str) -> bytes:
     return index_pb2.RecordPlaysRequest(request_id=request_id).SerializeToString() + body
 
 
-async def _record_run(target: str, bodies: list[bytes], tag: str, seconds: float) -> dict:
-    """RecordPlays at ``RECORD_INFLIGHT`` in flight for ``seconds``: plays acknowledged per second."""
+def _record_run(target: str, bodies: list[bytes], tag: str, seconds: float) -> dict:
+    """RecordPlays at ``RECORD_INFLIGHT`` in flight for ``seconds``: plays acknowledged per second.
+
+    Blocking calls from ``RECORD_INFLIGHT`` threads: this process has run grpc.aio clients on
+    other event loops before (the serving part), and a grpc.aio client on yet another loop was
+    the bottleneck here (the same rate on SQLite and PostgreSQL, several times below what a fresh
+    process measures)."""
     import grpc
 
     from musicrec.v1 import index_pb2
 
     counter = itertools.count()
-    recorded = 0
-    async with grpc.aio.insecure_channel(target) as channel:
+    recorded = []
+    with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD, response_deserializer=index_pb2.RecordPlaysResponse.FromString)
-        await call(_with_id(bodies[0], f"{tag}-warm"), timeout=30)
+        call(_with_id(bodies[0], f"{tag}-warm"), timeout=30)
         started = time.perf_counter()
         deadline = started + seconds
 
-        async def sender() -> None:
-            nonlocal recorded
+        def sender() -> int:
+            done = 0
             while time.perf_counter() < deadline:
                 n = next(counter)
-                recorded += (await call(_with_id(bodies[n % len(bodies)], f"{tag}-{n}"), timeout=30)).recorded
+                done += call(_with_id(bodies[n % len(bodies)], f"{tag}-{n}"), timeout=30).recorded
+            return done
 
-        await asyncio.gather(*(sender() for _ in range(RECORD_INFLIGHT)))
+        with ThreadPoolExecutor(RECORD_INFLIGHT) as pool:
+            recorded = sum(pool.map(lambda _: sender(), range(RECORD_INFLIGHT)))
         elapsed = time.perf_counter() - started
     return {"plays": recorded, "seconds": elapsed, "plays_per_s": recorded / elapsed}
 
@@ -114,8 +122,7 @@ def record_throughput(settings: BenchSettings, here: Path, models_dir: Path, use
                 server.start()
             for n in range(settings.runs):
                 for name in (list(stores) if n % 2 == 0 else list(stores)[::-1]):
-                    runs[name].append(asyncio.run(_record_run(servers[name].target, bodies, f"{name}{n}",
-                                                              settings.load_seconds)))
+                    runs[name].append(_record_run(servers[name].target, bodies, f"{name}{n}", settings.load_seconds))
                     log.info("live record %s: %.0f plays/s", name, runs[name][-1]["plays_per_s"])
         finally:
             for server in servers.values():
@@ -248,7 +255,7 @@ def serving_while_writing(settings: BenchSettings, here: Path, models_dir: Path,
         seen = h2load.verify_with_nghttp(server.port, method, material.bodies["recommend"])
         if seen["grpc_status"] != 0:
             raise RuntimeError(f"the h2load Recommend request is not a valid gRPC call: {seen}")
-        for n in range(max(settings.runs, 2)):
+        for n in range(max(settings.runs, 4)):
             for mode in (("without", "with") if n % 2 == 0 else ("with", "without")):
                 def load() -> dict:
                     return h2load.run(server.port, method, material.bodies["recommend"], seen["data_bytes"],
