@@ -54,6 +54,7 @@ def test_a_part_without_results_leaves_its_section_out_and_every_placeholder_is_
 
 def test_the_plumbing_section_renders_when_the_serving_part_has_it():
     results = committed()
+    results["parts"]["serving"].pop("plumbing", None)
     assert "Plumbing:" not in report.markdown(results, None)  # absent key: nothing
     results["parts"]["serving"]["plumbing"] = {
         "rpc": "Recommend", "inflight": 16, "target": 0.85,
