@@ -129,10 +129,11 @@ def publish_version(
     min_version: int = 1,
     hook: PublishHook | None = None,
     training: TrainingRecord | None = None,
+    play_log_position: int = 0,
 ) -> Manifest:
     """Write ``artifacts`` and ``indexes`` (built for them by ``ranking.build_indexes``) as the next
     version of ``models_dir`` and return its manifest (``training``: the optional manifest section
-    on how it was trained).
+    on how it was trained; ``play_log_position``: the play log position the training read through).
 
     The version number is one more than the highest on disk and at least ``min_version`` (a
     trainer passes one more than the highest it ever published, so numbers keep growing even if
@@ -152,7 +153,7 @@ def publish_version(
             try:
                 manifest = _write_files(tmp, version, artifacts, data_source, data_fingerprint,
                                         num_interactions, hyperparameters, metrics, indexes, hook,
-                                        training)
+                                        training, play_log_position)
                 _fsync_path(tmp, directory=True)
                 os.rename(tmp, root / str(version))
                 _fsync_path(root, directory=True)
@@ -170,7 +171,8 @@ def publish_version(
 
 def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source: str, data_fingerprint: str,
                  num_interactions: int, hyperparameters: dict, metrics: dict, indexes: BuiltIndexes,
-                 hook: PublishHook | None, training: TrainingRecord | None = None) -> Manifest:
+                 hook: PublishHook | None, training: TrainingRecord | None = None,
+                 play_log_position: int = 0) -> Manifest:
     for name, filename in ARRAY_FILES.items():
         _save_array(tmp / filename, getattr(artifacts, name))
     lookups = Lookups.build(artifacts)
@@ -205,6 +207,7 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
         files=files,
         precomputed=indexes.precomputed,
         training=training,
+        play_log_position=play_log_position,
     )
     with open(tmp / MANIFEST_NAME, "x", encoding="utf-8") as fh:
         fh.write(manifest.dumps())

@@ -177,3 +177,23 @@ def test_distributed_trains_on_a_local_cluster_and_records_it(plays_csv, tmp_pat
     assert json.loads(result.stdout)["training"]["distributed"] == "ps=2,workers=1"
     assert read_manifest(models / "1").training.cluster == "ps=2,workers=1"
     assert "Failed to remove function" not in result.stderr  # the cluster outlives the compiled step
+
+
+@pytest.mark.slow
+def test_train_with_events_learns_the_logged_plays_and_records_the_mark(plays_csv, tmp_path):
+    from play_log import Play, open_play_log
+
+    url = f"sqlite:///{tmp_path / 'plays.db'}"
+    with open_play_log(url) as log:
+        log.record("", [Play("listener-new", "a3", 5, 1_700_000_000), Play("u0", "artist-new", 2, 1_700_000_000)])
+    models = tmp_path / "models"
+    result = _train("--data", f"table:{plays_csv}:weight=plays", "--models-dir", str(models), "--events", url,
+                    "--gate", "off", *FAST_FLAGS)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(models / "1")
+    assert manifest.play_log_position == 2 and "play log through position 2" in manifest.data_source
+    assert manifest.num_users == 61 and manifest.num_artists == 41
+    bad = _train("--data", f"table:{plays_csv}:weight=plays", "--models-dir", str(models), "--events", "nope://x",
+                 *FAST_FLAGS)
+    assert bad.returncode == 1
+    assert "play log: unknown play log URL" in _one_line_error(bad, "error:")

@@ -110,6 +110,10 @@ def add_train_command(subparsers) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="directory file sources are relative to and confined to (default: none, "
                              "paths relative to the working directory)")
+    parser.add_argument("--events", default=None, metavar="URL",
+                        help="also train on the play log at URL (sqlite:///PATH or postgresql://...), through "
+                             "its last position now; the version records it, so the index services overlay "
+                             "only later plays. Listeners forgotten in the log are left out")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="starting hyperparameters; flags override them. notebook: the original "
                              "notebook's recipe (32 factors, 10 epochs, Adagrad 0.1, batches of 4096, "
@@ -275,7 +279,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = run_training(args.data, hp, args.models_dir, data_dir=args.data_dir,
                               on_progress=display, should_stop=interrupted.is_set,
-                              keep=args.keep, evaluation=settings, options=options)
+                              keep=args.keep, evaluation=settings, options=options, events_url=args.events)
     except (ServiceError, DataError, PublishError, TrainingCancelled, KeyboardInterrupt) as exc:
         display.close()
         return _report_failure(exc)

@@ -112,7 +112,7 @@ class JobRunner:
     """Starts, tracks, cancels and streams training jobs. Create and use on the event loop.
 
     ``data_dir``: where file sources are read (confined to it); None allows only synthetic
-    sources. ``default_source``: what a job without a source trains on. Both are checked here:
+    sources. ``events_url``: the play log every job also trains on (None: none). ``default_source``: what a job without a source trains on. Both are checked here:
     ``DataError`` (a ValueError) for a data dir that is not a directory or a default source this
     trainer could never read.
     """
@@ -129,6 +129,7 @@ class JobRunner:
         max_watchers: int = DEFAULT_MAX_WATCHERS,
         worker_target: Callable[..., None] = child_main,
         metrics: "TrainerMetrics | None" = None,
+        events_url: str | None = None,
     ):
         self.registry = registry
         self.models_dir = Path(models_dir)
@@ -136,6 +137,7 @@ class JobRunner:
         self._data_root = None if data_dir is None else DataRoot(data_dir)
         check_source_paths(default_source, self._data_root)
         self.default_source = default_source
+        self.events_url = events_url
         self.keep = keep
         self.cancel_grace_s = cancel_grace_s
         self.max_watchers = max_watchers
@@ -199,6 +201,7 @@ class JobRunner:
             keep=self.keep,
             # Numbers keep growing even when the models dir was emptied.
             min_version=self.registry.highest_published_version + 1,
+            events_url=self.events_url,
         )
 
         def deliver(message: Progress | WorkerExit) -> None:

@@ -59,7 +59,11 @@ import numpy as np
 from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
 from ranking import BuildSettings, build_indexes
 from model_store.format import TrainingRecord
+from play_log import PlayLogError, open_play_log
+from play_log.store import redact
 from trainer_service.data import DataSourceSpec, Interactions, load_source, parse_source
+from trainer_service.data.errors import DataError
+from trainer_service.data.log_plays import read_through, with_log_plays
 from trainer_service.distributed import open_trainer
 from trainer_service.evaluation import (
     EvaluationReport,
@@ -257,6 +261,22 @@ def _load(source: Source, data_dir: str | os.PathLike | None) -> Interactions:
     return load_source(spec, data_dir)
 
 
+def _read_log(events_url: str | None) -> tuple[int, list, set[str]]:
+    """(the log's last position now, its plays through it, the listeners forgotten through it);
+    (0, [], set()) without a log. A log that cannot be read is a ``DataError``."""
+    if events_url is None:
+        return 0, [], set()
+    try:
+        with open_play_log(events_url) as play_log:
+            mark = play_log.last_position()
+            plays, forgotten = read_through(play_log, mark)
+    except (PlayLogError, ValueError) as exc:
+        raise DataError(f"play log: {getattr(exc, 'message', exc)}") from None
+    log.info("play log %s: %d plays through position %d, %d listeners forgotten", redact(events_url),
+             len(plays), mark, len(forgotten))
+    return mark, plays, forgotten
+
+
 def run_training(
     source: Source,
     hyperparameters: Hyperparameters,
@@ -271,6 +291,7 @@ def run_training(
     options: TrainingOptions = TrainingOptions(),
     build_settings: BuildSettings | None = None,
     trainer_factory: TrainerFactory | None = None,
+    events_url: str | None = None,
 ) -> TrainingResult:
     """Load ``source`` (a ``DataSourceSpec``, its command-line text, or ``Interactions``), train,
     evaluate, gate and publish one version into ``models_dir``; return what was published.
@@ -279,6 +300,9 @@ def run_training(
     ``QualityGateRefused`` (the gate, with ``options.gate`` "on"), ``PublishError`` (the
     volume), ``TrainingDiverged`` (a loss or factors that are not finite). Nothing is
     published unless the function returns.
+
+    ``events_url``: also train on the play log there (``trainer_service.data.log_plays``),
+    through its last position when the training starts; the version records that position.
     """
     emit = on_progress or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -294,7 +318,10 @@ def run_training(
     check_stop()
     started = time.perf_counter()
     emit(Progress("loading", total_epochs=hp.epochs))
+    mark, log_plays, forgotten = _read_log(events_url)
     interactions = _load(source, data_dir)
+    if events_url is not None:
+        interactions = with_log_plays(interactions, log_plays, forgotten, mark)
     log.info("loaded %s: %d users, %d artists, %d interactions", interactions.source,
              interactions.num_users, interactions.num_artists, interactions.num_interactions)
     seconds["loading"] = time.perf_counter() - started
@@ -390,6 +417,7 @@ def run_training(
         keep=keep,
         min_version=min_version,
         training=record,
+        play_log_position=mark,
     )
     seconds["publishing"] = time.perf_counter() - started
     emit(Progress("done", **progress, metrics=dict(metrics)))

@@ -70,6 +70,7 @@ class TrainerConfig:
     auth_token: str | None = None  # required by MUTATING_RPCS when set; never logged
     metrics_port: int | None = None  # serve Prometheus metrics there (0: a free port); None: off
     metrics_host: str | None = None  # None: the server's host
+    events_url: str | None = None  # the play log every job also trains on; None: none
 
     def problem(self) -> str | None:
         """What is wrong with the numbers of this config, or None."""
@@ -109,6 +110,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
             registry, config.models_dir, data_dir=config.data_dir,
             default_source=parse_source(config.default_source), keep=config.keep,
             cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers, metrics=metrics,
+            events_url=config.events_url,
         )
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
@@ -206,6 +208,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, default=None,
                         help=f"file holding the bearer token StartTraining and CancelTraining require "
                              f"(default: the {TRAINER_TOKEN_ENV} environment variable; neither: no token)")
+    parser.add_argument("--events", default=None, metavar="URL",
+                        help="every job also trains on the play log at URL (sqlite:///PATH or postgresql://...), "
+                             "through its last position when the job starts, recorded in the version")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
                         help="text lines (default) or one JSON object per line, for log shippers")
@@ -238,6 +243,7 @@ def run_serve(args: argparse.Namespace) -> int:
         schedule_s=args.schedule, default_source=args.default_source, cancel_grace_s=args.cancel_grace,
         keep=args.keep, max_watchers=args.max_watchers, auth_token=token,
         metrics_port=getattr(args, "metrics_port", None), metrics_host=getattr(args, "metrics_host", None),
+        events_url=getattr(args, "events", None),
     )
     try:
         return asyncio.run(serve(config))

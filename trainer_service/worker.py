@@ -53,13 +53,14 @@ _EXIT_WAIT_S = 30.0
 class WorkerRequest:
     """What the child does: train ``training``, publish into ``models_dir`` (keeping ``keep``
     versions) a version numbered at least ``min_version``; file sources are read relative to
-    ``data_dir``."""
+    ``data_dir``; ``events_url``: the play log trained on too (None: none)."""
 
     training: TrainingRequest
     models_dir: str
     data_dir: str | None
     keep: int
     min_version: int
+    events_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def run_request(request: WorkerRequest, send: Callable[[Progress], None],
                 keep=request.keep,
                 min_version=request.min_version,
                 options=request.training.options,
+                events_url=request.events_url,
             )
         except TrainingCancelled:
             return Cancelled()
