@@ -50,6 +50,17 @@ class UserForgotten:
 
 Change = PlayRecorded | UserForgotten
 
+# How every store selects changes: the columns ``change_from_row`` reads, in its order.
+SELECT_CHANGES = "SELECT position, kind, user_id, artist_id, plays, time_s FROM play_log_changes"
+
+
+def change_from_row(row: tuple) -> Change:
+    """A change from a ``SELECT_CHANGES`` row (position, kind, user_id, artist_id, plays, time_s)."""
+    position, kind, user_id, artist_id, plays, time_s = row
+    if kind == "forget":
+        return UserForgotten(position, user_id)
+    return PlayRecorded(position, Play(user_id, artist_id, plays, time_s))
+
 
 @dataclass(frozen=True, slots=True)
 class Recorded:

@@ -19,7 +19,16 @@ from collections.abc import Sequence
 
 import psycopg
 
-from play_log.changes import Change, Play, PlayRecorded, Recorded, UserForgotten, validate_plays
+from play_log.changes import (
+    SELECT_CHANGES,
+    Change,
+    Play,
+    PlayRecorded,
+    Recorded,
+    UserForgotten,
+    change_from_row,
+    validate_plays,
+)
 from play_log.errors import PlayLogUnavailable, SchemaTooNew
 from play_log.store import DEFAULT_READ_LIMIT, PlayLog, redact
 
@@ -47,14 +56,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
-_SELECT_CHANGES = "SELECT position, kind, user_id, artist_id, plays, time_s FROM play_log_changes"
-
-
-def _change(row: tuple) -> Change:
-    position, kind, user_id, artist_id, plays, time_s = row
-    if kind == "forget":
-        return UserForgotten(position, user_id)
-    return PlayRecorded(position, Play(user_id, artist_id, plays, time_s))
 
 
 class PostgresPlayLog(PlayLog):
@@ -142,13 +143,13 @@ class PostgresPlayLog(PlayLog):
                       through: int | None = None) -> list[Change]:
         def work(connection: psycopg.Connection) -> list[Change]:
             if through is None:
-                rows = connection.execute(f"{_SELECT_CHANGES} WHERE position > %s ORDER BY position LIMIT %s",
+                rows = connection.execute(f"{SELECT_CHANGES} WHERE position > %s ORDER BY position LIMIT %s",
                                           (position, limit)).fetchall()
             else:
                 rows = connection.execute(
-                    f"{_SELECT_CHANGES} WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
+                    f"{SELECT_CHANGES} WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
                     (position, through, limit)).fetchall()
-            return [_change(row) for row in rows]
+            return [change_from_row(row) for row in rows]
 
         return self._locked(work)
 
@@ -165,9 +166,9 @@ class PostgresPlayLog(PlayLog):
     def user_plays(self, user_id: str, after: int = 0) -> list[PlayRecorded]:
         def work(connection: psycopg.Connection) -> list[PlayRecorded]:
             rows = connection.execute(
-                f"{_SELECT_CHANGES} WHERE user_id = %s AND kind = 'play' AND position > %s ORDER BY position",
+                f"{SELECT_CHANGES} WHERE user_id = %s AND kind = 'play' AND position > %s ORDER BY position",
                 (user_id, after)).fetchall()
-            return [_change(row) for row in rows]
+            return [change_from_row(row) for row in rows]
 
         return self._locked(work)
 

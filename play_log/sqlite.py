@@ -20,7 +20,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from play_log.changes import Change, Play, PlayRecorded, Recorded, UserForgotten, validate_plays
+from play_log.changes import (
+    SELECT_CHANGES,
+    Change,
+    Play,
+    PlayRecorded,
+    Recorded,
+    UserForgotten,
+    change_from_row,
+    validate_plays,
+)
 from play_log.errors import PlayLogUnavailable, SchemaTooNew
 from play_log.store import DEFAULT_READ_LIMIT, PlayLog
 
@@ -48,14 +57,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
-_SELECT_CHANGES = "SELECT position, kind, user_id, artist_id, plays, time_s FROM play_log_changes"
-
-
-def _change(row: tuple) -> Change:
-    position, kind, user_id, artist_id, plays, time_s = row
-    if kind == "forget":
-        return UserForgotten(position, user_id)
-    return PlayRecorded(position, Play(user_id, artist_id, plays, time_s))
 
 
 class SqlitePlayLog(PlayLog):
@@ -166,11 +167,11 @@ class SqlitePlayLog(PlayLog):
     def changes_since(self, position: int, limit: int = DEFAULT_READ_LIMIT,
                       through: int | None = None) -> list[Change]:
         if through is None:
-            rows = self._read(f"{_SELECT_CHANGES} WHERE position > ? ORDER BY position LIMIT ?", (position, limit))
+            rows = self._read(f"{SELECT_CHANGES} WHERE position > ? ORDER BY position LIMIT ?", (position, limit))
         else:
-            rows = self._read(f"{_SELECT_CHANGES} WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
+            rows = self._read(f"{SELECT_CHANGES} WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
                               (position, through, limit))
-        return [_change(row) for row in rows]
+        return [change_from_row(row) for row in rows]
 
     def last_position(self) -> int:
         # The sequence table remembers the highest position ever given, even if a forget deleted it.
@@ -178,9 +179,9 @@ class SqlitePlayLog(PlayLog):
         return rows[0][0] if rows else 0
 
     def user_plays(self, user_id: str, after: int = 0) -> list[PlayRecorded]:
-        rows = self._read(f"{_SELECT_CHANGES} WHERE user_id = ? AND kind = 'play' AND position > ? ORDER BY position",
+        rows = self._read(f"{SELECT_CHANGES} WHERE user_id = ? AND kind = 'play' AND position > ? ORDER BY position",
                           (user_id, after))
-        return [_change(row) for row in rows]
+        return [change_from_row(row) for row in rows]
 
     def forget_user(self, user_id: str) -> tuple[UserForgotten, int]:
         def work(connection: sqlite3.Connection) -> tuple[UserForgotten, int]:
