@@ -143,6 +143,7 @@ def measure(artists: int, users: int, factors: int, reps: int, rounds: int) -> d
                    "recommend_method": model.recommend_params.method}
         try:
             model.warm_up()
+            model.build_hash_indexes()
             results.update(history_timing(model, reps, rng))
         finally:
             model.close()

@@ -39,6 +39,7 @@ def in_process_latency(version_dir: Path, queries: int, runs: int) -> dict:
         exact = ServingModel(load_version(version_dir), recommend_method="exact", similar_method="exact")
         try:
             served.warm_up()
+            served.build_hash_indexes()
             rng = np.random.default_rng(0)
             users = [served.user_ids[i] for i in
                      rng.choice(served.num_users, size=min(queries, served.num_users),

@@ -465,7 +465,8 @@ GROWTH = [("interactions", "interactions", 1), ("pipeline wall time", "train_wal
 LOAD_STEPS = [("size", "{label}"), ("checksum validation", _load_step("validate_sha256_s")),
               ("read arrays + map Annoy", _load_step("read_arrays_s")),
               ("build ServingModel", _load_step("serving_model_s")), ("warm-up", _load_step("warm_up_s")),
-              ("service total (median)", "{service.load_ms_median:n0} ms")]
+              ("service total (median)", "{service.load_ms_median:n0} ms"),
+              ("hash indexes, after the swap", _load_step("hash_indexes_s"))]
 SEARCH_SETTINGS = [
     ("size", "{label}"), ("Recommend", "{recommend_search.method} ({recommend_search.n_trees} trees, search_k "
                                        "{recommend_search.search_k}, {recommend_search.candidates_per_result} "

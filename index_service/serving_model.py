@@ -184,11 +184,12 @@ class SortedLookup:
     ``keys`` (n,) unicode and ``order`` (n,) int with ``keys[order]`` strictly increasing;
     ``targets`` maps a position in ``keys`` to the answer (None: the position itself).
 
-    ``get`` (one key, the per-request case) goes through a hash index of the keys made on its
-    first use in this process (Python's string hash is per process, so it cannot be stored with
-    the version): keys bucketed by hash, as int32 arrays, 8 to 12 bytes per key, where a dict of
-    Python strings would hold every key as an object. Making it hashes every key once, a chunk at
-    a time (``warm_up`` pays for it, not a request)."""
+    ``get`` (one key, the per-request case) bisects until ``build_hash_index`` has made a hash
+    index of the keys in this process (Python's string hash is per process, so it cannot be
+    stored with the version): keys bucketed by hash, as int32 arrays, 8 to 12 bytes per key, where
+    a dict of Python strings would hold every key as an object. Making it hashes every key once,
+    a chunk at a time; the watcher does that once the version serves, so a swap does not wait
+    for it (docs/serving.md)."""
 
     def __init__(self, keys: np.ndarray, order: np.ndarray | None = None, targets: np.ndarray | None = None):
         self.keys = keys
@@ -200,7 +201,9 @@ class SortedLookup:
     def get(self, key: str) -> int | None:
         """The index ``key`` maps to, or None. Exact match (numpy drops trailing NULs from its
         strings, so a key with one never matches: its hash differs from the stored key's)."""
-        hashed = self._hashed or self._hash_index()
+        hashed = self._hashed
+        if hashed is None:
+            return self._bisect(key)
         bucket = hash(key) & hashed.mask
         keys = self.keys
         for at in hashed.members[hashed.starts[bucket]:hashed.starts[bucket + 1]]:
@@ -208,10 +211,20 @@ class SortedLookup:
                 return at if self.targets is None else int(self.targets[at])
         return None
 
-    def _hash_index(self) -> "_HashIndex":
-        # Built without the lock a concurrent first use would need: two builds give equal indices.
-        self._hashed = _HashIndex.of(self.keys)
-        return self._hashed
+    def _bisect(self, key: str) -> int | None:
+        if not self.size:
+            return None
+        pos = min(int(np.searchsorted(self.keys, key, sorter=self.order)), self.size - 1)
+        at = int(self.order[pos]) if self.order is not None else pos
+        if str(self.keys[at]) != key:  # also refuses a key whose trailing NULs numpy dropped
+            return None
+        return at if self.targets is None else int(self.targets[at])
+
+    def build_hash_index(self) -> None:
+        """Make the hash index ``get`` uses from now on (idempotent; assigned in one step, so
+        concurrent ``get`` calls see either no index or a whole one)."""
+        if self._hashed is None:
+            self._hashed = _HashIndex.of(self.keys)
 
     def get_many(self, keys: Sequence[str]) -> np.ndarray:
         """Indices (int64) of the keys found, in input order; unknown keys are skipped."""
@@ -550,6 +563,13 @@ class ServingModel:
             self.search_similar(artist, DEFAULT_K)
         history = tuple((str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists)))
         self.recommend_for_history(HistoryQuery(history, k=DEFAULT_K))
+
+    def build_hash_indexes(self) -> None:
+        """The hash indexes of user ids, artist ids and names (``SortedLookup.build_hash_index``).
+        Lookups are right without them (they bisect); the watcher calls this once the version
+        serves, so a swap does not wait for it."""
+        for lookup in (self.users, self.artists, self.names):
+            lookup.build_hash_index()
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""

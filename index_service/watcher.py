@@ -145,6 +145,7 @@ class VersionWatcher:
                      served.model.recommend_params.method, served.model.similar_params.method,
                      served.load_duration_ms, f", replacing version {old.version}" if old else "",
                      extra={"version": version, "load_ms": round(served.load_duration_ms, 1)})
+            served.model.build_hash_indexes()  # after the swap: requests bisect until it is done
             return served
         return None
 

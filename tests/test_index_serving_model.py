@@ -121,3 +121,22 @@ def test_close_is_idempotent_and_leaves_exact_answers(model):
     model.close()
     model.close()
     assert recommended(model, RecommendQuery("u0", k=3)) == before
+
+
+def test_sorted_lookup_answers_the_same_before_and_after_its_hash_index():
+    from index_service.serving_model import SortedLookup
+
+    keys = np.array(["u7", "a", "zz", "u10", "b\u00e9", ""], dtype=str)
+    order = np.argsort(keys, kind="stable")
+    lookup = SortedLookup(keys, order)
+    named = SortedLookup(keys, order, targets=np.array([5, 4, 3, 2, 1, 0]))
+    queries = ["u7", "a", "zz", "u10", "b\u00e9", "", "u1", "a\x00", "zzz", "\x00"]
+    expected = [0, 1, 2, 3, 4, 5, None, None, None, None]
+    before = [lookup.get(q) for q in queries]
+    named_before = [named.get(q) for q in queries]
+    lookup.build_hash_index()
+    named.build_hash_index()
+    assert before == expected
+    assert [lookup.get(q) for q in queries] == expected
+    assert named_before == [None if e is None else 5 - e for e in expected]
+    assert [named.get(q) for q in queries] == named_before
