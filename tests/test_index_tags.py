@@ -21,8 +21,8 @@ from model_store import load_version
 from model_store.artifacts import ArtistTags
 from musicrec.rpc.errors import FailedPrecondition, InvalidArgument
 from musicrec.v1 import index_pb2
-from tests.conftest import ARTISTS_PER_GENRE, GENRES
-from tests.test_index_service import artist_ids, expect_code, serve
+from conftest import ARTISTS_PER_GENRE, GENRES
+from test_index_service import artist_ids, expect_code, serve
 
 
 def tagged_artifacts(tiny_artifacts):
