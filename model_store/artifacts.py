@@ -89,34 +89,35 @@ class ArtistTags:
             raise ValueError("tag weights must be finite and > 0")
         if any(not key for key in keys):
             raise ValueError("empty tag name")
-        summed: dict[tuple[int, str], float] = {}
-        for row, key, weight in zip(rows.tolist(), keys, w.tolist()):
-            summed[(row, key)] = summed.get((row, key), 0.0) + weight
-        per_artist: dict[int, list[tuple[float, str]]] = {}
-        for (row, key), weight in summed.items():
-            per_artist.setdefault(row, []).append((weight, key))
-        kept = {row: sorted(tags, key=lambda item: (-item[0], item[1]))[:max_per_artist]
-                for row, tags in per_artist.items()}
-        counts: dict[str, int] = {}
-        for tags in kept.values():
-            for _, key in tags:
-                counts[key] = counts.get(key, 0) + 1
-        names = sorted(counts, key=lambda key: (-counts[key], key))
-        index = {key: t for t, key in enumerate(names)}
+        vocabulary, codes = np.unique(np.array(keys, dtype=str) if keys else np.zeros(0, dtype="<U1"),
+                                      return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        pairs, inverse = np.unique(rows * max(1, vocabulary.size) + codes, return_inverse=True)
+        summed = np.bincount(inverse.reshape(-1), weights=w, minlength=pairs.size).astype(np.float32)
+        if not np.all(np.isfinite(summed)):
+            raise ValueError("a tag's summed weight does not fit in float32")
+        pair_rows, pair_codes = pairs // max(1, vocabulary.size), pairs % max(1, vocabulary.size)
+        # Each artist's heaviest first (ties by name), then its first max_per_artist kept.
+        order = np.lexsort((pair_codes, -summed, pair_rows))
+        pair_rows, pair_codes, summed = pair_rows[order], pair_codes[order], summed[order]
+        starts = np.searchsorted(pair_rows, pair_rows, side="left")
+        keep = np.arange(pair_rows.size) - starts < max_per_artist
+        pair_rows, pair_codes, summed = pair_rows[keep], pair_codes[keep], summed[keep]
+        carried = np.bincount(pair_codes, minlength=vocabulary.size)
+        used = np.flatnonzero(carried)
+        ranked = used[np.lexsort((used, -carried[used]))]  # codes are name order: ties by name
+        tag_of_code = np.full(vocabulary.size, -1, dtype=np.int64)
+        tag_of_code[ranked] = np.arange(ranked.size)
+        tags = tag_of_code[pair_codes]
+        # Heaviest first; equal weights keep the more common tag first (tag index order).
+        order = np.lexsort((tags, -summed, pair_rows))
         indptr = np.zeros(num_artists + 1, dtype=np.int64)
-        indices: list[int] = []
-        tag_weights: list[float] = []
-        for row in range(num_artists):
-            # Heaviest first; equal weights keep the more common tag first (tag index order).
-            for weight, key in sorted(kept.get(row, []), key=lambda item: (-item[0], index[item[1]])):
-                indices.append(index[key])
-                tag_weights.append(weight)
-            indptr[row + 1] = len(indices)
+        np.cumsum(np.bincount(pair_rows, minlength=num_artists), out=indptr[1:])
+        names = vocabulary[ranked]
         return cls._with_transpose(
-            names=np.array(names, dtype=f"<U{max((len(n) for n in names), default=1)}"),
-            counts=np.array([counts[n] for n in names], dtype=np.int64),
-            indptr=indptr, indices=np.array(indices, dtype=np.int32),
-            weights=np.array(tag_weights, dtype=np.float32))
+            names=names if names.size else np.zeros(0, dtype="<U1"),
+            counts=carried[ranked].astype(np.int64),
+            indptr=indptr, indices=tags[order].astype(np.int32), weights=summed[order])
 
     @classmethod
     def _with_transpose(cls, names, counts, indptr, indices, weights) -> "ArtistTags":
