@@ -94,12 +94,20 @@ def tag_filter(tag_indptr: np.ndarray, tag_artists: np.ndarray, num_artists: int
     if allowed is not None:
         # Applied to the (usually smaller) allowed set now, so the search sees one sorted array.
         for drop in (banned, exclude):
-            if drop is not None and drop.shape[0] and allowed.shape[0]:
-                allowed = allowed[~np.isin(allowed, drop)]
+            allowed = without(allowed, drop)
         return ArtistFilter(allowed, None)
     if banned is None:
         return ArtistFilter(None, exclude)
     return ArtistFilter(None, banned if exclude is None or not exclude.shape[0] else np.concatenate((banned, exclude)))
+
+
+def without(values: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+    """``values`` minus every value in ``drop`` (any order, duplicates allowed), order kept.
+    By binary search in the sorted ``drop``: O((n + m) log m), cheaper than ``np.isin`` for the
+    few hundred values a request drops."""
+    if drop is None or not drop.shape[0] or not values.shape[0]:
+        return values
+    return values[~members(np.sort(drop), values)]
 
 
 def members(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -152,9 +160,11 @@ class _Space:
         if allowed is not None and allowed.shape[0] <= _SCAN_ALL_ABOVE * num_items:
             if not allowed.shape[0] or k <= 0:
                 return _EMPTY, _NO_SCORES
-            if exclude is not None and exclude.shape[0]:
-                allowed = allowed[~np.isin(allowed, exclude)]
-            scores = self.rows[allowed] @ self.query
+            allowed = without(allowed, exclude)
+            if self.rows.flags.c_contiguous:
+                scores = self.rows[allowed] @ self.query
+            else:  # the exact layout keeps the transpose: gather its columns, each row read in order
+                scores = self.query @ self.rows_t[:, allowed]
             top = top_k_indices(scores, k)
             return allowed[top], scores[top]
         scores = self.query @ self.rows_t
@@ -182,7 +192,7 @@ class _Space:
         if flt.allowed is not None:
             keep &= members(flt.allowed, found)
         if n_exclude:
-            keep &= ~np.isin(found, flt.exclude)
+            keep &= ~members(np.sort(flt.exclude), found)
         candidates = found[keep]
         if candidates.shape[0] < k and found.shape[0] < num_items:
             return self.exact(k, flt)  # the over-fetch held too few allowed artists
@@ -245,7 +255,7 @@ def from_exact_list(row: np.ndarray, row_scores: np.ndarray, end: int, flt: Arti
     if flt.allowed is not None:
         keep &= members(flt.allowed, np.where(valid, row, 0))
     if flt.exclude is not None and flt.exclude.shape[0]:
-        keep &= ~np.isin(row, flt.exclude)
+        keep &= ~members(np.sort(flt.exclude), row)
     picked = np.flatnonzero(keep)[:end]
     if full:
         if picked.shape[0] < end or not row_scores[picked[-1]] > row_scores[-1]:
