@@ -29,12 +29,22 @@ by the same searches; with no known artist, by popularity (training listeners). 
 (``batch_recommend``) answers from the lists what they can and scores the rest of an exact-search
 version as one matrix product.
 
+Tags (format 3): ``tags``, ``exclude_tags`` and ``max_per_tag`` make a request's artists a filter
+(``ranking.filtered.tag_filter``, with the allow-list and the exclusions), searched as
+``ranking.filtered`` plans it (exact over few allowed rows, ANN over-fetch for many, the threshold
+from the latencies measured at publish) or taken from an exact precomputed list when it provably
+holds the answer; ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
+version does not know empties the answer (``unknown_tags`` lists it). See docs/serving.md.
+
 Request rules (the error classes carry their gRPC status code, see ``musicrec.rpc.errors``):
 k = 0 means ``DEFAULT_K``; k < 0 or k > ``MAX_K`` is INVALID_ARGUMENT; offset < 0 or
 offset + k > ``MAX_K`` is INVALID_ARGUMENT; more than ``MAX_EXCLUDED`` excluded ids, more than
 ``MAX_ONLY`` allowed ids, more than ``MAX_HISTORY`` history entries, a history entry whose plays
 are not a positive finite number, or more than ``MAX_BATCH`` requests in a batch is
-INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
+INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND; more than ``MAX_TAGS`` names in
+``tags`` or ``exclude_tags``, a blank one or one over ``MAX_TAG_LENGTH`` characters, or
+``max_per_tag`` outside [0, ``MAX_PER_TAG``] is INVALID_ARGUMENT; a tag filter or cap on a version
+without tags is FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -701,6 +711,11 @@ class ServingModel:
             self.search_similar(artist, DEFAULT_K)
         history = tuple((str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists)))
         self.recommend_for_history(HistoryQuery(history, k=DEFAULT_K))
+        if self.tag_names is not None and self.num_users:
+            # The tag lookup's hash index, and a filtered search of each kind (the most common tag).
+            common = (str(self.tags.names[0]),)
+            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K, tags=common, max_per_tag=2))
+            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K, tags=common))
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""
