@@ -129,6 +129,9 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
     if part == "live":
         from bench import live
         return live.run(settings, workdir)
+    if part == "tags":
+        from bench import tags
+        return tags.run(settings, workdir)
     raise ValueError(part)
 
 

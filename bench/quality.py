@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_SEED = 0
 FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
-METRIC_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "train_seconds", "samples_per_second")
+METRIC_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "train_seconds", "samples_per_second", "tag_coherence")
 # "Time to HR@10 >= 0.19": each method is evaluated about this many times along its run (and at
 # its end); the evaluations' time is not counted as training time.
 TIME_TO_HR_THRESHOLD = 0.19
@@ -92,7 +92,14 @@ class QualityClock:
                 "every": self.every, "curve": self.curve}
 
 
-def _ours(split, hp, selection) -> dict:
+def _coherence(artist_factors, tags) -> dict:
+    """The tag coherence of a method's SimilarArtists (``bench.tags.tag_coherence``; None without tags)."""
+    from bench.tags import tag_coherence
+
+    return {"tag_coherence": None if tags is None else tag_coherence(np.asarray(artist_factors), tags)}
+
+
+def _ours(split, hp, selection, tags=None) -> dict:
     from trainer_service.bpr import BPRTrainer
     from trainer_service.evaluation import evaluate_model
 
@@ -116,7 +123,8 @@ def _ours(split, hp, selection) -> dict:
     return {**_metrics(evaluate_model(factors.user_factors, factors.artist_factors, factors.artist_bias, split,
                                       selection)),
             "train_seconds": seconds, "samples_per_second": median(rates),
-            "epoch_samples_per_second": rates, "time_to_quality": clock.as_dict()}
+            "epoch_samples_per_second": rates, "time_to_quality": clock.as_dict(),
+            **_coherence(factors.artist_factors, tags)}
 
 
 def _train_matrix(split, weights: np.ndarray | None = None):
@@ -127,7 +135,7 @@ def _train_matrix(split, weights: np.ndarray | None = None):
                       shape=(split.num_users, split.num_artists))
 
 
-def _implicit_bpr(split, factors: int, seed: int, selection) -> dict:
+def _implicit_bpr(split, factors: int, seed: int, selection, tags=None) -> dict:
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     from trainer_service.evaluation import evaluate_model
@@ -147,10 +155,10 @@ def _implicit_bpr(split, factors: int, seed: int, selection) -> dict:
     seconds = clock.elapsed()
     samples = model.iterations * matrix.nnz
     return {**_metrics(current()), "train_seconds": seconds, "samples_per_second": samples / seconds,
-            "time_to_quality": clock.as_dict()}
+            "time_to_quality": clock.as_dict(), **_coherence(np.asarray(model.item_factors)[:, :-1], tags)}
 
 
-def _implicit_als(split, factors: int, seed: int, selection) -> dict:
+def _implicit_als(split, factors: int, seed: int, selection, tags=None) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import bm25_weight
     from threadpoolctl import threadpool_limits
@@ -172,7 +180,8 @@ def _implicit_als(split, factors: int, seed: int, selection) -> dict:
                   callback=lambda iteration, *_: clock.checkpoint(iteration + 1, current))
         seconds = clock.elapsed()
     return {**_metrics(current()), "train_seconds": seconds, "samples_per_second": None,
-            "interactions_per_second": model.iterations * matrix.nnz / seconds, "time_to_quality": clock.as_dict()}
+            "interactions_per_second": model.iterations * matrix.nnz / seconds, "time_to_quality": clock.as_dict(),
+            **_coherence(model.item_factors, tags)}
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -210,20 +219,20 @@ def evaluate_dataset(name: str, settings: BenchSettings) -> dict:
         epochs=min(NOTEBOOK.epochs, settings.quality_epochs))
     rows, notes = [], []
     methods = [
-        ("ours (default)", lambda seed: _ours(split, ours_hp.with_overrides(seed=seed), selection),
+        ("ours (default)", lambda seed: _ours(split, ours_hp.with_overrides(seed=seed), selection, data.tags),
          f"TensorFlow BPR, {ours_hp.factors} factors, {ours_hp.epochs} epochs, {ours_hp.optimizer} "
          f"lr {ours_hp.learning_rate:g} ({ours_hp.learning_rate_schedule}), reg {ours_hp.regularization:g}, "
          f"{ours_hp.negative_sampling} negatives (hardest of {ours_hp.negative_candidates})"),
-        ("notebook recipe", lambda seed: _ours(split, notebook_hp.with_overrides(seed=seed), selection),
+        ("notebook recipe", lambda seed: _ours(split, notebook_hp.with_overrides(seed=seed), selection, data.tags),
          f"trainer preset 'notebook': {notebook_hp.factors} factors, {notebook_hp.epochs} epochs, "
          f"{notebook_hp.optimizer} lr {notebook_hp.learning_rate:g}, {notebook_hp.negative_sampling} negatives"),
     ]
     try:
         import implicit  # noqa: F401
         methods += [
-            ("implicit BPR", lambda seed: _implicit_bpr(split, ours_hp.factors, seed, selection),
+            ("implicit BPR", lambda seed: _implicit_bpr(split, ours_hp.factors, seed, selection, data.tags),
              f"implicit {_version('implicit')} cpu BPR, {ours_hp.factors} factors, lr 0.01, reg 0.01, 100 iterations"),
-            ("implicit ALS", lambda seed: _implicit_als(split, ours_hp.factors, seed, selection),
+            ("implicit ALS", lambda seed: _implicit_als(split, ours_hp.factors, seed, selection, data.tags),
              f"implicit {_version('implicit')} cpu ALS, {ours_hp.factors} factors, reg 0.01, alpha 1, "
              "15 iterations, BM25-weighted plays"),
         ]

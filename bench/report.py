@@ -244,6 +244,50 @@ def _history_specs() -> tuple[list, list]:
     return [fold_in], speed
 
 
+def _tags_specs() -> tuple[tuple, tuple, list]:
+    from bench.tags import (DIVERSITY_CAP, DIVERSITY_HR_TARGET, DIVERSITY_TAGS_TARGET, P50_RATIO_TARGET,
+                            RECALL_TARGET)
+
+    recall = (f"filtered recall@10 >= {RECALL_TARGET} against the exact filtered answer at every selectivity, "
+              "{model}, {method}{lists}", "min {min_recall:n4} (at {worst_share} of the artists)",
+              [("min_recall", ">=", RECALL_TARGET)], "see the filtered-search table")
+    latency = (f"filtered Recommend p50 in-process <= {P50_RATIO_TARGET:g}x the unfiltered p50 at every selectivity, "
+               "{model}, {method}{lists}", "max {max_ratio:x2} ({worst_p50_ms:n3} ms vs {unfiltered_p50_ms:n3} ms at "
+               "{worst_ratio_share})", [("max_ratio", "<=", P50_RATIO_TARGET)],
+               "an unfiltered answer is a slice of a precomputed list; a filtered one resolves tags, builds the allowed "
+               "set and scores it (Python per request)")
+    diversity = [(f"diversity (at most {DIVERSITY_CAP} per top tag): top 10 spans >= {DIVERSITY_TAGS_TARGET:g} top tags "
+                  "on average, {dataset}", "{diverse_distinct_top_tags:n2} (without: {plain_distinct_top_tags:n2})",
+                  [("diverse_distinct_top_tags", ">=", DIVERSITY_TAGS_TARGET)]),
+                 (f"diversity: HR@10 >= {DIVERSITY_HR_TARGET:g}x the undiversified answer, {{dataset}}",
+                  "{diverse_hr10:n4} vs {plain_hr10:n4} ({hr_ratio:x2}); {users:,} users",
+                  [("hr_ratio", ">=", DIVERSITY_HR_TARGET)])]
+    return recall, latency, diversity
+
+
+def _share(x) -> str:
+    """A share of the catalog as a percentage with 3 significant digits (filters go down to 0.01%)."""
+    return f"{100 * x:.3g}%" if finite(x) else "n/a"
+
+
+def _tags_groups(part: dict) -> list[dict]:
+    """The filtered rows grouped per (model, method, lists): worst recall and p50 ratio."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in part.get("filtered", []):
+        groups.setdefault((row["model"], row["method"], row["lists"]), []).append(row)
+    out = []
+    for (model, method, lists), rows in groups.items():
+        measured = [r for r in rows if r.get("recall_at_10") is not None]
+        worst = min(measured, key=lambda r: r["recall_at_10"]) if measured else {}
+        slowest = max(rows, key=lambda r: r["p50_ratio"])
+        out.append({"model": model, "method": method, "lists": ", precomputed lists" if lists else ", no lists",
+                    "min_recall": worst.get("recall_at_10"), "worst_share": _share(worst.get("share")),
+                    "max_ratio": slowest["p50_ratio"], "worst_p50_ms": slowest["p50_ms"],
+                    "unfiltered_p50_ms": slowest["unfiltered_p50_ms"],
+                    "worst_ratio_share": _share(slowest["share"])})
+    return out
+
+
 def _live_specs() -> tuple[list, tuple, tuple]:
     from bench.live import FRESHNESS_P99_TARGET_S, LIVE_VS_RETRAIN_TARGET, RECORD_TARGET_PER_S, SERVING_RATIO_TARGET
 
@@ -332,6 +376,16 @@ def targets(results: dict) -> list[dict]:
                 for row in items(live["quality"].get("groups"))]
         if not live["quality"].get("ran"):
             out.append(evaluate("live", ("live quality", "{note}", None), live["quality"]))
+    tags = parts.get("tags")
+    if tags:
+        recall, latency, diversity = _tags_specs()
+        for group in _tags_groups(tags):
+            out.append(evaluate("tags", recall, group))
+            if "synthetic" in group["model"]:
+                out.append(evaluate("tags", latency, group))
+        ran = (tags.get("diversity") or {}).get("ran")
+        out += [evaluate("tags", spec if ran else ("diversity", "{note}", None), tags.get("diversity") or {})
+                for spec in diversity[:1 if not ran else 2]]
     return out
 
 
@@ -428,6 +482,13 @@ QUALITY = [("method", "{method}"), ("HR@10", "{hit_rate_at_10:n4}"), ("NDCG@10",
            ("s to HR@10 >= 0.19", _time_to_quality), ("runs", lambda r: r.get("runs", 1)), ("settings", "{description}")]
 
 
+def _quality_columns(rows: list[dict]) -> list:
+    """QUALITY, with tag coherence beside HR@10 when the data set's rows carry it (a source with tags)."""
+    if not any(r.get("tag_coherence") is not None for r in rows):
+        return QUALITY
+    return QUALITY[:2] + [("tag coherence", "{tag_coherence:n3}")] + QUALITY[2:]
+
+
 def _quality(part: dict) -> list[str]:
     lines = []
     for ds in part.get("datasets", []):
@@ -435,7 +496,8 @@ def _quality(part: dict) -> list[str]:
         rows = [{**r, "vs_ours": div(ours.get("hit_rate_at_10"), r["hit_rate_at_10"]),
                  "time_vs_ours": div(r["train_seconds"], ours.get("train_seconds"))} for r in ds["rows"]]
         lines += [fill("### {dataset}: {users:,} users, {artists:,} artists, {interactions:,} interactions "
-                       "({evaluated_users:,} evaluated users)", ds), ""] + table(rows, QUALITY) + bullets(ds.get("notes"))
+                       "({evaluated_users:,} evaluated users)", ds), ""] + table(rows, _quality_columns(rows))
+        lines += bullets(ds.get("notes"))
     return lines + bullets(part.get("notes"))
 
 
@@ -688,6 +750,29 @@ LIVE_QUALITY = [("listeners", "{name} ({users:,})"), ("stale HR@10", "{stale_hr1
                     g["live_hr10"], g["retrain_hr10"])))]
 
 
+FILTERED = [("version", "{model}"), ("search", lambda r: r["method"] + (", lists" if r["lists"] else "")),
+            ("filter (tags, any of)", lambda r: ", ".join(r["tags"][:3]) + (f" (+{len(r['tags']) - 3})"
+                                                                           if len(r["tags"]) > 3 else "")),
+            ("artists left", lambda r: f"{r['artists']:,} ({_share(r['share'])})"), ("recall@10 vs exact filtered", "{recall_at_10:n4}"),
+            ("filtered p50 ms", "{p50_ms:n3}"), ("unfiltered p50 ms", "{unfiltered_p50_ms:n3}"),
+            ("ratio", "{p50_ratio:x2}")]
+DIVERSITY_TEXT = ("Diversity on {dataset} ({users:,} held-out users, leave-one-out, {epochs} epochs): with at most {cap} "
+                  "artists per top tag the top 10 spans {diverse_distinct_top_tags:n2} top tags on average "
+                  "(without: {plain_distinct_top_tags:n2}), HR@10 {diverse_hr10:n4} (without: {plain_hr10:n4}, "
+                  "{hr_ratio:x2}). Tag coherence of SimilarArtists' top 10 (share carrying one of the query artist's "
+                  "top 3 tags): {tag_coherence:n3} for this model, {random_tag_coherence:n3} for random factors.")
+
+
+def _tags(part: dict) -> list[str]:
+    lines = table(part.get("filtered", []), FILTERED)
+    diversity = part.get("diversity") or {}
+    if diversity.get("ran"):
+        lines += [fill(DIVERSITY_TEXT, diversity), ""]
+    elif diversity:
+        lines += [fill("Diversity not measured: {note}.", diversity), ""]
+    return lines + bullets(part.get("notes"))
+
+
 def _live(part: dict) -> list[str]:
     record, writing, quality = part["record"], part["writing"], part["quality"]
     lines = table(items(record["stores"]), [
@@ -718,6 +803,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
         "quality": lambda: _quality(parts["quality"]), "scale": lambda: _scale(parts["scale"]),
         "ann": lambda: _ann(parts["ann"], plot_note), "serving": lambda: _serving(parts["serving"], cores),
         "history": lambda: _history(parts["history"]), "live": lambda: _live(parts["live"]),
+        "tags": lambda: _tags(parts["tags"]),
     }
     head, *sections = re.split(r"^<!-- part (\w+) -->\n", TEMPLATE.read_text(encoding="utf-8"), flags=re.M)
     text = head + "".join(body for name, body in zip(sections[::2], sections[1::2]) if parts.get(name))

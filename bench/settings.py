@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTS = ("quality", "scale", "ann", "serving", "history", "live")
+PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -44,6 +44,8 @@ class BenchSettings:
     - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
       on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
       absent from training were evaluated (0: one seed).
+    - ``tags_artists``: artists of the synthetic tagged version (``bench/tags.py``);
+      ``tags_users``: users whose filtered Recommend is timed and checked per filter.
     """
 
     quick: bool = False
@@ -85,6 +87,8 @@ class BenchSettings:
     history_batch_rounds: int = 10
     live_freshness_samples: int = 200
     live_min_new_users: int = 500
+    tags_artists: int = 160_000
+    tags_users: int = 500
 
 
 def full_settings(**overrides) -> BenchSettings:
@@ -124,6 +128,8 @@ def quick_settings(**overrides) -> BenchSettings:
         history_batch_rounds=2,
         live_freshness_samples=30,
         live_min_new_users=0,
+        tags_artists=16_000,
+        tags_users=100,
     )
     return dataclasses.replace(quick, **overrides)
 

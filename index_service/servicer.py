@@ -55,24 +55,36 @@ def _ids(repeated) -> tuple[str, ...]:
     return tuple(repeated) if repeated else ()
 
 
+def _tag_fields(request) -> dict:
+    """The tag fields every ranking request carries, as the query dataclasses name them."""
+    return dict(tags=_ids(request.tags), exclude_tags=_ids(request.exclude_tags),
+                max_per_tag=request.diversity.max_per_tag, include_tags=request.include_tags)
+
+
 def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
     """The domain's view of a RecommendRequest (its repeated fields as tuples)."""
     return RecommendQuery(request.user_id, k=request.k, include_seen=request.include_seen,
                           exclude_artist_ids=_ids(request.exclude_artist_ids),
-                          only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
+                          only_artist_ids=_ids(request.only_artist_ids), offset=request.offset,
+                          **_tag_fields(request))
 
 
 def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery:
     """The domain's view of a RecommendForHistoryRequest (its history as (artist id, plays) pairs)."""
     return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), k=request.k,
                         include_seen=request.include_seen, exclude_artist_ids=_ids(request.exclude_artist_ids),
-                        only_artist_ids=_ids(request.only_artist_ids), offset=request.offset)
+                        only_artist_ids=_ids(request.only_artist_ids), offset=request.offset,
+                        **_tag_fields(request))
 
 
 def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
     """The domain's view of a SimilarArtistsRequest: of its ``artist`` oneof, the field not set
     reads as empty."""
-    return SimilarQuery(request.artist_id, request.artist_name, request.k)
+    return SimilarQuery(request.artist_id, request.artist_name, request.k, **_tag_fields(request))
+
+
+def _tagged(query) -> bool:
+    return bool(query.tags or query.exclude_tags)
 
 
 def plays_of(request: index_pb2.RecordPlaysRequest, now_s: float) -> tuple[Play, ...]:
@@ -126,10 +138,11 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             live = None if self._live is None else self._live.listener(model, query.user_id)
-            if live is None:
-                return served.encoder.recommend(model.recommend(query))
+            ranking = model.recommend(query, live)
+            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
             # A live listener none of whose artists the version knows is answered by popularity.
-            return served.encoder.recommend(model.recommend(query, live), (), live.query is None)
+            return served.encoder.recommend(ranking, (), live is not None and live.query is None,
+                                            unknown_tags=unknown_tags, include_tags=query.include_tags)
 
     async def RecommendForHistory(self, request: index_pb2.RecommendForHistoryRequest, context) -> bytes:
         """A serialized RecommendResponse for a listener given by their history."""
@@ -137,7 +150,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             answer = model.recommend_for_history(query)
-            return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback)
+            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
+            return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback,
+                                            unknown_tags=unknown_tags, include_tags=query.include_tags)
 
     async def BatchRecommend(self, request: index_pb2.BatchRecommendRequest, context) -> bytes:
         """A serialized BatchRecommendResponse: every request answered from one leased version."""
@@ -146,8 +161,11 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         with served as model:
             live = {} if self._live is None else self._live.listeners_of(model, (q.user_id for q in queries))
             results = model.batch_recommend(queries, live)
+            unknown_tags = [model.unknown_tags(q) if _tagged(q) and not isinstance(r, ServiceError) else ()
+                            for q, r in zip(queries, results)]
             return served.encoder.batch_recommend([_status_of(r) if isinstance(r, ServiceError) else r
-                                                    for r in results])
+                                                    for r in results], unknown_tags,
+                                                   [q.include_tags for q in queries])
 
     async def SimilarArtists(self, request: index_pb2.SimilarArtistsRequest, context) -> bytes:
         """A serialized SimilarArtistsResponse."""
@@ -155,7 +173,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             result = model.similar(query)
-            return served.encoder.similar(result.query, result.ranking)
+            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
+            return served.encoder.similar(result.query, result.ranking, unknown_tags=unknown_tags,
+                                          include_tags=query.include_tags)
 
     async def GetIndexInfo(self, request: index_pb2.GetIndexInfoRequest, context) -> index_pb2.GetIndexInfoResponse:
         response = index_pb2.GetIndexInfoResponse(

@@ -29,12 +29,22 @@ by the same searches; with no known artist, by popularity (training listeners). 
 (``batch_recommend``) answers from the lists what they can and scores the rest of an exact-search
 version as one matrix product.
 
+Tags (format 3): ``tags``, ``exclude_tags`` and ``max_per_tag`` make a request's artists a filter
+(``ranking.filtered.tag_filter``, with the allow-list and the exclusions), searched as
+``ranking.filtered`` plans it (exact over few allowed rows, ANN over-fetch for many, the threshold
+from the latencies measured at publish) or taken from an exact precomputed list when it provably
+holds the answer; ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
+version does not know empties the answer (``unknown_tags`` lists it). See docs/serving.md.
+
 Request rules (the error classes carry their gRPC status code, see ``musicrec.rpc.errors``):
 k = 0 means ``DEFAULT_K``; k < 0 or k > ``MAX_K`` is INVALID_ARGUMENT; offset < 0 or
 offset + k > ``MAX_K`` is INVALID_ARGUMENT; more than ``MAX_EXCLUDED`` excluded ids, more than
 ``MAX_ONLY`` allowed ids, more than ``MAX_HISTORY`` history entries, a history entry whose plays
 are not a positive finite number, or more than ``MAX_BATCH`` requests in a batch is
-INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND.
+INVALID_ARGUMENT; an unknown user or artist is NOT_FOUND; more than ``MAX_TAGS`` names in
+``tags`` or ``exclude_tags``, a blank one or one over ``MAX_TAG_LENGTH`` characters, or
+``max_per_tag`` outside [0, ``MAX_PER_TAG``] is INVALID_ARGUMENT; a tag filter or cap on a version
+without tags is FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -47,11 +57,14 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from model_store import LoadedVersion, Manifest
-from model_store.artifacts import name_key
+from model_store.artifacts import ArtistTags, name_key, tag_key
+from ranking.diversity import diversified, top_tag_of
+from ranking.filtered import (ArtistFilter, FilterPlan, cosine_space, filtered_search, from_exact_list,
+                              inner_product_space, tag_filter)
 from ranking.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
 from ranking.search import CosineSearch, InnerProductSearch, search_params
-from musicrec.rpc.errors import InvalidArgument, NotFound, ServiceError
+from musicrec.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 
 if TYPE_CHECKING:
     from index_service.live import LiveListener
@@ -63,6 +76,10 @@ MAX_ONLY = 10_000
 MAX_HISTORY = 1000
 MAX_BATCH = 1000
 WARM_UP_QUERIES = 8
+MAX_TAGS = 100  # per field: tags, exclude_tags
+MAX_TAG_LENGTH = 256  # characters
+MAX_PER_TAG = 1000  # Diversity.max_per_tag
+TAGS_SHOWN = 3  # ScoredArtist.tags with include_tags: the artist's heaviest
 _NO_INDICES = np.empty(0, dtype=np.int64)
 
 
@@ -104,13 +121,19 @@ def resolve_page(k: int, offset: int) -> tuple[int, int]:
 class ListenerQuery:
     """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
     ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
-    never returned, ``only_artist_ids`` (when given) the only artists ranked."""
+    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tags`` (any of
+    them) and ``exclude_tags`` (none of them) filter the artists, ``max_per_tag`` (0: off) caps
+    the artists sharing a top tag, ``include_tags`` asks for each artist's top tags in the answer."""
 
     k: int = 0
     include_seen: bool = False
     exclude_artist_ids: tuple[str, ...] = ()
     only_artist_ids: tuple[str, ...] = ()
     offset: int = 0
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    max_per_tag: int = 0
+    include_tags: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +155,15 @@ class HistoryQuery(ListenerQuery):
 @dataclass(frozen=True, slots=True)
 class SimilarQuery:
     """One SimilarArtists request: the query artist by ``artist_id`` or, when that is empty, by
-    ``artist_name``; ``k`` as in ``RecommendQuery``."""
+    ``artist_name``; ``k`` and the tag fields as in ``ListenerQuery``."""
 
     artist_id: str = ""
     artist_name: str = ""
     k: int = 0
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    max_per_tag: int = 0
+    include_tags: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +174,27 @@ class HistoryRanking:
     ranking: Ranking
     unknown_artist_ids: tuple[str, ...] = ()
     popularity_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class TagRequest:
+    """A request's tag fields resolved against a version: tag indices of ``tags`` and
+    ``exclude_tags``, the cap (0: none), and the names the version does not know."""
+
+    tags: tuple[int, ...] = ()
+    exclude_tags: tuple[int, ...] = ()
+    max_per_tag: int = 0
+    unknown: tuple[str, ...] = ()
+
+
+def _check_tag_names(field: str, names: Sequence[str]) -> None:
+    if len(names) > MAX_TAGS:
+        raise InvalidArgument(f"at most {MAX_TAGS} {field}, got {len(names)}")
+    for at, name in enumerate(names):
+        if len(name) > MAX_TAG_LENGTH:
+            raise InvalidArgument(f"{field}[{at}] is {len(name)} characters long (at most {MAX_TAG_LENGTH})")
+        if not name.strip():
+            raise InvalidArgument(f"{field}[{at}] is empty")
 
 
 _HASH_CHUNK = 65_536  # keys turned into Python strings at a time while hashing
@@ -309,6 +357,16 @@ class ServingModel:
             if made.similar_n and made.similar_method == self.similar_params.method:
                 self.similar_top, self.similar_top_scores = top.similar_top, top.similar_top_scores
                 self.similar_n = made.similar_n
+        # Tags (format 3): the vocabulary looked up by name, each artist's top tag for diversity,
+        # and the filtered-search plans from the latencies measured at publish.
+        self.tags: ArtistTags | None = loaded.tags
+        self.tag_names = None if self.tags is None else SortedLookup(self.tags.names, np.argsort(self.tags.names))
+        self.top_tag = None if self.tags is None else top_tag_of(self.tags.indptr, self.tags.indices)
+        self.recommend_plan = FilterPlan.of(manifest.recommend_search, self.recommend_params)
+        self.similar_plan = FilterPlan.of(manifest.similar_search, self.similar_params)
+        # A filtered request may use a list only when the list is the exact ranking (see from_exact_list).
+        self.recommend_lists_exact = self.recommend_top is not None and self.recommend_params.method == "exact"
+        self.similar_lists_exact = self.similar_top is not None and self.similar_params.method == "exact"
         self.artist_listeners = art.artist_listeners
         self._popularity: np.ndarray | None = None  # artist indices by listeners; made on first use
         regularization = manifest.hyperparameters.get("regularization", DEFAULT_REGULARIZATION)
@@ -347,16 +405,28 @@ class ServingModel:
         k, offset = resolve_page(query.k, query.offset)
         extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
         allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
-        return _page(self._rank_fitted(live.query, live.seen, offset + k, query.include_seen, extra, allowed), offset)
+        tagged = self.tag_request(query)
+        return _page(self._rank_fitted(live.query, live.seen, offset + k, query.include_seen, extra, allowed, tagged),
+                     offset)
 
     def _rank_fitted(self, vector: np.ndarray | None, seen: np.ndarray, end: int, include_seen: bool,
-                     extra: np.ndarray | None, allowed: np.ndarray | None) -> Ranking:
+                     extra: np.ndarray | None, allowed: np.ndarray | None,
+                     tagged: TagRequest | None = None) -> Ranking:
         """The top ``end`` for a fitted listener: ``vector`` (F + 1,) (None: none of their
         artists is known, so by popularity), ``seen`` their artists (sorted indices)."""
         if include_seen or not seen.shape[0]:
             exclude = extra
         else:
             exclude = seen if extra is None else np.concatenate((seen, extra))
+        if tagged is not None:
+            if tagged.unknown:
+                return _NO_RANKING
+            flt = self._filter(tagged, allowed, exclude)
+            if vector is None:
+                return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
+            space = inner_product_space(self.recommend_search, vector)
+            return self._diversified(
+                lambda depth: Ranking(*filtered_search(space, depth, flt, self.recommend_plan)), end, tagged)
         if vector is None:
             return self.popular(end, exclude, allowed)
         if allowed is not None:
@@ -364,13 +434,16 @@ class ServingModel:
         indices, scores = self.recommend_search.search(vector, end, exclude)
         return Ranking(indices, scores)
 
-    def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None]:
-        """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None)."""
+    def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None,
+                                                       TagRequest | None]:
+        """A checked request: (user, k, offset, include_seen, extra excluded, allowed or None,
+        its tag fields resolved or None)."""
         k, offset = resolve_page(query.k, query.offset)
+        tagged = self.tag_request(query)
         user = self.user_index(query.user_id)
         extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
         allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
-        return user, k, offset, query.include_seen, extra, allowed
+        return user, k, offset, query.include_seen, extra, allowed, tagged
 
     def _from_lists(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
                     allowed: np.ndarray | None) -> Ranking | None:
@@ -383,8 +456,15 @@ class ServingModel:
         return answer
 
     def _recommend_user(self, user: int, k: int, offset: int, include_seen: bool, extra: np.ndarray | None,
-                        allowed: np.ndarray | None) -> Ranking:
+                        allowed: np.ndarray | None, tagged: TagRequest | None = None) -> Ranking:
         end = offset + k
+        if tagged is not None:
+            if tagged.unknown:
+                return _NO_RANKING
+            flt = self._filter(tagged, allowed, self._exclusions(user, include_seen, extra))
+            from_lists = not include_seen and self.recommend_lists_exact
+            return _page(self._diversified(lambda depth: self._filtered_user(user, depth, flt, from_lists), end, tagged),
+                         offset)
         answer = self._from_lists(user, end, include_seen, extra, allowed)
         if answer is None:
             if allowed is not None:
@@ -393,6 +473,62 @@ class ServingModel:
             else:
                 answer = self.search_recommend(user, end, include_seen, extra)
         return _page(answer, offset)
+
+    def _filtered_user(self, user: int, depth: int, flt: ArtistFilter, from_lists: bool) -> Ranking:
+        """The top ``depth`` of user index ``user`` among the artists ``flt`` leaves: from the
+        user's list when it provably holds them (``from_lists``: the lists are exact and rank
+        without seen artists, as ``flt`` does), else by the planned search."""
+        if from_lists and depth <= self.recommend_n:
+            answer = from_exact_list(self.recommend_top[user], self.recommend_top_scores[user], depth, flt)
+            if answer is not None:
+                self.precomputed_answers += 1
+                return Ranking(*answer)
+        space = inner_product_space(self.recommend_search, user_query(self.user_factors[user]))
+        return Ranking(*filtered_search(space, depth, flt, self.recommend_plan))
+
+    def tag_request(self, query: "ListenerQuery | SimilarQuery") -> TagRequest | None:
+        """The query's tag fields resolved against this version; None when it asks no filter and
+        no diversity (``include_tags`` alone changes only the encoding). Over the limits:
+        INVALID_ARGUMENT; a filter or diversity on a version without tags: FAILED_PRECONDITION."""
+        if not (query.tags or query.exclude_tags or query.max_per_tag):
+            return None
+        _check_tag_names("tags", query.tags)
+        _check_tag_names("exclude_tags", query.exclude_tags)
+        if query.max_per_tag < 0 or query.max_per_tag > MAX_PER_TAG:
+            raise InvalidArgument(f"diversity.max_per_tag must be between 0 and {MAX_PER_TAG}, got {query.max_per_tag}")
+        if self.tag_names is None:
+            raise FailedPrecondition(f"the served version ({self.version}) has no tags: tags, exclude_tags and "
+                                     "diversity need a version trained from a source with tags")
+        unknown: dict[str, None] = {}
+
+        def resolve(names: Sequence[str]) -> tuple[int, ...]:
+            found = []
+            for name in names:
+                at = self.tag_names.get(tag_key(name))
+                if at is None:
+                    unknown[name] = None
+                else:
+                    found.append(at)
+            return tuple(dict.fromkeys(found))
+
+        return TagRequest(resolve(query.tags), resolve(query.exclude_tags), query.max_per_tag, tuple(unknown))
+
+    def unknown_tags(self, query: "ListenerQuery | SimilarQuery") -> tuple[str, ...]:
+        """The query's tags and exclude_tags this version does not know (request order, each once)."""
+        tagged = self.tag_request(query)
+        return () if tagged is None else tagged.unknown
+
+    def _filter(self, tagged: TagRequest, allowed: np.ndarray | None, exclude: np.ndarray | None) -> ArtistFilter:
+        tags = self.tags
+        return tag_filter(tags.tag_indptr, tags.tag_artists, self.num_artists, tagged.tags, tagged.exclude_tags,
+                          allowed, exclude)
+
+    def _diversified(self, top, end: int, tagged: TagRequest) -> Ranking:
+        """``top(end)`` (a Ranking of the best ``end``), or with ``tagged.max_per_tag`` its
+        diversified top ``end`` (``ranking.diversity``)."""
+        if not tagged.max_per_tag:
+            return top(end)
+        return Ranking(*diversified(top, end, self.top_tag, tagged.max_per_tag, self.num_artists))
 
     def _exclusions(self, user: int, include_seen: bool, extra: np.ndarray | None) -> np.ndarray | None:
         exclude = None
@@ -436,15 +572,20 @@ class ServingModel:
         k, offset = resolve_page(query.k, query.offset)
         extra = self._artist_indices(query.exclude_artist_ids) if query.exclude_artist_ids else None
         allowed = self._allowed_indices(query.only_artist_ids) if query.only_artist_ids else None
+        tagged = self.tag_request(query)
         found = self.artists.indices_or_missing(ids)
         known = found >= 0
         unknown = tuple(dict.fromkeys(artist_id for artist_id, hit in zip(ids, known.tolist()) if not hit))
         end = offset + k
         if not known.any():
+            if tagged is not None:
+                ranking = self._rank_fitted(None, _NO_INDICES, end, True, extra, allowed, tagged)
+                return HistoryRanking(_page(ranking, offset), unknown, True)
             return HistoryRanking(_page(self.popular(end, extra, allowed), offset), unknown, True)
         artists, inverse = np.unique(found[known], return_inverse=True)
         weights = np.bincount(inverse, weights=plays[known])  # an artist listed twice: plays summed
-        ranking = self._rank_fitted(self.fold_in.fit(artists, weights), artists, end, query.include_seen, extra, allowed)
+        ranking = self._rank_fitted(self.fold_in.fit(artists, weights), artists, end, query.include_seen, extra,
+                                    allowed, tagged)
         return HistoryRanking(_page(ranking, offset), unknown, False)
 
     def popular(self, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None) -> Ranking:
@@ -486,8 +627,11 @@ class ServingModel:
                 if listener is not None:
                     results[position] = self._recommend_live(query, listener)
                     continue
-                user, k, offset, include_seen, extra, allowed = self._checked(query)
+                user, k, offset, include_seen, extra, allowed, tagged = self._checked(query)
                 end = offset + k
+                if tagged is not None:
+                    results[position] = self._recommend_user(user, k, offset, include_seen, extra, allowed, tagged)
+                    continue
                 answer = self._from_lists(user, end, include_seen, extra, allowed)
                 if answer is not None:
                     results[position] = _page(answer, offset)
@@ -512,13 +656,30 @@ class ServingModel:
         The artist is given by id or by name (case-insensitive; among artists sharing the name,
         the one with the most listeners)."""
         k = resolve_k(query.k)
+        tagged = self.tag_request(query)
         artist = self.resolve_artist(query.artist_id, query.artist_name)
+        if tagged is not None:
+            if tagged.unknown:
+                return SimilarRanking(artist, _NO_RANKING)
+            flt = self._filter(tagged, None, np.array([artist], dtype=np.int64))
+            return SimilarRanking(artist, self._diversified(lambda depth: self._filtered_similar(artist, depth, flt),
+                                                            k, tagged))
         if self.similar_top is not None and k <= self.similar_n:
             answer = _from_list(self.similar_top, self.similar_top_scores, artist, k, None)
             if answer is not None:
                 self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
         return SimilarRanking(artist, self.search_similar(artist, k))
+
+    def _filtered_similar(self, artist: int, depth: int, flt: ArtistFilter) -> Ranking:
+        """The ``depth`` artists most similar to ``artist`` among those ``flt`` leaves (it
+        excludes ``artist``): from its exact list when that provably holds them, else searched."""
+        if self.similar_lists_exact and depth <= self.similar_n:
+            answer = from_exact_list(self.similar_top[artist], self.similar_top_scores[artist], depth, flt)
+            if answer is not None:
+                self.precomputed_answers += 1
+                return Ranking(*answer)
+        return Ranking(*filtered_search(cosine_space(self.similar_search, artist), depth, flt, self.similar_plan))
 
     def search_similar(self, artist: int, k: int) -> Ranking:
         """SimilarArtists for artist index ``artist`` by search (no precomputed list)."""
@@ -563,6 +724,11 @@ class ServingModel:
             self.search_similar(artist, DEFAULT_K)
         history = tuple((str(self.artist_ids[a]), 1.0) for a in range(min(queries, self.num_artists)))
         self.recommend_for_history(HistoryQuery(history, k=DEFAULT_K))
+        if self.tag_names is not None and self.num_users:
+            # The tag lookup's hash index, and a filtered search of each kind (the most common tag).
+            common = (str(self.tags.names[0]),)
+            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K, tags=common, max_per_tag=2))
+            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K, tags=common))
 
     def build_hash_indexes(self) -> None:
         """The hash indexes of user ids, artist ids and names (``SortedLookup.build_hash_index``).
@@ -581,6 +747,9 @@ class ServingModel:
         self.recommend_search.index = None
         self.similar_search.index = None
         self.loaded.close()
+
+
+_NO_RANKING = Ranking(_NO_INDICES, np.empty(0, dtype=np.float32))
 
 
 def _page(ranking: Ranking, offset: int) -> Ranking:

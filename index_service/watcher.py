@@ -161,7 +161,7 @@ class VersionWatcher:
             return None
         try:
             model = ServingModel(loaded, **self._methods)
-            encoder = ResponseEncoder(model.artist_ids, model.artist_names, model.version)
+            encoder = ResponseEncoder(model.artist_ids, model.artist_names, model.version, model.tags)
             model.warm_up()
             model.precomputed_answers = 0  # count what clients get, not the warm-up
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version, never the service

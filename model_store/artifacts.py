@@ -1,5 +1,5 @@
-"""What a version is made of, as it is written and read: the model's arrays, the lookups, the
-precomputed lists, and (when publishing) the built indexes with their search settings."""
+"""What a version is made of, as it is written and read: the model's arrays, the artists' tags, the
+lookups, the precomputed lists, and (when publishing) the built indexes with their search settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,175 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from model_store.format import PrecomputedConfig, SearchConfig
+
+
+# The heaviest tags an artist keeps (format 3 refuses a version whose artist carries more).
+MAX_TAGS_PER_ARTIST = 20
+
+
+def tag_key(name: str) -> str:
+    """The form tag names are stored and matched in: surrounding spaces stripped, case folded."""
+    return name.strip().casefold()
+
+
+@dataclass(frozen=True)
+class ArtistTags:
+    """Each artist's tags with weights, and the tag vocabulary (format 3).
+
+    - ``names``: (T,) unicode, tag names in ``tag_key`` form, ordered by how many artists carry
+      the tag (descending), ties by name; tag index t is the position here.
+    - ``counts``: (T,) int64, the number of artists carrying tag t.
+    - ``indptr``: (A+1,) int64 and ``indices``: (nnz,) int32: artist a's tags are
+      ``indices[indptr[a]:indptr[a+1]]``, heaviest first (ties: lower tag index first), so the
+      first one is the artist's top tag; at most ``MAX_TAGS_PER_ARTIST``; an artist may have none.
+    - ``weights``: (nnz,) float32 > 0, aligned with ``indices`` (HetRec: listeners who applied it).
+    - ``tag_indptr``: (T+1,) int64 and ``tag_artists``: (nnz,) int32: the transpose, tag t's
+      artist rows ascending in ``tag_artists[tag_indptr[t]:tag_indptr[t+1]]`` (stored so that
+      serving builds nothing at load).
+    """
+
+    names: np.ndarray
+    counts: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    tag_indptr: np.ndarray
+    tag_artists: np.ndarray
+
+    @property
+    def num_tags(self) -> int:
+        return int(self.names.shape[0])
+
+    @property
+    def num_artists(self) -> int:
+        return int(self.indptr.shape[0]) - 1
+
+    def artist_tag_indices(self, artist: int) -> np.ndarray:
+        """Tag indices of artist row ``artist``, heaviest first."""
+        return self.indices[self.indptr[artist]:self.indptr[artist + 1]]
+
+    def artist_tag_names(self, artist: int) -> list[str]:
+        """Tag names of artist row ``artist``, heaviest first."""
+        return [str(self.names[t]) for t in self.artist_tag_indices(artist)]
+
+    def tag_artist_rows(self, tag: int) -> np.ndarray:
+        """Artist rows carrying tag index ``tag``, ascending."""
+        return self.tag_artists[self.tag_indptr[tag]:self.tag_indptr[tag + 1]]
+
+    @classmethod
+    def empty(cls, num_artists: int) -> "ArtistTags":
+        """No tags for ``num_artists`` artists (what a format-3 version without tags stores)."""
+        return cls.from_triples(num_artists, [], [], [])
+
+    @classmethod
+    def from_triples(cls, num_artists: int, artist_rows, tag_names, weights,
+                     max_per_artist: int = MAX_TAGS_PER_ARTIST) -> "ArtistTags":
+        """Build from aligned (artist row, tag name, weight) triples.
+
+        Names are put in ``tag_key`` form; the weights of repeated (artist, tag) pairs add up;
+        each artist keeps its ``max_per_artist`` heaviest tags (ties: by name). Raises ValueError
+        for a row out of range, an empty name, or a weight that is not finite and > 0.
+        """
+        rows = np.asarray(artist_rows, dtype=np.int64).reshape(-1)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        keys = [tag_key(str(name)) for name in tag_names]
+        if not (rows.shape[0] == w.shape[0] == len(keys)):
+            raise ValueError(f"{rows.shape[0]} rows, {len(keys)} names and {w.shape[0]} weights: not aligned")
+        if rows.size and (rows.min() < 0 or rows.max() >= num_artists):
+            raise ValueError(f"artist rows out of range [0, {num_artists})")
+        if not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError("tag weights must be finite and > 0")
+        if any(not key for key in keys):
+            raise ValueError("empty tag name")
+        vocabulary, codes = np.unique(np.array(keys, dtype=str) if keys else np.zeros(0, dtype="<U1"),
+                                      return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        pairs, inverse = np.unique(rows * max(1, vocabulary.size) + codes, return_inverse=True)
+        summed = np.bincount(inverse.reshape(-1), weights=w, minlength=pairs.size).astype(np.float32)
+        if not np.all(np.isfinite(summed)):
+            raise ValueError("a tag's summed weight does not fit in float32")
+        pair_rows, pair_codes = pairs // max(1, vocabulary.size), pairs % max(1, vocabulary.size)
+        # Each artist's heaviest first (ties by name), then its first max_per_artist kept.
+        order = np.lexsort((pair_codes, -summed, pair_rows))
+        pair_rows, pair_codes, summed = pair_rows[order], pair_codes[order], summed[order]
+        starts = np.searchsorted(pair_rows, pair_rows, side="left")
+        keep = np.arange(pair_rows.size) - starts < max_per_artist
+        pair_rows, pair_codes, summed = pair_rows[keep], pair_codes[keep], summed[keep]
+        carried = np.bincount(pair_codes, minlength=vocabulary.size)
+        used = np.flatnonzero(carried)
+        ranked = used[np.lexsort((used, -carried[used]))]  # codes are name order: ties by name
+        tag_of_code = np.full(vocabulary.size, -1, dtype=np.int64)
+        tag_of_code[ranked] = np.arange(ranked.size)
+        tags = tag_of_code[pair_codes]
+        # Heaviest first; equal weights keep the more common tag first (tag index order).
+        order = np.lexsort((tags, -summed, pair_rows))
+        indptr = np.zeros(num_artists + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pair_rows, minlength=num_artists), out=indptr[1:])
+        names = vocabulary[ranked]
+        return cls._with_transpose(
+            names=names if names.size else np.zeros(0, dtype="<U1"),
+            counts=carried[ranked].astype(np.int64),
+            indptr=indptr, indices=tags[order].astype(np.int32), weights=summed[order])
+
+    @classmethod
+    def _with_transpose(cls, names, counts, indptr, indices, weights) -> "ArtistTags":
+        rows = np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int32), np.diff(indptr))
+        order = np.lexsort((rows, indices))  # by tag, then artist row
+        tag_indptr = np.zeros(names.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(indices, minlength=names.shape[0]), out=tag_indptr[1:])
+        return cls(names=names, counts=counts, indptr=indptr, indices=indices, weights=weights,
+                   tag_indptr=tag_indptr, tag_artists=rows[order].astype(np.int32))
+
+    def check(self, num_artists: int) -> None:
+        """Raise ValueError unless the tags are sound for ``num_artists`` artists: shapes and
+        dtypes, names in ``tag_key`` form and distinct, ordered by (count desc, name), counts
+        matching the transpose, indices and rows in range, weights finite and > 0 and heaviest
+        first, at most ``MAX_TAGS_PER_ARTIST`` tags per artist, and the transpose exact."""
+        t = self.names.shape[0] if self.names.ndim == 1 else -1
+        if t < 0 or self.names.dtype.kind != "U":
+            raise ValueError(f"tag names have shape {self.names.shape} and dtype {self.names.dtype}, expected (T,) unicode")
+        nnz = int(self.indptr[-1]) if self.indptr.ndim == 1 and self.indptr.shape[0] else -1
+        expected = {
+            "counts": (self.counts, (t,)), "indptr": (self.indptr, (num_artists + 1,)),
+            "indices": (self.indices, (nnz,)), "weights": (self.weights, (nnz,)),
+            "tag_indptr": (self.tag_indptr, (t + 1,)), "tag_artists": (self.tag_artists, (nnz,)),
+        }
+        for name, (array, shape) in expected.items():
+            kind = "f" if name == "weights" else "i"
+            if array.shape != shape or array.dtype.kind != kind:
+                raise ValueError(f"tag array {name} has shape {array.shape} and dtype {array.dtype}, "
+                                 f"expected {shape} of kind {kind!r}")
+        for name, ptr in (("indptr", self.indptr), ("tag_indptr", self.tag_indptr)):
+            if ptr[0] != 0 or np.any(np.diff(ptr) < 0) or ptr[-1] != nnz:
+                raise ValueError(f"tag {name} must start at 0, never decrease and end at {nnz}")
+        if np.diff(self.indptr).max(initial=0) > MAX_TAGS_PER_ARTIST:
+            raise ValueError(f"an artist carries more than {MAX_TAGS_PER_ARTIST} tags")
+        if nnz and (self.indices.min() < 0 or self.indices.max() >= t):
+            raise ValueError("tag indices out of range")
+        if nnz and (self.tag_artists.min() < 0 or self.tag_artists.max() >= num_artists):
+            raise ValueError("tag artist rows out of range")
+        if not np.all(np.isfinite(self.weights)) or np.any(self.weights <= 0):
+            raise ValueError("tag weights must be finite and > 0")
+        names = self.names.tolist()
+        if any(not name or name != tag_key(name) for name in names):
+            raise ValueError("tag names must be non-empty, stripped and case folded")
+        if len(set(names)) != len(names):
+            raise ValueError("tag names are not distinct")
+        if not np.array_equal(self.counts, np.diff(self.tag_indptr)):
+            raise ValueError("tag counts do not match the artists carrying each tag")
+        ranked = list(zip((-self.counts).tolist(), names))
+        if any(a >= b for a, b in zip(ranked, ranked[1:])):
+            raise ValueError("tag names are not ordered by (count desc, name)")
+        rows = np.repeat(np.arange(num_artists, dtype=np.int64), np.diff(self.indptr))
+        same_artist = rows[1:] == rows[:-1]
+        if np.any(self.weights[1:][same_artist] > self.weights[:-1][same_artist]):
+            raise ValueError("an artist's tags are not heaviest first")
+        tags = np.repeat(np.arange(t, dtype=np.int64), np.diff(self.tag_indptr))
+        order = np.lexsort((rows, self.indices))
+        if not (np.array_equal(self.indices[order], tags) and np.array_equal(rows[order], self.tag_artists)):
+            raise ValueError("tag_artists is not the transpose of the artists' tags")
+        if np.any((self.tag_artists[1:] <= self.tag_artists[:-1]) & (tags[1:] == tags[:-1])):
+            raise ValueError("an artist carries a tag twice")
 
 
 @dataclass(frozen=True)
@@ -23,6 +192,7 @@ class ModelArtifacts:
       who listened to the artist (used to break ties between artists that share a name).
     - ``seen_indptr``: (U + 1,) int64 and ``seen_indices``: (N,) int32, a CSR matrix of every
       user's seen artists (all interactions, held-out ones included), sorted within each row.
+    - ``tags``: the artists' tags (``ArtistTags``), or None for a version without tags.
 
     The model score of user u for artist a is ``user_factors[u] @ artist_factors[a] + artist_bias[a]``.
     """
@@ -36,6 +206,7 @@ class ModelArtifacts:
     artist_listeners: np.ndarray
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
+    tags: ArtistTags | None = None
 
     @property
     def num_users(self) -> int:
@@ -87,6 +258,8 @@ class ModelArtifacts:
             raise ValueError("user_ids are not unique")
         if unique_ids and len(set(self.artist_ids.tolist())) != a:
             raise ValueError("artist_ids are not unique")
+        if self.tags is not None:
+            self.tags.check(a)
 
 
 def name_key(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The formats of a model version directory (1 and 2), and its manifest.
+"""The formats of a model version directory (1, 2 and 3), and its manifest.
 
 A version directory holds exactly the files its format names (``data_files``) plus
 ``manifest.json``. The manifest is parsed and validated before any other file is opened; it cannot
@@ -10,7 +10,9 @@ name a file outside that list, so it cannot point outside the version directory.
   (``LOOKUP_FILES``); every file checksummed with BLAKE3 (faster than SHA-256 on one core, and it
   can use every core, so verifying a version at load costs less; see docs/model-store.md),
   and a ``precomputed`` section saying how the lists were made.
-Readers accept both formats.
+- Format 3 (written now): format 2's files plus the artists' tags (``TAG_FILES``), always written
+  (a version without tags holds an empty vocabulary, which readers load as "no tags").
+Readers accept every format in ``SUPPORTED_FORMATS``; formats 1 and 2 load without tags.
 
 Either format may carry an optional ``training`` section (``TrainingRecord``: the quality gate's
 decision, early stopping, the final fit); versions written before it existed have none, and
@@ -25,8 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 2
-SUPPORTED_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+SUPPORTED_FORMATS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 # A manifest larger than this is refused before parsing (a corrupt or hostile file).
 MAX_MANIFEST_BYTES = 1 << 20
@@ -59,6 +61,16 @@ LOOKUP_FILES: dict[str, str] = {
     "artist_name_keys": "artist_name_keys.npy",  # (M,) unicode: sorted distinct casefolded names
     "artist_name_artists": "artist_name_artists.npy",  # (M,) int64: the artist each key names
 }
+# Format 3: the artists' tags (model_store.artifacts.ArtistTags; T tags, nnz artist-tag pairs).
+TAG_FILES: dict[str, str] = {
+    "names": "tag_names.npy",  # (T,) unicode: casefolded names, most carried first
+    "counts": "tag_counts.npy",  # (T,) int64: artists carrying each tag
+    "indptr": "artist_tag_indptr.npy",  # (A+1,) int64: each artist's slice of the two below
+    "indices": "artist_tag_indices.npy",  # (nnz,) int32: tag indices, heaviest first
+    "weights": "artist_tag_weights.npy",  # (nnz,) float32 > 0
+    "tag_indptr": "tag_artist_indptr.npy",  # (T+1,) int64: each tag's slice of the one below
+    "tag_artists": "tag_artist_indices.npy",  # (nnz,) int32: artist rows, ascending
+}
 # Annoy index files: Recommend (inner product via the extra dimension, angular metric) and
 # SimilarArtists (angular metric on the artist factors).
 RECOMMEND_INDEX_FILE = "recommend.ann"
@@ -66,13 +78,14 @@ SIMILAR_INDEX_FILE = "similar.ann"
 INDEX_FILES = (RECOMMEND_INDEX_FILE, SIMILAR_INDEX_FILE)
 DATA_FILES_1 = tuple(ARRAY_FILES.values()) + INDEX_FILES
 DATA_FILES_2 = DATA_FILES_1 + tuple(PRECOMPUTED_FILES.values()) + tuple(LOOKUP_FILES.values())
-DATA_FILES = DATA_FILES_2  # the current format's files
-CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3"}
+DATA_FILES_3 = DATA_FILES_2 + tuple(TAG_FILES.values())
+DATA_FILES = DATA_FILES_3  # the current format's files
+CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3", 3: "blake3"}
 
 
 def data_files(format_version: int) -> tuple[str, ...]:
     """The data files (everything but the manifest) a version of ``format_version`` holds."""
-    return DATA_FILES_1 if format_version == 1 else DATA_FILES_2
+    return {1: DATA_FILES_1, 2: DATA_FILES_2}.get(format_version, DATA_FILES_3)
 
 VERSION_DIR_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 TEMP_PREFIX = ".tmp-"

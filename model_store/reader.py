@@ -1,4 +1,4 @@
-"""Listing, validating and loading versions (formats 1 and 2).
+"""Listing, validating and loading versions (formats 1, 2 and 3).
 
 Validation order: the manifest is read (size-capped), parsed and checked first; only then are the
 files it names opened, each required to be a regular file (not a symlink) inside the version
@@ -11,6 +11,7 @@ for a sound structure (``model_store.annoy_file``), then memory-mapped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from model_store.annoy_file import check_annoy_structure
-from model_store.artifacts import Lookups, ModelArtifacts, PrecomputedTop
+from model_store.artifacts import ArtistTags, Lookups, ModelArtifacts, PrecomputedTop
 from model_store.checksums import fd_digest
 from model_store.errors import InvalidVersionError
 from model_store.format import (
@@ -32,6 +33,7 @@ from model_store.format import (
     MAX_MANIFEST_BYTES,
     RECOMMEND_INDEX_FILE,
     SIMILAR_INDEX_FILE,
+    TAG_FILES,
     VERSION_DIR_PATTERN,
     Manifest,
     ManifestError,
@@ -126,6 +128,8 @@ class LoadedVersion:
     similar_index: AnnoyIndex
     lookups: Lookups
     top: PrecomputedTop | None = None  # format 2: precomputed answers
+    # Format 3: the artists' tags; None for formats 1 and 2 and for a version stored without tags.
+    tags: ArtistTags | None = None
 
     @property
     def version(self) -> int:
@@ -218,7 +222,10 @@ def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) 
 
 def _load_validated(vdir: Path, manifest: Manifest, annoy_problems: list[str | None]) -> LoadedVersion:
     arrays = {name: _load_array(vdir, filename) for name, filename in ARRAY_FILES.items()}
-    artifacts = ModelArtifacts(**arrays)
+    tags = None
+    if manifest.format_version >= 3:
+        tags = ArtistTags(**{name: _load_array(vdir, f) for name, f in TAG_FILES.items()})
+    artifacts = ModelArtifacts(**arrays, tags=tags)
     top = None
     try:
         if manifest.format_version >= 2:
@@ -232,6 +239,8 @@ def _load_validated(vdir: Path, manifest: Manifest, annoy_problems: list[str | N
             lookups = Lookups.build(artifacts)
     except ValueError as exc:
         raise InvalidVersionError(vdir, f"inconsistent arrays: {exc}") from None
+    if tags is not None and not tags.num_tags:
+        artifacts = dataclasses.replace(artifacts, tags=None)  # an empty vocabulary: stored without tags
     counts = (artifacts.num_users, artifacts.num_artists, artifacts.num_factors)
     if counts != (manifest.num_users, manifest.num_artists, manifest.num_factors):
         raise InvalidVersionError(vdir, f"arrays hold (users, artists, factors) = {counts}, manifest says "
@@ -247,4 +256,4 @@ def _load_validated(vdir: Path, manifest: Manifest, annoy_problems: list[str | N
         rec.unload()
         raise
     return LoadedVersion(path=vdir, manifest=manifest, artifacts=artifacts, recommend_index=rec, similar_index=sim,
-                         lookups=lookups, top=top)
+                         lookups=lookups, top=top, tags=artifacts.tags)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
-from model_store.artifacts import BuiltIndexes, Lookups, ModelArtifacts
+from model_store.artifacts import ArtistTags, BuiltIndexes, Lookups, ModelArtifacts
 from model_store.checksums import file_digest
 from model_store.errors import PublishError
 from model_store.format import (
@@ -38,6 +38,7 @@ from model_store.format import (
     PRECOMPUTED_FILES,
     RECOMMEND_INDEX_FILE,
     SIMILAR_INDEX_FILE,
+    TAG_FILES,
     TEMP_PREFIX,
     FileEntry,
     Manifest,
@@ -175,6 +176,10 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
                  play_log_position: int = 0) -> Manifest:
     for name, filename in ARRAY_FILES.items():
         _save_array(tmp / filename, getattr(artifacts, name))
+    # Written in every format-3 version: no tags is an empty vocabulary, so the file set is fixed.
+    tags = artifacts.tags if artifacts.tags is not None else ArtistTags.empty(artifacts.num_artists)
+    for name, filename in TAG_FILES.items():
+        _save_array(tmp / filename, getattr(tags, name))
     lookups = Lookups.build(artifacts)
     for name, filename in LOOKUP_FILES.items():
         _save_array(tmp / filename, getattr(lookups, name))

@@ -18,11 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model_store import FORMAT_VERSION, ModelArtifacts, publish_version  # noqa: E402
+from model_store.artifacts import ArtistTags  # noqa: E402
 from ranking import BuildSettings, build_indexes  # noqa: E402
 
 
+# (artist row, tag, weight): a0-a2 rock/indie, a3-a4 jazz, a4 also a unicode tag, a5 none.
+GOLDEN_TAGS = [(0, "Rock", 3), (0, "indie", 1), (1, "rock ", 2), (2, "Indie", 2), (2, "rock", 1),
+               (3, "jazz", 5), (4, "jazz", 2), (4, "\u00c9lectro", 1)]
+
+
 def golden_artifacts() -> ModelArtifacts:
-    """Two taste blocks: users u0,u1 like artists a0-a2; users u2,u3 like a3-a5 (3 factors)."""
+    """Two taste blocks: users u0,u1 like artists a0-a2; users u2,u3 like a3-a5 (3 factors).
+    Tagged by ``GOLDEN_TAGS`` (formats 3 on store them)."""
+    rows, names, weights = zip(*GOLDEN_TAGS)
     user_factors = np.array([[1, 0, 0.1], [0.9, 0.1, 0], [0, 1, 0.1], [0.1, 0.9, 0]], dtype=np.float32)
     artist_factors = np.array(
         [[1, 0, 0], [0.8, 0, 0.1], [0.6, 0.1, 0], [0, 1, 0], [0, 0.8, 0.1], [0.1, 0.6, 0]], dtype=np.float32)
@@ -36,6 +44,7 @@ def golden_artifacts() -> ModelArtifacts:
         artist_listeners=np.array([2, 1, 1, 2, 1, 1], dtype=np.int32),
         seen_indptr=np.array([0, 1, 2, 3, 5], dtype=np.int64),
         seen_indices=np.array([0, 1, 3, 3, 4], dtype=np.int32),
+        tags=ArtistTags.from_triples(6, rows, names, weights),
     )
 
 

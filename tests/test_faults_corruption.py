@@ -84,9 +84,9 @@ for _file in DATA_FILES:
         (f"deleted {_file}", _file, delete, f"cannot open {_file}"),
     ]
 CASES += [
-    ("manifest from format 3", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=3)),
-     "format_version 3 is not supported"),
-    ("manifest of format 1 over format-2 files", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=1)),
+    ("manifest from format 4", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=4)),
+     "format_version 4 is not supported"),
+    ("manifest of format 1 over format-3 files", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=1)),
      "files must list exactly the format-1 files"),
     ("manifest num_artists edited", MANIFEST_NAME,
      edit_manifest(lambda m: m["data"].update(num_artists=m["data"]["num_artists"] + 1)), "manifest says"),

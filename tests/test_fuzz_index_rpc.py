@@ -24,6 +24,8 @@ from test_faults_harness import (
     SERVING,
     TINY_U0_TOP3,
     IndexClient,
+    index_process,
+    publish_model,
     tiny_model_index,
 )
 
@@ -403,3 +405,106 @@ def test_inputs_tried_are_counted():
     """Runs last in this module: the inputs tried above (reported in docs/reliability.md)."""
     print(f"\nindex fuzz inputs tried: {dict(TRIED)} total {sum(TRIED.values())}")
     assert sum(TRIED.values()) >= 6 * EXAMPLES or not TRIED
+
+
+# -- tags (issue 22) ---------------------------------------------------------------------------
+
+MAX_TAGS = 100
+MAX_TAG_LENGTH = 256
+MAX_PER_TAG = 1000
+TAG_NAMES = ["genre 0", "GENRE 1", " genre 2 ", "top", "rare", "post-rock", "Post-Rock"]
+tag_names = st.one_of(st.sampled_from(TAG_NAMES + ["", " ", "jazz", "\x00", "genre 0\x00", "🎵"]), odd_text,
+                      st.builds(lambda n: "t" * n, st.sampled_from([MAX_TAG_LENGTH, MAX_TAG_LENGTH + 1, 100_000])))
+tag_lists = st.one_of(st.just([]), st.lists(tag_names, max_size=5),
+                      st.builds(lambda n: ["top"] * n, st.sampled_from([MAX_TAGS, MAX_TAGS + 1])))
+caps = st.one_of(st.integers(-3, 5), st.sampled_from([MAX_PER_TAG, MAX_PER_TAG + 1, 2**31 - 1, -(2**31)]))
+
+
+def tag_error(tags, exclude_tags, cap) -> bool:
+    """True when the tag fields alone make a request INVALID_ARGUMENT."""
+    return (any(len(t) > MAX_TAGS for t in (tags, exclude_tags))
+            or any(len(name) > MAX_TAG_LENGTH or not name.strip() for name in [*tags, *exclude_tags])
+            or not 0 <= cap <= MAX_PER_TAG)
+
+
+@pytest.fixture(scope="module", params=["tagged", "untagged"])
+def tag_index(request, tmp_path_factory):
+    from conftest import tiny_model
+    from test_index_tags import tagged_artifacts
+    tmp = tmp_path_factory.mktemp("fuzz-tags")
+    artifacts = tagged_artifacts(tiny_model()) if request.param == "tagged" else tiny_model()
+    publish_model(tmp / "models", artifacts)
+    process = index_process(tmp, tmp / "models").start()
+    client = IndexClient(process.address, retry=False)
+    try:
+        client.wait_serving(1)
+        yield request.param == "tagged", client
+    finally:
+        client.close()
+        assert process.stop() == 0, process.tail()
+
+
+def test_tag_fields_with_random_values(tag_index):
+    """Tags, excluded tags, diversity caps and include_tags on every ranking RPC: only the
+    documented codes, and an OK answer holds only artists of the asked tags, never an excluded one."""
+    tagged, client = tag_index
+    genre_of = {f"a{a}": f"genre {a // 3}" for a in range(12)}
+
+    @FUZZ
+    @given(rpc=st.sampled_from(["Recommend", "SimilarArtists", "RecommendForHistory", "BatchRecommend"]),
+           k=st.one_of(st.integers(0, 12), ks), tags=tag_lists, exclude_tags=tag_lists, cap=caps,
+           include_tags=st.booleans())
+    def check(rpc, k, tags, exclude_tags, cap, include_tags):
+        TRIED["tags"] += 1
+        fields = dict(k=k, tags=tags, exclude_tags=exclude_tags, include_tags=include_tags,
+                      diversity=index_pb2.Diversity(max_per_tag=cap))
+        if rpc == "Recommend":
+            code, result = call_code(client.stub.Recommend, index_pb2.RecommendRequest(user_id="u1", **fields), timeout=30)
+        elif rpc == "SimilarArtists":
+            code, result = call_code(client.stub.SimilarArtists,
+                                     index_pb2.SimilarArtistsRequest(artist_id="a4", **fields), timeout=30)
+        elif rpc == "RecommendForHistory":
+            history = [index_pb2.ArtistPlays(artist_id="a6", plays=2.0)]
+            code, result = call_code(client.stub.RecommendForHistory,
+                                     index_pb2.RecommendForHistoryRequest(history=history, **fields), timeout=30)
+        else:
+            batch = index_pb2.BatchRecommendRequest(requests=[index_pb2.RecommendRequest(user_id="u1", **fields)])
+            code, result = call_code(client.stub.BatchRecommend, batch, timeout=30)
+            if code == grpc.StatusCode.OK:
+                entry = result.results[0]
+                if entry.HasField("error"):
+                    code = next(c for c in grpc.StatusCode if c.value[0] == entry.error.code)
+                    result = entry.error
+                else:
+                    result = entry.response
+        asks = bool(tags or exclude_tags or cap)
+        if not 0 <= k <= MAX_K or tag_error(tags, exclude_tags, cap):
+            expected = grpc.StatusCode.INVALID_ARGUMENT
+        elif asks and not tagged:
+            expected = grpc.StatusCode.FAILED_PRECONDITION
+        else:
+            expected = grpc.StatusCode.OK
+        assert code == expected, (rpc, k, tags[:3], exclude_tags[:3], cap, code, result)
+        if code != grpc.StatusCode.OK:
+            return
+        returned = [a.artist_id for a in result.artists]
+        assert len(returned) == len(set(returned)) <= effective_k(k)
+        if not tagged:
+            return
+        known = {t.strip().casefold() for t in TAG_NAMES}
+        unknown = [t for t in dict.fromkeys([*tags, *exclude_tags]) if t.strip().casefold() not in known]
+        assert list(result.unknown_tags) == unknown
+        if unknown:
+            assert returned == []
+            return
+        wanted = {t.strip().casefold() for t in tags}
+        carries = {f"a{a}": {genre_of[f'a{a}']} | ({"top"} if a % 3 == 0 else set()) | (
+            {"rare"} if a == 7 else set()) | ({"post-rock"} if a == 11 else set()) for a in range(12)}
+        for artist in returned:
+            assert not wanted or carries[artist] & wanted, (artist, tags)
+            assert not carries[artist] & {t.strip().casefold() for t in exclude_tags}, (artist, exclude_tags)
+        if include_tags:
+            assert all(list(a.tags) for a in result.artists)  # every tiny artist carries a tag
+
+    check()
+    assert client.health() == SERVING

@@ -174,7 +174,7 @@ def edit_manifest(version_dir: Path, change) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
+    (lambda m: m.update(format_version=4), "format_version 4 is not supported"),
     (lambda m: m.update(format_version=1), "files must list exactly the format-1 files"),
     (lambda m: m.pop("precomputed"), "precomputed must be an object"),
     (lambda m: m.update(model_version=7), "model_version 7"),

@@ -42,6 +42,8 @@ def test_golden_version_validates_and_loads(fmt):
         assert loaded.recommend_index.get_n_items() == 6
         assert loaded.similar_index.get_n_items() == 6
         assert (loaded.top is not None) == (fmt >= 2)
+        assert (loaded.tags is not None) == (fmt >= 3)
+        assert loaded.artifacts.tags is loaded.tags
     finally:
         loaded.close()
 
@@ -81,3 +83,19 @@ def test_golden_served_answers(fmt):
         assert model.similar(SimilarQuery(artist_id="a3", k=2)).ranking.indices.tolist() == [4, 5]
     finally:
         model.close()
+
+
+def test_golden_tags():
+    """Format 3 stores the artists' tags: vocabulary by artists carrying (then name), each artist's
+    heaviest first, and the transpose."""
+    loaded = load_version(golden(3) / "1")
+    try:
+        tags = loaded.tags
+        assert tags.names.tolist() == ["rock", "indie", "jazz", "\u00e9lectro"]
+        assert tags.counts.tolist() == [3, 2, 2, 1]
+        assert [tags.artist_tag_names(a) for a in range(6)] == [
+            ["rock", "indie"], ["rock"], ["indie", "rock"], ["jazz"], ["jazz", "\u00e9lectro"], []]
+        assert tags.weights.tolist() == [3, 1, 2, 2, 1, 5, 2, 1]
+        assert [tags.tag_artist_rows(t).tolist() for t in range(4)] == [[0, 1, 2], [0, 2], [3, 4], [4]]
+    finally:
+        loaded.close()

@@ -398,6 +398,7 @@ def run_training(
         artist_listeners=interactions.listeners_per_artist(),
         seen_indptr=seen_indptr,
         seen_indices=seen_indices,
+        tags=interactions.tags,
     )
     record = TrainingRecord(
         gate_mode=gate.mode, gate_passed=gate.passed, gate_reason=gate.reason, gate_figures=gate.figures(),

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from musicrec.v1 import model_pb2 as musicrec_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musicrec/v1/index.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\">\n\x0cScoredArtist\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\x89\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\"\x8f\x01\n\x11RecommendResponse\x12*\n\x07\x61rtists\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x1a\n\x12unknown_artist_ids\x18\x03 \x03(\t\x12\x1b\n\x13popularity_fallback\x18\x04 \x01(\x08\"\xad\x01\n\x1aRecommendForHistoryRequest\x12)\n\x07history\x18\x01 \x03(\x0b\x32\x18.musicrec.v1.ArtistPlays\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\"/\n\x0b\x41rtistPlays\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\r\n\x05plays\x18\x02 \x01(\x01\"H\n\x15\x42\x61tchRecommendRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.musicrec.v1.RecommendRequest\"G\n\x16\x42\x61tchRecommendResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.musicrec.v1.RecommendResult\"u\n\x0fRecommendResult\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32\x1e.musicrec.v1.RecommendResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.musicrec.v1.StatusH\x00\x42\x08\n\x06result\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"X\n\x15SimilarArtistsRequest\x12\x13\n\tartist_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x61rtist_name\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x08\n\x06\x61rtist\"\x86\x01\n\x16SimilarArtistsResponse\x12)\n\x06\x61rtist\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12*\n\x07\x61rtists\x18\x02 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"\x15\n\x13GetIndexInfoRequest\"\xd2\x01\n\x14GetIndexInfoResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ModelVersion\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10load_duration_ms\x18\x03 \x01(\x01\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x37\n\x11rejected_versions\x18\x05 \x03(\x0b\x32\x1c.musicrec.v1.RejectedVersion\"2\n\x0fRejectedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"w\n\tPlayEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tartist_id\x18\x02 \x01(\t\x12\x12\n\x05plays\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_plays\"O\n\x12RecordPlaysRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05plays\x18\x02 \x03(\x0b\x32\x16.musicrec.v1.PlayEvent\"\x85\x01\n\x13RecordPlaysResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x1a\n\x12unknown_artist_ids\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x16\n\x0e\x66irst_position\x18\x04 \x01(\x03\x12\x15\n\rlast_position\x18\x05 \x01(\x03\"&\n\x13GetUserPlaysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"l\n\x0cRecordedPlay\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x11\n\tartist_id\x18\x02 \x01(\t\x12\r\n\x05plays\x18\x03 \x01(\x01\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x14GetUserPlaysResponse\x12(\n\x05plays\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.RecordedPlay\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12 \n\x18trained_through_position\x18\x03 \x01(\x03\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x12\x46orgetUserResponse\x12\x15\n\rplays_deleted\x18\x01 \x01(\x03\x12\x10\n\x08position\x18\x02 \x01(\x03\x32\xbb\x05\n\x0cIndexService\x12J\n\tRecommend\x12\x1d.musicrec.v1.RecommendRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0eSimilarArtists\x12\".musicrec.v1.SimilarArtistsRequest\x1a#.musicrec.v1.SimilarArtistsResponse\x12S\n\x0cGetIndexInfo\x12 .musicrec.v1.GetIndexInfoRequest\x1a!.musicrec.v1.GetIndexInfoResponse\x12^\n\x13RecommendForHistory\x12\'.musicrec.v1.RecommendForHistoryRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0e\x42\x61tchRecommend\x12\".musicrec.v1.BatchRecommendRequest\x1a#.musicrec.v1.BatchRecommendResponse\x12P\n\x0bRecordPlays\x12\x1f.musicrec.v1.RecordPlaysRequest\x1a .musicrec.v1.RecordPlaysResponse\x12S\n\x0cGetUserPlays\x12 .musicrec.v1.GetUserPlaysRequest\x1a!.musicrec.v1.GetUserPlaysResponse\x12M\n\nForgetUser\x12\x1e.musicrec.v1.ForgetUserRequest\x1a\x1f.musicrec.v1.ForgetUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17musicrec/v1/index.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\"L\n\x0cScoredArtist\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04tags\x18\x04 \x03(\t\" \n\tDiversity\x12\x13\n\x0bmax_per_tag\x18\x01 \x01(\x05\"\xee\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x08 \x03(\t\x12)\n\tdiversity\x18\t \x01(\x0b\x32\x16.musicrec.v1.Diversity\x12\x14\n\x0cinclude_tags\x18\n \x01(\x08\"\xa5\x01\n\x11RecommendResponse\x12*\n\x07\x61rtists\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x1a\n\x12unknown_artist_ids\x18\x03 \x03(\t\x12\x1b\n\x13popularity_fallback\x18\x04 \x01(\x08\x12\x14\n\x0cunknown_tags\x18\x05 \x03(\t\"\x92\x02\n\x1aRecommendForHistoryRequest\x12)\n\x07history\x18\x01 \x03(\x0b\x32\x18.musicrec.v1.ArtistPlays\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x03 \x01(\x08\x12\x1a\n\x12\x65xclude_artist_ids\x18\x04 \x03(\t\x12\x17\n\x0fonly_artist_ids\x18\x05 \x03(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x08 \x03(\t\x12)\n\tdiversity\x18\t \x01(\x0b\x32\x16.musicrec.v1.Diversity\x12\x14\n\x0cinclude_tags\x18\n \x01(\x08\"/\n\x0b\x41rtistPlays\x12\x11\n\tartist_id\x18\x01 \x01(\t\x12\r\n\x05plays\x18\x02 \x01(\x01\"H\n\x15\x42\x61tchRecommendRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.musicrec.v1.RecommendRequest\"G\n\x16\x42\x61tchRecommendResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.musicrec.v1.RecommendResult\"u\n\x0fRecommendResult\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32\x1e.musicrec.v1.RecommendResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.musicrec.v1.StatusH\x00\x42\x08\n\x06result\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xbd\x01\n\x15SimilarArtistsRequest\x12\x13\n\tartist_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x61rtist_name\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x05 \x03(\t\x12)\n\tdiversity\x18\x06 \x01(\x0b\x32\x16.musicrec.v1.Diversity\x12\x14\n\x0cinclude_tags\x18\x07 \x01(\x08\x42\x08\n\x06\x61rtist\"\x9c\x01\n\x16SimilarArtistsResponse\x12)\n\x06\x61rtist\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12*\n\x07\x61rtists\x18\x02 \x03(\x0b\x32\x19.musicrec.v1.ScoredArtist\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x14\n\x0cunknown_tags\x18\x04 \x03(\t\"\x15\n\x13GetIndexInfoRequest\"\xd2\x01\n\x14GetIndexInfoResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.musicrec.v1.ModelVersion\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10load_duration_ms\x18\x03 \x01(\x01\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x37\n\x11rejected_versions\x18\x05 \x03(\x0b\x32\x1c.musicrec.v1.RejectedVersion\"2\n\x0fRejectedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"w\n\tPlayEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tartist_id\x18\x02 \x01(\t\x12\x12\n\x05plays\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_plays\"O\n\x12RecordPlaysRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05plays\x18\x02 \x03(\x0b\x32\x16.musicrec.v1.PlayEvent\"\x85\x01\n\x13RecordPlaysResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x1a\n\x12unknown_artist_ids\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x16\n\x0e\x66irst_position\x18\x04 \x01(\x03\x12\x15\n\rlast_position\x18\x05 \x01(\x03\"&\n\x13GetUserPlaysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"l\n\x0cRecordedPlay\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x11\n\tartist_id\x18\x02 \x01(\t\x12\r\n\x05plays\x18\x03 \x01(\x01\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x14GetUserPlaysResponse\x12(\n\x05plays\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.RecordedPlay\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12 \n\x18trained_through_position\x18\x03 \x01(\x03\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x12\x46orgetUserResponse\x12\x15\n\rplays_deleted\x18\x01 \x01(\x03\x12\x10\n\x08position\x18\x02 \x01(\x03\x32\xbb\x05\n\x0cIndexService\x12J\n\tRecommend\x12\x1d.musicrec.v1.RecommendRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0eSimilarArtists\x12\".musicrec.v1.SimilarArtistsRequest\x1a#.musicrec.v1.SimilarArtistsResponse\x12S\n\x0cGetIndexInfo\x12 .musicrec.v1.GetIndexInfoRequest\x1a!.musicrec.v1.GetIndexInfoResponse\x12^\n\x13RecommendForHistory\x12\'.musicrec.v1.RecommendForHistoryRequest\x1a\x1e.musicrec.v1.RecommendResponse\x12Y\n\x0e\x42\x61tchRecommend\x12\".musicrec.v1.BatchRecommendRequest\x1a#.musicrec.v1.BatchRecommendResponse\x12P\n\x0bRecordPlays\x12\x1f.musicrec.v1.RecordPlaysRequest\x1a .musicrec.v1.RecordPlaysResponse\x12S\n\x0cGetUserPlays\x12 .musicrec.v1.GetUserPlaysRequest\x1a!.musicrec.v1.GetUserPlaysResponse\x12M\n\nForgetUser\x12\x1e.musicrec.v1.ForgetUserRequest\x1a\x1f.musicrec.v1.ForgetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,49 +34,51 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musicrec.v1.index_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREDARTIST']._serialized_start=98
-  _globals['_SCOREDARTIST']._serialized_end=160
-  _globals['_RECOMMENDREQUEST']._serialized_start=163
-  _globals['_RECOMMENDREQUEST']._serialized_end=300
-  _globals['_RECOMMENDRESPONSE']._serialized_start=303
-  _globals['_RECOMMENDRESPONSE']._serialized_end=446
-  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_start=449
-  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_end=622
-  _globals['_ARTISTPLAYS']._serialized_start=624
-  _globals['_ARTISTPLAYS']._serialized_end=671
-  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=673
-  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=745
-  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=747
-  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=818
-  _globals['_RECOMMENDRESULT']._serialized_start=820
-  _globals['_RECOMMENDRESULT']._serialized_end=937
-  _globals['_STATUS']._serialized_start=939
-  _globals['_STATUS']._serialized_end=978
-  _globals['_SIMILARARTISTSREQUEST']._serialized_start=980
-  _globals['_SIMILARARTISTSREQUEST']._serialized_end=1068
-  _globals['_SIMILARARTISTSRESPONSE']._serialized_start=1071
-  _globals['_SIMILARARTISTSRESPONSE']._serialized_end=1205
-  _globals['_GETINDEXINFOREQUEST']._serialized_start=1207
-  _globals['_GETINDEXINFOREQUEST']._serialized_end=1228
-  _globals['_GETINDEXINFORESPONSE']._serialized_start=1231
-  _globals['_GETINDEXINFORESPONSE']._serialized_end=1441
-  _globals['_REJECTEDVERSION']._serialized_start=1443
-  _globals['_REJECTEDVERSION']._serialized_end=1493
-  _globals['_PLAYEVENT']._serialized_start=1495
-  _globals['_PLAYEVENT']._serialized_end=1614
-  _globals['_RECORDPLAYSREQUEST']._serialized_start=1616
-  _globals['_RECORDPLAYSREQUEST']._serialized_end=1695
-  _globals['_RECORDPLAYSRESPONSE']._serialized_start=1698
-  _globals['_RECORDPLAYSRESPONSE']._serialized_end=1831
-  _globals['_GETUSERPLAYSREQUEST']._serialized_start=1833
-  _globals['_GETUSERPLAYSREQUEST']._serialized_end=1871
-  _globals['_RECORDEDPLAY']._serialized_start=1873
-  _globals['_RECORDEDPLAY']._serialized_end=1981
-  _globals['_GETUSERPLAYSRESPONSE']._serialized_start=1983
-  _globals['_GETUSERPLAYSRESPONSE']._serialized_end=2104
-  _globals['_FORGETUSERREQUEST']._serialized_start=2106
-  _globals['_FORGETUSERREQUEST']._serialized_end=2142
-  _globals['_FORGETUSERRESPONSE']._serialized_start=2144
-  _globals['_FORGETUSERRESPONSE']._serialized_end=2205
-  _globals['_INDEXSERVICE']._serialized_start=2208
-  _globals['_INDEXSERVICE']._serialized_end=2907
+  _globals['_SCOREDARTIST']._serialized_end=174
+  _globals['_DIVERSITY']._serialized_start=176
+  _globals['_DIVERSITY']._serialized_end=208
+  _globals['_RECOMMENDREQUEST']._serialized_start=211
+  _globals['_RECOMMENDREQUEST']._serialized_end=449
+  _globals['_RECOMMENDRESPONSE']._serialized_start=452
+  _globals['_RECOMMENDRESPONSE']._serialized_end=617
+  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_start=620
+  _globals['_RECOMMENDFORHISTORYREQUEST']._serialized_end=894
+  _globals['_ARTISTPLAYS']._serialized_start=896
+  _globals['_ARTISTPLAYS']._serialized_end=943
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=945
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=1017
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=1019
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=1090
+  _globals['_RECOMMENDRESULT']._serialized_start=1092
+  _globals['_RECOMMENDRESULT']._serialized_end=1209
+  _globals['_STATUS']._serialized_start=1211
+  _globals['_STATUS']._serialized_end=1250
+  _globals['_SIMILARARTISTSREQUEST']._serialized_start=1253
+  _globals['_SIMILARARTISTSREQUEST']._serialized_end=1442
+  _globals['_SIMILARARTISTSRESPONSE']._serialized_start=1445
+  _globals['_SIMILARARTISTSRESPONSE']._serialized_end=1601
+  _globals['_GETINDEXINFOREQUEST']._serialized_start=1603
+  _globals['_GETINDEXINFOREQUEST']._serialized_end=1624
+  _globals['_GETINDEXINFORESPONSE']._serialized_start=1627
+  _globals['_GETINDEXINFORESPONSE']._serialized_end=1837
+  _globals['_REJECTEDVERSION']._serialized_start=1839
+  _globals['_REJECTEDVERSION']._serialized_end=1889
+  _globals['_PLAYEVENT']._serialized_start=1891
+  _globals['_PLAYEVENT']._serialized_end=2010
+  _globals['_RECORDPLAYSREQUEST']._serialized_start=2012
+  _globals['_RECORDPLAYSREQUEST']._serialized_end=2091
+  _globals['_RECORDPLAYSRESPONSE']._serialized_start=2094
+  _globals['_RECORDPLAYSRESPONSE']._serialized_end=2227
+  _globals['_GETUSERPLAYSREQUEST']._serialized_start=2229
+  _globals['_GETUSERPLAYSREQUEST']._serialized_end=2267
+  _globals['_RECORDEDPLAY']._serialized_start=2269
+  _globals['_RECORDEDPLAY']._serialized_end=2377
+  _globals['_GETUSERPLAYSRESPONSE']._serialized_start=2379
+  _globals['_GETUSERPLAYSRESPONSE']._serialized_end=2500
+  _globals['_FORGETUSERREQUEST']._serialized_start=2502
+  _globals['_FORGETUSERREQUEST']._serialized_end=2538
+  _globals['_FORGETUSERRESPONSE']._serialized_start=2540
+  _globals['_FORGETUSERRESPONSE']._serialized_end=2601
+  _globals['_INDEXSERVICE']._serialized_start=2604
+  _globals['_INDEXSERVICE']._serialized_end=3303
 # @@protoc_insertion_point(module_scope)

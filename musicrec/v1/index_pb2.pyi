@@ -11,58 +11,84 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoredArtist(_message.Message):
-    __slots__ = ("artist_id", "name", "score")
+    __slots__ = ("artist_id", "name", "score", "tags")
     ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     artist_id: str
     name: str
     score: float
-    def __init__(self, artist_id: _Optional[str] = ..., name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, artist_id: _Optional[str] = ..., name: _Optional[str] = ..., score: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Diversity(_message.Message):
+    __slots__ = ("max_per_tag",)
+    MAX_PER_TAG_FIELD_NUMBER: _ClassVar[int]
+    max_per_tag: int
+    def __init__(self, max_per_tag: _Optional[int] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset")
+    __slots__ = ("user_id", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset", "tags", "exclude_tags", "diversity", "include_tags")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
     ONLY_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     include_seen: bool
     exclude_artist_ids: _containers.RepeatedScalarFieldContainer[str]
     only_artist_ids: _containers.RepeatedScalarFieldContainer[str]
     offset: int
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    exclude_tags: _containers.RepeatedScalarFieldContainer[str]
+    diversity: Diversity
+    include_tags: bool
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., exclude_tags: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., include_tags: _Optional[bool] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("artists", "model_version", "unknown_artist_ids", "popularity_fallback")
+    __slots__ = ("artists", "model_version", "unknown_artist_ids", "popularity_fallback", "unknown_tags")
     ARTISTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
     POPULARITY_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TAGS_FIELD_NUMBER: _ClassVar[int]
     artists: _containers.RepeatedCompositeFieldContainer[ScoredArtist]
     model_version: int
     unknown_artist_ids: _containers.RepeatedScalarFieldContainer[str]
     popularity_fallback: bool
-    def __init__(self, artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ..., unknown_artist_ids: _Optional[_Iterable[str]] = ..., popularity_fallback: _Optional[bool] = ...) -> None: ...
+    unknown_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ..., unknown_artist_ids: _Optional[_Iterable[str]] = ..., popularity_fallback: _Optional[bool] = ..., unknown_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendForHistoryRequest(_message.Message):
-    __slots__ = ("history", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset")
+    __slots__ = ("history", "k", "include_seen", "exclude_artist_ids", "only_artist_ids", "offset", "tags", "exclude_tags", "diversity", "include_tags")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
     ONLY_ARTIST_IDS_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedCompositeFieldContainer[ArtistPlays]
     k: int
     include_seen: bool
     exclude_artist_ids: _containers.RepeatedScalarFieldContainer[str]
     only_artist_ids: _containers.RepeatedScalarFieldContainer[str]
     offset: int
-    def __init__(self, history: _Optional[_Iterable[_Union[ArtistPlays, _Mapping]]] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    exclude_tags: _containers.RepeatedScalarFieldContainer[str]
+    diversity: Diversity
+    include_tags: bool
+    def __init__(self, history: _Optional[_Iterable[_Union[ArtistPlays, _Mapping]]] = ..., k: _Optional[int] = ..., include_seen: _Optional[bool] = ..., exclude_artist_ids: _Optional[_Iterable[str]] = ..., only_artist_ids: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., exclude_tags: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., include_tags: _Optional[bool] = ...) -> None: ...
 
 class ArtistPlays(_message.Message):
     __slots__ = ("artist_id", "plays")
@@ -101,24 +127,34 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SimilarArtistsRequest(_message.Message):
-    __slots__ = ("artist_id", "artist_name", "k")
+    __slots__ = ("artist_id", "artist_name", "k", "tags", "exclude_tags", "diversity", "include_tags")
     ARTIST_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIST_NAME_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
     artist_id: str
     artist_name: str
     k: int
-    def __init__(self, artist_id: _Optional[str] = ..., artist_name: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    exclude_tags: _containers.RepeatedScalarFieldContainer[str]
+    diversity: Diversity
+    include_tags: bool
+    def __init__(self, artist_id: _Optional[str] = ..., artist_name: _Optional[str] = ..., k: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., exclude_tags: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., include_tags: _Optional[bool] = ...) -> None: ...
 
 class SimilarArtistsResponse(_message.Message):
-    __slots__ = ("artist", "artists", "model_version")
+    __slots__ = ("artist", "artists", "model_version", "unknown_tags")
     ARTIST_FIELD_NUMBER: _ClassVar[int]
     ARTISTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TAGS_FIELD_NUMBER: _ClassVar[int]
     artist: ScoredArtist
     artists: _containers.RepeatedCompositeFieldContainer[ScoredArtist]
     model_version: int
-    def __init__(self, artist: _Optional[_Union[ScoredArtist, _Mapping]] = ..., artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
+    unknown_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, artist: _Optional[_Union[ScoredArtist, _Mapping]] = ..., artists: _Optional[_Iterable[_Union[ScoredArtist, _Mapping]]] = ..., model_version: _Optional[int] = ..., unknown_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
     __slots__ = ()

@@ -93,7 +93,7 @@ def build_interactions(
 def check_interactions(data: Interactions) -> None:
     """Raises ``ValueError`` naming the first broken invariant of ``Interactions`` (see its
     docstring): shapes and dtypes, unique ids, rows sorted by (user, artist) with each pair once,
-    finite positive weights, every user and artist used."""
+    finite positive weights, every user and artist used, sound tags."""
     U, A, N = data.num_users, data.num_artists, data.num_interactions
     for name in ("user_ids", "artist_ids", "artist_names"):
         array = getattr(data, name)
@@ -118,3 +118,5 @@ def check_interactions(data: Interactions) -> None:
         raise ValueError("weights must be finite and > 0")
     if np.bincount(data.users, minlength=U).min() < 1 or np.bincount(data.artists, minlength=A).min() < 1:
         raise ValueError("every user and every artist must have an interaction")
+    if data.tags is not None:
+        data.tags.check(A)

@@ -171,11 +171,12 @@ class Catalog:
         return result
 
 
-def catalog(table: Table, id_column: str, name_column: str) -> Catalog:
-    """The catalog in ``table``. Lines repeating an (id, name) pair are harmless and dropped;
-    an id listed twice with different names is refused (which name would be right?)."""
+def catalog(table: Table, id_column: str, name_column: str, what: str = "artist") -> Catalog:
+    """The catalog in ``table`` (of ``what``: artist or tag names). Lines repeating an (id, name)
+    pair are harmless and dropped; an id listed twice with different names is refused (which
+    name would be right?)."""
     rows = data_rows(table)
-    artist_ids = ids(table, id_column, rows, "artist id")
+    artist_ids = ids(table, id_column, rows, f"{what} id")
     artist_names = names(table, name_column, rows) if name_column in table.columns else \
         pa.chunked_array([pa.array([""] * rows.size, type=pa.string())])
     artist_ids, artist_names = _combined(artist_ids), _combined(artist_names)
@@ -189,7 +190,7 @@ def catalog(table: Table, id_column: str, name_column: str) -> Catalog:
     if clash.size:
         first_id = kept_ids[clash[0]]
         lines = [table.where(int(rows[r])) for r in kept[kept_ids == first_id][:2]]
-        raise DataError(f"{table.file.shown}: artist id {quoted(artist_ids[int(kept[clash[0]])].as_py())} is "
+        raise DataError(f"{table.file.shown}: {what} id {quoted(artist_ids[int(kept[clash[0]])].as_py())} is "
                         f"listed with different names ({lines[0]} and {lines[1]}); expected one name per id")
     take = pa.array(kept)
     return Catalog(ids=artist_ids.take(take), names=artist_names.take(take))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_store.artifacts import ArtistTags
+
 
 @dataclass(frozen=True)
 class Interactions:
@@ -20,6 +22,9 @@ class Interactions:
       ``weights``: (N,) float32, finite and > 0 (play counts; duplicates of a pair are summed).
       Rows are sorted by (user, artist) and each pair occurs once.
     - ``source``: a human-readable description of where the data came from.
+    - ``tags``: the artists' tags, rows aligned with ``artist_ids`` (``trainer_service.data.tags``),
+      or None when the source carries none. Not part of the fingerprint: they do not change the
+      trained factors.
 
     Every user and every artist has at least one interaction.
     """
@@ -31,6 +36,7 @@ class Interactions:
     artists: np.ndarray
     weights: np.ndarray
     source: str
+    tags: ArtistTags | None = None
 
     @property
     def num_users(self) -> int:

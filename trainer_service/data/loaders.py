@@ -16,6 +16,10 @@ Formats (the proto's ``DataFormat``):
   header; Parquet from ``.parquet``/``.pq`` or the file's magic bytes.
 - ``auto``: a directory's format from the files present; a file is a ``table``.
 
+Tags (``trainer_service.data.tags``): HetRec's ``tags.dat`` and ``user_taggedartists.dat`` when
+present (both or neither), and a ``tags.csv`` / ``tags.tsv`` / ``tags.parquet`` beside a table
+file; the other formats carry none.
+
 Rows weighing 0 are dropped; duplicates of a (user, artist) pair are summed; catalog artists that
 nobody listened to are left out (every artist of ``Interactions`` has an interaction). Anything
 malformed raises ``DataError`` naming the file, line and column.
@@ -23,13 +27,14 @@ malformed raises ``DataError`` naming the file, line and column.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from trainer_service.data import columns
+from trainer_service.data import columns, tags
 from trainer_service.data.coding import build_interactions
 from trainer_service.data.errors import DataError
 from trainer_service.data.interactions import Interactions
@@ -146,7 +151,41 @@ def _load_directory(fmt: str, path: str | os.PathLike[str], root: DataRoot | Non
     catalog = columns.catalog(catalog_table, *catalog_columns)
     table = read_text_table(plays, required=plays_columns, delimiter=layout.delimiter,
                             positional=layout.interactions_positional)
-    return _interactions(table, *plays_columns, catalog=catalog, source=f"{layout.title} files in {directory.shown}")
+    data = _interactions(table, *plays_columns, catalog=catalog, source=f"{layout.title} files in {directory.shown}")
+    if fmt == "hetrec":
+        data = dataclasses.replace(data, tags=_hetrec_tags(root, directory, data.artist_ids))
+    return data
+
+
+def _hetrec_tags(root: DataRoot, directory: DataFile, artist_ids) -> tags.ArtistTags | None:
+    """HetRec's tags when its two tag files are present; None when neither is."""
+    (names_name, names_columns), (applied_name, applied_columns) = tags.HETREC_TAG_NAMES, tags.HETREC_TAG_APPLIED
+    names_file, applied_file = root.child(directory, names_name), root.child(directory, applied_name)
+    present = [os.path.exists(file.path) for file in (names_file, applied_file)]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = names_file if not present[0] else applied_file
+        raise DataError(f"{missing.shown}: file not found (HetRec tags need both {names_name} and {applied_name}, "
+                        "or neither)")
+    names_table = read_text_table(names_file, required=names_columns, delimiter="\t", positional=names_columns)
+    applied_table = read_text_table(applied_file, required=applied_columns[:3], delimiter="\t",
+                                    positional=applied_columns)
+    return tags.hetrec_tags(names_table, applied_table, artist_ids)
+
+
+def _table_tags(root: DataRoot, table_file: DataFile, artist_column: str, artist_ids) -> tags.ArtistTags | None:
+    """The tags file beside ``table_file`` (``tags.TABLE_TAG_FILES``), None when there is none."""
+    directory = DataFile(path=os.path.dirname(table_file.path), shown=os.path.dirname(table_file.shown))
+    found = [file for file in (root.child(directory, name) for name in tags.TABLE_TAG_FILES)
+             if os.path.exists(file.path) and os.path.realpath(file.path) != os.path.realpath(table_file.path)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise DataError(f"{directory.shown or '.'}: found several tags files ({', '.join(f.shown for f in found)}); "
+                        "keep one")
+    table = _read_any_table(found[0], (artist_column, tags.TAG_COLUMN), (tags.WEIGHT_COLUMN,))
+    return tags.table_tags(table, artist_column, artist_ids)
 
 
 def load_notebook(path: str | os.PathLike[str], *, root: DataRoot | None = None) -> Interactions:
@@ -209,8 +248,9 @@ def load_table(
         catalog = columns.catalog(catalog_table, artist_column, name_column or "name")
     required = (user_column, artist_column) + ((weight_column,) if weight_column else ())
     table = _read_any_table(file, required)
-    return _interactions(table, user_column, artist_column, weight_column or None, catalog=catalog,
+    data = _interactions(table, user_column, artist_column, weight_column or None, catalog=catalog,
                          source=f"table {file.shown}")
+    return dataclasses.replace(data, tags=_table_tags(root, file, artist_column, data.artist_ids))
 
 
 def load_files(

@@ -11,6 +11,8 @@ overlay only the plays after it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 
@@ -19,6 +21,7 @@ from trainer_service.data.coding import build_interactions
 from trainer_service.data.columns import Catalog
 from trainer_service.data.errors import DataError
 from trainer_service.data.interactions import Interactions
+from trainer_service.data.tags import carry_tags
 
 # Changes read per query while reading the log through the mark.
 READ_BATCH = 100_000
@@ -40,7 +43,7 @@ def read_through(log: PlayLog, through: int) -> tuple[list[PlayRecorded], set[st
 
 def with_log_plays(data: Interactions, plays: list[PlayRecorded], forgotten: set[str], through: int) -> Interactions:
     """``data`` without the rows of ``forgotten`` listeners, plus ``plays``, coded anew (artist
-    names kept from ``data``; artists only the log knows have none). ``DataError`` when nothing
+    names and tags kept from ``data``; artists only the log knows have none). ``DataError`` when nothing
     is left."""
     keep = np.ones(data.num_interactions, dtype=bool)
     if forgotten:
@@ -54,8 +57,9 @@ def with_log_plays(data: Interactions, plays: list[PlayRecorded], forgotten: set
     source = f"{data.source} + play log through position {through}"
     if users.size == 0:
         raise DataError(f"{source}: no interactions left")
-    return build_interactions(pa.chunked_array([pa.array(users, pa.string())]),
-                              pa.chunked_array([pa.array(artists, pa.string())]), weights,
-                              source=source, shown=source,
-                              catalog=Catalog(ids=pa.array(data.artist_ids, pa.string()),
-                                              names=pa.array(data.artist_names, pa.string())))
+    coded = build_interactions(pa.chunked_array([pa.array(users, pa.string())]),
+                               pa.chunked_array([pa.array(artists, pa.string())]), weights,
+                               source=source, shown=source,
+                               catalog=Catalog(ids=pa.array(data.artist_ids, pa.string()),
+                                               names=pa.array(data.artist_names, pa.string())))
+    return dataclasses.replace(coded, tags=carry_tags(data.tags, data.artist_ids, coded.artist_ids))

@@ -31,6 +31,7 @@ import numpy as np
 from trainer_service.data.artist_names import unique_artist_names
 from trainer_service.data.errors import DataError
 from trainer_service.data.interactions import Interactions
+from trainer_service.data.tags import genre_tags
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def generate(
     names, duplicates, duplicate_artists = _names(names_rng, world)
     label = preset.name if (users, artists, interactions) == (None, None, None) else \
         f"{num_users} users x {num_artists} artists"
+    genre_names = np.array([GENRE_NAMES[g] if g < len(GENRE_NAMES) else f"genre {g + 1}" for g in range(num_genres)])
     data = Interactions(
         user_ids=_ids("u", num_users),
         artist_ids=_ids("a", num_artists),
@@ -172,14 +174,14 @@ def generate(
         artists=artist_codes,
         weights=weights,
         source=f"synthetic {label} (seed {int(seed)})",
+        tags=genre_tags(world.genre, genre_names),  # so a served synthetic model shows tags
     )
     return SyntheticData(
         interactions=data,
         artist_genres=world.genre,
         user_genres=people.main,
         user_second_genres=people.second,
-        genre_names=np.array([GENRE_NAMES[g] if g < len(GENRE_NAMES) else f"genre {g + 1}"
-                              for g in range(num_genres)]),
+        genre_names=genre_names,
         duplicate_names=duplicates,
         duplicate_name_artists=duplicate_artists,
     )

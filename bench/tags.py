@@ -1,0 +1,258 @@
+"""The ``tags`` part of ``make bench``: filtered recall and latency by selectivity, diversity, and
+the tag coherence figure (issue 22).
+
+- Filtered recall@10 against the exact filtered answer, at filters leaving about 0.01%, 0.1%, 1%,
+  10% and 50% of the artists: on the Last.fm 2K model (trained as ``bench.models`` trains it, its
+  HetRec tags; the filter for a share is the tag whose artists come closest to it, or the most
+  common tags together for shares no single tag reaches) and on a synthetic version of random
+  factors (``scale_artists`` artists; each share a planted tag carried by that many random
+  artists). Each version is served twice: as published (its manifest's method, the lists) and
+  with Annoy forced without lists, so the planned path (exact over few rows, over-fetch for many)
+  is measured where it can miss. recall = |planned top 10 & exact top 10| / |exact top 10|.
+- Filtered Recommend p50 in-process (``ServingModel.recommend``, BLAS on one thread) at each share,
+  beside the unfiltered p50, the same users in the same loop.
+- Diversity on Last.fm 2K (leave-one-out split, the trainer's default hyperparameters): distinct
+  top tags in the top 10 and HR@10 with ``max_per_tag`` = ``DIVERSITY_CAP`` and without.
+- Tag coherence: the share of SimilarArtists' top 10 that carry one of the query artist's top 3
+  tags (``tag_coherence``), for that model and for random factors (the chance level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench.models import LASTFM, data_path, lastfm_version
+from bench.settings import BenchSettings
+from index_service.serving_model import RecommendQuery, ServingModel
+from model_store import load_version, publish_version
+from model_store.artifacts import ArtistTags
+from ranking.diversity import cap_per_group, top_tag_of
+from ranking.filtered import exact_filtered_search, inner_product_space
+from ranking.inner_product import user_query
+
+log = logging.getLogger(__name__)
+
+SHARES = (0.0001, 0.001, 0.01, 0.1, 0.5)
+RECALL_TARGET = 0.98
+P50_RATIO_TARGET = 2.0
+DIVERSITY_CAP = 2
+DIVERSITY_TAGS_TARGET = 4.0
+DIVERSITY_HR_TARGET = 0.9
+COHERENCE_QUERIES = 2_000
+K = 10
+
+
+def tag_coherence(artist_factors: np.ndarray, tags: ArtistTags, k: int = K, top: int = 3,
+                  queries: int = COHERENCE_QUERIES, seed: int = 0) -> float | None:
+    """Mean over query artists (up to ``queries`` of those with tags, seeded) of the share of their
+    k most cosine-similar artists (itself excluded) that carry one of the query's ``top``
+    heaviest tags. None when no artist has tags."""
+    with_tags = np.flatnonzero(np.diff(tags.indptr) > 0)
+    if not with_tags.shape[0]:
+        return None
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(with_tags, size=min(queries, with_tags.shape[0]), replace=False))
+    factors = np.asarray(artist_factors, dtype=np.float32)
+    normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), 1e-12)
+    shares = []
+    for start in range(0, chosen.shape[0], 256):
+        block = chosen[start:start + 256]
+        scores = normalized[block] @ normalized.T
+        scores[np.arange(block.shape[0]), block] = -np.inf
+        nearest = np.argpartition(-scores, k, axis=1)[:, :k]
+        for query, found in zip(block.tolist(), nearest):
+            wanted = tags.indices[tags.indptr[query]:tags.indptr[query] + top]
+            carriers = np.zeros(factors.shape[0], dtype=bool)
+            for t in wanted.tolist():
+                carriers[tags.tag_artists[tags.tag_indptr[t]:tags.tag_indptr[t + 1]]] = True
+            shares.append(float(carriers[found].mean()))
+    return float(np.mean(shares))
+
+
+def share_filters(tags: ArtistTags, num_artists: int) -> list[dict]:
+    """Per target share: the tag names whose artists (any of them) come closest to it."""
+    counts = np.asarray(tags.counts)
+    out = []
+    for share in SHARES:
+        goal = share * num_artists
+        if counts.shape[0] and counts[0] >= goal:
+            best = int(np.argmin(np.abs(counts - goal)))
+            names = [str(tags.names[best])]
+        else:  # the most common tags together until their union reaches the share
+            covered = np.zeros(num_artists, dtype=bool)
+            names = []
+            for t in range(counts.shape[0]):
+                covered[tags.tag_artists[tags.tag_indptr[t]:tags.tag_indptr[t + 1]]] = True
+                names.append(str(tags.names[t]))
+                if covered.sum() >= goal:
+                    break
+        rows = np.unique(np.concatenate([tags.tag_artists[tags.tag_indptr[t]:tags.tag_indptr[t + 1]]
+                                         for t in (np.flatnonzero(tags.names == n)[0] for n in names)]))
+        out.append({"target_share": share, "tags": names, "artists": int(rows.shape[0]),
+                    "share": rows.shape[0] / num_artists})
+    return out
+
+
+def _p50_ms(times: list[float]) -> float:
+    return float(np.median(times) * 1e3) if times else float("nan")
+
+
+def filtered_figures(model: ServingModel, filters: list[dict], users: np.ndarray, label: str) -> list[dict]:
+    """Recall@10 against the exact filtered answer and p50 ms, per filter, over ``users``; the
+    unfiltered p50 of the same users alongside (same loop)."""
+    rows = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for flt in filters:
+            recalls, filtered_s, plain_s = [], [], []
+            for user in users.tolist():
+                user_id = str(model.user_ids[user])
+                query = RecommendQuery(user_id, k=K, tags=tuple(flt["tags"]))
+                start = time.perf_counter()
+                ranking = model.recommend(query)
+                filtered_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                model.recommend(RecommendQuery(user_id, k=K))
+                plain_s.append(time.perf_counter() - start)
+                tagged = model.tag_request(query)
+                exclude = model.seen_indices[model.seen_indptr[user]:model.seen_indptr[user + 1]]
+                space = inner_product_space(model.recommend_search, user_query(model.user_factors[user]))
+                exact, _ = exact_filtered_search(space, K, model._filter(tagged, None, exclude))
+                if exact.shape[0]:
+                    recalls.append(len(set(exact.tolist()) & set(ranking.indices.tolist())) / exact.shape[0])
+            rows.append({**flt, "model": label, "method": model.recommend_params.method,
+                         "lists": model.recommend_top is not None, "users": int(users.shape[0]),
+                         "recall_at_10": float(np.mean(recalls)) if recalls else None,
+                         "p50_ms": _p50_ms(filtered_s), "unfiltered_p50_ms": _p50_ms(plain_s),
+                         "p50_ratio": _p50_ms(filtered_s) / max(_p50_ms(plain_s), 1e-9)})
+            log.info("tags %s %s share %.4f%%: recall %.4f, p50 %.4f ms (unfiltered %.4f ms)", label,
+                     rows[-1]["method"], flt["share"] * 100, rows[-1]["recall_at_10"] or 0, rows[-1]["p50_ms"],
+                     rows[-1]["unfiltered_p50_ms"])
+    return rows
+
+
+def _served(version_dir: Path, **kwargs) -> ServingModel:
+    model = ServingModel(load_version(version_dir), **kwargs)
+    model.warm_up()
+    return model
+
+
+def _both_ways(version_dir: Path, label: str, users: np.ndarray) -> list[dict]:
+    """The figures with the version as published, and with Annoy forced and no lists."""
+    rows = []
+    for kwargs in ({}, {"recommend_method": "annoy", "precomputed": False}):
+        model = _served(version_dir, **kwargs)
+        try:
+            rows += filtered_figures(model, share_filters(model.tags, model.num_artists), users, label)
+        finally:
+            model.close()
+    return rows
+
+
+def synthetic_version(directory: Path, num_users: int, num_artists: int, seed: int = 0) -> Path:
+    """A version of random factors whose tags are one planted tag per share in ``SHARES``
+    (``share-<percent>``, carried by that many random artists) plus one of 20 "genres" per artist
+    (the top tag, for diversity)."""
+    from bench.history_batch import random_artifacts
+    from ranking import BuildSettings, build_indexes
+
+    rng = np.random.default_rng(seed)
+    artifacts = random_artifacts(num_users, num_artists, 64, seed)
+    rows, names, weights = [np.arange(num_artists)], [np.char.add("genre ", (np.arange(num_artists) % 20).astype(str))], \
+        [np.full(num_artists, 10.0)]
+    for share in SHARES:
+        n = max(1, round(share * num_artists))
+        rows.append(np.sort(rng.choice(num_artists, size=n, replace=False)))
+        names.append(np.full(n, f"share-{share * 100:g}%"))
+        weights.append(np.ones(n))
+    tags = ArtistTags.from_triples(num_artists, np.concatenate(rows), np.concatenate(names), np.concatenate(weights))
+    artifacts = dataclasses.replace(artifacts, tags=tags)
+    indexes = build_indexes(artifacts, BuildSettings(sample_size=100, tuning_budget_s=10.0, similar_n=0))
+    manifest = publish_version(directory, artifacts, indexes=indexes, data_source="bench: random factors, planted tags",
+                               data_fingerprint="0" * 64, num_interactions=int(artifacts.seen_indptr[-1]),
+                               hyperparameters={"factors": 64}, metrics={}, keep=10)
+    return directory / str(manifest.model_version)
+
+
+def diversity_figures(settings: BenchSettings) -> dict:
+    """HR@10 and distinct top tags in the top 10, with and without the cap, on a leave-one-out
+    split of Last.fm 2K (the trainer's default hyperparameters), and the model's tag coherence."""
+    from bench.quality import FORMATS, SPLIT_SEED
+    from trainer_service.bpr import BPRTrainer
+    from trainer_service.data import load_files
+    from trainer_service.evaluation import leave_one_out_split, sample_heldout
+    from trainer_service.hyperparameters import Hyperparameters
+
+    data = load_files(data_path(settings, LASTFM), FORMATS[LASTFM])
+    if data.tags is None:
+        return {"ran": False, "note": "the Last.fm 2K source carries no tags"}
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, seed=SPLIT_SEED)
+    selection = sample_heldout(split, settings.quality_max_users, SPLIT_SEED)
+    hp = Hyperparameters()
+    if settings.quality_epochs is not None:
+        hp = hp.with_overrides(epochs=settings.quality_epochs)
+    with BPRTrainer(split.train_users, split.train_artists, split.train_weights, split.num_users,
+                    split.num_artists, hp) as trainer:
+        for _ in range(hp.epochs):
+            trainer.train_epoch()
+        factors = trainer.factors()
+    groups = top_tag_of(data.tags.indptr, data.tags.indices)
+    results = {"plain": [], "diverse": []}
+    tags_seen = {"plain": [], "diverse": []}
+    depth = K * 20
+    for at in np.asarray(selection).tolist():
+        user, target = int(split.heldout_users[at]), int(split.heldout_artists[at])
+        scores = factors.artist_factors @ factors.user_factors[user] + factors.artist_bias
+        seen = split.train_artists[split.train_indptr[user]:split.train_indptr[user + 1]]
+        scores[seen] = -np.inf
+        order = np.argpartition(-scores, depth)[:depth]
+        order = order[np.lexsort((order, -scores[order]))]
+        for name, top in (("plain", order[:K]), ("diverse", order[cap_per_group(order, groups, DIVERSITY_CAP)][:K])):
+            results[name].append(target in top.tolist())
+            top_tags = groups[top]
+            tags_seen[name].append(len(set(top_tags[top_tags >= 0].tolist())))
+    out = {"ran": True, "dataset": LASTFM, "users": len(results["plain"]), "cap": DIVERSITY_CAP,
+           "epochs": hp.epochs}
+    for name in ("plain", "diverse"):
+        out[f"{name}_hr10"] = float(np.mean(results[name]))
+        out[f"{name}_distinct_top_tags"] = float(np.mean(tags_seen[name]))
+    out["hr_ratio"] = out["diverse_hr10"] / out["plain_hr10"] if out["plain_hr10"] else None
+    out["tag_coherence"] = tag_coherence(factors.artist_factors, data.tags)
+    rng = np.random.default_rng(0)
+    out["random_tag_coherence"] = tag_coherence(rng.normal(size=factors.artist_factors.shape), data.tags)
+    return out
+
+
+def run(settings: BenchSettings, workdir: Path) -> dict:
+    out: dict = {"shares": list(SHARES), "k": K, "notes": []}
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    try:
+        lastfm = lastfm_version(workdir, settings)
+    except FileNotFoundError as exc:
+        out["notes"].append(f"Last.fm 2K skipped: {exc}")
+        lastfm = None
+    if lastfm is not None:
+        probe = ServingModel(load_version(lastfm))
+        users = np.sort(rng.choice(probe.num_users, size=min(settings.tags_users, probe.num_users), replace=False))
+        has_tags = probe.tags is not None
+        probe.close()
+        if has_tags:
+            rows += _both_ways(lastfm, f"{LASTFM} ({probe.num_artists:,} artists)", users)
+        else:
+            out["notes"].append("the Last.fm 2K version carries no tags")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        started = time.perf_counter()
+        version = synthetic_version(Path(tmp) / "models", settings.tags_users, settings.tags_artists)
+        out["synthetic_build_s"] = time.perf_counter() - started
+        users = np.arange(settings.tags_users)
+        rows += _both_ways(version, f"synthetic ({settings.tags_artists:,} artists)", users)
+    out["filtered"] = rows
+    out["diversity"] = diversity_figures(settings)
+    return out
