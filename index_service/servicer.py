@@ -21,6 +21,7 @@ from index_service.holder import ModelHolder
 from index_service.live import LiveState
 from index_service.live_log import LiveLog, service_error as live_error
 from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQuery
+from index_service.tag_catalog import CatalogCache, TagsQuery
 from index_service.watcher import Rejection
 from musicrec.rpc.errors import FailedPrecondition, ServiceError
 from musicrec.rpc.error_contract import bounded_message, status_code_of
@@ -125,6 +126,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self._rejected = rejected
         self._live_log = live
         self._live: LiveState | None = None if live is None else live.state
+        self._tag_catalogs = CatalogCache()
 
     def _log(self, rpc: str) -> LiveLog:
         if self._live_log is None:
@@ -213,3 +215,12 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     async def ForgetUser(self, request: index_pb2.ForgetUserRequest, context) -> index_pb2.ForgetUserResponse:
         forgotten, deleted = await self._log("ForgetUser").forget(request.user_id)
         return index_pb2.ForgetUserResponse(plays_deleted=deleted, position=forgotten.position)
+
+    async def ListTags(self, request: index_pb2.ListTagsRequest, context) -> index_pb2.ListTagsResponse:
+        query = TagsQuery(request.page_size, request.page_token, request.prefix)
+        with self._holder.acquire() as model:
+            page = self._tag_catalogs.of(model).page(query)
+        return index_pb2.ListTagsResponse(
+            tags=[index_pb2.TagCount(name=t.name, artists=t.artists) for t in page.tags],
+            next_page_token=page.next_page_token, total_size=page.total_size, model_version=page.model_version,
+            version_has_tags=page.version_has_tags)

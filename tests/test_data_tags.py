@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_BUILD
+from conftest import FAST_BUILD, SHARED_DATA
 
 from model_store import load_version
 from play_log import Play, PlayRecorded
@@ -19,17 +19,7 @@ from trainer_service.data.loaders import load_hetrec, load_notebook, load_table
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.pipeline import run_training
 from trainer_service.training_request import TrainingOptions
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8", newline="")
-    return path
+from test_data_loaders import write
 
 
 def tags_by_id(data) -> dict[str, list[tuple[str, float]]]:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from index_service.tag_catalog import MAX_PAGE_SIZE, MAX_PREFIX_CHARS, prefix_key
 from musicrec.v1 import index_pb2
 from test_faults_harness import (
     INDEX_SERVICE,
@@ -351,8 +352,48 @@ def test_record_plays_with_random_fields(index):
     assert_still_correct(client)
 
 
+def test_list_tags_with_random_fields(index):
+    """Page sizes, tokens (garbage, truncated, from another prefix) and prefixes: INVALID_ARGUMENT
+    exactly for the documented reasons; otherwise a page of tags starting with the prefix."""
+    process, client = index
+    first = client.stub.ListTags(index_pb2.ListTagsRequest(page_size=1), timeout=30)
+    real_tokens = [first.next_page_token] if first.next_page_token else []
+    # Never valid: wrong checksum, cut short, not base64, not encoded.
+    bad_tokens = ["dDEuMS4wLmZmZmZmZmZm", "dDEuMS4w", "=", "t1.1.0.00000000"]
+    tokens = st.one_of(st.just(""), st.sampled_from(real_tokens) if real_tokens else st.just(""), ids,
+                       st.sampled_from(real_tokens + bad_tokens))
+    page_sizes = st.one_of(st.integers(-5, MAX_PAGE_SIZE + 5), st.sampled_from([0, MAX_PAGE_SIZE, 2**31 - 1, -(2**31)]))
+
+    @FUZZ
+    @given(page_size=page_sizes, token=tokens, prefix=st.one_of(ids, st.sampled_from(["", "a", " A", "é"])),
+           deadline_s=deadlines)
+    def check(page_size, token, prefix, deadline_s):
+        TRIED["ListTags"] += 1
+        request = index_pb2.ListTagsRequest(page_size=page_size, page_token=token, prefix=prefix)
+        code, result = call_code(client.stub.ListTags, request, timeout=deadline_s)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            assert deadline_s < 1, result
+            return
+        invalid = not 0 <= page_size <= MAX_PAGE_SIZE or len(prefix) > MAX_PREFIX_CHARS or token in bad_tokens or (
+            token in real_tokens and prefix_key(prefix) != "")
+        if token == "" or token in real_tokens or invalid:
+            assert code == (grpc.StatusCode.INVALID_ARGUMENT if invalid else grpc.StatusCode.OK), (request, code, result)
+        else:  # a random token: refused unless it happens to spell a valid one (of this or another version)
+            assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                            grpc.StatusCode.OK), (request, code, result)
+            invalid = code != grpc.StatusCode.OK
+        if invalid:
+            assert result.details(), "an error must say why"
+            return
+        assert len(result.tags) <= (page_size or 100) and result.version_has_tags == first.version_has_tags
+        assert all(tag.name.startswith(prefix_key(prefix)) and tag.artists > 0 for tag in result.tags)
+
+    check()
+    assert_still_correct(client)
+
+
 @pytest.mark.parametrize("method", ["Recommend", "SimilarArtists", "GetIndexInfo", "RecommendForHistory",
-                                    "BatchRecommend", "RecordPlays", "GetUserPlays", "ForgetUser"])
+                                    "BatchRecommend", "RecordPlays", "GetUserPlays", "ForgetUser", "ListTags"])
 def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
     """Bytes that are not a valid message (corrupt wire format, a string field that is not UTF-8)
     are INVALID_ARGUMENT; grpc alone answers UNKNOWN naming the parser's exception (fixed in
@@ -377,7 +418,9 @@ def test_raw_bytes_are_invalid_argument_never_unknown(index, method):
     if method != "GetIndexInfo":  # its request has no fields: an unknown field 1 is skipped, not parsed
         # field 1 not UTF-8 (in the first history entry or request when field 1 is a message)
         not_utf8 = (b"\x0a\x04\x0a\x02\xff\xfe" if method in ("RecommendForHistory", "BatchRecommend")
-                    else b"\x12\x04\x0a\x02\xff\xfe" if method == "RecordPlays" else b"\x0a\x02\xff\xfe")
+                    else b"\x12\x04\x0a\x02\xff\xfe" if method == "RecordPlays"
+                    else b"\x1a\x02\xff\xfe" if method == "ListTags"  # field 3, prefix
+                    else b"\x0a\x02\xff\xfe")
         code, result = call_code(call, not_utf8, timeout=30)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in result.details(), code
     assert_still_correct(client)

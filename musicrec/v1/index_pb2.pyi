@@ -257,3 +257,35 @@ class ForgetUserResponse(_message.Message):
     plays_deleted: int
     position: int
     def __init__(self, plays_deleted: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
+
+class ListTagsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "prefix")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    prefix: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class TagCount(_message.Message):
+    __slots__ = ("name", "artists")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTISTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    artists: int
+    def __init__(self, name: _Optional[str] = ..., artists: _Optional[int] = ...) -> None: ...
+
+class ListTagsResponse(_message.Message):
+    __slots__ = ("tags", "next_page_token", "total_size", "model_version", "version_has_tags")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_HAS_TAGS_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedCompositeFieldContainer[TagCount]
+    next_page_token: str
+    total_size: int
+    model_version: int
+    version_has_tags: bool
+    def __init__(self, tags: _Optional[_Iterable[_Union[TagCount, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., model_version: _Optional[int] = ..., version_has_tags: _Optional[bool] = ...) -> None: ...

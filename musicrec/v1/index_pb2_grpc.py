@@ -76,6 +76,11 @@ class IndexServiceStub:
                 request_serializer=musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.SerializeToString,
                 response_deserializer=musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.FromString,
                 _registered_method=True)
+        self.ListTags = channel.unary_unary(
+                '/musicrec.v1.IndexService/ListTags',
+                request_serializer=musicrec_dot_v1_dot_index__pb2.ListTagsRequest.SerializeToString,
+                response_deserializer=musicrec_dot_v1_dot_index__pb2.ListTagsResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -164,6 +169,21 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTags(self, request, context):
+        """The served version's tags, most used first (by the number of artists carrying each, then by
+        name), with those counts; paged, and narrowed to the names starting with a prefix (tag names
+        are casefolded, and so is the prefix). A version without tags (formats 1 and 2, or trained
+        from a source without tags) answers an empty list with version_has_tags false, not an error:
+        a client filling a tag picker shows "no tags" rather than failing, and can tell that from a
+        prefix nothing matches. INVALID_ARGUMENT for page_size outside [0, 1000], a prefix over 256
+        characters, or a page_token ListTags did not make for this prefix; FAILED_PRECONDITION for a
+        page_token made while another model version was served (list again from the first page);
+        UNAVAILABLE while no model version is loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +226,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.ForgetUser,
                     request_deserializer=musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.FromString,
                     response_serializer=musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.SerializeToString,
+            ),
+            'ListTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTags,
+                    request_deserializer=musicrec_dot_v1_dot_index__pb2.ListTagsRequest.FromString,
+                    response_serializer=musicrec_dot_v1_dot_index__pb2.ListTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -426,6 +451,33 @@ class IndexService:
             '/musicrec.v1.IndexService/ForgetUser',
             musicrec_dot_v1_dot_index__pb2.ForgetUserRequest.SerializeToString,
             musicrec_dot_v1_dot_index__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicrec.v1.IndexService/ListTags',
+            musicrec_dot_v1_dot_index__pb2.ListTagsRequest.SerializeToString,
+            musicrec_dot_v1_dot_index__pb2.ListTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,
