@@ -760,7 +760,9 @@ DIVERSITY_TEXT = ("Diversity on {dataset} ({users:,} held-out users, leave-one-o
                   "artists per top tag the top 10 spans {diverse_distinct_top_tags:n2} top tags on average "
                   "(without: {plain_distinct_top_tags:n2}), HR@10 {diverse_hr10:n4} (without: {plain_hr10:n4}, "
                   "{hr_ratio:x2}). Tag coherence of SimilarArtists' top 10 (share carrying one of the query artist's "
-                  "top 3 tags): {tag_coherence:n3} for this model, {random_tag_coherence:n3} for random factors.")
+                  "top 3 tags; query artists drawn in proportion to their listeners): {tag_coherence:n3} for this model, "
+                  "{random_tag_coherence:n3} for random factors; query artists drawn uniformly among those with tags: "
+                  "{uniform_tag_coherence:n3} and {uniform_random_tag_coherence:n3}.")
 
 
 def _tags(part: dict) -> list[str]:

@@ -14,7 +14,9 @@ the tag coherence figure (issue 22).
 - Diversity on Last.fm 2K (leave-one-out split, the trainer's default hyperparameters): distinct
   top tags in the top 10 and HR@10 with ``max_per_tag`` = ``DIVERSITY_CAP`` and without.
 - Tag coherence: the share of SimilarArtists' top 10 that carry one of the query artist's top 3
-  tags (``tag_coherence``), for that model and for random factors (the chance level).
+  tags (``tag_coherence``), for that model and for random factors (the chance level); query
+  artists drawn in proportion to their listeners (the quality table's figure), and uniformly
+  among the artists with tags.
 """
 
 from __future__ import annotations
@@ -49,16 +51,22 @@ COHERENCE_QUERIES = 2_000
 K = 10
 
 
-def tag_coherence(artist_factors: np.ndarray, tags: ArtistTags, k: int = K, top: int = 3,
-                  queries: int = COHERENCE_QUERIES, seed: int = 0) -> float | None:
-    """Mean over query artists (up to ``queries`` of those with tags, seeded) of the share of their
-    k most cosine-similar artists (itself excluded) that carry one of the query's ``top``
-    heaviest tags. None when no artist has tags."""
+def tag_coherence(artist_factors: np.ndarray, tags: ArtistTags, listeners: np.ndarray | None = None, k: int = K,
+                  top: int = 3, queries: int = COHERENCE_QUERIES, seed: int = 0) -> float | None:
+    """Mean over query artists of the share of their k most cosine-similar artists (itself
+    excluded) that carry one of the query's ``top`` heaviest tags. Queries: ``queries`` draws
+    (seeded) among the artists with tags, in proportion to ``listeners`` when given (SimilarArtists
+    is asked about the artists people listen to), else uniformly. None when no artist has tags."""
     with_tags = np.flatnonzero(np.diff(tags.indptr) > 0)
     if not with_tags.shape[0]:
         return None
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(with_tags, size=min(queries, with_tags.shape[0]), replace=False))
+    if listeners is None:
+        chosen = rng.choice(with_tags, size=min(queries, with_tags.shape[0]), replace=False)
+    else:
+        weight = np.asarray(listeners, dtype=np.float64)[with_tags]
+        chosen = rng.choice(with_tags, size=queries, p=weight / weight.sum())
+    chosen = np.sort(chosen)
     factors = np.asarray(artist_factors, dtype=np.float32)
     normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), 1e-12)
     shares = []
@@ -68,7 +76,8 @@ def tag_coherence(artist_factors: np.ndarray, tags: ArtistTags, k: int = K, top:
         scores[np.arange(block.shape[0]), block] = -np.inf
         nearest = np.argpartition(-scores, k, axis=1)[:, :k]
         for query, found in zip(block.tolist(), nearest):
-            wanted = tags.indices[tags.indptr[query]:tags.indptr[query] + top]
+            first, end = int(tags.indptr[query]), int(tags.indptr[query + 1])
+            wanted = tags.indices[first:min(first + top, end)]  # the query's own tags only
             carriers = np.zeros(factors.shape[0], dtype=bool)
             for t in wanted.tolist():
                 carriers[tags.tag_artists[tags.tag_indptr[t]:tags.tag_indptr[t + 1]]] = True
@@ -123,7 +132,7 @@ def filtered_figures(model: ServingModel, filters: list[dict], users: np.ndarray
                 tagged = model.tag_request(query)
                 exclude = model.seen_indices[model.seen_indptr[user]:model.seen_indptr[user + 1]]
                 space = inner_product_space(model.recommend_search, user_query(model.user_factors[user]))
-                exact, _ = exact_filtered_search(space, K, model._filter(tagged, None, exclude))
+                exact, _ = exact_filtered_search(space, K, model.artist_filter(tagged, None, exclude))
                 if exact.shape[0]:
                     recalls.append(len(set(exact.tolist()) & set(ranking.indices.tolist())) / exact.shape[0])
             rows.append({**flt, "model": label, "method": model.recommend_params.method,
@@ -223,9 +232,12 @@ def diversity_figures(settings: BenchSettings) -> dict:
         out[f"{name}_hr10"] = float(np.mean(results[name]))
         out[f"{name}_distinct_top_tags"] = float(np.mean(tags_seen[name]))
     out["hr_ratio"] = out["diverse_hr10"] / out["plain_hr10"] if out["plain_hr10"] else None
-    out["tag_coherence"] = tag_coherence(factors.artist_factors, data.tags)
-    rng = np.random.default_rng(0)
-    out["random_tag_coherence"] = tag_coherence(rng.normal(size=factors.artist_factors.shape), data.tags)
+    listeners = data.listeners_per_artist()
+    random_factors = np.random.default_rng(0).normal(size=factors.artist_factors.shape)
+    out["tag_coherence"] = tag_coherence(factors.artist_factors, data.tags, listeners)
+    out["random_tag_coherence"] = tag_coherence(random_factors, data.tags, listeners)
+    out["uniform_tag_coherence"] = tag_coherence(factors.artist_factors, data.tags)
+    out["uniform_random_tag_coherence"] = tag_coherence(random_factors, data.tags)
     return out
 
 

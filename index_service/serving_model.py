@@ -421,7 +421,7 @@ class ServingModel:
         if tagged is not None:
             if tagged.unknown:
                 return _NO_RANKING
-            flt = self._filter(tagged, allowed, exclude)
+            flt = self.artist_filter(tagged, allowed, exclude)
             if vector is None:
                 return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
             space = inner_product_space(self.recommend_search, vector)
@@ -461,7 +461,7 @@ class ServingModel:
         if tagged is not None:
             if tagged.unknown:
                 return _NO_RANKING
-            flt = self._filter(tagged, allowed, self._exclusions(user, include_seen, extra))
+            flt = self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
             from_lists = not include_seen and self.recommend_lists_exact
             return _page(self._diversified(lambda depth: self._filtered_user(user, depth, flt, from_lists), end, tagged),
                          offset)
@@ -518,7 +518,7 @@ class ServingModel:
         tagged = self.tag_request(query)
         return () if tagged is None else tagged.unknown
 
-    def _filter(self, tagged: TagRequest, allowed: np.ndarray | None, exclude: np.ndarray | None) -> ArtistFilter:
+    def artist_filter(self, tagged: TagRequest, allowed: np.ndarray | None, exclude: np.ndarray | None) -> ArtistFilter:
         tags = self.tags
         return tag_filter(tags.tag_indptr, tags.tag_artists, self.num_artists, tagged.tags, tagged.exclude_tags,
                           allowed, exclude)
@@ -661,7 +661,7 @@ class ServingModel:
         if tagged is not None:
             if tagged.unknown:
                 return SimilarRanking(artist, _NO_RANKING)
-            flt = self._filter(tagged, None, np.array([artist], dtype=np.int64))
+            flt = self.artist_filter(tagged, None, np.array([artist], dtype=np.int64))
             return SimilarRanking(artist, self._diversified(lambda depth: self._filtered_similar(artist, depth, flt),
                                                             k, tagged))
         if self.similar_top is not None and k <= self.similar_n:
