@@ -1,119 +1,424 @@
 """Precomputing every user's and every artist's top answers when a version is published.
 
-Each list is made by the serving search itself (``ranking.search``, the method and settings
-the manifest chooses, one query at a time, BLAS on one thread), so a Recommend or SimilarArtists
-answered from a list is the answer the search path would give: the same artists, the same order,
-the same scores and tie rule. Large catalogs are split over worker processes (fork): Annoy holds
-the GIL while it searches, so threads would not help.
+The lists are made in batches, by matrix products, not by the serving search one query at a time:
+
+- ``exact``: every score of a block of queries is one (B, D) x (D, A) product; a row's top n is
+  found by the column-maximum bound of ``ranking.search.top_k_indices`` applied to the whole
+  block (ties to the lower artist index, as the exact search). Used while queries x artists stays
+  under ``EXACT_UP_TO`` scores.
+- ``ivf`` (larger catalogs): the artists are clustered by k-means (on the vectors Annoy indexes:
+  the augmented item vectors for the inner product, see ``ranking.inner_product``, the normalized
+  factors for cosine); each query ranks the centroids by its score with them and probes its best
+  ``probes`` clusters; each cluster is scored exactly, by one product over all the queries of a
+  chunk that probe it, keeping its best n per query; a query's list is the best n over its
+  probed clusters. The number of probes is the smallest that reaches the recall target on a
+  sample of queries against exact (measured here, recorded in the manifest).
+
+Scores are the model's, exact for every artist listed (float32; the summation order of a
+matrix product can differ from a single search's in the last bit). Chunks of queries run on a
+thread pool, one per core: the products and sorts release the GIL.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from model_store.artifacts import ModelArtifacts, PrecomputedTop
-from ranking.inner_product import user_query
-from ranking.search import CosineSearch, InnerProductSearch
+from ranking.inner_product import augment_items, item_vectors_with_bias
+from ranking.search import top_k_indices
 
 DEFAULT_RECOMMEND_N = 50
 DEFAULT_SIMILAR_N = 50
-# Below this many queries in all, lists are made in this process (forking costs more).
-PARALLEL_FROM_QUERIES = 20_000
-_CHUNK_ROWS = 4096
-
-# The searches a forked worker uses (set in the parent just before the pool forks).
-_WORK: dict[str, Callable[[int, int], tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def _recommend_rows(artifacts: ModelArtifacts, search: InnerProductSearch, n: int):
-    seen_indptr = artifacts.seen_indptr
-    seen = np.ascontiguousarray(artifacts.seen_indices, dtype=np.int64)
-    factors = artifacts.user_factors
-
-    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        top = np.full((hi - lo, n), -1, dtype=np.int32)
-        scores = np.zeros((hi - lo, n), dtype=np.float32)
-        for u in range(lo, hi):
-            exclude = seen[seen_indptr[u]:seen_indptr[u + 1]]
-            idx, sc = search.search(user_query(factors[u]), n, exclude)
-            top[u - lo, :idx.shape[0]] = idx
-            scores[u - lo, :idx.shape[0]] = sc
-        return top, scores
-
-    return rows
+# Queries x artists up to which the lists are exact (every score computed); IVF above.
+EXACT_UP_TO = 400_000_000
+RECALL_TARGET = 0.98
+# IVF: artists per cluster on average, and the probe counts tried (smallest first).
+ARTISTS_PER_CLUSTER = 128
+PROBE_STEPS = (8, 12, 16, 24, 32, 48, 64, 96, 128)
+KMEANS_ITERATIONS = 8
+# Queries whose recall@10 against exact decides the number of probes.
+TUNING_SAMPLE = 1000
+# Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
+_BLOCK_SCORES = 16 << 20
+# top_k_indices's groups (the same bound, applied to every row of a block at once).
+_GROUPS = 32
+_NEG_INF = np.float32(-np.inf)
 
 
-def _similar_rows(search: CosineSearch, n: int):
-    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        top = np.full((hi - lo, n), -1, dtype=np.int32)
-        scores = np.zeros((hi - lo, n), dtype=np.float32)
-        for a in range(lo, hi):
-            idx, sc = search.search(a, n)
-            top[a - lo, :idx.shape[0]] = idx
-            scores[a - lo, :idx.shape[0]] = sc
-        return top, scores
+@dataclass(frozen=True)
+class ListSide:
+    """One side's lists to make: ``queries`` (Q, D) float32 and ``items`` (A, D) float32 scored
+    by inner product; ``exclude_indptr``/``exclude_indices`` (CSR, int64) the artists never listed
+    for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF)
+    and ``centroid_score`` how a query's cluster order is computed from the centroids."""
 
-    return rows
-
-
-def _run_chunk(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    name, lo, hi = job
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _WORK[name](lo, hi)
+    queries: np.ndarray
+    items: np.ndarray
+    exclude_indptr: np.ndarray
+    exclude_indices: np.ndarray
+    cluster_vectors: np.ndarray
+    spherical: bool
 
 
-def _fill(jobs: dict[str, tuple[int, Callable]], workers: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Run every (name -> (rows, function)) over row ranges, in ``workers`` forked processes or here."""
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    chunks = [(name, lo, min(lo + _CHUNK_ROWS, rows)) for name, (rows, _) in jobs.items()
-              for lo in range(0, rows, _CHUNK_ROWS)]
-    _WORK.clear()
-    _WORK.update({name: fn for name, (_, fn) in jobs.items()})
-    try:
-        if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                results = list(pool.map(_run_chunk, chunks))
+@dataclass(frozen=True)
+class ListsMade:
+    """A side's lists: ``top`` (Q, n) int32 -1 padded, ``scores`` (Q, n) float32 (0 in padding),
+    ``method`` "exact" or "ivf", ``probes`` clusters probed per query of ``clusters`` (0 for
+    exact), ``sample_recall_at_10`` measured on the tuning sample (1.0 for exact)."""
+
+    top: np.ndarray
+    scores: np.ndarray
+    method: str
+    clusters: int
+    probes: int
+    sample_recall_at_10: float
+
+
+# -- selection ---------------------------------------------------------------------------------
+
+def _rows_top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top n of every row of ``scores`` (B, N) float32: (indices (B, n), -1 padded when a row has
+    fewer finite scores; their scores, 0 in padding), best first, ties to the lower index (as
+    ``top_k_indices``).
+
+    A lower bound of each row's n-th best score is found first (for wide rows, the bound of
+    ``top_k_indices``: the n-th best maximum of 32-score groups, as n groups each hold a score at
+    least that high); the scores reaching it, every tie included, are then ordered."""
+    rows, width = scores.shape
+    top = np.full((rows, n), -1, dtype=np.int64)
+    top_scores = np.zeros((rows, n), dtype=np.float32)
+    m = min(n, width)
+    if m == 0 or rows == 0:
+        return top, top_scores
+    cols = width // _GROUPS
+    if m * _GROUPS * 4 < width:
+        # Strided groups, as top_k_indices: the maximum over 32 rows of a (32, cols) view is
+        # one vectorized pass.
+        col_max = scores[:, :cols * _GROUPS].reshape(rows, _GROUPS, cols).max(axis=1)
+        bound = np.partition(col_max, cols - m, axis=1)[:, cols - m]
+    else:
+        bound = np.partition(scores, width - m, axis=1)[:, width - m]
+    # A row with fewer than m finite scores lists all of them (never an excluded -inf).
+    bound = np.maximum(bound, np.finfo(np.float32).min)
+    at = np.flatnonzero(scores >= bound[:, None])
+    at_row, at_col = np.divmod(at, width)
+    values = scores.ravel()[at]
+    order = np.lexsort((at_col, -values, at_row))
+    at_row, at_col, values = at_row[order], at_col[order], values[order]
+    rank = np.arange(at_row.shape[0]) - np.searchsorted(at_row, at_row)
+    keep = rank < m
+    top[at_row[keep], rank[keep]] = at_col[keep]
+    top_scores[at_row[keep], rank[keep]] = values[keep]
+    return top, top_scores
+
+
+def _mask(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, lo: int, hi: int,
+          column_of: np.ndarray | None = None) -> None:
+    """Set the excluded artists of queries lo .. hi - 1 (rows of ``scores``) to -inf;
+    ``column_of`` maps an artist to its column (-1: not a column), None for identity."""
+    start, end = int(indptr[lo]), int(indptr[hi])
+    if start == end:
+        return
+    rows = np.repeat(np.arange(hi - lo), np.diff(indptr[lo:hi + 1]))
+    cols = indices[start:end]
+    if column_of is not None:
+        cols = column_of[cols]
+        keep = cols >= 0
+        rows, cols = rows[keep], cols[keep]
+    scores[rows, cols] = _NEG_INF
+
+
+# -- exact -------------------------------------------------------------------------------------
+
+def _exact_chunk(side: ListSide, items_t: np.ndarray, n: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = side.queries[lo:hi] @ items_t
+    _mask(scores, side.exclude_indptr, side.exclude_indices, lo, hi)
+    return _rows_top(scores, n)
+
+
+# -- IVF ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Clusters:
+    """Artists grouped by cluster: ``order`` the artist indices cluster by cluster, ``starts``
+    (C + 1,) each cluster's range in ``order``, ``position`` (A,) each artist's place in its
+    cluster, ``cluster_of`` (A,), ``centroids_t`` (D, C) the centroids of the queries' space."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    position: np.ndarray
+    cluster_of: np.ndarray
+    centroids_t: np.ndarray
+    items_t: np.ndarray  # (D, A) the items in ``order``
+
+    @property
+    def count(self) -> int:
+        return self.starts.shape[0] - 1
+
+
+def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> np.ndarray:
+    """Cluster of every row of ``vectors`` by k-means (Lloyd, ``KMEANS_ITERATIONS`` rounds on a
+    sample of 64 rows per cluster, then every row assigned); spherical: by cosine."""
+    rng = np.random.default_rng(seed)
+    rows = vectors.shape[0]
+    train = vectors[rng.choice(rows, size=min(rows, 64 * clusters), replace=False)]
+    centroids = train[rng.choice(train.shape[0], size=clusters, replace=False)].copy()
+
+    def assign(points: np.ndarray) -> np.ndarray:
+        out = np.empty(points.shape[0], dtype=np.int64)
+        step = max(1, _BLOCK_SCORES // clusters)
+        half_sq = 0.0 if spherical else 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        for lo in range(0, points.shape[0], step):
+            out[lo:lo + step] = np.argmax(points[lo:lo + step] @ centroids.T - half_sq, axis=1)
+        return out
+
+    for _ in range(KMEANS_ITERATIONS):
+        labels = assign(train)
+        sums = np.zeros_like(centroids, dtype=np.float64)
+        np.add.at(sums, labels, train)
+        counts = np.bincount(labels, minlength=clusters)
+        empty = counts == 0
+        sums[~empty] /= counts[~empty, None]
+        # An empty cluster restarts at a random training point.
+        sums[empty] = train[rng.choice(train.shape[0], size=int(empty.sum()), replace=False)]
+        centroids = sums.astype(np.float32)
+        if spherical:
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), np.float32(1e-12))
+    return assign(vectors)
+
+
+def _cluster(side: ListSide, seed: int) -> _Clusters:
+    num_items = side.items.shape[0]
+    count = max(1, min(num_items, round(num_items / ARTISTS_PER_CLUSTER)))
+    labels = _kmeans(side.cluster_vectors, count, side.spherical, seed) if count > 1 else np.zeros(num_items, np.int64)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=count)
+    starts = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    position = np.empty(num_items, dtype=np.int64)
+    position[order] = np.arange(num_items) - starts[labels[order]]
+    # Centroids in the queries' space: the mean item of each cluster (a query's score with it is
+    # its mean score over the cluster).
+    sums = np.zeros((count, side.items.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, side.items)
+    centroids = (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32)
+    return _Clusters(order=order, starts=starts, position=position, cluster_of=labels,
+                     centroids_t=np.ascontiguousarray(centroids.T),
+                     items_t=np.ascontiguousarray(side.items[order].T))
+
+
+def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
+              lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """IVF lists of length n for queries lo .. hi - 1 (one chunk)."""
+    count = clusters.count
+    probes = min(probes, count)
+    queries = side.queries[lo:hi]
+    rows = np.arange(lo, hi)
+    # The clusters each query probes: its best ``probes`` centroids.
+    centroid_scores = queries @ clusters.centroids_t
+    if probes < count:
+        probed = np.argpartition(centroid_scores, count - probes, axis=1)[:, count - probes:]
+    else:
+        probed = np.broadcast_to(np.arange(count), (rows.shape[0], count))
+    sizes = np.diff(clusters.starts)
+    keep = int(min(n, sizes.max()))
+    pool = np.full((rows.shape[0], probes * keep), _NEG_INF, dtype=np.float32)
+    pool_ids = np.full((rows.shape[0], probes * keep), -1, dtype=np.int64)
+    # Excluded (query, artist) pairs, grouped by the artist's cluster.
+    ex_rows = np.repeat(np.arange(hi - lo), np.diff(side.exclude_indptr[lo:hi + 1]))
+    ex_items = side.exclude_indices[side.exclude_indptr[lo]:side.exclude_indptr[hi]]
+    ex_cluster = clusters.cluster_of[ex_items]
+    ex_order = np.argsort(ex_cluster, kind="stable")
+    ex_bounds = np.searchsorted(ex_cluster[ex_order], np.arange(count + 1))
+    flat = probed.ravel()
+    by_cluster = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[by_cluster], np.arange(count + 1))
+    row_in_block = np.full(rows.shape[0], -1, dtype=np.int64)
+    slots = np.arange(keep)
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        entries = by_cluster[bounds[c]:bounds[c + 1]]
+        users, slot = entries // probes, entries % probes
+        lo, hi = int(clusters.starts[c]), int(clusters.starts[c + 1])
+        scores = queries[users] @ clusters.items_t[:, lo:hi]
+        e = ex_order[ex_bounds[c]:ex_bounds[c + 1]]
+        if e.shape[0]:
+            row_in_block[users] = np.arange(users.shape[0])
+            r = row_in_block[ex_rows[e]]
+            hit = r >= 0
+            scores[r[hit], clusters.position[ex_items[e[hit]]]] = _NEG_INF
+            row_in_block[users] = -1
+        size = hi - lo
+        if size > keep:
+            best = np.argpartition(scores, size - keep, axis=1)[:, size - keep:]
+            values = np.take_along_axis(scores, best, axis=1)
+            ids = clusters.order[lo + best]
         else:
-            results = [_run_chunk(chunk) for chunk in chunks]
-    finally:
-        _WORK.clear()
-    for name in jobs:
-        parts = [r for (n, _, _), r in zip(chunks, results) if n == name]
-        out[name] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return out
+            values = scores
+            ids = np.broadcast_to(clusters.order[lo:hi], scores.shape)
+        columns = (slot * keep)[:, None] + slots[None, :values.shape[1]]
+        pool[users[:, None], columns] = values
+        pool_ids[users[:, None], columns] = ids
+    width = pool.shape[1]
+    m = min(n, width)
+    if m < width:
+        part = np.argpartition(pool, width - m, axis=1)[:, width - m:]
+        pool = np.take_along_axis(pool, part, axis=1)
+        pool_ids = np.take_along_axis(pool_ids, part, axis=1)
+    order = np.lexsort((pool_ids, -pool), axis=1)
+    top = np.take_along_axis(pool_ids, order, axis=1)
+    top_scores = np.take_along_axis(pool, order, axis=1)
+    missing = ~np.isfinite(top_scores)
+    top[missing] = -1
+    top_scores[missing] = 0.0
+    if m < n:
+        top = np.pad(top, ((0, 0), (0, n - m)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, n - m)))
+    return top, top_scores
 
 
-def precompute_top(artifacts: ModelArtifacts, recommend: InnerProductSearch, similar: CosineSearch,
-                   recommend_n: int = DEFAULT_RECOMMEND_N, similar_n: int = DEFAULT_SIMILAR_N,
-                   workers: int = 0) -> tuple[PrecomputedTop, float]:
+# -- driver ------------------------------------------------------------------------------------
+
+def _run(chunks: list[tuple[int, int]], work: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+         rows: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """``work(lo, hi)`` over ``chunks`` on ``workers`` threads (BLAS on one thread each)."""
+    top = np.full((rows, n), -1, dtype=np.int32)
+    scores = np.zeros((rows, n), dtype=np.float32)
+
+    def one(chunk: tuple[int, int]) -> None:
+        lo, hi = chunk
+        t, s = work(lo, hi)
+        top[lo:hi] = t
+        scores[lo:hi] = s
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one, chunks))
+        else:
+            for chunk in chunks:
+                one(chunk)
+    return top, scores
+
+
+def _recall_at_10(found: np.ndarray, truth: np.ndarray, truth_scores: np.ndarray,
+                  score_of: Callable[[int, np.ndarray], np.ndarray]) -> float:
+    """Tie-aware recall@10 of ``found`` (rows, >= 10) against exact ``truth`` (rows, 10)."""
+    hits = total = 0
+    for row in range(truth.shape[0]):
+        true_idx = truth[row][truth[row] >= 0]
+        got = found[row, :10]
+        got = got[got >= 0]
+        total += true_idx.shape[0]
+        if true_idx.shape[0] and got.shape[0]:
+            kth = float(truth_scores[row, true_idx.shape[0] - 1])
+            hits += min(true_idx.shape[0], int(np.count_nonzero(score_of(row, got) >= kth - 1e-5 * max(1.0, abs(kth)))))
+    return round(hits / total, 4) if total else 1.0
+
+
+def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float = RECALL_TARGET,
+               seed: int = 0, exact_up_to: int = EXACT_UP_TO) -> ListsMade:
+    """Every query's top n artists by inner product (excluded artists never listed): exact while
+    queries x artists <= ``exact_up_to``, else IVF with the fewest probes (``PROBE_STEPS``) whose
+    recall@10 against exact on ``TUNING_SAMPLE`` queries reaches ``recall_target``.
+    ``workers`` 0: one per core."""
+    num_queries, num_items = side.queries.shape[0], side.items.shape[0]
+    workers = workers or (os.cpu_count() or 1)
+    n = min(n, num_items)
+    if n == 0 or num_queries == 0:
+        return ListsMade(np.full((num_queries, n), -1, np.int32), np.zeros((num_queries, n), np.float32), "exact", 0, 0, 1.0)
+    items_t = np.ascontiguousarray(side.items.T)
+    block = max(1, min(4096, _BLOCK_SCORES // num_items))
+    if num_queries * num_items <= exact_up_to:
+        chunks = [(lo, min(lo + block, num_queries)) for lo in range(0, num_queries, block)]
+        top, scores = _run(chunks, lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi), num_queries, n, workers)
+        return ListsMade(top, scores, "exact", 0, 0, 1.0)
+    with threadpool_limits(limits=workers, user_api="blas"):
+        clusters = _cluster(side, seed)
+    # Probes: the fewest reaching the target on a sample, against exact lists of the sample.
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(num_queries, size=min(TUNING_SAMPLE, num_queries), replace=False))
+    sample_side = _subset(side, sample)
+    with threadpool_limits(limits=workers, user_api="blas"):
+        truth, truth_scores = exact_lists(side, sample, 10)
+    chosen, recall = PROBE_STEPS[-1], 0.0
+    for probes in PROBE_STEPS:
+        found, _ = _ivf_rows(sample_side, clusters, 10, probes, 0, sample.shape[0])
+        recall = _recall_at_10(found, truth, truth_scores,
+                               lambda row, got: side.items[got] @ sample_side.queries[row])
+        if recall >= recall_target or probes >= clusters.count:
+            chosen = probes
+            break
+    keep = int(min(n, np.diff(clusters.starts).max()))
+    chunk_rows = max(256, min(32768, _BLOCK_SCORES // max(1, min(chosen, clusters.count) * keep)))
+    chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
+    top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, chosen, lo, hi),
+                       num_queries, n, workers)
+    return ListsMade(top, scores, "ivf", clusters.count, min(chosen, clusters.count), recall)
+
+
+def exact_lists(side: ListSide, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top n (indices -1 padded, scores) of the query indices ``rows`` of a side, here."""
+    sub = _subset(side, rows)
+    items_t = np.ascontiguousarray(side.items.T)
+    block = max(1, _BLOCK_SCORES // max(1, side.items.shape[0]))
+    parts = [_exact_chunk(sub, items_t, n, lo, min(lo + block, rows.shape[0])) for lo in range(0, rows.shape[0], block)]
+    if not parts:
+        return np.full((0, n), -1, dtype=np.int64), np.zeros((0, n), dtype=np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _subset(side: ListSide, rows: np.ndarray) -> ListSide:
+    """The side restricted to query indices ``rows``."""
+    counts = side.exclude_indptr[rows + 1] - side.exclude_indptr[rows]
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    parts = [side.exclude_indices[side.exclude_indptr[r]:side.exclude_indptr[r + 1]] for r in rows.tolist()]
+    indices = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    return ListSide(np.ascontiguousarray(side.queries[rows]), side.items, indptr, indices,
+                    side.cluster_vectors, side.spherical)
+
+
+def recommend_side(artifacts: ModelArtifacts) -> ListSide:
+    """Recommend: queries ``[user_factors, 1]``, items ``[artist_factors, bias]``, seen excluded,
+    clustered on the augmented items (the vectors of the Recommend Annoy index)."""
+    items = item_vectors_with_bias(artifacts.artist_factors, artifacts.artist_bias)
+    queries = np.ones((artifacts.num_users, items.shape[1]), dtype=np.float32)
+    queries[:, :-1] = artifacts.user_factors
+    return ListSide(queries, items, np.asarray(artifacts.seen_indptr, dtype=np.int64),
+                    np.asarray(artifacts.seen_indices, dtype=np.int64), augment_items(items), spherical=False)
+
+
+def similar_side(artifacts: ModelArtifacts) -> ListSide:
+    """SimilarArtists: every artist's normalized factors against all, itself excluded."""
+    factors = np.asarray(artifacts.artist_factors, dtype=np.float32)
+    normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), np.float32(1e-12))
+    num = factors.shape[0]
+    return ListSide(normalized, normalized, np.arange(num + 1, dtype=np.int64), np.arange(num, dtype=np.int64),
+                    normalized, spherical=True)
+
+
+def precompute_top(artifacts: ModelArtifacts, recommend_n: int = DEFAULT_RECOMMEND_N,
+                   similar_n: int = DEFAULT_SIMILAR_N, workers: int = 0, recall_target: float = RECALL_TARGET,
+                   seed: int = 0, exact_up_to: int = EXACT_UP_TO) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
     """Every user's top ``recommend_n`` (seen excluded) and every artist's top ``similar_n``
-    (itself excluded) by the given searches (their own params); a length 0 makes (rows, 0) lists.
-    Returns the lists and the wall time spent (seconds). ``workers`` 0: one per core when there are many queries, else 1."""
+    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. Returns the lists,
+    how each side was made, and the wall time spent (seconds)."""
     started = time.perf_counter()
     recommend_n = min(recommend_n, artifacts.num_artists)
     similar_n = min(similar_n, max(artifacts.num_artists - 1, 0))
-    jobs = {}
-    if recommend_n:
-        jobs["recommend"] = (artifacts.num_users, _recommend_rows(artifacts, recommend, recommend_n))
-    if similar_n:
-        jobs["similar"] = (artifacts.num_artists, _similar_rows(similar, similar_n))
-    if workers <= 0:
-        queries = artifacts.num_users + artifacts.num_artists
-        workers = (os.cpu_count() or 1) if queries >= PARALLEL_FROM_QUERIES else 1
-    filled = _fill(jobs, workers)
-    empty = {"recommend": artifacts.num_users, "similar": artifacts.num_artists}
-    for name, rows in empty.items():  # a side not precomputed: (rows, 0) lists
-        filled.setdefault(name, (np.zeros((rows, 0), dtype=np.int32), np.zeros((rows, 0), dtype=np.float32)))
-    top = PrecomputedTop(recommend_top=filled["recommend"][0], recommend_top_scores=filled["recommend"][1],
-                         similar_top=filled["similar"][0], similar_top_scores=filled["similar"][1])
-    return top, time.perf_counter() - started
+    options = dict(workers=workers, recall_target=recall_target, seed=seed, exact_up_to=exact_up_to)
+    rec = make_lists(recommend_side(artifacts), recommend_n, **options)
+    sim = make_lists(similar_side(artifacts), similar_n, **options)
+    top = PrecomputedTop(recommend_top=rec.top, recommend_top_scores=rec.scores,
+                         similar_top=sim.top, similar_top_scores=sim.scores)
+    return top, rec, sim, time.perf_counter() - started
 
 
 def list_recall_at_10(lists: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]], rows: list[int],
