@@ -41,8 +41,10 @@ EXACT_UP_TO = 400_000_000
 RECALL_TARGET = 0.98
 # IVF: artists per cluster on average, and the probe counts tried (smallest first).
 ARTISTS_PER_CLUSTER = 128
-PROBE_STEPS = (8, 12, 16, 24, 32, 48, 64, 96, 128)
+PROBE_STEPS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 KMEANS_ITERATIONS = 8
+# IVF: a query's first probes // LEADING_SHARE clusters set the bound the others are filtered by.
+LEADING_SHARE = 4
 # Queries whose recall@10 against exact decides the number of probes.
 TUNING_SAMPLE = 1000
 # Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
@@ -83,20 +85,21 @@ class ListsMade:
 
 # -- selection ---------------------------------------------------------------------------------
 
-def _rows_top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _rows_top(scores: np.ndarray, n: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top n of every row of ``scores`` (B, N) float32: (indices (B, n), -1 padded when a row has
     fewer finite scores; their scores, 0 in padding), best first, ties to the lower index (as
     ``top_k_indices``).
+
+    ``ids`` (B, N): the artist of each score (ties to the lower artist, listed instead of the
+    column; None: the column is the artist).
 
     A lower bound of each row's n-th best score is found first (for wide rows, the bound of
     ``top_k_indices``: the n-th best maximum of 32-score groups, as n groups each hold a score at
     least that high); the scores reaching it, every tie included, are then ordered."""
     rows, width = scores.shape
-    top = np.full((rows, n), -1, dtype=np.int64)
-    top_scores = np.zeros((rows, n), dtype=np.float32)
     m = min(n, width)
     if m == 0 or rows == 0:
-        return top, top_scores
+        return np.full((rows, n), -1, dtype=np.int64), np.zeros((rows, n), dtype=np.float32)
     cols = width // _GROUPS
     if m * _GROUPS * 4 < width:
         # Strided groups, as top_k_indices: the maximum over 32 rows of a (32, cols) view is
@@ -110,12 +113,33 @@ def _rows_top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     at = np.flatnonzero(scores >= bound[:, None])
     at_row, at_col = np.divmod(at, width)
     values = scores.ravel()[at]
-    order = np.lexsort((at_col, -values, at_row))
-    at_row, at_col, values = at_row[order], at_col[order], values[order]
-    rank = np.arange(at_row.shape[0]) - np.searchsorted(at_row, at_row)
-    keep = rank < m
-    top[at_row[keep], rank[keep]] = at_col[keep]
-    top_scores[at_row[keep], rank[keep]] = values[keep]
+    if ids is not None:
+        return _ranked(at_row, ids.ravel()[at], values, rows, n, items_ascending=False)
+    return _ranked(at_row, at_col, values, rows, n, items_ascending=True)
+
+
+def _ranked(at_row: np.ndarray, at_item: np.ndarray, values: np.ndarray, rows: int, n: int,
+            items_ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best n of the (row, artist, score) triples, ``at_row`` ascending: (indices
+    (rows, n) -1 padded, scores 0 in padding), best first, ties to the lower artist index
+    (``items_ascending``: the artists of a row already come in ascending order)."""
+    counts = np.bincount(at_row, minlength=rows)
+    width = int(counts.max()) if rows else 0
+    within = np.arange(at_row.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    # One padded row per query, sorted row by row (short rows: far cheaper than one lexsort).
+    grid = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
+    grid_items = np.full(grid.shape, np.iinfo(np.int64).max, dtype=np.int64)
+    grid[at_row, within] = values
+    grid_items[at_row, within] = at_item
+    if not items_ascending:
+        order = np.argsort(grid_items, axis=1, kind="stable")
+        grid, grid_items = np.take_along_axis(grid, order, axis=1), np.take_along_axis(grid_items, order, axis=1)
+    order = np.argsort(-grid, axis=1, kind="stable")[:, :n]
+    top = np.take_along_axis(grid_items, order, axis=1)
+    top_scores = np.take_along_axis(grid, order, axis=1)
+    missing = ~np.isfinite(top_scores)
+    top[missing] = -1
+    top_scores[missing] = 0.0
     return top, top_scores
 
 
@@ -163,6 +187,12 @@ class _Clusters:
         return self.starts.shape[0] - 1
 
 
+def _cluster_sums(vectors: np.ndarray, labels: np.ndarray, clusters: int) -> np.ndarray:
+    """(clusters, D) float64 sums of the rows of ``vectors`` by label (one bincount per column)."""
+    return np.stack([np.bincount(labels, weights=vectors[:, d], minlength=clusters)
+                     for d in range(vectors.shape[1])], axis=1)
+
+
 def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> np.ndarray:
     """Cluster of every row of ``vectors`` by k-means (Lloyd, ``KMEANS_ITERATIONS`` rounds on a
     sample of 64 rows per cluster, then every row assigned); spherical: by cosine."""
@@ -181,8 +211,7 @@ def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> n
 
     for _ in range(KMEANS_ITERATIONS):
         labels = assign(train)
-        sums = np.zeros_like(centroids, dtype=np.float64)
-        np.add.at(sums, labels, train)
+        sums = _cluster_sums(train, labels, clusters)
         counts = np.bincount(labels, minlength=clusters)
         empty = counts == 0
         sums[~empty] /= counts[~empty, None]
@@ -206,47 +235,57 @@ def _cluster(side: ListSide, seed: int) -> _Clusters:
     position[order] = np.arange(num_items) - starts[labels[order]]
     # Centroids in the queries' space: the mean item of each cluster (a query's score with it is
     # its mean score over the cluster).
-    sums = np.zeros((count, side.items.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, side.items)
+    sums = _cluster_sums(side.items, labels, count)
     centroids = (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32)
     return _Clusters(order=order, starts=starts, position=position, cluster_of=labels,
                      centroids_t=np.ascontiguousarray(centroids.T),
                      items_t=np.ascontiguousarray(side.items[order].T))
 
 
+def _by_cluster(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of ``labels`` grouped by label, (count + 1,) each label's range in them)."""
+    order = np.argsort(labels, kind="stable")
+    return order, np.searchsorted(labels[order], np.arange(count + 1))
+
+
 def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
               lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """IVF lists of length n for queries lo .. hi - 1 (one chunk)."""
+    """IVF lists of length n for queries lo .. hi - 1 (one chunk).
+
+    Each query's best ``probes // LEADING_SHARE`` clusters (by centroid score) are scored first,
+    keeping each one's top n: the n-th best kept score is a lower bound of the query's n-th best
+    overall, so in its other probed clusters only the scores reaching it are kept (one comparison
+    per score, no sort). The kept scores are then ordered per query (ties to the lower artist
+    index)."""
     count = clusters.count
     probes = min(probes, count)
+    rows = hi - lo
     queries = side.queries[lo:hi]
-    rows = np.arange(lo, hi)
-    # The clusters each query probes: its best ``probes`` centroids.
     centroid_scores = queries @ clusters.centroids_t
     if probes < count:
         probed = np.argpartition(centroid_scores, count - probes, axis=1)[:, count - probes:]
     else:
-        probed = np.broadcast_to(np.arange(count), (rows.shape[0], count))
-    sizes = np.diff(clusters.starts)
-    keep = int(min(n, sizes.max()))
-    pool = np.full((rows.shape[0], probes * keep), _NEG_INF, dtype=np.float32)
-    pool_ids = np.full((rows.shape[0], probes * keep), -1, dtype=np.int64)
+        probed = np.broadcast_to(np.arange(count), (rows, count))
+    # Probed clusters best first; the first ``leading`` of each query make its bound.
+    probed = np.take_along_axis(probed, np.argsort(-np.take_along_axis(centroid_scores, probed, axis=1), axis=1), axis=1)
+    leading = max(1, probes // LEADING_SHARE)
+    probe_rows = np.broadcast_to(np.arange(rows)[:, None], probed.shape)
     # Excluded (query, artist) pairs, grouped by the artist's cluster.
-    ex_rows = np.repeat(np.arange(hi - lo), np.diff(side.exclude_indptr[lo:hi + 1]))
+    ex_rows = np.repeat(np.arange(rows), np.diff(side.exclude_indptr[lo:hi + 1]))
     ex_items = side.exclude_indices[side.exclude_indptr[lo]:side.exclude_indptr[hi]]
-    ex_cluster = clusters.cluster_of[ex_items]
-    ex_order = np.argsort(ex_cluster, kind="stable")
-    ex_bounds = np.searchsorted(ex_cluster[ex_order], np.arange(count + 1))
-    flat = probed.ravel()
-    by_cluster = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[by_cluster], np.arange(count + 1))
-    row_in_block = np.full(rows.shape[0], -1, dtype=np.int64)
-    slots = np.arange(keep)
-    for c in np.flatnonzero(np.diff(bounds)).tolist():
-        entries = by_cluster[bounds[c]:bounds[c + 1]]
-        users, slot = entries // probes, entries % probes
-        lo, hi = int(clusters.starts[c]), int(clusters.starts[c + 1])
-        scores = queries[users] @ clusters.items_t[:, lo:hi]
+    ex_order, ex_bounds = _by_cluster(clusters.cluster_of[ex_items], count)
+    row_in_block = np.full(rows, -1, dtype=np.int64)
+    bound = np.full(rows, _NEG_INF, dtype=np.float32)
+    # The kept scores of each query and their artists, side by side (-inf padding); a query's
+    # next free column is ``filled``.
+    pool = np.full((rows, (leading + 4) * n), _NEG_INF, dtype=np.float32)
+    pool_ids = np.full(pool.shape, -1, dtype=np.int64)
+    filled = np.zeros(rows, dtype=np.int64)
+
+    def scored(c: int, users: np.ndarray) -> np.ndarray:
+        """Scores of ``users`` (chunk rows) for the artists of cluster c, exclusions at -inf."""
+        start, end = int(clusters.starts[c]), int(clusters.starts[c + 1])
+        scores = queries[users] @ clusters.items_t[:, start:end]
         e = ex_order[ex_bounds[c]:ex_bounds[c + 1]]
         if e.shape[0]:
             row_in_block[users] = np.arange(users.shape[0])
@@ -254,33 +293,48 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
             hit = r >= 0
             scores[r[hit], clusters.position[ex_items[e[hit]]]] = _NEG_INF
             row_in_block[users] = -1
-        size = hi - lo
-        if size > keep:
-            best = np.argpartition(scores, size - keep, axis=1)[:, size - keep:]
-            values = np.take_along_axis(scores, best, axis=1)
-            ids = clusters.order[lo + best]
-        else:
-            values = scores
-            ids = np.broadcast_to(clusters.order[lo:hi], scores.shape)
-        columns = (slot * keep)[:, None] + slots[None, :values.shape[1]]
-        pool[users[:, None], columns] = values
-        pool_ids[users[:, None], columns] = ids
-    width = pool.shape[1]
-    m = min(n, width)
-    if m < width:
-        part = np.argpartition(pool, width - m, axis=1)[:, width - m:]
-        pool = np.take_along_axis(pool, part, axis=1)
-        pool_ids = np.take_along_axis(pool_ids, part, axis=1)
-    order = np.lexsort((pool_ids, -pool), axis=1)
-    top = np.take_along_axis(pool_ids, order, axis=1)
-    top_scores = np.take_along_axis(pool, order, axis=1)
-    missing = ~np.isfinite(top_scores)
-    top[missing] = -1
-    top_scores[missing] = 0.0
-    if m < n:
-        top = np.pad(top, ((0, 0), (0, n - m)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, n - m)))
-    return top, top_scores
+        return scores
+
+    def keep(users: np.ndarray, r: np.ndarray, values: np.ndarray, items: np.ndarray) -> None:
+        """Append (artist, score) pairs to the pools of ``users[r]`` (``r`` ascending)."""
+        nonlocal pool, pool_ids
+        if not r.shape[0]:
+            return
+        counts = np.bincount(r, minlength=users.shape[0])
+        within = np.arange(r.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        dest_rows = users[r]
+        dest_cols = filled[dest_rows] + within
+        need = int(dest_cols.max()) + 1
+        if need > pool.shape[1]:
+            grow = max(need, 2 * pool.shape[1]) - pool.shape[1]
+            pool = np.pad(pool, ((0, 0), (0, grow)), constant_values=_NEG_INF)
+            pool_ids = np.pad(pool_ids, ((0, 0), (0, grow)), constant_values=-1)
+        pool[dest_rows, dest_cols] = values
+        pool_ids[dest_rows, dest_cols] = items
+        filled[users] += counts
+
+    order, bounds = _by_cluster(probed[:, :leading].ravel(), count)
+    first_rows = probe_rows[:, :leading].ravel()
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = first_rows[order[bounds[c]:bounds[c + 1]]]
+        top, top_scores = _rows_top(scored(c, users), n)
+        r, col = np.nonzero(top >= 0)
+        keep(users, r, top_scores[r, col], clusters.order[clusters.starts[c] + top[r, col]])
+    width = int(filled.max()) if rows else 0
+    if width >= n:
+        bound = np.partition(pool[:, :width], width - n, axis=1)[:, width - n]
+    other_rows = probe_rows[:, leading:].ravel()
+    other_clusters = probed[:, leading:].ravel()
+    order, bounds = _by_cluster(other_clusters, count)
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = other_rows[order[bounds[c]:bounds[c + 1]]]
+        scores = scored(c, users)
+        threshold = np.maximum(bound[users], np.finfo(np.float32).min)  # never an excluded -inf
+        at = np.flatnonzero(scores >= threshold[:, None])
+        r, col = np.divmod(at, scores.shape[1])
+        keep(users, r, scores.ravel()[at], clusters.order[clusters.starts[c] + col])
+    width = int(filled.max()) if rows else 0
+    return _rows_top(pool[:, :max(width, 1)], n, pool_ids[:, :max(width, 1)])
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -355,8 +409,8 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
         if recall >= recall_target or probes >= clusters.count:
             chosen = probes
             break
-    keep = int(min(n, np.diff(clusters.starts).max()))
-    chunk_rows = max(256, min(32768, _BLOCK_SCORES // max(1, min(chosen, clusters.count) * keep)))
+    mean_size = num_items / clusters.count
+    chunk_rows = max(256, min(16384, int(_BLOCK_SCORES // (min(chosen, clusters.count) * mean_size))))
     chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
     top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, chosen, lo, hi),
                        num_queries, n, workers)
