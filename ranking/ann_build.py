@@ -6,7 +6,12 @@ sample of queries (tie-aware: an item tied with the 10th best counts as right), 
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
 times brute force too, and records the faster one as the method to serve, except that large
 catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
-recorded even when exact search is chosen, so a server can still be told to use Annoy.
+recorded even when exact search is chosen, so a server can still be told to use Annoy. The
+exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
+one thread, as the index service runs them.
+
+Then every user's and artist's precomputed list is made by ``ranking.precompute`` (batched:
+exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 """
 
 from __future__ import annotations
