@@ -42,9 +42,10 @@ RECALL_TARGET = 0.98
 # IVF: artists per cluster on average, and the probe counts tried (smallest first).
 ARTISTS_PER_CLUSTER = 128
 PROBE_STEPS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
-KMEANS_ITERATIONS = 8
+KMEANS_ITERATIONS = 6
+KMEANS_SAMPLE_PER_CLUSTER = 32
 # IVF: a query's first probes // LEADING_SHARE clusters set the bound the others are filtered by.
-LEADING_SHARE = 4
+LEADING_SHARE = 2
 # Queries whose recall@10 against exact decides the number of probes.
 TUNING_SAMPLE = 1000
 # Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
@@ -195,10 +196,11 @@ def _cluster_sums(vectors: np.ndarray, labels: np.ndarray, clusters: int) -> np.
 
 def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> np.ndarray:
     """Cluster of every row of ``vectors`` by k-means (Lloyd, ``KMEANS_ITERATIONS`` rounds on a
-    sample of 64 rows per cluster, then every row assigned); spherical: by cosine."""
+    sample of ``KMEANS_SAMPLE_PER_CLUSTER`` rows per cluster, then every row assigned);
+    spherical: by cosine."""
     rng = np.random.default_rng(seed)
     rows = vectors.shape[0]
-    train = vectors[rng.choice(rows, size=min(rows, 64 * clusters), replace=False)]
+    train = vectors[rng.choice(rows, size=min(rows, KMEANS_SAMPLE_PER_CLUSTER * clusters), replace=False)]
     centroids = train[rng.choice(train.shape[0], size=clusters, replace=False)].copy()
 
     def assign(points: np.ndarray) -> np.ndarray:
@@ -278,8 +280,10 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
     bound = np.full(rows, _NEG_INF, dtype=np.float32)
     # The kept scores of each query and their artists, side by side (-inf padding); a query's
     # next free column is ``filled``.
-    pool = np.full((rows, (leading + 4) * n), _NEG_INF, dtype=np.float32)
-    pool_ids = np.full(pool.shape, -1, dtype=np.int64)
+    # Sized for the leading clusters' lists and about half of the others' scores (grown if not).
+    width = leading * n + (probes - leading) * int(clusters.starts[-1] / count) // 2
+    pool = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
+    pool_ids = np.full(pool.shape, -1, dtype=np.int32)
     filled = np.zeros(rows, dtype=np.int64)
 
     def scored(c: int, users: np.ndarray) -> np.ndarray:
@@ -306,7 +310,7 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
         dest_cols = filled[dest_rows] + within
         need = int(dest_cols.max()) + 1
         if need > pool.shape[1]:
-            grow = max(need, 2 * pool.shape[1]) - pool.shape[1]
+            grow = max(need, pool.shape[1] * 3 // 2) - pool.shape[1]
             pool = np.pad(pool, ((0, 0), (0, grow)), constant_values=_NEG_INF)
             pool_ids = np.pad(pool_ids, ((0, 0), (0, grow)), constant_values=-1)
         pool[dest_rows, dest_cols] = values
@@ -409,8 +413,11 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
         if recall >= recall_target or probes >= clusters.count:
             chosen = probes
             break
-    mean_size = num_items / clusters.count
-    chunk_rows = max(256, min(16384, int(_BLOCK_SCORES // (min(chosen, clusters.count) * mean_size))))
+    # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
+    probes = min(chosen, clusters.count)
+    leading = max(1, probes // LEADING_SHARE)
+    width = leading * n + (probes - leading) * num_items // clusters.count // 2
+    chunk_rows = max(256, min(16384, _BLOCK_SCORES // max(width, n)))
     chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
     top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, chosen, lo, hi),
                        num_queries, n, workers)
