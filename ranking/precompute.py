@@ -250,6 +250,22 @@ def _by_cluster(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]
     return order, np.searchsorted(labels[order], np.arange(count + 1))
 
 
+# Queries whose centroid scores are ranked at a time (bounds that (rows, clusters) matrix).
+_PROBE_ROWS = 2048
+
+
+def _probed(queries: np.ndarray, centroids_t: np.ndarray, probes: int) -> np.ndarray:
+    """(rows, probes) the clusters each query probes, best centroid score first."""
+    scores = queries @ centroids_t
+    count = centroids_t.shape[1]
+    if probes < count:
+        probed = np.argpartition(scores, count - probes, axis=1)[:, count - probes:]
+    else:
+        probed = np.broadcast_to(np.arange(count), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, probed, axis=1), axis=1)
+    return np.take_along_axis(probed, order, axis=1)
+
+
 def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
               lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """IVF lists of length n for queries lo .. hi - 1 (one chunk).
@@ -263,13 +279,8 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
     probes = min(probes, count)
     rows = hi - lo
     queries = side.queries[lo:hi]
-    centroid_scores = queries @ clusters.centroids_t
-    if probes < count:
-        probed = np.argpartition(centroid_scores, count - probes, axis=1)[:, count - probes:]
-    else:
-        probed = np.broadcast_to(np.arange(count), (rows, count))
-    # Probed clusters best first; the first ``leading`` of each query make its bound.
-    probed = np.take_along_axis(probed, np.argsort(-np.take_along_axis(centroid_scores, probed, axis=1), axis=1), axis=1)
+    probed = np.concatenate([_probed(queries[at:at + _PROBE_ROWS], clusters.centroids_t, probes)
+                             for at in range(0, rows, _PROBE_ROWS)]) if rows else np.zeros((0, probes), np.int64)
     leading = max(1, probes // LEADING_SHARE)
     probe_rows = np.broadcast_to(np.arange(rows)[:, None], probed.shape)
     # Excluded (query, artist) pairs, grouped by the artist's cluster.
