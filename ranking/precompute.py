@@ -44,8 +44,9 @@ ARTISTS_PER_CLUSTER = 128
 PROBE_STEPS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 KMEANS_ITERATIONS = 6
 KMEANS_SAMPLE_PER_CLUSTER = 32
-# IVF: a query's first probes // LEADING_SHARE clusters set the bound the others are filtered by.
-LEADING_SHARE = 2
+# IVF: a query's first probes // LEADING_SHARE clusters (at least 2) set the bound the others are
+# filtered by.
+LEADING_SHARE = 4
 # Queries whose recall@10 against exact decides the number of probes.
 TUNING_SAMPLE = 1000
 # Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
@@ -254,6 +255,11 @@ def _by_cluster(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]
 _PROBE_ROWS = 2048
 
 
+def _leading(probes: int) -> int:
+    """How many of a query's probed clusters set its bound (see ``_ivf_rows``)."""
+    return max(min(2, probes), probes // LEADING_SHARE)
+
+
 def _probed(queries: np.ndarray, centroids_t: np.ndarray, probes: int) -> np.ndarray:
     """(rows, probes) the clusters each query probes, best centroid score first."""
     scores = queries @ centroids_t
@@ -270,7 +276,7 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
               lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """IVF lists of length n for queries lo .. hi - 1 (one chunk).
 
-    Each query's best ``probes // LEADING_SHARE`` clusters (by centroid score) are scored first,
+    Each query's best ``_leading(probes)`` clusters (by centroid score) are scored first,
     keeping each one's top n: the n-th best kept score is a lower bound of the query's n-th best
     overall, so in its other probed clusters only the scores reaching it are kept (one comparison
     per score, no sort). The kept scores are then ordered per query (ties to the lower artist
@@ -281,7 +287,7 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
     queries = side.queries[lo:hi]
     probed = np.concatenate([_probed(queries[at:at + _PROBE_ROWS], clusters.centroids_t, probes)
                              for at in range(0, rows, _PROBE_ROWS)]) if rows else np.zeros((0, probes), np.int64)
-    leading = max(1, probes // LEADING_SHARE)
+    leading = _leading(probes)
     probe_rows = np.broadcast_to(np.arange(rows)[:, None], probed.shape)
     # Excluded (query, artist) pairs, grouped by the artist's cluster.
     ex_rows = np.repeat(np.arange(rows), np.diff(side.exclude_indptr[lo:hi + 1]))
@@ -426,7 +432,7 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
             break
     # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
     probes = min(chosen, clusters.count)
-    leading = max(1, probes // LEADING_SHARE)
+    leading = _leading(probes)
     width = leading * n + (probes - leading) * num_items // clusters.count // 2
     chunk_rows = max(256, min(16384, _BLOCK_SCORES // max(width, n)))
     chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
