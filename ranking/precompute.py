@@ -3,20 +3,21 @@
 The lists are made in batches, by matrix products, not by the serving search one query at a time:
 
 - ``exact``: every score of a block of queries is one (B, D) x (D, A) product; a row's top n is
-  found by the column-maximum bound of ``ranking.search.top_k_indices`` applied to the whole
-  block (ties to the lower artist index, as the exact search). Used while queries x artists stays
-  under ``EXACT_UP_TO`` scores.
+  found by the bound of ``ranking.search.top_k_indices`` (the n-th best maximum of 32-score groups)
+  applied to the whole block, ties to the lower artist index as the exact search. Used while
+  queries x artists stays under ``EXACT_UP_TO`` scores.
 - ``ivf`` (larger catalogs): the artists are clustered by k-means (on the vectors Annoy indexes:
   the augmented item vectors for the inner product, see ``ranking.inner_product``, the normalized
   factors for cosine); each query ranks the centroids by its score with them and probes its best
-  ``probes`` clusters; each cluster is scored exactly, by one product over all the queries of a
-  chunk that probe it, keeping its best n per query; a query's list is the best n over its
-  probed clusters. The number of probes is the smallest that reaches the recall target on a
-  sample of queries against exact (measured here, recorded in the manifest).
+  ``probes`` clusters; a cluster is scored exactly by one product over all the queries of a chunk
+  that probe it. A query's first few clusters give a lower bound of its n-th best score, and the
+  others keep only the scores above it (see ``_ivf_rows``); its list is the best n kept. The
+  number of probes is the smallest of ``PROBE_STEPS`` whose recall@10 against exact reaches the
+  target on a sample of queries (measured here, recorded in the manifest).
 
 Scores are the model's, exact for every artist listed (float32; the summation order of a
 matrix product can differ from a single search's in the last bit). Chunks of queries run on a
-thread pool, one per core: the products and sorts release the GIL.
+thread pool, one per core, BLAS on one thread each: the products and sorts release the GIL.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ _NEG_INF = np.float32(-np.inf)
 class ListSide:
     """One side's lists to make: ``queries`` (Q, D) float32 and ``items`` (A, D) float32 scored
     by inner product; ``exclude_indptr``/``exclude_indices`` (CSR, int64) the artists never listed
-    for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF)
-    and ``centroid_score`` how a query's cluster order is computed from the centroids."""
+    for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF),
+    ``spherical`` True to cluster them by cosine (k-means on the unit sphere)."""
 
     queries: np.ndarray
     items: np.ndarray
@@ -145,20 +146,13 @@ def _ranked(at_row: np.ndarray, at_item: np.ndarray, values: np.ndarray, rows: i
     return top, top_scores
 
 
-def _mask(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, lo: int, hi: int,
-          column_of: np.ndarray | None = None) -> None:
-    """Set the excluded artists of queries lo .. hi - 1 (rows of ``scores``) to -inf;
-    ``column_of`` maps an artist to its column (-1: not a column), None for identity."""
+def _mask(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, lo: int, hi: int) -> None:
+    """Set the excluded artists of queries lo .. hi - 1 (rows of ``scores``) to -inf."""
     start, end = int(indptr[lo]), int(indptr[hi])
     if start == end:
         return
     rows = np.repeat(np.arange(hi - lo), np.diff(indptr[lo:hi + 1]))
-    cols = indices[start:end]
-    if column_of is not None:
-        cols = column_of[cols]
-        keep = cols >= 0
-        rows, cols = rows[keep], cols[keep]
-    scores[rows, cols] = _NEG_INF
+    scores[rows, indices[start:end]] = _NEG_INF
 
 
 # -- exact -------------------------------------------------------------------------------------
@@ -382,21 +376,6 @@ def _run(chunks: list[tuple[int, int]], work: Callable[[int, int], tuple[np.ndar
     return top, scores
 
 
-def _recall_at_10(found: np.ndarray, truth: np.ndarray, truth_scores: np.ndarray,
-                  score_of: Callable[[int, np.ndarray], np.ndarray]) -> float:
-    """Tie-aware recall@10 of ``found`` (rows, >= 10) against exact ``truth`` (rows, 10)."""
-    hits = total = 0
-    for row in range(truth.shape[0]):
-        true_idx = truth[row][truth[row] >= 0]
-        got = found[row, :10]
-        got = got[got >= 0]
-        total += true_idx.shape[0]
-        if true_idx.shape[0] and got.shape[0]:
-            kth = float(truth_scores[row, true_idx.shape[0] - 1])
-            hits += min(true_idx.shape[0], int(np.count_nonzero(score_of(row, got) >= kth - 1e-5 * max(1.0, abs(kth)))))
-    return round(hits / total, 4) if total else 1.0
-
-
 def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float = RECALL_TARGET,
                seed: int = 0, exact_up_to: int = EXACT_UP_TO) -> ListsMade:
     """Every query's top n artists by inner product (excluded artists never listed): exact while
@@ -421,24 +400,22 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
     sample = np.sort(rng.choice(num_queries, size=min(TUNING_SAMPLE, num_queries), replace=False))
     sample_side = _subset(side, sample)
     with threadpool_limits(limits=workers, user_api="blas"):
-        truth, truth_scores = exact_lists(side, sample, 10)
-    chosen, recall = PROBE_STEPS[-1], 0.0
+        top, top_scores = exact_lists(side, sample, 10)
+    truth = [(top[r][top[r] >= 0], top_scores[r][top[r] >= 0]) for r in range(sample.shape[0])]
+    rows = list(range(sample.shape[0]))
     for probes in PROBE_STEPS:
+        probes = min(probes, clusters.count)
         found, _ = _ivf_rows(sample_side, clusters, 10, probes, 0, sample.shape[0])
-        recall = _recall_at_10(found, truth, truth_scores,
-                               lambda row, got: side.items[got] @ sample_side.queries[row])
-        if recall >= recall_target or probes >= clusters.count:
-            chosen = probes
+        recall = list_recall_at_10(found, truth, rows, lambda row, got: side.items[got] @ sample_side.queries[row])
+        if recall >= recall_target or probes == clusters.count:
             break
     # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
-    probes = min(chosen, clusters.count)
     leading = _leading(probes)
     width = leading * n + (probes - leading) * num_items // clusters.count // 2
     chunk_rows = max(256, min(16384, _BLOCK_SCORES // max(width, n)))
     chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
-    top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, chosen, lo, hi),
-                       num_queries, n, workers)
-    return ListsMade(top, scores, "ivf", clusters.count, min(chosen, clusters.count), recall)
+    top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, probes, lo, hi), num_queries, n, workers)
+    return ListsMade(top, scores, "ivf", clusters.count, probes, recall)
 
 
 def exact_lists(side: ListSide, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
