@@ -261,7 +261,8 @@ def test_ivf_lists_reach_the_recall_target_and_are_served(tmp_path):
             got, exact = lists.recommend(query), search.recommend(query)
             hits += len(set(got.indices.tolist()) & set(exact.indices.tolist()))
             total += len(exact.indices)
-            np.testing.assert_allclose(got.scores, lists.recommend_search.items[got.indices] @ np.append(art.user_factors[user], 1.0), rtol=1e-5, atol=1e-5)
+            model_scores = lists.recommend_search.items[got.indices] @ np.append(art.user_factors[user], 1.0)
+            np.testing.assert_allclose(got.scores, model_scores, rtol=1e-5, atol=1e-5)  # the model's scores
         assert counter.calls == 0 and hits / total >= 0.95
     finally:
         lists.close()
