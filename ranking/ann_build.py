@@ -16,7 +16,6 @@ exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -27,11 +26,9 @@ from threadpoolctl import threadpool_limits
 from model_store.artifacts import BuiltIndexes, ModelArtifacts
 from model_store.format import PrecomputedConfig, SearchConfig
 from ranking.precompute import (
-    ARTISTS_PER_CLUSTER,
     DEFAULT_RECOMMEND_N,
     DEFAULT_SIMILAR_N,
     EXACT_UP_TO,
-    PROBE_STEPS,
     ListSide,
     exact_lists,
     list_recall_at_10,
@@ -56,7 +53,8 @@ class BuildSettings:
     ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds);
     ``recommend_n``/``similar_n``: length of the precomputed list per user/artist;
     ``precompute_workers``: threads making them (0: one per core);
-    ``precompute_budget_s``: estimated wall time the lists may take (see ``precompute_lengths``);
+    ``precompute_budget_s``: wall time the lists may take, estimated from a measured part (see
+    ``ranking.precompute.precompute_top``);
     ``exact_up_to``: queries x artists up to which a side's lists are exact (IVF above, see
     ``ranking.precompute``);
     ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured)."""
@@ -224,41 +222,12 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     )
 
 
-def precompute_lengths(estimates_s: tuple[float, float], settings: "BuildSettings") -> tuple[int, int]:
-    """List lengths to precompute (Recommend, SimilarArtists) within ``settings.precompute_budget_s``,
-    given each side's estimated wall time (seconds, see ``_estimate_s``): Recommend (the hotter
-    RPC) gets the budget first; a side that does not fit gets no lists (0) and is served by search."""
-    left = settings.precompute_budget_s
-    lengths = []
-    for estimate_s, n in zip(estimates_s, (settings.recommend_n, settings.similar_n)):
-        if n > 0 and estimate_s <= left:
-            lengths.append(n)
-            left -= estimate_s
-        else:
-            lengths.append(0)
-    return lengths[0], lengths[1]
-
-
-def _estimate_s(queries: int, items: int, per_score_s: float, workers: int, exact_up_to: int) -> float:
-    """Wall time of one side's lists, from the measured time per score of the exact sample:
-    every score for exact lists; for IVF, at most the largest probe count's clusters."""
-    scored = queries * items if queries * items <= exact_up_to else \
-        queries * min(items, PROBE_STEPS[-1] * ARTISTS_PER_CLUSTER)
-    return scored * per_score_s / max(1, workers)
-
-
-def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
-    """Exact top k of the sample ``rows`` of a side (indices, scores per row) and the seconds
-    per score it took (one thread)."""
-    started = time.perf_counter()
+def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top k of the sample ``rows`` of a side: (indices, scores) per row, computed in one
+    batch (BLAS on one thread)."""
     with threadpool_limits(limits=1, user_api="blas"):
         top, scores = exact_lists(side, rows, k)
-    per_score_s = (time.perf_counter() - started) / max(1, rows.shape[0] * side.items.shape[0])
-    truth = []
-    for row in range(rows.shape[0]):
-        found = top[row] >= 0
-        truth.append((top[row][found].astype(np.int64), scores[row][found]))
-    return truth, per_score_s
+    return [(top[row][top[row] >= 0].astype(np.int64), scores[row][top[row] >= 0]) for row in range(rows.shape[0])]
 
 
 def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
@@ -274,17 +243,16 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     n_trees = settings.n_trees or default_n_trees(num_artists)
     rng = np.random.default_rng(settings.seed)
     k = min(RECALL_K, num_artists - 1) if num_artists > 1 else 1
-    workers = settings.precompute_workers or (os.cpu_count() or 1)
     rec_side, sim_side = recommend_side(artifacts), similar_side(artifacts)
     users = np.sort(rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False))
     artists = np.sort(rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False))
     # Exact answers of the samples: without exclusions for the searches' recall (a search for
     # 10), with them (seen artists, the artist itself) for the lists'.
-    rec_search_truth, per_score_s = _sample_truth(
+    rec_search_truth = _sample_truth(
         ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
                  np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
-    rec_truth, _ = _sample_truth(rec_side, users, k)
-    sim_truth, _ = _sample_truth(sim_side, artists, k)
+    rec_truth = _sample_truth(rec_side, users, k)
+    sim_truth = _sample_truth(sim_side, artists, k)
 
     items = rec_side.items
     rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
@@ -308,12 +276,10 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
             settings,
         )
 
-    estimates = (_estimate_s(artifacts.num_users, num_artists, per_score_s, workers, settings.exact_up_to),
-                 _estimate_s(num_artists, num_artists, per_score_s, workers, settings.exact_up_to))
-    recommend_n, similar_n = precompute_lengths(estimates, settings)
     top, rec_made, sim_made, seconds = precompute_top(
-        artifacts, recommend_n, similar_n, workers=settings.precompute_workers,
-        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to)
+        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
+        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
+        budget_s=settings.precompute_budget_s)
     users_list, artists_list = users.tolist(), artists.tolist()
     precomputed = PrecomputedConfig(
         recommend_n=int(top.recommend_top.shape[1]),

@@ -22,6 +22,7 @@ thread pool, one per core, BLAS on one thread each: the products and sorts relea
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -376,12 +377,19 @@ def _run(chunks: list[tuple[int, int]], work: Callable[[int, int], tuple[np.ndar
     return top, scores
 
 
+def _none(num_queries: int, method: str) -> ListsMade:
+    """No lists: (queries, 0)."""
+    return ListsMade(np.zeros((num_queries, 0), np.int32), np.zeros((num_queries, 0), np.float32), method, 0, 0, 0.0)
+
+
 def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float = RECALL_TARGET,
-               seed: int = 0, exact_up_to: int = EXACT_UP_TO) -> ListsMade:
+               seed: int = 0, exact_up_to: int = EXACT_UP_TO, budget_s: float = math.inf) -> ListsMade:
     """Every query's top n artists by inner product (excluded artists never listed): exact while
     queries x artists <= ``exact_up_to``, else IVF with the fewest probes (``PROBE_STEPS``) whose
     recall@10 against exact on ``TUNING_SAMPLE`` queries reaches ``recall_target``.
-    ``workers`` 0: one per core."""
+    ``workers`` 0: one per core. When the lists' wall time, extrapolated from a measured part
+    (the first chunk, or the IVF run on the tuning sample), exceeds ``budget_s`` seconds, none
+    are made: (queries, 0) lists."""
     num_queries, num_items = side.queries.shape[0], side.items.shape[0]
     workers = workers or (os.cpu_count() or 1)
     n = min(n, num_items)
@@ -391,7 +399,13 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
     block = max(1, min(4096, _BLOCK_SCORES // num_items))
     if num_queries * num_items <= exact_up_to:
         chunks = [(lo, min(lo + block, num_queries)) for lo in range(0, num_queries, block)]
-        top, scores = _run(chunks, lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi), num_queries, n, workers)
+        started = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            first = _exact_chunk(side, items_t, n, *chunks[0])
+        if (time.perf_counter() - started) * len(chunks) / min(workers, len(chunks)) > budget_s:
+            return _none(num_queries, "exact")
+        top, scores = _run(chunks[1:], lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi), num_queries, n, workers)
+        top[:chunks[0][1]], scores[:chunks[0][1]] = first
         return ListsMade(top, scores, "exact", 0, 0, 1.0)
     with threadpool_limits(limits=workers, user_api="blas"):
         clusters = _cluster(side, seed)
@@ -405,10 +419,15 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
     rows = list(range(sample.shape[0]))
     for probes in PROBE_STEPS:
         probes = min(probes, clusters.count)
-        found, _ = _ivf_rows(sample_side, clusters, 10, probes, 0, sample.shape[0])
+        started = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            found, _ = _ivf_rows(sample_side, clusters, n, probes, 0, sample.shape[0])
+        per_query_s = (time.perf_counter() - started) / sample.shape[0]
         recall = list_recall_at_10(found, truth, rows, lambda row, got: side.items[got] @ sample_side.queries[row])
         if recall >= recall_target or probes == clusters.count:
             break
+    if per_query_s * num_queries / workers > budget_s:
+        return _none(num_queries, "ivf")
     # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
     leading = _leading(probes)
     width = leading * n + (probes - leading) * num_items // clusters.count // 2
@@ -461,16 +480,20 @@ def similar_side(artifacts: ModelArtifacts) -> ListSide:
 
 def precompute_top(artifacts: ModelArtifacts, recommend_n: int = DEFAULT_RECOMMEND_N,
                    similar_n: int = DEFAULT_SIMILAR_N, workers: int = 0, recall_target: float = RECALL_TARGET,
-                   seed: int = 0, exact_up_to: int = EXACT_UP_TO) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
+                   seed: int = 0, exact_up_to: int = EXACT_UP_TO,
+                   budget_s: float = math.inf) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
     """Every user's top ``recommend_n`` (seen excluded) and every artist's top ``similar_n``
-    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. Returns the lists,
-    how each side was made, and the wall time spent (seconds)."""
+    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. ``budget_s``: the
+    wall time both sides may take (Recommend, the hotter RPC, first; a side whose estimate does
+    not fit in what is left gets (rows, 0) lists and is searched). Returns the lists, how each
+    side was made, and the wall time spent (seconds)."""
     started = time.perf_counter()
     recommend_n = min(recommend_n, artifacts.num_artists)
     similar_n = min(similar_n, max(artifacts.num_artists - 1, 0))
     options = dict(workers=workers, recall_target=recall_target, seed=seed, exact_up_to=exact_up_to)
-    rec = make_lists(recommend_side(artifacts), recommend_n, **options)
-    sim = make_lists(similar_side(artifacts), similar_n, **options)
+    rec = make_lists(recommend_side(artifacts), recommend_n, budget_s=budget_s, **options)
+    left_s = budget_s - (time.perf_counter() - started)
+    sim = make_lists(similar_side(artifacts), similar_n, budget_s=left_s, **options)
     top = PrecomputedTop(recommend_top=rec.top, recommend_top_scores=rec.scores,
                          similar_top=sim.top, similar_top_scores=sim.scores)
     return top, rec, sim, time.perf_counter() - started
