@@ -11,9 +11,10 @@ use (``warm_up``) in one pass over the ids.
 
 Answers come from the version's precomputed lists (format 2) when they can: a Recommend with
 k <= the list length, seen artists excluded (the default), and enough artists left after
-``exclude_artist_ids``; a SimilarArtists with k <= the list length. The lists were made by the
-very search the fallback runs (``ranking.precompute``), so both paths give the same artists,
-order and scores. Everything else, and format-1 versions, goes to the search
+``exclude_artist_ids``; a SimilarArtists with k <= the list length. The lists hold the top by
+the model's own scores, made in batches at publish (``ranking.precompute``: exact, or IVF with
+the recall@10 the manifest records), so a list answer is the exact answer up to that recall and
+float32 rounding. Everything else, and format-1 versions, goes to the search
 (``ranking.search``: exact or Annoy re-ranked exactly, as the manifest chose).
 
 Each request arrives as one frozen query (``RecommendQuery`` and ``HistoryQuery``, both a
@@ -320,8 +321,8 @@ class ServingModel:
                  similar_method: str | None = None, precomputed: bool = True):
         """Index ``loaded``. ``recommend_method``/``similar_method`` ("exact" or "annoy") override
         the manifest's choice (e.g. to test the Annoy path on a catalog where exact was chosen);
-        precomputed lists made by another method are then not used. ``precomputed`` False
-        answers everything by search."""
+        precomputed lists made by another method than the override are then not used.
+        ``precomputed`` False answers everything by search."""
         art = loaded.artifacts
         manifest = loaded.manifest
         lookups = loaded.lookups
@@ -345,16 +346,18 @@ class ServingModel:
             item_vectors_with_bias(art.artist_factors, art.artist_bias), loaded.recommend_index,
             self.recommend_params)
         self.similar_search = CosineSearch(art.artist_factors, loaded.similar_index, self.similar_params)
-        # Precomputed lists, when the version has them and they were made by the search in use.
+        # Precomputed lists, when the version has them, unless a method override asks for
+        # another search than the one that made them (lists made in batches, "exact" or "ivf",
+        # stand for the manifest's own searches; see ranking.precompute).
         top, made = loaded.top, manifest.precomputed
         self.recommend_top = self.recommend_top_scores = None
         self.similar_top = self.similar_top_scores = None
         self.recommend_n = self.similar_n = 0
         if precomputed and top is not None and made is not None:
-            if made.recommend_n and made.recommend_method == self.recommend_params.method:
+            if made.recommend_n and recommend_method in (None, made.recommend_method):
                 self.recommend_top, self.recommend_top_scores = top.recommend_top, top.recommend_top_scores
                 self.recommend_n = made.recommend_n
-            if made.similar_n and made.similar_method == self.similar_params.method:
+            if made.similar_n and similar_method in (None, made.similar_method):
                 self.similar_top, self.similar_top_scores = top.similar_top, top.similar_top_scores
                 self.similar_n = made.similar_n
         # Tags (format 3): the vocabulary looked up by name, each artist's top tag for diversity,

@@ -109,12 +109,18 @@ class FileEntry:
         return {"size": self.size, self.algorithm: self.digest}
 
 
+# How a version's precomputed lists may have been made (PrecomputedConfig.*_method).
+PRECOMPUTE_METHODS = ("annoy", "exact", "ivf")
+
+
 @dataclass(frozen=True)
 class PrecomputedConfig:
     """How a format-2 version's precomputed answers were made (manifest section ``precomputed``).
 
     ``recommend_n``/``similar_n``: list length per user/artist (0: none precomputed);
-    ``*_method``: the search that produced them ("exact" or "annoy", the serving path's own code);
+    ``*_method``: how they were made (``PRECOMPUTE_METHODS``): "exact" (every score, or the
+    exact serving search in versions made before batching), "ivf" (clustered batches, see
+    ``ranking.precompute``) or "annoy" (the Annoy serving search, versions made before batching);
     ``*_recall_at_10``: recall@10 of the lists' first 10 against exact search on a sample;
     ``seconds``: wall time spent computing them at publish."""
 
@@ -135,8 +141,8 @@ class PrecomputedConfig:
         methods = {}
         for key in ("recommend_method", "similar_method"):
             methods[key] = _require_str(f"{where}.{key}", obj.get(key))
-            if methods[key] not in ("annoy", "exact"):
-                raise ManifestError(f"{where}.{key} must be 'annoy' or 'exact', got {methods[key]!r}")
+            if methods[key] not in PRECOMPUTE_METHODS:
+                raise ManifestError(f"{where}.{key} must be one of {', '.join(PRECOMPUTE_METHODS)}, got {methods[key]!r}")
         return cls(
             recommend_n=_require_int(f"{where}.recommend_n", obj.get("recommend_n"), minimum=0, maximum=1000),
             similar_n=_require_int(f"{where}.similar_n", obj.get("similar_n"), minimum=0, maximum=1000),

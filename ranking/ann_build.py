@@ -6,22 +6,36 @@ sample of queries (tie-aware: an item tied with the 10th best counts as right), 
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
 times brute force too, and records the faster one as the method to serve, except that large
 catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
-recorded even when exact search is chosen, so a server can still be told to use Annoy.
+recorded even when exact search is chosen, so a server can still be told to use Annoy. The
+exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
+one thread, as the index service runs them.
+
+Then every user's and artist's precomputed list is made by ``ranking.precompute`` (batched:
+exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from annoy import AnnoyIndex
+from threadpoolctl import threadpool_limits
 
 from model_store.artifacts import BuiltIndexes, ModelArtifacts
 from model_store.format import PrecomputedConfig, SearchConfig
-from ranking.inner_product import augment_items, item_vectors_with_bias, user_query
-from ranking.precompute import DEFAULT_RECOMMEND_N, DEFAULT_SIMILAR_N, list_recall_at_10, precompute_top
+from ranking.precompute import (
+    DEFAULT_RECOMMEND_N,
+    DEFAULT_SIMILAR_N,
+    EXACT_UP_TO,
+    ListSide,
+    exact_lists,
+    list_recall_at_10,
+    precompute_top,
+    recommend_side,
+    similar_side,
+)
 from ranking.search import CosineSearch, InnerProductSearch, SearchParams, search_params
 
 RECALL_TARGET = 0.98
@@ -38,8 +52,11 @@ class BuildSettings:
     number of queries recall and latency are measured on; ``seed`` fixes the sample and Annoy;
     ``tuning_budget_s`` bounds the time spent trying Annoy settings, per search (seconds);
     ``recommend_n``/``similar_n``: length of the precomputed list per user/artist;
-    ``precompute_workers``: processes making them (0: one per core for large catalogs);
-    ``precompute_budget_s``: estimated wall time the lists may take (see ``precompute_lengths``);
+    ``precompute_workers``: threads making them (0: one per core);
+    ``precompute_budget_s``: wall time the lists may take, estimated from a measured part (see
+    ``ranking.precompute.precompute_top``);
+    ``exact_up_to``: queries x artists up to which a side's lists are exact (IVF above, see
+    ``ranking.precompute``);
     ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured)."""
 
     n_trees: int = 0
@@ -52,6 +69,7 @@ class BuildSettings:
     similar_n: int = DEFAULT_SIMILAR_N
     precompute_workers: int = 0
     precompute_budget_s: float = 120.0
+    exact_up_to: int = EXACT_UP_TO
     method: str | None = None
 
 
@@ -114,13 +132,36 @@ def _median_ms(run, queries) -> float:
 def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
                 settings: BuildSettings, give_up_ms: float) -> _Trial:
     """The fastest (candidates_per_result, search_k) reaching the recall target, or the most
-    accurate one tried when none does.
+    accurate one tried when none does, with its recall and latency measured on the whole sample.
 
-    For each over-fetch factor (``CANDIDATE_STEPS``), search_k climbs from Annoy's default
-    (n_trees * candidates) by doubling until the target is met; a ladder stops early once it is
-    slower than the best config found or than ``give_up_ms``, and the whole tuning stops after
-    ``settings.tuning_budget_s`` seconds.
+    The ladders run on every ``_LADDER_STRIDE``-th query of the sample: for each over-fetch factor
+    (``CANDIDATE_STEPS``), search_k climbs from Annoy's default (n_trees * candidates) by
+    doubling until the target is met; a ladder stops early once it is slower than the best config
+    found or than ``give_up_ms``, and the whole tuning stops after ``settings.tuning_budget_s``
+    seconds. The winner is then measured on the whole sample; below the target there, its
+    search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
     """
+    found = _ladders(num_items, n_trees, sample[::_LADDER_STRIDE], truth[::_LADDER_STRIDE], annoy_run, score_of,
+                     settings, give_up_ms)
+    params = found.params
+    for attempt in range(_VERIFY_DOUBLINGS + 1):
+        recall, ms = _recall_and_latency(sample, truth, lambda q: annoy_run(q, params), score_of)
+        if recall >= settings.recall_target or attempt == _VERIFY_DOUBLINGS or params.search_k >= n_trees * num_items:
+            return _Trial(params, recall, ms)
+        params = SearchParams("annoy", params.search_k * 2, params.candidates_per_result)
+    raise AssertionError("unreachable")
+
+
+# The ladders of _tune_annoy run on every third query of the sample (the winner on all of them),
+# and a winner short of the target on the whole sample gets at most this many search_k doublings.
+_LADDER_STRIDE = 3
+_VERIFY_DOUBLINGS = 2
+
+
+def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
+             settings: BuildSettings, give_up_ms: float) -> _Trial:
+    """The ladders of ``_tune_annoy`` on ``sample``: the fastest trial reaching the target, or
+    the most accurate one."""
     deadline = time.monotonic() + settings.tuning_budget_s
     best: _Trial | None = None
     most_accurate: _Trial | None = None
@@ -152,11 +193,11 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     return best or most_accurate
 
 
-def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, annoy_run, score_of,
+def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, exact_run, annoy_run, score_of,
             settings: BuildSettings) -> SearchConfig:
-    """Measure exact search and tune Annoy on ``sample``; record the faster method that meets the
-    recall target (Annoy always for catalogs of ``ANNOY_REQUIRED_FROM`` items or more)."""
-    truth = [exact_run(q) for q in sample]
+    """Measure exact search and tune Annoy on ``sample`` (``truth``: its exact answers); record the
+    faster method that meets the recall target (Annoy always for catalogs of
+    ``ANNOY_REQUIRED_FROM`` items or more)."""
     exact_ms = _median_ms(exact_run, sample)
     annoy_required = num_items >= ANNOY_REQUIRED_FROM
     # Annoy configs much slower than brute force can never be chosen for a small catalog.
@@ -181,89 +222,74 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, exact_run, an
     )
 
 
-# A list of 50 costs more than a search for 10 (more candidates, a larger search_k): this much,
-# roughly (measured on the synthetic full-scale model with Annoy).
-_LIST_COST_FACTOR = 1.5
-
-
-def precompute_lengths(artifacts: ModelArtifacts, recommend: SearchConfig, similar: SearchConfig,
-                       settings: "BuildSettings") -> tuple[int, int]:
-    """List lengths to precompute (Recommend, SimilarArtists) within ``settings.precompute_budget_s``.
-
-    The wall time of each side is estimated from its measured median search latency; Recommend
-    (the hotter RPC) gets the budget first; a side that does not fit gets no lists (0) and is
-    served by search."""
-    workers = settings.precompute_workers or (os.cpu_count() or 1)
-    left = settings.precompute_budget_s
-    lengths = []
-    for rows, config, n in ((artifacts.num_users, recommend, settings.recommend_n),
-                            (artifacts.num_artists, similar, settings.similar_n)):
-        estimate_s = rows * config.median_latency_ms / 1000.0 * _LIST_COST_FACTOR / max(1, min(workers, rows))
-        if n > 0 and estimate_s <= left:
-            lengths.append(n)
-            left -= estimate_s
-        else:
-            lengths.append(0)
-    return lengths[0], lengths[1]
+def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top k of the sample ``rows`` of a side: (indices, scores) per row, computed in one
+    batch (BLAS on one thread)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        top, scores = exact_lists(side, rows, k)
+    return [(top[row][top[row] >= 0].astype(np.int64), scores[row][top[row] >= 0]) for row in range(rows.shape[0])]
 
 
 def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
     """Build both Annoy indexes (in memory), measure and choose their search settings (Recommend,
-    SimilarArtists), then precompute every user's and artist's top lists with the chosen searches;
-    hand the result to ``model_store.publish_version``, which writes it.
+    SimilarArtists), then precompute every user's and artist's top lists (``ranking.precompute``:
+    batched, exact or IVF); hand the result to ``model_store.publish_version``, which writes it.
 
-    Recall and latency are measured on ``settings.sample_size`` random users and artists; the
-    lists' recall@10 against exact search on the same samples.
+    Recall and latency are measured on ``settings.sample_size`` random users and artists, BLAS on
+    one thread as the index service runs it; the lists' recall@10 against exact on the same samples.
     """
     user_factors, artist_factors, artist_bias = artifacts.user_factors, artifacts.artist_factors, artifacts.artist_bias
     num_artists, num_factors = artist_factors.shape
     n_trees = settings.n_trees or default_n_trees(num_artists)
     rng = np.random.default_rng(settings.seed)
     k = min(RECALL_K, num_artists - 1) if num_artists > 1 else 1
+    rec_side, sim_side = recommend_side(artifacts), similar_side(artifacts)
+    users = np.sort(rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False))
+    artists = np.sort(rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False))
+    # Exact answers of the samples: without exclusions for the searches' recall (a search for
+    # 10), with them (seen artists, the artist itself) for the lists'.
+    rec_search_truth = _sample_truth(
+        ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
+                 np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
+    rec_truth = _sample_truth(rec_side, users, k)
+    sim_truth = _sample_truth(sim_side, artists, k)
 
-    items = item_vectors_with_bias(artist_factors, artist_bias)
-    rec_index = build_angular_index(augment_items(items), n_trees, settings.seed, settings.n_jobs)
+    items = rec_side.items
+    rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
-    users = rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False)
-    rec_sample = [user_query(user_factors[u]) for u in users]
-    recommend = _choose(
-        num_artists, num_factors + 2, n_trees, rec_sample,
-        lambda q: rec_search.exact(q, k),
-        lambda q, p: rec_search.search(q, k, params=p)[0],
-        lambda q, found: rec_search.items[found] @ q,
-        settings,
-    )
-
+    rec_sample = [rec_side.queries[u] for u in users.tolist()]
     sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
-    artists = rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False).tolist()
-    similar = _choose(
-        num_artists, num_factors, n_trees, artists,
-        lambda a: sim_search.exact(a, k),
-        lambda a, p: sim_search.search(a, k, params=p)[0],
-        lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],
-        settings,
-    )
+    with threadpool_limits(limits=1, user_api="blas"):
+        recommend = _choose(
+            num_artists, num_factors + 2, n_trees, rec_sample, rec_search_truth,
+            lambda q: rec_search.exact(q, k),
+            lambda q, p: rec_search.search(q, k, params=p)[0],
+            lambda q, found: rec_search.items[found] @ q,
+            settings,
+        )
+        similar = _choose(
+            num_artists, num_factors, n_trees, artists.tolist(), sim_truth,
+            lambda a: sim_search.exact(a, k),
+            lambda a, p: sim_search.search(a, k, params=p)[0],
+            lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],
+            settings,
+        )
 
-    # The lists come from the searches built exactly as the index service builds them.
-    recommend_n, similar_n = precompute_lengths(artifacts, recommend, similar, settings)
-    top, seconds = precompute_top(artifacts, InnerProductSearch(items, rec_index, search_params(recommend)),
-                                  CosineSearch(artist_factors, sim_index, search_params(similar)),
-                                  recommend_n, similar_n, settings.precompute_workers)
-    seen = np.ascontiguousarray(artifacts.seen_indices, dtype=np.int64)
-    indptr = artifacts.seen_indptr
-    users = users.tolist()
-    rec_truth = [rec_search.exact(user_query(user_factors[u]), k, seen[indptr[u]:indptr[u + 1]]) for u in users]
-    sim_truth = [sim_search.exact(a, k) for a in artists]
+    top, rec_made, sim_made, seconds = precompute_top(
+        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
+        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
+        budget_s=settings.precompute_budget_s)
+    users_list, artists_list = users.tolist(), artists.tolist()
     precomputed = PrecomputedConfig(
         recommend_n=int(top.recommend_top.shape[1]),
         similar_n=int(top.similar_top.shape[1]),
-        recommend_method=recommend.method,
-        similar_method=similar.method,
-        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users,
-                                                 lambda u, found: rec_search.items[found] @ user_query(user_factors[u])),
-        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists,
-                                               lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a]),
+        recommend_method=rec_made.method,
+        similar_method=sim_made.method,
+        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
+                                                 lambda u, found: items[found] @ rec_side.queries[u]),
+        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
+                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
         seconds=round(seconds, 3),
     )
     return BuiltIndexes(recommend=recommend, similar=similar, recommend_index=rec_index, similar_index=sim_index,

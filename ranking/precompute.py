@@ -1,119 +1,502 @@
 """Precomputing every user's and every artist's top answers when a version is published.
 
-Each list is made by the serving search itself (``ranking.search``, the method and settings
-the manifest chooses, one query at a time, BLAS on one thread), so a Recommend or SimilarArtists
-answered from a list is the answer the search path would give: the same artists, the same order,
-the same scores and tie rule. Large catalogs are split over worker processes (fork): Annoy holds
-the GIL while it searches, so threads would not help.
+The lists are made in batches, by matrix products, not by the serving search one query at a time:
+
+- ``exact``: every score of a block of queries is one (B, D) x (D, A) product; a row's top n is
+  found by the bound of ``ranking.search.top_k_indices`` (the n-th best maximum of 32-score groups)
+  applied to the whole block, ties to the lower artist index as the exact search. Used while
+  queries x artists stays under ``EXACT_UP_TO`` scores.
+- ``ivf`` (larger catalogs): the artists are clustered by k-means (on the vectors Annoy indexes:
+  the augmented item vectors for the inner product, see ``ranking.inner_product``, the normalized
+  factors for cosine); each query ranks the centroids by its score with them and probes its best
+  ``probes`` clusters; a cluster is scored exactly by one product over all the queries of a chunk
+  that probe it. A query's first few clusters give a lower bound of its n-th best score, and the
+  others keep only the scores above it (see ``_ivf_rows``); its list is the best n kept. The
+  number of probes is the smallest of ``PROBE_STEPS`` whose recall@10 against exact reaches the
+  target on a sample of queries (measured here, recorded in the manifest).
+
+Scores are the model's, exact for every artist listed (float32; the summation order of a
+matrix product can differ from a single search's in the last bit). Chunks of queries run on a
+thread pool, one per core, BLAS on one thread each: the products and sorts release the GIL.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from model_store.artifacts import ModelArtifacts, PrecomputedTop
-from ranking.inner_product import user_query
-from ranking.search import CosineSearch, InnerProductSearch
+from ranking.inner_product import augment_items, item_vectors_with_bias
+from ranking.search import top_k_indices
 
 DEFAULT_RECOMMEND_N = 50
 DEFAULT_SIMILAR_N = 50
-# Below this many queries in all, lists are made in this process (forking costs more).
-PARALLEL_FROM_QUERIES = 20_000
-_CHUNK_ROWS = 4096
-
-# The searches a forked worker uses (set in the parent just before the pool forks).
-_WORK: dict[str, Callable[[int, int], tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def _recommend_rows(artifacts: ModelArtifacts, search: InnerProductSearch, n: int):
-    seen_indptr = artifacts.seen_indptr
-    seen = np.ascontiguousarray(artifacts.seen_indices, dtype=np.int64)
-    factors = artifacts.user_factors
-
-    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        top = np.full((hi - lo, n), -1, dtype=np.int32)
-        scores = np.zeros((hi - lo, n), dtype=np.float32)
-        for u in range(lo, hi):
-            exclude = seen[seen_indptr[u]:seen_indptr[u + 1]]
-            idx, sc = search.search(user_query(factors[u]), n, exclude)
-            top[u - lo, :idx.shape[0]] = idx
-            scores[u - lo, :idx.shape[0]] = sc
-        return top, scores
-
-    return rows
+# Queries x artists up to which the lists are exact (every score computed); IVF above.
+EXACT_UP_TO = 400_000_000
+RECALL_TARGET = 0.98
+# IVF: artists per cluster on average, and the probe counts tried (smallest first).
+ARTISTS_PER_CLUSTER = 128
+PROBE_STEPS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+KMEANS_ITERATIONS = 6
+KMEANS_SAMPLE_PER_CLUSTER = 32
+# IVF: a query's first probes // LEADING_SHARE clusters (at least 2) set the bound the others are
+# filtered by.
+LEADING_SHARE = 4
+# Queries whose recall@10 against exact decides the number of probes.
+TUNING_SAMPLE = 1000
+# Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
+_BLOCK_SCORES = 16 << 20
+# top_k_indices's groups (the same bound, applied to every row of a block at once).
+_GROUPS = 32
+_NEG_INF = np.float32(-np.inf)
 
 
-def _similar_rows(search: CosineSearch, n: int):
-    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        top = np.full((hi - lo, n), -1, dtype=np.int32)
-        scores = np.zeros((hi - lo, n), dtype=np.float32)
-        for a in range(lo, hi):
-            idx, sc = search.search(a, n)
-            top[a - lo, :idx.shape[0]] = idx
-            scores[a - lo, :idx.shape[0]] = sc
-        return top, scores
+@dataclass(frozen=True)
+class ListSide:
+    """One side's lists to make: ``queries`` (Q, D) float32 and ``items`` (A, D) float32 scored
+    by inner product; ``exclude_indptr``/``exclude_indices`` (CSR, int64) the artists never listed
+    for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF),
+    ``spherical`` True to cluster them by cosine (k-means on the unit sphere)."""
 
-    return rows
+    queries: np.ndarray
+    items: np.ndarray
+    exclude_indptr: np.ndarray
+    exclude_indices: np.ndarray
+    cluster_vectors: np.ndarray
+    spherical: bool
 
 
-def _run_chunk(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    name, lo, hi = job
+@dataclass(frozen=True)
+class ListsMade:
+    """A side's lists: ``top`` (Q, n) int32 -1 padded, ``scores`` (Q, n) float32 (0 in padding),
+    ``method`` "exact" or "ivf", ``probes`` clusters probed per query of ``clusters`` (0 for
+    exact), ``sample_recall_at_10`` measured on the tuning sample (1.0 for exact)."""
+
+    top: np.ndarray
+    scores: np.ndarray
+    method: str
+    clusters: int
+    probes: int
+    sample_recall_at_10: float
+
+
+# -- selection ---------------------------------------------------------------------------------
+
+def _rows_top(scores: np.ndarray, n: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top n of every row of ``scores`` (B, N) float32: (indices (B, n), -1 padded when a row has
+    fewer finite scores; their scores, 0 in padding), best first, ties to the lower index (as
+    ``top_k_indices``).
+
+    ``ids`` (B, N): the artist of each score (ties to the lower artist, listed instead of the
+    column; None: the column is the artist).
+
+    A lower bound of each row's n-th best score is found first (for wide rows, the bound of
+    ``top_k_indices``: the n-th best maximum of 32-score groups, as n groups each hold a score at
+    least that high); the scores reaching it, every tie included, are then ordered."""
+    rows, width = scores.shape
+    m = min(n, width)
+    if m == 0 or rows == 0:
+        return np.full((rows, n), -1, dtype=np.int64), np.zeros((rows, n), dtype=np.float32)
+    cols = width // _GROUPS
+    if m * _GROUPS * 4 < width:
+        # Strided groups, as top_k_indices: the maximum over 32 rows of a (32, cols) view is
+        # one vectorized pass.
+        col_max = scores[:, :cols * _GROUPS].reshape(rows, _GROUPS, cols).max(axis=1)
+        bound = np.partition(col_max, cols - m, axis=1)[:, cols - m]
+    else:
+        bound = np.partition(scores, width - m, axis=1)[:, width - m]
+    # A row with fewer than m finite scores lists all of them (never an excluded -inf).
+    bound = np.maximum(bound, np.finfo(np.float32).min)
+    at = np.flatnonzero(scores >= bound[:, None])
+    at_row, at_col = np.divmod(at, width)
+    values = scores.ravel()[at]
+    if ids is not None:
+        return _ranked(at_row, ids.ravel()[at], values, rows, n, items_ascending=False)
+    return _ranked(at_row, at_col, values, rows, n, items_ascending=True)
+
+
+def _ranked(at_row: np.ndarray, at_item: np.ndarray, values: np.ndarray, rows: int, n: int,
+            items_ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best n of the (row, artist, score) triples, ``at_row`` ascending: (indices
+    (rows, n) -1 padded, scores 0 in padding), best first, ties to the lower artist index
+    (``items_ascending``: the artists of a row already come in ascending order)."""
+    counts = np.bincount(at_row, minlength=rows)
+    width = int(counts.max()) if rows else 0
+    within = np.arange(at_row.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    # One padded row per query, sorted row by row (short rows: far cheaper than one lexsort).
+    grid = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
+    grid_items = np.full(grid.shape, np.iinfo(np.int64).max, dtype=np.int64)
+    grid[at_row, within] = values
+    grid_items[at_row, within] = at_item
+    if not items_ascending:
+        order = np.argsort(grid_items, axis=1, kind="stable")
+        grid, grid_items = np.take_along_axis(grid, order, axis=1), np.take_along_axis(grid_items, order, axis=1)
+    order = np.argsort(-grid, axis=1, kind="stable")[:, :n]
+    top = np.take_along_axis(grid_items, order, axis=1)
+    top_scores = np.take_along_axis(grid, order, axis=1)
+    missing = ~np.isfinite(top_scores)
+    top[missing] = -1
+    top_scores[missing] = 0.0
+    return top, top_scores
+
+
+def _mask(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, lo: int, hi: int) -> None:
+    """Set the excluded artists of queries lo .. hi - 1 (rows of ``scores``) to -inf."""
+    start, end = int(indptr[lo]), int(indptr[hi])
+    if start == end:
+        return
+    rows = np.repeat(np.arange(hi - lo), np.diff(indptr[lo:hi + 1]))
+    scores[rows, indices[start:end]] = _NEG_INF
+
+
+# -- exact -------------------------------------------------------------------------------------
+
+def _exact_chunk(side: ListSide, items_t: np.ndarray, n: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = side.queries[lo:hi] @ items_t
+    _mask(scores, side.exclude_indptr, side.exclude_indices, lo, hi)
+    return _rows_top(scores, n)
+
+
+# -- IVF ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Clusters:
+    """Artists grouped by cluster: ``order`` the artist indices cluster by cluster, ``starts``
+    (C + 1,) each cluster's range in ``order``, ``position`` (A,) each artist's place in its
+    cluster, ``cluster_of`` (A,), ``centroids_t`` (D, C) the centroids of the queries' space."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    position: np.ndarray
+    cluster_of: np.ndarray
+    centroids_t: np.ndarray
+    items_t: np.ndarray  # (D, A) the items in ``order``
+
+    @property
+    def count(self) -> int:
+        return self.starts.shape[0] - 1
+
+
+def _cluster_sums(vectors: np.ndarray, labels: np.ndarray, clusters: int) -> np.ndarray:
+    """(clusters, D) float64 sums of the rows of ``vectors`` by label (one bincount per column)."""
+    return np.stack([np.bincount(labels, weights=vectors[:, d], minlength=clusters)
+                     for d in range(vectors.shape[1])], axis=1)
+
+
+def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> np.ndarray:
+    """Cluster of every row of ``vectors`` by k-means (Lloyd, ``KMEANS_ITERATIONS`` rounds on a
+    sample of ``KMEANS_SAMPLE_PER_CLUSTER`` rows per cluster, then every row assigned);
+    spherical: by cosine."""
+    rng = np.random.default_rng(seed)
+    rows = vectors.shape[0]
+    train = vectors[rng.choice(rows, size=min(rows, KMEANS_SAMPLE_PER_CLUSTER * clusters), replace=False)]
+    centroids = train[rng.choice(train.shape[0], size=clusters, replace=False)].copy()
+
+    def assign(points: np.ndarray) -> np.ndarray:
+        out = np.empty(points.shape[0], dtype=np.int64)
+        step = max(1, _BLOCK_SCORES // clusters)
+        half_sq = 0.0 if spherical else 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        for lo in range(0, points.shape[0], step):
+            out[lo:lo + step] = np.argmax(points[lo:lo + step] @ centroids.T - half_sq, axis=1)
+        return out
+
+    for _ in range(KMEANS_ITERATIONS):
+        labels = assign(train)
+        sums = _cluster_sums(train, labels, clusters)
+        counts = np.bincount(labels, minlength=clusters)
+        empty = counts == 0
+        sums[~empty] /= counts[~empty, None]
+        # An empty cluster restarts at a random training point.
+        sums[empty] = train[rng.choice(train.shape[0], size=int(empty.sum()), replace=False)]
+        centroids = sums.astype(np.float32)
+        if spherical:
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), np.float32(1e-12))
+    return assign(vectors)
+
+
+def _cluster(side: ListSide, seed: int) -> _Clusters:
+    num_items = side.items.shape[0]
+    count = max(1, min(num_items, round(num_items / ARTISTS_PER_CLUSTER)))
+    labels = _kmeans(side.cluster_vectors, count, side.spherical, seed) if count > 1 else np.zeros(num_items, np.int64)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=count)
+    starts = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    position = np.empty(num_items, dtype=np.int64)
+    position[order] = np.arange(num_items) - starts[labels[order]]
+    # Centroids in the queries' space: the mean item of each cluster (a query's score with it is
+    # its mean score over the cluster).
+    sums = _cluster_sums(side.items, labels, count)
+    centroids = (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32)
+    return _Clusters(order=order, starts=starts, position=position, cluster_of=labels,
+                     centroids_t=np.ascontiguousarray(centroids.T),
+                     items_t=np.ascontiguousarray(side.items[order].T))
+
+
+def _by_cluster(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of ``labels`` grouped by label, (count + 1,) each label's range in them)."""
+    order = np.argsort(labels, kind="stable")
+    return order, np.searchsorted(labels[order], np.arange(count + 1))
+
+
+# Queries whose centroid scores are ranked at a time (bounds that (rows, clusters) matrix).
+_PROBE_ROWS = 2048
+
+
+def _leading(probes: int) -> int:
+    """How many of a query's probed clusters set its bound (see ``_ivf_rows``)."""
+    return max(min(2, probes), probes // LEADING_SHARE)
+
+
+def _probed(queries: np.ndarray, centroids_t: np.ndarray, probes: int) -> np.ndarray:
+    """(rows, probes) the clusters each query probes, best centroid score first."""
+    scores = queries @ centroids_t
+    count = centroids_t.shape[1]
+    if probes < count:
+        probed = np.argpartition(scores, count - probes, axis=1)[:, count - probes:]
+    else:
+        probed = np.broadcast_to(np.arange(count), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, probed, axis=1), axis=1)
+    return np.take_along_axis(probed, order, axis=1)
+
+
+def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
+              lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """IVF lists of length n for queries lo .. hi - 1 (one chunk).
+
+    Each query's best ``_leading(probes)`` clusters (by centroid score) are scored first,
+    keeping each one's top n: the n-th best kept score is a lower bound of the query's n-th best
+    overall, so in its other probed clusters only the scores reaching it are kept (one comparison
+    per score, no sort). The kept scores are then ordered per query (ties to the lower artist
+    index)."""
+    count = clusters.count
+    probes = min(probes, count)
+    rows = hi - lo
+    queries = side.queries[lo:hi]
+    probed = np.concatenate([_probed(queries[at:at + _PROBE_ROWS], clusters.centroids_t, probes)
+                             for at in range(0, rows, _PROBE_ROWS)]) if rows else np.zeros((0, probes), np.int64)
+    leading = _leading(probes)
+    probe_rows = np.broadcast_to(np.arange(rows)[:, None], probed.shape)
+    # Excluded (query, artist) pairs, grouped by the artist's cluster.
+    ex_rows = np.repeat(np.arange(rows), np.diff(side.exclude_indptr[lo:hi + 1]))
+    ex_items = side.exclude_indices[side.exclude_indptr[lo]:side.exclude_indptr[hi]]
+    ex_order, ex_bounds = _by_cluster(clusters.cluster_of[ex_items], count)
+    row_in_block = np.full(rows, -1, dtype=np.int64)
+    bound = np.full(rows, _NEG_INF, dtype=np.float32)
+    # The kept scores of each query and their artists, side by side (-inf padding); a query's
+    # next free column is ``filled``.
+    # Sized for the leading clusters' lists and about half of the others' scores (grown if not).
+    width = leading * n + (probes - leading) * int(clusters.starts[-1] / count) // 2
+    pool = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
+    pool_ids = np.full(pool.shape, -1, dtype=np.int32)
+    filled = np.zeros(rows, dtype=np.int64)
+
+    def scored(c: int, users: np.ndarray) -> np.ndarray:
+        """Scores of ``users`` (chunk rows) for the artists of cluster c, exclusions at -inf."""
+        start, end = int(clusters.starts[c]), int(clusters.starts[c + 1])
+        scores = queries[users] @ clusters.items_t[:, start:end]
+        e = ex_order[ex_bounds[c]:ex_bounds[c + 1]]
+        if e.shape[0]:
+            row_in_block[users] = np.arange(users.shape[0])
+            r = row_in_block[ex_rows[e]]
+            hit = r >= 0
+            scores[r[hit], clusters.position[ex_items[e[hit]]]] = _NEG_INF
+            row_in_block[users] = -1
+        return scores
+
+    def keep(users: np.ndarray, r: np.ndarray, values: np.ndarray, items: np.ndarray) -> None:
+        """Append (artist, score) pairs to the pools of ``users[r]`` (``r`` ascending)."""
+        nonlocal pool, pool_ids
+        if not r.shape[0]:
+            return
+        counts = np.bincount(r, minlength=users.shape[0])
+        within = np.arange(r.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        dest_rows = users[r]
+        dest_cols = filled[dest_rows] + within
+        need = int(dest_cols.max()) + 1
+        if need > pool.shape[1]:
+            grow = max(need, pool.shape[1] * 3 // 2) - pool.shape[1]
+            pool = np.pad(pool, ((0, 0), (0, grow)), constant_values=_NEG_INF)
+            pool_ids = np.pad(pool_ids, ((0, 0), (0, grow)), constant_values=-1)
+        pool[dest_rows, dest_cols] = values
+        pool_ids[dest_rows, dest_cols] = items
+        filled[users] += counts
+
+    order, bounds = _by_cluster(probed[:, :leading].ravel(), count)
+    first_rows = probe_rows[:, :leading].ravel()
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = first_rows[order[bounds[c]:bounds[c + 1]]]
+        top, top_scores = _rows_top(scored(c, users), n)
+        r, col = np.nonzero(top >= 0)
+        keep(users, r, top_scores[r, col], clusters.order[clusters.starts[c] + top[r, col]])
+    width = int(filled.max()) if rows else 0
+    if width >= n:
+        bound = np.partition(pool[:, :width], width - n, axis=1)[:, width - n]
+    other_rows = probe_rows[:, leading:].ravel()
+    other_clusters = probed[:, leading:].ravel()
+    order, bounds = _by_cluster(other_clusters, count)
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = other_rows[order[bounds[c]:bounds[c + 1]]]
+        scores = scored(c, users)
+        threshold = np.maximum(bound[users], np.finfo(np.float32).min)  # never an excluded -inf
+        at = np.flatnonzero(scores >= threshold[:, None])
+        r, col = np.divmod(at, scores.shape[1])
+        keep(users, r, scores.ravel()[at], clusters.order[clusters.starts[c] + col])
+    width = int(filled.max()) if rows else 0
+    return _rows_top(pool[:, :max(width, 1)], n, pool_ids[:, :max(width, 1)])
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+def _run(chunks: list[tuple[int, int]], work: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+         rows: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """``work(lo, hi)`` over ``chunks`` on ``workers`` threads (BLAS on one thread each)."""
+    top = np.full((rows, n), -1, dtype=np.int32)
+    scores = np.zeros((rows, n), dtype=np.float32)
+
+    def one(chunk: tuple[int, int]) -> None:
+        lo, hi = chunk
+        t, s = work(lo, hi)
+        top[lo:hi] = t
+        scores[lo:hi] = s
+
     with threadpool_limits(limits=1, user_api="blas"):
-        return _WORK[name](lo, hi)
-
-
-def _fill(jobs: dict[str, tuple[int, Callable]], workers: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Run every (name -> (rows, function)) over row ranges, in ``workers`` forked processes or here."""
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    chunks = [(name, lo, min(lo + _CHUNK_ROWS, rows)) for name, (rows, _) in jobs.items()
-              for lo in range(0, rows, _CHUNK_ROWS)]
-    _WORK.clear()
-    _WORK.update({name: fn for name, (_, fn) in jobs.items()})
-    try:
         if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                results = list(pool.map(_run_chunk, chunks))
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one, chunks))
         else:
-            results = [_run_chunk(chunk) for chunk in chunks]
-    finally:
-        _WORK.clear()
-    for name in jobs:
-        parts = [r for (n, _, _), r in zip(chunks, results) if n == name]
-        out[name] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return out
+            for chunk in chunks:
+                one(chunk)
+    return top, scores
 
 
-def precompute_top(artifacts: ModelArtifacts, recommend: InnerProductSearch, similar: CosineSearch,
-                   recommend_n: int = DEFAULT_RECOMMEND_N, similar_n: int = DEFAULT_SIMILAR_N,
-                   workers: int = 0) -> tuple[PrecomputedTop, float]:
+def _none(num_queries: int, method: str) -> ListsMade:
+    """No lists: (queries, 0)."""
+    return ListsMade(np.zeros((num_queries, 0), np.int32), np.zeros((num_queries, 0), np.float32), method, 0, 0, 0.0)
+
+
+def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float = RECALL_TARGET,
+               seed: int = 0, exact_up_to: int = EXACT_UP_TO, budget_s: float = math.inf) -> ListsMade:
+    """Every query's top n artists by inner product (excluded artists never listed): exact while
+    queries x artists <= ``exact_up_to``, else IVF with the fewest probes (``PROBE_STEPS``) whose
+    recall@10 against exact on ``TUNING_SAMPLE`` queries reaches ``recall_target``.
+    ``workers`` 0: one per core. When the lists' wall time, extrapolated from a measured part
+    (the first chunk, or the IVF run on the tuning sample), exceeds ``budget_s`` seconds, none
+    are made: (queries, 0) lists."""
+    num_queries, num_items = side.queries.shape[0], side.items.shape[0]
+    workers = workers or (os.cpu_count() or 1)
+    n = min(n, num_items)
+    if n == 0 or num_queries == 0:
+        return ListsMade(np.full((num_queries, n), -1, np.int32), np.zeros((num_queries, n), np.float32), "exact", 0, 0, 1.0)
+    items_t = np.ascontiguousarray(side.items.T)
+    block = max(1, min(4096, _BLOCK_SCORES // num_items))
+    if num_queries * num_items <= exact_up_to:
+        chunks = [(lo, min(lo + block, num_queries)) for lo in range(0, num_queries, block)]
+        started = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            first = _exact_chunk(side, items_t, n, *chunks[0])
+        if (time.perf_counter() - started) * len(chunks) / min(workers, len(chunks)) > budget_s:
+            return _none(num_queries, "exact")
+        top, scores = _run(chunks[1:], lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi), num_queries, n, workers)
+        top[:chunks[0][1]], scores[:chunks[0][1]] = first
+        return ListsMade(top, scores, "exact", 0, 0, 1.0)
+    with threadpool_limits(limits=workers, user_api="blas"):
+        clusters = _cluster(side, seed)
+    # Probes: the fewest reaching the target on a sample, against exact lists of the sample.
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(num_queries, size=min(TUNING_SAMPLE, num_queries), replace=False))
+    sample_side = _subset(side, sample)
+    with threadpool_limits(limits=workers, user_api="blas"):
+        top, top_scores = exact_lists(side, sample, 10)
+    truth = [(top[r][top[r] >= 0], top_scores[r][top[r] >= 0]) for r in range(sample.shape[0])]
+    rows = list(range(sample.shape[0]))
+    for probes in PROBE_STEPS:
+        probes = min(probes, clusters.count)
+        started = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            found, _ = _ivf_rows(sample_side, clusters, n, probes, 0, sample.shape[0])
+        per_query_s = (time.perf_counter() - started) / sample.shape[0]
+        recall = list_recall_at_10(found, truth, rows, lambda row, got: side.items[got] @ sample_side.queries[row])
+        if recall >= recall_target or probes == clusters.count:
+            break
+    if per_query_s * num_queries / workers > budget_s:
+        return _none(num_queries, "ivf")
+    # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
+    leading = _leading(probes)
+    width = leading * n + (probes - leading) * num_items // clusters.count // 2
+    chunk_rows = max(256, min(16384, _BLOCK_SCORES // max(width, n)))
+    chunks = [(lo, min(lo + chunk_rows, num_queries)) for lo in range(0, num_queries, chunk_rows)]
+    top, scores = _run(chunks, lambda lo, hi: _ivf_rows(side, clusters, n, probes, lo, hi), num_queries, n, workers)
+    return ListsMade(top, scores, "ivf", clusters.count, probes, recall)
+
+
+def exact_lists(side: ListSide, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top n (indices -1 padded, scores) of the query indices ``rows`` of a side, here."""
+    sub = _subset(side, rows)
+    items_t = np.ascontiguousarray(side.items.T)
+    block = max(1, _BLOCK_SCORES // max(1, side.items.shape[0]))
+    parts = [_exact_chunk(sub, items_t, n, lo, min(lo + block, rows.shape[0])) for lo in range(0, rows.shape[0], block)]
+    if not parts:
+        return np.full((0, n), -1, dtype=np.int64), np.zeros((0, n), dtype=np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _subset(side: ListSide, rows: np.ndarray) -> ListSide:
+    """The side restricted to query indices ``rows``."""
+    counts = side.exclude_indptr[rows + 1] - side.exclude_indptr[rows]
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    parts = [side.exclude_indices[side.exclude_indptr[r]:side.exclude_indptr[r + 1]] for r in rows.tolist()]
+    indices = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    return ListSide(np.ascontiguousarray(side.queries[rows]), side.items, indptr, indices,
+                    side.cluster_vectors, side.spherical)
+
+
+def recommend_side(artifacts: ModelArtifacts) -> ListSide:
+    """Recommend: queries ``[user_factors, 1]``, items ``[artist_factors, bias]``, seen excluded,
+    clustered on the augmented items (the vectors of the Recommend Annoy index)."""
+    items = item_vectors_with_bias(artifacts.artist_factors, artifacts.artist_bias)
+    queries = np.ones((artifacts.num_users, items.shape[1]), dtype=np.float32)
+    queries[:, :-1] = artifacts.user_factors
+    return ListSide(queries, items, np.asarray(artifacts.seen_indptr, dtype=np.int64),
+                    np.asarray(artifacts.seen_indices, dtype=np.int64), augment_items(items), spherical=False)
+
+
+def similar_side(artifacts: ModelArtifacts) -> ListSide:
+    """SimilarArtists: every artist's normalized factors against all, itself excluded."""
+    factors = np.asarray(artifacts.artist_factors, dtype=np.float32)
+    normalized = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), np.float32(1e-12))
+    num = factors.shape[0]
+    return ListSide(normalized, normalized, np.arange(num + 1, dtype=np.int64), np.arange(num, dtype=np.int64),
+                    normalized, spherical=True)
+
+
+def precompute_top(artifacts: ModelArtifacts, recommend_n: int = DEFAULT_RECOMMEND_N,
+                   similar_n: int = DEFAULT_SIMILAR_N, workers: int = 0, recall_target: float = RECALL_TARGET,
+                   seed: int = 0, exact_up_to: int = EXACT_UP_TO,
+                   budget_s: float = math.inf) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
     """Every user's top ``recommend_n`` (seen excluded) and every artist's top ``similar_n``
-    (itself excluded) by the given searches (their own params); a length 0 makes (rows, 0) lists.
-    Returns the lists and the wall time spent (seconds). ``workers`` 0: one per core when there are many queries, else 1."""
+    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. ``budget_s``: the
+    wall time both sides may take (Recommend, the hotter RPC, first; a side whose estimate does
+    not fit in what is left gets (rows, 0) lists and is searched). Returns the lists, how each
+    side was made, and the wall time spent (seconds)."""
     started = time.perf_counter()
     recommend_n = min(recommend_n, artifacts.num_artists)
     similar_n = min(similar_n, max(artifacts.num_artists - 1, 0))
-    jobs = {}
-    if recommend_n:
-        jobs["recommend"] = (artifacts.num_users, _recommend_rows(artifacts, recommend, recommend_n))
-    if similar_n:
-        jobs["similar"] = (artifacts.num_artists, _similar_rows(similar, similar_n))
-    if workers <= 0:
-        queries = artifacts.num_users + artifacts.num_artists
-        workers = (os.cpu_count() or 1) if queries >= PARALLEL_FROM_QUERIES else 1
-    filled = _fill(jobs, workers)
-    empty = {"recommend": artifacts.num_users, "similar": artifacts.num_artists}
-    for name, rows in empty.items():  # a side not precomputed: (rows, 0) lists
-        filled.setdefault(name, (np.zeros((rows, 0), dtype=np.int32), np.zeros((rows, 0), dtype=np.float32)))
-    top = PrecomputedTop(recommend_top=filled["recommend"][0], recommend_top_scores=filled["recommend"][1],
-                         similar_top=filled["similar"][0], similar_top_scores=filled["similar"][1])
-    return top, time.perf_counter() - started
+    options = dict(workers=workers, recall_target=recall_target, seed=seed, exact_up_to=exact_up_to)
+    rec = make_lists(recommend_side(artifacts), recommend_n, budget_s=budget_s, **options)
+    left_s = budget_s - (time.perf_counter() - started)
+    sim = make_lists(similar_side(artifacts), similar_n, budget_s=left_s, **options)
+    top = PrecomputedTop(recommend_top=rec.top, recommend_top_scores=rec.scores,
+                         similar_top=sim.top, similar_top_scores=sim.scores)
+    return top, rec, sim, time.perf_counter() - started
 
 
 def list_recall_at_10(lists: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]], rows: list[int],

@@ -1,10 +1,13 @@
-"""The precomputed path and the search path give identical answers, and every request the lists
-cannot answer falls back to the search.
+"""The precomputed lists hold the exact top n where they are exact, the IVF lists reach their
+recorded recall, the index service answers from them, and every request the lists cannot answer
+falls back to the search.
 
-Identity: the lists are made by the serving search itself (``ranking.precompute``), so a list
-answer must equal the search answer exactly: same artists, same order (ties to the lower artist
-index), same float32 scores. Checked on a model built to be full of exact ties and over random
-requests (hypothesis), and on the tiny known-answer model.
+Identity: on a catalog small enough for exact lists (``ranking.precompute``: every score, ties to
+the lower artist index), a list answer equals the exact search answer: same artists, same order,
+same float32 scores on a model built to be full of exact ties (small integer factors: every sum
+exact, whatever its order), over random requests (hypothesis), and on the tiny known-answer
+model. IVF lists probing every cluster are exact by construction; with fewer probes their
+recall@10 against exact is measured.
 """
 
 from __future__ import annotations
@@ -160,16 +163,106 @@ def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_a
         model.close()
 
 
-def test_forked_precompute_matches_in_process(tmp_path):
-    """Lists made by forked worker processes equal lists made in this process."""
-    from ranking.inner_product import item_vectors_with_bias
+def test_threaded_lists_match_lists_made_here():
+    """Lists made by worker threads, chunk by chunk, equal lists made in one thread."""
     from ranking.precompute import precompute_top
-    from ranking.search import CosineSearch, InnerProductSearch, SearchParams
 
-    art = tied_artifacts(num_users=9000, num_artists=60)  # > one chunk of rows: several tasks
-    rec = InnerProductSearch(item_vectors_with_bias(art.artist_factors, art.artist_bias), None, SearchParams())
-    sim = CosineSearch(art.artist_factors, None, SearchParams())
-    here, _ = precompute_top(art, rec, sim, 5, 5, workers=1)
-    forked, _ = precompute_top(art, rec, sim, 5, 5, workers=2)
+    art = tied_artifacts(num_users=9000, num_artists=60)  # several chunks of rows
+    here, *_ = precompute_top(art, 5, 5, workers=1)
+    threaded, *_ = precompute_top(art, 5, 5, workers=2)
     for name in ("recommend_top", "recommend_top_scores", "similar_top", "similar_top_scores"):
-        assert np.array_equal(getattr(here, name), getattr(forked, name)), name
+        assert np.array_equal(getattr(here, name), getattr(threaded, name)), name
+
+
+@pytest.mark.parametrize("rows, width, n", [(7, 40, 8), (5, 5000, 10), (3, 5000, 5000), (4, 30, 50)])
+def test_rows_top_is_top_k_indices_row_by_row(rows, width, n):
+    """The batched selection gives each row what the serving search's top_k_indices gives: ties
+    (many: scores rounded to tenths) to the lower index, excluded (-inf) scores never listed, -1
+    padding when a row runs out."""
+    from ranking.precompute import _rows_top
+    from ranking.search import top_k_indices
+
+    rng = np.random.default_rng(rows * width)
+    scores = np.round(rng.standard_normal((rows, width)), 1).astype(np.float32)
+    scores[rng.random((rows, width)) < 0.3] = -np.inf
+    scores[0, 1:] = -np.inf  # a row with one finite score
+    top, top_scores = _rows_top(scores.copy(), n)
+    assert top.shape == (rows, n)
+    for row in range(rows):
+        expected = top_k_indices(scores[row].copy(), n)
+        assert top[row, :expected.shape[0]].tolist() == expected.tolist()
+        assert (top[row, expected.shape[0]:] == -1).all()
+        assert top_scores[row, :expected.shape[0]].tobytes() == scores[row, expected].tobytes()
+
+
+def clustered_artifacts(num_users: int = 400, num_artists: int = 3000, factors: int = 8, seed: int = 5) -> ModelArtifacts:
+    """Random float factors and biases, users with 0..20 seen artists: a catalog for IVF."""
+    rng = np.random.default_rng(seed)
+    seen = [np.sort(rng.choice(num_artists, size=rng.integers(0, 21), replace=False)) for _ in range(num_users)]
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in seen], out=indptr[1:])
+    return ModelArtifacts(
+        user_ids=np.array([f"user-{u}" for u in range(num_users)]),
+        user_factors=rng.standard_normal((num_users, factors)).astype(np.float32),
+        artist_ids=np.array([f"artist-{a}" for a in range(num_artists)]),
+        artist_names=np.array([f"Name {a}" for a in range(num_artists)]),
+        artist_factors=rng.standard_normal((num_artists, factors)).astype(np.float32),
+        artist_bias=(0.3 * rng.standard_normal(num_artists)).astype(np.float32),
+        artist_listeners=np.ones(num_artists, dtype=np.int32),
+        seen_indptr=indptr,
+        seen_indices=np.concatenate(seen).astype(np.int32),
+    )
+
+
+def test_ivf_probing_every_cluster_is_exact(monkeypatch):
+    """IVF with as many probes as clusters scores every artist: the lists are the exact ones
+    (same artists, same order; scores equal up to float32 rounding of another product shape)."""
+    import ranking.precompute as precompute
+
+    art = clustered_artifacts()
+    exact, exact_rec, exact_sim, _ = precompute.precompute_top(art, 20, 20, workers=1)
+    assert exact_rec.method == exact_sim.method == "exact"
+    monkeypatch.setattr(precompute, "PROBE_STEPS", (1000,))
+    ivf, ivf_rec, ivf_sim, _ = precompute.precompute_top(art, 20, 20, workers=2, exact_up_to=0)
+    assert ivf_rec.method == ivf_sim.method == "ivf"
+    assert ivf_rec.probes == ivf_rec.clusters > 1 and ivf_rec.sample_recall_at_10 == 1.0
+    for side in ("recommend", "similar"):
+        assert np.array_equal(getattr(ivf, f"{side}_top"), getattr(exact, f"{side}_top")), side
+        np.testing.assert_allclose(getattr(ivf, f"{side}_top_scores"), getattr(exact, f"{side}_top_scores"), rtol=1e-5, atol=1e-5)
+    seen = set(art.seen_indices[art.seen_indptr[3]:art.seen_indptr[4]].tolist())
+    assert not seen & set(ivf.recommend_top[3].tolist())  # seen artists never listed
+    assert all(ivf.similar_top[a, 0] != a for a in range(art.num_artists))  # nor the artist itself
+
+
+def test_ivf_lists_reach_the_recall_target_and_are_served(tmp_path):
+    """A version whose lists are IVF (forced on a small catalog) records method "ivf" and a
+    recall@10 >= the target on the sample; the index service answers from the lists, and a list
+    answer's artists are exact-search artists except where the recall says otherwise."""
+    from model_store import publish_version
+
+    art = clustered_artifacts()
+    settings = BuildSettings(n_trees=2, sample_size=200, n_jobs=1, tuning_budget_s=1.0, recommend_n=20,
+                             similar_n=20, method="exact", exact_up_to=0)
+    manifest = publish_version(tmp_path, art, indexes=build_indexes(art, settings), data_source="tests: ivf",
+                               data_fingerprint="0" * 64, num_interactions=1, hyperparameters={}, metrics={})
+    made = manifest.precomputed
+    assert made.recommend_method == made.similar_method == "ivf"
+    assert made.recommend_recall_at_10 >= 0.98 and made.similar_recall_at_10 >= 0.98
+    loaded = load_version(tmp_path / str(manifest.model_version))
+    lists, search = ServingModel(loaded), ServingModel(loaded, precomputed=False)
+    overridden = ServingModel(loaded, recommend_method="exact", similar_method="exact")
+    try:
+        assert lists.recommend_n == lists.similar_n == 20
+        assert overridden.recommend_top is None and overridden.similar_top is None  # lists not made by "exact"
+        counter = Counting(lists)
+        hits = total = 0
+        for user in range(0, art.num_users, 3):
+            query = RecommendQuery(f"user-{user}", k=10)
+            got, exact = lists.recommend(query), search.recommend(query)
+            hits += len(set(got.indices.tolist()) & set(exact.indices.tolist()))
+            total += len(exact.indices)
+            model_scores = lists.recommend_search.items[got.indices] @ np.append(art.user_factors[user], 1.0)
+            np.testing.assert_allclose(got.scores, model_scores, rtol=1e-5, atol=1e-5)  # the model's scores
+        assert counter.calls == 0 and hits / total >= 0.95
+    finally:
+        lists.close()

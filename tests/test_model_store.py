@@ -182,11 +182,20 @@ def edit_manifest(version_dir: Path, change) -> None:
     (lambda m: m["files"].pop("user_ids.npy"), "missing"),
     (lambda m: m["data"].update(num_users="many"), "data.num_users must be an integer"),
     (lambda m: m["search"]["recommend"].update(method="magic"), "search.recommend.method"),
+    (lambda m: m["precomputed"].update(similar_method="magic"), "precomputed.similar_method must be one of annoy, exact, ivf"),
 ])
 def test_invalid_manifest_is_refused_before_files_are_read(published, change, message):
     edit_manifest(published, change)
     with pytest.raises(InvalidVersionError, match=message):
         validate_version(published)
+
+
+@pytest.mark.parametrize("method", ["annoy", "exact", "ivf"])
+def test_every_way_of_making_the_lists_is_valid(published, method):
+    """Lists made by IVF (batched), exact (batched or the exact search) or Annoy (the search, in
+    versions made before batching) are all valid manifests."""
+    edit_manifest(published, lambda m: m["precomputed"].update(recommend_method=method, similar_method=method))
+    assert validate_version(published).precomputed.recommend_method == method
 
 
 def test_manifest_garbage_and_nan_are_refused(published):
