@@ -16,7 +16,7 @@ from trainer_service.data import DataSourceSpec
 from trainer_service.distributed import ClusterChoice, LocalClusterSpec, TFConfig
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GATE_MODES
-from trainer_service.warm_start import DEFAULT_WARM_START, WARM_STARTS
+from trainer_service.warm_start import WARM_STARTS
 
 PHASES = ("loading", "training", "evaluating", "refitting", "publishing", "done")
 FINAL_FITS = ("none", "all")
@@ -41,13 +41,15 @@ class TrainingOptions:
     ps and worker processes started for the job; a ``TFConfig``, the chief of a deployed cluster.
     ``warm_start``: "newest" (start known users and artists from the newest version's factors
     when it was trained on the same source; ``trainer_service.warm_start``) or "none" (cold).
+    Cold here, so a program calling ``run_training`` gets the run its hyperparameters describe;
+    ``train``, ``serve`` and StartTraining default to ``DEFAULT_WARM_START`` ("newest").
     ValueError for a value out of range."""
 
     gate: str = "on"
     final_fit: str = DEFAULT_FINAL_FIT
     patience: int = DEFAULT_PATIENCE
     cluster: ClusterChoice = None
-    warm_start: str = DEFAULT_WARM_START
+    warm_start: str = "none"
 
     def __post_init__(self) -> None:
         if self.cluster is not None and not isinstance(self.cluster, (LocalClusterSpec, TFConfig)):
