@@ -129,6 +129,9 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
     if part == "live":
         from bench import live
         return live.run(settings, workdir)
+    if part == "warm":
+        from bench import warm
+        return warm.run(settings, workdir)
     raise ValueError(part)
 
 
