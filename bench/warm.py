@@ -32,7 +32,6 @@ retrain and the publish).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -95,6 +94,20 @@ def new_rows(data, heldout: np.ndarray, rng: np.random.Generator, fraction: floa
               "new_user_share": float(np.isin(data.users[new], new_users).mean()),
               "new_artist_share": float(np.isin(data.artists[new], new_artists).mean())}
     return new, counts
+
+
+def new_plays(data, seed: int, settings: BenchSettings) -> tuple[np.ndarray, np.ndarray, dict]:
+    """For ``seed``: the row indices the pipeline's split of ``data`` holds out (its seed is the
+    hyperparameters' ``seed``), the mask of the new rows (``new_rows``) and their counts."""
+    from trainer_service.evaluation import leave_one_out_split
+
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, seed)
+    key = data.users.astype(np.int64) * data.num_artists + data.artists
+    heldout = np.flatnonzero(np.isin(key, split.heldout_users.astype(np.int64) * data.num_artists
+                                     + split.heldout_artists))
+    new, counts = new_rows(data, heldout, np.random.default_rng(1_000 + seed), settings.warm_new_fraction,
+                           settings.warm_new_user_share, settings.warm_new_artist_share)
+    return heldout, new, counts
 
 
 def _write_table(path: Path, data, rows: np.ndarray) -> None:
@@ -185,14 +198,8 @@ def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path)
     hp = Hyperparameters(seed=seed)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
-    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
-    keep = np.ones(data.num_interactions, dtype=bool)
-    key = data.users.astype(np.int64) * data.num_artists + data.artists
-    heldout_key = split.heldout_users.astype(np.int64) * data.num_artists + split.heldout_artists
-    heldout = np.flatnonzero(np.isin(key, heldout_key))
-    new, counts = new_rows(data, heldout, np.random.default_rng(1_000 + seed), settings.warm_new_fraction,
-                           settings.warm_new_user_share, settings.warm_new_artist_share)
-    keep[new] = False
+    heldout, new, counts = new_plays(data, seed, settings)
+    keep = ~new
     run_dir = workdir / f"warm-{name.replace(':', '-')}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -284,14 +291,7 @@ def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
     shutil.copytree(run_dir / "models", fresh / "models")
     # The base's new plays again, into a fresh log the trainer watches.
     data = _load(name, settings, 0)
-    from trainer_service.evaluation import leave_one_out_split
-
-    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, 0)
-    key = data.users.astype(np.int64) * data.num_artists + data.artists
-    heldout = np.flatnonzero(np.isin(key, split.heldout_users.astype(np.int64) * data.num_artists
-                                     + split.heldout_artists))
-    new, counts = new_rows(data, heldout, np.random.default_rng(1_000), settings.warm_new_fraction,
-                           settings.warm_new_user_share, settings.warm_new_artist_share)
+    _, new, counts = new_plays(data, 0, settings)
     url = f"sqlite:///{fresh / 'plays.db'}"
     before = list_versions(fresh / "models")
     argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(fresh / "models"), "--port", "0",
@@ -320,7 +320,7 @@ def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
     return {"dataset": name, "plays": counts["rows"], "seconds": seconds, "poll_s": 1.0,
             "warm_from": manifest.training.warm_start_from_version if manifest.training else 0,
             "trained_through": manifest.play_log_position,
-            "command": " ".join(os.path.basename(a) if a == sys.executable else a for a in argv[1:])}
+            "command": "python " + " ".join(argv[1:])}
 
 
 def run(settings: BenchSettings, workdir: Path) -> dict:
