@@ -186,9 +186,10 @@ class JobRunner:
         could not start).
 
         Raises InvalidArgument (a source this trainer may not read: no data dir, a path leaving
-        it; nothing started), JobAlreadyRunningError (another job is queued or running) and
-        TrainerShuttingDownError.
-        """
+        it; nothing started), FailedPrecondition (the request includes the play log and this
+        trainer has none), JobAlreadyRunningError (another job is queued or running) and
+        TrainerShuttingDownError. Without a request the job warm-starts as
+        ``default_warm_start`` says."""
         if self._closing:
             raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
         if request is None:

@@ -1,7 +1,8 @@
 """The trainer's gRPC server: ``python -m trainer_service serve``.
 
 Wires the job registry (history in the state dir), the job runner, the optional retraining
-schedule and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
+schedule, the optional retraining on volume (``--retrain-after-plays``: a poll of the play log's
+last position, ``trainer_service.scheduler.RetrainOnVolume``) and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
 error mapping, message limits, TLS), and does nothing else: a request's path (servicer -> runner
 -> worker -> pipeline, and back as events) is described in ``trainer_service.servicer``. The trainer is ready as soon as it listens: health turns
 SERVING right after the server starts.
@@ -58,7 +59,8 @@ DEFAULT_RETRAIN_POLL_S = 5.0
 class TrainerConfig:
     """Everything ``serve`` needs. ``server``: the gRPC server's address, TLS and grace period
     (as the index service's config holds it). Times in seconds; ``schedule_s`` None means no
-    schedule; ``data_dir`` None means only the synthetic generator can be used; ``state_dir``
+    schedule; ``retrain_after_plays`` None means no retraining on volume (it needs
+    ``events_url``); ``data_dir`` None means only the synthetic generator can be used; ``state_dir``
     None means ``models_dir/.trainer``."""
 
     models_dir: Path
