@@ -88,6 +88,8 @@ def test_a_warm_retrain_records_its_base_and_leaves_out_a_forgotten_listener(tmp
     assert training.warm_start_known_artists == data.num_artists
     assert training.warm_start_learning_rate == pytest.approx(FAST.learning_rate * 0.25)
     assert training.epochs_planned == training.epochs_trained == 2
+    # The gate compares with version 1 too: the same source, the log's position aside.
+    assert training.gate_figures["previous_version"] == first.version
     # The manifest records the requested hyperparameters; the warm ones are in training.
     assert second.manifest.hyperparameters["learning_rate"] == pytest.approx(FAST.learning_rate)
     loaded = load_version(models_dir / str(second.version))

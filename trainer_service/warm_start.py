@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 from model_store import InvalidVersionError, Manifest, validate_version
 from model_store.format import ARRAY_FILES
 from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.quality_gate import without_log_position
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,12 @@ DEFAULT_WARM_START = "newest"
 # cheapest of the best: an eighth of the epochs from a quarter of the learning rate.
 WARM_EPOCH_FRACTION = 0.125
 WARM_LEARNING_RATE_SCALE = 0.25
-_LOG_SUFFIX = re.compile(r" \+ play log through position \d+$")
 
 
 def same_source(a: str, b: str) -> bool:
     """Whether two manifests' ``data.source`` descriptions name the same source (see the
     module docstring): the play log's position does not matter."""
-    return _LOG_SUFFIX.sub("", a) == _LOG_SUFFIX.sub("", b)
+    return without_log_position(a) == without_log_position(b)
 
 
 @dataclass(frozen=True)
