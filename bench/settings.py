@@ -140,7 +140,7 @@ def quick_settings(**overrides) -> BenchSettings:
         live_min_new_users=0,
         warm_datasets=("lastfm-2k",),
         warm_seeds=1,
-        warm_schedules=((0.125, 0.25),),
+        warm_schedules=((0.25, 0.25),),
     )
     return dataclasses.replace(quick, **overrides)
 
