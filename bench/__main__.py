@@ -132,6 +132,9 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
     if part == "tags":
         from bench import tags
         return tags.run(settings, workdir)
+    if part == "warm":
+        from bench import warm
+        return warm.run(settings, workdir)
     raise ValueError(part)
 
 

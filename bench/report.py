@@ -357,6 +357,21 @@ def _serving_row(row: dict, cores, **extra) -> dict:
             "name": RPC_NAMES.get(row.get("rpc"), row.get("rpc")), "limit": _throughput_limit(row, cores), **extra}
 
 
+def _warm_specs() -> tuple[tuple, tuple]:
+    from bench.warm import WARM_HR_RATIO_TARGET, WARM_TIME_RATIO_TARGET
+
+    retrain = (f"{{dataset}}: warm retrain after +{{new_fraction:pct}} new plays, HR@10 >= {WARM_HR_RATIO_TARGET:g}x a "
+               f"cold retrain on the same data, in <= {WARM_TIME_RATIO_TARGET:.0%} of its wall time",
+               "{hr_ratio:x3} (HR@10 {hr10:n4} vs {cold_hr10:n4}), {time_ratio:pct} of the wall time ({wall_s:n1} s vs "
+               "{cold_wall_s:n1} s; training alone {training_ratio:pct}); {epochs} epochs, mean of {seeds} seed(s){note}",
+               [("hr_ratio", ">=", WARM_HR_RATIO_TARGET), ("time_ratio", "<=", WARM_TIME_RATIO_TARGET)],
+               "publishing and evaluating cost the same warm or cold; see the warm-start table")
+    fresh = ("{dataset}: a play recorded to a version that contains it, with --retrain-after-plays",
+             "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm retrain "
+             "from version {warm_from}, publishing)", [("trained_through", ">=", "plays")])
+    return retrain, fresh
+
+
 def targets(results: dict) -> list[dict]:
     """Every target with the measured figure, met or not, and what limits it."""
     parts, quick, cores = results.get("parts", {}), results.get("quick", False), cores_of(results)
@@ -420,6 +435,16 @@ def targets(results: dict) -> list[dict]:
         ran = (tags.get("diversity") or {}).get("ran")
         out += [evaluate("tags", spec if ran else ("diversity", "{note}", None), tags.get("diversity") or {})
                 for spec in diversity[:1 if not ran else 2]]
+    warm = parts.get("warm")
+    if warm:
+        retrain, fresh = _warm_specs()
+        note = " - quick mode: few epochs, one seed" if quick else ""
+        for ds in warm.get("datasets", []):
+            default = next((row for row in ds["schedules"] if row["default"]), None)
+            if default is not None:
+                out.append(evaluate("warm", retrain, {**ds, **default, "note": note}))
+        if warm.get("freshness"):
+            out.append(evaluate("warm", fresh, warm["freshness"]))
     return out
 
 
@@ -778,6 +803,35 @@ BATCH = [("Recommend requests", lambda b: "default (precomputed lists)" if b["na
          ("batch / one at a time", "{speedup_vs_sequential:x1}"), ("batch / 16 in flight", "{speedup_vs_16_in_flight:x1}")]
 
 
+WARM_SCHEDULES = [("warm schedule (training only)", lambda r: f"{num(r['epoch_fraction'], 3)} of the epochs, "
+                   f"learning rate x{num(r['learning_rate_scale'], 3)}" + (" (default)" if r["default"] else "")),
+                  ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"), ("vs cold", "{hr_ratio:x3}"),
+                  ("worst seed vs cold", "{hr_ratio_min:x3}"), ("training time vs cold", "{training_ratio:pct}")]
+WARM_DATA = ("{dataset}: {users:,} listeners, {artists:,} artists, {interactions:,} rows; new plays {new_fraction:.1%} "
+             "of the rows ({new_user_share:.1%} of them from new listeners, {new_artist_share:.1%} on new artists); "
+             "{seeds} seed(s); the table plus the log equal the whole data: {same_data}.")
+WARM_PIPELINE = [("retrain (whole pipeline)", "{name}"), ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"),
+                 ("wall s", "{wall_s:n1}"), ("training s", "{training_s:n1}"), ("publishing s", "{publishing_s:n1}")]
+
+
+def _warm(part: dict) -> list[str]:
+    lines = []
+    for ds in part.get("datasets", []):
+        rows = [{"name": "cold", "epochs": ds["cold_epochs"], "hr10": ds["cold_hr10"], "wall_s": ds["cold_wall_s"],
+                 "training_s": ds["cold_training_s"], "publishing_s": ds["cold_publishing_s"]},
+                {"name": "warm (default schedule)", "epochs": ds["epochs"], "hr10": ds["hr10"], "wall_s": ds["wall_s"],
+                 "training_s": ds["training_s"], "publishing_s": ds["publishing_s"]}]
+        lines += [fill(WARM_DATA, ds), ""] + table(rows, WARM_PIPELINE)
+        lines += [fill("Schedule sweep, training only (cold HR@10 {sweep_cold_hr10:n4} on the same fits' split):", ds),
+                  ""] + table(ds["schedules"], WARM_SCHEDULES)
+    fresh = part.get("freshness")
+    if fresh:
+        lines += [fill("Play recorded to a version containing it ({dataset}): {seconds:n1} s for {plays:,} plays; "
+                       "the version was warm-started from version {warm_from} and trained through position "
+                       "{trained_through:,}. Trainer: `{command}`.", fresh), ""]
+    return lines + bullets(part.get("notes"))
+
+
 def _history(part: dict) -> list[str]:
     datasets = [{**d, "vs_model": div(d.get("fold_in_bpr_hr10"), d.get("in_model_hr10")),
                  "vs_pop": div(d.get("fold_in_bpr_hr10"), d.get("popularity_hr10"))} for d in part.get("fold_in", [])]
@@ -862,6 +916,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
         "ann": lambda: _ann(parts["ann"], plot_note), "serving": lambda: _serving(parts["serving"], cores),
         "history": lambda: _history(parts["history"]), "live": lambda: _live(parts["live"]),
         "tags": lambda: _tags(parts["tags"]),
+        "warm": lambda: _warm(parts["warm"]),
     }
     head, *sections = re.split(r"^<!-- part (\w+) -->\n", TEMPLATE.read_text(encoding="utf-8"), flags=re.M)
     text = head + "".join(body for name, body in zip(sections[::2], sections[1::2]) if parts.get(name))

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags")
+PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags", "warm")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -41,6 +41,11 @@ class BenchSettings:
       ``history_artists``/``history_users``: size of the random-factor version the speed is
       measured on; ``history_queries``: RecommendForHistory calls timed;
       ``history_batch_rounds``: batches of 100 per single-versus-batch measurement.
+    - ``warm_datasets``: data sets of the warm-start part (shared names or ``synthetic:SIZE``;
+      "synthetic:full" is Last.fm 360K scale, minutes a training); ``warm_seeds``: seeds each;
+      ``warm_new_fraction``: new plays as a share of the data, of which about
+      ``warm_new_user_share`` from new listeners and ``warm_new_artist_share`` on new artists;
+      ``warm_schedules``: (epoch fraction, learning-rate scale) warm schedules measured.
     - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
       on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
       absent from training were evaluated (0: one seed).
@@ -89,6 +94,15 @@ class BenchSettings:
     live_min_new_users: int = 500
     tags_artists: int = 160_000
     tags_users: int = 500
+    # Synthetic sizes ("synthetic:small", "synthetic:full") are optional: each seed is three
+    # whole-pipeline trainings at that size (minutes each at full scale, the defaults' 40 epochs).
+    warm_datasets: tuple[str, ...] = ("lastfm-2k",)
+    warm_seeds: int = 3
+    warm_new_fraction: float = 0.05
+    warm_new_user_share: float = 0.05
+    warm_new_artist_share: float = 0.02
+    warm_schedules: tuple[tuple[float, float], ...] = ((0.125, 0.25), (0.125, 0.5), (0.25, 0.25), (0.25, 0.5),
+                                                       (0.5, 0.5), (0.25, 1.0))
 
 
 def full_settings(**overrides) -> BenchSettings:
@@ -130,6 +144,9 @@ def quick_settings(**overrides) -> BenchSettings:
         live_min_new_users=0,
         tags_artists=16_000,
         tags_users=100,
+        warm_datasets=("lastfm-2k",),
+        warm_seeds=1,
+        warm_schedules=((0.25, 0.25),),
     )
     return dataclasses.replace(quick, **overrides)
 

@@ -168,7 +168,12 @@ class TrainingRecord:
     factors are the evaluated model's) or "all" (retrained on every interaction for
     ``final_fit_epochs`` epochs after evaluation; the metrics are the evaluated model's).
     ``cluster`` (JSON key ``distributed``, absent for one process): where the BPR steps ran,
-    e.g. "ps=2,workers=2" (trainer_service.distributed); the files are the same either way."""
+    e.g. "ps=2,workers=2" (trainer_service.distributed); the files are the same either way.
+    ``warm_start_from_version`` (JSON section ``warm_start``, absent for a cold start: 0): the
+    version whose factors the known users and artists started from; ``warm_start_known_users``
+    /``warm_start_known_artists``: how many rows started there (the rest started as a cold run
+    does); ``warm_start_learning_rate``: the starting learning rate of the warm run (the epochs
+    are ``epochs_planned``)."""
 
     gate_mode: str
     gate_passed: bool
@@ -182,6 +187,10 @@ class TrainingRecord:
     final_fit: str = "none"
     final_fit_epochs: int = 0
     cluster: str = ""
+    warm_start_from_version: int = 0
+    warm_start_known_users: int = 0
+    warm_start_known_artists: int = 0
+    warm_start_learning_rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -194,6 +203,11 @@ class TrainingRecord:
         }
         if self.cluster:
             data["distributed"] = self.cluster
+        if self.warm_start_from_version:
+            data["warm_start"] = {"from_version": self.warm_start_from_version,
+                                  "known_users": self.warm_start_known_users,
+                                  "known_artists": self.warm_start_known_artists,
+                                  "learning_rate": self.warm_start_learning_rate}
         return data
 
     @classmethod
@@ -227,7 +241,20 @@ class TrainingRecord:
             final_fit=final_mode,
             final_fit_epochs=_require_int(f"{where}.final_fit.epochs", final.get("epochs"), minimum=0),
             cluster=_require_str(f"{where}.distributed", obj.get("distributed", "")),
+            **_warm_start_from_json(f"{where}.warm_start", obj.get("warm_start")),
         )
+
+
+def _warm_start_from_json(where: str, data: Any) -> dict[str, Any]:
+    """``TrainingRecord``'s warm-start fields from the optional ``warm_start`` section (absent:
+    a cold start, as every manifest written before warm starts existed)."""
+    if data is None:
+        return {}
+    obj = _require_dict(where, data)
+    return {"warm_start_from_version": _require_int(f"{where}.from_version", obj.get("from_version"), minimum=1),
+            "warm_start_known_users": _require_int(f"{where}.known_users", obj.get("known_users"), minimum=0),
+            "warm_start_known_artists": _require_int(f"{where}.known_artists", obj.get("known_artists"), minimum=0),
+            "warm_start_learning_rate": _require_float(f"{where}.learning_rate", obj.get("learning_rate"))}
 
 
 @dataclass(frozen=True)

@@ -65,14 +65,29 @@ def test_every_part_ran_and_the_files_are_written(quick):
     results, out = quick
     assert results["quick"] is True
     assert results["errors"] == {}
-    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live"}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live", "warm"}
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
     md = (out / "benchmarks.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
-                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays"):
+                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays", "## 7. Warm-started retrains"):
         assert heading in md
     assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
+
+
+@quick_mode
+def test_warm_rows(quick):
+    results, _ = quick
+    warm = results["parts"]["warm"]
+    dataset = warm["datasets"][0]
+    assert dataset["same_data"] is True  # the table plus the log are exactly the whole data
+    for key in ("cold_hr10", "hr10", "hr_ratio", "time_ratio", "cold_wall_s", "wall_s"):
+        assert finite(dataset[key]) and dataset[key] > 0, key
+    assert all(run["base"]["warm_from"] == 0 and run["cold"]["warm_from"] == 0 and run["warm"]["warm_from"] == 1
+               for run in dataset["per_run"])
+    assert [row["default"] for row in dataset["schedules"]] == [True]
+    fresh = warm["freshness"]
+    assert fresh["trained_through"] >= fresh["plays"] > 0 and fresh["warm_from"] == 1 and finite(fresh["seconds"])
 
 
 @quick_mode

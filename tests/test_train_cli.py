@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from model_store import list_versions, load_version, read_manifest
+from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.warm_start import WarmSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"hit_rate_at_10", "ndcg_at_10", "auc", "evaluated_users", "popularity_hit_rate_at_10",
@@ -71,7 +73,11 @@ def test_train_publishes_and_prints_the_version(plays_csv, tmp_path):
     result = json.loads(as_json.stdout)
     assert result["version"] == 2 and list_versions(models) == [2]
     assert METRIC_KEYS <= set(result["metrics"]) and result["metrics"]["evaluated_users"] == 60
-    assert result["hyperparameters"]["factors"] == 8 and len(result["epochs"]) == 3
+    # The same source again: by default a warm start from version 1, on the warm schedule.
+    assert result["hyperparameters"]["factors"] == 8 and result["hyperparameters"]["epochs"] == 3
+    assert len(result["epochs"]) == result["training"]["epochs"]["planned"] == WarmSchedule().hyperparameters(
+        Hyperparameters(epochs=3)).epochs
+    assert result["training"]["warm_start"]["from_version"] == 1
     assert "epoch" not in as_json.stderr
     assert result["training"]["gate"]["mode"] == "off" and result["training"]["final_fit"]["mode"] == "none"
     loaded = load_version(models / "2")

@@ -123,3 +123,30 @@ def test_a_start_request_becomes_one_resolved_training_request():
     with pytest.raises(InvalidArgument, match=r"invalid hyperparameters: epochs must be in \[1, 10000\], got 0"):
         proto_convert.training_request_from_proto(
             trainer_pb2.StartTrainingRequest(hyperparameters=model_pb2.Hyperparameters(epochs=0)), default)
+
+
+def test_warm_start_and_the_play_log_from_proto():
+    assert set(proto_convert.WARM_START_FROM_PROTO) == set(trainer_pb2.WarmStart.values())
+    assert set(proto_convert.PLAY_LOG_FROM_PROTO) == set(trainer_pb2.PlayLogUse.values())
+    default = DataSourceSpec.synthetic("small")
+    unset = trainer_pb2.StartTrainingRequest()
+    # Unset: the trainer's default (its --warm-start), and the play log when the trainer has one.
+    request = proto_convert.training_request_from_proto(unset, default, "newest")
+    assert request.options.warm_start == "newest" and request.play_log == "default"
+    assert proto_convert.training_request_from_proto(unset, default, "none").options.warm_start == "none"
+    asked = trainer_pb2.StartTrainingRequest(options=trainer_pb2.TrainingOptions(warm_start=trainer_pb2.WARM_START_NONE),
+                                             play_log=trainer_pb2.PLAY_LOG_USE_EXCLUDE)
+    request = proto_convert.training_request_from_proto(asked, default, "newest")
+    assert request.options.warm_start == "none" and request.play_log == "exclude"
+    include = trainer_pb2.StartTrainingRequest(play_log=trainer_pb2.PLAY_LOG_USE_INCLUDE)
+    assert proto_convert.training_request_from_proto(include, default).play_log == "include"
+    message = proto_convert.options_to_proto(TrainingOptions(warm_start="newest"))
+    assert message.warm_start == trainer_pb2.WARM_START_NEWEST
+    assert proto_convert.options_from_proto(message).warm_start == "newest"
+    with pytest.raises(InvalidArgument, match="unknown warm start 9"):
+        proto_convert.options_from_proto(trainer_pb2.TrainingOptions(warm_start=9))
+    with pytest.raises(InvalidArgument, match="unknown play_log 7"):
+        proto_convert.training_request_from_proto(trainer_pb2.StartTrainingRequest(play_log=7), default)
+    job = Job.new(TrainingRequest(default, play_log="exclude"))
+    assert proto_convert.job_to_proto(job, play_log=True).play_log
+    assert not proto_convert.job_to_proto(job).play_log

@@ -29,6 +29,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from model_store import load_version, read_manifest
+from play_log import Play, open_play_log
 from musicrec.v1 import index_pb2, index_pb2_grpc, model_pb2, trainer_pb2, trainer_pb2_grpc
 from service_processes import ServiceProcess, child_pids, exited, index_service, trainer
 
@@ -41,6 +42,8 @@ LONG = model_pb2.Hyperparameters(epochs=10_000, factors=8)
 # Three epochs of 8 factors do not reliably beat popularity on the tiny preset: the tests of other
 # things turn the quality gate off (the gate's own test sends no options).
 GATE_OFF = trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF)
+COLD = trainer_pb2.TrainingOptions(warm_start=trainer_pb2.WARM_START_NONE)
+GATE_OFF_COLD = trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF, warm_start=trainer_pb2.WARM_START_NONE)
 # One epoch at a negligible learning rate: a model that still ranks at random, far below popularity.
 UNTRAINED = model_pb2.Hyperparameters(epochs=1, factors=8, learning_rate=1e-6)
 RUNNING = trainer_pb2.JOB_STATE_RUNNING
@@ -398,6 +401,61 @@ def test_restarts_sigterm_cancels_and_sigkill_fails_the_running_job(tmp_path):
     assert fresh.state == SUCCEEDED and fresh.published_version == 2 and after == [2], fresh.error
 
 
+def test_including_the_play_log_on_a_trainer_without_one_is_failed_precondition(service):
+    process, _ = service
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub(channel).StartTraining(trainer_pb2.StartTrainingRequest(
+                    source=TINY, hyperparameters=QUICK, options=GATE_OFF, play_log=trainer_pb2.PLAY_LOG_USE_INCLUDE))
+            return info.value
+
+    error = run(main())
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "--events" in error.details()
+
+
+def test_retrain_after_plays_starts_exactly_one_job_per_n_plays(tmp_path):
+    """--retrain-after-plays 3: two plays start nothing; the third starts one job, which
+    publishes a version trained through position 3 (with the new listener); no second job
+    follows while no new plays arrive (the version's mark covers them)."""
+    url = f"sqlite:///{tmp_path / 'plays.db'}"
+    models = tmp_path / "models"
+    process = trainer(tmp_path, models, None, "--events", url, "--retrain-after-plays", "3", "--retrain-poll",
+                      "0.1", name="volume").start()
+    now = time.time()
+
+    async def main():
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            with open_play_log(url) as log:
+                log.record("a", [Play("listener-new", "artist-new", 2, now), Play("listener-new", "artist-1", 1, now)])
+                await asyncio.sleep(1.0)  # ten polls
+                before = await versions(channel)
+                log.record("b", [Play("listener-new", "artist-2", 1, now)])
+                deadline = time.monotonic() + WAIT_S
+                while not await versions(channel):
+                    assert time.monotonic() < deadline, "no job published after the third play"
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.5)  # fifteen polls after the publish
+                return before, await versions(channel)
+
+    try:
+        before, after = run(main())
+    finally:
+        status = process.stop()
+    assert status == 0, process.tail()
+    assert before == [] and after == [1]
+    manifest = read_manifest(models / "1")
+    assert manifest.play_log_position == 3
+    loaded = load_version(models / "1")
+    try:
+        assert "listener-new" in loaded.artifacts.user_ids.tolist()
+    finally:
+        loaded.close()
+    assert process.log().count("retrain on volume: 3 plays since position 0; started job") == 1, process.tail()
+    assert "retrain on volume:" not in process.log().split("started job", 1)[1], process.tail()
+
+
 def test_schedule_retrains_from_the_default_source_without_a_request(tmp_path):
     process = trainer(tmp_path, tmp_path / "models", None, "--schedule", "1", name="scheduled").start()
 
@@ -442,12 +500,14 @@ def test_the_gate_fails_a_bad_model_and_the_index_keeps_its_version(tmp_path):
                     pass
                 assert time.monotonic() < deadline, "the first version was never served"
                 await asyncio.sleep(0.1)
-            refused_job = await start(channel, hyperparameters=UNTRAINED, options=None)
+            # Untrained means a cold start: warm, it would begin at the first version's factors.
+            refused_job = await start(channel, hyperparameters=UNTRAINED, options=COLD)
             refused = (await watch(channel, refused_job.job_id))[-1]
             listed = await versions(channel)
             await asyncio.sleep(1.0)  # five index polls
             still = await served(index_stub)
-            forced = (await watch(channel, (await start(channel, hyperparameters=UNTRAINED)).job_id))[-1]
+            forced = (await watch(channel, (await start(channel, hyperparameters=UNTRAINED,
+                                                        options=GATE_OFF_COLD)).job_id))[-1]
             return first, refused_job, refused, listed, still, forced
 
     try:
@@ -455,7 +515,7 @@ def test_the_gate_fails_a_bad_model_and_the_index_keeps_its_version(tmp_path):
     finally:
         statuses = trainer_process.stop(), index.stop()
     assert statuses == (0, 0), trainer_process.tail() + index.tail()
-    assert refused_job.options.gate == trainer_pb2.QUALITY_GATE_ON  # unset options: the gate is on
+    assert refused_job.options.gate == trainer_pb2.QUALITY_GATE_ON  # unset gate: on
     assert refused.state == FAILED and refused.published_version == 0
     assert refused.error.startswith("quality gate refused the model: HR@10 "), refused.error
     assert "is not above the popularity baseline's" in refused.error

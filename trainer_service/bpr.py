@@ -302,11 +302,16 @@ class BPRTrainer:
     """
 
     def __init__(self, users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None,
-                 num_users: int, num_artists: int, hp: Hyperparameters):
+                 num_users: int, num_artists: int, hp: Hyperparameters, initial: Factors | None = None):
         self.hp = hp
         self.num_users = int(num_users)
         self.num_artists = int(num_artists)
-        start = initial_factors(num_users, num_artists, hp)
+        # ``initial``: a warm start (trainer_service.warm_start) instead of ``initial_factors``.
+        start = initial_factors(num_users, num_artists, hp) if initial is None else initial
+        if (start.user_factors.shape != (self.num_users, hp.factors)
+                or start.artist_factors.shape != (self.num_artists, hp.factors)
+                or start.artist_bias.shape != (self.num_artists,)):
+            raise ValueError("initial factors do not match the users, artists and factors of this training")
         self._user_factors = tf.Variable(start.user_factors, name="user_factors")
         self._artist_factors = tf.Variable(start.artist_factors, name="artist_factors")
         self._artist_bias = tf.Variable(start.artist_bias, name="artist_bias")

@@ -114,6 +114,11 @@ def add_train_command(subparsers) -> None:
                         help="also train on the play log at URL (sqlite:///PATH or postgresql://...), through "
                              "its last position now; the version records it, so the index services overlay "
                              "only later plays. Listeners forgotten in the log are left out")
+    parser.add_argument("--warm-start", choices=("newest", "none"), default="newest",
+                        help="newest (default): when the newest version in --models-dir was trained on the same "
+                             "source with the same factors, known users and artists start from its factors and "
+                             "the run trains a fraction of the epochs from a lower learning rate "
+                             "(docs/training.md); none: start cold")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="starting hyperparameters; flags override them. notebook: the original "
                              "notebook's recipe (32 factors, 10 epochs, Adagrad 0.1, batches of 4096, "
@@ -198,12 +203,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def training_options_from_args(args: argparse.Namespace):
-    """The ``TrainingOptions`` the flags ask for; ValueError for a bad value."""
+    """The ``TrainingOptions`` the flags ask for; ValueError for a bad value. Commands without
+    --warm-start (tune) start cold: a tuned setting is published as it was measured."""
     from trainer_service.distributed import cluster_from_options
     from trainer_service.training_request import TrainingOptions
 
     return TrainingOptions(gate=getattr(args, "gate", "on"), final_fit=getattr(args, "final_fit", "none"),
-                           patience=args.patience,
+                           patience=args.patience, warm_start=getattr(args, "warm_start", "none"),
                            cluster=cluster_from_options(getattr(args, "distributed", None),
                                                         getattr(args, "cluster", None)))
 
@@ -235,6 +241,10 @@ def format_result(result) -> str:
         lines.append(f"  epochs           {training.epochs_trained} of {training.epochs_planned} trained{stopped}")
         verdict = "passed" if training.gate_passed else "REFUSED, published anyway"
         lines.append(f"  quality gate     {training.gate_mode}, {verdict}: {training.gate_reason}")
+        if training.warm_start_from_version:
+            lines.append(f"  warm start       from version {training.warm_start_from_version} "
+                         f"({training.warm_start_known_users:,} users, {training.warm_start_known_artists:,} "
+                         f"artists known), learning rate {training.warm_start_learning_rate:g}")
         lines.append("  final fit        " + ("none (the published model is the evaluated one)"
                                               if training.final_fit == "none" else
                                               f"all ({training.final_fit_epochs} epochs on every interaction)"))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store import InvalidVersionError, Manifest, list_versions, read_manifest, validate_version
-from musicrec.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
+from musicrec.rpc.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from trainer_service.data import DataSourceSpec
 from trainer_service.data.paths import DataRoot
 from trainer_service.data.sources import check_source_paths
@@ -52,7 +52,8 @@ from trainer_service.jobs import (
     JobRegistry,
     JobState,
 )
-from trainer_service.training_request import Progress, TrainingRequest
+from trainer_service.training_request import Progress, TrainingOptions, TrainingRequest
+from trainer_service.warm_start import DEFAULT_WARM_START, WARM_STARTS
 from trainer_service.worker import (
     Cancelled,
     Failed,
@@ -112,7 +113,10 @@ class JobRunner:
     """Starts, tracks, cancels and streams training jobs. Create and use on the event loop.
 
     ``data_dir``: where file sources are read (confined to it); None allows only synthetic
-    sources. ``events_url``: the play log every job also trains on (None: none). ``default_source``: what a job without a source trains on. Both are checked here:
+    sources. ``events_url``: the play log jobs also train on (None: none; a request may leave it
+    out). ``default_source``: what a job without a source trains on; ``default_warm_start``:
+    the warm start of a job that does not choose one (and of scheduled and triggered jobs).
+    Both sources are checked here:
     ``DataError`` (a ValueError) for a data dir that is not a directory or a default source this
     trainer could never read.
     """
@@ -130,6 +134,7 @@ class JobRunner:
         worker_target: Callable[..., None] = child_main,
         metrics: "TrainerMetrics | None" = None,
         events_url: str | None = None,
+        default_warm_start: str = DEFAULT_WARM_START,
     ):
         self.registry = registry
         self.models_dir = Path(models_dir)
@@ -138,6 +143,9 @@ class JobRunner:
         check_source_paths(default_source, self._data_root)
         self.default_source = default_source
         self.events_url = events_url
+        if default_warm_start not in WARM_STARTS:
+            raise ValueError(f"warm start must be one of {', '.join(WARM_STARTS)}; got {default_warm_start!r}")
+        self.default_warm_start = default_warm_start
         self.keep = keep
         self.cancel_grace_s = cancel_grace_s
         self.max_watchers = max_watchers
@@ -166,6 +174,10 @@ class JobRunner:
         """Valid published versions, newest first (disk reads run off the event loop)."""
         return await asyncio.to_thread(published_versions, self.models_dir)
 
+    def trains_on_log(self, request: TrainingRequest) -> bool:
+        """Whether a job of ``request`` trains on this trainer's play log."""
+        return self.events_url is not None and request.play_log != "exclude"
+
     # -- starting ------------------------------------------------------------------------------
 
     def start_job(self, request: TrainingRequest | None = None) -> Job:
@@ -174,16 +186,20 @@ class JobRunner:
         could not start).
 
         Raises InvalidArgument (a source this trainer may not read: no data dir, a path leaving
-        it; nothing started), JobAlreadyRunningError (another job is queued or running) and
-        TrainerShuttingDownError.
-        """
+        it; nothing started), FailedPrecondition (the request includes the play log and this
+        trainer has none), JobAlreadyRunningError (another job is queued or running) and
+        TrainerShuttingDownError. Without a request the job warm-starts as
+        ``default_warm_start`` says."""
         if self._closing:
             raise TrainerShuttingDownError("the trainer is shutting down and starts no new job")
-        request = TrainingRequest(self.default_source) if request is None else request
+        if request is None:
+            request = TrainingRequest(self.default_source, options=TrainingOptions(warm_start=self.default_warm_start))
         try:
             check_source_paths(request.source, self._data_root)
         except ValueError as exc:
             raise InvalidArgument(f"invalid data source: {exc}") from None
+        if request.play_log == "include" and self.events_url is None:
+            raise FailedPrecondition("this trainer has no play log (start it with --events URL) to include")
         running = self.registry.active()
         if running is not None:
             raise JobAlreadyRunningError(running)
@@ -201,7 +217,7 @@ class JobRunner:
             keep=self.keep,
             # Numbers keep growing even when the models dir was emptied.
             min_version=self.registry.highest_published_version + 1,
-            events_url=self.events_url,
+            events_url=self.events_url if self.trains_on_log(request) else None,
         )
 
         def deliver(message: Progress | WorkerExit) -> None:

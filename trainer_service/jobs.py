@@ -152,6 +152,7 @@ class Job:
         data["source"] = dataclasses.asdict(self.request.source)
         data["hyperparameters"] = self.request.hyperparameters.to_dict()
         data["options"] = self.request.options.to_json()
+        data["play_log"] = self.request.play_log
         data["state"] = self.state.value
         return data
 
@@ -164,7 +165,8 @@ class Job:
             state=JobState(data["state"]),
             request=TrainingRequest(source=DataSourceSpec(**(data.get("source") or {})),
                                     hyperparameters=Hyperparameters(**(data.get("hyperparameters") or {})),
-                                    options=TrainingOptions.from_json(data.get("options") or {})),
+                                    options=TrainingOptions.from_json(data.get("options") or {}),
+                                    play_log=str(data.get("play_log") or "default")),
             progress=Progress(**{**progress, "metrics": dict(progress.get("metrics") or {})}),
             metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
             published_version=int(data.get("published_version") or 0),

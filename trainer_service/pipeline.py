@@ -20,8 +20,12 @@ hyperparameters and ``TrainingOptions``) and reports ``Progress`` objects from t
    baseline on the test hold-out (at most ``max_users`` users, a seeded sample), then the
    quality gate (``trainer_service.quality_gate``): a refusal raises ``QualityGateRefused``
    and nothing is published, unless the gate is off.
+   With ``options.warm_start`` "newest" the run may start from the newest version's factors
+   (``trainer_service.warm_start``: same source, same factors), for fewer epochs from a lower
+   learning rate; the manifest's ``training.warm_start`` records it.
 4. **refitting** (``final_fit="all"`` only): the model is trained again from scratch on every
-   interaction, for the kept model's epoch count, so production recommendations learn from every
+   interaction (from the same start as the training: a warm start's factors or a cold one), for
+   the kept model's epoch count, so production recommendations learn from every
    play; the published metrics remain those of the evaluated model.
 5. **publishing**: the factors (the evaluated model's, or the refit's) are published with
    ``model_store.publish_version``, the manifest's ``training`` section recording the gate's
@@ -77,6 +81,7 @@ from trainer_service.evaluation import (
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
 from trainer_service.training_request import Progress, TrainingOptions
+from trainer_service.warm_start import WarmSchedule, WarmStart, choose_base, warm_factors
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +282,16 @@ def _read_log(events_url: str | None) -> tuple[int, list, set[str]]:
     return mark, plays, forgotten
 
 
+def _warm_factory(custom: TrainerFactory | None, warm: WarmStart) -> TrainerFactory:
+    """A trainer factory whose trainers start from ``warm``'s factors: ``custom`` given the
+    keyword ``initial``, or an in-process ``BPRTrainer`` (a warm start never runs distributed)."""
+    if custom is not None:
+        return functools.partial(custom, initial=warm.factors)
+    from trainer_service.bpr import BPRTrainer
+
+    return functools.partial(BPRTrainer, initial=warm.factors)
+
+
 def run_training(
     source: Source,
     hyperparameters: Hyperparameters,
@@ -292,6 +307,7 @@ def run_training(
     build_settings: BuildSettings | None = None,
     trainer_factory: TrainerFactory | None = None,
     events_url: str | None = None,
+    warm_schedule: WarmSchedule = WarmSchedule(),
 ) -> TrainingResult:
     """Load ``source`` (a ``DataSourceSpec``, its command-line text, or ``Interactions``), train,
     evaluate, gate and publish one version into ``models_dir``; return what was published.
@@ -303,11 +319,16 @@ def run_training(
 
     ``events_url``: also train on the play log there (``trainer_service.data.log_plays``),
     through its last position when the training starts; the version records that position.
+
+    ``options.warm_start`` "newest": start from the newest version's factors when
+    ``trainer_service.warm_start`` allows it, training as ``warm_schedule`` says (a
+    ``trainer_factory`` then gets the keyword ``initial``: the starting ``Factors``).
     """
     emit = on_progress or (lambda event: None)
     stop = should_stop or (lambda: False)
     hp = hyperparameters
     seconds: dict[str, float] = {}
+    custom_factory = trainer_factory is not None
     if trainer_factory is None:
         trainer_factory = functools.partial(open_trainer, cluster=options.cluster)
 
@@ -327,8 +348,19 @@ def run_training(
     seconds["loading"] = time.perf_counter() - started
     check_stop()
 
-    started = time.perf_counter()
-    emit(Progress("training", total_epochs=hp.epochs))
+    started = time.perf_counter()  # the warm start's reading and matching count as training
+    base = choose_base(options.warm_start, newest_manifest(models_dir), models_dir, interactions.source, hp,
+                       in_process=options.cluster is None)
+    warm: WarmStart | None = None
+    train_hp = hp
+    if base is not None:
+        warm = warm_factors(base, interactions.user_ids, interactions.artist_ids, hp)
+        train_hp = warm_schedule.hyperparameters(hp)
+        trainer_factory = _warm_factory(trainer_factory if custom_factory else None, warm)
+        log.info("warm start from version %d: %d of %d users and %d of %d artists known; %d epochs from "
+                 "learning rate %g", warm.version, warm.known_users, interactions.num_users, warm.known_artists,
+                 interactions.num_artists, train_hp.epochs, train_hp.learning_rate)
+    emit(Progress("training", total_epochs=train_hp.epochs))
     split = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                 interactions.num_users, interactions.num_artists, hp.seed)
     # Early stopping decides on a validation hold-out carved out of the training part (and trains
@@ -344,7 +376,7 @@ def run_training(
     if validation is not None:
         selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
     fitted = fit(train.train_users, train.train_artists, train.train_weights, split.num_users, split.num_artists,
-                 hp, validation=validation, selection=selection, validate_every=evaluation.validate_every,
+                 train_hp, validation=validation, selection=selection, validate_every=evaluation.validate_every,
                  patience=options.patience, emit=emit, should_stop=stop, trainer_factory=trainer_factory)
     history = fitted.history
     seconds["training"] = time.perf_counter() - started
@@ -352,7 +384,7 @@ def run_training(
 
     started = time.perf_counter()
     last = history[-1]
-    progress = dict(epoch=last.epoch, total_epochs=hp.epochs, loss=last.loss,
+    progress = dict(epoch=last.epoch, total_epochs=train_hp.epochs, loss=last.loss,
                     samples_per_second=last.samples_per_second, best_epoch=fitted.best_epoch)
     emit(Progress("evaluating", **progress))
     factors = fitted.factors
@@ -379,7 +411,7 @@ def run_training(
         refit_epochs = fitted.best_epoch
         emit(Progress("refitting", **{**progress, "total_epochs": refit_epochs, "epoch": 0}))
         refit = fit(interactions.users, interactions.artists, interactions.weights, interactions.num_users,
-                    interactions.num_artists, dataclasses.replace(hp, epochs=refit_epochs), emit=emit,
+                    interactions.num_artists, dataclasses.replace(train_hp, epochs=refit_epochs), emit=emit,
                     should_stop=stop, trainer_factory=trainer_factory, phase="refitting")
         factors = refit.factors
         seconds["refitting"] = time.perf_counter() - started
@@ -402,10 +434,13 @@ def run_training(
     )
     record = TrainingRecord(
         gate_mode=gate.mode, gate_passed=gate.passed, gate_reason=gate.reason, gate_figures=gate.figures(),
-        epochs_planned=hp.epochs, epochs_trained=fitted.epochs_trained, best_epoch=fitted.best_epoch,
+        epochs_planned=train_hp.epochs, epochs_trained=fitted.epochs_trained, best_epoch=fitted.best_epoch,
         early_stopping_patience=options.patience if fitted.early_stopping else 0,
         best_validation_hit_rate_at_10=fitted.best_validation_hit_rate_at_10,
         final_fit=options.final_fit, final_fit_epochs=refit_epochs, cluster=options.cluster_description(),
+        **({} if warm is None else dict(warm_start_from_version=warm.version, warm_start_known_users=warm.known_users,
+                                        warm_start_known_artists=warm.known_artists,
+                                        warm_start_learning_rate=train_hp.learning_rate)),
     )
     manifest = publish_version(
         models_dir, artifacts,

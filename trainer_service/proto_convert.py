@@ -61,6 +61,21 @@ FINAL_FIT_FROM_PROTO: dict[int, str | None] = {
 }
 FINAL_FIT_TO_PROTO: dict[str, int] = {"none": trainer_pb2.FINAL_FIT_NONE, "all": trainer_pb2.FINAL_FIT_ALL}
 
+#: ``WarmStart`` -> warm start mode (unspecified: the trainer's default, None here).
+WARM_START_FROM_PROTO: dict[int, str | None] = {
+    trainer_pb2.WARM_START_UNSPECIFIED: None,
+    trainer_pb2.WARM_START_NEWEST: "newest",
+    trainer_pb2.WARM_START_NONE: "none",
+}
+WARM_START_TO_PROTO: dict[str, int] = {"newest": trainer_pb2.WARM_START_NEWEST, "none": trainer_pb2.WARM_START_NONE}
+
+#: ``PlayLogUse`` -> ``TrainingRequest.play_log``.
+PLAY_LOG_FROM_PROTO: dict[int, str] = {
+    trainer_pb2.PLAY_LOG_USE_UNSPECIFIED: "default",
+    trainer_pb2.PLAY_LOG_USE_INCLUDE: "include",
+    trainer_pb2.PLAY_LOG_USE_EXCLUDE: "exclude",
+}
+
 STATE_TO_PROTO: dict[JobState, int] = {
     JobState.QUEUED: trainer_pb2.JOB_STATE_QUEUED,
     JobState.RUNNING: trainer_pb2.JOB_STATE_RUNNING,
@@ -69,20 +84,26 @@ STATE_TO_PROTO: dict[JobState, int] = {
     JobState.CANCELLED: trainer_pb2.JOB_STATE_CANCELLED,
 }
 
+# The trainer passes its --warm-start; without one, the domain's default.
+_COLD = TrainingOptions().warm_start
 _FILE_OPTIONS = ("user_column", "artist_column", "weight_column", "artists_path", "name_column")
 
 
 # -- requests -> domain ---------------------------------------------------------------------------
 
-def training_request_from_proto(request: trainer_pb2.StartTrainingRequest,
-                                default_source: DataSourceSpec) -> TrainingRequest:
+def training_request_from_proto(request: trainer_pb2.StartTrainingRequest, default_source: DataSourceSpec,
+                                default_warm_start: str = _COLD) -> TrainingRequest:
     """The job a StartTrainingRequest asks for, every field resolved: its source (unset:
-    ``default_source``), the hyperparameters it sets over the defaults, its options.
-    InvalidArgument for an invalid source, hyperparameters out of range or invalid options."""
+    ``default_source``), the hyperparameters it sets over the defaults, its options (an unset
+    warm start: ``default_warm_start``), its use of the play log. InvalidArgument for an invalid
+    source, hyperparameters out of range, invalid options or an unknown play log use."""
     source = source_from_proto(request.source) if request.HasField("source") else None
+    play_log = PLAY_LOG_FROM_PROTO.get(request.play_log)
+    if play_log is None:
+        raise InvalidArgument(f"unknown play_log {request.play_log}")
     return TrainingRequest(source=default_source if source is None else source,
                            hyperparameters=hyperparameters_from_proto(request.hyperparameters),
-                           options=options_from_proto(request.options))
+                           options=options_from_proto(request.options, default_warm_start), play_log=play_log)
 
 
 def source_from_proto(source: trainer_pb2.DataSource) -> DataSourceSpec | None:
@@ -122,10 +143,14 @@ def hyperparameters_from_proto(hyperparameters: model_pb2.Hyperparameters) -> Hy
         raise InvalidArgument(f"invalid hyperparameters: {exc}") from None
 
 
-def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
-    """The job's options: the request's, unset ones at the trainer's defaults. InvalidArgument
-    for an unknown enum value, a patience out of range or a bad ``distributed`` spec."""
+def options_from_proto(options: trainer_pb2.TrainingOptions, default_warm_start: str = _COLD) -> TrainingOptions:
+    """The job's options: the request's, unset ones at the trainer's defaults (the warm start's:
+    ``default_warm_start``). InvalidArgument for an unknown enum value, a patience out of range
+    or a bad ``distributed`` spec."""
     defaults = TrainingOptions()
+    if options.warm_start not in WARM_START_FROM_PROTO:
+        raise InvalidArgument(f"invalid options: unknown warm start {options.warm_start}")
+    warm_start = WARM_START_FROM_PROTO[options.warm_start] or default_warm_start
     gate = GATE_FROM_PROTO.get(options.gate)
     if gate is None:
         raise InvalidArgument(f"invalid options: unknown quality gate {options.gate}")
@@ -135,7 +160,8 @@ def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
     patience = options.patience if options.HasField("patience") else defaults.patience
     try:
         cluster = LocalClusterSpec.parse(options.distributed) if options.distributed.strip() else None
-        return TrainingOptions(gate=gate, final_fit=final_fit, patience=patience, cluster=cluster)
+        return TrainingOptions(gate=gate, final_fit=final_fit, patience=patience, cluster=cluster,
+                               warm_start=warm_start)
     except ValueError as exc:
         raise InvalidArgument(f"invalid options: {exc}") from None
 
@@ -143,7 +169,8 @@ def options_from_proto(options: trainer_pb2.TrainingOptions) -> TrainingOptions:
 def options_to_proto(options: TrainingOptions) -> trainer_pb2.TrainingOptions:
     """Resolved options as the proto message (every field set)."""
     return trainer_pb2.TrainingOptions(gate=GATE_TO_PROTO[options.gate], final_fit=FINAL_FIT_TO_PROTO[options.final_fit],
-                                       patience=options.patience, distributed=options.cluster_description())
+                                       patience=options.patience, distributed=options.cluster_description(),
+                                       warm_start=WARM_START_TO_PROTO[options.warm_start])
 
 
 # -- domain -> responses ----------------------------------------------------------------------------
@@ -174,8 +201,9 @@ def source_to_proto(spec: DataSourceSpec) -> trainer_pb2.DataSource:
     return message
 
 
-def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
-    """A job as the TrainingJob message."""
+def job_to_proto(job: Job, play_log: bool = False) -> trainer_pb2.TrainingJob:
+    """A job as the TrainingJob message; ``play_log``: whether it trains on the trainer's play
+    log (``JobRunner.trains_on_log``)."""
     message = trainer_pb2.TrainingJob(
         job_id=job.job_id,
         state=STATE_TO_PROTO[job.state],
@@ -186,6 +214,7 @@ def job_to_proto(job: Job) -> trainer_pb2.TrainingJob:
         metrics=fill_numbers(model_pb2.EvaluationMetrics(), job.metrics),
         published_version=job.published_version,
         error=job.error,
+        play_log=play_log,
     )
     for name in ("created_at", "started_at", "finished_at"):
         stamp = timestamp_from_epoch_s(getattr(job, name))

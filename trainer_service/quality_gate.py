@@ -33,12 +33,20 @@ from musicrec.rpc.errors import FailedPrecondition
 GATE_MODES = ("on", "off")
 DEFAULT_MAX_RELATIVE_DROP = 0.10
 _SYNTHETIC_SEED = re.compile(r"^(synthetic .*) \(seed -?\d+\)$")
+_LOG_POSITION = re.compile(r" \+ play log through position \d+$")
+
+
+def without_log_position(data_source: str) -> str:
+    """A manifest's ``data.source`` without the play log's " + play log through position N"
+    (``trainer_service.data.log_plays``): retrains of one source as the log grows are one source."""
+    return _LOG_POSITION.sub("", data_source)
 
 
 def source_kind(data_source: str) -> str:
-    """The comparable kind of a manifest's ``data.source``: the description without the synthetic
-    seed ("synthetic small (seed 7)" -> "synthetic small"); file sources are their description
-    (format and path)."""
+    """The comparable kind of a manifest's ``data.source``: the description without the play
+    log's position and the synthetic seed ("synthetic small (seed 7)" -> "synthetic small");
+    file sources are their description (format and path)."""
+    data_source = without_log_position(data_source)
     match = _SYNTHETIC_SEED.match(data_source)
     return match.group(1) if match else data_source
 

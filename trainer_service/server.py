@@ -1,7 +1,8 @@
 """The trainer's gRPC server: ``python -m trainer_service serve``.
 
 Wires the job registry (history in the state dir), the job runner, the optional retraining
-schedule and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
+schedule, the optional retraining on volume (``--retrain-after-plays``: a poll of the play log's
+last position, ``trainer_service.scheduler.RetrainOnVolume``) and the TrainerService servicer into a ``musicrec.rpc`` server (health, reflection,
 error mapping, message limits, TLS), and does nothing else: a request's path (servicer -> runner
 -> worker -> pipeline, and back as events) is described in ``trainer_service.servicer``. The trainer is ready as soon as it listens: health turns
 SERVING right after the server starts.
@@ -36,7 +37,8 @@ from trainer_service.data import parse_source
 from trainer_service.job_runner import DEFAULT_CANCEL_GRACE_S, DEFAULT_MAX_WATCHERS, JobRunner
 from trainer_service.jobs import JobRegistry, TrainerStateLockedError
 from trainer_service.metrics import TrainerMetrics
-from trainer_service.scheduler import RetrainSchedule
+from trainer_service.scheduler import LogPositions, RetrainOnVolume, RetrainSchedule
+from trainer_service.warm_start import DEFAULT_WARM_START, WARM_STARTS
 from trainer_service.servicer import TrainerServicer
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,16 @@ EXIT_CANNOT_START = 2
 MUTATING_RPCS = ("StartTraining", "CancelTraining")
 # On shutdown, how long in-flight RPCs may finish (--grace), seconds.
 DEFAULT_GRACE_S = 5.0
+# How often --retrain-after-plays reads the play log's last position (one indexed query), seconds.
+DEFAULT_RETRAIN_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
     """Everything ``serve`` needs. ``server``: the gRPC server's address, TLS and grace period
     (as the index service's config holds it). Times in seconds; ``schedule_s`` None means no
-    schedule; ``data_dir`` None means only the synthetic generator can be used; ``state_dir``
+    schedule; ``retrain_after_plays`` None means no retraining on volume (it needs
+    ``events_url``); ``data_dir`` None means only the synthetic generator can be used; ``state_dir``
     None means ``models_dir/.trainer``."""
 
     models_dir: Path
@@ -70,7 +75,10 @@ class TrainerConfig:
     auth_token: str | None = None  # required by MUTATING_RPCS when set; never logged
     metrics_port: int | None = None  # serve Prometheus metrics there (0: a free port); None: off
     metrics_host: str | None = None  # None: the server's host
-    events_url: str | None = None  # the play log every job also trains on; None: none
+    events_url: str | None = None  # the play log jobs also train on; None: none
+    warm_start: str = DEFAULT_WARM_START  # of jobs that do not choose one
+    retrain_after_plays: int | None = None  # start a job once this many plays arrived; None: off
+    retrain_poll_s: float = DEFAULT_RETRAIN_POLL_S  # how often the play log is polled for that
 
     def problem(self) -> str | None:
         """What is wrong with the numbers of this config, or None."""
@@ -82,6 +90,13 @@ class TrainerConfig:
             return f"--keep must be at least 1, got {self.keep}"
         if self.max_watchers < 1:
             return f"--max-watchers must be at least 1, got {self.max_watchers}"
+        if self.retrain_after_plays is not None:
+            if self.retrain_after_plays < 1:
+                return f"--retrain-after-plays must be at least 1, got {self.retrain_after_plays}"
+            if self.events_url is None:
+                return "--retrain-after-plays needs the play log (--events URL)"
+        if not self.retrain_poll_s > 0:
+            return f"--retrain-poll must be a positive number of seconds, got {self.retrain_poll_s}"
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             return f"--metrics-port must be in [0, 65535], got {self.metrics_port}"
         return None
@@ -110,7 +125,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
             registry, config.models_dir, data_dir=config.data_dir,
             default_source=parse_source(config.default_source), keep=config.keep,
             cancel_grace_s=config.cancel_grace_s, max_watchers=config.max_watchers, metrics=metrics,
-            events_url=config.events_url,
+            events_url=config.events_url, default_warm_start=config.warm_start,
         )
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
@@ -122,6 +137,7 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         log.error("%s", exc)
         return EXIT_CANNOT_START
     endpoint: MetricsEndpoint | None = None
+    positions: LogPositions | None = None
     try:
         binding = ServiceBinding.of(trainer_pb2, "TrainerService", TrainerServicer(runner))
         interceptors = [] if config.auth_token is None else [BearerTokenInterceptor(
@@ -139,17 +155,22 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
             return EXIT_CANNOT_START
         await server.start()
         await server.set_serving(True)
-        log.info("trainer listening on %s (%s); models in %s, data in %s, default source %s%s%s",
+        log.info("trainer listening on %s (%s); models in %s, data in %s, default source %s%s%s%s",
                  server.address, "TLS" if server.tls else "plaintext", config.models_dir,
                  config.data_dir or "(none)", config.default_source,
                  f", retraining every {config.schedule_s:g} s" if config.schedule_s else "",
+                 f", retraining after {config.retrain_after_plays:,} new plays" if config.retrain_after_plays else "",
                  f"; metrics on {endpoint.url}" if endpoint else "")
         log.info("%s", f"{' and '.join(MUTATING_RPCS)} require a bearer token" if config.auth_token else
                  f"{' and '.join(MUTATING_RPCS)} are open to any client (set {TRAINER_TOKEN_ENV} or --token-file)")
-        schedule_task = None
+        tasks = []
         if config.schedule_s:
             schedule = RetrainSchedule(config.schedule_s, runner.start_job)
-            schedule_task = asyncio.create_task(schedule.run(), name="retrain-schedule")
+            tasks.append(asyncio.create_task(schedule.run(), name="retrain-schedule"))
+        if config.retrain_after_plays and config.events_url is not None:
+            positions = LogPositions(config.events_url, config.models_dir)
+            volume = RetrainOnVolume(config.retrain_after_plays, config.retrain_poll_s, positions, runner.start_job)
+            tasks.append(asyncio.create_task(volume.run(), name="retrain-on-volume"))
         if on_listening is not None:
             on_listening(server, runner)
 
@@ -157,10 +178,12 @@ async def serve(config: TrainerConfig, *, on_listening: Callable[[GrpcServer, Jo
         _ignore_repeated_signals()
         # Health first, so clients and balancers stop sending; then the job; then the RPCs.
         await server.health.enter_graceful_shutdown()
-        if schedule_task is not None:
-            schedule_task.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await schedule_task
+                await task
+        if positions is not None:
+            positions.close()
         await runner.shutdown()
         await server.stop()
         log.info("trainer stopped")
@@ -211,6 +234,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", default=None, metavar="URL",
                         help="every job also trains on the play log at URL (sqlite:///PATH or postgresql://...), "
                              "through its last position when the job starts, recorded in the version")
+    parser.add_argument("--warm-start", choices=WARM_STARTS, default=DEFAULT_WARM_START,
+                        help="jobs that do not choose: start known users and artists from the newest version's "
+                             "factors when it was trained on the same source (newest, the default), or cold (none)")
+    parser.add_argument("--retrain-after-plays", type=int, default=None, metavar="N",
+                        help="start a job once N plays have arrived in the play log (--events) since the newest "
+                             "version's mark (beside --schedule; one job at a time)")
+    parser.add_argument("--retrain-poll", type=float, default=DEFAULT_RETRAIN_POLL_S, metavar="SECONDS",
+                        help="how often --retrain-after-plays reads the play log's last position")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
                         help="text lines (default) or one JSON object per line, for log shippers")
@@ -243,7 +274,9 @@ def run_serve(args: argparse.Namespace) -> int:
         schedule_s=args.schedule, default_source=args.default_source, cancel_grace_s=args.cancel_grace,
         keep=args.keep, max_watchers=args.max_watchers, auth_token=token,
         metrics_port=getattr(args, "metrics_port", None), metrics_host=getattr(args, "metrics_host", None),
-        events_url=getattr(args, "events", None),
+        events_url=getattr(args, "events", None), warm_start=getattr(args, "warm_start", DEFAULT_WARM_START),
+        retrain_after_plays=getattr(args, "retrain_after_plays", None),
+        retrain_poll_s=getattr(args, "retrain_poll", DEFAULT_RETRAIN_POLL_S),
     )
     try:
         return asyncio.run(serve(config))

@@ -39,24 +39,28 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, runner: JobRunner):
         self._runner = runner
 
+    def _job(self, job) -> trainer_pb2.TrainingJob:
+        return proto_convert.job_to_proto(job, self._runner.trains_on_log(job.request))
+
     async def StartTraining(self, request: trainer_pb2.StartTrainingRequest,
                             context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
-        training = proto_convert.training_request_from_proto(request, self._runner.default_source)
-        return proto_convert.job_to_proto(self._runner.start_job(training))
+        training = proto_convert.training_request_from_proto(request, self._runner.default_source,
+                                                             self._runner.default_warm_start)
+        return self._job(self._runner.start_job(training))
 
     async def GetTrainingJob(self, request: trainer_pb2.GetTrainingJobRequest,
                              context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
-        return proto_convert.job_to_proto(self._runner.get(_job_id(request.job_id)))
+        return self._job(self._runner.get(_job_id(request.job_id)))
 
     async def WatchTrainingJob(self, request: trainer_pb2.WatchTrainingJobRequest,
                                context: aio.ServicerContext) -> AsyncIterator[trainer_pb2.TrainingJob]:
         async with self._runner.watch(_job_id(request.job_id)) as updates:
             async for job in updates:
-                yield proto_convert.job_to_proto(job)
+                yield self._job(job)
 
     async def CancelTraining(self, request: trainer_pb2.CancelTrainingRequest,
                              context: aio.ServicerContext) -> trainer_pb2.TrainingJob:
-        return proto_convert.job_to_proto(self._runner.cancel(_job_id(request.job_id)))
+        return self._job(self._runner.cancel(_job_id(request.job_id)))
 
     async def ListModelVersions(self, request: trainer_pb2.ListModelVersionsRequest,
                                 context: aio.ServicerContext) -> trainer_pb2.ListModelVersionsResponse:

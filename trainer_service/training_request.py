@@ -16,9 +16,11 @@ from trainer_service.data import DataSourceSpec
 from trainer_service.distributed import ClusterChoice, LocalClusterSpec, TFConfig
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GATE_MODES
+from trainer_service.warm_start import WARM_STARTS
 
 PHASES = ("loading", "training", "evaluating", "refitting", "publishing", "done")
 FINAL_FITS = ("none", "all")
+PLAY_LOG_USES = ("default", "include", "exclude")
 # Defaults of TrainingOptions: see docs/training.md for the measurements behind them.
 DEFAULT_FINAL_FIT = "none"
 DEFAULT_PATIENCE = 0
@@ -37,12 +39,17 @@ class TrainingOptions:
     factors are kept; 0: train every epoch and keep the last. ``cluster``: where the BPR steps run
     (``trainer_service.distributed``): None, this process; a ``LocalClusterSpec``, a local cluster of
     ps and worker processes started for the job; a ``TFConfig``, the chief of a deployed cluster.
+    ``warm_start``: "newest" (start known users and artists from the newest version's factors
+    when it was trained on the same source; ``trainer_service.warm_start``) or "none" (cold).
+    Cold here, so a program calling ``run_training`` gets the run its hyperparameters describe;
+    ``train``, ``serve`` and StartTraining default to ``DEFAULT_WARM_START`` ("newest").
     ValueError for a value out of range."""
 
     gate: str = "on"
     final_fit: str = DEFAULT_FINAL_FIT
     patience: int = DEFAULT_PATIENCE
     cluster: ClusterChoice = None
+    warm_start: str = "none"
 
     def __post_init__(self) -> None:
         if self.cluster is not None and not isinstance(self.cluster, (LocalClusterSpec, TFConfig)):
@@ -53,10 +60,13 @@ class TrainingOptions:
             raise ValueError(f"final_fit must be one of {', '.join(FINAL_FITS)}; got {self.final_fit!r}")
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) or not 0 <= self.patience <= 1000:
             raise ValueError(f"patience must be an integer in [0, 1000], got {self.patience!r}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}; got {self.warm_start!r}")
 
     def to_json(self) -> dict:
         """As the job history stores it (a local cluster as its ``ps=P,workers=W`` text)."""
-        data = {"gate": self.gate, "final_fit": self.final_fit, "patience": self.patience}
+        data = {"gate": self.gate, "final_fit": self.final_fit, "patience": self.patience,
+                "warm_start": self.warm_start}
         if isinstance(self.cluster, LocalClusterSpec):
             data["distributed"] = str(self.cluster)
         elif isinstance(self.cluster, TFConfig):
@@ -92,6 +102,13 @@ class TrainingRequest:
     source: DataSourceSpec
     hyperparameters: Hyperparameters = Hyperparameters()
     options: TrainingOptions = TrainingOptions()
+    # Whether the job also trains on the trainer's play log (its --events): "default" (when the
+    # trainer has one), "include" (it must have one) or "exclude".
+    play_log: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.play_log not in PLAY_LOG_USES:
+            raise ValueError(f"play_log must be one of {', '.join(PLAY_LOG_USES)}; got {self.play_log!r}")
 
 
 @dataclass(frozen=True)

@@ -26,23 +26,27 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from musicrec.v1 import model_pb2 as musicrec_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19musicrec/v1/trainer.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\"\xb1\x01\n\nFileSource\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.musicrec.v1.DataFormat\x12\x13\n\x0buser_column\x18\x03 \x01(\t\x12\x15\n\rartist_column\x18\x04 \x01(\t\x12\x15\n\rweight_column\x18\x05 \x01(\t\x12\x14\n\x0c\x61rtists_path\x18\x06 \x01(\t\x12\x13\n\x0bname_column\x18\x07 \x01(\t\"I\n\x0fSyntheticSource\x12(\n\x04size\x18\x01 \x01(\x0e\x32\x1a.musicrec.v1.SyntheticSize\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"s\n\nDataSource\x12(\n\x05\x66iles\x18\x01 \x01(\x0b\x32\x17.musicrec.v1.FileSourceH\x00\x12\x31\n\tsynthetic\x18\x02 \x01(\x0b\x32\x1c.musicrec.v1.SyntheticSourceH\x00\x42\x08\n\x06source\"\x9c\x01\n\x0fTrainingOptions\x12&\n\x04gate\x18\x01 \x01(\x0e\x32\x18.musicrec.v1.QualityGate\x12(\n\tfinal_fit\x18\x02 \x01(\x0e\x32\x15.musicrec.v1.FinalFit\x12\x15\n\x08patience\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0b\x64istributed\x18\x04 \x01(\tB\x0b\n\t_patience\"\xa5\x01\n\x14StartTrainingRequest\x12\'\n\x06source\x18\x01 \x01(\x0b\x32\x17.musicrec.v1.DataSource\x12\x35\n\x0fhyperparameters\x18\x02 \x01(\x0b\x32\x1c.musicrec.v1.Hyperparameters\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.musicrec.v1.TrainingOptions\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x17WatchTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\'\n\x15\x43\x61ncelTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1a\n\x18ListModelVersionsRequest\"H\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ModelVersion\"\x84\x01\n\x10TrainingProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_epochs\x18\x03 \x01(\x05\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x05 \x01(\x01\x12\x12\n\nbest_epoch\x18\x06 \x01(\x05\"\xef\x03\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.musicrec.v1.JobState\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.musicrec.v1.DataSource\x12\x35\n\x0fhyperparameters\x18\x04 \x01(\x0b\x32\x1c.musicrec.v1.Hyperparameters\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1d.musicrec.v1.TrainingProgress\x12/\n\x07metrics\x18\x06 \x01(\x0b\x32\x1e.musicrec.v1.EvaluationMetrics\x12\x19\n\x11published_version\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07options\x18\x0c \x01(\x0b\x32\x1c.musicrec.v1.TrainingOptions*\x8d\x01\n\nDataFormat\x12\x1b\n\x17\x44\x41TA_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TA_FORMAT_NOTEBOOK\x10\x01\x12\x16\n\x12\x44\x41TA_FORMAT_HETREC\x10\x02\x12\x19\n\x15\x44\x41TA_FORMAT_MOVIELENS\x10\x03\x12\x15\n\x11\x44\x41TA_FORMAT_TABLE\x10\x04*\x96\x01\n\rSyntheticSize\x12\x1e\n\x1aSYNTHETIC_SIZE_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNTHETIC_SIZE_TINY\x10\x01\x12\x18\n\x14SYNTHETIC_SIZE_SMALL\x10\x02\x12\x19\n\x15SYNTHETIC_SIZE_MEDIUM\x10\x03\x12\x17\n\x13SYNTHETIC_SIZE_FULL\x10\x04*V\n\x0bQualityGate\x12\x1c\n\x18QUALITY_GATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUALITY_GATE_ON\x10\x01\x12\x14\n\x10QUALITY_GATE_OFF\x10\x02*L\n\x08\x46inalFit\x12\x19\n\x15\x46INAL_FIT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x46INAL_FIT_NONE\x10\x01\x12\x11\n\rFINAL_FIT_ALL\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb8\x03\n\x0eTrainerService\x12L\n\rStartTraining\x12!.musicrec.v1.StartTrainingRequest\x1a\x18.musicrec.v1.TrainingJob\x12N\n\x0eGetTrainingJob\x12\".musicrec.v1.GetTrainingJobRequest\x1a\x18.musicrec.v1.TrainingJob\x12T\n\x10WatchTrainingJob\x12$.musicrec.v1.WatchTrainingJobRequest\x1a\x18.musicrec.v1.TrainingJob0\x01\x12N\n\x0e\x43\x61ncelTraining\x12\".musicrec.v1.CancelTrainingRequest\x1a\x18.musicrec.v1.TrainingJob\x12\x62\n\x11ListModelVersions\x12%.musicrec.v1.ListModelVersionsRequest\x1a&.musicrec.v1.ListModelVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19musicrec/v1/trainer.proto\x12\x0bmusicrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17musicrec/v1/model.proto\"\xb1\x01\n\nFileSource\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.musicrec.v1.DataFormat\x12\x13\n\x0buser_column\x18\x03 \x01(\t\x12\x15\n\rartist_column\x18\x04 \x01(\t\x12\x15\n\rweight_column\x18\x05 \x01(\t\x12\x14\n\x0c\x61rtists_path\x18\x06 \x01(\t\x12\x13\n\x0bname_column\x18\x07 \x01(\t\"I\n\x0fSyntheticSource\x12(\n\x04size\x18\x01 \x01(\x0e\x32\x1a.musicrec.v1.SyntheticSize\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"s\n\nDataSource\x12(\n\x05\x66iles\x18\x01 \x01(\x0b\x32\x17.musicrec.v1.FileSourceH\x00\x12\x31\n\tsynthetic\x18\x02 \x01(\x0b\x32\x1c.musicrec.v1.SyntheticSourceH\x00\x42\x08\n\x06source\"\xc8\x01\n\x0fTrainingOptions\x12&\n\x04gate\x18\x01 \x01(\x0e\x32\x18.musicrec.v1.QualityGate\x12(\n\tfinal_fit\x18\x02 \x01(\x0e\x32\x15.musicrec.v1.FinalFit\x12\x15\n\x08patience\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0b\x64istributed\x18\x04 \x01(\t\x12*\n\nwarm_start\x18\x05 \x01(\x0e\x32\x16.musicrec.v1.WarmStartB\x0b\n\t_patience\"\xd0\x01\n\x14StartTrainingRequest\x12\'\n\x06source\x18\x01 \x01(\x0b\x32\x17.musicrec.v1.DataSource\x12\x35\n\x0fhyperparameters\x18\x02 \x01(\x0b\x32\x1c.musicrec.v1.Hyperparameters\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.musicrec.v1.TrainingOptions\x12)\n\x08play_log\x18\x04 \x01(\x0e\x32\x17.musicrec.v1.PlayLogUse\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x17WatchTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\'\n\x15\x43\x61ncelTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1a\n\x18ListModelVersionsRequest\"H\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.musicrec.v1.ModelVersion\"\x84\x01\n\x10TrainingProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_epochs\x18\x03 \x01(\x05\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x05 \x01(\x01\x12\x12\n\nbest_epoch\x18\x06 \x01(\x05\"\x81\x04\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.musicrec.v1.JobState\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.musicrec.v1.DataSource\x12\x35\n\x0fhyperparameters\x18\x04 \x01(\x0b\x32\x1c.musicrec.v1.Hyperparameters\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1d.musicrec.v1.TrainingProgress\x12/\n\x07metrics\x18\x06 \x01(\x0b\x32\x1e.musicrec.v1.EvaluationMetrics\x12\x19\n\x11published_version\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07options\x18\x0c \x01(\x0b\x32\x1c.musicrec.v1.TrainingOptions\x12\x10\n\x08play_log\x18\r \x01(\x08*\x8d\x01\n\nDataFormat\x12\x1b\n\x17\x44\x41TA_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TA_FORMAT_NOTEBOOK\x10\x01\x12\x16\n\x12\x44\x41TA_FORMAT_HETREC\x10\x02\x12\x19\n\x15\x44\x41TA_FORMAT_MOVIELENS\x10\x03\x12\x15\n\x11\x44\x41TA_FORMAT_TABLE\x10\x04*\x96\x01\n\rSyntheticSize\x12\x1e\n\x1aSYNTHETIC_SIZE_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNTHETIC_SIZE_TINY\x10\x01\x12\x18\n\x14SYNTHETIC_SIZE_SMALL\x10\x02\x12\x19\n\x15SYNTHETIC_SIZE_MEDIUM\x10\x03\x12\x17\n\x13SYNTHETIC_SIZE_FULL\x10\x04*V\n\x0bQualityGate\x12\x1c\n\x18QUALITY_GATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUALITY_GATE_ON\x10\x01\x12\x14\n\x10QUALITY_GATE_OFF\x10\x02*L\n\x08\x46inalFit\x12\x19\n\x15\x46INAL_FIT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x46INAL_FIT_NONE\x10\x01\x12\x11\n\rFINAL_FIT_ALL\x10\x02*S\n\tWarmStart\x12\x1a\n\x16WARM_START_UNSPECIFIED\x10\x00\x12\x15\n\x11WARM_START_NEWEST\x10\x01\x12\x13\n\x0fWARM_START_NONE\x10\x02*^\n\nPlayLogUse\x12\x1c\n\x18PLAY_LOG_USE_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAY_LOG_USE_INCLUDE\x10\x01\x12\x18\n\x14PLAY_LOG_USE_EXCLUDE\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb8\x03\n\x0eTrainerService\x12L\n\rStartTraining\x12!.musicrec.v1.StartTrainingRequest\x1a\x18.musicrec.v1.TrainingJob\x12N\n\x0eGetTrainingJob\x12\".musicrec.v1.GetTrainingJobRequest\x1a\x18.musicrec.v1.TrainingJob\x12T\n\x10WatchTrainingJob\x12$.musicrec.v1.WatchTrainingJobRequest\x1a\x18.musicrec.v1.TrainingJob0\x01\x12N\n\x0e\x43\x61ncelTraining\x12\".musicrec.v1.CancelTrainingRequest\x1a\x18.musicrec.v1.TrainingJob\x12\x62\n\x11ListModelVersions\x12%.musicrec.v1.ListModelVersionsRequest\x1a&.musicrec.v1.ListModelVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musicrec.v1.trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATAFORMAT']._serialized_start=1660
-  _globals['_DATAFORMAT']._serialized_end=1801
-  _globals['_SYNTHETICSIZE']._serialized_start=1804
-  _globals['_SYNTHETICSIZE']._serialized_end=1954
-  _globals['_QUALITYGATE']._serialized_start=1956
-  _globals['_QUALITYGATE']._serialized_end=2042
-  _globals['_FINALFIT']._serialized_start=2044
-  _globals['_FINALFIT']._serialized_end=2120
-  _globals['_JOBSTATE']._serialized_start=2123
-  _globals['_JOBSTATE']._serialized_end=2277
+  _globals['_DATAFORMAT']._serialized_start=1765
+  _globals['_DATAFORMAT']._serialized_end=1906
+  _globals['_SYNTHETICSIZE']._serialized_start=1909
+  _globals['_SYNTHETICSIZE']._serialized_end=2059
+  _globals['_QUALITYGATE']._serialized_start=2061
+  _globals['_QUALITYGATE']._serialized_end=2147
+  _globals['_FINALFIT']._serialized_start=2149
+  _globals['_FINALFIT']._serialized_end=2225
+  _globals['_WARMSTART']._serialized_start=2227
+  _globals['_WARMSTART']._serialized_end=2310
+  _globals['_PLAYLOGUSE']._serialized_start=2312
+  _globals['_PLAYLOGUSE']._serialized_end=2406
+  _globals['_JOBSTATE']._serialized_start=2409
+  _globals['_JOBSTATE']._serialized_end=2563
   _globals['_FILESOURCE']._serialized_start=101
   _globals['_FILESOURCE']._serialized_end=278
   _globals['_SYNTHETICSOURCE']._serialized_start=280
@@ -50,23 +54,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASOURCE']._serialized_start=355
   _globals['_DATASOURCE']._serialized_end=470
   _globals['_TRAININGOPTIONS']._serialized_start=473
-  _globals['_TRAININGOPTIONS']._serialized_end=629
-  _globals['_STARTTRAININGREQUEST']._serialized_start=632
-  _globals['_STARTTRAININGREQUEST']._serialized_end=797
-  _globals['_GETTRAININGJOBREQUEST']._serialized_start=799
-  _globals['_GETTRAININGJOBREQUEST']._serialized_end=838
-  _globals['_WATCHTRAININGJOBREQUEST']._serialized_start=840
-  _globals['_WATCHTRAININGJOBREQUEST']._serialized_end=881
-  _globals['_CANCELTRAININGREQUEST']._serialized_start=883
-  _globals['_CANCELTRAININGREQUEST']._serialized_end=922
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=924
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=950
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=952
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1024
-  _globals['_TRAININGPROGRESS']._serialized_start=1027
-  _globals['_TRAININGPROGRESS']._serialized_end=1159
-  _globals['_TRAININGJOB']._serialized_start=1162
-  _globals['_TRAININGJOB']._serialized_end=1657
-  _globals['_TRAINERSERVICE']._serialized_start=2280
-  _globals['_TRAINERSERVICE']._serialized_end=2720
+  _globals['_TRAININGOPTIONS']._serialized_end=673
+  _globals['_STARTTRAININGREQUEST']._serialized_start=676
+  _globals['_STARTTRAININGREQUEST']._serialized_end=884
+  _globals['_GETTRAININGJOBREQUEST']._serialized_start=886
+  _globals['_GETTRAININGJOBREQUEST']._serialized_end=925
+  _globals['_WATCHTRAININGJOBREQUEST']._serialized_start=927
+  _globals['_WATCHTRAININGJOBREQUEST']._serialized_end=968
+  _globals['_CANCELTRAININGREQUEST']._serialized_start=970
+  _globals['_CANCELTRAININGREQUEST']._serialized_end=1009
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1011
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1037
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1039
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1111
+  _globals['_TRAININGPROGRESS']._serialized_start=1114
+  _globals['_TRAININGPROGRESS']._serialized_end=1246
+  _globals['_TRAININGJOB']._serialized_start=1249
+  _globals['_TRAININGJOB']._serialized_end=1762
+  _globals['_TRAINERSERVICE']._serialized_start=2566
+  _globals['_TRAINERSERVICE']._serialized_end=3006
 # @@protoc_insertion_point(module_scope)

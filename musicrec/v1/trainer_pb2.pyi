@@ -39,6 +39,18 @@ class FinalFit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINAL_FIT_NONE: _ClassVar[FinalFit]
     FINAL_FIT_ALL: _ClassVar[FinalFit]
 
+class WarmStart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WARM_START_UNSPECIFIED: _ClassVar[WarmStart]
+    WARM_START_NEWEST: _ClassVar[WarmStart]
+    WARM_START_NONE: _ClassVar[WarmStart]
+
+class PlayLogUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLAY_LOG_USE_UNSPECIFIED: _ClassVar[PlayLogUse]
+    PLAY_LOG_USE_INCLUDE: _ClassVar[PlayLogUse]
+    PLAY_LOG_USE_EXCLUDE: _ClassVar[PlayLogUse]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -63,6 +75,12 @@ QUALITY_GATE_OFF: QualityGate
 FINAL_FIT_UNSPECIFIED: FinalFit
 FINAL_FIT_NONE: FinalFit
 FINAL_FIT_ALL: FinalFit
+WARM_START_UNSPECIFIED: WarmStart
+WARM_START_NEWEST: WarmStart
+WARM_START_NONE: WarmStart
+PLAY_LOG_USE_UNSPECIFIED: PlayLogUse
+PLAY_LOG_USE_INCLUDE: PlayLogUse
+PLAY_LOG_USE_EXCLUDE: PlayLogUse
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -105,26 +123,30 @@ class DataSource(_message.Message):
     def __init__(self, files: _Optional[_Union[FileSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ...) -> None: ...
 
 class TrainingOptions(_message.Message):
-    __slots__ = ("gate", "final_fit", "patience", "distributed")
+    __slots__ = ("gate", "final_fit", "patience", "distributed", "warm_start")
     GATE_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
     gate: QualityGate
     final_fit: FinalFit
     patience: int
     distributed: str
-    def __init__(self, gate: _Optional[_Union[QualityGate, str]] = ..., final_fit: _Optional[_Union[FinalFit, str]] = ..., patience: _Optional[int] = ..., distributed: _Optional[str] = ...) -> None: ...
+    warm_start: WarmStart
+    def __init__(self, gate: _Optional[_Union[QualityGate, str]] = ..., final_fit: _Optional[_Union[FinalFit, str]] = ..., patience: _Optional[int] = ..., distributed: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, str]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("source", "hyperparameters", "options")
+    __slots__ = ("source", "hyperparameters", "options", "play_log")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PLAY_LOG_FIELD_NUMBER: _ClassVar[int]
     source: DataSource
     hyperparameters: _model_pb2.Hyperparameters
     options: TrainingOptions
-    def __init__(self, source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
+    play_log: PlayLogUse
+    def __init__(self, source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., play_log: _Optional[_Union[PlayLogUse, str]] = ...) -> None: ...
 
 class GetTrainingJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -171,7 +193,7 @@ class TrainingProgress(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., best_epoch: _Optional[int] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "state", "source", "hyperparameters", "progress", "metrics", "published_version", "error", "created_at", "started_at", "finished_at", "options")
+    __slots__ = ("job_id", "state", "source", "hyperparameters", "progress", "metrics", "published_version", "error", "created_at", "started_at", "finished_at", "options", "play_log")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +206,7 @@ class TrainingJob(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PLAY_LOG_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     source: DataSource
@@ -196,4 +219,5 @@ class TrainingJob(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     options: TrainingOptions
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., metrics: _Optional[_Union[_model_pb2.EvaluationMetrics, _Mapping]] = ..., published_version: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
+    play_log: bool
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., hyperparameters: _Optional[_Union[_model_pb2.Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., metrics: _Optional[_Union[_model_pb2.EvaluationMetrics, _Mapping]] = ..., published_version: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., play_log: _Optional[bool] = ...) -> None: ...

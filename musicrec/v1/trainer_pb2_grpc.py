@@ -71,7 +71,8 @@ class TrainerServiceServicer:
     def StartTraining(self, request, context):
         """Starts a training job and returns it at once (state QUEUED or RUNNING).
         ALREADY_EXISTS while another job runs (the message names it); INVALID_ARGUMENT for a bad data
-        source (e.g. a path that leaves the data directory) or out-of-range hyperparameters.
+        source (e.g. a path that leaves the data directory) or out-of-range hyperparameters;
+        FAILED_PRECONDITION for PLAY_LOG_USE_INCLUDE on a trainer without a play log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,337 @@
+"""The ``warm`` part: a warm-started retrain after +5% new plays against a cold retrain on the same
+data, and the time from a play recorded to a version that contains it (``--retrain-after-plays``).
+
+Protocol, per data set and seed ``s`` (the trainer's default hyperparameters with ``seed=s``):
+
+1. The whole data ``D``; the pipeline's own leave-one-out split of it (seed ``s``) names each
+   listener's held-out artist.
+2. New plays ``N`` (``warm_new_fraction`` of D's rows): every row of a random set of listeners
+   ("new listeners", about ``warm_new_user_share`` of N), every row of a random set of artists
+   ("new artists", about ``warm_new_artist_share`` of N), every held-out row (the newest play of
+   a listener is the one to predict, and the base never saw it), then random other rows.
+3. The base version: the trainer's pipeline on ``D - N`` (a table file), cold.
+4. ``N`` recorded in a SQLite play log; from the base, two retrains of the table plus the log
+   (exactly ``D``: checked) through the whole pipeline: cold (``warm_start="none"``) and warm
+   with the trainer's default schedule. Both are evaluated by the pipeline on D's held-out rows,
+   which the base never saw; the wall time is the whole ``run_training`` call (loading to
+   published), and the phases' seconds are kept.
+5. The schedule sweep (``warm_schedules``: epoch fraction, learning-rate scale), training only
+   (``sweep``: no publishing, so many schedules fit the time): a base fitted on D - N as the
+   pipeline fits, a cold fit on D, and a warm fit from the base per schedule, HR@10 on the same
+   split. This is the measurement the default schedule was chosen on.
+
+HR@10 ratio = mean warm / mean cold over the seeds; wall-time ratio likewise.
+
+Freshness (Last.fm 2K, seed 0): a real trainer process (``serve --events sqlite:... 
+--retrain-after-plays |N| --default-source table:...``) over a models dir holding the base; N is
+recorded in one go, and the time from that call's return to the new version on disk is the
+"play recorded to a version that contains it" figure (the poll, the job's process start, the warm
+retrain and the publish).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.models import data_path
+from bench.settings import BenchSettings, child_env
+
+log = logging.getLogger(__name__)
+
+WARM_HR_RATIO_TARGET = 0.98
+WARM_TIME_RATIO_TARGET = 0.30
+FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
+TABLE = "table:{path}:weight=plays"
+RECORD_BATCH = 1_000
+FRESHNESS_GIVE_UP_S = 600.0
+
+
+def _load(name: str, settings: BenchSettings, seed: int):
+    """The data set ``name`` (a shared data set, or ``synthetic:SIZE``) as ``Interactions``."""
+    from trainer_service.data import generate, load_files
+
+    if name.startswith("synthetic:"):
+        return generate(name.split(":", 1)[1], seed=0).interactions
+    return load_files(data_path(settings, name), FORMATS[name])
+
+
+def new_rows(data, heldout: np.ndarray, rng: np.random.Generator, fraction: float, user_share: float,
+             artist_share: float) -> tuple[np.ndarray, dict]:
+    """A boolean mask (N,) of the rows that arrive as new plays (the module's step 2), and what
+    it holds: rows, new listeners, new artists, their shares of the new rows."""
+    n = data.num_interactions
+    budget = int(round(fraction * n))
+    new = np.zeros(n, dtype=bool)
+    per_user = np.bincount(data.users, minlength=data.num_users)
+    per_artist = np.bincount(data.artists, minlength=data.num_artists)
+    new_users, taken = [], 0
+    for user in rng.permutation(data.num_users):
+        if taken >= user_share * budget:
+            break
+        new_users.append(user)
+        taken += per_user[user]
+    new_artists, taken = [], 0
+    for artist in rng.permutation(data.num_artists):
+        if taken >= artist_share * budget:
+            break
+        if per_artist[artist] <= 0.01 * budget:  # a handful of listeners each, as new artists have
+            new_artists.append(artist)
+            taken += per_artist[artist]
+    new |= np.isin(data.users, new_users) | np.isin(data.artists, new_artists)
+    new[heldout] = True
+    room = budget - int(new.sum())
+    if room > 0:
+        new[rng.choice(np.flatnonzero(~new), size=room, replace=False)] = True
+    counts = {"rows": int(new.sum()), "fraction": float(new.sum() / n), "new_users": len(new_users),
+              "new_artists": len(new_artists),
+              "new_user_share": float(np.isin(data.users[new], new_users).mean()),
+              "new_artist_share": float(np.isin(data.artists[new], new_artists).mean())}
+    return new, counts
+
+
+def new_plays(data, seed: int, settings: BenchSettings) -> tuple[np.ndarray, np.ndarray, dict]:
+    """For ``seed``: the row indices the pipeline's split of ``data`` holds out (its seed is the
+    hyperparameters' ``seed``), the mask of the new rows (``new_rows``) and their counts."""
+    from trainer_service.evaluation import leave_one_out_split
+
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, seed)
+    key = data.users.astype(np.int64) * data.num_artists + data.artists
+    heldout = np.flatnonzero(np.isin(key, split.heldout_users.astype(np.int64) * data.num_artists
+                                     + split.heldout_artists))
+    new, counts = new_rows(data, heldout, np.random.default_rng(1_000 + seed), settings.warm_new_fraction,
+                           settings.warm_new_user_share, settings.warm_new_artist_share)
+    return heldout, new, counts
+
+
+def _write_table(path: Path, data, rows: np.ndarray) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("user_id,artist_id,plays\n")
+        for u, a, w in zip(data.user_ids[data.users[rows]], data.artist_ids[data.artists[rows]], data.weights[rows]):
+            fh.write(f"{u},{a},{float(w):g}\n")
+
+
+def _record(url: str, data, rows: np.ndarray) -> int:
+    """Record the rows as plays (one per row, its weight as the play count); the last position."""
+    from play_log import Play, open_play_log
+
+    now = time.time()
+    plays = [Play(str(u), str(a), float(w), now) for u, a, w in zip(
+        data.user_ids[data.users[rows]], data.artist_ids[data.artists[rows]], data.weights[rows])]
+    with open_play_log(url) as play_log:
+        play_log.record_many([(f"bench-{i}", plays[i:i + RECORD_BATCH]) for i in range(0, len(plays), RECORD_BATCH)])
+        return play_log.last_position()
+
+
+def _train(source: str, hp, models_dir: Path, data_dir: Path, warm_start: str, events_url: str | None = None,
+           schedule=None) -> dict:
+    from trainer_service.pipeline import run_training
+    from trainer_service.training_request import TrainingOptions
+    from trainer_service.warm_start import WarmSchedule
+
+    started = time.perf_counter()
+    result = run_training(source, hp, models_dir, data_dir=data_dir, events_url=events_url,
+                          options=TrainingOptions(gate="off", warm_start=warm_start),
+                          warm_schedule=schedule or WarmSchedule())
+    wall = time.perf_counter() - started
+    training = result.manifest.training
+    return {"hr10": float(result.metrics["hit_rate_at_10"]), "wall_s": wall, "seconds": dict(result.seconds),
+            "epochs": training.epochs_trained, "warm_from": training.warm_start_from_version,
+            "known_users": training.warm_start_known_users, "known_artists": training.warm_start_known_artists,
+            "version": result.version, "users": result.manifest.num_users, "artists": result.manifest.num_artists}
+
+
+def _fit_hr(data, hp, start=None) -> tuple[float, float, object]:
+    """HR@10 on ``data``'s pipeline split (seed ``hp.seed``) of a model fitted as the pipeline
+    fits one (no validation: the default has no early stopping) from ``start`` (None: cold), the
+    training seconds, and the ``BaseFactors`` of the result (ids of ``data``)."""
+    import functools
+
+    from trainer_service.bpr import BPRTrainer
+    from trainer_service.evaluation import evaluate_model, leave_one_out_split, sample_heldout
+    from trainer_service.pipeline import DEFAULT_MAX_EVAL_USERS, fit
+    from trainer_service.warm_start import BaseFactors
+
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
+    factory = functools.partial(BPRTrainer, initial=start)
+    started = time.perf_counter()
+    fitted = fit(split.train_users, split.train_artists, split.train_weights, split.num_users, split.num_artists, hp,
+                 trainer_factory=factory)
+    seconds = time.perf_counter() - started
+    f = fitted.factors
+    hr = evaluate_model(f.user_factors, f.artist_factors, f.artist_bias, split,
+                        sample_heldout(split, DEFAULT_MAX_EVAL_USERS, hp.seed)).hit_rate_at_10
+    return float(hr), seconds, BaseFactors(0, data.user_ids, f.user_factors, data.artist_ids, f.artist_factors,
+                                           f.artist_bias)
+
+
+def sweep(base_data, merged, hp, schedules) -> dict:
+    """The warm schedules' HR@10 against a cold fit on ``merged``, training only (no publishing):
+    a base fitted on ``base_data``, then each schedule from it (cheap enough for many)."""
+    from trainer_service.warm_start import WarmSchedule, warm_factors
+
+    _, _, base = _fit_hr(base_data, hp)
+    cold_hr, cold_s, _ = _fit_hr(merged, hp)
+    rows = []
+    for fraction, scale in schedules:
+        schedule = WarmSchedule(fraction, scale)
+        start = warm_factors(base, merged.user_ids, merged.artist_ids, hp)
+        hr, seconds, _ = _fit_hr(merged, schedule.hyperparameters(hp), start.factors)
+        rows.append({"epoch_fraction": fraction, "learning_rate_scale": scale, "hr10": hr, "training_s": seconds,
+                     "epochs": schedule.hyperparameters(hp).epochs})
+        log.info("sweep: schedule (%g, %g): HR@10 %.4f vs cold %.4f; %.1f s vs %.1f s training", fraction, scale, hr,
+                 cold_hr, seconds, cold_s)
+    return {"cold_hr10": cold_hr, "cold_training_s": cold_s, "schedules": rows}
+
+
+def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path) -> dict:
+    """Base, cold and warm retrains for ``seed`` (the module's protocol)."""
+    from trainer_service.evaluation import leave_one_out_split
+    from trainer_service.hyperparameters import Hyperparameters
+    
+    hp = Hyperparameters(seed=seed)
+    if settings.quality_epochs is not None:
+        hp = hp.with_overrides(epochs=settings.quality_epochs)
+    heldout, new, counts = new_plays(data, seed, settings)
+    keep = ~new
+    run_dir = workdir / f"warm-{name.replace(':', '-')}-{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    _write_table(run_dir / "base.csv", data, keep)
+    source = TABLE.format(path="base.csv")
+    url = f"sqlite:///{run_dir / 'plays.db'}"
+    base = _train(source, hp, run_dir / "models", run_dir, "none")
+    _record(url, data, new)
+    cold = _train(source, hp, run_dir / "cold-models", run_dir, "none", url)
+    # The check that the comparison is fair: the merged data is D (same rows, same split).
+    from trainer_service.data import load_source, parse_source
+    from trainer_service.data.log_plays import read_through, with_log_plays
+    from play_log import open_play_log
+
+    with open_play_log(url) as play_log:
+        mark = play_log.last_position()
+        plays, forgotten = read_through(play_log, mark)
+    merged = with_log_plays(load_source(parse_source(source), run_dir), plays, forgotten, mark)
+    same_data = (merged.num_interactions == data.num_interactions and bool(np.array_equal(merged.user_ids, data.user_ids))
+                 and bool(np.array_equal(merged.artist_ids, data.artist_ids)))
+    # The trainer's default schedule through the whole pipeline (the wall-time figure).
+    models = run_dir / "warm-models"
+    shutil.copytree(run_dir / "models", models)
+    row = _train(source, hp, models, run_dir, "newest", url)
+    warm = {**row, "hr_ratio": row["hr10"] / cold["hr10"], "time_ratio": row["wall_s"] / cold["wall_s"],
+            "training_ratio": row["seconds"]["training"] / cold["seconds"]["training"]}
+    log.info("warm %s seed %d: HR@10 %.4f vs cold %.4f, %.1f s vs %.1f s", name, seed, row["hr10"], cold["hr10"],
+             row["wall_s"], cold["wall_s"])
+    for path in ("cold-models", "warm-models"):
+        shutil.rmtree(run_dir / path, ignore_errors=True)
+    base_data = load_source(parse_source(source), run_dir)
+    return {"seed": seed, "new": counts, "base": base, "cold": cold, "warm": warm, "same_data_as_d": same_data,
+            "heldout_rows": int(heldout.size), "sweep": sweep(base_data, merged, hp, settings.warm_schedules)}
+
+
+def dataset(name: str, settings: BenchSettings, workdir: Path) -> dict:
+    """Every seed on data set ``name``; the means per schedule."""
+    from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
+
+    data = _load(name, settings, 0)
+    runs = [one_seed(name, data, seed, settings, workdir) for seed in range(settings.warm_seeds)]
+    warm = [r["warm"] for r in runs]
+    cold_hr = float(np.mean([r["cold"]["hr10"] for r in runs]))
+    cold_wall = float(np.mean([r["cold"]["wall_s"] for r in runs]))
+    schedules = []
+    sweep_cold = float(np.mean([r["sweep"]["cold_hr10"] for r in runs]))
+    for i, (fraction, scale) in enumerate(settings.warm_schedules):
+        rows = [r["sweep"]["schedules"][i] for r in runs]
+        schedules.append({
+            "epoch_fraction": fraction, "learning_rate_scale": scale,
+            "default": (fraction, scale) == (WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),
+            "epochs": rows[0]["epochs"], "hr10": float(np.mean([r["hr10"] for r in rows])),
+            "hr_ratio": float(np.mean([r["hr10"] for r in rows]) / sweep_cold),
+            "hr_ratio_min": float(min(row["hr10"] / r["sweep"]["cold_hr10"] for row, r in zip(rows, runs))),
+            "training_ratio": float(np.mean([row["training_s"] / r["sweep"]["cold_training_s"]
+                                             for row, r in zip(rows, runs)])),
+        })
+    return {"dataset": name, "users": int(data.num_users), "artists": int(data.num_artists),
+            "interactions": int(data.num_interactions), "seeds": len(runs),
+            "cold_hr10": cold_hr, "cold_wall_s": cold_wall,
+            "cold_training_s": float(np.mean([r["cold"]["seconds"]["training"] for r in runs])),
+            "cold_publishing_s": float(np.mean([r["cold"]["seconds"]["publishing"] for r in runs])),
+            "cold_epochs": runs[0]["cold"]["epochs"], "epochs": warm[0]["epochs"],
+            "hr10": float(np.mean([w["hr10"] for w in warm])),
+            "hr_ratio": float(np.mean([w["hr10"] for w in warm]) / cold_hr),
+            "hr_ratio_min": float(min(w["hr_ratio"] for w in warm)),
+            "wall_s": float(np.mean([w["wall_s"] for w in warm])),
+            "time_ratio": float(np.mean([w["wall_s"] for w in warm]) / cold_wall),
+            "training_ratio": float(np.mean([w["training_ratio"] for w in warm])),
+            "publishing_s": float(np.mean([w["seconds"]["publishing"] for w in warm])),
+            "training_s": float(np.mean([w["seconds"]["training"] for w in warm])),
+            "sweep_cold_hr10": sweep_cold,
+            "new_fraction": float(np.mean([r["new"]["fraction"] for r in runs])),
+            "new_user_share": float(np.mean([r["new"]["new_user_share"] for r in runs])),
+            "new_artist_share": float(np.mean([r["new"]["new_artist_share"] for r in runs])),
+            "same_data": all(r["same_data_as_d"] for r in runs),
+            "schedules": schedules, "per_run": runs}
+
+
+def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
+    """The time from recording the new plays to the version that contains them (module docstring)."""
+    from model_store import list_versions
+
+    run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
+    fresh = workdir / "warm-freshness"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    shutil.copy(run_dir / "base.csv", fresh / "base.csv")
+    shutil.copytree(run_dir / "models", fresh / "models")
+    # The base's new plays again, into a fresh log the trainer watches.
+    data = _load(name, settings, 0)
+    _, new, counts = new_plays(data, 0, settings)
+    url = f"sqlite:///{fresh / 'plays.db'}"
+    before = list_versions(fresh / "models")
+    argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(fresh / "models"), "--port", "0",
+            "--data-dir", str(fresh), "--default-source", TABLE.format(path="base.csv"), "--events", url,
+            "--retrain-after-plays", str(counts["rows"]), "--retrain-poll", "1"]
+    with open(fresh / "trainer.log", "w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env())
+        try:
+            time.sleep(3.0)  # the server up before the plays (its first poll sees them)
+            _record(url, data, new)
+            recorded = time.perf_counter()
+            while list_versions(fresh / "models") == before:
+                if process.poll() is not None or time.perf_counter() - recorded > FRESHNESS_GIVE_UP_S:
+                    raise RuntimeError(f"no version after the plays; see {fresh / 'trainer.log'}")
+                time.sleep(0.05)
+            seconds = time.perf_counter() - recorded
+        finally:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    from model_store import read_manifest
+
+    manifest = read_manifest(fresh / "models" / str(list_versions(fresh / "models")[-1]))
+    return {"dataset": name, "plays": counts["rows"], "seconds": seconds, "poll_s": 1.0,
+            "warm_from": manifest.training.warm_start_from_version if manifest.training else 0,
+            "trained_through": manifest.play_log_position,
+            "command": "python " + " ".join(argv[1:])}
+
+
+def run(settings: BenchSettings, workdir: Path) -> dict:
+    from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
+
+    datasets, notes = [], []
+    for name in settings.warm_datasets:
+        try:
+            datasets.append(dataset(name, settings, workdir))
+        except FileNotFoundError as exc:
+            notes.append(f"{name} skipped: {exc}")
+    fresh = freshness(datasets[0]["dataset"], settings, workdir) if datasets else None
+    return {"datasets": datasets, "freshness": fresh, "notes": notes,
+            "default_schedule": {"epoch_fraction": WARM_EPOCH_FRACTION, "learning_rate_scale": WARM_LEARNING_RATE_SCALE}}

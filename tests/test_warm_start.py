@@ -1,0 +1,146 @@
+"""Warm start (trainer_service.warm_start, run_training's options.warm_start): known answers on
+the tiny synthetic preset, a real published version on disk and a real SQLite play log."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import FAST_BUILD
+from scripted_trainer import GENRES, TINY, ScriptedTrainer
+
+from model_store import list_versions, load_version, read_manifest
+from play_log import Play, open_play_log
+from trainer_service.bpr import initial_factors
+from trainer_service.data import Interactions
+from trainer_service.data.log_plays import with_log_plays
+from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.pipeline import run_training
+from trainer_service.quality_gate import QualityGateRefused
+from trainer_service.training_request import TrainingOptions
+from trainer_service.warm_start import WarmSchedule, choose_base, read_base, same_source, warm_factors
+
+NOW = time.time()
+FAST = Hyperparameters(epochs=4, factors=8, batch_size=256)
+COLD = TrainingOptions(gate="off", warm_start="none")
+WARM = TrainingOptions(gate="off", warm_start="newest")
+
+
+def _log_plays(data: Interactions) -> list[Play]:
+    """A new listener of a known and a new artist, and a known listener of the new artist."""
+    return [Play("listener-new", str(data.artist_ids[0]), 4, NOW), Play("listener-new", "artist-new", 2, NOW),
+            Play(str(data.user_ids[0]), "artist-new", 1, NOW)]
+
+
+def test_a_warm_start_copies_the_published_rows_and_starts_new_ones_as_a_cold_run(tmp_path, models_dir):
+    """Zero epochs: the starting factors themselves. Known users and artists (by id) start from
+    the version's rows and biases; the new listener and artist from ``initial_factors``."""
+    data = TINY.interactions
+    first = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    with open_play_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        log.record("r", _log_plays(data))
+        log.forget_user(str(data.user_ids[1]))
+        mark = log.last_position()
+        plays = [change for change in log.changes_since(0, 100) if hasattr(change, "play")]
+        forgotten = log.forgotten_users(mark)
+    grown = with_log_plays(data, plays, forgotten, mark)
+    base = read_base(models_dir / str(first.version))
+    start = warm_factors(base, grown.user_ids, grown.artist_ids, FAST)
+    published = load_version(models_dir / str(first.version))
+    try:
+        old_users = {u: i for i, u in enumerate(published.artifacts.user_ids.tolist())}
+        old_artists = {a: i for i, a in enumerate(published.artifacts.artist_ids.tolist())}
+        cold = initial_factors(grown.num_users, grown.num_artists, FAST)
+        for row, user in enumerate(grown.user_ids.tolist()):
+            expected = (published.artifacts.user_factors[old_users[user]] if user in old_users
+                        else cold.user_factors[row])
+            np.testing.assert_array_equal(start.factors.user_factors[row], expected)
+        for row, artist in enumerate(grown.artist_ids.tolist()):
+            if artist in old_artists:
+                np.testing.assert_array_equal(start.factors.artist_factors[row],
+                                              published.artifacts.artist_factors[old_artists[artist]])
+                assert start.factors.artist_bias[row] == published.artifacts.artist_bias[old_artists[artist]]
+            else:
+                np.testing.assert_array_equal(start.factors.artist_factors[row], cold.artist_factors[row])
+                assert start.factors.artist_bias[row] == 0.0
+    finally:
+        published.close()
+    assert "listener-new" in grown.user_ids.tolist() and "artist-new" in grown.artist_ids.tolist()
+    assert start.version == first.version
+    assert start.known_users == data.num_users - 1  # the forgotten listener is not carried over
+    assert start.known_artists == data.num_artists
+
+
+def test_a_warm_retrain_records_its_base_and_leaves_out_a_forgotten_listener(tmp_path, models_dir):
+    data = TINY.interactions
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    first = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    forgotten = str(data.user_ids[1])
+    with open_play_log(url) as log:
+        log.record("r", _log_plays(data))
+        log.forget_user(forgotten)
+    second = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=WARM, events_url=url,
+                          warm_schedule=WarmSchedule(epoch_fraction=0.5, learning_rate_scale=0.25))
+    training = read_manifest(models_dir / str(second.version)).training
+    assert training.warm_start_from_version == first.version
+    assert training.warm_start_known_users == data.num_users - 1
+    assert training.warm_start_known_artists == data.num_artists
+    assert training.warm_start_learning_rate == pytest.approx(FAST.learning_rate * 0.25)
+    assert training.epochs_planned == training.epochs_trained == 2
+    # The gate compares with version 1 too: the same source, the log's position aside.
+    assert training.gate_figures["previous_version"] == first.version
+    # The manifest records the requested hyperparameters; the warm ones are in training.
+    assert second.manifest.hyperparameters["learning_rate"] == pytest.approx(FAST.learning_rate)
+    loaded = load_version(models_dir / str(second.version))
+    try:
+        users = loaded.artifacts.user_ids.tolist()
+        assert forgotten not in users and "listener-new" in users
+    finally:
+        loaded.close()
+    assert read_manifest(models_dir / str(first.version)).training.warm_start_from_version == 0
+
+
+def test_warm_start_none_another_source_or_other_factors_start_cold(tmp_path, models_dir):
+    data = TINY.interactions
+    run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    newest = read_manifest(models_dir / "1")
+    assert choose_base("none", newest, models_dir, data.source, FAST) is None
+    assert choose_base("newest", None, models_dir, data.source, FAST) is None
+    assert choose_base("newest", newest, models_dir, "table plays.csv", FAST) is None
+    assert choose_base("newest", newest, models_dir, data.source, Hyperparameters(factors=16)) is None
+    assert choose_base("newest", newest, models_dir, data.source, FAST, in_process=False) is None
+    assert choose_base("newest", newest, models_dir, data.source, FAST).version == 1
+    other_seed = data.source.replace("seed 0", "seed 1")
+    assert other_seed != data.source and not same_source(data.source, other_seed)
+    assert same_source(f"{data.source} + play log through position 3", f"{data.source} + play log through position 9")
+    with pytest.raises(ValueError, match="warm_start"):
+        TrainingOptions(warm_start="oldest")
+
+
+def test_the_gate_refuses_a_worse_warm_started_model_and_nothing_is_published(models_dir):
+    """Version 1 ranks by the planted genres; the warm retrain starts from it (the factory gets
+    its factors) but ends on "least popular first": refused, only version 1 exists."""
+    hp = Hyperparameters(epochs=4, factors=GENRES + 1, batch_size=256)
+    data = TINY.interactions
+    starts = []
+
+    def factory(users, artists, weights, num_users, num_artists, hp, initial=None):
+        starts.append(initial)
+        script = ["genre"] * hp.epochs if initial is None else ["anti"] * hp.epochs
+        return ScriptedTrainer(users, artists, weights, num_users, num_artists, hp, script, TINY.user_genres,
+                               TINY.artist_genres)
+
+    first = run_training(data, hp, models_dir, build_settings=FAST_BUILD, trainer_factory=factory,
+                         options=TrainingOptions(warm_start="newest"))
+    assert first.training.warm_start_from_version == 0 and starts == [None]
+    with pytest.raises(QualityGateRefused, match="popularity"):
+        run_training(data, hp, models_dir, build_settings=FAST_BUILD, trainer_factory=factory,
+                     options=TrainingOptions(warm_start="newest"))
+    assert starts[1] is not None
+    published = load_version(models_dir / str(first.version))
+    try:
+        np.testing.assert_array_equal(starts[1].user_factors, published.artifacts.user_factors)
+    finally:
+        published.close()
+    assert list_versions(models_dir) == [first.version]
