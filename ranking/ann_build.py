@@ -17,6 +17,7 @@ exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,21 +261,24 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
     sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
-    with threadpool_limits(limits=1, user_api="blas"):
-        recommend = _choose(
-            num_artists, num_factors + 2, n_trees, rec_sample, rec_search_truth,
+    # The two sides are measured at once, one thread each (Annoy and BLAS release the GIL; one
+    # BLAS thread each, as the index service runs them): the publish waits for the slower side only.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+        recommend_job = pool.submit(
+            _choose, num_artists, num_factors + 2, n_trees, rec_sample, rec_search_truth,
             lambda q: rec_search.exact(q, k),
             lambda q, p: rec_search.search(q, k, params=p)[0],
             lambda q, found: rec_search.items[found] @ q,
             settings,
         )
-        similar = _choose(
-            num_artists, num_factors, n_trees, artists.tolist(), sim_truth,
+        similar_job = pool.submit(
+            _choose, num_artists, num_factors, n_trees, artists.tolist(), sim_truth,
             lambda a: sim_search.exact(a, k),
             lambda a, p: sim_search.search(a, k, params=p)[0],
             lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],
             settings,
         )
+        recommend, similar = recommend_job.result(), similar_job.result()
 
     top, rec_made, sim_made, seconds = precompute_top(
         artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
