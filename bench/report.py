@@ -297,6 +297,15 @@ def _share(x) -> str:
     return f"{100 * x:.3g}%" if finite(x) else "n/a"
 
 
+def _tags_grpc_spec() -> tuple:
+    from bench.tags import GRPC_RATIO_TARGET
+
+    return (f"filtered Recommend over gRPC >= {GRPC_RATIO_TARGET:g}x unfiltered throughput for a common tag (h2load, "
+            "{inflight} in flight, one process)", "{ratio:x2} ({filtered_per_s:n0} vs {unfiltered_per_s:n0} requests/s; "
+            "tag {tag!r}, {share:pct} of the artists)", [("ratio", ">=", GRPC_RATIO_TARGET)],
+            "medians of {pairs} alternated pairs")
+
+
 def _tags_groups(part: dict) -> list[dict]:
     """The filtered rows grouped per (model, method, lists): worst recall and p50 ratio."""
     groups: dict[tuple, list[dict]] = {}
@@ -428,10 +437,15 @@ def targets(results: dict) -> list[dict]:
     tags = parts.get("tags")
     if tags:
         recall, latency, diversity = _tags_specs()
+        grpc_spec = _tags_grpc_spec()
         for group in _tags_groups(tags):
             out.append(evaluate("tags", recall, group))
             if "synthetic" in group["model"]:
                 out.append(evaluate("tags", latency, group))
+        grpc = tags.get("grpc")
+        if grpc:
+            out.append(evaluate("tags", grpc_spec if grpc.get("ran") else ("filtered Recommend over gRPC", "{note}", None),
+                                grpc))
         ran = (tags.get("diversity") or {}).get("ran")
         out += [evaluate("tags", spec if ran else ("diversity", "{note}", None), tags.get("diversity") or {})
                 for spec in diversity[:1 if not ran else 2]]

@@ -13,6 +13,9 @@ the tag coherence figure (issue 22).
   beside the unfiltered p50, the same users in the same loop.
 - Diversity on Last.fm 2K (leave-one-out split, the trainer's default hyperparameters): distinct
   top tags in the top 10 and HR@10 with ``max_per_tag`` = ``DIVERSITY_CAP`` and without.
+- Over gRPC: Recommend against a real index process serving the Last.fm 2K version, h2load at
+  ``GRPC_INFLIGHT`` in flight, unfiltered and filtered by the most common tag, alternated
+  ``settings.runs`` pairs (``grpc_throughput``).
 - Tag coherence: the share of SimilarArtists' top 10 that carry one of the query artist's top 3
   tags (``tag_coherence``), for that model and for random factors (the chance level); query
   artists drawn in proportion to their listeners (the quality table's figure), and uniformly
@@ -48,6 +51,8 @@ DIVERSITY_CAP = 2
 DIVERSITY_TAGS_TARGET = 4.0
 DIVERSITY_HR_TARGET = 0.9
 COHERENCE_QUERIES = 2_000
+GRPC_INFLIGHT = 16
+GRPC_RATIO_TARGET = 0.7
 K = 10
 
 
@@ -241,6 +246,58 @@ def diversity_figures(settings: BenchSettings) -> dict:
     return out
 
 
+def grpc_throughput(version_dir: Path, settings: BenchSettings, workdir: Path) -> dict:
+    """Recommend requests/s over gRPC against one ``python -m index_service`` process serving
+    ``version_dir``: the same user unfiltered and with ``tags`` = the version's most common tag,
+    h2load at ``GRPC_INFLIGHT`` in flight, ``settings.runs`` alternated pairs; medians and their
+    ratio. Skipped (a note) without h2load."""
+    from bench import h2load
+    from bench.serving import METHODS, IndexServer, VersionSwapper
+    from musicrec.v1 import index_pb2
+
+    if not h2load.available():
+        return {"ran": False, "note": "h2load is not installed"}
+    loaded = load_version(version_dir)
+    try:
+        user, tag = str(loaded.artifacts.user_ids[0]), str(loaded.tags.names[0])
+        carriers, artists = int(loaded.tags.counts[0]), loaded.artifacts.num_artists
+    finally:
+        loaded.close()
+    here = workdir / "tags-grpc"
+    models_dir = here / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    VersionSwapper(version_dir, models_dir, interval_s=0).publish_one()  # hard links: no copy
+    bodies = {
+        "unfiltered": h2load.write_body(here / "unfiltered.bin",
+                                        index_pb2.RecommendRequest(user_id=user, k=K).SerializeToString()),
+        "filtered": h2load.write_body(here / "filtered.bin",
+                                      index_pb2.RecommendRequest(user_id=user, k=K, tags=[tag]).SerializeToString()),
+    }
+    method = METHODS["recommend"]
+    server = IndexServer(models_dir, here / "index-service.log").start()
+    runs: dict[str, list[float]] = {"unfiltered": [], "filtered": []}
+    try:
+        sizes = {}
+        for name, body in bodies.items():
+            seen = h2load.verify_with_nghttp(server.port, method, body)
+            if seen["grpc_status"] != 0:
+                raise RuntimeError(f"{name} Recommend failed: {seen}")
+            sizes[name] = seen["data_bytes"]
+        for _ in range(settings.runs):
+            for name, body in bodies.items():
+                run = h2load.run(server.port, method, body, sizes[name], here / f"{name}.log", inflight=GRPC_INFLIGHT,
+                                 duration_s=settings.load_seconds, warm_up_s=settings.warm_up_seconds)
+                if run.grpc_errors:
+                    raise RuntimeError(f"{name}: {run.grpc_errors} failed calls ({run.command})")
+                runs[name].append(run.requests_per_s)
+    finally:
+        server.stop()
+    unfiltered, filtered = float(np.median(runs["unfiltered"])), float(np.median(runs["filtered"]))
+    return {"ran": True, "tag": tag, "artists_with_tag": carriers, "share": carriers / artists, "inflight": GRPC_INFLIGHT, "pairs": settings.runs,
+            "unfiltered_per_s": unfiltered, "filtered_per_s": filtered, "per_run": runs,
+            "ratio": filtered / unfiltered if unfiltered else None}
+
+
 def run(settings: BenchSettings, workdir: Path) -> dict:
     out: dict = {"shares": list(SHARES), "k": K, "notes": []}
     rng = np.random.default_rng(0)
@@ -257,6 +314,7 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
         probe.close()
         if has_tags:
             rows += _both_ways(lastfm, f"{LASTFM} ({probe.num_artists:,} artists)", users)
+            out["grpc"] = grpc_throughput(lastfm, settings, workdir)
         else:
             out["notes"].append("the Last.fm 2K version carries no tags")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

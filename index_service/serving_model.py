@@ -50,7 +50,8 @@ without tags is FAILED_PRECONDITION.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
@@ -464,10 +465,14 @@ class ServingModel:
         if tagged is not None:
             if tagged.unknown:
                 return _NO_RANKING
-            flt = self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
-            from_lists = not include_seen and self.recommend_lists_exact
-            return _page(self._diversified(lambda depth: self._filtered_user(user, depth, flt, from_lists), end, tagged),
-                         offset)
+            # A list never holds the user's seen artists, so the filter it is read with need not
+            # drop them (the cheaper filter); the search's filter is made only when it is needed.
+            list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
+                           else None)
+            search_filter = functools.cache(
+                lambda: self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra)))
+            return _page(self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
+                                           end, tagged), offset)
         answer = self._from_lists(user, end, include_seen, extra, allowed)
         if answer is None:
             if allowed is not None:
@@ -477,17 +482,19 @@ class ServingModel:
                 answer = self.search_recommend(user, end, include_seen, extra)
         return _page(answer, offset)
 
-    def _filtered_user(self, user: int, depth: int, flt: ArtistFilter, from_lists: bool) -> Ranking:
-        """The top ``depth`` of user index ``user`` among the artists ``flt`` leaves: from the
-        user's list when it provably holds them (``from_lists``: the lists are exact and rank
-        without seen artists, as ``flt`` does), else by the planned search."""
-        if from_lists and depth <= self.recommend_n:
-            answer = from_exact_list(self.recommend_top[user], self.recommend_top_scores[user], depth, flt)
+    def _filtered_user(self, user: int, depth: int, list_filter: ArtistFilter | None,
+                       search_filter: Callable[[], ArtistFilter]) -> Ranking:
+        """The top ``depth`` of user index ``user`` among the artists ``search_filter()`` leaves:
+        from the user's list read with ``list_filter`` when it provably holds them (given only
+        when the lists are exact and the request excludes seen artists, which the lists never
+        hold), else by the planned search."""
+        if list_filter is not None and depth <= self.recommend_n:
+            answer = from_exact_list(self.recommend_top[user], self.recommend_top_scores[user], depth, list_filter)
             if answer is not None:
                 self.precomputed_answers += 1
                 return Ranking(*answer)
         space = inner_product_space(self.recommend_search, user_query(self.user_factors[user]))
-        return Ranking(*filtered_search(space, depth, flt, self.recommend_plan))
+        return Ranking(*filtered_search(space, depth, search_filter(), self.recommend_plan))
 
     def tag_request(self, query: "ListenerQuery | SimilarQuery") -> TagRequest | None:
         """The query's tag fields resolved against this version; None when it asks no filter and
@@ -734,11 +741,12 @@ class ServingModel:
             self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K, tags=common))
 
     def build_hash_indexes(self) -> None:
-        """The hash indexes of user ids, artist ids and names (``SortedLookup.build_hash_index``).
+        """The hash indexes of user ids, artist ids, names and tags (``SortedLookup.build_hash_index``).
         Lookups are right without them (they bisect); the watcher calls this once the version
         serves, so a swap does not wait for it."""
-        for lookup in (self.users, self.artists, self.names):
-            lookup.build_hash_index()
+        for lookup in (self.users, self.artists, self.names, self.tag_names):
+            if lookup is not None:
+                lookup.build_hash_index()
 
     def close(self) -> None:
         """Unmap the Annoy files. Call once no request uses the model; idempotent."""
