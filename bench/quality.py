@@ -37,6 +37,10 @@ from bench.settings import BenchSettings
 log = logging.getLogger(__name__)
 
 SPLIT_SEED = 0
+# EASE's L2 strength, chosen by the mean HR@10 over the split seeds bench.levers chooses on
+# (never the reported ones); docs/levers.md has the table.
+EASE_LAMBDA = 300.0
+ALS_FACTORS = 64
 FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
 METRIC_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "train_seconds", "samples_per_second")
 # "Time to HR@10 >= 0.19": each method is evaluated about this many times along its run (and at
@@ -92,12 +96,14 @@ class QualityClock:
                 "every": self.every, "curve": self.curve}
 
 
-def _ours(split, hp, selection) -> dict:
+def _ours(split, hp, selection, track: bool = True) -> dict:
+    """Our BPR with ``hp`` on ``split``; ``track``: evaluate along the way (time to quality),
+    else only at the end."""
     from trainer_service.bpr import BPRTrainer
     from trainer_service.evaluation import evaluate_model
 
     epochs = []
-    clock = QualityClock(hp.epochs)
+    clock = QualityClock(hp.epochs, every=None if track else hp.epochs + 1)
     clock.start()
     with BPRTrainer(split.train_users, split.train_artists, split.train_weights, split.num_users,
                     split.num_artists, hp) as trainer:
@@ -150,7 +156,8 @@ def _implicit_bpr(split, factors: int, seed: int, selection) -> dict:
             "time_to_quality": clock.as_dict()}
 
 
-def _implicit_als(split, factors: int, seed: int, selection) -> dict:
+def _implicit_als(split, factors: int, seed: int, selection, regularization: float = 0.01, iterations: int = 15,
+                  alpha: float = 1.0) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import bm25_weight
     from threadpoolctl import threadpool_limits
@@ -160,7 +167,8 @@ def _implicit_als(split, factors: int, seed: int, selection) -> dict:
     matrix = bm25_weight(_train_matrix(split), K1=100, B=0.8).tocsr().astype(np.float32)
     # implicit parallelizes itself and asks for single-threaded BLAS (it checks when constructed).
     with threadpool_limits(limits=1, user_api="blas"):
-        model = AlternatingLeastSquares(factors=factors, random_state=seed)
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
+                                        alpha=alpha, random_state=seed)
         clock = QualityClock(model.iterations)
 
         def current():
@@ -173,6 +181,21 @@ def _implicit_als(split, factors: int, seed: int, selection) -> dict:
         seconds = clock.elapsed()
     return {**_metrics(current()), "train_seconds": seconds, "samples_per_second": None,
             "interactions_per_second": model.iterations * matrix.nnz / seconds, "time_to_quality": clock.as_dict()}
+
+
+def peer_run(name: str, overrides: dict, split, selection, seed: int) -> dict | None:
+    """A peer method named like ``bench.levers``' variants: "ease..." (field ``lambda``) or
+    "als..." (fields ``factors``, ``regularization``, ``iterations``, ``alpha``); None for any
+    other name (our BPR)."""
+    if name.startswith("ease"):
+        from bench import ease
+
+        return ease.evaluate(split, float(overrides.get("lambda", EASE_LAMBDA)), selection)
+    if name.startswith("als"):
+        return _implicit_als(split, int(overrides.get("factors", ALS_FACTORS)), seed, selection,
+                             regularization=float(overrides.get("regularization", 0.01)),
+                             iterations=int(overrides.get("iterations", 15)), alpha=float(overrides.get("alpha", 1.0)))
+    return None
 
 
 def _summary(runs: list[dict]) -> dict:
