@@ -447,7 +447,9 @@ def _time_to_quality(row: dict) -> str:
         return "n/a"
     if "seconds_to_threshold" not in row:
         return "not measured"
-    seconds, runs = row["seconds_to_threshold"], row.get("runs", 1)
+    # Only some runs may track it (the quality part: the first split's).
+    tracked = sum("time_to_quality" in r for r in row.get("per_run") or [])
+    seconds, runs = row["seconds_to_threshold"], tracked or row.get("runs", 1)
     reached = row.get("runs_reaching_threshold", runs)
     text = "never" if seconds is None else num(seconds, 1)
     return text if reached in (0, runs) else f"{text} ({reached}/{runs} runs got there)"
