@@ -22,8 +22,9 @@ MIN_LISTENERS = 2
 _UNSCORED = np.float32(-3.0e38)
 
 
-def fit(split, lam: float, min_listeners: int = MIN_LISTENERS) -> tuple[np.ndarray, np.ndarray]:
-    """EASE on ``split``'s training part: (kept artist indices (K,), B (K, K) float32)."""
+def fit(split, lam: float, min_listeners: int = MIN_LISTENERS):
+    """EASE on ``split``'s training part: (kept artist indices (K,), B (K, K) float32, the binary
+    training matrix X over the kept artists (users x K, scipy CSR))."""
     from scipy.linalg import lapack
     from scipy.sparse import csr_matrix
 
@@ -47,27 +48,21 @@ def fit(split, lam: float, min_listeners: int = MIN_LISTENERS) -> tuple[np.ndarr
     p = upper + np.triu(upper, 1).T  # spotri fills the upper triangle only
     b = p / -np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
-    return kept, b.astype(np.float32)
+    return kept, b.astype(np.float32), x
 
 
 def evaluate(split, lam: float, selection=None, min_listeners: int = MIN_LISTENERS) -> dict:
     """Fit EASE and evaluate it under the leave-one-out protocol: HR@10, NDCG@10, AUC,
     evaluated_users, train_seconds (the fit)."""
-    from trainer_service.evaluation import _ragged_rows, evaluate_scores
+    from trainer_service.evaluation import evaluate_scores
 
     started = time.perf_counter()
-    kept, b = fit(split, lam, min_listeners)
+    kept, b, x = fit(split, lam, min_listeners)
     seconds = time.perf_counter() - started
-    column = np.full(split.num_artists, -1, dtype=np.int64)
-    column[kept] = np.arange(kept.size)
 
     def scores(users: np.ndarray) -> np.ndarray:
-        owner, entries = _ragged_rows(split.train_indptr, users)
-        cols = column[split.train_artists[entries]]
-        history = np.zeros((users.size, kept.size), np.float32)
-        history[owner[cols >= 0], cols[cols >= 0]] = 1.0
         out = np.full((users.size, split.num_artists), _UNSCORED, np.float32)
-        out[:, kept] = history @ b
+        out[:, kept] = np.asarray(x[users] @ b, dtype=np.float32)
         return out
 
     m = evaluate_scores(scores, split, selection)
