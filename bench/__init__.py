@@ -2,8 +2,10 @@
 
 Six parts, each a module with a ``run(settings, workdir) -> dict`` entry point:
 
-- ``bench.quality``: leave-one-out HR@10 / NDCG@10 / AUC and training time on HetRec Last.fm 2K and
-  MovieLens small: our TensorFlow BPR, the notebook recipe, ``implicit``'s BPR and ALS, popularity.
+- ``bench.quality``: leave-one-out HR@10 / NDCG@10 / AUC (mean and spread over 5 random splits) and
+  training time on HetRec Last.fm 2K and MovieLens small: our TensorFlow BPR, the notebook recipe,
+  ``implicit``'s BPR and ALS, EASE (``bench.ease``), popularity. ``bench.levers`` (run by hand)
+  measures training levers on other splits, where the defaults are chosen.
 - ``bench.scale``: the synthetic generator at Last.fm 360K scale (and 1/10, 1/100): generation,
   training throughput and peak memory, publish, version size, load, in-process latency and recall.
 - ``bench.ann``: recall@10 against exact search and per-query latency of exact search, the

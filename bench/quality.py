@@ -1,9 +1,14 @@
-"""Quality and training time under the trainer core's leave-one-out protocol.
+"""Quality and training time under the trainer core's leave-one-out protocol, over several splits.
 
-Per data set, one split (``trainer_service.evaluation.leave_one_out_split``, seed 0) shared by
-every method and every run; each method trains on the training interactions only and is ranked
-by OUR evaluator (``evaluate_model``: every artist the user has not heard in training, ties
-broken at random in expectation). Methods:
+Per data set, every method trains and is evaluated once on each of ``settings.quality_split_seeds``
+(101..105: random leave-one-out splits, ``trainer_service.evaluation.leave_one_out_split``; never
+the split seeds the defaults were chosen on, 201..205 in ``bench.levers``, nor seed 0, the one
+split older reports used). On split seed ``s`` the training seed is ``s`` too, as ``train --seed s``
+does (split and training draw from different random streams of the seed), so the spread covers
+both the split and the training's randomness. Each method trains on the training interactions
+only and is ranked by OUR evaluator (``evaluate_model``: every artist the user has not heard in
+training, ties broken at random in expectation). A row gives the mean over the splits with the
+lowest and highest split and the standard deviation. Methods:
 
 - ``ours (default)``: the trainer's TensorFlow BPR with the default hyperparameters (rank-aware
   negatives, cosine learning-rate decay; docs/training.md);
@@ -15,9 +20,9 @@ broken at random in expectation). Methods:
 - ``implicit ALS``: ``implicit.cpu.als`` with our number of factors and its defaults (reg 0.01,
   alpha 1, 15 iterations), on BM25-weighted play counts (K1 100, B 0.8) as implicit's own Last.fm
   example does;
+- ``EASE``: the closed-form linear model of Steck 2019 (``bench.ease``), its L2 strength per data
+  set chosen by ``bench.levers`` on the choosing splits (``EASE_LAMBDA``);
 - ``popularity``: ranking by training listeners (``evaluate_popularity``).
-
-Runs differ by training seed (0, 1, 2, ...); the figures are medians over runs.
 """
 
 from __future__ import annotations
@@ -36,9 +41,14 @@ from bench.settings import BenchSettings
 
 log = logging.getLogger(__name__)
 
-SPLIT_SEED = 0
+# EASE's L2 strength per data set, chosen by the mean HR@10 over the split seeds bench.levers
+# chooses on (never the reported ones); docs/levers.md has the table.
+EASE_LAMBDA = {"lastfm-2k": 100.0, "movielens-small": 100.0}
+DEFAULT_EASE_LAMBDA = 100.0
+ALS_FACTORS = 64
 FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
-METRIC_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "train_seconds", "samples_per_second", "tag_coherence")
+MEAN_KEYS = ("hit_rate_at_10", "ndcg_at_10", "auc", "tag_coherence")
+MEDIAN_KEYS = ("train_seconds", "samples_per_second")
 # "Time to HR@10 >= 0.19": each method is evaluated about this many times along its run (and at
 # its end); the evaluations' time is not counted as training time.
 TIME_TO_HR_THRESHOLD = 0.19
@@ -93,18 +103,21 @@ class QualityClock:
 
 
 def _coherence(artist_factors, tags) -> dict:
-    """The tag coherence of a method's SimilarArtists (``bench.tags.tag_coherence``; None without tags)."""
+    """The tag coherence of a method's SimilarArtists (``bench.tags.tag_coherence``; ``tags``:
+    (ArtistTags, listeners per artist), or None without tags)."""
     from bench.tags import tag_coherence
 
-    return {"tag_coherence": None if tags is None else tag_coherence(np.asarray(artist_factors), tags)}
+    return {} if tags is None else {"tag_coherence": tag_coherence(np.asarray(artist_factors), *tags)}
 
 
-def _ours(split, hp, selection, tags=None) -> dict:
+def _ours(split, hp, selection, track: bool = True, tags=None) -> dict:
+    """Our BPR with ``hp`` on ``split``; ``track``: evaluate along the way (time to quality),
+    else only at the end; ``tags``: as ``_coherence`` takes them."""
     from trainer_service.bpr import BPRTrainer
     from trainer_service.evaluation import evaluate_model
 
     epochs = []
-    clock = QualityClock(hp.epochs)
+    clock = QualityClock(hp.epochs, every=None if track else hp.epochs + 1)
     clock.start()
     with BPRTrainer(split.train_users, split.train_artists, split.train_weights, split.num_users,
                     split.num_artists, hp) as trainer:
@@ -123,7 +136,7 @@ def _ours(split, hp, selection, tags=None) -> dict:
     return {**_metrics(evaluate_model(factors.user_factors, factors.artist_factors, factors.artist_bias, split,
                                       selection)),
             "train_seconds": seconds, "samples_per_second": median(rates),
-            "epoch_samples_per_second": rates, "time_to_quality": clock.as_dict(),
+            "epoch_samples_per_second": rates, **({"time_to_quality": clock.as_dict()} if track else {}),
             **_coherence(factors.artist_factors, tags)}
 
 
@@ -135,14 +148,14 @@ def _train_matrix(split, weights: np.ndarray | None = None):
                       shape=(split.num_users, split.num_artists))
 
 
-def _implicit_bpr(split, factors: int, seed: int, selection, tags=None) -> dict:
+def _implicit_bpr(split, factors: int, seed: int, selection, track: bool = True, tags=None) -> dict:
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     from trainer_service.evaluation import evaluate_model
 
     matrix = _train_matrix(split)
     model = BayesianPersonalizedRanking(factors=factors, random_state=seed)
-    clock = QualityClock(model.iterations)
+    clock = QualityClock(model.iterations, every=None if track else model.iterations + 1)
 
     def current():
         # implicit appends a bias column to the items and a constant 1 to the users.
@@ -155,10 +168,12 @@ def _implicit_bpr(split, factors: int, seed: int, selection, tags=None) -> dict:
     seconds = clock.elapsed()
     samples = model.iterations * matrix.nnz
     return {**_metrics(current()), "train_seconds": seconds, "samples_per_second": samples / seconds,
-            "time_to_quality": clock.as_dict(), **_coherence(np.asarray(model.item_factors)[:, :-1], tags)}
+            **({"time_to_quality": clock.as_dict()} if track else {}),
+            **_coherence(np.asarray(model.item_factors)[:, :-1], tags)}
 
 
-def _implicit_als(split, factors: int, seed: int, selection, tags=None) -> dict:
+def _implicit_als(split, factors: int, seed: int, selection, regularization: float = 0.01, iterations: int = 15,
+                  alpha: float = 1.0, track: bool = True, tags=None) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import bm25_weight
     from threadpoolctl import threadpool_limits
@@ -168,8 +183,9 @@ def _implicit_als(split, factors: int, seed: int, selection, tags=None) -> dict:
     matrix = bm25_weight(_train_matrix(split), K1=100, B=0.8).tocsr().astype(np.float32)
     # implicit parallelizes itself and asks for single-threaded BLAS (it checks when constructed).
     with threadpool_limits(limits=1, user_api="blas"):
-        model = AlternatingLeastSquares(factors=factors, random_state=seed)
-        clock = QualityClock(model.iterations)
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
+                                        alpha=alpha, random_state=seed)
+        clock = QualityClock(model.iterations, every=None if track else model.iterations + 1)
 
         def current():
             users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
@@ -180,21 +196,49 @@ def _implicit_als(split, factors: int, seed: int, selection, tags=None) -> dict:
                   callback=lambda iteration, *_: clock.checkpoint(iteration + 1, current))
         seconds = clock.elapsed()
     return {**_metrics(current()), "train_seconds": seconds, "samples_per_second": None,
-            "interactions_per_second": model.iterations * matrix.nnz / seconds, "time_to_quality": clock.as_dict(),
-            **_coherence(model.item_factors, tags)}
+            "interactions_per_second": model.iterations * matrix.nnz / seconds,
+            **({"time_to_quality": clock.as_dict()} if track else {}), **_coherence(model.item_factors, tags)}
+
+
+def peer_run(name: str, overrides: dict, split, selection, seed: int) -> dict | None:
+    """A peer method named like ``bench.levers``' variants: "ease..." (field ``lambda``) or
+    "als..." (fields ``factors``, ``regularization``, ``iterations``, ``alpha``); None for any
+    other name (our BPR)."""
+    if name.startswith("ease"):
+        from bench import ease
+
+        return ease.evaluate(split, float(overrides.get("lambda", DEFAULT_EASE_LAMBDA)), selection)
+    if name.startswith("als"):
+        return _implicit_als(split, int(overrides.get("factors", ALS_FACTORS)), seed, selection,
+                             regularization=float(overrides.get("regularization", 0.01)),
+                             iterations=int(overrides.get("iterations", 15)), alpha=float(overrides.get("alpha", 1.0)))
+    return None
 
 
 def _summary(runs: list[dict]) -> dict:
-    row = {key: (median(r[key] for r in runs) if any(r.get(key) is not None for r in runs) else None)
-           for key in METRIC_KEYS}
+    """One row from a method's runs (one per split): means of the ranking metrics, min / max /
+    standard deviation (population) of HR@10 and NDCG@10, medians of the times, the slowest
+    training."""
+    def present(key):
+        return [r[key] for r in runs if r.get(key) is not None]
+
+    row = {key: statistics.fmean(present(key)) if present(key) else None for key in MEAN_KEYS}
+    row.update({key: median(present(key)) if present(key) else None for key in MEDIAN_KEYS})
+    for key, short in (("hit_rate_at_10", "hit_rate"), ("ndcg_at_10", "ndcg")):
+        values = present(key)
+        row[f"{short}_min"], row[f"{short}_max"] = (min(values), max(values)) if values else (None, None)
+        row[f"{short}_std"] = statistics.pstdev(values) if values else None
+    row["train_seconds_max"] = max(present("train_seconds"), default=None)
     row["evaluated_users"] = runs[0]["evaluated_users"] if runs else 0
-    # Median over runs, a run that never reached the threshold counting as infinitely slow; None
-    # when the median run did not reach it.
-    reached = sorted(math.inf if r.get("time_to_quality", {}).get("seconds_to_threshold") is None
-                     else r["time_to_quality"]["seconds_to_threshold"] for r in runs)
-    middle = statistics.median(reached) if reached else math.inf
-    row["seconds_to_threshold"] = None if not math.isfinite(middle) else middle
-    row["runs_reaching_threshold"] = sum(math.isfinite(t) for t in reached)
+    # Median over the runs that tracked it (the first split's), a run that never reached the
+    # threshold counting as infinitely slow; None when the median run did not reach it.
+    tracked = [r for r in runs if "time_to_quality" in r]
+    reached = sorted(math.inf if r["time_to_quality"]["seconds_to_threshold"] is None
+                     else r["time_to_quality"]["seconds_to_threshold"] for r in tracked)
+    if tracked:
+        middle = statistics.median(reached)
+        row["seconds_to_threshold"] = None if not math.isfinite(middle) else middle
+        row["runs_reaching_threshold"] = sum(math.isfinite(t) for t in reached)
     if any(r.get("interactions_per_second") for r in runs):
         row["interactions_per_second"] = median(r["interactions_per_second"] for r in runs)
     row["runs"] = len(runs)
@@ -209,54 +253,75 @@ def evaluate_dataset(name: str, settings: BenchSettings) -> dict:
 
     path = data_path(settings, name)
     data = load_files(path, FORMATS[name])
-    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists,
-                                seed=SPLIT_SEED)
-    selection = sample_heldout(split, settings.quality_max_users, SPLIT_SEED)
     ours_hp = Hyperparameters()
     if settings.quality_epochs is not None:
         ours_hp = ours_hp.with_overrides(epochs=settings.quality_epochs)
     notebook_hp = NOTEBOOK if settings.quality_epochs is None else NOTEBOOK.with_overrides(
         epochs=min(NOTEBOOK.epochs, settings.quality_epochs))
-    rows, notes = [], []
+    lam = EASE_LAMBDA.get(name, DEFAULT_EASE_LAMBDA)
+    notes = []
+    # Time to HR@10 >= 0.19 evaluates a run ~20 times along the way: measured on the first split
+    # only (it is about training speed, not the split), the other splits evaluate at the end only.
+    first = settings.quality_split_seeds[0]
+    tags = None if data.tags is None else (data.tags, data.listeners_per_artist())
     methods = [
-        ("ours (default)", lambda seed: _ours(split, ours_hp.with_overrides(seed=seed), selection, data.tags),
+        ("ours (default)", lambda split, sel, seed: _ours(split, ours_hp.with_overrides(seed=seed), sel,
+                                                           track=seed == first, tags=tags),
          f"TensorFlow BPR, {ours_hp.factors} factors, {ours_hp.epochs} epochs, {ours_hp.optimizer} "
          f"lr {ours_hp.learning_rate:g} ({ours_hp.learning_rate_schedule}), reg {ours_hp.regularization:g}, "
          f"{ours_hp.negative_sampling} negatives (hardest of {ours_hp.negative_candidates})"),
-        ("notebook recipe", lambda seed: _ours(split, notebook_hp.with_overrides(seed=seed), selection, data.tags),
+        ("notebook recipe", lambda split, sel, seed: _ours(split, notebook_hp.with_overrides(seed=seed), sel,
+                                                            track=seed == first, tags=tags),
          f"trainer preset 'notebook': {notebook_hp.factors} factors, {notebook_hp.epochs} epochs, "
          f"{notebook_hp.optimizer} lr {notebook_hp.learning_rate:g}, {notebook_hp.negative_sampling} negatives"),
     ]
     try:
         import implicit  # noqa: F401
         methods += [
-            ("implicit BPR", lambda seed: _implicit_bpr(split, ours_hp.factors, seed, selection, data.tags),
+            ("implicit BPR", lambda split, sel, seed: _implicit_bpr(split, ours_hp.factors, seed, sel,
+                                                                    track=seed == first, tags=tags),
              f"implicit {_version('implicit')} cpu BPR, {ours_hp.factors} factors, lr 0.01, reg 0.01, 100 iterations"),
-            ("implicit ALS", lambda seed: _implicit_als(split, ours_hp.factors, seed, selection, data.tags),
+            ("implicit ALS", lambda split, sel, seed: _implicit_als(split, ours_hp.factors, seed, sel,
+                                                                    track=seed == first, tags=tags),
              f"implicit {_version('implicit')} cpu ALS, {ours_hp.factors} factors, reg 0.01, alpha 1, "
              "15 iterations, BM25-weighted plays"),
         ]
     except ImportError:
         notes.append("implicit is not installed: its rows are skipped (pip install -e '.[bench]')")
-    for method, train, description in methods:
-        runs = []
-        for seed in range(settings.runs):
+    from bench import ease
+
+    methods.append(("EASE", lambda split, sel, seed: ease.evaluate(split, lam, sel),
+                    f"closed form (Steck 2019), lambda {lam:g} (chosen on other splits), binary plays, artists "
+                    f"with >= {ease.MIN_LISTENERS} training listeners"))
+    runs: dict[str, list[dict]] = {method: [] for method, _, _ in methods}
+    popularity_runs = []
+    heldout, evaluated, train_interactions = [], [], []
+    for split_seed in settings.quality_split_seeds:
+        split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists,
+                                    seed=split_seed)
+        selection = sample_heldout(split, settings.quality_max_users, split_seed)
+        heldout.append(int(split.num_heldout))
+        evaluated.append(int(len(selection)))
+        train_interactions.append(int(split.train_users.size))
+        # Methods alternate within a split, so a noisy machine slows all of them alike.
+        for method, train, _ in methods:
             started = time.perf_counter()
-            runs.append(train(seed))
-            log.info("quality %s %s seed %d: HR@10 %.4f (%.1f s)", name, method, seed, runs[-1]["hit_rate_at_10"],
-                     time.perf_counter() - started)
-        rows.append({"method": method, "description": description, **_summary(runs)})
-    with Stopwatch() as sw:
-        popularity = evaluate_popularity(split, selection)
-    rows.append({"method": "popularity", "description": "training listeners per artist", **_metrics(popularity),
-                 "train_seconds": sw.seconds, "samples_per_second": None, "seconds_to_threshold": None,
-                 "runs": 1, "per_run": []})
+            run = {**train(split, selection, split_seed), "split_seed": split_seed}
+            runs[method].append(run)
+            log.info("quality %s %s split %d: HR@10 %.4f (%.1f s)", name, method, split_seed,
+                     run["hit_rate_at_10"], time.perf_counter() - started)
+        with Stopwatch() as sw:
+            popularity = evaluate_popularity(split, selection)
+        popularity_runs.append({**_metrics(popularity), "train_seconds": sw.seconds, "samples_per_second": None,
+                                "split_seed": split_seed})
+    rows = [{"method": method, "description": description, **_summary(runs[method])}
+            for method, _, description in methods]
+    rows.append({"method": "popularity", "description": "training listeners per artist", **_summary(popularity_runs)})
     return {
         "dataset": name, "path": str(path), "users": data.num_users, "artists": data.num_artists,
-        "interactions": data.num_interactions, "train_interactions": int(split.train_users.size),
-        "heldout_users": int(split.num_heldout), "evaluated_users": int(len(selection)),
-        "split_seed": SPLIT_SEED, "rows": rows, "notes": notes,
-        "targets": _targets(name, rows),
+        "interactions": data.num_interactions, "train_interactions": train_interactions[0],
+        "heldout_users": heldout[0], "evaluated_users": evaluated[0],
+        "split_seeds": list(settings.quality_split_seeds), "rows": rows, "notes": notes,
     }
 
 
@@ -267,41 +332,6 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "?"
-
-
-# Issue 12's quality targets for the default hyperparameters (HR@10, median of the runs), and the
-# training time to reach it on Last.fm 2K (the slowest run: the first one compiles).
-HIT_RATE_TARGETS = {"lastfm-2k": 0.22, "movielens-small": 0.20}
-TRAIN_SECONDS_TARGETS = {"lastfm-2k": 8.0}
-
-
-def _targets(name: str, rows: list[dict]) -> list[dict]:
-    """Our HR@10 above implicit BPR's (both data sets), at least implicit ALS's (lastfm-2k), at
-    least ``HIT_RATE_TARGETS``, trained within ``TRAIN_SECONDS_TARGETS``."""
-    by = {r["method"]: r for r in rows}
-    ours = by.get("ours (default)", {}).get("hit_rate_at_10", math.nan)
-    targets = []
-    if name in HIT_RATE_TARGETS:
-        goal = HIT_RATE_TARGETS[name]
-        targets.append({"target": f"{name}: our HR@10 >= {goal:g} (default hyperparameters)", "ours": ours,
-                        "peer": goal, "met": bool(ours >= goal)})
-    runs = by.get("ours (default)", {}).get("per_run") or []
-    if name in TRAIN_SECONDS_TARGETS and runs:
-        slowest = max(r["train_seconds"] for r in runs)
-        goal = TRAIN_SECONDS_TARGETS[name]
-        targets.append({"target": f"{name}: default training <= {goal:g} s, compilation included (slowest run)",
-                        "ours": slowest, "peer": goal, "met": bool(slowest <= goal),
-                        "measured": f"{slowest:.1f} s (runs: "
-                                    f"{', '.join(format(r['train_seconds'], '.1f') for r in runs)})"})
-    if "implicit BPR" in by:
-        peer = by["implicit BPR"]["hit_rate_at_10"]
-        targets.append({"target": f"{name}: our HR@10 above implicit BPR's", "ours": ours, "peer": peer,
-                        "met": bool(ours > peer)})
-    if name == "lastfm-2k" and "implicit ALS" in by:
-        peer = by["implicit ALS"]["hit_rate_at_10"]
-        targets.append({"target": f"{name}: our HR@10 at least implicit ALS's", "ours": ours, "peer": peer,
-                        "met": bool(ours >= peer)})
-    return targets
 
 
 def run(settings: BenchSettings, workdir: Path) -> dict:

@@ -20,7 +20,9 @@ class BenchSettings:
     - ``runs``: repetitions whose median is reported (quality trainings, ANN timings, load runs).
     - ``quality_datasets``: names under ``data_dir``; ``quality_epochs``: None = the trainer's
       defaults, else an override for our BPR (quick mode only); ``quality_max_users``: evaluated
-      users cap (None: all).
+      users cap (None: all); ``quality_split_seeds``: the leave-one-out splits every method is
+      trained and evaluated on, one training each (mean and spread over them; never the seeds
+      the defaults were chosen on: see ``bench.levers``).
     - ``scale_sizes``: (label, users, artists, interactions) synthetic sizes, smallest first;
       ``scale_epochs``: epochs trained at each size (bounded at full scale).
     - ``ann_queries``: queries per recall/latency measurement (``ann_queries_large`` on the
@@ -59,6 +61,7 @@ class BenchSettings:
     quality_datasets: tuple[str, ...] = ("lastfm-2k", "movielens-small")
     quality_epochs: int | None = None
     quality_max_users: int | None = None
+    quality_split_seeds: tuple[int, ...] = (101, 102, 103, 104, 105)
     scale_sizes: tuple[tuple[str, int, int, int], ...] = (
         ("1/100", 3_600, 1_600, 175_000),
         ("1/10", 36_000, 16_000, 1_750_000),
@@ -118,6 +121,7 @@ def quick_settings(**overrides) -> BenchSettings:
         quality_datasets=("lastfm-2k",),
         quality_epochs=3,
         quality_max_users=300,
+        quality_split_seeds=(101,),
         scale_sizes=(("tiny", 300, 200, 6_000), ("1/100", 3_600, 1_600, 175_000)),
         scale_epochs=1,
         scale_eval_users=200,

@@ -39,10 +39,11 @@ class ArtistGroup:
 
 async def artist_group(index: index_pb2_grpc.IndexServiceStub, seed: str, avoid: frozenset[str] = frozenset(),
                        size: int = GROUP_SIZE) -> ArtistGroup:
-    """``seed`` and its nearest neighbours by SimilarArtists, ``size`` in all, none in ``avoid``."""
+    """``seed`` and its nearest neighbours by SimilarArtists, ``size`` in all, none in ``avoid``
+    (the seed included: the two most listened artists are often each other's neighbours)."""
     reply = await index.SimilarArtists(index_pb2.SimilarArtistsRequest(artist_id=seed, k=size + len(avoid)),
                                        timeout=_TIMEOUT_S)
-    members = [reply.artist, *(a for a in reply.artists if a.artist_id not in avoid)][:size]
+    members = [a for a in (reply.artist, *reply.artists) if a.artist_id not in avoid][:size]
     return ArtistGroup(tuple(a.artist_id for a in members), tuple(artist_label(a) for a in members))
 
 

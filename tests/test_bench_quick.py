@@ -95,10 +95,14 @@ def test_quality_rows(quick):
     results, _ = quick
     dataset = results["parts"]["quality"]["datasets"][0]
     methods = {row["method"]: row for row in dataset["rows"]}
-    assert set(methods) == {"ours (default)", "notebook recipe", "implicit BPR", "implicit ALS", "popularity"}
+    assert set(methods) == {"ours (default)", "notebook recipe", "implicit BPR", "implicit ALS", "EASE", "popularity"}
+    assert dataset["split_seeds"] and 0 not in dataset["split_seeds"]  # never the old reported split
     for row in methods.values():
         for key in ("hit_rate_at_10", "ndcg_at_10", "auc"):
             assert finite(row[key]) and 0.0 <= row[key] <= 1.0, (row["method"], key)
+        assert row["hit_rate_min"] <= row["hit_rate_at_10"] <= row["hit_rate_max"], row["method"]
+        assert row["runs"] == len(dataset["split_seeds"]) == len(row["per_run"]), row["method"]
+        assert [r["split_seed"] for r in row["per_run"]] == dataset["split_seeds"], row["method"]
         assert finite(row["train_seconds"])
     assert finite(methods["ours (default)"]["samples_per_second"])
 

@@ -356,6 +356,9 @@ def add_tune_command(subparsers) -> None:
     parser.add_argument("--data", required=True, metavar="SOURCE", help="what to tune on (syntax as for train)")
     parser.add_argument("--budget", required=True, type=_positive_int, metavar="N",
                         help=f"trials to train (1..{tune.MAX_BUDGET}); the first is the base hyperparameters")
+    parser.add_argument("--splits", type=_positive_int, default=tune.DEFAULT_SPLITS, metavar="K",
+                        help=f"validation hold-outs each trial trains on; trials are ranked by their mean "
+                             f"validation HR@10 (1..{tune.MAX_SPLITS}, default {tune.DEFAULT_SPLITS})")
     parser.add_argument("--data-dir", type=Path, default=None, help="directory file sources are relative to")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="base hyperparameters (the untuned fields, and trial 1)")
@@ -405,7 +408,7 @@ def run_tune(args: argparse.Namespace) -> int:
         settings = EvaluationSettings(max_users=args.eval_users, validate_every=args.validate_every,
                                       validation_users=args.validation_users)
         options = training_options_from_args(args)
-        check_settings(args.budget, settings)
+        check_settings(args.budget, settings, args.splits)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -421,7 +424,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     try:
         data = load_source(parse_source(args.data), args.data_dir)
-        result = tune(data, base, args.budget, evaluation=settings, patience=options.patience, on_trial=on_trial,
+        result = tune(data, base, args.budget, splits=args.splits, evaluation=settings, patience=options.patience, on_trial=on_trial,
                       on_progress=display, should_stop=interrupted.is_set)
         display.close()
         best = result.settings
@@ -429,7 +432,8 @@ def run_tune(args: argparse.Namespace) -> int:
             print(json.dumps({
                 "trials": [{"number": t.number, "hyperparameters": t.hyperparameters.to_dict(),
                             "best_epoch": t.best_epoch, "epochs_trained": t.epochs_trained,
-                            "validation": t.validation, "seconds": t.seconds} for t in result.trials],
+                            "validation": t.validation, "split_hit_rates": list(t.split_hit_rates),
+                            "seconds": t.seconds} for t in result.trials],
                 "best": {"trial": result.best.number, "hyperparameters": best.to_dict(),
                          "validation_hit_rate_at_10": result.best.hit_rate_at_10},
             }, indent=2))

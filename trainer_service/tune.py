@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ REGULARIZATIONS = (0.0003, 0.03)
 FACTORS = (32, 64, 128)
 EPOCHS = (20, 40, 60, 100)
 MAX_BUDGET = 200
+DEFAULT_SPLITS = 5
+MAX_SPLITS = 20
 # Early stopping is how a trial's epoch count is tuned, so tune always uses it (``train``'s
 # default is off: see docs/training.md).
 TUNE_PATIENCE = 3
@@ -53,8 +56,10 @@ _TUNE_STREAM = 6
 @dataclass(frozen=True)
 class Trial:
     """One trained candidate: its ``hyperparameters`` (``epochs``: the most it could train), the
-    epoch early stopping kept, the epochs it ran, its validation metrics at the kept epoch
-    (manifest key names) and its wall seconds."""
+    epoch early stopping kept (the median over its splits), the most epochs it ran on a split, its
+    validation metrics at the kept epochs (manifest key names; means over the splits), each split's
+    validation HR@10 (``split_hit_rates``, in ``validation_seeds`` order) and its wall seconds (all
+    splits)."""
 
     number: int
     hyperparameters: Hyperparameters
@@ -62,6 +67,7 @@ class Trial:
     epochs_trained: int
     validation: dict[str, float]
     seconds: float
+    split_hit_rates: tuple[float, ...] = ()
 
     @property
     def hit_rate_at_10(self) -> float:
@@ -101,41 +107,63 @@ def _check_budget(budget: int) -> None:
         raise ValueError(f"budget must be in [1, {MAX_BUDGET}], got {budget}")
 
 
-def check_settings(budget: int, evaluation: EvaluationSettings) -> None:
-    """ValueError for a budget out of range or no validation (``validate_every`` 0)."""
+def check_settings(budget: int, evaluation: EvaluationSettings, splits: int = DEFAULT_SPLITS) -> None:
+    """ValueError for a budget or a number of splits out of range, or no validation
+    (``validate_every`` 0)."""
     _check_budget(budget)
+    if not 1 <= splits <= MAX_SPLITS:
+        raise ValueError(f"splits must be in [1, {MAX_SPLITS}], got {splits}")
     if not evaluation.validate_every:
         raise ValueError("tune needs validation (validate_every > 0)")
 
 
-def tune(interactions: Interactions, base: Hyperparameters, budget: int, *,
+def validation_seeds(seed: int, splits: int) -> list[int]:
+    """The seeds of the ``splits`` validation hold-outs (and of their trainings): ``seed``, then
+    ``seed + 1``, ... (wrapped into the signed 64-bit range). Each seeds its own random streams."""
+    return [((seed + k + 2**63) % 2**64) - 2**63 for k in range(splits)]
+
+
+def _mean_metrics(per_split: list[dict[str, float]]) -> dict[str, float]:
+    keys = set.intersection(*(set(m) for m in per_split)) if per_split else set()
+    means = {key: statistics.fmean(float(m[key]) for m in per_split) for key in sorted(keys)}
+    if "evaluated_users" in means:
+        means["evaluated_users"] = int(round(means["evaluated_users"]))
+    return means
+
+
+def tune(interactions: Interactions, base: Hyperparameters, budget: int, *, splits: int = DEFAULT_SPLITS,
          evaluation: EvaluationSettings = EvaluationSettings(), patience: int = TUNE_PATIENCE,
          on_trial: Callable[[Trial], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
          should_stop: Callable[[], bool] | None = None, trainer_factory: TrainerFactory = open_trainer) -> TuneResult:
-    """Run ``budget`` trials (see the module docstring) on ``interactions``; ``on_trial`` gets each
-    finished trial, ``on_progress`` every trial's epoch events. Raises ``ValueError`` (see
-    ``check_settings``), ``DataError`` (no user with enough interactions for validation),
-    ``TrainingCancelled`` (``should_stop``)."""
-    check_settings(budget, evaluation)
+    """Run ``budget`` trials (see the module docstring), each on ``splits`` validation hold-outs
+    of ``interactions``; ``on_trial`` gets each finished trial, ``on_progress`` every training's
+    epoch events. Raises ``ValueError`` (see ``check_settings``), ``DataError`` (no user with
+    enough interactions for validation), ``TrainingCancelled`` (``should_stop``)."""
+    check_settings(budget, evaluation, splits)
     drawn = candidates(base, budget)
     test = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                interactions.num_users, interactions.num_artists, base.seed)
-    validation = validation_split(test, base.seed)  # reads test.train_* only
+    seeds = validation_seeds(base.seed, splits)
+    validations = [validation_split(test, seed) for seed in seeds]  # read test.train_* only
     del test
-    if validation.num_heldout == 0:
+    if validations[0].num_heldout == 0:
         raise DataError("no user has enough interactions for a validation hold-out")
-    selection = sample_heldout(validation, evaluation.validation_users, base.seed)
+    selections = [sample_heldout(v, evaluation.validation_users, seed) for v, seed in zip(validations, seeds)]
     trials: list[Trial] = []
     for number, hp in enumerate(drawn, start=1):
         started = time.perf_counter()
-        fitted = fit(validation.train_users, validation.train_artists, validation.train_weights,
-                     validation.num_users, validation.num_artists, hp, validation=validation, selection=selection,
-                     validate_every=evaluation.validate_every, patience=max(patience, 1),
-                     emit=on_progress or (lambda event: None), should_stop=should_stop or (lambda: False),
-                     trainer_factory=trainer_factory)
-        trial = Trial(number=number, hyperparameters=hp, best_epoch=fitted.best_epoch,
-                      epochs_trained=fitted.epochs_trained, validation=dict(fitted.validation_metrics),
-                      seconds=time.perf_counter() - started)
+        fits = [fit(v.train_users, v.train_artists, v.train_weights, v.num_users, v.num_artists,
+                    dataclasses.replace(hp, seed=seed), validation=v, selection=selection,
+                    validate_every=evaluation.validate_every, patience=max(patience, 1),
+                    emit=on_progress or (lambda event: None), should_stop=should_stop or (lambda: False),
+                    trainer_factory=trainer_factory)
+                for v, selection, seed in zip(validations, selections, seeds)]
+        trial = Trial(number=number, hyperparameters=hp,
+                      best_epoch=statistics.median_low(f.best_epoch for f in fits),
+                      epochs_trained=max(f.epochs_trained for f in fits),
+                      validation=_mean_metrics([dict(f.validation_metrics) for f in fits]),
+                      seconds=time.perf_counter() - started,
+                      split_hit_rates=tuple(float(f.validation_metrics.get("hit_rate_at_10", 0.0)) for f in fits))
         trials.append(trial)
         if on_trial is not None:
             on_trial(trial)
@@ -144,14 +172,17 @@ def tune(interactions: Interactions, base: Hyperparameters, budget: int, *,
 
 
 def format_trials(trials: list[Trial], best: Trial | None = None) -> str:
-    """The trials as a table (one row each; the best marked with *)."""
+    """The trials as a table (one row each; the best marked with *): validation HR@10 and NDCG@10
+    are means over the splits, beside the lowest and highest split's HR@10."""
     lines = [f"{'#':>3}  {'learning_rate':>13}  {'regularization':>14}  {'factors':>7}  {'max epochs':>10}  "
-             f"{'best epoch':>10}  {'val HR@10':>9}  {'val NDCG@10':>11}  {'seconds':>7}"]
+             f"{'best epoch':>10}  {'val HR@10':>9}  {'split min..max':>14}  {'val NDCG@10':>11}  {'seconds':>7}"]
     for t in trials:
         hp = t.hyperparameters
         mark = "*" if best is not None and t.number == best.number else " "
+        rates = t.split_hit_rates or (t.hit_rate_at_10,)
+        spread = f"{min(rates):.4f}..{max(rates):.4f}"
         lines.append(f"{t.number:>3}{mark} {hp.learning_rate:>13.5g}  {hp.regularization:>14.5g}  {hp.factors:>7}  "
-                     f"{hp.epochs:>10}  {t.best_epoch:>10}  {t.hit_rate_at_10:>9.4f}  "
+                     f"{hp.epochs:>10}  {t.best_epoch:>10}  {t.hit_rate_at_10:>9.4f}  {spread:>14}  "
                      f"{t.validation.get('ndcg_at_10', 0.0):>11.4f}  {t.seconds:>7.1f}")
     return "\n".join(lines)
 
