@@ -196,8 +196,9 @@ def synthetic_version(directory: Path, num_users: int, num_artists: int, seed: i
 
 def diversity_figures(settings: BenchSettings) -> dict:
     """HR@10 and distinct top tags in the top 10, with and without the cap, on a leave-one-out
-    split of Last.fm 2K (the trainer's default hyperparameters), and the model's tag coherence."""
-    from bench.quality import FORMATS, SPLIT_SEED
+    split of Last.fm 2K (the quality part's first split seed; the trainer's default
+    hyperparameters, trained with that seed), and the model's tag coherence."""
+    from bench.quality import FORMATS
     from trainer_service.bpr import BPRTrainer
     from trainer_service.data import load_files
     from trainer_service.evaluation import leave_one_out_split, sample_heldout
@@ -206,9 +207,11 @@ def diversity_figures(settings: BenchSettings) -> dict:
     data = load_files(data_path(settings, LASTFM), FORMATS[LASTFM])
     if data.tags is None:
         return {"ran": False, "note": "the Last.fm 2K source carries no tags"}
-    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, seed=SPLIT_SEED)
-    selection = sample_heldout(split, settings.quality_max_users, SPLIT_SEED)
-    hp = Hyperparameters()
+    split_seed = settings.quality_split_seeds[0]
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists,
+                                seed=split_seed)
+    selection = sample_heldout(split, settings.quality_max_users, split_seed)
+    hp = Hyperparameters(seed=split_seed)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     with BPRTrainer(split.train_users, split.train_artists, split.train_weights, split.num_users,
