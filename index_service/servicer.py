@@ -84,8 +84,12 @@ def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
     return SimilarQuery(request.artist_id, request.artist_name, request.k, **_tag_fields(request))
 
 
-def _tagged(query) -> bool:
-    return bool(query.tags or query.exclude_tags)
+def _unknown_tags(model, query, ranking) -> tuple[str, ...]:
+    """The query's tag names the version does not know. A tag it does not know empties the
+    answer, so a non-empty answer has none and its tags are not resolved a second time."""
+    if not (query.tags or query.exclude_tags) or len(ranking.indices):
+        return ()
+    return model.unknown_tags(query)
 
 
 def plays_of(request: index_pb2.RecordPlaysRequest, now_s: float) -> tuple[Play, ...]:
@@ -141,7 +145,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         with served as model:
             live = None if self._live is None else self._live.listener(model, query.user_id)
             ranking = model.recommend(query, live)
-            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
+            unknown_tags = _unknown_tags(model, query, ranking)
             # A live listener none of whose artists the version knows is answered by popularity.
             return served.encoder.recommend(ranking, (), live is not None and live.query is None,
                                             unknown_tags=unknown_tags, include_tags=query.include_tags)
@@ -152,7 +156,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             answer = model.recommend_for_history(query)
-            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
+            unknown_tags = _unknown_tags(model, query, answer.ranking)
             return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback,
                                             unknown_tags=unknown_tags, include_tags=query.include_tags)
 
@@ -163,7 +167,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         with served as model:
             live = {} if self._live is None else self._live.listeners_of(model, (q.user_id for q in queries))
             results = model.batch_recommend(queries, live)
-            unknown_tags = [model.unknown_tags(q) if _tagged(q) and not isinstance(r, ServiceError) else ()
+            unknown_tags = [() if isinstance(r, ServiceError) else _unknown_tags(model, q, r)
                             for q, r in zip(queries, results)]
             return served.encoder.batch_recommend([_status_of(r) if isinstance(r, ServiceError) else r
                                                     for r in results], unknown_tags,
@@ -175,7 +179,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.acquire()
         with served as model:
             result = model.similar(query)
-            unknown_tags = model.unknown_tags(query) if _tagged(query) else ()
+            unknown_tags = _unknown_tags(model, query, result.ranking)
             return served.encoder.similar(result.query, result.ranking, unknown_tags=unknown_tags,
                                           include_tags=query.include_tags)
 
