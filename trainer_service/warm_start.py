@@ -45,13 +45,13 @@ log = logging.getLogger(__name__)
 
 WARM_STARTS = ("newest", "none")
 DEFAULT_WARM_START = "newest"
-# Chosen with +5% new plays (bench part "warm", its schedule sweep) on Last.fm 2K (3 seeds) and
-# synthetic small (2 seeds): HR@10 moved little across the schedules tried (the base's factors
-# dominate) and a lower starting rate beat the requested one; a quarter of the epochs from a
-# quarter of the learning rate was the cheapest schedule within 0.98x of a cold retrain on both
-# (an eighth of the epochs was on Last.fm 2K only).
-WARM_EPOCH_FRACTION = 0.25
-WARM_LEARNING_RATE_SCALE = 0.25
+# Chosen with +5% new plays (bench part "warm", its schedule sweep; docs/benchmarks.md part 8) on
+# Last.fm 2K, 3 seeds, with the default hyperparameters (8 negative candidates): the cheapest
+# schedule whose mean HR@10 stays within 0.98x of a cold retrain. With 5 candidates a quarter of
+# the epochs from a quarter of the rate did (also on synthetic small); with 8 only half the epochs
+# from half the rate does, so the warm run costs about half the cold run's training.
+WARM_EPOCH_FRACTION = 0.5
+WARM_LEARNING_RATE_SCALE = 0.5
 
 
 def same_source(a: str, b: str) -> bool:
