@@ -50,7 +50,6 @@ without tags is FAILED_PRECONDITION.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -466,11 +465,12 @@ class ServingModel:
             if tagged.unknown:
                 return _NO_RANKING
             # A list never holds the user's seen artists, so the filter it is read with need not
-            # drop them (the cheaper filter); the search's filter is made only when it is needed.
+            # drop them (the cheaper filter); the search's filter is made only for a search.
             list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
                            else None)
-            search_filter = functools.cache(
-                lambda: self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra)))
+            def search_filter() -> ArtistFilter:
+                return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
+
             return _page(self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
                                            end, tagged), offset)
         answer = self._from_lists(user, end, include_seen, extra, allowed)
