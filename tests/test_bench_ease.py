@@ -4,10 +4,13 @@ inverse taken from the definition, and a ranking known by hand."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from bench import ease
-from trainer_service.data import generate
-from trainer_service.evaluation import leave_one_out_split
+pytest.importorskip("scipy", reason="bench extras not installed (scipy): pip install -e '.[bench]'")
+
+from bench import ease  # noqa: E402 - after the skip: bench.ease needs scipy
+from trainer_service.data import generate  # noqa: E402
+from trainer_service.evaluation import leave_one_out_split  # noqa: E402
 
 
 def _everything_trains(users, artists, num_users, num_artists):
