@@ -71,11 +71,25 @@ class SqlitePlayLog(PlayLog):
             self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                                check_same_thread=False)
             self._identity = self._file_identity()
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._migrate()
+            self._set_up()
         except (sqlite3.Error, OSError) as exc:
             raise PlayLogUnavailable(f"cannot open the play log {self.where}: {exc}") from exc
+
+    def _set_up(self) -> None:
+        """WAL mode and the schema. Switching a new file to WAL needs the file to itself, and
+        SQLite answers "database is locked" at once, without its busy handler, while another
+        connection opens the same new file: retried here for up to ``BUSY_TIMEOUT_S``."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _file_identity(self) -> tuple[int, int]:
         status = os.stat(self.path)
@@ -99,7 +113,8 @@ class SqlitePlayLog(PlayLog):
                 connection.execute("UPDATE play_log_schema SET version = ?", (SCHEMA_VERSION,))
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
 
     def _check_file(self) -> None:
