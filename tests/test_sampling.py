@@ -37,6 +37,18 @@ def test_pair_set_membership_matches_a_python_set():
     assert expected.sum() >= users.size  # every stored pair was queried, and found
 
 
+def test_pair_set_answers_every_pair_of_a_dense_grid():
+    # Half of all pairs stored: the bit filter in front of the table has most of its bits set, so
+    # both of its answers (clear: absent without a probe; set: the table decides) are exercised.
+    rng = np.random.default_rng(4)
+    grid_u, grid_a = np.divmod(np.arange(60 * 70), 70)
+    stored = rng.random(grid_u.size) < 0.5
+    pairs = PairSet(grid_u[stored], grid_a[stored], 70)
+    assert np.array_equal(pairs.contains(grid_u, grid_a), stored)
+    sparse = PairSet(grid_u[:3], grid_a[:3], 70)  # a nearly empty filter: most queries stop there
+    assert np.array_equal(sparse.contains(grid_u, grid_a), np.arange(grid_u.size) < 3)
+
+
 def test_pair_set_accepts_unsorted_and_duplicate_pairs():
     pairs = PairSet(np.array([2, 0, 2, 1]), np.array([1, 3, 1, 0]), 4)
     assert pairs.contains(np.array([0, 1, 2, 2, 3]), np.array([3, 0, 1, 0, 3])).tolist() == [True, True, True, False,

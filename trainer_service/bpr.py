@@ -230,13 +230,16 @@ def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
 def hardest_negative(pu, Q, b, candidates):
     """Of (C, B) candidate negatives, the one per triple that the model scores highest for its
     user: returns its (B,) index, (B, F) factors and (B,) bias, taken from the rows gathered
-    for scoring (so the later scatter into Q depends on this gather; see the module docstring)."""
+    for scoring (so the later scatter into Q depends on this gather; see the module docstring).
+    The pick is a gather from those (C * B) rows at ``best * B + k`` (a one-hot sum over the
+    C candidates gave the same values at several times the reads)."""
     qc = tf.gather(Q, candidates)  # (C, B, F)
     bc = tf.gather(b, candidates)  # (C, B)
     scores = tf.reduce_sum(pu[None] * qc, axis=2) + bc
-    pick = tf.one_hot(tf.argmax(scores, axis=0, output_type=tf.int32), tf.shape(candidates)[0], axis=0)
-    j = tf.reduce_sum(candidates * tf.cast(pick, tf.int32), axis=0)
-    return j, tf.reduce_sum(qc * pick[:, :, None], axis=0), tf.reduce_sum(bc * pick, axis=0)
+    batch = tf.shape(candidates)[1]
+    flat = tf.argmax(scores, axis=0, output_type=tf.int32) * batch + tf.range(batch)
+    return (tf.gather(tf.reshape(candidates, [-1]), flat), tf.gather(tf.reshape(qc, [-1, tf.shape(qc)[2]]), flat),
+            tf.gather(tf.reshape(bc, [-1]), flat))
 
 
 @functools.lru_cache(maxsize=None)

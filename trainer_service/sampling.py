@@ -50,7 +50,12 @@ class PairSet:
 
     Keys are ``user * num_artists + artist`` (int64) in an open-addressing table with linear
     probing, sized to the next power of two >= 2 N (load <= 0.5, so about 1.5 probes per query).
-    Memory: 8 bytes x 2..4 N.
+    In front of it, a one-hash bit filter of 4 bits per table slot (a sixteenth of the table's
+    bytes): a query whose bit is clear is absent without a probe. Negative draws are nearly all
+    absent, and a probe is a random read into a table of hundreds of MiB at 360K scale, while
+    the filter is small enough to stay in cache; only the few queries whose bit is set (at most
+    about 1 in 8 at full load) probe the table. The answers are the table's.
+    Memory: 8.5 bytes x 2..4 N.
     """
 
     def __init__(self, users: np.ndarray, artists: np.ndarray, num_artists: int):
@@ -67,6 +72,11 @@ class PairSet:
         if keys.size > 1 and not np.all(keys[1:] > keys[:-1]):
             keys = np.sort(keys)
             keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+        # The filter's bit of a key: the top ``bits + 2`` bits of the same multiplicative hash.
+        self._filter_shift = np.uint64(64 - bits - 2)
+        self._filter = np.zeros(1 << max(0, bits + 2 - 6), dtype=np.uint64)
+        filter_bits = self._filter_bits(keys)
+        np.bitwise_or.at(self._filter, filter_bits >> 6, np.uint64(1) << (filter_bits & 63).astype(np.uint64))
         slots = self._slots(keys)
         pending = np.arange(keys.size)
         while pending.size:
@@ -80,12 +90,29 @@ class PairSet:
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         return ((keys.astype(np.uint64) * _HASH_MULTIPLIER) >> self._shift).astype(np.int64)
 
+    def _filter_bits(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * _HASH_MULTIPLIER) >> self._filter_shift).astype(np.int64)
+
+    def _maybe(self, keys: np.ndarray) -> np.ndarray:
+        """Positions in ``keys`` (int64) whose filter bit is set: the only ones that can be in
+        the set. In-place steps and ``np.take``: this runs on millions of draws per call."""
+        bits = keys.view(np.uint64) * _HASH_MULTIPLIER  # keys are >= 0: the view is the value
+        bits >>= self._filter_shift
+        words = np.take(self._filter, (bits >> np.uint64(6)).view(np.int64))
+        bits &= np.uint64(63)
+        words >>= bits
+        words &= np.uint64(1)
+        return np.flatnonzero(words)
+
     def contains(self, users: np.ndarray, artists: np.ndarray) -> np.ndarray:
         """(n,) bool: whether each (users[k], artists[k]) is in the set."""
-        keys = users.astype(np.int64) * self.num_artists + artists.astype(np.int64)
+        keys = users.astype(np.int64)
+        keys *= self.num_artists
+        keys += artists
         found = np.zeros(keys.size, dtype=bool)
+        open_ = self._maybe(keys)
+        keys = keys[open_]
         slots = self._slots(keys)
-        open_ = np.arange(keys.size)
         while open_.size:
             stored = self._table[slots]
             hit = stored == keys
@@ -97,7 +124,7 @@ class PairSet:
 
     @property
     def nbytes(self) -> int:
-        return int(self._table.nbytes)
+        return int(self._table.nbytes + self._filter.nbytes)
 
 
 @dataclass(frozen=True)
