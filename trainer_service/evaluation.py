@@ -175,6 +175,13 @@ def _ragged_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.n
     return owner, np.repeat(starts, lengths) + offsets
 
 
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """(R,) int64: the true entries of each row of an (R, A) bool array. Row by row on purpose:
+    ``np.count_nonzero(mask, axis=1)`` sums the bools through a widening cast, several times
+    slower than counting each contiguous row (the evaluation counts two such arrays per block)."""
+    return np.fromiter((np.count_nonzero(row) for row in mask), dtype=np.int64, count=mask.shape[0])
+
+
 def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_bias: np.ndarray,
                    split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
     """Leave-one-out metrics of the model (``(U, F)``, ``(A, F)``, ``(A,)`` float arrays) on the
@@ -214,8 +221,8 @@ def evaluate_scores(scores, split: LeaveOneOutSplit, selection: np.ndarray | Non
         owner, entries = _ragged_rows(split.train_indptr, rows)
         block_scores[owner, split.train_artists[entries]] = -np.inf
         target = block_scores[np.arange(rows.size), held[start:start + block]][:, None]
-        greater[start:start + rows.size] = np.count_nonzero(block_scores > target, axis=1)
-        ties[start:start + rows.size] = np.count_nonzero(block_scores == target, axis=1) - 1
+        greater[start:start + rows.size] = _row_counts(block_scores > target)
+        ties[start:start + rows.size] = _row_counts(block_scores == target) - 1
     candidates = num_artists - np.diff(split.train_indptr)[users] - 1
     return metrics_from_ranks(greater, ties, candidates)
 
