@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trainer_service import sampling
 from trainer_service.sampling import PairSet, TripletSampler, TripletStream
 
 
@@ -23,7 +24,10 @@ def _random_interactions(rng: np.random.Generator, users: int, artists: int, per
     return _interactions(pairs)
 
 
-def test_pair_set_membership_matches_a_python_set():
+@pytest.mark.parametrize("piece", [None, 7, 4096])
+def test_pair_set_membership_matches_a_python_set(monkeypatch, piece):
+    if piece is not None:  # large queries are answered in pieces: ragged last piece included
+        monkeypatch.setattr(sampling, "_QUERY_PIECE", piece)
     rng = np.random.default_rng(1)
     users, artists = _random_interactions(rng, 300, 500, 40)
     pairs = PairSet(users, artists, 500)

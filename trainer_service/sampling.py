@@ -37,6 +37,7 @@ from trainer_service.data.errors import DataError
 REJECTION_ROUNDS = 6
 _EMPTY = np.int64(-1)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / golden ratio
+_QUERY_PIECE = 1 << 16  # PairSet queries per vectorized piece (8 int64 temporaries of 512 KiB)
 
 
 def seed_sequence(seed: int, stream: int) -> np.random.SeedSequence:
@@ -106,6 +107,19 @@ class PairSet:
 
     def contains(self, users: np.ndarray, artists: np.ndarray) -> np.ndarray:
         """(n,) bool: whether each (users[k], artists[k]) is in the set."""
+        users, artists = np.asarray(users), np.asarray(artists)
+        if users.size <= _QUERY_PIECE:
+            return self._contains(users, artists)
+        # Millions of queries at once (the sampler's extra candidates) in pieces: the int64
+        # temporaries of a piece are reused from the heap and stay in cache, where whole-array
+        # temporaries of tens of MiB are fresh pages every call.
+        found = np.empty(users.size, dtype=bool)
+        for start in range(0, users.size, _QUERY_PIECE):
+            end = start + _QUERY_PIECE
+            found[start:end] = self._contains(users[start:end], artists[start:end])
+        return found
+
+    def _contains(self, users: np.ndarray, artists: np.ndarray) -> np.ndarray:
         keys = users.astype(np.int64)
         keys *= self.num_artists
         keys += artists
