@@ -159,3 +159,29 @@ def test_sample_heldout_caps_with_a_seeded_sorted_sample():
     picked = sample_heldout(split, 25, seed=4)
     assert picked.size == 25 and np.all(np.diff(picked) > 0) and picked.max() < split.num_heldout
     assert np.array_equal(picked, sample_heldout(split, 25, seed=4))
+
+
+@pytest.mark.parametrize("block_users", [1, 7, 1000])
+def test_blocks_of_users_give_the_brute_force_ranks(monkeypatch, block_users):
+    # Scores and comparisons reuse one buffer across blocks (the last one ragged): every block
+    # must rank exactly as a per-user brute force over a fresh score vector.
+    import trainer_service.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "_BLOCK_SCORES", block_users * 90)
+    users, artists, weights = _random_data(1)
+    split = leave_one_out_split(users, artists, weights, 120, 90, seed=4)
+    rng = np.random.default_rng(5)
+    # Small integers: every score is exact in any summation order, and ties are common.
+    P = rng.integers(-3, 4, size=(120, 4)).astype(np.float32)
+    Q = rng.integers(-3, 4, size=(90, 4)).astype(np.float32)
+    b = rng.integers(-5, 6, size=90).astype(np.float32)
+    greater, ties, candidates = [], [], []
+    for u, held in zip(split.heldout_users, split.heldout_artists):
+        scores = P[u] @ Q.T + b
+        seen = split.train_artists[split.train_indptr[u]:split.train_indptr[u + 1]]
+        others = np.setdiff1d(np.arange(90), np.append(seen, held))
+        greater.append(int((scores[others] > scores[held]).sum()))
+        ties.append(int((scores[others] == scores[held]).sum()))
+        candidates.append(others.size)
+    expected = metrics_from_ranks(np.array(greater), np.array(ties), np.array(candidates))
+    assert evaluate_model(P, Q, b, split) == expected
