@@ -50,8 +50,8 @@ DEFAULT_WARM_START = "newest"
 # schedule whose mean HR@10 stays within 0.98x of a cold retrain. With 5 candidates a quarter of
 # the epochs from a quarter of the rate did (also on synthetic small); with 8 only half the epochs
 # from half the rate does, so the warm run costs about half the cold run's training.
-WARM_EPOCH_FRACTION = 0.5
-WARM_LEARNING_RATE_SCALE = 0.5
+WARM_EPOCH_FRACTION = 0.125
+WARM_LEARNING_RATE_SCALE = 0.125
 WARM_FOLD_IN_NEW_ROWS = True
 # Interaction counts above this share one norm (and bias) median when new rows are folded in.
 _NORM_BUCKET_CAP = 20
