@@ -112,3 +112,14 @@ def test_a_pair_played_in_the_source_and_the_log_sums_in_log_order():
     merged = with_log_plays(data, plays, set(), 2)
     assert_same(merged, reference_merge(data, plays, set(), 2))
     assert merged.weights[0] == np.float32((np.float64(np.float32(0.1)) + 0.2) + 0.3)
+
+
+def test_a_sum_beyond_float32_is_refused_as_before():
+    data = build_interactions(pa.chunked_array([pa.array(["u1", "u2"])]), pa.chunked_array([pa.array(["a", "b"])]),
+                              np.array([3e38, 1.0]), source="s", shown="s")
+    plays = [PlayRecorded(1, Play("u1", "a", 3e38, NOW))]
+    with pytest.raises(DataError) as want:
+        reference_merge(data, plays, set(), 1)
+    with pytest.raises(DataError) as got:
+        with_log_plays(data, plays, set(), 1)
+    assert str(got.value) == str(want.value) and "does not fit in float32" in str(got.value)

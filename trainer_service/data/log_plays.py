@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from play_log import PlayColumns, PlayLog, PlayRecorded
-from trainer_service.data.coding import _code
+from trainer_service.data.coding import _code, float32_weights
 from trainer_service.data.columns import Catalog
 from trainer_service.data.errors import DataError
 from trainer_service.data.interactions import Interactions
@@ -115,12 +115,7 @@ def with_log_plays(data: Interactions, plays: PlayColumns | Sequence[PlayRecorde
     else:  # a log id changed the ids' order (a non-numeric id among numeric ones): code it all
         keys, summed = _sum_in_order(np.concatenate((source_keys, log_keys)),
                                      np.concatenate((weights.astype(np.float64), log_weights)))
-    coded = summed.astype(np.float32)
-    overflow = np.flatnonzero(~np.isfinite(coded))
-    if overflow.size:
-        i = int(overflow[0])
-        raise DataError(f"{source}: the weight of user {user_ids[keys[i] // width]!r} and artist "
-                        f"{artist_ids[keys[i] % width]!r} ({summed[i]:.3g}) does not fit in float32")
+    coded = float32_weights(summed, lambda i: (user_ids[keys[i] // width], artist_ids[keys[i] % width]), source)
     catalog = Catalog(ids=pa.array(data.artist_ids, pa.string()), names=pa.array(data.artist_names, pa.string()))
     merged = Interactions(user_ids=user_ids, artist_ids=artist_ids, artist_names=catalog.lookup(artist_ids),
                           users=(keys // width).astype(np.int32), artists=(keys % width).astype(np.int32),
