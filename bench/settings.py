@@ -47,7 +47,10 @@ class BenchSettings:
       "synthetic:full" is Last.fm 360K scale, minutes a training); ``warm_seeds``: seeds each;
       ``warm_new_fraction``: new plays as a share of the data, of which about
       ``warm_new_user_share`` from new listeners and ``warm_new_artist_share`` on new artists;
-      ``warm_schedules``: (epoch fraction, learning-rate scale) warm schedules measured.
+      ``warm_schedules``: (epoch fraction, learning-rate scale) warm schedules measured, training
+      only, on the split and data seeds ``warm_sweep_seeds`` (never the reported ``range(warm_seeds)``:
+      the default schedule is chosen there); ``warm_scale_datasets``: data sets with one seed,
+      ``warm_scale_epochs`` epochs and no sweep (Last.fm 360K scale: minutes a training).
     - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
       on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
       absent from training were evaluated (0: one seed).
@@ -104,8 +107,11 @@ class BenchSettings:
     warm_new_fraction: float = 0.05
     warm_new_user_share: float = 0.05
     warm_new_artist_share: float = 0.02
-    warm_schedules: tuple[tuple[float, float], ...] = ((0.125, 0.25), (0.125, 0.5), (0.25, 0.25), (0.25, 0.5),
-                                                       (0.5, 0.5), (0.25, 1.0))
+    warm_schedules: tuple[tuple[float, float], ...] = ((0.0625, 0.25), (0.125, 0.125), (0.125, 0.25), (0.125, 0.5),
+                                                       (0.25, 0.25), (0.5, 0.5))
+    warm_sweep_seeds: tuple[int, ...] = (201, 202, 203, 204)
+    warm_scale_datasets: tuple[str, ...] = ("synthetic:full",)
+    warm_scale_epochs: int = 3
 
 
 def full_settings(**overrides) -> BenchSettings:
@@ -151,6 +157,8 @@ def quick_settings(**overrides) -> BenchSettings:
         warm_datasets=("lastfm-2k",),
         warm_seeds=1,
         warm_schedules=((0.25, 0.25),),
+        warm_sweep_seeds=(201,),
+        warm_scale_datasets=(),
     )
     return dataclasses.replace(quick, **overrides)
 

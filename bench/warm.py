@@ -32,6 +32,7 @@ retrain and the publish).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -111,10 +112,15 @@ def new_plays(data, seed: int, settings: BenchSettings) -> tuple[np.ndarray, np.
 
 
 def _write_table(path: Path, data, rows: np.ndarray) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("user_id,artist_id,plays\n")
-        for u, a, w in zip(data.user_ids[data.users[rows]], data.artist_ids[data.artists[rows]], data.weights[rows]):
-            fh.write(f"{u},{a},{float(w):g}\n")
+    """The ``rows`` of ``data`` as a CSV table (user_id, artist_id, plays; float32 plays written
+    exactly), through pyarrow: full scale is 17M rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    table = pa.table({"user_id": pa.array(data.user_ids[data.users[rows]]),
+                      "artist_id": pa.array(data.artist_ids[data.artists[rows]]),
+                      "plays": pa.array(data.weights[rows])})
+    pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style="none"))
 
 
 def _record(url: str, data, rows: np.ndarray) -> int:
@@ -147,10 +153,22 @@ def _train(source: str, hp, models_dir: Path, data_dir: Path, warm_start: str, e
             "version": result.version, "users": result.manifest.num_users, "artists": result.manifest.num_artists}
 
 
+def _subset(data, rows: np.ndarray):
+    """``data``'s ``rows`` as their own ``Interactions`` (coded as a table of them would be)."""
+    import pyarrow as pa
+
+    from trainer_service.data.coding import build_interactions
+
+    return build_interactions(pa.chunked_array([pa.array(data.user_ids[data.users[rows]])]),
+                              pa.chunked_array([pa.array(data.artist_ids[data.artists[rows]])]),
+                              data.weights[rows].astype(np.float64), source=data.source, shown=data.source)
+
+
 def _fit_hr(data, hp, start=None) -> tuple[float, float, object]:
     """HR@10 on ``data``'s pipeline split (seed ``hp.seed``) of a model fitted as the pipeline
-    fits one (no validation: the default has no early stopping) from ``start`` (None: cold), the
-    training seconds, and the ``BaseFactors`` of the result (ids of ``data``)."""
+    fits one (no validation: the default has no early stopping) from ``start(split)`` (a function
+    of the split giving the starting ``Factors``; None: cold), the training seconds (the start
+    included, as the pipeline counts it), and the ``BaseFactors`` of the result (ids of ``data``)."""
     import functools
 
     from trainer_service.bpr import BPRTrainer
@@ -159,8 +177,8 @@ def _fit_hr(data, hp, start=None) -> tuple[float, float, object]:
     from trainer_service.warm_start import BaseFactors
 
     split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
-    factory = functools.partial(BPRTrainer, initial=start)
     started = time.perf_counter()
+    factory = functools.partial(BPRTrainer, initial=None if start is None else start(split))
     fitted = fit(split.train_users, split.train_artists, split.train_weights, split.num_users, split.num_artists, hp,
                  trainer_factory=factory)
     seconds = time.perf_counter() - started
@@ -171,33 +189,56 @@ def _fit_hr(data, hp, start=None) -> tuple[float, float, object]:
                                            f.artist_bias)
 
 
-def sweep(base_data, merged, hp, schedules) -> dict:
-    """The warm schedules' HR@10 against a cold fit on ``merged``, training only (no publishing):
-    a base fitted on ``base_data``, then each schedule from it (cheap enough for many)."""
-    from trainer_service.warm_start import WarmSchedule, warm_factors
+def _hr_of_start(data, hp, start) -> float:
+    """HR@10 of the starting factors themselves (no epoch), on the same split."""
+    from trainer_service.evaluation import evaluate_model, leave_one_out_split, sample_heldout
+    from trainer_service.pipeline import DEFAULT_MAX_EVAL_USERS
 
-    _, _, base = _fit_hr(base_data, hp)
-    cold_hr, cold_s, _ = _fit_hr(merged, hp)
-    rows = []
-    for fraction, scale in schedules:
-        schedule = WarmSchedule(fraction, scale)
-        start = warm_factors(base, merged.user_ids, merged.artist_ids, hp)
-        hr, seconds, _ = _fit_hr(merged, schedule.hyperparameters(hp), start.factors)
-        rows.append({"epoch_fraction": fraction, "learning_rate_scale": scale, "hr10": hr, "training_s": seconds,
-                     "epochs": schedule.hyperparameters(hp).epochs})
-        log.info("sweep: schedule (%g, %g): HR@10 %.4f vs cold %.4f; %.1f s vs %.1f s training", fraction, scale, hr,
-                 cold_hr, seconds, cold_s)
-    return {"cold_hr10": cold_hr, "cold_training_s": cold_s, "schedules": rows}
+    split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
+    f = start(split)
+    return float(evaluate_model(f.user_factors, f.artist_factors, f.artist_bias, split,
+                                sample_heldout(split, DEFAULT_MAX_EVAL_USERS, hp.seed)).hit_rate_at_10)
 
 
-def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path) -> dict:
-    """Base, cold and warm retrains for ``seed`` (the module's protocol)."""
-    from trainer_service.evaluation import leave_one_out_split
+def sweep(data, seed: int, settings: BenchSettings) -> dict:
+    """The warm schedules' HR@10 against a cold fit on ``data``, training only (no publishing),
+    for split and data seed ``seed`` (one the pipeline rows do not report): a base fitted on
+    D - N, then a start from it (new rows folded in from the split's training part) and each
+    schedule from there; also the start's own HR@10 (no epoch)."""
     from trainer_service.hyperparameters import Hyperparameters
-    
+    from trainer_service.warm_start import TrainingRows, WarmSchedule, warm_factors
+
     hp = Hyperparameters(seed=seed)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
+    _, new, _ = new_plays(data, seed, settings)
+    _, _, base = _fit_hr(_subset(data, ~new), hp)
+    cold_hr, cold_s, _ = _fit_hr(data, hp)
+
+    def start(split):
+        rows = TrainingRows(split.train_users, split.train_artists, split.train_weights)
+        return warm_factors(base, data.user_ids, data.artist_ids, hp, rows=rows).factors
+
+    rows = []
+    for fraction, scale in settings.warm_schedules:
+        schedule = WarmSchedule(fraction, scale)
+        hr, seconds, _ = _fit_hr(data, schedule.hyperparameters(hp), start)
+        rows.append({"epoch_fraction": fraction, "learning_rate_scale": scale, "hr10": hr, "training_s": seconds,
+                     "epochs": schedule.hyperparameters(hp).epochs})
+        log.info("sweep seed %d: schedule (%g, %g): HR@10 %.4f vs cold %.4f; %.1f s vs %.1f s training", seed, fraction,
+                 scale, hr, cold_hr, seconds, cold_s)
+    return {"seed": seed, "cold_hr10": cold_hr, "cold_training_s": cold_s, "start_hr10": _hr_of_start(data, hp, start),
+            "schedules": rows}
+
+
+def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path, epochs: int | None = None) -> dict:
+    """Base, cold and warm retrains for ``seed`` (the module's protocol), with ``epochs`` (None:
+    the trainer's default, or the quick settings' override)."""
+    from trainer_service.hyperparameters import Hyperparameters
+
+    hp = Hyperparameters(seed=seed)
+    if epochs is not None or settings.quality_epochs is not None:
+        hp = hp.with_overrides(epochs=epochs or settings.quality_epochs)
     heldout, new, counts = new_plays(data, seed, settings)
     keep = ~new
     run_dir = workdir / f"warm-{name.replace(':', '-')}-{seed}"
@@ -230,38 +271,42 @@ def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path)
              row["wall_s"], cold["wall_s"])
     for path in ("cold-models", "warm-models"):
         shutil.rmtree(run_dir / path, ignore_errors=True)
-    base_data = load_source(parse_source(source), run_dir)
     return {"seed": seed, "new": counts, "base": base, "cold": cold, "warm": warm, "same_data_as_d": same_data,
-            "heldout_rows": int(heldout.size), "sweep": sweep(base_data, merged, hp, settings.warm_schedules)}
+            "heldout_rows": int(heldout.size), "load_average": os.getloadavg()[0], "users": data.num_users,
+            "artists": data.num_artists, "interactions": data.num_interactions}
 
 
-def dataset(name: str, settings: BenchSettings, workdir: Path) -> dict:
-    """Every seed on data set ``name``; the means per schedule."""
+def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sweep_seeds: tuple[int, ...] = (),
+            epochs: int | None = None) -> dict:
+    """The pipeline rows over ``seeds`` seeds on data set ``name`` (``epochs``: see ``one_seed``),
+    and the schedule sweep over ``sweep_seeds`` (none: no sweep): means, worst seeds."""
     from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
 
     data = _load(name, settings, 0)
-    runs = [one_seed(name, data, seed, settings, workdir) for seed in range(settings.warm_seeds)]
+    runs = [one_seed(name, data, seed, settings, workdir, epochs) for seed in range(seeds)]
     warm = [r["warm"] for r in runs]
     cold_hr = float(np.mean([r["cold"]["hr10"] for r in runs]))
     cold_wall = float(np.mean([r["cold"]["wall_s"] for r in runs]))
+    sweeps = [sweep(data, seed, settings) for seed in sweep_seeds]
     schedules = []
-    sweep_cold = float(np.mean([r["sweep"]["cold_hr10"] for r in runs]))
-    for i, (fraction, scale) in enumerate(settings.warm_schedules):
-        rows = [r["sweep"]["schedules"][i] for r in runs]
+    sweep_cold = float(np.mean([r["cold_hr10"] for r in sweeps])) if sweeps else 0.0
+    for i, (fraction, scale) in enumerate(settings.warm_schedules if sweeps else ()):
+        rows = [r["schedules"][i] for r in sweeps]
         schedules.append({
             "epoch_fraction": fraction, "learning_rate_scale": scale,
             "default": (fraction, scale) == (WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),
             "epochs": rows[0]["epochs"], "hr10": float(np.mean([r["hr10"] for r in rows])),
             "hr_ratio": float(np.mean([r["hr10"] for r in rows]) / sweep_cold),
-            "hr_ratio_min": float(min(row["hr10"] / r["sweep"]["cold_hr10"] for row, r in zip(rows, runs))),
-            "training_ratio": float(np.mean([row["training_s"] / r["sweep"]["cold_training_s"]
-                                             for row, r in zip(rows, runs)])),
+            "hr_ratio_min": float(min(row["hr10"] / r["cold_hr10"] for row, r in zip(rows, sweeps))),
+            "training_ratio": float(np.mean([row["training_s"] / r["cold_training_s"] for row, r in zip(rows, sweeps)])),
         })
-    return {"dataset": name, "users": int(data.num_users), "artists": int(data.num_artists),
-            "interactions": int(data.num_interactions), "seeds": len(runs),
+    seconds = lambda key, rows: float(np.mean([r["seconds"][key] for r in rows]))  # noqa: E731
+    colds = [r["cold"] for r in runs]
+    return {"dataset": name, "users": int(runs[0]["users"]), "artists": int(runs[0]["artists"]),
+            "interactions": int(runs[0]["interactions"]), "seeds": len(runs),
             "cold_hr10": cold_hr, "cold_wall_s": cold_wall,
-            "cold_training_s": float(np.mean([r["cold"]["seconds"]["training"] for r in runs])),
-            "cold_publishing_s": float(np.mean([r["cold"]["seconds"]["publishing"] for r in runs])),
+            "cold_loading_s": seconds("loading", colds), "cold_training_s": seconds("training", colds),
+            "cold_evaluating_s": seconds("evaluating", colds), "cold_publishing_s": seconds("publishing", colds),
             "cold_epochs": runs[0]["cold"]["epochs"], "epochs": warm[0]["epochs"],
             "hr10": float(np.mean([w["hr10"] for w in warm])),
             "hr_ratio": float(np.mean([w["hr10"] for w in warm]) / cold_hr),
@@ -269,14 +314,19 @@ def dataset(name: str, settings: BenchSettings, workdir: Path) -> dict:
             "wall_s": float(np.mean([w["wall_s"] for w in warm])),
             "time_ratio": float(np.mean([w["wall_s"] for w in warm]) / cold_wall),
             "training_ratio": float(np.mean([w["training_ratio"] for w in warm])),
-            "publishing_s": float(np.mean([w["seconds"]["publishing"] for w in warm])),
-            "training_s": float(np.mean([w["seconds"]["training"] for w in warm])),
-            "sweep_cold_hr10": sweep_cold,
+            "loading_s": seconds("loading", warm), "training_s": seconds("training", warm),
+            "evaluating_s": seconds("evaluating", warm), "publishing_s": seconds("publishing", warm),
+            "load_average": float(np.mean([r["load_average"] for r in runs])),
+            "sweep_seeds": list(sweep_seeds), "sweep_cold_hr10": sweep_cold,
+            "sweep_start_hr10": float(np.mean([r["start_hr10"] for r in sweeps])) if sweeps else 0.0,
+            "sweep_start_ratio": float(np.mean([r["start_hr10"] for r in sweeps]) / sweep_cold) if sweeps else 0.0,
             "new_fraction": float(np.mean([r["new"]["fraction"] for r in runs])),
             "new_user_share": float(np.mean([r["new"]["new_user_share"] for r in runs])),
             "new_artist_share": float(np.mean([r["new"]["new_artist_share"] for r in runs])),
+            "new_users": int(runs[0]["new"]["new_users"]), "new_artists": int(runs[0]["new"]["new_artists"]),
+            "new_rows": int(runs[0]["new"]["rows"]),
             "same_data": all(r["same_data_as_d"] for r in runs),
-            "schedules": schedules, "per_run": runs}
+            "schedules": schedules, "per_run": runs, "sweeps": sweeps}
 
 
 def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
@@ -324,14 +374,20 @@ def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
 
 
 def run(settings: BenchSettings, workdir: Path) -> dict:
-    from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
+    from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_FOLD_IN_NEW_ROWS, WARM_LEARNING_RATE_SCALE
 
     datasets, notes = [], []
     for name in settings.warm_datasets:
         try:
-            datasets.append(dataset(name, settings, workdir))
+            datasets.append(dataset(name, settings, workdir, seeds=settings.warm_seeds,
+                                    sweep_seeds=settings.warm_sweep_seeds))
         except FileNotFoundError as exc:
             notes.append(f"{name} skipped: {exc}")
     fresh = freshness(datasets[0]["dataset"], settings, workdir) if datasets else None
+    # At scale: one seed, the scale part's epochs, no sweep (each training is minutes).
+    for name in settings.warm_scale_datasets:
+        datasets.append(dataset(name, settings, workdir, seeds=1, epochs=settings.warm_scale_epochs))
+        shutil.rmtree(workdir / f"warm-{name.replace(':', '-')}-0", ignore_errors=True)  # GiBs of table and log
     return {"datasets": datasets, "freshness": fresh, "notes": notes,
-            "default_schedule": {"epoch_fraction": WARM_EPOCH_FRACTION, "learning_rate_scale": WARM_LEARNING_RATE_SCALE}}
+            "default_schedule": {"epoch_fraction": WARM_EPOCH_FRACTION, "learning_rate_scale": WARM_LEARNING_RATE_SCALE,
+                                 "fold_in_new_rows": WARM_FOLD_IN_NEW_ROWS}}

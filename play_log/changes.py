@@ -9,7 +9,7 @@ to drop that listener's live state, and a training that reads through it leaves 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from play_log.errors import InvalidPlay
@@ -52,6 +52,35 @@ Change = PlayRecorded | UserForgotten
 
 # How every store selects changes: the columns ``change_from_row`` reads, in its order.
 SELECT_CHANGES = "SELECT position, kind, user_id, artist_id, plays, time_s FROM play_log_changes"
+# How every store selects plays as columns: the columns ``PlayColumns.from_rows`` reads, in its order.
+SELECT_PLAY_COLUMNS = "SELECT position, user_id, artist_id, plays FROM play_log_changes WHERE kind = 'play'"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayColumns:
+    """N plays as columns, oldest first: ``positions``, ``user_ids``, ``artist_ids``, ``plays``
+    (lists of N). What a reader of a whole log gets (a training reads every play): one list per
+    column instead of two objects per play, which at a million plays is most of the reading time."""
+
+    positions: list[int]
+    user_ids: list[str]
+    artist_ids: list[str]
+    plays: list[float]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple]) -> "PlayColumns":
+        """The plays of ``SELECT_PLAY_COLUMNS`` rows (position, user_id, artist_id, plays)."""
+        return cls([row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
+                   [row[3] for row in rows])
+
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> "PlayColumns":
+        """The plays among ``changes`` (forgets skipped), in their order."""
+        return cls.from_rows([(c.position, c.play.user_id, c.play.artist_id, c.play.plays)
+                              for c in changes if isinstance(c, PlayRecorded)])
 
 
 def change_from_row(row: tuple) -> Change:

@@ -21,8 +21,10 @@ import psycopg
 
 from play_log.changes import (
     SELECT_CHANGES,
+    SELECT_PLAY_COLUMNS,
     Change,
     Play,
+    PlayColumns,
     PlayRecorded,
     Recorded,
     UserForgotten,
@@ -150,6 +152,14 @@ class PostgresPlayLog(PlayLog):
                     f"{SELECT_CHANGES} WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
                     (position, through, limit)).fetchall()
             return [change_from_row(row) for row in rows]
+
+        return self._locked(work)
+
+    def plays_through(self, through: int, after: int = 0) -> PlayColumns:
+        def work(connection: psycopg.Connection) -> PlayColumns:
+            return PlayColumns.from_rows(connection.execute(
+                f"{SELECT_PLAY_COLUMNS} AND position > %s AND position <= %s ORDER BY position",
+                (after, through)).fetchall())
 
         return self._locked(work)
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from play_log.changes import (
     SELECT_CHANGES,
+    SELECT_PLAY_COLUMNS,
     Change,
     Play,
+    PlayColumns,
     PlayRecorded,
     Recorded,
     UserForgotten,
@@ -187,6 +189,10 @@ class SqlitePlayLog(PlayLog):
             rows = self._read(f"{SELECT_CHANGES} WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
                               (position, through, limit))
         return [change_from_row(row) for row in rows]
+
+    def plays_through(self, through: int, after: int = 0) -> PlayColumns:
+        return PlayColumns.from_rows(self._read(f"{SELECT_PLAY_COLUMNS} AND position > ? AND position <= ? "
+                                                "ORDER BY position", (after, through)))
 
     def last_position(self) -> int:
         # The sequence table remembers the highest position ever given, even if a forget deleted it.

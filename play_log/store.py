@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from play_log.changes import Change, Play, PlayRecorded, Recorded, UserForgotten
+from play_log.changes import Change, Play, PlayColumns, PlayRecorded, Recorded, UserForgotten
 
 # Most changes one read returns unless asked for fewer.
 DEFAULT_READ_LIMIT = 10_000
@@ -45,6 +45,11 @@ class PlayLog(ABC):
     def changes_since(self, position: int, limit: int = DEFAULT_READ_LIMIT,
                       through: int | None = None) -> list[Change]:
         """Changes after ``position`` (and at most ``through``), oldest first, at most ``limit``."""
+
+    @abstractmethod
+    def plays_through(self, through: int, after: int = 0) -> PlayColumns:
+        """Every play at positions after ``after`` and at most ``through``, oldest first, as
+        columns, read in one statement (one snapshot of the log)."""
 
     @abstractmethod
     def last_position(self) -> int:

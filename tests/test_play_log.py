@@ -14,6 +14,7 @@ from play_log import (
     MAX_PLAYS_PER_REQUEST,
     InvalidPlay,
     Play,
+    PlayColumns,
     PlayLogUnavailable,
     PlayRecorded,
     Recorded,
@@ -133,6 +134,19 @@ def test_forgetting_a_user_deletes_their_plays_and_tells_readers(log):
     assert log.record("r2", plays(("u1", "a9", 1))).first_position == 5
     # A retry of a request recorded before the forget does not bring the plays back.
     assert log.record("r1", plays(("u1", "a1", 1))).duplicate
+
+
+def test_plays_through_reads_the_plays_as_columns(log):
+    """The columnar read a training uses equals the plays among the changes, forgets skipped."""
+    log.record("r1", plays(("u1", "a1", 2), ("u2", "a2", 1)))
+    log.forget_user("u1")
+    log.record("r2", plays(("u1", "a3", 4), ("u3", "a1", 1.5)))
+    log.record("r3", plays(("u4", "a4", 1)))
+    columns = log.plays_through(5)
+    assert columns == PlayColumns.of(log.changes_since(0, through=5))
+    assert list(zip(columns.positions, columns.user_ids, columns.artist_ids, columns.plays)) == [
+        (2, "u2", "a2", 1.0), (4, "u1", "a3", 4.0), (5, "u3", "a1", 1.5)]
+    assert log.plays_through(5, after=4).user_ids == ["u3"] and len(log.plays_through(0)) == 0
 
 
 def test_reopening_keeps_everything(log_url):

@@ -39,7 +39,7 @@ def test_log_plays_join_the_source_and_forgotten_listeners_leave_it(tmp_path):
         log.record("", [Play("u2", "a2", 2, NOW)])
         log.record("", [Play("n1", "a1", 9, NOW)])  # after the mark below: not read
         plays, forgotten = read_through(log, 5)
-    assert [(p.position, p.play.user_id, p.play.artist_id) for p in plays] == [
+    assert list(zip(plays.positions, plays.user_ids, plays.artist_ids)) == [
         (1, "u1", "a1"), (2, "n1", "zz"), (5, "u2", "a2")]
     assert forgotten == {"u2"}
     merged = with_log_plays(data, plays, forgotten, 5)

@@ -19,7 +19,15 @@ from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.pipeline import run_training
 from trainer_service.quality_gate import QualityGateRefused
 from trainer_service.training_request import TrainingOptions
-from trainer_service.warm_start import WarmSchedule, choose_base, read_base, same_source, warm_factors
+from trainer_service.warm_start import (
+    TrainingRows,
+    WarmSchedule,
+    choose_base,
+    fold_in_new_rows,
+    read_base,
+    same_source,
+    warm_factors,
+)
 
 NOW = time.time()
 FAST = Hyperparameters(epochs=4, factors=8, batch_size=256)
@@ -144,3 +152,50 @@ def test_the_gate_refuses_a_worse_warm_started_model_and_nothing_is_published(mo
     finally:
         published.close()
     assert list_versions(models_dir) == [first.version]
+
+
+def test_new_rows_are_folded_in_from_the_known_rows_they_touch():
+    """Known users 0 (norm 2, two interactions) and 1 (norm 4, one); known artists 0 and 1 (biases
+    1 and 3, norm 1, two listeners each); new user 2 played both known artists (1 and e-1 plays:
+    log1p weights log 2 and 1); new artist 2 is heard by known user 0 and by new user 3, who
+    played nothing else (only known artists seed a user: user 3 keeps its start)."""
+    user_factors = np.array([[2, 0], [0, 4], [9, 9], [7, 7]], dtype=np.float32)
+    artist_factors = np.array([[1, 0], [0, 1], [5, 5]], dtype=np.float32)
+    artist_bias = np.array([1.0, 3.0, 0.0], dtype=np.float32)
+    known_users, known_artists = np.array([True, True, False, False]), np.array([True, True, False])
+    rows = TrainingRows(users=np.array([0, 0, 1, 2, 2, 3]), artists=np.array([0, 2, 1, 0, 1, 2]),
+                        weights=np.array([1.0, 1.0, 1.0, 1.0, np.e - 1, 1.0]))
+    folded = fold_in_new_rows(user_factors, artist_factors, artist_bias, known_users, known_artists, rows)
+    # User 2: direction log(2) * [1, 0] + 1 * [0, 1]; the norm of the known user with as many
+    # interactions (user 0: 2).
+    direction = np.array([np.log(2), 1.0]) / np.hypot(np.log(2), 1.0)
+    np.testing.assert_allclose(user_factors[2], 2 * direction, rtol=1e-6)
+    np.testing.assert_array_equal(user_factors[3], [7, 7])  # only the new artist: its start kept
+    # Artist 2: heard by user 0 (known) and user 3 (new, not folded: unusable): direction of
+    # user 0 at the norm of the known artists with two listeners (1).
+    np.testing.assert_allclose(artist_factors[2], [1, 0], rtol=1e-6)
+    assert artist_bias[2] == pytest.approx(2.0)  # the median bias of the known artists
+    np.testing.assert_array_equal(user_factors[:2], [[2, 0], [0, 4]])  # known rows untouched
+    np.testing.assert_array_equal(artist_factors[:2], [[1, 0], [0, 1]])
+    assert folded == (1, 1)
+
+
+def test_a_warm_retrain_folds_in_new_rows_from_the_training_part_only(tmp_path, models_dir):
+    """The new listener's start comes from the known artists they played, never from their
+    held-out play; the warm start says how many rows were folded in."""
+    data = TINY.interactions
+    run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    with open_play_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        log.record("r", _log_plays(data))
+        mark = log.last_position()
+        plays, forgotten = log.plays_through(mark), log.forgotten_users(mark)
+    grown = with_log_plays(data, plays, forgotten, mark)
+    base = read_base(models_dir / "1")
+    rows = TrainingRows(grown.users, grown.artists, grown.weights)
+    start = warm_factors(base, grown.user_ids, grown.artist_ids, FAST, rows=rows)
+    assert (start.folded_users, start.folded_artists) == (1, 1)
+    new_user = grown.user_ids.tolist().index("listener-new")
+    known_artist = int(np.flatnonzero(base.artist_ids == data.artist_ids[0])[0])
+    direction = start.factors.user_factors[new_user] / np.linalg.norm(start.factors.user_factors[new_user])
+    expected = base.artist_factors[known_artist] / np.linalg.norm(base.artist_factors[known_artist])
+    np.testing.assert_allclose(direction, expected, rtol=1e-5, atol=1e-6)

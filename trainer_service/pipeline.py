@@ -81,7 +81,7 @@ from trainer_service.evaluation import (
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
 from trainer_service.training_request import Progress, TrainingOptions
-from trainer_service.warm_start import WarmSchedule, WarmStart, choose_base, warm_factors
+from trainer_service.warm_start import TrainingRows, WarmSchedule, WarmStart, choose_base, warm_factors
 
 log = logging.getLogger(__name__)
 
@@ -349,18 +349,6 @@ def run_training(
     check_stop()
 
     started = time.perf_counter()  # the warm start's reading and matching count as training
-    base = choose_base(options.warm_start, newest_manifest(models_dir), models_dir, interactions.source, hp,
-                       in_process=options.cluster is None)
-    warm: WarmStart | None = None
-    train_hp = hp
-    if base is not None:
-        warm = warm_factors(base, interactions.user_ids, interactions.artist_ids, hp)
-        train_hp = warm_schedule.hyperparameters(hp)
-        trainer_factory = _warm_factory(trainer_factory if custom_factory else None, warm)
-        log.info("warm start from version %d: %d of %d users and %d of %d artists known; %d epochs from "
-                 "learning rate %g", warm.version, warm.known_users, interactions.num_users, warm.known_artists,
-                 interactions.num_artists, train_hp.epochs, train_hp.learning_rate)
-    emit(Progress("training", total_epochs=train_hp.epochs))
     split = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                 interactions.num_users, interactions.num_artists, hp.seed)
     # Early stopping decides on a validation hold-out carved out of the training part (and trains
@@ -375,6 +363,22 @@ def run_training(
         validation = split
     if validation is not None:
         selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
+    base = choose_base(options.warm_start, newest_manifest(models_dir), models_dir, interactions.source, hp,
+                       in_process=options.cluster is None)
+    warm: WarmStart | None = None
+    train_hp = hp
+    if base is not None:
+        # New rows are folded in from what the run trains on: never from a held-out row.
+        rows = TrainingRows(train.train_users, train.train_artists, train.train_weights) \
+            if warm_schedule.fold_in_new_rows else None
+        warm = warm_factors(base, interactions.user_ids, interactions.artist_ids, hp, rows=rows)
+        train_hp = warm_schedule.hyperparameters(hp)
+        trainer_factory = _warm_factory(trainer_factory if custom_factory else None, warm)
+        log.info("warm start from version %d: %d of %d users and %d of %d artists known, %d new users and %d new "
+                 "artists folded in; %d epochs from learning rate %g", warm.version, warm.known_users,
+                 interactions.num_users, warm.known_artists, interactions.num_artists, warm.folded_users,
+                 warm.folded_artists, train_hp.epochs, train_hp.learning_rate)
+    emit(Progress("training", total_epochs=train_hp.epochs))
     fitted = fit(train.train_users, train.train_artists, train.train_weights, split.num_users, split.num_artists,
                  train_hp, validation=validation, selection=selection, validate_every=evaluation.validate_every,
                  patience=options.patience, emit=emit, should_stop=stop, trainer_factory=trainer_factory)

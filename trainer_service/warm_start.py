@@ -50,8 +50,11 @@ DEFAULT_WARM_START = "newest"
 # schedule whose mean HR@10 stays within 0.98x of a cold retrain. With 5 candidates a quarter of
 # the epochs from a quarter of the rate did (also on synthetic small); with 8 only half the epochs
 # from half the rate does, so the warm run costs about half the cold run's training.
-WARM_EPOCH_FRACTION = 0.5
-WARM_LEARNING_RATE_SCALE = 0.5
+WARM_EPOCH_FRACTION = 0.125
+WARM_LEARNING_RATE_SCALE = 0.125
+WARM_FOLD_IN_NEW_ROWS = True
+# Interaction counts above this share one norm (and bias) median when new rows are folded in.
+_NORM_BUCKET_CAP = 20
 
 
 def same_source(a: str, b: str) -> bool:
@@ -64,10 +67,12 @@ def same_source(a: str, b: str) -> bool:
 class WarmSchedule:
     """How a warm run trains, relative to the requested hyperparameters: ``epoch_fraction`` of
     the epochs (rounded up, at least 1), starting at ``learning_rate_scale`` times the learning
-    rate (the schedule's shape unchanged)."""
+    rate (the schedule's shape unchanged); ``fold_in_new_rows``: new users and artists start
+    from the known rows (``fold_in_new_rows``), else at random as in a cold run."""
 
     epoch_fraction: float = WARM_EPOCH_FRACTION
     learning_rate_scale: float = WARM_LEARNING_RATE_SCALE
+    fold_in_new_rows: bool = WARM_FOLD_IN_NEW_ROWS
 
     def __post_init__(self) -> None:
         if not 0.0 < self.epoch_fraction <= 1.0:
@@ -147,19 +152,94 @@ def _match(ids: np.ndarray, base_ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class WarmStart:
-    """Where a warm run starts: ``factors`` (a ``bpr.Factors``), the base ``version``, and how
-    many users and artists started from it (``known_users``, ``known_artists``)."""
+    """Where a warm run starts: ``factors`` (a ``bpr.Factors``), the base ``version``, how
+    many users and artists started from it (``known_users``, ``known_artists``), and how many new
+    ones were folded in from those (``folded_users``, ``folded_artists``; the rest start at random)."""
 
     factors: object
     version: int
     known_users: int
     known_artists: int
+    folded_users: int = 0
+    folded_artists: int = 0
 
 
-def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray, hp: Hyperparameters) -> WarmStart:
+@dataclass(frozen=True)
+class TrainingRows:
+    """The interactions a warm run trains on (the training part of the split: never a held-out
+    row): ``users``, ``artists`` (N,) int indices into the run's ids, ``weights`` (N,) plays."""
+
+    users: np.ndarray
+    artists: np.ndarray
+    weights: np.ndarray
+
+
+def _bucket_medians(known_counts: np.ndarray, known_values: np.ndarray, new_counts: np.ndarray,
+                    cap: int) -> np.ndarray:
+    """For each new row, the median of ``known_values`` over the known rows with as many
+    interactions (counts above ``cap`` pooled; the overall median where a count has none)."""
+    known_counts, new_counts = np.minimum(known_counts, cap), np.minimum(new_counts, cap)
+    overall = float(np.median(known_values)) if known_values.size else 0.0
+    out = np.full(new_counts.size, overall, dtype=np.float64)
+    for count in np.unique(new_counts):
+        same = known_values[known_counts == count]
+        if same.size:
+            out[new_counts == count] = np.median(same)
+    return out
+
+
+def _fold_in(targets: np.ndarray, sources: np.ndarray, rows_target: np.ndarray, rows_source: np.ndarray,
+             weights: np.ndarray, new: np.ndarray, usable: np.ndarray, known: np.ndarray,
+             cap: int) -> np.ndarray:
+    """Rows of ``targets`` (T, F) marked ``new`` set in place to the ``log1p(plays)``-weighted mean
+    of the ``sources`` rows (S, F) they interacted with (only ``usable`` sources), scaled to the
+    median norm of the ``known`` targets with as many interactions; the new rows that did
+    interact with a usable source. A new row with none keeps its start."""
+    pick = new[rows_target] & usable[rows_source]
+    t, src, w = rows_target[pick], rows_source[pick], np.log1p(weights[pick].astype(np.float64))
+    total = np.bincount(t, weights=w, minlength=targets.shape[0])
+    folded = new & (total > 0)
+    if not folded.any():
+        return folded
+    sums = np.zeros((targets.shape[0], targets.shape[1]), dtype=np.float64)
+    np.add.at(sums, t, sources[src].astype(np.float64) * w[:, None])
+    means = sums[folded] / total[folded, None]
+    counts = np.bincount(rows_target, minlength=targets.shape[0])
+    norms = _bucket_medians(counts[known], np.linalg.norm(targets[known], axis=1), counts[folded], cap)
+    lengths = np.linalg.norm(means, axis=1)
+    scale = np.divide(norms, lengths, out=np.zeros_like(norms), where=lengths > 0)
+    targets[folded] = (means * scale[:, None]).astype(targets.dtype)
+    return folded
+
+
+def fold_in_new_rows(user_factors: np.ndarray, artist_factors: np.ndarray, artist_bias: np.ndarray,
+                     known_users: np.ndarray, known_artists: np.ndarray, rows: TrainingRows) -> tuple[int, int]:
+    """Start the new rows (``~known_users`` (U,), ``~known_artists`` (A,) masks) from the known
+    ones instead of at random, in place: a new user from the known artists they played, a new
+    artist from its listeners (known users, and new ones just started), each the
+    ``log1p(plays)``-weighted mean direction at the median norm of the known rows with as many
+    interactions; a new artist's bias the median bias of those known artists. A cheap fold-in
+    (BPR's objective is not solved here; training does that). Returns (users, artists) started so."""
+    users, artists, weights = rows.users, rows.artists, rows.weights
+    new_users = _fold_in(user_factors, artist_factors, users, artists, weights, ~known_users, known_artists,
+                         known_users, cap=_NORM_BUCKET_CAP)
+    usable_users = known_users | new_users
+    new_artists = _fold_in(artist_factors, user_factors, artists, users, weights, ~known_artists, usable_users,
+                           known_artists, cap=_NORM_BUCKET_CAP)
+    if new_artists.any():
+        counts = np.bincount(artists, minlength=artist_bias.size)
+        artist_bias[new_artists] = _bucket_medians(counts[known_artists], artist_bias[known_artists].astype(np.float64),
+                                                   counts[new_artists], _NORM_BUCKET_CAP)
+    return int(new_users.sum()), int(new_artists.sum())
+
+
+def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray, hp: Hyperparameters,
+                 rows: TrainingRows | None = None) -> WarmStart:
     """The starting factors of a training whose rows are ``user_ids`` (U,) and ``artist_ids``
-    (A,): known ids (matched with ``base``'s) copy their published rows and artist bias, new ones
-    keep ``bpr.initial_factors``'s rows (imports TensorFlow through ``trainer_service.bpr``)."""
+    (A,): known ids (matched with ``base``'s) copy their published rows and artist bias; new ones
+    keep ``bpr.initial_factors``'s rows, or with ``rows`` (the training interactions) are folded
+    in from the known ones (``fold_in_new_rows``) where they interacted with any (imports
+    TensorFlow through ``trainer_service.bpr``)."""
     from trainer_service.bpr import Factors, initial_factors
 
     start = initial_factors(len(user_ids), len(artist_ids), hp)
@@ -169,5 +249,13 @@ def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray
     user_factors[users] = base.user_factors[base_users]
     artist_factors[artists] = base.artist_factors[base_artists]
     artist_bias[artists] = base.artist_bias[base_artists]
+    folded = (0, 0)
+    if rows is not None:
+        known_users = np.zeros(len(user_ids), dtype=bool)
+        known_users[users] = True
+        known_artists = np.zeros(len(artist_ids), dtype=bool)
+        known_artists[artists] = True
+        folded = fold_in_new_rows(user_factors, artist_factors, artist_bias, known_users, known_artists, rows)
     return WarmStart(factors=Factors(user_factors=user_factors, artist_factors=artist_factors, artist_bias=artist_bias),
-                     version=base.version, known_users=int(users.size), known_artists=int(artists.size))
+                     version=base.version, known_users=int(users.size), known_artists=int(artists.size),
+                     folded_users=folded[0], folded_artists=folded[1])

@@ -6,6 +6,8 @@ Ids are ordered numerically when every id of a kind is a canonical non-negative 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +36,19 @@ def _code(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if ids.size == 0:
         ids = ids.astype("<U1")
     return rank[indices], ids
+
+
+def float32_weights(summed: np.ndarray, pair: Callable[[int], tuple[str, str]], shown: str) -> np.ndarray:
+    """(N,) float32 of the summed (N,) float64 weights; ``DataError`` naming the (user id,
+    artist id) ``pair(i)`` of the first row whose sum does not fit."""
+    coded = summed.astype(np.float32)
+    overflow = np.flatnonzero(~np.isfinite(coded))
+    if overflow.size:
+        i = int(overflow[0])
+        user, artist = pair(i)
+        raise DataError(f"{shown}: the weight of user {user!r} and artist {artist!r} ({summed[i]:.3g}) "
+                        "does not fit in float32")
+    return coded
 
 
 def build_interactions(
@@ -72,12 +87,7 @@ def build_interactions(
         artist_codes = (key % artist_ids.size).astype(np.int32)
     else:
         summed = weights
-    coded = summed.astype(np.float32)
-    overflow = np.flatnonzero(~np.isfinite(coded))
-    if overflow.size:
-        i = int(overflow[0])
-        raise DataError(f"{shown}: the weight of user {user_ids[user_codes[i]]!r} and artist "
-                        f"{artist_ids[artist_codes[i]]!r} ({summed[i]:.3g}) does not fit in float32")
+    coded = float32_weights(summed, lambda i: (user_ids[user_codes[i]], artist_ids[artist_codes[i]]), shown)
     names = catalog.lookup(artist_ids) if catalog is not None else np.full(artist_ids.size, "", dtype="<U1")
     return Interactions(
         user_ids=user_ids,
