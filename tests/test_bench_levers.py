@@ -70,3 +70,17 @@ def test_recorded_runs_render_back(tmp_path):
     out = tmp_path / "levers.md"
     assert levers.main(["--render", str(runs), "--markdown", str(out)]) == 0
     assert "| a | weights=2 | 0.1000 |" in out.read_text(encoding="utf-8")
+
+
+def test_user_balance_gives_every_user_the_same_share_of_the_positives(monkeypatch):
+    # User 0 has 2 training interactions, user 1 has 5: with B = 1 each user's log-plays weights
+    # are divided by that count, so both users' sampling weights sum to the same.
+    users = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1], dtype=np.int32)
+    artists = np.array([0, 1, 2, 0, 1, 2, 3, 4, 5], dtype=np.int32)
+    split = leave_one_out_split(users, artists, np.full(9, 3.0, np.float32), 2, 8, seed=1, min_interactions=3)
+    seen = {}
+    monkeypatch.setattr(levers, "_ours", lambda s, hp, selection, track: seen.setdefault("split", s))
+    levers.run_variant("ub1", {"user_balance": 1}, split, None, seed=0)
+    sampled = np.log1p(seen["split"].train_weights.astype(np.float64))
+    assert np.allclose(np.bincount(split.train_users, weights=sampled), [np.log1p(3.0)] * 2, rtol=1e-5)
+    assert levers.describe(levers.settings_of("ub1", {"user_balance": 1})) == "user_balance=1"
