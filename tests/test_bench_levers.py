@@ -84,3 +84,17 @@ def test_user_balance_gives_every_user_the_same_share_of_the_positives(monkeypat
     sampled = np.log1p(seen["split"].train_weights.astype(np.float64))
     assert np.allclose(np.bincount(split.train_users, weights=sampled), [np.log1p(3.0)] * 2, rtol=1e-5)
     assert levers.describe(levers.settings_of("ub1", {"user_balance": 1})) == "user_balance=1"
+
+
+def test_item_balance_scales_the_positives_by_listeners(monkeypatch):
+    # Artist 0 has 3 training listeners, artists 1 and 2 one each: with G = 1 and log1p(w) = 1 the
+    # sampling weight of every interaction becomes its artist's listener count.
+    users = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2], dtype=np.int32)
+    artists = np.array([0, 1, 3, 0, 2, 4, 0, 5, 6], dtype=np.int32)
+    split = leave_one_out_split(users, artists, np.full(9, np.e - 1, np.float32), 3, 8, seed=1,
+                                min_interactions=10)
+    seen = {}
+    monkeypatch.setattr(levers, "_ours", lambda s, hp, selection, track: seen.setdefault("split", s))
+    levers.run_variant("ib1", {"item_balance": 1}, split, None, seed=0)
+    sampled = np.log1p(seen["split"].train_weights.astype(np.float64))
+    assert np.allclose(sampled, [3, 1, 1, 3, 1, 1, 3, 1, 1], rtol=1e-5)
