@@ -10,7 +10,18 @@ A variant is ``NAME`` (the defaults) or ``NAME:field=value,...`` (overrides of t
 (``bench.ease``; its one field is ``lambda``), one named ``als`` or ``als-...`` implicit's ALS
 (fields ``factors``, ``regularization``, ``iterations``, ``alpha``). The field ``average_last=K``
 (a lever measured here before it is built into the trainer) evaluates the mean of the factors
-after each of the last K epochs instead of the last epoch's. On split seed ``s`` the
+after each of the last K epochs instead of the last epoch's; ``weights=P`` (a lever on the data,
+not a hyperparameter) trains on every interaction's weight raised to the power P, so the
+log-plays positive sampler draws in proportion to ``log(1 + w ** P)`` (on MovieLens, where the
+weight is the rating, P > 1 leans the positives towards the films a user rated high; on Last.fm
+play counts it changes little); ``user_balance=B`` divides each interaction's log-plays
+sampling weight by the user's training interactions to the power B (its weight becomes
+``expm1(log1p(w) / n_u ** B)``), so B = 1 gives every user the same share of the triples
+whatever the length of their history (HR@10 weighs every user alike; on Last.fm 2K, where
+HetRec keeps each user's top 50 artists, it changes little; on MovieLens, histories of 20 to
+2,700 films, much); ``item_balance=G`` multiplies it by the artist's listeners to the power G
+before the ``expm1`` (G > 0 leans the positives towards popular artists, which the hardest
+negatives push down; G < 0 away from them). On split seed ``s`` the
 training seed is ``s`` too, as ``train --seed s`` does (the split and the training draw from
 different random streams of the seed). The defaults are chosen on split seeds the quality part
 never reports (201..205 by default here; it reports 101..105), so the reported splits' hold-outs
@@ -24,16 +35,22 @@ a split, so a noisy machine slows all of them alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.quality import FORMATS, _ours, peer_run
 from bench.settings import SHARED_DATA
 
 DEFAULT_SPLIT_SEEDS = (201, 202, 203, 204, 205)
+# Levers of this harness that are not hyperparameters, with the neutral value of each (it leaves
+# the run as the trainer's).
+HARNESS_LEVERS = {"average_last": 0, "weights": 1, "user_balance": 0, "item_balance": 0}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -61,10 +78,26 @@ def run_variant(name: str, overrides: dict, split, selection, seed: int) -> dict
         return peer
     overrides = dict(overrides)
     average_last = int(overrides.pop("average_last", 0))
+    split = _reweighted(split, float(overrides.pop("weights", 1.0)), float(overrides.pop("user_balance", 0.0)),
+                        float(overrides.pop("item_balance", 0.0)))
     hp = Hyperparameters().with_overrides(seed=seed, **overrides)
     if average_last:
         return _averaged(split, hp, selection, average_last)
     return _ours(split, hp, selection, track=False)
+
+
+def _reweighted(split, power: float, user_balance: float, item_balance: float):
+    """``split`` with the training weights of the ``weights``, ``user_balance`` and
+    ``item_balance`` levers."""
+    if power == 1.0 and not user_balance and not item_balance:
+        return split
+    weights = split.train_weights.astype(np.float64) ** power
+    if user_balance or item_balance:
+        scale = np.diff(split.train_indptr)[split.train_users].astype(np.float64) ** -user_balance
+        listeners = np.bincount(split.train_artists, minlength=split.num_artists).astype(np.float64)
+        scale *= listeners[split.train_artists] ** item_balance
+        weights = np.expm1(np.log1p(weights) * scale)
+    return dataclasses.replace(split, train_weights=weights.astype(np.float32))
 
 
 def _averaged(split, hp, selection, last: int) -> dict:
@@ -98,10 +131,12 @@ def settings_of(name: str, overrides: dict) -> dict:
     if name.startswith(("ease", "als")):
         return {"method": "ease" if name.startswith("ease") else "als", **overrides}
     overrides = dict(overrides)
-    average_last = overrides.pop("average_last", 0)
+    extras = {key: overrides[key] for key, neutral in HARNESS_LEVERS.items() if overrides.get(key, neutral) != neutral}
+    for key in HARNESS_LEVERS:
+        overrides.pop(key, None)
     full = Hyperparameters().with_overrides(**overrides).to_dict()
     full.pop("seed")
-    return {"method": "ours", **full, **({"average_last": average_last} if average_last else {})}
+    return {"method": "ours", **full, **extras}
 
 
 def describe(settings: dict) -> str:
@@ -152,7 +187,9 @@ def markdown(records: list[dict]) -> str:
         "a shared 2-core machine with other jobs running (indicative only: the variants of one command "
         "alternate within a split, so compare times within a command). Overrides are against today's "
         f"defaults (`trainer_service/hyperparameters.py`). Split seeds: {seeds}. The defaults are chosen on "
-        f"{', '.join(map(str, DEFAULT_SPLIT_SEEDS))}; `make bench` reports other ones (docs/benchmarks.md part 1).",
+        f"{', '.join(map(str, DEFAULT_SPLIT_SEEDS))}; `make bench` reports other ones (docs/benchmarks.md part 1). "
+        "`average_last`, `weights`, `user_balance` and `item_balance` are levers of this harness, not hyperparameters "
+        "(bench/levers.py's docstring says what each does).",
         "",
         "Commands (each appends its runs to a JSON-lines file; `--render FILE` writes this page from it):",
         "",
