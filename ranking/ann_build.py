@@ -255,7 +255,27 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     rec_truth = _sample_truth(rec_side, users, k)
     sim_truth = _sample_truth(sim_side, artists, k)
 
+    # The lists first: their transient memory (IVF chunks) is freed before the Annoy indexes,
+    # which live until the publish writes them, are built.
+    top, rec_made, sim_made, seconds = precompute_top(
+        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
+        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
+        budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side))
     items = rec_side.items
+    users_list, artists_list = users.tolist(), artists.tolist()
+    precomputed = PrecomputedConfig(
+        recommend_n=int(top.recommend_top.shape[1]),
+        similar_n=int(top.similar_top.shape[1]),
+        recommend_method=rec_made.method,
+        similar_method=sim_made.method,
+        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
+                                                 lambda u, found: items[found] @ rec_side.queries[u]),
+        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
+                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
+        seconds=round(seconds, 3),
+    )
+    del rec_made, sim_made
+
     rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
@@ -279,22 +299,5 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
             settings,
         )
         recommend, similar = recommend_job.result(), similar_job.result()
-
-    top, rec_made, sim_made, seconds = precompute_top(
-        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
-        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
-        budget_s=settings.precompute_budget_s)
-    users_list, artists_list = users.tolist(), artists.tolist()
-    precomputed = PrecomputedConfig(
-        recommend_n=int(top.recommend_top.shape[1]),
-        similar_n=int(top.similar_top.shape[1]),
-        recommend_method=rec_made.method,
-        similar_method=sim_made.method,
-        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
-                                                 lambda u, found: items[found] @ rec_side.queries[u]),
-        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
-                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
-        seconds=round(seconds, 3),
-    )
     return BuiltIndexes(recommend=recommend, similar=similar, recommend_index=rec_index, similar_index=sim_index,
                         top=top, precomputed=precomputed)
