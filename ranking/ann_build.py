@@ -16,6 +16,7 @@ exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def _median_ms(run, queries) -> float:
 
 
 def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
-                settings: BuildSettings, give_up_ms: float) -> _Trial:
+                settings: BuildSettings, give_up_ms: float, exact_serves_above_ms: float = math.inf) -> _Trial:
     """The fastest (candidates_per_result, search_k) reaching the recall target, or the most
     accurate one tried when none does, with its recall and latency measured on the whole sample.
 
@@ -141,9 +142,22 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     found or than ``give_up_ms``, and the whole tuning stops after ``settings.tuning_budget_s``
     seconds. The winner is then measured on the whole sample; below the target there, its
     search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
+
+    ``exact_serves_above_ms``: the latency above which exact search serves anyway (exact's own;
+    infinite when Annoy is required or forced). The measurement is kept cheap where exact wins:
+    once a config reaching the target is known, a ladder stops at the first trial slower than
+    exact too (it could only find a config that loses to exact; the one known is recorded for a
+    server told to use Annoy), and when the ladders' config is slower than exact or none reached
+    the target, exact serves and the verification is skipped (its doublings would only slow
+    configs the ladders left for being slower than exact or out of tuning budget): the config is
+    returned as the ladders measured it, on their part of the sample.
     """
-    found = _ladders(num_items, n_trees, sample[::_LADDER_STRIDE], truth[::_LADDER_STRIDE], annoy_run, score_of,
-                     settings, give_up_ms)
+    ladder_sample = sample[::_LADDER_STRIDE]
+    found = _ladders(num_items, n_trees, ladder_sample, truth[::_LADDER_STRIDE], annoy_run, score_of,
+                     settings, give_up_ms, exact_serves_above_ms)
+    if math.isfinite(exact_serves_above_ms) and (found.recall < settings.recall_target
+                                                  or found.median_ms > exact_serves_above_ms):
+        return found
     params = found.params
     for attempt in range(_VERIFY_DOUBLINGS + 1):
         recall, ms = _recall_and_latency(sample, truth, lambda q: annoy_run(q, params), score_of)
@@ -160,7 +174,7 @@ _VERIFY_DOUBLINGS = 2
 
 
 def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
-             settings: BuildSettings, give_up_ms: float) -> _Trial:
+             settings: BuildSettings, give_up_ms: float, exact_serves_above_ms: float = math.inf) -> _Trial:
     """The ladders of ``_tune_annoy`` on ``sample``: the fastest trial reaching the target, or
     the most accurate one."""
     deadline = time.monotonic() + settings.tuning_budget_s
@@ -182,11 +196,12 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
                 break  # a bigger search_k is only slower
             if params.search_k >= n_trees * num_items or time.monotonic() > deadline:
                 break
-            if ms > give_up_ms or (best is not None and ms > best.median_ms):
+            if ms > give_up_ms or (best is not None and ms > min(best.median_ms, exact_serves_above_ms)):
                 break
         if time.monotonic() > deadline:
             break
-        if first_ms is not None and (first_ms > give_up_ms or (best is not None and first_ms > best.median_ms)):
+        if first_ms is not None and (first_ms > give_up_ms
+                                     or (best is not None and first_ms > min(best.median_ms, exact_serves_above_ms))):
             break  # more candidates per result start slower still: they cannot win
         if cpr * RECALL_K * 2 >= num_items:
             break  # the search falls back to brute force from here on
@@ -203,7 +218,9 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     annoy_required = num_items >= ANNOY_REQUIRED_FROM
     # Annoy configs much slower than brute force can never be chosen for a small catalog.
     give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
-    chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms)
+    exact_may_serve = not annoy_required and settings.method != "annoy"
+    chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
+                         exact_ms if exact_may_serve else math.inf)
     met = chosen.recall >= settings.recall_target
     use_annoy = annoy_required or (met and chosen.median_ms < exact_ms)
     if settings.method is not None:
