@@ -46,6 +46,8 @@ CANDIDATE_STEPS = (1, 2, 4, 8, 16, 32, 64)
 # search_k tried, as multiples of Annoy's default (n_trees * candidates fetched).
 SEARCH_K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 RECALL_K = 10
+# Rows converted to Python lists at a time when Annoy indexes are filled.
+_ADD_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,11 @@ def build_angular_index(vectors: np.ndarray, n_trees: int, seed: int, n_jobs: in
     """Build an angular Annoy index over ``vectors`` (n, d) in memory (the publish saves it)."""
     index = AnnoyIndex(int(vectors.shape[1]), "angular")
     index.set_seed(int(seed))
-    for i, row in enumerate(vectors.tolist()):
-        index.add_item(i, row)
+    # Rows as Python lists a block at a time (Annoy reads sequences element by element): the
+    # whole matrix as lists would cost ~32 bytes per float (~0.3 GiB at 160K x 66).
+    for lo in range(0, vectors.shape[0], _ADD_BLOCK):
+        for i, row in enumerate(vectors[lo:lo + _ADD_BLOCK].tolist(), start=lo):
+            index.add_item(i, row)
     index.build(int(n_trees), n_jobs=n_jobs)
     return index
 
