@@ -10,8 +10,9 @@ The lists are made in batches, by matrix products, not by the serving search one
   the augmented item vectors for the inner product, see ``ranking.inner_product``, the normalized
   factors for cosine); each query ranks the centroids by its score with them and probes its best
   ``probes`` clusters; a cluster is scored exactly by one product over all the queries of a chunk
-  that probe it. A query's first few clusters give a lower bound of its n-th best score, and the
-  others keep only the scores above it (see ``_ivf_rows``); its list is the best n kept. The
+  that probe it. A query's first half of its clusters give a lower bound of its n-th best score
+  (from their top-n values alone), and every probed cluster keeps only the scores reaching it
+  (see ``_ivf_rows``); its list is the best n kept. The
   number of probes is the smallest of ``PROBE_STEPS`` whose recall@10 against exact reaches the
   target on a sample of queries (measured here, recorded in the manifest).
 
