@@ -16,6 +16,7 @@ exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ CANDIDATE_STEPS = (1, 2, 4, 8, 16, 32, 64)
 # search_k tried, as multiples of Annoy's default (n_trees * candidates fetched).
 SEARCH_K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 RECALL_K = 10
+# Rows converted to Python lists at a time when Annoy indexes are filled.
+_ADD_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,11 @@ def build_angular_index(vectors: np.ndarray, n_trees: int, seed: int, n_jobs: in
     """Build an angular Annoy index over ``vectors`` (n, d) in memory (the publish saves it)."""
     index = AnnoyIndex(int(vectors.shape[1]), "angular")
     index.set_seed(int(seed))
-    for i, row in enumerate(vectors.tolist()):
-        index.add_item(i, row)
+    # Rows as Python lists a block at a time (Annoy reads sequences element by element): the
+    # whole matrix as lists would cost ~32 bytes per float (~0.3 GiB at 160K x 66).
+    for lo in range(0, vectors.shape[0], _ADD_BLOCK):
+        for i, row in enumerate(vectors[lo:lo + _ADD_BLOCK].tolist(), start=lo):
+            index.add_item(i, row)
     index.build(int(n_trees), n_jobs=n_jobs)
     return index
 
@@ -131,7 +137,7 @@ def _median_ms(run, queries) -> float:
 
 
 def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
-                settings: BuildSettings, give_up_ms: float) -> _Trial:
+                settings: BuildSettings, give_up_ms: float, exact_serves_above_ms: float = math.inf) -> _Trial:
     """The fastest (candidates_per_result, search_k) reaching the recall target, or the most
     accurate one tried when none does, with its recall and latency measured on the whole sample.
 
@@ -141,9 +147,22 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     found or than ``give_up_ms``, and the whole tuning stops after ``settings.tuning_budget_s``
     seconds. The winner is then measured on the whole sample; below the target there, its
     search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
+
+    ``exact_serves_above_ms``: the latency above which exact search serves anyway (exact's own;
+    infinite when Annoy is required or forced). The measurement is kept cheap where exact wins:
+    once a config reaching the target is known, a ladder stops at the first trial slower than
+    exact too (it could only find a config that loses to exact; the one known is recorded for a
+    server told to use Annoy), and when the ladders' config is slower than exact or none reached
+    the target, exact serves and the verification is skipped (its doublings would only slow
+    configs the ladders left for being slower than exact or out of tuning budget): the config is
+    returned as the ladders measured it, on their part of the sample.
     """
-    found = _ladders(num_items, n_trees, sample[::_LADDER_STRIDE], truth[::_LADDER_STRIDE], annoy_run, score_of,
-                     settings, give_up_ms)
+    ladder_sample = sample[::_LADDER_STRIDE]
+    found = _ladders(num_items, n_trees, ladder_sample, truth[::_LADDER_STRIDE], annoy_run, score_of,
+                     settings, give_up_ms, exact_serves_above_ms)
+    if math.isfinite(exact_serves_above_ms) and (found.recall < settings.recall_target
+                                                  or found.median_ms > exact_serves_above_ms):
+        return found
     params = found.params
     for attempt in range(_VERIFY_DOUBLINGS + 1):
         recall, ms = _recall_and_latency(sample, truth, lambda q: annoy_run(q, params), score_of)
@@ -160,7 +179,7 @@ _VERIFY_DOUBLINGS = 2
 
 
 def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run, score_of,
-             settings: BuildSettings, give_up_ms: float) -> _Trial:
+             settings: BuildSettings, give_up_ms: float, exact_serves_above_ms: float = math.inf) -> _Trial:
     """The ladders of ``_tune_annoy`` on ``sample``: the fastest trial reaching the target, or
     the most accurate one."""
     deadline = time.monotonic() + settings.tuning_budget_s
@@ -182,11 +201,12 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
                 break  # a bigger search_k is only slower
             if params.search_k >= n_trees * num_items or time.monotonic() > deadline:
                 break
-            if ms > give_up_ms or (best is not None and ms > best.median_ms):
+            if ms > give_up_ms or (best is not None and ms > min(best.median_ms, exact_serves_above_ms)):
                 break
         if time.monotonic() > deadline:
             break
-        if first_ms is not None and (first_ms > give_up_ms or (best is not None and first_ms > best.median_ms)):
+        if first_ms is not None and (first_ms > give_up_ms
+                                     or (best is not None and first_ms > min(best.median_ms, exact_serves_above_ms))):
             break  # more candidates per result start slower still: they cannot win
         if cpr * RECALL_K * 2 >= num_items:
             break  # the search falls back to brute force from here on
@@ -203,7 +223,9 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     annoy_required = num_items >= ANNOY_REQUIRED_FROM
     # Annoy configs much slower than brute force can never be chosen for a small catalog.
     give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
-    chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms)
+    exact_may_serve = not annoy_required and settings.method != "annoy"
+    chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
+                         exact_ms if exact_may_serve else math.inf)
     met = chosen.recall >= settings.recall_target
     use_annoy = annoy_required or (met and chosen.median_ms < exact_ms)
     if settings.method is not None:
@@ -255,7 +277,27 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     rec_truth = _sample_truth(rec_side, users, k)
     sim_truth = _sample_truth(sim_side, artists, k)
 
+    # The lists first: their transient memory (IVF chunks) is freed before the Annoy indexes,
+    # which live until the publish writes them, are built.
+    top, rec_made, sim_made, seconds = precompute_top(
+        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
+        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
+        budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side))
     items = rec_side.items
+    users_list, artists_list = users.tolist(), artists.tolist()
+    precomputed = PrecomputedConfig(
+        recommend_n=int(top.recommend_top.shape[1]),
+        similar_n=int(top.similar_top.shape[1]),
+        recommend_method=rec_made.method,
+        similar_method=sim_made.method,
+        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
+                                                 lambda u, found: items[found] @ rec_side.queries[u]),
+        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
+                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
+        seconds=round(seconds, 3),
+    )
+    del rec_made, sim_made
+
     rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
@@ -279,22 +321,5 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
             settings,
         )
         recommend, similar = recommend_job.result(), similar_job.result()
-
-    top, rec_made, sim_made, seconds = precompute_top(
-        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
-        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
-        budget_s=settings.precompute_budget_s)
-    users_list, artists_list = users.tolist(), artists.tolist()
-    precomputed = PrecomputedConfig(
-        recommend_n=int(top.recommend_top.shape[1]),
-        similar_n=int(top.similar_top.shape[1]),
-        recommend_method=rec_made.method,
-        similar_method=sim_made.method,
-        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
-                                                 lambda u, found: items[found] @ rec_side.queries[u]),
-        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
-                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
-        seconds=round(seconds, 3),
-    )
     return BuiltIndexes(recommend=recommend, similar=similar, recommend_index=rec_index, similar_index=sim_index,
                         top=top, precomputed=precomputed)

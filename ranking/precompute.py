@@ -10,8 +10,9 @@ The lists are made in batches, by matrix products, not by the serving search one
   the augmented item vectors for the inner product, see ``ranking.inner_product``, the normalized
   factors for cosine); each query ranks the centroids by its score with them and probes its best
   ``probes`` clusters; a cluster is scored exactly by one product over all the queries of a chunk
-  that probe it. A query's first few clusters give a lower bound of its n-th best score, and the
-  others keep only the scores above it (see ``_ivf_rows``); its list is the best n kept. The
+  that probe it. A query's first half of its clusters give a lower bound of its n-th best score
+  (from their top-n values alone), and every probed cluster keeps only the scores reaching it
+  (see ``_ivf_rows``); its list is the best n kept. The
   number of probes is the smallest of ``PROBE_STEPS`` whose recall@10 against exact reaches the
   target on a sample of queries (measured here, recorded in the manifest).
 
@@ -48,7 +49,7 @@ KMEANS_ITERATIONS = 6
 KMEANS_SAMPLE_PER_CLUSTER = 32
 # IVF: a query's first probes // LEADING_SHARE clusters (at least 2) set the bound the others are
 # filtered by.
-LEADING_SHARE = 4
+LEADING_SHARE = 2
 # Queries whose recall@10 against exact decides the number of probes.
 TUNING_SAMPLE = 1000
 # Scores held per block (float32), per worker: bounds the memory of a block to ~64 MiB.
@@ -56,13 +57,15 @@ _BLOCK_SCORES = 16 << 20
 # top_k_indices's groups (the same bound, applied to every row of a block at once).
 _GROUPS = 32
 _NEG_INF = np.float32(-np.inf)
+# IVF: relative margin below a query's bound (see ``_ivf_rows``).
+_BOUND_MARGIN = np.float32(1e-4)
 
 
 @dataclass(frozen=True)
 class ListSide:
     """One side's lists to make: ``queries`` (Q, D) float32 and ``items`` (A, D) float32 scored
-    by inner product; ``exclude_indptr``/``exclude_indices`` (CSR, int64) the artists never listed
-    for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF),
+    by inner product; ``exclude_indptr``/``exclude_indices`` (CSR; int64 pointers, int32 or int64
+    indices) the artists never listed for each query; ``cluster_vectors`` (A, D') the vectors the artists are clustered on (IVF),
     ``spherical`` True to cluster them by cosine (k-means on the unit sphere)."""
 
     queries: np.ndarray
@@ -185,9 +188,15 @@ class _Clusters:
 
 
 def _cluster_sums(vectors: np.ndarray, labels: np.ndarray, clusters: int) -> np.ndarray:
-    """(clusters, D) float64 sums of the rows of ``vectors`` by label (one bincount per column)."""
-    return np.stack([np.bincount(labels, weights=vectors[:, d], minlength=clusters)
-                     for d in range(vectors.shape[1])], axis=1)
+    """(clusters, D) float64 sums of the rows of ``vectors`` by label (the rows sorted by label,
+    each label's run summed by one ``np.add.reduceat``: contiguous rows, not strided columns)."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(clusters))
+    present = np.bincount(labels, minlength=clusters) > 0
+    sums = np.zeros((clusters, vectors.shape[1]), dtype=np.float64)
+    if present.any():
+        sums[present] = np.add.reduceat(vectors[order], starts[present], axis=0, dtype=np.float64)
+    return sums
 
 
 def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> np.ndarray:
@@ -202,9 +211,12 @@ def _kmeans(vectors: np.ndarray, clusters: int, spherical: bool, seed: int) -> n
     def assign(points: np.ndarray) -> np.ndarray:
         out = np.empty(points.shape[0], dtype=np.int64)
         step = max(1, _BLOCK_SCORES // clusters)
-        half_sq = 0.0 if spherical else 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        half_sq = None if spherical else 0.5 * np.einsum("ij,ij->i", centroids, centroids)
         for lo in range(0, points.shape[0], step):
-            out[lo:lo + step] = np.argmax(points[lo:lo + step] @ centroids.T - half_sq, axis=1)
+            scores = points[lo:lo + step] @ centroids.T
+            if half_sq is not None:
+                scores -= half_sq
+            out[lo:lo + step] = np.argmax(scores, axis=1)
         return out
 
     for _ in range(KMEANS_ITERATIONS):
@@ -271,11 +283,12 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
               lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """IVF lists of length n for queries lo .. hi - 1 (one chunk).
 
-    Each query's best ``_leading(probes)`` clusters (by centroid score) are scored first,
-    keeping each one's top n: the n-th best kept score is a lower bound of the query's n-th best
-    overall, so in its other probed clusters only the scores reaching it are kept (one comparison
-    per score, no sort). The kept scores are then ordered per query (ties to the lower artist
-    index)."""
+    Each query's best ``_leading(probes)`` clusters (by centroid score) are scored first, keeping
+    only the values of each one's top n (a partition, no sort, no artist): the n-th best of them
+    is a lower bound of the query's n-th best overall. Then every probed cluster (the leading ones
+    again: a product is cheaper than keeping their artists) keeps only the scores reaching it
+    (one comparison per score, every tie included). The kept scores are ordered per query (ties
+    to the lower artist index)."""
     count = clusters.count
     probes = min(probes, count)
     rows = hi - lo
@@ -289,14 +302,6 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
     ex_items = side.exclude_indices[side.exclude_indptr[lo]:side.exclude_indptr[hi]]
     ex_order, ex_bounds = _by_cluster(clusters.cluster_of[ex_items], count)
     row_in_block = np.full(rows, -1, dtype=np.int64)
-    bound = np.full(rows, _NEG_INF, dtype=np.float32)
-    # The kept scores of each query and their artists, side by side (-inf padding); a query's
-    # next free column is ``filled``.
-    # Sized for the leading clusters' lists and about half of the others' scores (grown if not).
-    width = leading * n + (probes - leading) * int(clusters.starts[-1] / count) // 2
-    pool = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
-    pool_ids = np.full(pool.shape, -1, dtype=np.int32)
-    filled = np.zeros(rows, dtype=np.int64)
 
     def scored(c: int, users: np.ndarray) -> np.ndarray:
         """Scores of ``users`` (chunk rows) for the artists of cluster c, exclusions at -inf."""
@@ -311,11 +316,43 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
             row_in_block[users] = -1
         return scores
 
-    def keep(users: np.ndarray, r: np.ndarray, values: np.ndarray, items: np.ndarray) -> None:
-        """Append (artist, score) pairs to the pools of ``users[r]`` (``r`` ascending)."""
-        nonlocal pool, pool_ids
-        if not r.shape[0]:
-            return
+    # The bound: each query's n-th best of its leading clusters' top-n values.
+    best = np.full((rows, leading * n), _NEG_INF, dtype=np.float32)
+    best_filled = np.zeros(rows, dtype=np.int64)
+    order, bounds = _by_cluster(probed[:, :leading].ravel(), count)
+    first_rows = probe_rows[:, :leading].ravel()
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = first_rows[order[bounds[c]:bounds[c + 1]]]
+        scores = scored(c, users)
+        width = scores.shape[1]
+        values = np.partition(scores, width - n, axis=1)[:, width - n:] if width > n else scores
+        best[users[:, None], best_filled[users][:, None] + np.arange(values.shape[1])] = values
+        best_filled[users] += values.shape[1]
+    bound = np.full(rows, _NEG_INF, dtype=np.float32)
+    if best.shape[1] >= n:
+        bound = np.partition(best, best.shape[1] - n, axis=1)[:, best.shape[1] - n]
+    del best
+    # The second pass scores the leading clusters again in other products, whose float32 sums can
+    # differ in the last bits: the margin keeps a score its own bound came from.
+    bound = bound - _BOUND_MARGIN * np.maximum(np.float32(1.0), np.abs(bound))
+    bound = np.maximum(bound, np.finfo(np.float32).min)  # never keep an excluded -inf
+
+    # The kept scores of each query and their artists, side by side (-inf padding); a query's
+    # next free column is ``filled``. Sized for about n plus half of the other clusters' scores
+    # (grown if not).
+    width = n + (probes - leading) * int(clusters.starts[-1] / count) // 2
+    pool = np.full((rows, max(width, n)), _NEG_INF, dtype=np.float32)
+    pool_ids = np.full(pool.shape, -1, dtype=np.int32)
+    filled = np.zeros(rows, dtype=np.int64)
+    order, bounds = _by_cluster(probed.ravel(), count)
+    all_rows = probe_rows.ravel()
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        users = all_rows[order[bounds[c]:bounds[c + 1]]]
+        scores = scored(c, users)
+        at = np.flatnonzero(scores >= bound[users][:, None])
+        if not at.shape[0]:
+            continue
+        r, col = np.divmod(at, scores.shape[1])
         counts = np.bincount(r, minlength=users.shape[0])
         within = np.arange(r.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
         dest_rows = users[r]
@@ -325,30 +362,9 @@ def _ivf_rows(side: ListSide, clusters: _Clusters, n: int, probes: int,
             grow = max(need, pool.shape[1] * 3 // 2) - pool.shape[1]
             pool = np.pad(pool, ((0, 0), (0, grow)), constant_values=_NEG_INF)
             pool_ids = np.pad(pool_ids, ((0, 0), (0, grow)), constant_values=-1)
-        pool[dest_rows, dest_cols] = values
-        pool_ids[dest_rows, dest_cols] = items
+        pool[dest_rows, dest_cols] = scores.ravel()[at]
+        pool_ids[dest_rows, dest_cols] = clusters.order[clusters.starts[c] + col]
         filled[users] += counts
-
-    order, bounds = _by_cluster(probed[:, :leading].ravel(), count)
-    first_rows = probe_rows[:, :leading].ravel()
-    for c in np.flatnonzero(np.diff(bounds)).tolist():
-        users = first_rows[order[bounds[c]:bounds[c + 1]]]
-        top, top_scores = _rows_top(scored(c, users), n)
-        r, col = np.nonzero(top >= 0)
-        keep(users, r, top_scores[r, col], clusters.order[clusters.starts[c] + top[r, col]])
-    width = int(filled.max()) if rows else 0
-    if width >= n:
-        bound = np.partition(pool[:, :width], width - n, axis=1)[:, width - n]
-    other_rows = probe_rows[:, leading:].ravel()
-    other_clusters = probed[:, leading:].ravel()
-    order, bounds = _by_cluster(other_clusters, count)
-    for c in np.flatnonzero(np.diff(bounds)).tolist():
-        users = other_rows[order[bounds[c]:bounds[c + 1]]]
-        scores = scored(c, users)
-        threshold = np.maximum(bound[users], np.finfo(np.float32).min)  # never an excluded -inf
-        at = np.flatnonzero(scores >= threshold[:, None])
-        r, col = np.divmod(at, scores.shape[1])
-        keep(users, r, scores.ravel()[at], clusters.order[clusters.starts[c] + col])
     width = int(filled.max()) if rows else 0
     return _rows_top(pool[:, :max(width, 1)], n, pool_ids[:, :max(width, 1)])
 
@@ -428,7 +444,8 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
             break
     if per_query_s * num_queries / workers > budget_s:
         return _none(num_queries, "ivf")
-    # A chunk's pool holds about (leading probes x n + the others' half clusters) scores per query.
+    # A chunk holds about (leading probes x n values, then n + the others' half clusters) scores
+    # per query.
     leading = _leading(probes)
     width = leading * n + (probes - leading) * num_items // clusters.count // 2
     chunk_rows = max(256, min(16384, _BLOCK_SCORES // max(width, n)))
@@ -465,8 +482,9 @@ def recommend_side(artifacts: ModelArtifacts) -> ListSide:
     items = item_vectors_with_bias(artifacts.artist_factors, artifacts.artist_bias)
     queries = np.ones((artifacts.num_users, items.shape[1]), dtype=np.float32)
     queries[:, :-1] = artifacts.user_factors
+    # The seen artists as stored (int32): an int64 copy would cost 8 bytes per play.
     return ListSide(queries, items, np.asarray(artifacts.seen_indptr, dtype=np.int64),
-                    np.asarray(artifacts.seen_indices, dtype=np.int64), augment_items(items), spherical=False)
+                    np.asarray(artifacts.seen_indices), augment_items(items), spherical=False)
 
 
 def similar_side(artifacts: ModelArtifacts) -> ListSide:
@@ -480,10 +498,12 @@ def similar_side(artifacts: ModelArtifacts) -> ListSide:
 
 def precompute_top(artifacts: ModelArtifacts, recommend_n: int = DEFAULT_RECOMMEND_N,
                    similar_n: int = DEFAULT_SIMILAR_N, workers: int = 0, recall_target: float = RECALL_TARGET,
-                   seed: int = 0, exact_up_to: int = EXACT_UP_TO,
-                   budget_s: float = math.inf) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
+                   seed: int = 0, exact_up_to: int = EXACT_UP_TO, budget_s: float = math.inf,
+                   sides: tuple[ListSide, ListSide] | None = None,
+                   ) -> tuple[PrecomputedTop, ListsMade, ListsMade, float]:
     """Every user's top ``recommend_n`` (seen excluded) and every artist's top ``similar_n``
-    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. ``budget_s``: the
+    (itself excluded), by ``make_lists``; a length 0 makes (rows, 0) lists. ``sides``: the
+    artifacts' (``recommend_side``, ``similar_side``) when the caller has them (None: made here). ``budget_s``: the
     wall time both sides may take (Recommend, the hotter RPC, first; a side whose estimate does
     not fit in what is left gets (rows, 0) lists and is searched). Returns the lists, how each
     side was made, and the wall time spent (seconds)."""
@@ -491,9 +511,10 @@ def precompute_top(artifacts: ModelArtifacts, recommend_n: int = DEFAULT_RECOMME
     recommend_n = min(recommend_n, artifacts.num_artists)
     similar_n = min(similar_n, max(artifacts.num_artists - 1, 0))
     options = dict(workers=workers, recall_target=recall_target, seed=seed, exact_up_to=exact_up_to)
-    rec = make_lists(recommend_side(artifacts), recommend_n, budget_s=budget_s, **options)
+    rec_side, sim_side = sides or (recommend_side(artifacts), similar_side(artifacts))
+    rec = make_lists(rec_side, recommend_n, budget_s=budget_s, **options)
     left_s = budget_s - (time.perf_counter() - started)
-    sim = make_lists(similar_side(artifacts), similar_n, budget_s=left_s, **options)
+    sim = make_lists(sim_side, similar_n, budget_s=left_s, **options)
     top = PrecomputedTop(recommend_top=rec.top, recommend_top_scores=rec.scores,
                          similar_top=sim.top, similar_top_scores=sim.scores)
     return top, rec, sim, time.perf_counter() - started

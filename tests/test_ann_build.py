@@ -1,0 +1,93 @@
+"""Publish-time search building: the IVF lists' bound, the k-means sums, and the Annoy
+settings measurement where exact search serves anyway (known answers, no timing)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import ranking.ann_build as ann_build
+import ranking.precompute as precompute
+from ranking.ann_build import BuildSettings
+from tests.test_index_precomputed import clustered_artifacts
+
+
+def _probed_exact(side: precompute.ListSide, clusters, n: int, probes: int) -> np.ndarray:
+    """Each query's exact top n among the artists of its probed clusters (excluded ones left out),
+    ties to the lower artist: what an IVF list must be, query by query."""
+    lists = np.full((side.queries.shape[0], n), -1, dtype=np.int64)
+    probed = precompute._probed(side.queries, clusters.centroids_t, probes)
+    for q in range(side.queries.shape[0]):
+        allowed = np.isin(clusters.cluster_of, probed[q])
+        allowed[side.exclude_indices[side.exclude_indptr[q]:side.exclude_indptr[q + 1]]] = False
+        candidates = np.flatnonzero(allowed)
+        scores = side.items[candidates] @ side.queries[q]
+        best = candidates[np.lexsort((candidates, -scores))][:n]
+        lists[q, :best.shape[0]] = best
+    return lists
+
+
+@pytest.mark.parametrize("share", [1, 2, 1000])
+def test_ivf_lists_are_the_exact_top_of_the_probed_clusters(monkeypatch, share):
+    """Whatever number of leading clusters sets a query's bound (all probes, half, two), an IVF
+    list is exactly the top n of the artists in the clusters it probes: the bound never drops
+    an artist that belongs in the list (the leading clusters are scored twice)."""
+    monkeypatch.setattr(precompute, "LEADING_SHARE", share)
+    art = clustered_artifacts(num_users=200, num_artists=1500)
+    for side in (precompute.recommend_side(art), precompute.similar_side(art)):
+        clusters = precompute._cluster(side, seed=0)
+        probes = max(2, clusters.count // 3)
+        assert 1 < probes < clusters.count
+        top, scores = precompute._ivf_rows(side, clusters, 10, probes, 0, side.queries.shape[0])
+        expected = _probed_exact(side, clusters, 10, probes)
+        assert np.array_equal(top, expected)
+        listed = top >= 0
+        rows = np.nonzero(listed)[0]
+        np.testing.assert_allclose(scores[listed], np.einsum("ij,ij->i", side.items[top[listed]], side.queries[rows]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_cluster_sums_add_the_rows_of_each_label():
+    vectors = np.array([[1, 2], [3, 4], [5, 6], [7, 8]], dtype=np.float32)
+    sums = precompute._cluster_sums(vectors, np.array([2, 0, 2, 0]), 4)
+    assert sums.dtype == np.float64
+    assert sums.tolist() == [[10.0, 12.0], [0.0, 0.0], [6.0, 8.0], [0.0, 0.0]]
+
+
+def _tuning_run(exact_serves_above_ms: float, recall_of_annoy: float) -> tuple[ann_build._Trial, set[int]]:
+    """``_tune_annoy`` on 30 queries whose Annoy answers have the given recall (every answer
+    right, or none): the trial it returns and the queries it ran Annoy on."""
+    truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
+    ran: set[int] = set()
+
+    def annoy_run(query: int, params) -> list[int]:
+        ran.add(query)
+        return list(range(10)) if recall_of_annoy == 1.0 else list(range(100, 110))
+
+    def score_of(query: int, found: np.ndarray) -> np.ndarray:
+        return np.where(found < 10, 1.0, -1.0).astype(np.float32)
+
+    settings = BuildSettings(tuning_budget_s=60.0)
+    trial = ann_build._tune_annoy(10_000, 4, list(range(30)), truth, annoy_run, score_of, settings,
+                                  give_up_ms=1e9, exact_serves_above_ms=exact_serves_above_ms)
+    return trial, ran
+
+
+def test_tuning_short_of_the_target_skips_the_verification_where_exact_serves():
+    """No Annoy config reaches the target and exact may serve: exact serves, so the ladders'
+    result is returned without measuring it on the whole sample (only the ladders' queries,
+    every third, are ever searched); where Annoy is required it is verified on all of them."""
+    trial, ran = _tuning_run(exact_serves_above_ms=1e9, recall_of_annoy=0.0)
+    assert trial.recall == 0.0
+    assert ran == set(range(0, 30, ann_build._LADDER_STRIDE))
+    trial, ran = _tuning_run(exact_serves_above_ms=math.inf, recall_of_annoy=0.0)
+    assert trial.recall == 0.0 and ran == set(range(30))
+
+
+def test_tuning_that_reaches_the_target_is_verified_on_the_whole_sample():
+    """A config faster than exact that reaches the target on the ladders is measured on every
+    query of the sample before it is recorded."""
+    trial, ran = _tuning_run(exact_serves_above_ms=1e9, recall_of_annoy=1.0)
+    assert trial.recall == 1.0 and ran == set(range(30))
