@@ -41,7 +41,8 @@ def _code(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 def float32_weights(summed: np.ndarray, pair: Callable[[int], tuple[str, str]], shown: str) -> np.ndarray:
     """(N,) float32 of the summed (N,) float64 weights; ``DataError`` naming the (user id,
     artist id) ``pair(i)`` of the first row whose sum does not fit."""
-    coded = summed.astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, found and named just below
+        coded = summed.astype(np.float32)
     overflow = np.flatnonzero(~np.isfinite(coded))
     if overflow.size:
         i = int(overflow[0])
