@@ -118,23 +118,43 @@ def resolve_page(k: int, offset: int) -> tuple[int, int]:
     return k, offset
 
 
+@dataclass(frozen=True, slots=True)
+class TagOptions:
+    """The tag fields of a ranking request: ``tags`` (any of them) and ``exclude_tags`` (none of
+    them) filter the artists, ``max_per_tag`` (0: off) caps the artists sharing a top tag,
+    ``include_tags`` asks for each artist's top tags in the answer.
+
+    One value rather than four query fields: most requests set none of them and share
+    ``NO_TAG_OPTIONS``, so an unfiltered request builds nothing for tags and its query has one
+    field to set instead of four (a frozen dataclass pays a ``object.__setattr__`` per field)."""
+
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    max_per_tag: int = 0
+    include_tags: bool = False
+
+    @property
+    def asks_filter(self) -> bool:
+        """True when the options change which artists rank (a filter or a cap), not only the encoding."""
+        return bool(self.tags or self.exclude_tags or self.max_per_tag)
+
+
+NO_TAG_OPTIONS = TagOptions()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerQuery:
     """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
     ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
-    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tags`` (any of
-    them) and ``exclude_tags`` (none of them) filter the artists, ``max_per_tag`` (0: off) caps
-    the artists sharing a top tag, ``include_tags`` asks for each artist's top tags in the answer."""
+    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tag_options`` the
+    tag filter, cap and ``include_tags`` (``TagOptions``)."""
 
     k: int = 0
     include_seen: bool = False
     exclude_artist_ids: tuple[str, ...] = ()
     only_artist_ids: tuple[str, ...] = ()
     offset: int = 0
-    tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-    max_per_tag: int = 0
-    include_tags: bool = False
+    tag_options: TagOptions = NO_TAG_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +176,12 @@ class HistoryQuery(ListenerQuery):
 @dataclass(frozen=True, slots=True)
 class SimilarQuery:
     """One SimilarArtists request: the query artist by ``artist_id`` or, when that is empty, by
-    ``artist_name``; ``k`` and the tag fields as in ``ListenerQuery``."""
+    ``artist_name``; ``k`` and ``tag_options`` as in ``ListenerQuery``."""
 
     artist_id: str = ""
     artist_name: str = ""
     k: int = 0
-    tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-    max_per_tag: int = 0
-    include_tags: bool = False
+    tag_options: TagOptions = NO_TAG_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -500,12 +517,13 @@ class ServingModel:
         """The query's tag fields resolved against this version; None when it asks no filter and
         no diversity (``include_tags`` alone changes only the encoding). Over the limits:
         INVALID_ARGUMENT; a filter or diversity on a version without tags: FAILED_PRECONDITION."""
-        if not (query.tags or query.exclude_tags or query.max_per_tag):
+        options = query.tag_options
+        if options is NO_TAG_OPTIONS or not options.asks_filter:
             return None
-        _check_tag_names("tags", query.tags)
-        _check_tag_names("exclude_tags", query.exclude_tags)
-        if query.max_per_tag < 0 or query.max_per_tag > MAX_PER_TAG:
-            raise InvalidArgument(f"diversity.max_per_tag must be between 0 and {MAX_PER_TAG}, got {query.max_per_tag}")
+        _check_tag_names("tags", options.tags)
+        _check_tag_names("exclude_tags", options.exclude_tags)
+        if options.max_per_tag < 0 or options.max_per_tag > MAX_PER_TAG:
+            raise InvalidArgument(f"diversity.max_per_tag must be between 0 and {MAX_PER_TAG}, got {options.max_per_tag}")
         if self.tag_names is None:
             raise FailedPrecondition(f"the served version ({self.version}) has no tags: tags, exclude_tags and "
                                      "diversity need a version trained from a source with tags")
@@ -521,7 +539,7 @@ class ServingModel:
                     found.append(at)
             return tuple(dict.fromkeys(found))
 
-        return TagRequest(resolve(query.tags), resolve(query.exclude_tags), query.max_per_tag, tuple(unknown))
+        return TagRequest(resolve(options.tags), resolve(options.exclude_tags), options.max_per_tag, tuple(unknown))
 
     def unknown_tags(self, query: "ListenerQuery | SimilarQuery") -> tuple[str, ...]:
         """The query's tags and exclude_tags this version does not know (request order, each once)."""
@@ -737,8 +755,10 @@ class ServingModel:
         if self.tag_names is not None and self.num_users:
             # The tag lookup's hash index, and a filtered search of each kind (the most common tag).
             common = (str(self.tags.names[0]),)
-            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K, tags=common, max_per_tag=2))
-            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K, tags=common))
+            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K,
+                                          tag_options=TagOptions(tags=common, max_per_tag=2)))
+            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K,
+                                      tag_options=TagOptions(tags=common)))
 
     def build_hash_indexes(self) -> None:
         """The hash indexes of user ids, artist ids, names and tags (``SortedLookup.build_hash_index``).
