@@ -103,8 +103,12 @@ class ResponseEncoder:
         return entry
 
     def _artists(self, tag: bytes, ranking: Ranking, parts: list[bytes], with_tags: bool = False) -> None:
-        entries = self._tagged[with_tags][tag]
-        pieces = [entries[artist] or self._tagged_entry(tag, with_tags, artist) for artist in ranking.indices.tolist()]
+        indices = ranking.indices.tolist()
+        pieces = list(map(self._tagged[with_tags][tag].__getitem__, indices))
+        if None in pieces:  # an artist listed for the first time: its piece made and cached
+            for at, artist in enumerate(indices):
+                if pieces[at] is None:
+                    pieces[at] = self._tagged_entry(tag, with_tags, artist)
         # Each artist's cached piece, then its score's 4 bytes (a 4-byte void view makes each score
         # its own bytes object), interleaved by two slice assignments rather than a Python loop.
         listed: list[bytes] = [b""] * (2 * len(pieces))

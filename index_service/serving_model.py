@@ -439,20 +439,26 @@ class ServingModel:
         else:
             exclude = seen if extra is None else np.concatenate((seen, extra))
         if tagged is not None:
-            if tagged.unknown:
-                return _NO_RANKING
-            flt = self.artist_filter(tagged, allowed, exclude)
-            if vector is None:
-                return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
-            space = inner_product_space(self.recommend_search, vector)
-            return self._diversified(
-                lambda depth: Ranking(*filtered_search(space, depth, flt, self.recommend_plan)), end, tagged)
+            return self._rank_fitted_tagged(vector, end, exclude, allowed, tagged)
         if vector is None:
             return self.popular(end, exclude, allowed)
         if allowed is not None:
             return self.search_among(vector, end, allowed, exclude)
         indices, scores = self.recommend_search.search(vector, end, exclude)
         return Ranking(indices, scores)
+
+    # The tagged branches are methods of their own: their closures would otherwise make cells of
+    # the caller's variables, which every unfiltered call would pay for too.
+    def _rank_fitted_tagged(self, vector: np.ndarray | None, end: int, exclude: np.ndarray | None,
+                            allowed: np.ndarray | None, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        flt = self.artist_filter(tagged, allowed, exclude)
+        if vector is None:
+            return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
+        space = inner_product_space(self.recommend_search, vector)
+        return self._diversified(
+            lambda depth: Ranking(*filtered_search(space, depth, flt, self.recommend_plan)), end, tagged)
 
     def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None,
                                                        TagRequest | None]:
@@ -479,17 +485,7 @@ class ServingModel:
                         allowed: np.ndarray | None, tagged: TagRequest | None = None) -> Ranking:
         end = offset + k
         if tagged is not None:
-            if tagged.unknown:
-                return _NO_RANKING
-            # A list never holds the user's seen artists, so the filter it is read with need not
-            # drop them (the cheaper filter); the search's filter is made only for a search.
-            list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
-                           else None)
-            def search_filter() -> ArtistFilter:
-                return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
-
-            return _page(self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
-                                           end, tagged), offset)
+            return _page(self._recommend_user_tagged(user, end, include_seen, extra, allowed, tagged), offset)
         answer = self._from_lists(user, end, include_seen, extra, allowed)
         if answer is None:
             if allowed is not None:
@@ -498,6 +494,21 @@ class ServingModel:
             else:
                 answer = self.search_recommend(user, end, include_seen, extra)
         return _page(answer, offset)
+
+    def _recommend_user_tagged(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
+                               allowed: np.ndarray | None, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        # A list never holds the user's seen artists, so the filter it is read with need not
+        # drop them (the cheaper filter); the search's filter is made only for a search.
+        list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
+                       else None)
+
+        def search_filter() -> ArtistFilter:
+            return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
+
+        return self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
+                                 end, tagged)
 
     def _filtered_user(self, user: int, depth: int, list_filter: ArtistFilter | None,
                        search_filter: Callable[[], ArtistFilter]) -> Ranking:
@@ -687,17 +698,19 @@ class ServingModel:
         tagged = self.tag_request(query)
         artist = self.resolve_artist(query.artist_id, query.artist_name)
         if tagged is not None:
-            if tagged.unknown:
-                return SimilarRanking(artist, _NO_RANKING)
-            flt = self.artist_filter(tagged, None, np.array([artist], dtype=np.int64))
-            return SimilarRanking(artist, self._diversified(lambda depth: self._filtered_similar(artist, depth, flt),
-                                                            k, tagged))
+            return SimilarRanking(artist, self._similar_tagged(artist, k, tagged))
         if self.similar_top is not None and k <= self.similar_n:
             answer = _from_list(self.similar_top, self.similar_top_scores, artist, k, None)
             if answer is not None:
                 self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
         return SimilarRanking(artist, self.search_similar(artist, k))
+
+    def _similar_tagged(self, artist: int, k: int, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        flt = self.artist_filter(tagged, None, np.array([artist], dtype=np.int64))
+        return self._diversified(lambda depth: self._filtered_similar(artist, depth, flt), k, tagged)
 
     def _filtered_similar(self, artist: int, depth: int, flt: ArtistFilter) -> Ranking:
         """The ``depth`` artists most similar to ``artist`` among those ``flt`` leaves (it
