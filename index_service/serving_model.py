@@ -30,8 +30,9 @@ by the same searches; with no known artist, by popularity (training listeners). 
 (``batch_recommend``) answers from the lists what they can and scores the rest of an exact-search
 version as one matrix product.
 
-Tags (format 3): ``tags``, ``exclude_tags`` and ``max_per_tag`` make a request's artists a filter
-(``ranking.filtered.tag_filter``, with the allow-list and the exclusions), searched as
+Tags (format 3): a query's ``tag_options`` (``TagOptions``: ``tags``, ``exclude_tags``,
+``max_per_tag``) make a request's artists a filter (``ranking.filtered.tag_filter``, with the
+allow-list and the exclusions), searched as
 ``ranking.filtered`` plans it (exact over few allowed rows, ANN over-fetch for many, the threshold
 from the latencies measured at publish) or taken from an exact precomputed list when it provably
 holds the answer; ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
