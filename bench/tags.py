@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.models import LASTFM, data_path, lastfm_version
 from bench.settings import BenchSettings
-from index_service.serving_model import RecommendQuery, ServingModel
+from index_service.serving_model import RecommendQuery, ServingModel, TagOptions
 from model_store import load_version, publish_version
 from model_store.artifacts import ArtistTags
 from ranking.diversity import cap_per_group, top_tag_of
@@ -127,7 +127,7 @@ def filtered_figures(model: ServingModel, filters: list[dict], users: np.ndarray
             recalls, filtered_s, plain_s = [], [], []
             for user in users.tolist():
                 user_id = str(model.user_ids[user])
-                query = RecommendQuery(user_id, k=K, tags=tuple(flt["tags"]))
+                query = RecommendQuery(user_id, k=K, tag_options=TagOptions(tags=tuple(flt["tags"])))
                 start = time.perf_counter()
                 ranking = model.recommend(query)
                 filtered_s.append(time.perf_counter() - start)

@@ -31,6 +31,7 @@ _LEN_FIELD_1 = b"\x0a"  # field 1, length-delimited
 _LEN_FIELD_2 = b"\x12"  # field 2, length-delimited
 _SCORE_TAG = b"\x1d"  # field 3, 32-bit
 _ONE = struct.pack("<f", 1.0)
+_SCORE_BYTES = np.dtype("V4")  # a float32 score as its 4 raw bytes
 _UNKNOWN_TAG = b"\x1a"  # RecommendResponse.unknown_artist_ids: field 3, length-delimited
 _FALLBACK_TRUE = b"\x20\x01"  # RecommendResponse.popularity_fallback: field 4, varint, true
 _ARTIST_TAG = b"\x22"  # ScoredArtist.tags: field 4, length-delimited
@@ -77,10 +78,10 @@ class ResponseEncoder:
         # (with tags?) -> artist index -> b"<length><id field><name field>[<tag fields>]\x1d":
         # a ScoredArtist minus its score bytes.
         self._entries: dict[bool, list[bytes | None]] = {False: [None] * n, True: [None] * n}
-        # (field tag, with tags?) -> (artist index -> tag + entry): a listed artist is one cached
+        # with tags? -> field tag -> (artist index -> tag + entry): a listed artist is one cached
         # piece and its score.
-        self._tagged: dict[tuple[bytes, bool], list[bytes | None]] = {
-            (tag, with_tags): [None] * n for tag in (_LEN_FIELD_1, _LEN_FIELD_2) for with_tags in (False, True)}
+        self._tagged: dict[bool, dict[bytes, list[bytes | None]]] = {
+            with_tags: {tag: [None] * n for tag in (_LEN_FIELD_1, _LEN_FIELD_2)} for with_tags in (False, True)}
         self._recommend_tail = b"\x10" + varint(version)  # RecommendResponse.model_version
         self._similar_tail = b"\x18" + varint(version)  # SimilarArtistsResponse.model_version
 
@@ -98,18 +99,22 @@ class ResponseEncoder:
         return entry
 
     def _tagged_entry(self, tag: bytes, with_tags: bool, artist: int) -> bytes:
-        entry = self._tagged[tag, with_tags][artist] = tag + self._entry(artist, with_tags)
+        entry = self._tagged[with_tags][tag][artist] = tag + self._entry(artist, with_tags)
         return entry
 
     def _artists(self, tag: bytes, ranking: Ranking, parts: list[bytes], with_tags: bool = False) -> None:
-        scores = ranking.scores.astype("<f4", copy=False).tobytes()
-        entries = self._tagged[tag, with_tags]
-        append = parts.append
-        at = 0
-        for artist in ranking.indices.tolist():
-            append(entries[artist] or self._tagged_entry(tag, with_tags, artist))
-            append(scores[at:at + 4])
-            at += 4
+        indices = ranking.indices.tolist()
+        pieces = list(map(self._tagged[with_tags][tag].__getitem__, indices))
+        if None in pieces:  # an artist listed for the first time: its piece made and cached
+            for at, artist in enumerate(indices):
+                if pieces[at] is None:
+                    pieces[at] = self._tagged_entry(tag, with_tags, artist)
+        # Each artist's cached piece, then its score's 4 bytes (a 4-byte void view makes each score
+        # its own bytes object), interleaved by two slice assignments rather than a Python loop.
+        listed: list[bytes] = [b""] * (2 * len(pieces))
+        listed[::2] = pieces
+        listed[1::2] = ranking.scores.astype("<f4", copy=False).view(_SCORE_BYTES).tolist()
+        parts += listed
 
     def recommend(self, ranking: Ranking, unknown_artist_ids: Sequence[str] = (),
                   popularity_fallback: bool = False, *, unknown_tags: Sequence[str] = (),

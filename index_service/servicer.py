@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from index_service.holder import ModelHolder
 from index_service.live import LiveState
 from index_service.live_log import LiveLog, service_error as live_error
-from index_service.serving_model import HistoryQuery, RecommendQuery, SimilarQuery
+from index_service.serving_model import NO_TAG_OPTIONS, HistoryQuery, RecommendQuery, SimilarQuery, TagOptions
 from index_service.tag_catalog import CatalogCache, TagsQuery
 from index_service.watcher import Rejection
 from musicrec.rpc.errors import FailedPrecondition, ServiceError
@@ -56,10 +56,13 @@ def _ids(repeated) -> tuple[str, ...]:
     return tuple(repeated) if repeated else ()
 
 
-def _tag_fields(request) -> dict:
-    """The tag fields every ranking request carries, as the query dataclasses name them."""
-    return dict(tags=_ids(request.tags), exclude_tags=_ids(request.exclude_tags),
-                max_per_tag=request.diversity.max_per_tag, include_tags=request.include_tags)
+def tag_options(request) -> TagOptions:
+    """The tag fields every ranking request carries; ``NO_TAG_OPTIONS`` (shared, nothing built)
+    when the request sets none of them, as most do."""
+    if not (request.tags or request.exclude_tags or request.include_tags or request.HasField("diversity")):
+        return NO_TAG_OPTIONS
+    return TagOptions(_ids(request.tags), _ids(request.exclude_tags), request.diversity.max_per_tag,
+                      request.include_tags)
 
 
 def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
@@ -67,7 +70,7 @@ def recommend_query(request: index_pb2.RecommendRequest) -> RecommendQuery:
     return RecommendQuery(request.user_id, k=request.k, include_seen=request.include_seen,
                           exclude_artist_ids=_ids(request.exclude_artist_ids),
                           only_artist_ids=_ids(request.only_artist_ids), offset=request.offset,
-                          **_tag_fields(request))
+                          tag_options=tag_options(request))
 
 
 def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery:
@@ -75,19 +78,20 @@ def history_query(request: index_pb2.RecommendForHistoryRequest) -> HistoryQuery
     return HistoryQuery(tuple((entry.artist_id, entry.plays) for entry in request.history), k=request.k,
                         include_seen=request.include_seen, exclude_artist_ids=_ids(request.exclude_artist_ids),
                         only_artist_ids=_ids(request.only_artist_ids), offset=request.offset,
-                        **_tag_fields(request))
+                        tag_options=tag_options(request))
 
 
 def similar_query(request: index_pb2.SimilarArtistsRequest) -> SimilarQuery:
     """The domain's view of a SimilarArtistsRequest: of its ``artist`` oneof, the field not set
     reads as empty."""
-    return SimilarQuery(request.artist_id, request.artist_name, request.k, **_tag_fields(request))
+    return SimilarQuery(request.artist_id, request.artist_name, request.k, tag_options=tag_options(request))
 
 
 def _unknown_tags(model, query, ranking) -> tuple[str, ...]:
     """The query's tag names the version does not know. A tag it does not know empties the
     answer, so a non-empty answer has none and its tags are not resolved a second time."""
-    if not (query.tags or query.exclude_tags) or len(ranking.indices):
+    options = query.tag_options
+    if options is NO_TAG_OPTIONS or not (options.tags or options.exclude_tags) or len(ranking.indices):
         return ()
     return model.unknown_tags(query)
 
@@ -148,7 +152,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             unknown_tags = _unknown_tags(model, query, ranking)
             # A live listener none of whose artists the version knows is answered by popularity.
             return served.encoder.recommend(ranking, (), live is not None and live.query is None,
-                                            unknown_tags=unknown_tags, include_tags=query.include_tags)
+                                            unknown_tags=unknown_tags, include_tags=query.tag_options.include_tags)
 
     async def RecommendForHistory(self, request: index_pb2.RecommendForHistoryRequest, context) -> bytes:
         """A serialized RecommendResponse for a listener given by their history."""
@@ -158,7 +162,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             answer = model.recommend_for_history(query)
             unknown_tags = _unknown_tags(model, query, answer.ranking)
             return served.encoder.recommend(answer.ranking, answer.unknown_artist_ids, answer.popularity_fallback,
-                                            unknown_tags=unknown_tags, include_tags=query.include_tags)
+                                            unknown_tags=unknown_tags, include_tags=query.tag_options.include_tags)
 
     async def BatchRecommend(self, request: index_pb2.BatchRecommendRequest, context) -> bytes:
         """A serialized BatchRecommendResponse: every request answered from one leased version."""
@@ -171,7 +175,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                             for q, r in zip(queries, results)]
             return served.encoder.batch_recommend([_status_of(r) if isinstance(r, ServiceError) else r
                                                     for r in results], unknown_tags,
-                                                   [q.include_tags for q in queries])
+                                                   [q.tag_options.include_tags for q in queries])
 
     async def SimilarArtists(self, request: index_pb2.SimilarArtistsRequest, context) -> bytes:
         """A serialized SimilarArtistsResponse."""
@@ -181,7 +185,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             result = model.similar(query)
             unknown_tags = _unknown_tags(model, query, result.ranking)
             return served.encoder.similar(result.query, result.ranking, unknown_tags=unknown_tags,
-                                          include_tags=query.include_tags)
+                                          include_tags=query.tag_options.include_tags)
 
     async def GetIndexInfo(self, request: index_pb2.GetIndexInfoRequest, context) -> index_pb2.GetIndexInfoResponse:
         response = index_pb2.GetIndexInfoResponse(

@@ -30,8 +30,9 @@ by the same searches; with no known artist, by popularity (training listeners). 
 (``batch_recommend``) answers from the lists what they can and scores the rest of an exact-search
 version as one matrix product.
 
-Tags (format 3): ``tags``, ``exclude_tags`` and ``max_per_tag`` make a request's artists a filter
-(``ranking.filtered.tag_filter``, with the allow-list and the exclusions), searched as
+Tags (format 3): a query's ``tag_options`` (``TagOptions``: ``tags``, ``exclude_tags``,
+``max_per_tag``) make a request's artists a filter (``ranking.filtered.tag_filter``, with the
+allow-list and the exclusions), searched as
 ``ranking.filtered`` plans it (exact over few allowed rows, ANN over-fetch for many, the threshold
 from the latencies measured at publish) or taken from an exact precomputed list when it provably
 holds the answer; ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
@@ -118,23 +119,43 @@ def resolve_page(k: int, offset: int) -> tuple[int, int]:
     return k, offset
 
 
+@dataclass(frozen=True, slots=True)
+class TagOptions:
+    """The tag fields of a ranking request: ``tags`` (any of them) and ``exclude_tags`` (none of
+    them) filter the artists, ``max_per_tag`` (0: off) caps the artists sharing a top tag,
+    ``include_tags`` asks for each artist's top tags in the answer.
+
+    One value rather than four query fields: most requests set none of them and share
+    ``NO_TAG_OPTIONS``, so an unfiltered request builds nothing for tags and its query has one
+    field to set instead of four (a frozen dataclass pays a ``object.__setattr__`` per field)."""
+
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    max_per_tag: int = 0
+    include_tags: bool = False
+
+    @property
+    def asks_filter(self) -> bool:
+        """True when the options change which artists rank (a filter or a cap), not only the encoding."""
+        return bool(self.tags or self.exclude_tags or self.max_per_tag)
+
+
+NO_TAG_OPTIONS = TagOptions()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerQuery:
     """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
     ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
-    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tags`` (any of
-    them) and ``exclude_tags`` (none of them) filter the artists, ``max_per_tag`` (0: off) caps
-    the artists sharing a top tag, ``include_tags`` asks for each artist's top tags in the answer."""
+    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tag_options`` the
+    tag filter, cap and ``include_tags`` (``TagOptions``)."""
 
     k: int = 0
     include_seen: bool = False
     exclude_artist_ids: tuple[str, ...] = ()
     only_artist_ids: tuple[str, ...] = ()
     offset: int = 0
-    tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-    max_per_tag: int = 0
-    include_tags: bool = False
+    tag_options: TagOptions = NO_TAG_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +177,12 @@ class HistoryQuery(ListenerQuery):
 @dataclass(frozen=True, slots=True)
 class SimilarQuery:
     """One SimilarArtists request: the query artist by ``artist_id`` or, when that is empty, by
-    ``artist_name``; ``k`` and the tag fields as in ``ListenerQuery``."""
+    ``artist_name``; ``k`` and ``tag_options`` as in ``ListenerQuery``."""
 
     artist_id: str = ""
     artist_name: str = ""
     k: int = 0
-    tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-    max_per_tag: int = 0
-    include_tags: bool = False
+    tag_options: TagOptions = NO_TAG_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -422,20 +440,26 @@ class ServingModel:
         else:
             exclude = seen if extra is None else np.concatenate((seen, extra))
         if tagged is not None:
-            if tagged.unknown:
-                return _NO_RANKING
-            flt = self.artist_filter(tagged, allowed, exclude)
-            if vector is None:
-                return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
-            space = inner_product_space(self.recommend_search, vector)
-            return self._diversified(
-                lambda depth: Ranking(*filtered_search(space, depth, flt, self.recommend_plan)), end, tagged)
+            return self._rank_fitted_tagged(vector, end, exclude, allowed, tagged)
         if vector is None:
             return self.popular(end, exclude, allowed)
         if allowed is not None:
             return self.search_among(vector, end, allowed, exclude)
         indices, scores = self.recommend_search.search(vector, end, exclude)
         return Ranking(indices, scores)
+
+    # The tagged branches are methods of their own: their closures would otherwise make cells of
+    # the caller's variables, which every unfiltered call would pay for too.
+    def _rank_fitted_tagged(self, vector: np.ndarray | None, end: int, exclude: np.ndarray | None,
+                            allowed: np.ndarray | None, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        flt = self.artist_filter(tagged, allowed, exclude)
+        if vector is None:
+            return self._diversified(lambda depth: self.popular(depth, flt.exclude, flt.allowed), end, tagged)
+        space = inner_product_space(self.recommend_search, vector)
+        return self._diversified(
+            lambda depth: Ranking(*filtered_search(space, depth, flt, self.recommend_plan)), end, tagged)
 
     def _checked(self, query: RecommendQuery) -> tuple[int, int, int, bool, np.ndarray | None, np.ndarray | None,
                                                        TagRequest | None]:
@@ -462,17 +486,7 @@ class ServingModel:
                         allowed: np.ndarray | None, tagged: TagRequest | None = None) -> Ranking:
         end = offset + k
         if tagged is not None:
-            if tagged.unknown:
-                return _NO_RANKING
-            # A list never holds the user's seen artists, so the filter it is read with need not
-            # drop them (the cheaper filter); the search's filter is made only for a search.
-            list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
-                           else None)
-            def search_filter() -> ArtistFilter:
-                return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
-
-            return _page(self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
-                                           end, tagged), offset)
+            return _page(self._recommend_user_tagged(user, end, include_seen, extra, allowed, tagged), offset)
         answer = self._from_lists(user, end, include_seen, extra, allowed)
         if answer is None:
             if allowed is not None:
@@ -481,6 +495,21 @@ class ServingModel:
             else:
                 answer = self.search_recommend(user, end, include_seen, extra)
         return _page(answer, offset)
+
+    def _recommend_user_tagged(self, user: int, end: int, include_seen: bool, extra: np.ndarray | None,
+                               allowed: np.ndarray | None, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        # A list never holds the user's seen artists, so the filter it is read with need not
+        # drop them (the cheaper filter); the search's filter is made only for a search.
+        list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
+                       else None)
+
+        def search_filter() -> ArtistFilter:
+            return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
+
+        return self._diversified(lambda depth: self._filtered_user(user, depth, list_filter, search_filter),
+                                 end, tagged)
 
     def _filtered_user(self, user: int, depth: int, list_filter: ArtistFilter | None,
                        search_filter: Callable[[], ArtistFilter]) -> Ranking:
@@ -500,12 +529,13 @@ class ServingModel:
         """The query's tag fields resolved against this version; None when it asks no filter and
         no diversity (``include_tags`` alone changes only the encoding). Over the limits:
         INVALID_ARGUMENT; a filter or diversity on a version without tags: FAILED_PRECONDITION."""
-        if not (query.tags or query.exclude_tags or query.max_per_tag):
+        options = query.tag_options
+        if options is NO_TAG_OPTIONS or not options.asks_filter:
             return None
-        _check_tag_names("tags", query.tags)
-        _check_tag_names("exclude_tags", query.exclude_tags)
-        if query.max_per_tag < 0 or query.max_per_tag > MAX_PER_TAG:
-            raise InvalidArgument(f"diversity.max_per_tag must be between 0 and {MAX_PER_TAG}, got {query.max_per_tag}")
+        _check_tag_names("tags", options.tags)
+        _check_tag_names("exclude_tags", options.exclude_tags)
+        if options.max_per_tag < 0 or options.max_per_tag > MAX_PER_TAG:
+            raise InvalidArgument(f"diversity.max_per_tag must be between 0 and {MAX_PER_TAG}, got {options.max_per_tag}")
         if self.tag_names is None:
             raise FailedPrecondition(f"the served version ({self.version}) has no tags: tags, exclude_tags and "
                                      "diversity need a version trained from a source with tags")
@@ -521,7 +551,7 @@ class ServingModel:
                     found.append(at)
             return tuple(dict.fromkeys(found))
 
-        return TagRequest(resolve(query.tags), resolve(query.exclude_tags), query.max_per_tag, tuple(unknown))
+        return TagRequest(resolve(options.tags), resolve(options.exclude_tags), options.max_per_tag, tuple(unknown))
 
     def unknown_tags(self, query: "ListenerQuery | SimilarQuery") -> tuple[str, ...]:
         """The query's tags and exclude_tags this version does not know (request order, each once)."""
@@ -669,17 +699,19 @@ class ServingModel:
         tagged = self.tag_request(query)
         artist = self.resolve_artist(query.artist_id, query.artist_name)
         if tagged is not None:
-            if tagged.unknown:
-                return SimilarRanking(artist, _NO_RANKING)
-            flt = self.artist_filter(tagged, None, np.array([artist], dtype=np.int64))
-            return SimilarRanking(artist, self._diversified(lambda depth: self._filtered_similar(artist, depth, flt),
-                                                            k, tagged))
+            return SimilarRanking(artist, self._similar_tagged(artist, k, tagged))
         if self.similar_top is not None and k <= self.similar_n:
             answer = _from_list(self.similar_top, self.similar_top_scores, artist, k, None)
             if answer is not None:
                 self.precomputed_answers += 1
                 return SimilarRanking(artist, answer)
         return SimilarRanking(artist, self.search_similar(artist, k))
+
+    def _similar_tagged(self, artist: int, k: int, tagged: TagRequest) -> Ranking:
+        if tagged.unknown:
+            return _NO_RANKING
+        flt = self.artist_filter(tagged, None, np.array([artist], dtype=np.int64))
+        return self._diversified(lambda depth: self._filtered_similar(artist, depth, flt), k, tagged)
 
     def _filtered_similar(self, artist: int, depth: int, flt: ArtistFilter) -> Ranking:
         """The ``depth`` artists most similar to ``artist`` among those ``flt`` leaves (it
@@ -737,8 +769,10 @@ class ServingModel:
         if self.tag_names is not None and self.num_users:
             # The tag lookup's hash index, and a filtered search of each kind (the most common tag).
             common = (str(self.tags.names[0]),)
-            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K, tags=common, max_per_tag=2))
-            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K, tags=common))
+            self.recommend(RecommendQuery(str(self.user_ids[0]), k=DEFAULT_K,
+                                          tag_options=TagOptions(tags=common, max_per_tag=2)))
+            self.similar(SimilarQuery(artist_id=str(self.artist_ids[0]), k=DEFAULT_K,
+                                      tag_options=TagOptions(tags=common)))
 
     def build_hash_indexes(self) -> None:
         """The hash indexes of user ids, artist ids, names and tags (``SortedLookup.build_hash_index``).

@@ -249,15 +249,13 @@ def from_exact_list(row: np.ndarray, row_scores: np.ndarray, end: int, flt: Arti
     when the list is not full (it then holds every candidate there is)."""
     if end <= 0:
         return _EMPTY, _NO_SCORES
-    valid = row >= 0
-    full = bool(valid[-1]) if row.shape[0] else False
-    keep = valid.copy()
-    if flt.allowed is not None:
-        keep &= members(flt.allowed, np.where(valid, row, 0))
+    # The -1 padding is never among the allowed artists (indices >= 0), so an allow-list's
+    # membership test drops it too; only a filter without one tests for it.
+    keep = members(flt.allowed, row) if flt.allowed is not None else row >= 0
     if flt.exclude is not None and flt.exclude.shape[0]:
         keep &= ~members(np.sort(flt.exclude), row)
-    picked = np.flatnonzero(keep)[:end]
-    if full:
-        if picked.shape[0] < end or not row_scores[picked[-1]] > row_scores[-1]:
+    picked = keep.nonzero()[0][:end]
+    if row.shape[0] and row.item(-1) >= 0:  # a full list
+        if picked.shape[0] < end or not row_scores.item(int(picked[-1])) > row_scores.item(-1):
             return None
     return row[picked].astype(np.int64, copy=False), row_scores[picked]

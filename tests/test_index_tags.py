@@ -16,7 +16,7 @@ import pytest
 
 from index_service.live import LiveListener
 from index_service.serving_model import (MAX_TAG_LENGTH, MAX_TAGS, HistoryQuery, RecommendQuery, ServingModel,
-                                         SimilarQuery)
+                                         SimilarQuery, TagOptions)
 from model_store import load_version
 from model_store.artifacts import ArtistTags
 from musicrec.rpc.errors import FailedPrecondition, InvalidArgument
@@ -55,8 +55,17 @@ def ids(model, ranking) -> list[str]:
     return [model.artist_ids[i] for i in ranking.indices.tolist()]
 
 
+_TAG_FIELDS = {f.name for f in dataclasses.fields(TagOptions)}
+
+
+def with_tags(**kwargs) -> dict:
+    """Query keyword arguments with the tag fields among them gathered into ``tag_options``."""
+    tags = {name: kwargs.pop(name) for name in list(kwargs) if name in _TAG_FIELDS}
+    return dict(kwargs, tag_options=TagOptions(**tags)) if tags else kwargs
+
+
 def rec(model, **kwargs) -> list[str]:
-    return ids(model, model.recommend(RecommendQuery("u0", **kwargs)))
+    return ids(model, model.recommend(RecommendQuery("u0", **with_tags(**kwargs))))
 
 
 def test_a_genre_filter_returns_only_that_genre_in_exact_order(model):
@@ -78,24 +87,24 @@ def test_exclusions_rare_and_empty_filters(model):
 
 
 def test_unknown_tags_give_an_empty_answer_and_are_listed(model):
-    query = RecommendQuery("u0", k=5, tags=("genre 1", "jazz", "jazz"), exclude_tags=("nope",))
+    query = RecommendQuery("u0", **with_tags(k=5, tags=("genre 1", "jazz", "jazz"), exclude_tags=("nope",)))
     assert ids(model, model.recommend(query)) == []
     assert model.unknown_tags(query) == ("jazz", "nope")
-    assert model.unknown_tags(RecommendQuery("u0", tags=("genre 1",))) == ()
+    assert model.unknown_tags(RecommendQuery("u0", **with_tags(tags=("genre 1",)))) == ()
 
 
 def test_diversity_caps_hold(model):
     # Cap 1 per top tag: a1 (genre 0), a11 (post-rock), a10 (genre 3), a3 (genre 1), a6 (genre 2).
     assert rec(model, k=5, max_per_tag=1) == ["a1", "a11", "a10", "a3", "a6"]
     assert rec(model, k=3, max_per_tag=1, tags=("genre 1", "genre 0")) == ["a1", "a3"]
-    everything = model.recommend(RecommendQuery("u0", k=1000, max_per_tag=2))
+    everything = model.recommend(RecommendQuery("u0", **with_tags(k=1000, max_per_tag=2)))
     top = model.top_tag[everything.indices]
     assert np.bincount(top).max() <= 2 and len(everything.indices) == 9
 
 
 def test_similar_filtered_and_diversified(model):
     def similar(**kwargs):
-        return ids(model, model.similar(SimilarQuery(artist_id="a3", **kwargs)).ranking)
+        return ids(model, model.similar(SimilarQuery(artist_id="a3", **with_tags(**kwargs))).ranking)
     assert similar(k=4) == ["a4", "a5", "a2", "a1"]
     assert similar(k=4, tags=("genre 0",)) == ["a2", "a1", "a0"]
     assert similar(k=3, exclude_tags=("genre 1",)) == ["a2", "a1", "a0"]  # then cosine 0: lower index first
@@ -103,33 +112,35 @@ def test_similar_filtered_and_diversified(model):
 
 
 def test_history_and_live_listeners_are_filtered_too(model):
-    history = HistoryQuery((("a0", 5.0),), k=3, tags=("genre 1",))
+    history = HistoryQuery((("a0", 5.0),), **with_tags(k=3, tags=("genre 1",)))
     assert ids(model, model.recommend_for_history(history).ranking)[0] in ("a3", "a4", "a5")
     assert set(ids(model, model.recommend_for_history(history).ranking)) == {"a3", "a4", "a5"}
-    unknown_only = HistoryQuery((("zzz", 1.0),), k=3, tags=("genre 2",))
+    unknown_only = HistoryQuery((("zzz", 1.0),), **with_tags(k=3, tags=("genre 2",)))
     answer = model.recommend_for_history(unknown_only)
     assert answer.popularity_fallback and ids(model, answer.ranking) == ["a7", "a6", "a8"]  # a7: most listeners
     # A live listener of genre 2 (a6 played): genre 1 ranks by its off-genre part (a5 0.2, a4 0.1, a3 0).
     live = LiveListener(model.version, 1, np.array([0, 0, 1, 0, 1], dtype=np.float32), np.array([6]), ())
-    assert ids(model, model.recommend(RecommendQuery("u0", k=5, tags=("genre 1",)), live)) == ["a5", "a4", "a3"]
-    assert ids(model, model.recommend(RecommendQuery("u0", k=3, tags=("genre 2",)), live)) == ["a7", "a8"]
+    genre_1 = RecommendQuery("u0", **with_tags(k=5, tags=("genre 1",)))
+    assert ids(model, model.recommend(genre_1, live)) == ["a5", "a4", "a3"]
+    assert ids(model, model.recommend(RecommendQuery("u0", **with_tags(k=3, tags=("genre 2",))), live)) == ["a7", "a8"]
 
 
 def test_batch_entries_carry_their_own_filters(model):
-    results = model.batch_recommend([RecommendQuery("u0", k=2), RecommendQuery("u0", k=5, tags=("genre 1",)),
-                                     RecommendQuery("u0", tags=("x" * (MAX_TAG_LENGTH + 1),))])
+    results = model.batch_recommend([RecommendQuery("u0", k=2),
+                                     RecommendQuery("u0", **with_tags(k=5, tags=("genre 1",))),
+                                     RecommendQuery("u0", **with_tags(tags=("x" * (MAX_TAG_LENGTH + 1),)))])
     assert ids(model, results[0]) == ["a1", "a2"] and ids(model, results[1]) == ["a3", "a4", "a5"]
     assert isinstance(results[2], InvalidArgument)
 
 
 def test_limits_are_invalid_argument(model):
-    for query in (RecommendQuery("u0", tags=("t",) * (MAX_TAGS + 1)),
-                  RecommendQuery("u0", exclude_tags=("x" * (MAX_TAG_LENGTH + 1),)),
-                  RecommendQuery("u0", tags=("  ",)), RecommendQuery("u0", max_per_tag=-1)):
+    for query in (RecommendQuery("u0", **with_tags(tags=("t",) * (MAX_TAGS + 1))),
+                  RecommendQuery("u0", **with_tags(exclude_tags=("x" * (MAX_TAG_LENGTH + 1),))),
+                  RecommendQuery("u0", **with_tags(tags=("  ",))), RecommendQuery("u0", **with_tags(max_per_tag=-1))):
         with pytest.raises(InvalidArgument):
             model.recommend(query)
     with pytest.raises(InvalidArgument):
-        model.similar(SimilarQuery(artist_id="a1", max_per_tag=10_000))
+        model.similar(SimilarQuery(**with_tags(artist_id="a1", max_per_tag=10_000)))
 
 
 def test_a_version_without_tags_refuses_filters(publish, models_dir, tiny_artifacts):
@@ -137,10 +148,10 @@ def test_a_version_without_tags_refuses_filters(publish, models_dir, tiny_artifa
     served = ServingModel(load_version(models_dir / str(manifest.model_version)))
     try:
         with pytest.raises(FailedPrecondition, match="no tags"):
-            served.recommend(RecommendQuery("u0", tags=("rock",)))
+            served.recommend(RecommendQuery("u0", **with_tags(tags=("rock",))))
         with pytest.raises(FailedPrecondition):
-            served.similar(SimilarQuery(artist_id="a1", max_per_tag=1))
-        assert ids(served, served.recommend(RecommendQuery("u0", k=2, include_tags=True))) == ["a1", "a2"]
+            served.similar(SimilarQuery(**with_tags(artist_id="a1", max_per_tag=1)))
+        assert ids(served, served.recommend(RecommendQuery("u0", **with_tags(k=2, include_tags=True)))) == ["a1", "a2"]
     finally:
         served.close()
 
