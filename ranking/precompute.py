@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -166,8 +167,19 @@ def _mask(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, lo: int, 
 
 # -- exact -------------------------------------------------------------------------------------
 
-def _exact_chunk(side: ListSide, items_t: np.ndarray, n: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = side.queries[lo:hi] @ items_t
+def _exact_chunk(side: ListSide, items_t: np.ndarray, n: int, lo: int, hi: int,
+                 buffers: threading.local | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact lists of queries lo .. hi - 1. ``buffers``: each thread's score block is kept there
+    and written again by its next chunk (a fresh block per chunk costs page faults on every
+    page of it)."""
+    queries = side.queries[lo:hi]
+    if buffers is None:
+        scores = queries @ items_t
+    else:
+        held = getattr(buffers, "scores", None)
+        if held is None or held.shape[0] < hi - lo:
+            held = buffers.scores = np.empty((hi - lo, items_t.shape[1]), dtype=np.float32)
+        scores = np.matmul(queries, items_t, out=held[:hi - lo])
     _mask(scores, side.exclude_indptr, side.exclude_indices, lo, hi)
     return _rows_top(scores, n)
 
@@ -427,7 +439,8 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
             block = -(-num_queries // workers)
         chunks = [(lo, min(lo + block, num_queries)) for lo in range(0, num_queries, block)]
         top, scores = _empty_lists(num_queries, n)
-        work = lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi)  # noqa: E731
+        buffers = threading.local()
+        work = lambda lo, hi: _exact_chunk(side, items_t, n, lo, hi, buffers)  # noqa: E731
         # The measured part: the first chunk of every worker, at once (no core waits for the
         # estimate).
         measured = chunks[:workers]
