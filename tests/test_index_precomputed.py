@@ -174,6 +174,27 @@ def test_threaded_lists_match_lists_made_here():
         assert np.array_equal(getattr(here, name), getattr(threaded, name)), name
 
 
+@pytest.mark.parametrize("block_scores, workers", [(4 << 20, 1), (4 << 20, 3), (1000, 1), (1000, 2), (7 * 701, 3)])
+def test_exact_lists_are_every_querys_top_whatever_the_blocks(monkeypatch, block_scores, workers):
+    """Exact lists, whatever the rows per block (one block, many, a side split per worker) and
+    the workers, are each query's top n by brute force: integer factors make every score exact
+    and many tied, ties to the lower artist, excluded artists never listed."""
+    from ranking import precompute
+
+    monkeypatch.setattr(precompute, "_EXACT_BLOCK_SCORES", block_scores)
+    art = tied_artifacts(num_users=101, num_artists=701, factors=4, seed=9)
+    for side in (precompute.recommend_side(art), precompute.similar_side(art)):
+        made = precompute.make_lists(side, 60, workers=workers)
+        assert made.method == "exact"
+        for q in range(side.queries.shape[0]):
+            scores = side.items @ side.queries[q]
+            scores[side.exclude_indices[side.exclude_indptr[q]:side.exclude_indptr[q + 1]]] = -np.inf
+            order = np.lexsort((np.arange(scores.shape[0]), -scores))
+            expected = order[np.isfinite(scores[order])][:60]
+            assert made.top[q].tolist() == expected.tolist(), q
+            assert made.scores[q].tobytes() == scores[expected].tobytes()
+
+
 @pytest.mark.parametrize("rows, width, n", [(7, 40, 8), (5, 5000, 10), (3, 5000, 5000), (4, 30, 50)])
 def test_rows_top_is_top_k_indices_row_by_row(rows, width, n):
     """The batched selection gives each row what the serving search's top_k_indices gives: ties
