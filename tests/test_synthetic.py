@@ -200,3 +200,19 @@ def test_generation_bytes_are_pinned(size, seed, fingerprint, everything):
     data = generate(size, seed=seed)
     assert data.interactions.fingerprint() == fingerprint
     assert _generation_hash(data) == everything
+
+
+def test_sorted_lookup_answers_as_searchsorted():
+    from trainer_service.data.synthetic import _SortedLookup, _World
+
+    rng = np.random.default_rng(3)
+    world = _World.plant(rng, 5_000, 12)
+    for values, high, top in ((world.genre_cdf, 12.0, 12), (world.global_cdf, 1.0, 1)):
+        queries = np.concatenate((rng.integers(0, top, 200_000) + rng.random(200_000), values,
+                                  np.nextafter(values, 0), np.nextafter(values, np.inf), [0.0, float(high)]))
+        for bins_per_value in (1, 4):
+            found = _SortedLookup(values, high, bins_per_value).right(queries)
+            np.testing.assert_array_equal(found, np.searchsorted(values, queries, side="right"))
+    ties = np.array([0.0, 0.25, 0.25, 0.25, 0.5, 1.0, 1.0])
+    queries = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.99, 1.0])
+    np.testing.assert_array_equal(_SortedLookup(ties, 1.0).right(queries), [1, 1, 4, 4, 5, 5, 7])
