@@ -110,7 +110,12 @@ def hetrec_tags(names_table: Table, applied_table: Table, artist_ids: np.ndarray
         raise DataError(f"{applied_table.file.shown}: too many artists x tags x users to count")
     codes = (artist_rows[listened] * num_keys + row_keys[listened]) * num_users + user_codes[listened]
     pairs, votes = np.unique(np.unique(codes) // num_users, return_counts=True)
-    return _build(artist_ids.size, pairs // num_keys, vocabulary[pairs % num_keys], votes.astype(np.float64))
+    if pairs.size == 0:
+        return None
+    # The names the pairs use, as from_triples would have coded them (same order, same width).
+    used, pair_codes = np.unique(pairs % num_keys, return_inverse=True)
+    names = np.array(vocabulary[used].tolist(), dtype=str)
+    return ArtistTags.from_codes(artist_ids.size, pairs // num_keys, pair_codes, names, votes.astype(np.float64))
 
 
 def genre_tags(artist_genres: np.ndarray, genre_names: np.ndarray) -> ArtistTags:
