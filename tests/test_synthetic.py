@@ -216,3 +216,13 @@ def test_sorted_lookup_answers_as_searchsorted():
     ties = np.array([0.0, 0.25, 0.25, 0.25, 0.5, 1.0, 1.0])
     queries = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.99, 1.0])
     np.testing.assert_array_equal(_SortedLookup(ties, 1.0).right(queries), [1, 1, 4, 4, 5, 5, 7])
+
+
+def test_first_occurrences_answer_as_unique():
+    from trainer_service.data.synthetic import _first_occurrences
+
+    rng = np.random.default_rng(4)
+    for keys in (rng.integers(0, 50, 1000), rng.integers(0, 2**40, 5000), np.array([7]), np.zeros(0, dtype=np.int64),
+                 np.array([2**62, 5, 2**62, 5])):  # the last overflows the packing: np.unique answers
+        keys = keys.astype(np.int64)
+        np.testing.assert_array_equal(_first_occurrences(keys), np.unique(keys, return_index=True)[1])

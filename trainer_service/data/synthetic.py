@@ -387,8 +387,7 @@ def _sample_block(rng: np.random.Generator, world: _World, people: _Users, first
             fresh = np.flatnonzero(kept[position] != keys)
         else:
             fresh = np.arange(keys.size)
-        _, first_seen = np.unique(keys[fresh], return_index=True)
-        chosen = np.sort(fresh[first_seen])  # first draw of each new pair, in draw order
+        chosen = np.sort(fresh[_first_occurrences(keys[fresh])])  # first draw of each new pair, in draw order
         chosen_slot = slot[chosen]
         # Slots are contiguous in draw order: rank each pair within its slot, keep what the slot needs.
         starts = np.flatnonzero(np.concatenate(([True], chosen_slot[1:] != chosen_slot[:-1])))
@@ -398,6 +397,22 @@ def _sample_block(rng: np.random.Generator, world: _World, people: _Users, first
         # Two sorted runs: the stable sort (timsort for int64) merges them in linear time.
         kept = np.sort(np.concatenate((kept, np.sort(keys[taken]))), kind="stable")
     return kept
+
+
+def _first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """(D,) int64: the position of the first occurrence of each distinct key of ``keys`` (N,) int64,
+    in key order, as ``np.unique(keys, return_index=True)[1]``. Sorts each key packed with its
+    position into one int64 (a plain sort, much cheaper than the stable argsort np.unique needs);
+    np.unique itself when the packing would overflow."""
+    bits = max(int(keys.size - 1).bit_length(), 1)
+    if keys.size == 0 or int(keys.min()) < 0 or int(keys.max()) >= 2 ** (63 - bits):
+        return np.unique(keys, return_index=True)[1]
+    packed = np.sort((keys << bits) | np.arange(keys.size, dtype=np.int64))
+    key = packed >> bits
+    head = np.empty(packed.size, dtype=bool)
+    head[0] = True
+    np.not_equal(key[1:], key[:-1], out=head[1:])
+    return packed[head] & ((1 << bits) - 1)
 
 
 def _fill_gaps(world: _World, people: _Users, keys: np.ndarray) -> np.ndarray:
