@@ -387,7 +387,9 @@ def _sample_block(rng: np.random.Generator, world: _World, people: _Users, first
             fresh = np.flatnonzero(kept[position] != keys)
         else:
             fresh = np.arange(keys.size)
-        chosen = np.sort(fresh[_first_occurrences(keys[fresh])])  # first draw of each new pair, in draw order
+        is_first = np.zeros(fresh.size, dtype=bool)
+        is_first[_first_occurrences(keys[fresh])] = True
+        chosen = fresh[is_first]  # first draw of each new pair, in draw order (fresh is ascending)
         chosen_slot = slot[chosen]
         # Slots are contiguous in draw order: rank each pair within its slot, keep what the slot needs.
         starts = np.flatnonzero(np.concatenate(([True], chosen_slot[1:] != chosen_slot[:-1])))
