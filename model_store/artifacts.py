@@ -78,20 +78,31 @@ class ArtistTags:
         each artist keeps its ``max_per_artist`` heaviest tags (ties: by name). Raises ValueError
         for a row out of range, an empty name, or a weight that is not finite and > 0.
         """
-        rows = np.asarray(artist_rows, dtype=np.int64).reshape(-1)
-        w = np.asarray(weights, dtype=np.float64).reshape(-1)
         keys = [tag_key(str(name)) for name in tag_names]
-        if not (rows.shape[0] == w.shape[0] == len(keys)):
-            raise ValueError(f"{rows.shape[0]} rows, {len(keys)} names and {w.shape[0]} weights: not aligned")
-        if rows.size and (rows.min() < 0 or rows.max() >= num_artists):
-            raise ValueError(f"artist rows out of range [0, {num_artists})")
-        if not np.all(np.isfinite(w)) or np.any(w <= 0):
-            raise ValueError("tag weights must be finite and > 0")
-        if any(not key for key in keys):
-            raise ValueError("empty tag name")
         vocabulary, codes = np.unique(np.array(keys, dtype=str) if keys else np.zeros(0, dtype="<U1"),
                                       return_inverse=True)
-        codes = codes.reshape(-1).astype(np.int64)
+        return cls.from_codes(num_artists, artist_rows, codes, vocabulary, weights, max_per_artist)
+
+    @classmethod
+    def from_codes(cls, num_artists: int, artist_rows, codes, vocabulary: np.ndarray, weights,
+                   max_per_artist: int = MAX_TAGS_PER_ARTIST) -> "ArtistTags":
+        """``from_triples`` with the names already coded: triple i names ``vocabulary[codes[i]]``,
+        where ``vocabulary`` is sorted, distinct and in ``tag_key`` form (codes in name order), so
+        that a loader with many triples of few names builds no per-triple string. Entries no
+        triple uses are left out. Raises ValueError as ``from_triples`` does."""
+        rows = np.asarray(artist_rows, dtype=np.int64).reshape(-1)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        codes = np.asarray(codes).reshape(-1).astype(np.int64)
+        if not (rows.shape[0] == w.shape[0] == codes.shape[0]):
+            raise ValueError(f"{rows.shape[0]} rows, {codes.shape[0]} names and {w.shape[0]} weights: not aligned")
+        if rows.size and (rows.min() < 0 or rows.max() >= num_artists):
+            raise ValueError(f"artist rows out of range [0, {num_artists})")
+        if codes.size and (codes.min() < 0 or codes.max() >= vocabulary.size):
+            raise ValueError(f"tag codes out of range [0, {vocabulary.size})")
+        if not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError("tag weights must be finite and > 0")
+        if vocabulary.size and not vocabulary[0]:  # sorted: an empty name comes first
+            raise ValueError("empty tag name")
         pairs, inverse = np.unique(rows * max(1, vocabulary.size) + codes, return_inverse=True)
         summed = np.bincount(inverse.reshape(-1), weights=w, minlength=pairs.size).astype(np.float32)
         if not np.all(np.isfinite(summed)):

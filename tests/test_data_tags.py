@@ -209,3 +209,42 @@ def test_real_hetrec_lastfm_2k_tags():
     assert int(np.diff(tags.indptr).max()) == 20
     radiohead = data.artist_names.tolist().index("Radiohead")
     assert tags.artist_tag_names(radiohead)[:3] == ["alternative", "rock", "alternative rock"]
+
+
+def _reference_hetrec_tags(data, names_text: str, applied_text: str):
+    """HetRec tags computed the plain way (as the loader did before it counted votes with int64
+    codes): one (artist, tag key, listener) row per distinct triple, each weighing 1."""
+    from model_store.artifacts import ArtistTags, tag_key
+
+    tag_of = dict(line.split("\t")[:2] for line in names_text.splitlines()[1:])
+    row_of = {str(artist): row for row, artist in enumerate(data.artist_ids.tolist())}
+    triples = sorted({(row_of[artist], tag_key(tag_of[tag]), user)
+                      for user, artist, tag, *_ in (line.split("\t") for line in applied_text.splitlines()[1:])
+                      if artist in row_of})
+    return ArtistTags.from_triples(data.num_artists, [t[0] for t in triples], [t[1] for t in triples],
+                                   np.ones(len(triples)))
+
+
+def test_hetrec_tags_equal_the_plain_count_on_a_larger_random_set(tmp_path):
+    rng = np.random.default_rng(5)
+    users, artists, tag_ids = np.arange(1, 301), np.arange(1, 401), np.arange(1, 151)
+    listens = "userID\tartistID\tweight\n" + "".join(
+        f"{u}\t{a}\t{int(w)}\n" for u, a, w in zip(rng.choice(users, 5000), rng.choice(artists[:380], 5000),
+                                                   rng.integers(1, 50, 5000)))
+    catalog = "id\tname\turl\tpictureURL\n" + "".join(f"{a}\tartist {a}\tu\tp\n" for a in artists)
+    # Spellings that share a key (case, spaces), so that one listener's two spellings are one vote.
+    names = "tagID\ttagValue\n" + "".join(f"{t}\t{[f'tag {t % 40}', f' Tag {t % 40}', f'TAG {t % 40} '][t % 3]}\n"
+                                          for t in tag_ids)
+    applied = "userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(
+        f"{u}\t{a}\t{t}\t1\t1\t2009\n" for u, a, t in zip(rng.choice(users, 20000), rng.choice(artists, 20000),
+                                                         rng.choice(tag_ids, 20000)))
+    directory = tmp_path / "h"
+    for name, text in (("user_artists.dat", listens), ("artists.dat", catalog), ("tags.dat", names),
+                       ("user_taggedartists.dat", applied)):
+        write(directory / name, text)
+    data = load_hetrec(directory)
+    expected = _reference_hetrec_tags(data, names, applied)
+    assert float(data.tags.weights.max()) > 1  # some pairs had several listeners
+    for name in ("names", "counts", "indptr", "indices", "weights", "tag_indptr", "tag_artists"):
+        found, wanted = getattr(data.tags, name), getattr(expected, name)
+        assert found.dtype == wanted.dtype and np.array_equal(found, wanted), name

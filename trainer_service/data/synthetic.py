@@ -193,6 +193,44 @@ def _ids(prefix: str, count: int) -> np.ndarray:
     return np.strings.add(prefix, np.strings.zfill(np.arange(count).astype(str), width))
 
 
+class _SortedLookup:
+    """``np.searchsorted(values, x, side="right")`` for a sorted float64 ``values`` in [0, high],
+    with the same answers, several times faster on large query arrays: a table of where each of
+    ``bins`` equal-width bins starts narrows every search to the few values in the query's bin,
+    which a vectorized scan then counts. Exact because the bin key (truncated ``x * scale``) is
+    monotone in x: values in lower bins are <= x, values in higher bins are > x."""
+
+    def __init__(self, values: np.ndarray, high: float, bins_per_value: int = 4) -> None:
+        self.values = values
+        self.bins = bins_per_value * max(int(values.size), 1)
+        self.scale = self.bins / high
+        # first[b]: how many values have a key below b (the bin's start); first[b + 1] its end.
+        self.first = np.searchsorted(self._key(values), np.arange(self.bins + 2), side="left")
+
+    def _key(self, x: np.ndarray) -> np.ndarray:
+        return np.minimum((x * self.scale).astype(np.int64), self.bins)
+
+    def right(self, x: np.ndarray) -> np.ndarray:
+        """(K,) int64: for each x, how many values are <= x."""
+        key = self._key(x)
+        position = self.first[key]
+        end = self.first[key + 1]
+        active = np.flatnonzero(position < end)
+        while active.size:  # at most the largest bin's count of rounds, each over fewer queries
+            active = active[self.values[position[active]] <= x[active]]
+            position[active] += 1
+            active = active[position[active] < end[active]]
+        return position
+
+
+def _sorted_search(values: np.ndarray, high: float):
+    """A function x -> ``np.searchsorted(values, x, side="right")``: a ``_SortedLookup`` when
+    ``values`` is sorted (always, by construction; the check keeps results identical if not)."""
+    if values.size and np.all(values[1:] >= values[:-1]) and values[0] >= 0:
+        return _SortedLookup(values, high).right
+    return lambda x: np.searchsorted(values, x, side="right")
+
+
 @dataclass(frozen=True)
 class _World:
     """Artists, their genres and popularity, arranged for inverse-CDF sampling.
@@ -209,6 +247,12 @@ class _World:
     genre_cdf: np.ndarray
     global_cdf: np.ndarray
     popularity: np.ndarray  # (A,) global share of each artist
+
+    def __post_init__(self) -> None:
+        # Both CDFs are searched millions of times (every draw); searching them via lookup
+        # tables gives the same positions as np.searchsorted at a fraction of its cost.
+        object.__setattr__(self, "_search_genre", _sorted_search(self.genre_cdf, float(self.num_genres)))
+        object.__setattr__(self, "_search_global", _sorted_search(self.global_cdf, 1.0))
 
     @property
     def num_artists(self) -> int:
@@ -250,12 +294,12 @@ class _World:
 
     def draw_in_genres(self, rng: np.random.Generator, genres: np.ndarray) -> np.ndarray:
         """(K,) artists, one per entry of ``genres``, by popularity within that genre."""
-        position = np.searchsorted(self.genre_cdf, genres + rng.random(genres.size), side="right")
+        position = self._search_genre(genres + rng.random(genres.size))
         return self.order[np.minimum(position, self.start[genres + 1] - 1)]
 
     def draw_any(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """(count,) artists by global popularity."""
-        position = np.searchsorted(self.global_cdf, rng.random(count), side="right")
+        position = self._search_global(rng.random(count))
         return self.order[np.minimum(position, self.num_artists - 1)]
 
 
@@ -343,8 +387,9 @@ def _sample_block(rng: np.random.Generator, world: _World, people: _Users, first
             fresh = np.flatnonzero(kept[position] != keys)
         else:
             fresh = np.arange(keys.size)
-        _, first_seen = np.unique(keys[fresh], return_index=True)
-        chosen = np.sort(fresh[first_seen])  # first draw of each new pair, in draw order
+        is_first = np.zeros(fresh.size, dtype=bool)
+        is_first[_first_occurrences(keys[fresh])] = True
+        chosen = fresh[is_first]  # first draw of each new pair, in draw order (fresh is ascending)
         chosen_slot = slot[chosen]
         # Slots are contiguous in draw order: rank each pair within its slot, keep what the slot needs.
         starts = np.flatnonzero(np.concatenate(([True], chosen_slot[1:] != chosen_slot[:-1])))
@@ -354,6 +399,22 @@ def _sample_block(rng: np.random.Generator, world: _World, people: _Users, first
         # Two sorted runs: the stable sort (timsort for int64) merges them in linear time.
         kept = np.sort(np.concatenate((kept, np.sort(keys[taken]))), kind="stable")
     return kept
+
+
+def _first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """(D,) int64: the position of the first occurrence of each distinct key of ``keys`` (N,) int64,
+    in key order, as ``np.unique(keys, return_index=True)[1]``. Sorts each key packed with its
+    position into one int64 (a plain sort, much cheaper than the stable argsort np.unique needs);
+    np.unique itself when the packing would overflow."""
+    bits = max(int(keys.size - 1).bit_length(), 1)
+    if keys.size == 0 or int(keys.min()) < 0 or int(keys.max()) >= 2 ** (63 - bits):
+        return np.unique(keys, return_index=True)[1]
+    packed = np.sort((keys << bits) | np.arange(keys.size, dtype=np.int64))
+    key = packed >> bits
+    head = np.empty(packed.size, dtype=bool)
+    head[0] = True
+    np.not_equal(key[1:], key[:-1], out=head[1:])
+    return packed[head] & ((1 << bits) - 1)
 
 
 def _fill_gaps(world: _World, people: _Users, keys: np.ndarray) -> np.ndarray:

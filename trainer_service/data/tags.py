@@ -101,11 +101,21 @@ def hetrec_tags(names_table: Table, applied_table: Table, artist_ids: np.ndarray
     row_keys = key_codes.reshape(-1)[positions]
     artist_rows = _rows_of(artist_ids, artists)
     user_codes = pc.dictionary_encode(users).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    # One vote per listener for each (artist, tag), however often they applied it.
+    # One vote per listener for each (artist, tag), however often they applied it: count the
+    # distinct (artist, tag, listener) triples of each pair, coded as one int64 each so that
+    # numpy sorts integers (not rows), and hand over one weighted triple per pair.
     listened = artist_rows >= 0
-    triples = np.unique(np.stack((artist_rows[listened], row_keys[listened],
-                                  user_codes[listened].astype(np.int64)), axis=1), axis=0)
-    return _build(artist_ids.size, triples[:, 0], vocabulary[triples[:, 1]], np.ones(triples.shape[0]))
+    num_keys, num_users = max(vocabulary.size, 1), int(user_codes.max(initial=0)) + 1
+    if artist_ids.size * num_keys * num_users >= 2**62:
+        raise DataError(f"{applied_table.file.shown}: too many artists x tags x users to count")
+    codes = (artist_rows[listened] * num_keys + row_keys[listened]) * num_users + user_codes[listened]
+    pairs, votes = np.unique(np.unique(codes) // num_users, return_counts=True)
+    if pairs.size == 0:
+        return None
+    # The names the pairs use, as from_triples would have coded them (same order, same width).
+    used, pair_codes = np.unique(pairs % num_keys, return_inverse=True)
+    names = np.array(vocabulary[used].tolist(), dtype=str)
+    return ArtistTags.from_codes(artist_ids.size, pairs // num_keys, pair_codes, names, votes.astype(np.float64))
 
 
 def genre_tags(artist_genres: np.ndarray, genre_names: np.ndarray) -> ArtistTags:
