@@ -214,7 +214,7 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
             # returns the candidates it visited (search_k of them) in angle order, which is the exact
             # score's order (the extra dimension of the inner-product search, cosine), so fetching
             # more per result at a search_k already tried re-ranks the same candidates to the same
-            # top 10 (same recall) more slowly; their search_k values are all on this ladder.
+            # top 10 (same recall) more slowly, and this ladder tried or gave up on their search_k values.
             break
         if cpr * RECALL_K * 2 >= num_items:
             break  # the search falls back to brute force from here on
