@@ -155,7 +155,8 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     server told to use Annoy), and when the ladders' config is slower than exact or none reached
     the target, exact serves and the verification is skipped (its doublings would only slow
     configs the ladders left for being slower than exact or out of tuning budget): the config is
-    returned as the ladders measured it, on their part of the sample.
+    returned as the ladders measured it, on their part of the sample. Likewise the ladders after
+    the first (one candidate per result) run only when its config beats exact (see ``_ladders``).
     """
     ladder_sample = sample[::_LADDER_STRIDE]
     found = _ladders(num_items, n_trees, ladder_sample, truth[::_LADDER_STRIDE], annoy_run, score_of,
@@ -208,6 +209,13 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
         if first_ms is not None and (first_ms > give_up_ms
                                      or (best is not None and first_ms > min(best.median_ms, exact_serves_above_ms))):
             break  # more candidates per result start slower still: they cannot win
+        if math.isfinite(exact_serves_above_ms) and (best is None or best.median_ms > exact_serves_above_ms):
+            # Exact serves on what this ladder found, and the next ladders cannot change that: Annoy
+            # returns the candidates it visited (search_k of them) in angle order, which is the exact
+            # score's order (the extra dimension of the inner-product search, cosine), so fetching
+            # more per result at a search_k already tried re-ranks the same candidates to the same
+            # top 10 (same recall) more slowly, and this ladder tried or gave up on their search_k values.
+            break
         if cpr * RECALL_K * 2 >= num_items:
             break  # the search falls back to brute force from here on
     assert most_accurate is not None

@@ -4,6 +4,7 @@ settings measurement where exact search serves anyway (known answers, no timing)
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -56,14 +57,18 @@ def test_cluster_sums_add_the_rows_of_each_label():
     assert sums.tolist() == [[10.0, 12.0], [0.0, 0.0], [6.0, 8.0], [0.0, 0.0]]
 
 
-def _tuning_run(exact_serves_above_ms: float, recall_of_annoy: float) -> tuple[ann_build._Trial, set[int]]:
+def _tuning_run(exact_serves_above_ms: float, recall_of_annoy: float,
+                tried: set[tuple[int, int]] | None = None) -> tuple[ann_build._Trial, set[int]]:
     """``_tune_annoy`` on 30 queries whose Annoy answers have the given recall (every answer
-    right, or none): the trial it returns and the queries it ran Annoy on."""
+    right, or none): the trial it returns and the queries it ran Annoy on; ``tried`` collects
+    the (candidates_per_result, search_k) searched."""
     truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
     ran: set[int] = set()
 
     def annoy_run(query: int, params) -> list[int]:
         ran.add(query)
+        if tried is not None:
+            tried.add((params.candidates_per_result, params.search_k))
         return list(range(10)) if recall_of_annoy == 1.0 else list(range(100, 110))
 
     def score_of(query: int, found: np.ndarray) -> np.ndarray:
@@ -91,3 +96,55 @@ def test_tuning_that_reaches_the_target_is_verified_on_the_whole_sample():
     query of the sample before it is recorded."""
     trial, ran = _tuning_run(exact_serves_above_ms=1e9, recall_of_annoy=1.0)
     assert trial.recall == 1.0 and ran == set(range(30))
+
+
+
+class _SearchKClock:
+    """Stands in for the ``time`` module of ``ranking.ann_build``: ``perf_counter`` advances only
+    when a fake Annoy search charges it (1 microsecond per search_k node), so the latencies the
+    tuning measures are known answers; ``monotonic`` (the tuning budget) is the real one."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.monotonic = time.monotonic
+
+    def perf_counter(self) -> float:
+        return self.now_s
+
+
+def test_ladders_past_one_candidate_per_result_run_only_when_annoy_beats_exact(monkeypatch):
+    """Annoy answers right from search_k 640 on, at 1 us per search_k node: the one-candidate-
+    per-result ladder (search_k 40, 80, ... 640) reaches the target at 0.64 ms. Where exact
+    serves below that (0.5 ms), or no config reaches the target, the other ladders (the same
+    search_k values, the same top 10, slower) are not run; where Annoy beats exact or is
+    required, they run as before."""
+    clock = _SearchKClock()
+    monkeypatch.setattr(ann_build, "time", clock)
+    truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
+
+    def tune(exact_above_ms: float, right_from_search_k: int) -> tuple[ann_build._Trial, set[tuple[int, int]]]:
+        tried: set[tuple[int, int]] = set()
+
+        def annoy_run(query: int, params) -> list[int]:
+            tried.add((params.candidates_per_result, params.search_k))
+            clock.now_s += params.search_k * 1e-6
+            return list(range(10)) if params.search_k >= right_from_search_k else list(range(100, 110))
+
+        def score_of(query: int, found: np.ndarray) -> np.ndarray:
+            return np.where(found < 10, 1.0, -1.0).astype(np.float32)
+
+        trial = ann_build._tune_annoy(10_000, 4, list(range(30)), truth, annoy_run, score_of,
+                                      BuildSettings(tuning_budget_s=60.0), give_up_ms=1e9,
+                                      exact_serves_above_ms=exact_above_ms)
+        return trial, tried
+
+    trial, tried = tune(0.5, 640)
+    assert (trial.params.candidates_per_result, trial.params.search_k) == (1, 640)
+    assert trial.recall == 1.0 and trial.median_ms == pytest.approx(0.64)
+    assert tried == {(1, 40 * 2 ** i) for i in range(5)}
+    trial, tried = tune(1e9, 10 ** 9)
+    assert trial.recall == 0.0 and {cpr for cpr, _ in tried} == {1}
+    for exact_above_ms, right_from in ((1.0, 640), (math.inf, 640), (math.inf, 10 ** 9)):
+        trial, tried = tune(exact_above_ms, right_from)
+        assert (2, 80) in tried
+    assert {cpr for cpr, _ in tried} == set(ann_build.CANDIDATE_STEPS)
