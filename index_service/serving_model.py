@@ -143,13 +143,16 @@ class TagOptions:
 NO_TAG_OPTIONS = TagOptions()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListenerQuery:
-    """What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
-    ``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
-    never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tag_options`` the
-    tag filter, cap and ``include_tags`` (``TagOptions``)."""
+# The queries are NamedTuples rather than frozen dataclasses: one is built per request, and a
+# frozen dataclass's __init__ pays an ``object.__setattr__`` per field where a tuple is built in
+# one step. They stay immutable and one shape; ``_replace`` makes a changed copy.
 
+
+class RecommendQuery(NamedTuple):
+    """One Recommend request as the domain sees it (the servicer makes it from the proto once):
+    a listener of the training data, by ``user_id``; the rest as in ``ListenerQuery``."""
+
+    user_id: str
     k: int = 0
     include_seen: bool = False
     exclude_artist_ids: tuple[str, ...] = ()
@@ -158,24 +161,27 @@ class ListenerQuery:
     tag_options: TagOptions = NO_TAG_OPTIONS
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendQuery(ListenerQuery):
-    """One Recommend request as the domain sees it (the servicer makes it from the proto once):
-    a listener of the training data, by ``user_id``."""
-
-    user_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryQuery(ListenerQuery):
+class HistoryQuery(NamedTuple):
     """One RecommendForHistory request: a listener the model does not know, given by their
-    ``history`` of (artist id, plays)."""
+    ``history`` of (artist id, plays); the rest as in ``ListenerQuery``."""
 
     history: tuple[tuple[str, float], ...]
+    k: int = 0
+    include_seen: bool = False
+    exclude_artist_ids: tuple[str, ...] = ()
+    only_artist_ids: tuple[str, ...] = ()
+    offset: int = 0
+    tag_options: TagOptions = NO_TAG_OPTIONS
 
 
-@dataclass(frozen=True, slots=True)
-class SimilarQuery:
+ListenerQuery = RecommendQuery | HistoryQuery
+"""What a ranking for a listener asks for, however the listener is given: ranks ``offset`` ..
+``offset + k - 1`` (k = 0: ``DEFAULT_K``), seen artists included or not, ``exclude_artist_ids``
+never returned, ``only_artist_ids`` (when given) the only artists ranked; ``tag_options`` the
+tag filter, cap and ``include_tags`` (``TagOptions``)."""
+
+
+class SimilarQuery(NamedTuple):
     """One SimilarArtists request: the query artist by ``artist_id`` or, when that is empty, by
     ``artist_name``; ``k`` and ``tag_options`` as in ``ListenerQuery``."""
 

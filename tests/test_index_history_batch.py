@@ -5,7 +5,6 @@ list, batch answers equal single answers, allow-lists are respected."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -301,8 +300,8 @@ def test_tied_pages_concatenate_and_allow_lists_hold(both_paths, user, k, includ
                            exclude_artist_ids=tuple(f"artist-{a}" for a in exclude),
                            only_artist_ids=tuple(f"artist-{a}" for a in only))
     for model in (lists, search):
-        everything = model.recommend(replace(query, k=MAX_K))
-        pages = [model.recommend(replace(query, offset=offset))
+        everything = model.recommend(query._replace(k=MAX_K))
+        pages = [model.recommend(query._replace(offset=offset))
                  for offset in range(0, everything.indices.shape[0] + k, k)]
         assert np.concatenate([p.indices for p in pages]).tolist() == everything.indices.tolist()
         if only:
