@@ -1,8 +1,8 @@
 """Scale: the synthetic generator at Last.fm 360K scale, and at 1/10 and 1/100 of it.
 
 Per size, the trainer's pipeline runs in a child process (``bench.train_child``: generate, split,
-train ``scale_epochs`` epochs, evaluate on a sample, publish) and the parent reads its peak RSS
-(``os.wait4``). Then, from the published version:
+train ``scale_epochs`` epochs, evaluate on a sample, publish) and the parent samples its peak RSS
+(``run_child``). Then, from the published version:
 
 - its size on disk;
 - the index service's load time and resident memory: a real ``python -m index_service`` process
@@ -43,40 +43,51 @@ PRESET_BY_SIZE = {(300, 200, 6_000): "tiny", (3_600, 1_600, 175_000): "small",
                   (36_000, 16_000, 1_750_000): "medium", (360_000, 160_000, 17_500_000): "full"}
 _LOADED_IN = re.compile(r"serving model version (\d+) .*loaded in ([\d.]+) ms")
 TRAIN_TIMEOUT_S = 1500.0
+RSS_SAMPLE_S = 0.02  # how often a training child's resident memory is read for its peak
 
 
-def run_child(argv: list[str], output: Path, errors: Path | None = None) -> tuple[int, float, object]:
+def run_child(argv: list[str], output: Path, errors: Path | None = None) -> tuple[int, float, int]:
     """Run ``argv`` (stdout to ``output``, stderr to ``errors`` or there too) until it exits or
-    ``TRAIN_TIMEOUT_S`` (then killed): (exit code, wall seconds from start to exit, its resource
-    usage from ``os.wait4``)."""
+    ``TRAIN_TIMEOUT_S`` (then killed): (exit code, wall seconds from start to exit, its peak
+    resident memory in bytes).
+
+    The peak is the child's own RSS sampled every ``RSS_SAMPLE_S``, not ``os.wait4``'s
+    ``ru_maxrss``: Linux carries the high-water mark of the memory a child started with (the
+    forking parent's, this benchmark process) across ``exec``, so ``ru_maxrss`` reports the
+    parent's resident memory whenever that is larger than the child's own peak."""
     started = time.perf_counter()
     with open(output, "wb") as fh, open(errors or os.devnull, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=err if errors else subprocess.STDOUT,
                                 env=child_env(), cwd=REPO_ROOT)
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    peak = 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        try:
+            peak = max(peak, process_rss_bytes(proc.pid))
+        except OSError:
+            pass  # exiting: reaped just below
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:
             proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
+            pid, status, _ = os.wait4(proc.pid, 0)
             break
-        time.sleep(0.05)
+        time.sleep(RSS_SAMPLE_S)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - started, usage
+    return proc.returncode, time.perf_counter() - started, peak
 
 
 def train_in_child(source: str, models_dir: Path, epochs: int, out: Path, log_path: Path) -> dict:
     """Run the pipeline in a child; its JSON result plus ``peak_rss_bytes`` and ``wall_seconds``."""
     argv = [sys.executable, "-m", "bench.train_child", "--source", source, "--models-dir", str(models_dir),
             "--epochs", str(epochs), "--out", str(out)]
-    returncode, wall, usage = run_child(argv, log_path)
+    returncode, wall, peak_rss = run_child(argv, log_path)
     if returncode != 0 or not out.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"training {source} failed (exit {returncode}):\n{tail}")
     result = json.loads(out.read_text(encoding="utf-8"))
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # Linux reports KiB
+    result["peak_rss_bytes"] = peak_rss
     result["wall_seconds"] = wall
     result["command"] = " ".join(["python"] + argv[1:])
     return result
@@ -224,7 +235,7 @@ def lastfm_train(settings: BenchSettings, workdir: Path) -> dict | None:
     """``python -m trainer_service train --data hetrec:DATA/lastfm-2k --json`` (the defaults; quick
     mode: ``settings.scale_epochs`` epochs, gate off), ``settings.runs`` times into one models directory:
     per run the command's wall time (start to published version, as a user waits for it), its
-    phases as the pipeline reports them, the lists' seconds, and its peak RSS (``os.wait4``).
+    phases as the pipeline reports them, the lists' seconds, and its peak RSS (sampled, ``run_child``).
     None when the data set is absent."""
     data = settings.data_dir / "lastfm-2k"
     if not data.exists():
@@ -239,14 +250,14 @@ def lastfm_train(settings: BenchSettings, workdir: Path) -> dict | None:
     runs = []
     output, errors = workdir / "lastfm-train.json", workdir / "lastfm-train.log"
     for _ in range(max(1, settings.runs)):
-        returncode, wall, usage = run_child(argv, output, errors)
+        returncode, wall, peak_rss = run_child(argv, output, errors)
         if returncode != 0:
             tail = errors.read_text(encoding="utf-8", errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(argv[1:])} failed (exit {returncode}): {tail}")
         result = json.loads(output.read_text(encoding="utf-8"))
         manifest = json.loads((models_dir / str(result["version"]) / "manifest.json").read_text(encoding="utf-8"))
         runs.append({"wall_seconds": wall, "phase_seconds": result.get("seconds", {}),
-                     "precomputed": manifest.get("precomputed") or {}, "peak_rss_bytes": usage.ru_maxrss * 1024})
+                     "precomputed": manifest.get("precomputed") or {}, "peak_rss_bytes": peak_rss})
     shutil.rmtree(models_dir, ignore_errors=True)
     publishing = [float(r["phase_seconds"].get("publishing", math.nan)) for r in runs]
     training = [float(r["phase_seconds"].get("training", math.nan)) for r in runs]

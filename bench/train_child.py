@@ -6,7 +6,7 @@
 Runs ``trainer_service.pipeline.run_training`` exactly as a training job does, recording every
 progress event with the time it arrived (seconds since start), and writes one JSON object: the
 events, the total wall time, and the published manifest's version, metrics and search settings.
-The parent reads the peak RSS from ``os.wait4``.
+The parent samples its peak RSS (``bench.scale.run_child``).
 
 ``--trainer-only FIELD=VALUE,...``: the trainer alone instead (``BPRTrainer.train_epoch`` on the
 synthetic preset's interactions, the default hyperparameters with these overrides), no loading,
