@@ -91,7 +91,7 @@ def _unknown_tags(model, query, ranking) -> tuple[str, ...]:
     """The query's tag names the version does not know. A tag it does not know empties the
     answer, so a non-empty answer has none and its tags are not resolved a second time."""
     options = query.tag_options
-    if options is NO_TAG_OPTIONS or not (options.tags or options.exclude_tags) or len(ranking.indices):
+    if not (options.tags or options.exclude_tags) or len(ranking.indices):
         return ()
     return model.unknown_tags(query)
 
