@@ -46,16 +46,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Before TF loads: silence its C++ start-up INFO lines. oneDNN's line ignores the log level; the
-# option only concerns TF's own CPU kernels (matmul, conv), which this XLA-compiled model does not use.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from trainer_service import tensorflow_env  # noqa: E402
+
+tensorflow_env.prepare()  # before TF loads
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

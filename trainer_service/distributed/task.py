@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 from trainer_service.distributed.cluster_config import CHIEF, TFConfig
 
-# Before TF loads: its C++ INFO lines would drown the task's log.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from trainer_service import tensorflow_env
+
+tensorflow_env.prepare()  # before TF loads
 
 # The local launcher sets this so a task dies with the process that started it (no orphans).
 PARENT_PID_ENV = "MUSICREC_CLUSTER_PARENT_PID"

@@ -54,7 +54,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
+
+from trainer_service import tensorflow_env
+
+tensorflow_env.prepare()  # before TF loads
+
+import tensorflow as tf  # noqa: E402
 
 from musicrec.rpc.errors import InvalidArgument
 from trainer_service.bpr import (  # the single-process trainer's math, start and stream, shared
