@@ -172,8 +172,11 @@ class TrainingRecord:
     ``warm_start_from_version`` (JSON section ``warm_start``, absent for a cold start: 0): the
     version whose factors the known users and artists started from; ``warm_start_known_users``
     /``warm_start_known_artists``: how many rows started there (the rest started as a cold run
-    does); ``warm_start_learning_rate``: the starting learning rate of the warm run (the epochs
-    are ``epochs_planned``)."""
+    does); ``warm_start_folded_users``/``warm_start_folded_artists``: how many of the other
+    (new) rows started folded in from the known rows they interacted with, the rest at random
+    (JSON keys ``folded_users``/``folded_artists``, absent in manifests written before the
+    fold-in: 0); ``warm_start_learning_rate``: the starting learning rate of the warm run (the
+    epochs are ``epochs_planned``)."""
 
     gate_mode: str
     gate_passed: bool
@@ -190,6 +193,8 @@ class TrainingRecord:
     warm_start_from_version: int = 0
     warm_start_known_users: int = 0
     warm_start_known_artists: int = 0
+    warm_start_folded_users: int = 0
+    warm_start_folded_artists: int = 0
     warm_start_learning_rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -207,6 +212,8 @@ class TrainingRecord:
             data["warm_start"] = {"from_version": self.warm_start_from_version,
                                   "known_users": self.warm_start_known_users,
                                   "known_artists": self.warm_start_known_artists,
+                                  "folded_users": self.warm_start_folded_users,
+                                  "folded_artists": self.warm_start_folded_artists,
                                   "learning_rate": self.warm_start_learning_rate}
         return data
 
@@ -254,6 +261,9 @@ def _warm_start_from_json(where: str, data: Any) -> dict[str, Any]:
     return {"warm_start_from_version": _require_int(f"{where}.from_version", obj.get("from_version"), minimum=1),
             "warm_start_known_users": _require_int(f"{where}.known_users", obj.get("known_users"), minimum=0),
             "warm_start_known_artists": _require_int(f"{where}.known_artists", obj.get("known_artists"), minimum=0),
+            "warm_start_folded_users": _require_int(f"{where}.folded_users", obj.get("folded_users", 0), minimum=0),
+            "warm_start_folded_artists": _require_int(f"{where}.folded_artists", obj.get("folded_artists", 0),
+                                                      minimum=0),
             "warm_start_learning_rate": _require_float(f"{where}.learning_rate", obj.get("learning_rate"))}
 
 

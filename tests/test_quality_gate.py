@@ -101,3 +101,23 @@ def test_the_training_section_round_trips_and_is_optional(tiny_artifacts, publis
     with pytest.raises(ManifestError, match="training.epochs.best"):
         Manifest.from_json(data)
     assert Manifest.from_json(dataclasses.replace(published, training=None).to_json()).training is None
+
+
+def test_the_warm_start_section_round_trips_and_reads_manifests_without_folded_counts(tiny_artifacts, publish):
+    decision: GateDecision = decide(metrics(0.05), SYNTHETIC, None, mode="off")
+    record = TrainingRecord(gate_mode="off", gate_passed=decision.passed, gate_reason=decision.reason,
+                            gate_figures=decision.figures(), epochs_planned=5, epochs_trained=5, best_epoch=5,
+                            warm_start_from_version=3, warm_start_known_users=10, warm_start_known_artists=20,
+                            warm_start_folded_users=2, warm_start_folded_artists=1, warm_start_learning_rate=0.03)
+    published = publish(tiny_artifacts, training=record)
+    data = published.to_json()
+    assert data["training"]["warm_start"] == {"from_version": 3, "known_users": 10, "known_artists": 20,
+                                              "folded_users": 2, "folded_artists": 1, "learning_rate": 0.03}
+    assert Manifest.from_json(data).training == record
+    # Written before the fold-in was recorded: no folded counts, read as 0.
+    del data["training"]["warm_start"]["folded_users"], data["training"]["warm_start"]["folded_artists"]
+    assert Manifest.from_json(data).training == dataclasses.replace(record, warm_start_folded_users=0,
+                                                                    warm_start_folded_artists=0)
+    data["training"]["warm_start"]["folded_users"] = -1
+    with pytest.raises(ManifestError, match="training.warm_start.folded_users"):
+        Manifest.from_json(data)

@@ -94,6 +94,8 @@ def test_a_warm_retrain_records_its_base_and_leaves_out_a_forgotten_listener(tmp
     assert training.warm_start_from_version == first.version
     assert training.warm_start_known_users == data.num_users - 1
     assert training.warm_start_known_artists == data.num_artists
+    # The new listener from the known artist they played; the new artist from its listeners.
+    assert (training.warm_start_folded_users, training.warm_start_folded_artists) == (1, 1)
     assert training.warm_start_learning_rate == pytest.approx(FAST.learning_rate * 0.25)
     assert training.epochs_planned == training.epochs_trained == 2
     # The gate compares with version 1 too: the same source, the log's position aside.

@@ -244,7 +244,9 @@ def format_result(result) -> str:
         if training.warm_start_from_version:
             lines.append(f"  warm start       from version {training.warm_start_from_version} "
                          f"({training.warm_start_known_users:,} users, {training.warm_start_known_artists:,} "
-                         f"artists known), learning rate {training.warm_start_learning_rate:g}")
+                         f"artists known; {training.warm_start_folded_users:,} users, "
+                         f"{training.warm_start_folded_artists:,} artists folded in), "
+                         f"learning rate {training.warm_start_learning_rate:g}")
         lines.append("  final fit        " + ("none (the published model is the evaluated one)"
                                               if training.final_fit == "none" else
                                               f"all ({training.final_fit_epochs} epochs on every interaction)"))

@@ -444,6 +444,8 @@ def run_training(
         final_fit=options.final_fit, final_fit_epochs=refit_epochs, cluster=options.cluster_description(),
         **({} if warm is None else dict(warm_start_from_version=warm.version, warm_start_known_users=warm.known_users,
                                         warm_start_known_artists=warm.known_artists,
+                                        warm_start_folded_users=warm.folded_users,
+                                        warm_start_folded_artists=warm.folded_artists,
                                         warm_start_learning_rate=train_hp.learning_rate)),
     )
     manifest = publish_version(
