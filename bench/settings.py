@@ -103,7 +103,7 @@ class BenchSettings:
     # Synthetic sizes ("synthetic:small", "synthetic:full") are optional: each seed is three
     # whole-pipeline trainings at that size (minutes each at full scale, the defaults' 40 epochs).
     warm_datasets: tuple[str, ...] = ("lastfm-2k",)
-    warm_seeds: int = 3
+    warm_seeds: int = 5  # as the quality part: a mean over 5 splits (the issue's rule for quality)
     warm_new_fraction: float = 0.05
     warm_new_user_share: float = 0.05
     warm_new_artist_share: float = 0.02
