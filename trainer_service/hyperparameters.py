@@ -51,6 +51,8 @@ _FLOAT_RANGES = {
     "regularization": (0.0, 100.0),
     "bias_regularization": (0.0, 100.0),
     "init_std": (0.0, 10.0),  # exclusive of 0
+    "regularization_count_power": (-2.0, 2.0),
+    "rank_weighting": (0.0, 10.0),
 }
 _POSITIVE_FLOATS = ("learning_rate", "init_std")
 _CHOICES = {
@@ -99,6 +101,14 @@ class Hyperparameters:
       at the start: "constant"; "linear" decay to 0 at the end of the last epoch; "cosine" decay
       to 0. Applied per training call (at most ``trainer_service.bpr.TRIPLES_PER_CALL`` triples).
       Default "cosine".
+    - ``regularization_count_power``: p, per-row L2: the ``regularization`` of a user or artist
+      row is scaled by ``(1 + n) ** p`` for its n training interactions (normalized to average
+      1 over the training interactions; ``trainer_service.bpr.row_regularization_scales``).
+      p < 0 regularizes popular rows less and rare ones more. -2..2. Default 0 (every row alike).
+    - ``rank_weighting``: s, WARP-like weighting of the BPR term of each triple by
+      ``1 + s * log(1 + v)``, v the negative candidates the user scores above the positive
+      (normalized to average 1 over a minibatch; needs ``negative_candidates`` > 1, else no
+      effect). 0..10. Default 0 (every triple alike).
     """
 
     factors: int = 64
@@ -114,6 +124,8 @@ class Hyperparameters:
     init_std: float = 0.01
     negative_candidates: int = 8
     learning_rate_schedule: str = "cosine"
+    regularization_count_power: float = 0.0
+    rank_weighting: float = 0.0
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INT_RANGES.items():
