@@ -120,12 +120,15 @@ def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales=None, weigh
     fit = mask if weights is None else mask * weights
     # d(-log sigmoid(x))/dx = -sigmoid(-x); padding triples get no gradient.
     pull = tf.math.sigmoid(-x) * fit
-    if reg_scales is None:
+    if reg_scales is None:  # the plain step: one L2 strength for every row
         reg_u = reg_i = reg_j = reg * mask
+        square = tf.reduce_sum(pu * pu + qi * qi + qj * qj, axis=1)
     else:
         reg_u, reg_i, reg_j = (reg * mask * scale for scale in reg_scales)
-    square = tf.reduce_sum(reg_u[:, None] * pu * pu + reg_i[:, None] * qi * qi + reg_j[:, None] * qj * qj, axis=1)
-    loss = tf.math.softplus(-x) * fit + 0.5 * square + 0.5 * bias_reg * (bi * bi + bj * bj) * mask
+        square = tf.reduce_sum(reg_scales[0][:, None] * pu * pu + reg_scales[1][:, None] * qi * qi
+                               + reg_scales[2][:, None] * qj * qj, axis=1)
+    fit_loss = tf.math.softplus(-x) if weights is None else tf.math.softplus(-x) * weights
+    loss = (fit_loss + 0.5 * reg * square + 0.5 * bias_reg * (bi * bi + bj * bj)) * mask
     pull_col = pull[:, None]
     grad_u = -pull_col * diff + reg_u[:, None] * pu
     grad_i = -pull_col * pu + reg_i[:, None] * qi
