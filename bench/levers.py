@@ -21,7 +21,10 @@ whatever the length of their history (HR@10 weighs every user alike; on Last.fm 
 HetRec keeps each user's top 50 artists, it changes little; on MovieLens, histories of 20 to
 2,700 films, much); ``item_balance=G`` multiplies it by the artist's listeners to the power G
 before the ``expm1`` (G > 0 leans the positives towards popular artists, which the hardest
-negatives push down; G < 0 away from them). On split seed ``s`` the
+negatives push down; G < 0 away from them); ``negative_power=beta`` draws every negative
+candidate in proportion to ``(1 + listeners) ** beta`` among the artists the user never
+listened to, instead of uniformly (beta > 0 leans the hardest-of-C pick's candidates towards
+popular artists, beta < 0 towards rare ones). On split seed ``s`` the
 training seed is ``s`` too, as ``train --seed s`` does (the split and the training draw from
 different random streams of the seed). The defaults are chosen on split seeds the quality part
 never reports (201..205 by default here; it reports 101..105), so the reported splits' hold-outs
@@ -229,8 +232,8 @@ def markdown(records: list[dict]) -> str:
         "alternate within a split, so compare times within a command). Overrides are against today's "
         f"defaults (`trainer_service/hyperparameters.py`). Split seeds: {seeds}. The defaults are chosen on "
         f"{', '.join(map(str, DEFAULT_SPLIT_SEEDS))}; `make bench` reports other ones (docs/benchmarks.md part 1). "
-        "`average_last`, `weights`, `user_balance` and `item_balance` are levers of this harness, not hyperparameters "
-        "(bench/levers.py's docstring says what each does).",
+        "`average_last`, `weights`, `user_balance`, `item_balance` and `negative_power` are levers of this "
+        "harness, not hyperparameters (bench/levers.py's docstring says what each does).",
         "",
         "Commands (each appends its runs to a JSON-lines file; `--render FILE` writes this page from it):",
         "",

@@ -24,6 +24,7 @@ from trainer_service.bpr import (  # noqa: E402
     learning_rate_factor,
     rank_weights,
     row_regularization_scales,
+    step_rates,
 )
 from trainer_service.pipeline import fit  # noqa: E402
 
@@ -237,6 +238,22 @@ def test_learning_rate_schedules():
     assert learning_rate_factor("linear", 0.0) == 1.0 and learning_rate_factor("linear", 0.75) == 0.25
     assert learning_rate_factor("cosine", 0.0) == 1.0 and abs(learning_rate_factor("cosine", 0.5) - 0.5) < 1e-12
     assert abs(learning_rate_factor("cosine", 1.0)) < 1e-12
+
+
+def test_warmup_ramps_the_scheduled_rate_over_its_first_epochs():
+    hp = Hyperparameters(epochs=4, learning_rate=0.3, learning_rate_schedule="constant", learning_rate_warmup_epochs=2)
+    rates = [float(step_rates(hp, trained, 100)[0]) for trained in (0, 100, 150, 200, 300)]
+    np.testing.assert_allclose(rates, [0.1, 0.2, 0.25, 0.3, 0.3], rtol=1e-6)
+    plain = hp.with_overrides(learning_rate_warmup_epochs=0)
+    assert float(step_rates(plain, 0, 100)[0]) == pytest.approx(0.3)
+
+
+def test_the_quality_levers_are_off_by_default_and_validated():
+    hp = Hyperparameters()
+    assert (hp.regularization_count_power, hp.rank_weighting, hp.learning_rate_warmup_epochs) == (0.0, 0.0, 0)
+    for bad in ({"regularization_count_power": 3.0}, {"rank_weighting": -1.0}, {"learning_rate_warmup_epochs": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Hyperparameters(**bad)
 
 
 def test_the_defaults_rank_listened_artists_above_others_on_tiny(tiny):

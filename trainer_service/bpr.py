@@ -231,9 +231,13 @@ def training_stream(users: np.ndarray, artists: np.ndarray, weights: np.ndarray 
 
 def step_rates(hp: Hyperparameters, trained: int, samples_per_epoch: int) -> tf.Tensor:
     """(3,) float32 [learning rate, regularization, bias regularization] for the next call after
-    ``trained`` triples of the run, the learning rate as ``hp.learning_rate_schedule`` sets it."""
+    ``trained`` triples of the run, the learning rate as ``hp.learning_rate_schedule`` sets it
+    (times the warmup ramp of ``hp.learning_rate_warmup_epochs``)."""
     done = trained / (samples_per_epoch * hp.epochs)
     lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
+    if hp.learning_rate_warmup_epochs:
+        # Ramp over the first W epochs: (e + 1) / (W + 1) of the rate at e epochs trained.
+        lr *= min(1.0, (trained / samples_per_epoch + 1.0) / (hp.learning_rate_warmup_epochs + 1.0))
     return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
 
 

@@ -45,6 +45,7 @@ _INT_RANGES = {
     "batch_size": (1, 1 << 20),
     "seed": (-(2**63), 2**63 - 1),
     "negative_candidates": (1, 64),
+    "learning_rate_warmup_epochs": (0, 10_000),
 }
 _FLOAT_RANGES = {
     "learning_rate": (0.0, 100.0),  # exclusive of 0
@@ -109,6 +110,8 @@ class Hyperparameters:
       ``1 + s * log(1 + v)``, v the negative candidates the user scores above the positive
       (normalized to average 1 over a minibatch; needs ``negative_candidates`` > 1, else no
       effect). 0..10. Default 0 (every triple alike).
+    - ``learning_rate_warmup_epochs``: W, a warmup: the scheduled rate times ``(e + 1) / (W + 1)``
+      while e < W epochs are trained (per training call). Default 0 (none).
     """
 
     factors: int = 64
@@ -126,6 +129,7 @@ class Hyperparameters:
     learning_rate_schedule: str = "cosine"
     regularization_count_power: float = 0.0
     rank_weighting: float = 0.0
+    learning_rate_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INT_RANGES.items():
