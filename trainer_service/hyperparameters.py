@@ -14,7 +14,9 @@ together reach a better model in 40 epochs than plain BPR in 200; then a small i
 (std 0.01), bias L2, and positives weighted by log(1 + plays). 96 factors measured a small gain
 on both sets of splits but costs about 1.25x per triple in training and publishing, which the
 time targets at full scale cannot absorb: 64 stays the default (docs/training.md). Bigger data needs
-fewer epochs (pass ``epochs``).
+fewer epochs (pass ``epochs``). The last three fields are model changes measured the same way
+without a gain that held on both data sets (count-scaled L2, a rank-weighted loss, a warmup;
+docs/training.md): they stay off.
 
 The objective of one sampled triple (user u, listened artist i, unlistened artist j), with
 ``x = p_u . (q_i - q_j) + b_i - b_j``, is::
