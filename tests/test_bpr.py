@@ -138,34 +138,19 @@ def test_dedup_rows_sums_gradients_of_repeated_rows():
     assert sorted(unique.numpy().tolist()[:3]) == [0, 1, 4]
 
 
-def test_triple_gradients_match_automatic_differentiation_and_padding_gets_none():
+@pytest.mark.parametrize("per_row", [False, True], ids=["plain", "per-row-l2-and-weights"])
+def test_triple_gradients_match_automatic_differentiation_and_padding_gets_none(per_row):
     rng = np.random.default_rng(3)
     pu, qi, qj = (tf.constant(rng.normal(0, 0.5, (4, 3)), tf.float32) for _ in range(3))
     bi, bj = (tf.constant(rng.normal(0, 0.5, 4), tf.float32) for _ in range(2))
     mask = tf.constant([1.0, 1.0, 1.0, 0.0])
     rates = tf.constant([0.1, 0.02, 0.03])
-    loss, *grads = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
-    inputs = [tf.Variable(t) for t in (pu, qi, qj, bi, bj)]
-    with tf.GradientTape() as tape:
-        x = tf.reduce_sum(inputs[0] * (inputs[1] - inputs[2]), axis=1) + inputs[3] - inputs[4]
-        square = tf.reduce_sum(inputs[0] ** 2 + inputs[1] ** 2 + inputs[2] ** 2, axis=1)
-        expected = (-tf.math.log_sigmoid(x) + 0.01 * square + 0.015 * (inputs[3] ** 2 + inputs[4] ** 2)) * mask
-        total = tf.reduce_sum(expected)
-    np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    for got, want in zip(grads, tape.gradient(total, inputs)):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
-        assert not np.any(got.numpy()[3])  # the padding triple
-
-
-def test_per_row_l2_and_triple_weights_match_automatic_differentiation():
-    rng = np.random.default_rng(4)
-    pu, qi, qj = (tf.constant(rng.normal(0, 0.5, (4, 3)), tf.float32) for _ in range(3))
-    bi, bj = (tf.constant(rng.normal(0, 0.5, 4), tf.float32) for _ in range(2))
-    mask = tf.constant([1.0, 1.0, 1.0, 0.0])
-    rates = tf.constant([0.1, 0.02, 0.03])
-    scales = [tf.constant(rng.uniform(0.2, 3.0, 4), tf.float32) for _ in range(3)]
-    weights = tf.constant([0.5, 1.0, 2.0, 4.0])
-    loss, *grads = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, scales, weights)
+    # per_row: the rows' own L2 multipliers (regularization_count_power) and the triples' weights
+    # of the BPR term (rank_weighting); else every multiplier is 1.
+    scales = [tf.constant(rng.uniform(0.2, 3.0, 4) if per_row else np.ones(4), tf.float32) for _ in range(3)]
+    weights = tf.constant([0.5, 1.0, 2.0, 4.0] if per_row else [1.0] * 4)
+    extra = (scales, weights) if per_row else ()
+    loss, *grads = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, *extra)
     inputs = [tf.Variable(t) for t in (pu, qi, qj, bi, bj)]
     with tf.GradientTape() as tape:
         x = tf.reduce_sum(inputs[0] * (inputs[1] - inputs[2]), axis=1) + inputs[3] - inputs[4]
