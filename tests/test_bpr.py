@@ -24,7 +24,6 @@ from trainer_service.bpr import (  # noqa: E402
     learning_rate_factor,
     rank_weights,
     row_regularization_scales,
-    softmax_candidate_gradients,
     step_rates,
 )
 from trainer_service.pipeline import fit  # noqa: E402
@@ -165,35 +164,6 @@ def test_triple_gradients_match_automatic_differentiation_and_padding_gets_none(
         assert not np.any(got.numpy()[3])  # the padding triple
 
 
-def test_softmax_candidate_gradients_match_automatic_differentiation_and_weight_l2_by_share():
-    rng = np.random.default_rng(5)
-    pu, qi = (tf.constant(rng.normal(0, 0.5, (4, 3)), tf.float32) for _ in range(2))
-    qc = tf.constant(rng.normal(0, 0.5, (5, 4, 3)), tf.float32)  # C = 5 candidates
-    bi, bc = tf.constant(rng.normal(0, 0.5, 4), tf.float32), tf.constant(rng.normal(0, 0.5, (5, 4)), tf.float32)
-    mask = tf.constant([1.0, 1.0, 1.0, 0.0])
-    loss, *grads = softmax_candidate_gradients(pu, qi, qc, bi, bc, mask, tf.constant([0.1, 0.0, 0.0]))
-    inputs = [tf.Variable(t) for t in (pu, qi, qc, bi, bc)]
-    with tf.GradientTape() as tape:
-        si = tf.reduce_sum(inputs[0] * inputs[1], axis=1) + inputs[3]
-        sc = tf.reduce_sum(inputs[0][None] * inputs[2], axis=2) + inputs[4]
-        expected = (tf.reduce_logsumexp(tf.concat([si[None], sc], axis=0), axis=0) - si) * mask
-        total = tf.reduce_sum(expected)
-    np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    for got, want in zip(grads, tape.gradient(total, inputs)):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
-    assert not np.any(grads[2].numpy()[:, 3]) and not np.any(grads[0].numpy()[3])  # the padding triple
-    # L2: the user's and the positive's as the BPR step's; a candidate's times its softmax share.
-    _, *regularized = softmax_candidate_gradients(pu, qi, qc, bi, bc, mask, tf.constant([0.1, 0.02, 0.03]))
-    share = tf.nn.softmax(tf.concat([(tf.reduce_sum(pu * qi, axis=1) + bi)[None],
-                                     tf.reduce_sum(pu[None] * qc, axis=2) + bc], axis=0), axis=0)[1:] * mask
-    np.testing.assert_allclose((regularized[2] - grads[2]).numpy(), (0.02 * share[:, :, None] * qc).numpy(),
-                               rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose((regularized[1] - grads[1]).numpy(), (0.02 * mask[:, None] * qi).numpy(),
-                               rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose((regularized[4] - grads[4]).numpy(), (0.03 * share * bc).numpy(), rtol=1e-4,
-                               atol=1e-7)
-
-
 def test_rank_weights_grow_with_the_candidates_scored_above_the_positive():
     Q = tf.constant([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     b = tf.constant([0.0, 0.0, 0.5, 0.0])
@@ -225,12 +195,12 @@ def test_row_regularization_scales_follow_the_counts_and_average_one_per_interac
     assert abs(user_scale[users].mean() - 1.0) < 1e-6 and abs(artist_scale[artists].mean() - 1.0) < 1e-6
 
 
-def test_the_step_levers_train_other_factors_and_off_is_the_plain_step(tiny):
+def test_per_row_l2_and_rank_weighting_train_other_factors_and_off_is_the_plain_step(tiny):
     hp = Hyperparameters(epochs=2, factors=8, seed=1, negative_candidates=4)
     plain = trained_factors(*_arrays(tiny), hp=hp)
     off = trained_factors(*_arrays(tiny), hp=hp.with_overrides(regularization_count_power=0.0, rank_weighting=0.0))
     np.testing.assert_array_equal(plain.artist_factors, off.artist_factors)
-    for lever in ({"regularization_count_power": -0.5}, {"rank_weighting": 1.0}, {"candidate_loss": "softmax"}):
+    for lever in ({"regularization_count_power": -0.5}, {"rank_weighting": 1.0}):
         changed = trained_factors(*_arrays(tiny), hp=hp.with_overrides(**lever))
         assert np.isfinite(changed.artist_factors).all()
         assert not np.allclose(changed.artist_factors, plain.artist_factors), lever

@@ -111,8 +111,6 @@ def test_unsupported_hyperparameters_fail_before_any_process_starts():
     for lever in ({"regularization_count_power": -0.5}, {"rank_weighting": 1.0}):
         with pytest.raises(InvalidArgument, match=f"supports {next(iter(lever))}=0 only"):
             open_trainer(*arrays, Hyperparameters(**lever), LocalClusterSpec(1, 1))
-    with pytest.raises(InvalidArgument, match="candidate_loss 'hardest' only"):
-        open_trainer(*arrays, Hyperparameters(candidate_loss="softmax"), LocalClusterSpec(1, 1))
     with pytest.raises(InvalidArgument, match="this process is the chief"):
         open_trainer(*arrays, Hyperparameters(epochs=1), TFConfig.from_json(_tf_config("worker", 0)))
 

@@ -138,36 +138,6 @@ def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales=None, weigh
     return loss, grad_u, grad_i, grad_j, grad_bi, grad_bj
 
 
-def softmax_candidate_gradients(pu, qi, qc, bi, bc, mask, rates):
-    """Sampled softmax over a triple's positive and its C candidate negatives
-    (``Hyperparameters.candidate_loss="softmax"``): the loss of a triple is
-    ``-log(exp(s_i) / (exp(s_i) + sum_c exp(s_c)))`` with ``s = p_u . q + b``, so every candidate
-    is pushed down in proportion to its softmax share (the hardest most) instead of the hardest
-    alone. L2 as ``bpr_triple_gradients``'s on the user and the positive; a candidate's L2 is
-    weighted by its share too (the hardest-only limit is the BPR step's).
-
-    ``qc``: (C, B, F) candidate rows, ``bc``: (C, B) their biases; the rest as
-    ``bpr_triple_gradients``. Returns ``(loss, grad_u, grad_i, grad_c, grad_bi, grad_bc)``:
-    (B,), (B, F), (B, F), (C, B, F), (B,), (C, B)."""
-    reg, bias_reg = rates[1], rates[2]
-    si = tf.reduce_sum(pu * qi, axis=1) + bi  # (B,)
-    sc = tf.reduce_sum(pu[None] * qc, axis=2) + bc  # (C, B)
-    logits = tf.concat([si[None], sc], axis=0)
-    share = tf.nn.softmax(logits, axis=0) * mask[None]  # (1 + C, B); padding gets none
-    pull = share[0] - mask  # d loss / d s_i = p_0 - 1
-    push = share[1:]  # d loss / d s_c = p_c
-    square = tf.reduce_sum(pu * pu + qi * qi, axis=1) + tf.reduce_sum(push[:, :, None] * qc * qc, axis=[0, 2])
-    loss = (tf.reduce_logsumexp(logits, axis=0) - si + 0.5 * reg * square
-            + 0.5 * bias_reg * (bi * bi + tf.reduce_sum(push * bc * bc, axis=0))) * mask
-    m = mask[:, None]
-    grad_u = pull[:, None] * qi + tf.reduce_sum(push[:, :, None] * qc, axis=0) + reg * m * pu
-    grad_i = pull[:, None] * pu + reg * m * qi
-    grad_c = push[:, :, None] * (pu[None] + reg * qc)
-    grad_bi = pull + bias_reg * mask * bi
-    grad_bc = push * (1.0 + bias_reg * bc)
-    return loss, grad_u, grad_i, grad_c, grad_bi, grad_bc
-
-
 def rank_weights(pu, qi, bi, Q, b, candidates, mask, strength):
     """(B,) float32 weights of the BPR terms of triples with (C, B) candidate negatives
     (``Hyperparameters.rank_weighting``, WARP-like): ``1 + strength * log(1 + v)`` with v the
@@ -323,14 +293,13 @@ def hardest_negative(pu, Q, b, candidates):
 
 
 @functools.lru_cache(maxsize=None)
-def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0,
-                   candidate_loss: str = "hardest") -> Callable:
+def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0) -> Callable:
     """The XLA-compiled training call for minibatches of ``batch`` triples with ``optimizer``
     (and ``Hyperparameters.rank_weighting``, 0 for none).
 
-    Cached per (batch, optimizer, rank_weighting), and the tables are arguments rather than captures, so every
-    trainer in a process shares one trace and one compilation per chunk shape (compiling is
-    slow). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
+    Cached per (batch, optimizer, rank_weighting), and the tables are arguments rather than
+    captures, so every trainer in a process shares one trace and one compilation per chunk shape
+    (compiling is slow). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
     ``tables`` = (P, Q, b) variables, ``accumulators`` their Adagrad accumulators (or ()),
     (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
     candidates per triple; each shape traces once), ``rates`` = [learning
@@ -339,7 +308,11 @@ def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0,
     returns the real triples' summed loss (float64).
     """
 
-    def _bpr_step(P, Q, b, u, i, j, pu, qi, bi, mask, rates, row_scales):
+    def step(tables, accumulators, u, i, j, mask, rates, row_scales):
+        P, Q, b = tables
+        lr = rates[0]
+        pu, qi = tf.gather(P, u), tf.gather(Q, i)
+        bi = tf.gather(b, i)
         candidates = None
         if j.shape.rank == 1:
             qj, bj = tf.gather(Q, j), tf.gather(b, j)
@@ -353,21 +326,8 @@ def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0,
         if row_scales:
             user_scale, artist_scale = row_scales
             reg_scales = (tf.gather(user_scale, u), tf.gather(artist_scale, i), tf.gather(artist_scale, j))
-        return (*bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales, weights), j)
-
-    def step(tables, accumulators, u, i, j, mask, rates, row_scales):
-        P, Q, b = tables
-        lr = rates[0]
-        pu, qi = tf.gather(P, u), tf.gather(Q, i)
-        bi = tf.gather(b, i)
-        if j.shape.rank == 2 and candidate_loss == "softmax":
-            loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = softmax_candidate_gradients(
-                pu, qi, tf.gather(Q, j), bi, tf.gather(b, j), mask, rates)
-            j = tf.reshape(j, [-1])  # every candidate moves: (C * B,) rows
-            grad_j, grad_bj = tf.reshape(grad_j, [-1, tf.shape(grad_j)[2]]), tf.reshape(grad_bj, [-1])
-        else:
-            loss, grad_u, grad_i, grad_j, grad_bi, grad_bj, j = _bpr_step(P, Q, b, u, i, j, pu, qi, bi, mask, rates,
-                                                                        row_scales)
+        loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates,
+                                                                              reg_scales, weights)
         items = tf.concat([i, j], axis=0)
         item_grads = tf.concat([grad_i, grad_j], axis=0)
         bias_grads = tf.concat([grad_bi, grad_bj], axis=0)
@@ -428,7 +388,7 @@ class BPRTrainer:
                                        for v in self._tables)
         for variable in self._tables + self._accumulators:
             _advise_huge_pages(variable)
-        self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer, hp.rank_weighting, hp.candidate_loss)
+        self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer, hp.rank_weighting)
         self._row_scales = row_regularization_scales(users, artists, num_users, num_artists,
                                                      hp.regularization_count_power)
         self.epoch = 0

@@ -38,7 +38,6 @@ NEGATIVE_SAMPLING = ("uniform", "popularity")
 OPTIMIZERS = ("sgd", "adagrad")
 POSITIVE_SAMPLING = ("uniform", "log_plays")
 LEARNING_RATE_SCHEDULES = ("constant", "linear", "cosine")
-CANDIDATE_LOSSES = ("hardest", "softmax")
 
 # Inclusive ranges; floats must be finite. Upper bounds keep a request from asking for a model
 # that cannot fit in memory or a job that never ends.
@@ -64,7 +63,6 @@ _CHOICES = {
     "optimizer": OPTIMIZERS,
     "positive_sampling": POSITIVE_SAMPLING,
     "learning_rate_schedule": LEARNING_RATE_SCHEDULES,
-    "candidate_loss": CANDIDATE_LOSSES,
 }
 
 
@@ -116,10 +114,6 @@ class Hyperparameters:
       effect). 0..10. Default 0 (every triple alike).
     - ``learning_rate_warmup_epochs``: W, a warmup: the scheduled rate times ``(e + 1) / (W + 1)``
       while e < W epochs are trained (per training call). Default 0 (none).
-    - ``candidate_loss``: with ``negative_candidates`` > 1, "hardest" (default): BPR on the
-      highest-scoring candidate; "softmax": a sampled softmax over the positive and all the
-      candidates, each candidate pushed down by its share (every candidate row is written, so a
-      triple costs more; ``rank_weighting`` and ``regularization_count_power`` do not apply).
     """
 
     factors: int = 64
@@ -138,7 +132,6 @@ class Hyperparameters:
     regularization_count_power: float = 0.0
     rank_weighting: float = 0.0
     learning_rate_warmup_epochs: int = 0
-    candidate_loss: str = "hardest"
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INT_RANGES.items():
@@ -178,8 +171,7 @@ class Hyperparameters:
 
     def manifest_dict(self) -> dict[str, float | int]:
         """The hyperparameters as the manifest records them: numbers only. The choice fields are
-        recorded as flags: ``popularity_negatives``, ``log_plays_positives``, ``adagrad``,
-        ``softmax_candidates`` (1 or 0), and
+        recorded as flags: ``popularity_negatives``, ``log_plays_positives``, ``adagrad`` (1 or 0), and
         ``learning_rate_schedule`` as its index in ``LEARNING_RATE_SCHEDULES`` (0 constant)."""
         numbers: dict[str, float | int] = {
             name: value for name, value in self.to_dict().items() if name not in _CHOICES
@@ -188,7 +180,6 @@ class Hyperparameters:
         numbers["log_plays_positives"] = int(self.positive_sampling == "log_plays")
         numbers["adagrad"] = int(self.optimizer == "adagrad")
         numbers["learning_rate_schedule"] = LEARNING_RATE_SCHEDULES.index(self.learning_rate_schedule)
-        numbers["softmax_candidates"] = int(self.candidate_loss == "softmax")
         return numbers
 
 
