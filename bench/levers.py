@@ -21,7 +21,10 @@ whatever the length of their history (HR@10 weighs every user alike; on Last.fm 
 HetRec keeps each user's top 50 artists, it changes little; on MovieLens, histories of 20 to
 2,700 films, much); ``item_balance=G`` multiplies it by the artist's listeners to the power G
 before the ``expm1`` (G > 0 leans the positives towards popular artists, which the hardest
-negatives push down; G < 0 away from them). On split seed ``s`` the
+negatives push down; G < 0 away from them); ``negative_power=beta`` draws every negative
+candidate in proportion to ``(1 + listeners) ** beta`` among the artists the user never
+listened to, instead of uniformly (beta > 0 leans the hardest-of-C pick's candidates towards
+popular artists, beta < 0 towards rare ones). On split seed ``s`` the
 training seed is ``s`` too, as ``train --seed s`` does (the split and the training draw from
 different random streams of the seed). The defaults are chosen on split seeds the quality part
 never reports (201..205 by default here; it reports 101..105), so the reported splits' hold-outs
@@ -35,6 +38,7 @@ a split, so a noisy machine slows all of them alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
@@ -50,7 +54,7 @@ from bench.settings import SHARED_DATA
 DEFAULT_SPLIT_SEEDS = (201, 202, 203, 204, 205)
 # Levers of this harness that are not hyperparameters, with the neutral value of each (it leaves
 # the run as the trainer's).
-HARNESS_LEVERS = {"average_last": 0, "weights": 1, "user_balance": 0, "item_balance": 0}
+HARNESS_LEVERS = {"average_last": 0, "weights": 1, "user_balance": 0, "item_balance": 0, "negative_power": 0}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -78,12 +82,52 @@ def run_variant(name: str, overrides: dict, split, selection, seed: int) -> dict
         return peer
     overrides = dict(overrides)
     average_last = int(overrides.pop("average_last", 0))
+    negative_power = float(overrides.pop("negative_power", 0.0))
     split = _reweighted(split, float(overrides.pop("weights", 1.0)), float(overrides.pop("user_balance", 0.0)),
                         float(overrides.pop("item_balance", 0.0)))
     hp = Hyperparameters().with_overrides(seed=seed, **overrides)
-    if average_last:
-        return _averaged(split, hp, selection, average_last)
-    return _ours(split, hp, selection, track=False)
+    with _popularity_negatives(split, negative_power):
+        if average_last:
+            return _averaged(split, hp, selection, average_last)
+        return _ours(split, hp, selection, track=False)
+
+
+@contextlib.contextmanager
+def _popularity_negatives(split, power: float):
+    """While open, the trainer's uniform negative sampler draws every negative candidate in
+    proportion to ``(1 + listeners) ** power`` (the artist's training listeners) among the
+    artists the user never listened to (rejection, then a uniform draw for what rejection does
+    not settle); ``power`` 0 changes nothing."""
+    if not power:
+        yield
+        return
+    from trainer_service.sampling import REJECTION_ROUNDS, TripletSampler
+
+    listeners = np.bincount(split.train_artists, minlength=split.num_artists).astype(np.float64)
+    cdf = np.cumsum((1.0 + listeners) ** power)
+    cdf /= cdf[-1]
+    original = TripletSampler.negatives
+
+    def negatives(self, users, rng):
+        if self.negative_sampling != "uniform":
+            return original(self, users, rng)
+        draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random(n)), self.num_artists - 1).astype(np.int32)
+        found = draw(users.size)
+        redraw = np.flatnonzero(self._pairs.contains(users, found))
+        for _ in range(REJECTION_ROUNDS):
+            if not redraw.size:
+                return found
+            found[redraw] = draw(redraw.size)
+            redraw = redraw[self._pairs.contains(users[redraw], found[redraw])]
+        if redraw.size:
+            found[redraw] = self.complement_draw(users[redraw], rng)
+        return found
+
+    TripletSampler.negatives = negatives
+    try:
+        yield
+    finally:
+        TripletSampler.negatives = original
 
 
 def _reweighted(split, power: float, user_balance: float, item_balance: float):
@@ -188,8 +232,8 @@ def markdown(records: list[dict]) -> str:
         "alternate within a split, so compare times within a command). Overrides are against today's "
         f"defaults (`trainer_service/hyperparameters.py`). Split seeds: {seeds}. The defaults are chosen on "
         f"{', '.join(map(str, DEFAULT_SPLIT_SEEDS))}; `make bench` reports other ones (docs/benchmarks.md part 1). "
-        "`average_last`, `weights`, `user_balance` and `item_balance` are levers of this harness, not hyperparameters "
-        "(bench/levers.py's docstring says what each does).",
+        "`average_last`, `weights`, `user_balance`, `item_balance` and `negative_power` are levers of this "
+        "harness, not hyperparameters (bench/levers.py's docstring says what each does).",
         "",
         "Commands (each appends its runs to a JSON-lines file; `--render FILE` writes this page from it):",
         "",

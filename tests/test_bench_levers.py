@@ -98,3 +98,23 @@ def test_item_balance_scales_the_positives_by_listeners(monkeypatch):
     levers.run_variant("ib1", {"item_balance": 1}, split, None, seed=0)
     sampled = np.log1p(seen["split"].train_weights.astype(np.float64))
     assert np.allclose(sampled, [3, 1, 1, 3, 1, 1, 3, 1, 1], rtol=1e-5)
+
+
+def test_negative_power_draws_unlistened_artists_by_listeners_and_restores_the_sampler():
+    # Training listeners: artist 0 three, 6 and 7 two, 1 and 2 one (user 3's own), 3..5 none. With
+    # power 1 user 3's negatives come in proportion to 1 + listeners: 4:1:1:1:3:3 over 0, 3, 4, 5, 6, 7.
+    from trainer_service.sampling import TripletSampler
+
+    users = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3], dtype=np.int32)
+    artists = np.array([0, 1, 6, 0, 2, 7, 0, 6, 7, 1, 2], dtype=np.int32)
+    split = leave_one_out_split(users, artists, np.ones(11, np.float32), 4, 8, seed=1, min_interactions=99)
+    original = TripletSampler.negatives
+    with levers._popularity_negatives(split, 1.0):
+        sampler = TripletSampler(split.train_users, split.train_artists, None, 4, 8)
+        drawn = sampler.negatives(np.full(70_000, 3, np.int32), np.random.default_rng(0))
+    assert TripletSampler.negatives is original
+    counts = np.bincount(drawn, minlength=8)
+    assert counts[[1, 2]].sum() == 0  # never an artist the user listened to
+    expected = (1.0 + np.bincount(split.train_artists, minlength=8)) * np.isin(np.arange(8), [1, 2], invert=True)
+    np.testing.assert_allclose(counts / counts.sum(), expected / expected.sum(), atol=0.01)
+    assert levers.describe(levers.settings_of("np1", {"negative_power": 1})) == "negative_power=1"
