@@ -22,9 +22,6 @@ from trainer_service.bpr import (  # noqa: E402
     bpr_triple_gradients,
     hardest_negative,
     learning_rate_factor,
-    rank_weights,
-    row_regularization_scales,
-    step_rates,
 )
 from trainer_service.pipeline import fit  # noqa: E402
 
@@ -138,72 +135,23 @@ def test_dedup_rows_sums_gradients_of_repeated_rows():
     assert sorted(unique.numpy().tolist()[:3]) == [0, 1, 4]
 
 
-@pytest.mark.parametrize("per_row", [False, True], ids=["plain", "per-row-l2-and-weights"])
-def test_triple_gradients_match_automatic_differentiation_and_padding_gets_none(per_row):
+def test_triple_gradients_match_automatic_differentiation_and_padding_gets_none():
     rng = np.random.default_rng(3)
     pu, qi, qj = (tf.constant(rng.normal(0, 0.5, (4, 3)), tf.float32) for _ in range(3))
     bi, bj = (tf.constant(rng.normal(0, 0.5, 4), tf.float32) for _ in range(2))
     mask = tf.constant([1.0, 1.0, 1.0, 0.0])
     rates = tf.constant([0.1, 0.02, 0.03])
-    # per_row: the rows' own L2 multipliers (regularization_count_power) and the triples' weights
-    # of the BPR term (rank_weighting); else every multiplier is 1.
-    scales = [tf.constant(rng.uniform(0.2, 3.0, 4) if per_row else np.ones(4), tf.float32) for _ in range(3)]
-    weights = tf.constant([0.5, 1.0, 2.0, 4.0] if per_row else [1.0] * 4)
-    extra = (scales, weights) if per_row else ()
-    loss, *grads = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, *extra)
+    loss, *grads = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
     inputs = [tf.Variable(t) for t in (pu, qi, qj, bi, bj)]
     with tf.GradientTape() as tape:
         x = tf.reduce_sum(inputs[0] * (inputs[1] - inputs[2]), axis=1) + inputs[3] - inputs[4]
-        square = sum(scale * tf.reduce_sum(row ** 2, axis=1) for scale, row in zip(scales, inputs[:3]))
-        expected = (-tf.math.log_sigmoid(x) * weights + 0.01 * square
-                    + 0.015 * (inputs[3] ** 2 + inputs[4] ** 2)) * mask
+        square = tf.reduce_sum(inputs[0] ** 2 + inputs[1] ** 2 + inputs[2] ** 2, axis=1)
+        expected = (-tf.math.log_sigmoid(x) + 0.01 * square + 0.015 * (inputs[3] ** 2 + inputs[4] ** 2)) * mask
         total = tf.reduce_sum(expected)
     np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     for got, want in zip(grads, tape.gradient(total, inputs)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
         assert not np.any(got.numpy()[3])  # the padding triple
-
-
-def test_rank_weights_grow_with_the_candidates_scored_above_the_positive():
-    Q = tf.constant([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    b = tf.constant([0.0, 0.0, 0.5, 0.0])
-    pu = tf.constant([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    # Positives: user 0 artist 2 (score 0.5), user 1 artist 0 (0), user 2 artist 3 (1).
-    positives = tf.constant([2, 0, 3], tf.int32)
-    qi, bi = tf.gather(Q, positives), tf.gather(b, positives)
-    candidates = tf.constant([[0, 0, 1], [1, 2, 3], [3, 3, 2]], tf.int32)  # (C=3, B=3)
-    # Candidates scored above the positive: user 0 artist 1 (1 > 0.5); user 1 artist 2 (1.5 > 0;
-    # artists 0 and 3 tie at 0, not above); user 2 none (artist 3 ties at 1, artist 2 scores 0.5).
-    mask = tf.constant([1.0, 1.0, 1.0])
-    raw = 1.0 + 2.0 * np.log1p([1.0, 1.0, 0.0])
-    got = rank_weights(pu, qi, bi, Q, b, candidates, mask, 2.0).numpy()
-    np.testing.assert_allclose(got, raw / raw.mean(), rtol=1e-6)
-    # Padding is left out of the mean that normalizes the weights.
-    got = rank_weights(pu, qi, bi, Q, b, candidates, tf.constant([1.0, 0.0, 1.0]), 2.0).numpy()
-    np.testing.assert_allclose(got, raw / raw[[0, 2]].mean(), rtol=1e-6)
-
-
-def test_row_regularization_scales_follow_the_counts_and_average_one_per_interaction():
-    assert row_regularization_scales(np.array([0, 1]), np.array([0, 0]), 2, 3, 0.0) == ()
-    users = np.array([0, 0, 0, 1])
-    artists = np.array([0, 1, 2, 0])  # artist 0: 2 listeners, 1 and 2: 1, 3: none
-    user_scale, artist_scale = (t.numpy() for t in row_regularization_scales(users, artists, 3, 4, -1.0))
-    raw_users = np.array([1 / 4, 1 / 2, 1.0])  # (1 + n) ** -1 for n = 3, 1, 0
-    np.testing.assert_allclose(user_scale, raw_users / raw_users[users].mean(), rtol=1e-6)
-    raw_artists = np.array([1 / 3, 1 / 2, 1 / 2, 1.0])
-    np.testing.assert_allclose(artist_scale, raw_artists / raw_artists[artists].mean(), rtol=1e-6)
-    assert abs(user_scale[users].mean() - 1.0) < 1e-6 and abs(artist_scale[artists].mean() - 1.0) < 1e-6
-
-
-def test_per_row_l2_and_rank_weighting_train_other_factors_and_off_is_the_plain_step(tiny):
-    hp = Hyperparameters(epochs=2, factors=8, seed=1, negative_candidates=4)
-    plain = trained_factors(*_arrays(tiny), hp=hp)
-    off = trained_factors(*_arrays(tiny), hp=hp.with_overrides(regularization_count_power=0.0, rank_weighting=0.0))
-    np.testing.assert_array_equal(plain.artist_factors, off.artist_factors)
-    for lever in ({"regularization_count_power": -0.5}, {"rank_weighting": 1.0}):
-        changed = trained_factors(*_arrays(tiny), hp=hp.with_overrides(**lever))
-        assert np.isfinite(changed.artist_factors).all()
-        assert not np.allclose(changed.artist_factors, plain.artist_factors), lever
 
 
 def test_hardest_negative_is_the_candidate_the_user_scores_highest():
@@ -223,22 +171,6 @@ def test_learning_rate_schedules():
     assert learning_rate_factor("linear", 0.0) == 1.0 and learning_rate_factor("linear", 0.75) == 0.25
     assert learning_rate_factor("cosine", 0.0) == 1.0 and abs(learning_rate_factor("cosine", 0.5) - 0.5) < 1e-12
     assert abs(learning_rate_factor("cosine", 1.0)) < 1e-12
-
-
-def test_warmup_ramps_the_scheduled_rate_over_its_first_epochs():
-    hp = Hyperparameters(epochs=4, learning_rate=0.3, learning_rate_schedule="constant", learning_rate_warmup_epochs=2)
-    rates = [float(step_rates(hp, trained, 100)[0]) for trained in (0, 100, 150, 200, 300)]
-    np.testing.assert_allclose(rates, [0.1, 0.2, 0.25, 0.3, 0.3], rtol=1e-6)
-    plain = hp.with_overrides(learning_rate_warmup_epochs=0)
-    assert float(step_rates(plain, 0, 100)[0]) == pytest.approx(0.3)
-
-
-def test_the_quality_levers_are_off_by_default_and_validated():
-    hp = Hyperparameters()
-    assert (hp.regularization_count_power, hp.rank_weighting, hp.learning_rate_warmup_epochs) == (0.0, 0.0, 0)
-    for bad in ({"regularization_count_power": 3.0}, {"rank_weighting": -1.0}, {"learning_rate_warmup_epochs": -1}):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            Hyperparameters(**bad)
 
 
 def test_the_defaults_rank_listened_artists_above_others_on_tiny(tiny):

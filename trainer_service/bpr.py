@@ -97,7 +97,7 @@ class EpochStats:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
-def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales=None, weights=None):
+def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates):
     """The BPR objective of a batch of triples (u, i, j) and its gradients: pure tensor math, no
     variables, no updates (shared by the XLA step here and ``trainer_service.distributed``).
 
@@ -105,10 +105,6 @@ def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales=None, weigh
     factors; ``bi``, ``bj``: (B,) the two artists' biases; ``mask``: (B,) float32, 1 for a real
     triple and 0 for padding (padding gets zero loss and zero gradient); ``rates``: (3,) float32
     [learning rate, regularization, bias regularization] (the learning rate is not used here).
-    Optional: ``reg_scales``, three (B,) float32 multipliers of ``regularization`` for the rows
-    ``pu``, ``qi``, ``qj`` (per-row L2, ``Hyperparameters.regularization_count_power``; None: 1);
-    ``weights``, (B,) float32 multipliers of each triple's BPR term (``rank_weighting``; the L2
-    terms are not weighted; None: 1).
 
     Returns ``(loss, grad_u, grad_i, grad_j, grad_bi, grad_bj)``: loss (B,) per triple, masked
     (``softplus(-x)`` plus the L2 terms of ``trainer_service.hyperparameters``), then the
@@ -117,40 +113,18 @@ def bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates, reg_scales=None, weigh
     reg, bias_reg = rates[1], rates[2]
     diff = qi - qj
     x = tf.reduce_sum(pu * diff, axis=1) + bi - bj
-    fit = mask if weights is None else mask * weights
     # d(-log sigmoid(x))/dx = -sigmoid(-x); padding triples get no gradient.
-    pull = tf.math.sigmoid(-x) * fit
-    if reg_scales is None:  # the plain step: one L2 strength for every row
-        reg_u = reg_i = reg_j = reg * mask
-        square = tf.reduce_sum(pu * pu + qi * qi + qj * qj, axis=1)
-    else:
-        reg_u, reg_i, reg_j = (reg * mask * scale for scale in reg_scales)
-        square = tf.reduce_sum(reg_scales[0][:, None] * pu * pu + reg_scales[1][:, None] * qi * qi
-                               + reg_scales[2][:, None] * qj * qj, axis=1)
-    fit_loss = tf.math.softplus(-x) if weights is None else tf.math.softplus(-x) * weights
-    loss = (fit_loss + 0.5 * reg * square + 0.5 * bias_reg * (bi * bi + bj * bj)) * mask
+    pull = tf.math.sigmoid(-x) * mask
+    square = tf.reduce_sum(pu * pu + qi * qi + qj * qj, axis=1)
+    loss = (tf.math.softplus(-x) + 0.5 * reg * square + 0.5 * bias_reg * (bi * bi + bj * bj)) * mask
+    m = mask[:, None]
     pull_col = pull[:, None]
-    grad_u = -pull_col * diff + reg_u[:, None] * pu
-    grad_i = -pull_col * pu + reg_i[:, None] * qi
-    grad_j = pull_col * pu + reg_j[:, None] * qj
+    grad_u = -pull_col * diff + reg * m * pu
+    grad_i = -pull_col * pu + reg * m * qi
+    grad_j = pull_col * pu + reg * m * qj
     grad_bi = -pull + bias_reg * mask * bi
     grad_bj = pull + bias_reg * mask * bj
     return loss, grad_u, grad_i, grad_j, grad_bi, grad_bj
-
-
-def rank_weights(pu, qi, bi, Q, b, candidates, mask, strength):
-    """(B,) float32 weights of the BPR terms of triples with (C, B) candidate negatives
-    (``Hyperparameters.rank_weighting``, WARP-like): ``1 + strength * log(1 + v)`` with v the
-    candidates the user scores above the positive, divided by their mean over the real triples
-    (``mask``), so a minibatch's total step stays as without it and only its share moves towards
-    the triples whose positive ranks low. The candidate rows are the gathers ``hardest_negative``
-    makes (XLA computes them once)."""
-    scores = tf.reduce_sum(pu[None] * tf.gather(Q, candidates), axis=2) + tf.gather(b, candidates)
-    positive = tf.reduce_sum(pu * qi, axis=1) + bi
-    violators = tf.reduce_sum(tf.cast(scores > positive[None], tf.float32), axis=0)
-    weights = 1.0 + strength * tf.math.log1p(violators)
-    mean = tf.reduce_sum(weights * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-    return weights / mean
 
 
 _HUGE_PAGE = 1 << 21
@@ -231,36 +205,10 @@ def training_stream(users: np.ndarray, artists: np.ndarray, weights: np.ndarray 
 
 def step_rates(hp: Hyperparameters, trained: int, samples_per_epoch: int) -> tf.Tensor:
     """(3,) float32 [learning rate, regularization, bias regularization] for the next call after
-    ``trained`` triples of the run, the learning rate as ``hp.learning_rate_schedule`` sets it
-    (times the warmup ramp of ``hp.learning_rate_warmup_epochs``)."""
+    ``trained`` triples of the run, the learning rate as ``hp.learning_rate_schedule`` sets it."""
     done = trained / (samples_per_epoch * hp.epochs)
     lr = hp.learning_rate * learning_rate_factor(hp.learning_rate_schedule, done)
-    if hp.learning_rate_warmup_epochs:
-        # Ramp over the first W epochs: (e + 1) / (W + 1) of the rate at e epochs trained.
-        lr *= min(1.0, (trained / samples_per_epoch + 1.0) / (hp.learning_rate_warmup_epochs + 1.0))
     return tf.constant([lr, hp.regularization, hp.bias_regularization], tf.float32)
-
-
-def row_regularization_scales(users: np.ndarray, artists: np.ndarray, num_users: int, num_artists: int,
-                              power: float) -> tuple:
-    """The per-row L2 multipliers of ``Hyperparameters.regularization_count_power`` p: () for
-    p = 0 (every row alike), else (U,) and (A,) float32 tf constants, a row's ``(1 + n) ** p``
-    for its n training interactions (a user's artists, an artist's listeners), each divided by
-    its mean over the training interactions, so the L2 per sampled positive averages the plain
-    ``regularization`` and p only moves it between popular and rare rows (p < 0: popular rows
-    less, rare rows more; each row is regularized once per triple that touches it, so p = -1
-    makes a row's expected total L2 about the same whatever its count)."""
-    if power == 0.0:
-        return ()
-    users = np.asarray(users, dtype=np.int64)
-    artists = np.asarray(artists, dtype=np.int64)
-    scales = []
-    for rows, size in ((users, num_users), (artists, num_artists)):
-        scale = (1.0 + np.bincount(rows, minlength=size).astype(np.float64)) ** power
-        if rows.size:
-            scale /= scale[rows].mean()
-        scales.append(tf.constant(scale.astype(np.float32)))
-    return tuple(scales)
 
 
 def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -293,41 +241,28 @@ def hardest_negative(pu, Q, b, candidates):
 
 
 @functools.lru_cache(maxsize=None)
-def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0) -> Callable:
-    """The XLA-compiled training call for minibatches of ``batch`` triples with ``optimizer``
-    (and ``Hyperparameters.rank_weighting``, 0 for none).
+def _chunk_trainer(batch: int, optimizer: str) -> Callable:
+    """The XLA-compiled training call for minibatches of ``batch`` triples with ``optimizer``.
 
-    Cached per (batch, optimizer, rank_weighting), and the tables are arguments rather than
-    captures, so every trainer in a process shares one trace and one compilation per chunk shape
-    (compiling is slow). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
+    Cached per (batch, optimizer), and the tables are arguments rather than captures, so every
+    trainer in a process shares one trace and one compilation per chunk shape (compiling is
+    slow). ``train_chunk(tables, accumulators, users, positives, negatives, count, rates)``:
     ``tables`` = (P, Q, b) variables, ``accumulators`` their Adagrad accumulators (or ()),
     (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
     candidates per triple; each shape traces once), ``rates`` = [learning
-    rate, regularization, bias regularization]; ``row_scales``: () or the (U,) and (A,) float32
-    multipliers of the regularization of each user and artist row (``row_regularization_scales``);
-    returns the real triples' summed loss (float64).
+    rate, regularization, bias regularization]; returns the real triples' summed loss (float64).
     """
 
-    def step(tables, accumulators, u, i, j, mask, rates, row_scales):
+    def step(tables, accumulators, u, i, j, mask, rates):
         P, Q, b = tables
         lr = rates[0]
         pu, qi = tf.gather(P, u), tf.gather(Q, i)
         bi = tf.gather(b, i)
-        candidates = None
         if j.shape.rank == 1:
             qj, bj = tf.gather(Q, j), tf.gather(b, j)
         else:
-            candidates = j
-            j, qj, bj = hardest_negative(pu, Q, b, candidates)
-        weights = None
-        if rank_weighting and candidates is not None:
-            weights = rank_weights(pu, qi, bi, Q, b, candidates, mask, rank_weighting)
-        reg_scales = None
-        if row_scales:
-            user_scale, artist_scale = row_scales
-            reg_scales = (tf.gather(user_scale, u), tf.gather(artist_scale, i), tf.gather(artist_scale, j))
-        loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates,
-                                                                              reg_scales, weights)
+            j, qj, bj = hardest_negative(pu, Q, b, j)
+        loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
         items = tf.concat([i, j], axis=0)
         item_grads = tf.concat([grad_i, grad_j], axis=0)
         bias_grads = tf.concat([grad_bi, grad_bj], axis=0)
@@ -345,13 +280,13 @@ def _chunk_trainer(batch: int, optimizer: str, rank_weighting: float = 0.0) -> C
         return tf.reduce_sum(loss)
 
     @tf.function(jit_compile=True)
-    def train_chunk(tables, accumulators, users, positives, negatives, count, rates, row_scales=()):
+    def train_chunk(tables, accumulators, users, positives, negatives, count, rates):
         steps = (count + batch - 1) // batch
         total = tf.constant(0.0, tf.float64)
         for s in tf.range(steps):
             mask = tf.cast(s * batch + tf.range(batch) < count, tf.float32)
-            total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates,
-                                  row_scales), tf.float64)
+            total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates),
+                             tf.float64)
         return total
 
     return train_chunk
@@ -388,9 +323,7 @@ class BPRTrainer:
                                        for v in self._tables)
         for variable in self._tables + self._accumulators:
             _advise_huge_pages(variable)
-        self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer, hp.rank_weighting)
-        self._row_scales = row_regularization_scales(users, artists, num_users, num_artists,
-                                                     hp.regularization_count_power)
+        self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer)
         self.epoch = 0
         self._stopped = False
         self._trained = 0  # triples trained so far, for the learning-rate schedule
@@ -417,8 +350,7 @@ class BPRTrainer:
             chunk = self._stream.next()
             total += float(self._train_chunk(self._tables, self._accumulators, chunk.users, chunk.positives,
                                              chunk.negatives, tf.constant(chunk.count, tf.int32),
-                                             step_rates(self.hp, self._trained, self.samples_per_epoch),
-                                             self._row_scales))
+                                             step_rates(self.hp, self._trained, self.samples_per_epoch)))
             samples += chunk.count
             self._trained += chunk.count
             if chunk.last:

@@ -14,9 +14,7 @@ together reach a better model in 40 epochs than plain BPR in 200; then a small i
 (std 0.01), bias L2, and positives weighted by log(1 + plays). 96 factors measured a small gain
 on both sets of splits but costs about 1.25x per triple in training and publishing, which the
 time targets at full scale cannot absorb: 64 stays the default (docs/training.md). Bigger data needs
-fewer epochs (pass ``epochs``). The last three fields are model changes measured the same way
-without a gain that held on both data sets (count-scaled L2, a rank-weighted loss, a warmup;
-docs/training.md): they stay off.
+fewer epochs (pass ``epochs``).
 
 The objective of one sampled triple (user u, listened artist i, unlistened artist j), with
 ``x = p_u . (q_i - q_j) + b_i - b_j``, is::
@@ -47,15 +45,12 @@ _INT_RANGES = {
     "batch_size": (1, 1 << 20),
     "seed": (-(2**63), 2**63 - 1),
     "negative_candidates": (1, 64),
-    "learning_rate_warmup_epochs": (0, 10_000),
 }
 _FLOAT_RANGES = {
     "learning_rate": (0.0, 100.0),  # exclusive of 0
     "regularization": (0.0, 100.0),
     "bias_regularization": (0.0, 100.0),
     "init_std": (0.0, 10.0),  # exclusive of 0
-    "regularization_count_power": (-2.0, 2.0),
-    "rank_weighting": (0.0, 10.0),
 }
 _POSITIVE_FLOATS = ("learning_rate", "init_std")
 _CHOICES = {
@@ -104,16 +99,6 @@ class Hyperparameters:
       at the start: "constant"; "linear" decay to 0 at the end of the last epoch; "cosine" decay
       to 0. Applied per training call (at most ``trainer_service.bpr.TRIPLES_PER_CALL`` triples).
       Default "cosine".
-    - ``regularization_count_power``: p, per-row L2: the ``regularization`` of a user or artist
-      row is scaled by ``(1 + n) ** p`` for its n training interactions (normalized to average
-      1 over the training interactions; ``trainer_service.bpr.row_regularization_scales``).
-      p < 0 regularizes popular rows less and rare ones more. -2..2. Default 0 (every row alike).
-    - ``rank_weighting``: s, WARP-like weighting of the BPR term of each triple by
-      ``1 + s * log(1 + v)``, v the negative candidates the user scores above the positive
-      (normalized to average 1 over a minibatch; needs ``negative_candidates`` > 1, else no
-      effect). 0..10. Default 0 (every triple alike).
-    - ``learning_rate_warmup_epochs``: W, a warmup: the scheduled rate times ``(e + 1) / (W + 1)``
-      while e < W epochs are trained (per training call). Default 0 (none).
     """
 
     factors: int = 64
@@ -129,9 +114,6 @@ class Hyperparameters:
     init_std: float = 0.01
     negative_candidates: int = 8
     learning_rate_schedule: str = "cosine"
-    regularization_count_power: float = 0.0
-    rank_weighting: float = 0.0
-    learning_rate_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INT_RANGES.items():

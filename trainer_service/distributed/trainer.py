@@ -42,8 +42,7 @@ One cluster per process: TensorFlow connects a process to one cluster for its li
 
 Supported: optimizer "sgd" with any learning-rate schedule and any ``negative_candidates`` (the
 candidates' rows are gathered once and the pick is ``bpr.hardest_negative``'s). Adagrad raises
-``InvalidArgument`` on construction, and so do ``regularization_count_power`` and
-``rank_weighting`` other than 0 (levers of the single-process step, not measured to gain).
+``InvalidArgument`` on construction.
 """
 
 from __future__ import annotations
@@ -86,9 +85,6 @@ def supported(hp: Hyperparameters) -> None:
     """Raise InvalidArgument if the distributed trainer cannot train ``hp``."""
     if hp.optimizer != "sgd":
         raise InvalidArgument(f"distributed training supports optimizer 'sgd' only, got {hp.optimizer!r}")
-    for name in ("regularization_count_power", "rank_weighting"):  # levers of the single-process step only
-        if getattr(hp, name):
-            raise InvalidArgument(f"distributed training supports {name}=0 only, got {getattr(hp, name)!r}")
 
 
 def make_strategy(cluster_resolver) -> tf.distribute.ParameterServerStrategy:
