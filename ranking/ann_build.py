@@ -10,13 +10,8 @@ recorded even when exact search is chosen, so a server can still be told to use 
 exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
 one thread, as the index service runs them.
 
-Every user's and artist's precomputed list is made by ``ranking.precompute`` (batched: exact, or
-IVF on large catalogs), within ``BuildSettings.precompute_budget_s``. Where both sides' lists are
-exact, the two Annoy indexes are built meanwhile, on threads of their own (the builds release the
-GIL: they take the cores' idle moments, the lists' serial parts and the samples' exact answers);
-lists made by IVF come first, alone, so that their transient memory is freed before the indexes
-exist. The search settings are measured last, alone, so that nothing else runs while searches are
-timed.
+Then every user's and artist's precomputed list is made by ``ranking.precompute`` (batched:
+exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from ranking.precompute import (
     ListSide,
     exact_lists,
     list_recall_at_10,
-    made_exactly,
     precompute_top,
     recommend_side,
     similar_side,
@@ -268,10 +262,9 @@ def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> list[tuple[np.nda
 
 
 def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
-    """Precompute every user's and artist's top lists (``ranking.precompute``: batched, exact or
-    IVF), build both Annoy indexes (in memory; during the lists when both are exact), then measure
-    and choose their search settings (Recommend, SimilarArtists); hand the result to
-    ``model_store.publish_version``, which writes it.
+    """Build both Annoy indexes (in memory), measure and choose their search settings (Recommend,
+    SimilarArtists), then precompute every user's and artist's top lists (``ranking.precompute``:
+    batched, exact or IVF); hand the result to ``model_store.publish_version``, which writes it.
 
     Recall and latency are measured on ``settings.sample_size`` random users and artists, BLAS on
     one thread as the index service runs it; the lists' recall@10 against exact on the same samples.
@@ -284,48 +277,39 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     rec_side, sim_side = recommend_side(artifacts), similar_side(artifacts)
     users = np.sort(rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False))
     artists = np.sort(rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False))
-    sim_vectors = artist_factors.astype(np.float32)
-    # Lists made exactly hold only a block of scores per worker beside them: the Annoy indexes
-    # are built meanwhile (Annoy's build releases the GIL), on threads of their own, and fill
-    # the moments a core would wait (the lists' serial parts, the samples' exact answers). Lists
-    # made by IVF come first, alone: their transient memory (IVF chunks) is freed before the
-    # indexes, which live until the publish writes them, are built.
-    overlap = all(made_exactly(queries, num_artists, settings.exact_up_to)
-                  for queries in (artifacts.num_users, num_artists))
-    with ThreadPoolExecutor(2) as builder:
-        builds = [builder.submit(build_angular_index, vectors, n_trees, settings.seed, settings.n_jobs)
-                  for vectors in (rec_side.cluster_vectors, sim_vectors)] if overlap else []
-        # Exact answers of the samples: without exclusions for the searches' recall (a search for
-        # 10), with them (seen artists, the artist itself) for the lists'.
-        rec_search_truth = _sample_truth(
-            ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
-                     np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
-        rec_truth = _sample_truth(rec_side, users, k)
-        sim_truth = _sample_truth(sim_side, artists, k)
-        top, rec_made, sim_made, seconds = precompute_top(
-            artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
-            recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
-            budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side))
-        items = rec_side.items
-        users_list, artists_list = users.tolist(), artists.tolist()
-        precomputed = PrecomputedConfig(
-            recommend_n=int(top.recommend_top.shape[1]),
-            similar_n=int(top.similar_top.shape[1]),
-            recommend_method=rec_made.method,
-            similar_method=sim_made.method,
-            recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
-                                                     lambda u, found: items[found] @ rec_side.queries[u]),
-            similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
-                                                   lambda a, found: sim_side.items[found] @ sim_side.items[a]),
-            seconds=round(seconds, 3),
-        )
-        del rec_made, sim_made
-        rec_index, sim_index = [build.result() for build in builds] or [
-            build_angular_index(vectors, n_trees, settings.seed, settings.n_jobs)
-            for vectors in (rec_side.cluster_vectors, sim_vectors)]
+    # Exact answers of the samples: without exclusions for the searches' recall (a search for
+    # 10), with them (seen artists, the artist itself) for the lists'.
+    rec_search_truth = _sample_truth(
+        ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
+                 np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
+    rec_truth = _sample_truth(rec_side, users, k)
+    sim_truth = _sample_truth(sim_side, artists, k)
 
+    # The lists first: their transient memory (IVF chunks) is freed before the Annoy indexes,
+    # which live until the publish writes them, are built.
+    top, rec_made, sim_made, seconds = precompute_top(
+        artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
+        recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
+        budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side))
+    items = rec_side.items
+    users_list, artists_list = users.tolist(), artists.tolist()
+    precomputed = PrecomputedConfig(
+        recommend_n=int(top.recommend_top.shape[1]),
+        similar_n=int(top.similar_top.shape[1]),
+        recommend_method=rec_made.method,
+        similar_method=sim_made.method,
+        recommend_recall_at_10=list_recall_at_10(top.recommend_top, rec_truth, users_list,
+                                                 lambda u, found: items[found] @ rec_side.queries[u]),
+        similar_recall_at_10=list_recall_at_10(top.similar_top, sim_truth, artists_list,
+                                               lambda a, found: sim_side.items[found] @ sim_side.items[a]),
+        seconds=round(seconds, 3),
+    )
+    del rec_made, sim_made
+
+    rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
+    sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
     # The two sides are measured at once, one thread each (Annoy and BLAS release the GIL; one
     # BLAS thread each, as the index service runs them): the publish waits for the slower side only.

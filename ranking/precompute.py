@@ -418,11 +418,6 @@ def _none(num_queries: int, method: str) -> ListsMade:
     return ListsMade(np.zeros((num_queries, 0), np.int32), np.zeros((num_queries, 0), np.float32), method, 0, 0, 0.0)
 
 
-def made_exactly(num_queries: int, num_items: int, exact_up_to: int = EXACT_UP_TO) -> bool:
-    """True when ``make_lists`` makes a side of ``num_queries`` x ``num_items`` scores exactly."""
-    return num_queries * num_items <= exact_up_to
-
-
 def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float = RECALL_TARGET,
                seed: int = 0, exact_up_to: int = EXACT_UP_TO, budget_s: float = math.inf) -> ListsMade:
     """Every query's top n artists by inner product (excluded artists never listed): exact while
@@ -438,7 +433,7 @@ def make_lists(side: ListSide, n: int, *, workers: int = 0, recall_target: float
         return ListsMade(np.full((num_queries, n), -1, np.int32), np.zeros((num_queries, n), np.float32), "exact", 0, 0, 1.0)
     items_t = np.ascontiguousarray(side.items.T)
     block = max(1, min(4096, _EXACT_BLOCK_SCORES // num_items))
-    if made_exactly(num_queries, num_items, exact_up_to):
+    if num_queries * num_items <= exact_up_to:
         # At least one chunk per worker, so that a small side is shared too.
         if -(-num_queries // block) < workers:
             block = -(-num_queries // workers)
