@@ -204,10 +204,18 @@ class _Clusters:
         return self.starts.shape[0] - 1
 
 
+def _order_by_label(labels: np.ndarray, count: int) -> np.ndarray:
+    """The positions of ``labels`` (ints in [0, count)) grouped by label, in their order within a
+    label: a stable argsort, of 16-bit keys where the labels fit (numpy sorts those by radix, about
+    ten times faster than int64 keys; the same order)."""
+    keys = labels.astype(np.int16) if count <= 1 << 15 else labels
+    return np.argsort(keys, kind="stable")
+
+
 def _cluster_sums(vectors: np.ndarray, labels: np.ndarray, clusters: int) -> np.ndarray:
     """(clusters, D) float64 sums of the rows of ``vectors`` by label (the rows sorted by label,
     each label's run summed by one ``np.add.reduceat``: contiguous rows, not strided columns)."""
-    order = np.argsort(labels, kind="stable")
+    order = _order_by_label(labels, clusters)
     starts = np.searchsorted(labels[order], np.arange(clusters))
     present = np.bincount(labels, minlength=clusters) > 0
     sums = np.zeros((clusters, vectors.shape[1]), dtype=np.float64)
@@ -254,7 +262,7 @@ def _cluster(side: ListSide, seed: int) -> _Clusters:
     num_items = side.items.shape[0]
     count = max(1, min(num_items, round(num_items / ARTISTS_PER_CLUSTER)))
     labels = _kmeans(side.cluster_vectors, count, side.spherical, seed) if count > 1 else np.zeros(num_items, np.int64)
-    order = np.argsort(labels, kind="stable")
+    order = _order_by_label(labels, count)
     sizes = np.bincount(labels, minlength=count)
     starts = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(sizes, out=starts[1:])
@@ -271,7 +279,7 @@ def _cluster(side: ListSide, seed: int) -> _Clusters:
 
 def _by_cluster(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions of ``labels`` grouped by label, (count + 1,) each label's range in them)."""
-    order = np.argsort(labels, kind="stable")
+    order = _order_by_label(labels, count)
     return order, np.searchsorted(labels[order], np.arange(count + 1))
 
 
