@@ -65,11 +65,11 @@ def test_every_part_ran_and_the_files_are_written(quick):
     results, out = quick
     assert results["quick"] is True
     assert results["errors"] == {}
-    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live", "warm"}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live", "tags", "warm"}
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
     md = (out / "benchmarks.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
-                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays", "## 7. Warm-started retrains"):
+                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays", "## 7. Tags", "## 8. Warm-started retrains"):
         assert heading in md
     assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
