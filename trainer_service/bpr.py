@@ -243,17 +243,24 @@ def gather_rows(table, indices, one=None):
 
 def hardest_negative(pu, Q, b, candidates, one=None):
     """Of (C, B) candidate negatives, the one per triple that the model scores highest for its
-    user: returns its (B,) index, (B, F) factors and (B,) bias, taken from the rows gathered
-    for scoring (so the later scatter into Q depends on this gather; see the module docstring).
-    The pick is a gather from those (C * B) rows at ``best * B + k`` (a one-hot sum over the
-    C candidates gave the same values at several times the reads). ``one``: as ``gather_rows``."""
-    qc = gather_rows(Q, candidates, one)  # (C, B, F)
-    bc = tf.gather(b, candidates)  # (C, B)
-    scores = tf.reduce_sum(pu[None] * qc, axis=2) + bc
-    batch = tf.shape(candidates)[1]
-    flat = tf.argmax(scores, axis=0, output_type=tf.int32) * batch + tf.range(batch)
-    return (tf.gather(tf.reshape(candidates, [-1]), flat),
-            gather_rows(tf.reshape(qc, [-1, tf.shape(qc)[2]]), flat, one), tf.gather(tf.reshape(bc, [-1]), flat))
+    user (the first of equal scores): returns its (B,) index, (B, F) factors and (B,) bias, taken
+    from the rows gathered for scoring (so the later scatter into Q depends on this gather; see
+    the module docstring). ``one``: as ``gather_rows``.
+
+    The rows are gathered triple-major, (B, C, F), so the scores are one batched matrix-vector
+    product; scoring the (C, B, F) gather with ``reduce_sum(pu * rows)`` made XLA write the (C, B,
+    F) product out and read it back (its CPU backend does not fuse the product into a reduction
+    over F), twice the work of the gather itself. The pick is a gather from those (B * C) rows at
+    ``k * C + best`` (a one-hot sum over the C candidates gave the same values at several times
+    the reads)."""
+    by_triple = tf.transpose(candidates)  # (B, C)
+    rows = gather_rows(Q, by_triple, one)  # (B, C, F)
+    bias = tf.gather(b, by_triple)  # (B, C)
+    scores = tf.einsum("bf,bcf->bc", pu, rows) + bias
+    per_triple = tf.shape(candidates)[0]
+    flat = tf.range(tf.shape(candidates)[1]) * per_triple + tf.argmax(scores, axis=1, output_type=tf.int32)
+    return (tf.gather(tf.reshape(by_triple, [-1]), flat),
+            gather_rows(tf.reshape(rows, [-1, tf.shape(rows)[2]]), flat, one), tf.gather(tf.reshape(bias, [-1]), flat))
 
 
 @functools.lru_cache(maxsize=None)
