@@ -274,8 +274,7 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
     candidates per triple; each shape traces once), ``rates`` = [learning
     rate, regularization, bias regularization], ``one`` a float32 scalar tensor 1.0 (an argument,
-    so that XLA cannot fold it: see ``gather_rows``; ``count`` is compiled in as a constant, since
-    the loop's trip count derives from it); returns the real triples' summed loss (float64).
+    so that XLA cannot fold it: see ``gather_rows``); returns the real triples' summed loss (float64).
     """
 
     def step(tables, accumulators, u, i, j, mask, rates, one):
@@ -308,10 +307,15 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     def train_chunk(tables, accumulators, users, positives, negatives, count, rates, one):
         steps = (count + batch - 1) // batch
         total = tf.constant(0.0, tf.float64)
-        for s in tf.range(steps):
+        # A while loop, not ``for s in tf.range(steps)``: XLA needs a range's size at compile time,
+        # which made ``count`` a compile-time constant, one compilation per distinct count (the
+        # last chunk of an epoch compiled again, about a second at 360K scale).
+        s = tf.constant(0)
+        while s < steps:
             mask = tf.cast(s * batch + tf.range(batch) < count, tf.float32)
             total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates, one),
                              tf.float64)
+            s += 1
         return total
 
     return train_chunk
