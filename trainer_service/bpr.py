@@ -8,10 +8,10 @@ Why not Keras: Keras 3 (shipped with TF 2.21) breaks the notebook's ``add_loss``
 GradientTape with a Keras optimizer over whole tables is several times slower than sparse updates.
 Instead the gradients are written by hand and applied with scatter updates on ``tf.Variable``
 rows, many minibatches per call inside one XLA-compiled loop (``_chunk_trainer``): per-batch
-``tf.function`` calls spend most of their time in call overhead. The step is bound by memory
-latency (random rows of the factor tables); XLA's scatter loop is already vectorized over a row's
-floats. TensorFlow keeps its default thread settings: the sampler thread overlaps its steps.
-Profiles and throughput: docs/training.md.
+``tf.function`` calls spend most of their time in call overhead. The step reads random rows of
+the factor tables, so how many rows' cache misses overlap matters: the rows are gathered as
+vectorized copies (``gather_rows``). TensorFlow keeps its default thread settings: the sampler
+thread overlaps its steps. Profiles and throughput: docs/training.md.
 
 Two XLA traps, found by profiling: slicing a flat (K * B,) input with a loop-dependent
 ``x[s * B:(s + 1) * B]`` compiles to a full-size masked dynamic slice per step (every step then
