@@ -227,7 +227,9 @@ def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
 
 def gather_rows(table, indices, one=None):
     """``tf.gather(table, indices)``, inside an XLA call as a vectorized copy: divided by ``one``,
-    a runtime scalar 1.0 (``x / 1`` is exact in IEEE arithmetic, so the values are the same).
+    a runtime scalar 1.0 (``x / 1`` is exact in IEEE arithmetic, so the values are the same; a
+    subnormal reads as zero, as it does in every product of the compiled step, which XLA runs
+    with denormal inputs treated as zero).
 
     Why: XLA's CPU backend emits a gather whose result feeds several kernels as its own kernel,
     a scalar copy loop (a load and a store per float), and the core's store buffer then holds
