@@ -20,6 +20,7 @@ from trainer_service.bpr import (  # noqa: E402
     BPRTrainer,
     _dedup_rows,
     bpr_triple_gradients,
+    gather_rows,
     hardest_negative,
     learning_rate_factor,
 )
@@ -164,6 +165,33 @@ def test_hardest_negative_is_the_candidate_the_user_scores_highest():
     assert j.numpy().tolist() == [1, 2, 3]
     np.testing.assert_array_equal(qj.numpy(), tf.gather(Q, [1, 2, 3]).numpy())
     np.testing.assert_array_equal(bj.numpy(), [0.0, 0.5, 0.0])
+
+
+def test_compiled_gathers_return_the_table_rows_exactly():
+    # gather_rows' divide by a runtime 1.0 (and hardest_negative's triple-major scoring) inside an
+    # XLA call: the same bits as a plain gather, including -0.0, the smallest and largest normal
+    # magnitudes. (Subnormals read as zero there, as they do in every product of the compiled
+    # step: XLA runs it with denormal inputs treated as zero.)
+    rng = np.random.default_rng(3)
+    table = rng.normal(0.0, 1.0, (50, 8)).astype(np.float32)
+    table[0, :4] = [-0.0, 1.2e-38, 3e38, -3e38]
+    Q = tf.constant(table)
+    b = tf.constant(rng.normal(0.0, 1.0, 50).astype(np.float32))
+    pu = tf.constant(rng.normal(0.0, 1.0, (6, 8)).astype(np.float32))
+    rows = tf.constant([[0, 3, 7, 0, 49, 12]], tf.int32)  # (1, 6)
+    candidates = tf.constant(rng.integers(0, 50, (4, 6)), tf.int32)  # (C=4, B=6)
+
+    @tf.function(jit_compile=True)
+    def compiled(one):
+        return gather_rows(Q, rows, one), hardest_negative(pu, Q, b, candidates, one)
+
+    gathered, (j, qj, bj) = compiled(tf.constant(1.0))
+    assert gathered.numpy().tobytes() == tf.gather(Q, rows).numpy().tobytes()
+    expected = np.argmax(np.einsum("bf,cbf->cb", pu.numpy(), table[candidates.numpy()]) + b.numpy()[candidates.numpy()],
+                         axis=0)
+    assert j.numpy().tolist() == candidates.numpy()[expected, np.arange(6)].tolist()
+    assert qj.numpy().tobytes() == table[j.numpy()].tobytes()
+    np.testing.assert_array_equal(bj.numpy(), b.numpy()[j.numpy()])
 
 
 def test_learning_rate_schedules():

@@ -8,10 +8,10 @@ Why not Keras: Keras 3 (shipped with TF 2.21) breaks the notebook's ``add_loss``
 GradientTape with a Keras optimizer over whole tables is several times slower than sparse updates.
 Instead the gradients are written by hand and applied with scatter updates on ``tf.Variable``
 rows, many minibatches per call inside one XLA-compiled loop (``_chunk_trainer``): per-batch
-``tf.function`` calls spend most of their time in call overhead. The step is bound by memory
-latency (random rows of the factor tables); XLA's scatter loop is already vectorized over a row's
-floats. TensorFlow keeps its default thread settings: the sampler thread overlaps its steps.
-Profiles and throughput: docs/training.md.
+``tf.function`` calls spend most of their time in call overhead. The step reads random rows of
+the factor tables, so how many rows' cache misses overlap matters: the rows are gathered as
+vectorized copies (``gather_rows``). TensorFlow keeps its default thread settings: the sampler
+thread overlaps its steps. Profiles and throughput: docs/training.md.
 
 Two XLA traps, found by profiling: slicing a flat (K * B,) input with a loop-dependent
 ``x[s * B:(s + 1) * B]`` compiles to a full-size masked dynamic slice per step (every step then
@@ -225,19 +225,44 @@ def _dedup_rows(indices: tf.Tensor, grads: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     return unique, summed
 
 
-def hardest_negative(pu, Q, b, candidates):
+def gather_rows(table, indices, one=None):
+    """``tf.gather(table, indices)``, inside an XLA call as a vectorized copy: divided by ``one``,
+    a runtime scalar 1.0 (``x / 1`` is exact in IEEE arithmetic, so the values are the same; a
+    subnormal reads as zero, as it does in every product of the compiled step, which XLA runs
+    with denormal inputs treated as zero).
+
+    Why: XLA's CPU backend emits a gather whose result feeds several kernels as its own kernel,
+    a scalar copy loop (a load and a store per float), and the core's store buffer then holds
+    the misses of only a row or two at a time. Fused into an elementwise op the copy is a
+    vector loop, the misses of many random rows overlap, and the gather costs a fraction (see
+    docs/training.md). The op must survive XLA's simplifier (a constant 1 would be folded away)
+    and be one that XLA does not duplicate into every consumer (a multiply is; a divide, an
+    "expensive" op, is not), so the gather fuses into it and is copied once. ``one=None``: a
+    plain gather (eager code, small tensors)."""
+    rows = tf.gather(table, indices)
+    return rows if one is None else rows / one
+
+
+def hardest_negative(pu, Q, b, candidates, one=None):
     """Of (C, B) candidate negatives, the one per triple that the model scores highest for its
-    user: returns its (B,) index, (B, F) factors and (B,) bias, taken from the rows gathered
-    for scoring (so the later scatter into Q depends on this gather; see the module docstring).
-    The pick is a gather from those (C * B) rows at ``best * B + k`` (a one-hot sum over the
-    C candidates gave the same values at several times the reads)."""
-    qc = tf.gather(Q, candidates)  # (C, B, F)
-    bc = tf.gather(b, candidates)  # (C, B)
-    scores = tf.reduce_sum(pu[None] * qc, axis=2) + bc
-    batch = tf.shape(candidates)[1]
-    flat = tf.argmax(scores, axis=0, output_type=tf.int32) * batch + tf.range(batch)
-    return (tf.gather(tf.reshape(candidates, [-1]), flat), tf.gather(tf.reshape(qc, [-1, tf.shape(qc)[2]]), flat),
-            tf.gather(tf.reshape(bc, [-1]), flat))
+    user (the first of equal scores): returns its (B,) index, (B, F) factors and (B,) bias, taken
+    from the rows gathered for scoring (so the later scatter into Q depends on this gather; see
+    the module docstring). ``one``: as ``gather_rows``.
+
+    The rows are gathered triple-major, (B, C, F), so the scores are one batched matrix-vector
+    product; scoring the (C, B, F) gather with ``reduce_sum(pu * rows)`` made XLA write the (C, B,
+    F) product out and read it back (its CPU backend does not fuse the product into a reduction
+    over F), twice the work of the gather itself. The pick is a gather from those (B * C) rows at
+    ``k * C + best`` (a one-hot sum over the C candidates gave the same values at several times
+    the reads)."""
+    by_triple = tf.transpose(candidates)  # (B, C)
+    rows = gather_rows(Q, by_triple, one)  # (B, C, F)
+    bias = tf.gather(b, by_triple)  # (B, C)
+    scores = tf.einsum("bf,bcf->bc", pu, rows) + bias
+    per_triple = tf.shape(candidates)[0]
+    flat = tf.range(tf.shape(candidates)[1]) * per_triple + tf.argmax(scores, axis=1, output_type=tf.int32)
+    return (tf.gather(tf.reshape(by_triple, [-1]), flat),
+            gather_rows(tf.reshape(rows, [-1, tf.shape(rows)[2]]), flat, one), tf.gather(tf.reshape(bias, [-1]), flat))
 
 
 @functools.lru_cache(maxsize=None)
@@ -250,18 +275,19 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     ``tables`` = (P, Q, b) variables, ``accumulators`` their Adagrad accumulators (or ()),
     (K, B) int32 blocks of which the first ``count`` triples are real (negatives (K, C, B) with C
     candidates per triple; each shape traces once), ``rates`` = [learning
-    rate, regularization, bias regularization]; returns the real triples' summed loss (float64).
+    rate, regularization, bias regularization], ``one`` a float32 scalar tensor 1.0 (an argument,
+    so that XLA cannot fold it: see ``gather_rows``); returns the real triples' summed loss (float64).
     """
 
-    def step(tables, accumulators, u, i, j, mask, rates):
+    def step(tables, accumulators, u, i, j, mask, rates, one):
         P, Q, b = tables
         lr = rates[0]
-        pu, qi = tf.gather(P, u), tf.gather(Q, i)
+        pu, qi = gather_rows(P, u, one), gather_rows(Q, i, one)
         bi = tf.gather(b, i)
         if j.shape.rank == 1:
-            qj, bj = tf.gather(Q, j), tf.gather(b, j)
+            qj, bj = gather_rows(Q, j, one), tf.gather(b, j)
         else:
-            j, qj, bj = hardest_negative(pu, Q, b, j)
+            j, qj, bj = hardest_negative(pu, Q, b, j, one)
         loss, grad_u, grad_i, grad_j, grad_bi, grad_bj = bpr_triple_gradients(pu, qi, qj, bi, bj, mask, rates)
         items = tf.concat([i, j], axis=0)
         item_grads = tf.concat([grad_i, grad_j], axis=0)
@@ -280,13 +306,18 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
         return tf.reduce_sum(loss)
 
     @tf.function(jit_compile=True)
-    def train_chunk(tables, accumulators, users, positives, negatives, count, rates):
+    def train_chunk(tables, accumulators, users, positives, negatives, count, rates, one):
         steps = (count + batch - 1) // batch
         total = tf.constant(0.0, tf.float64)
-        for s in tf.range(steps):
+        # A while loop, not ``for s in tf.range(steps)``: XLA needs a range's size at compile time,
+        # which made ``count`` a compile-time constant, one compilation per distinct count (the
+        # last chunk of an epoch compiled again, about a second at 360K scale).
+        s = tf.constant(0)
+        while s < steps:
             mask = tf.cast(s * batch + tf.range(batch) < count, tf.float32)
-            total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates),
+            total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates, one),
                              tf.float64)
+            s += 1
         return total
 
     return train_chunk
@@ -324,6 +355,7 @@ class BPRTrainer:
         for variable in self._tables + self._accumulators:
             _advise_huge_pages(variable)
         self._train_chunk = _chunk_trainer(hp.batch_size, hp.optimizer)
+        self._one = tf.constant(1.0, tf.float32)
         self.epoch = 0
         self._stopped = False
         self._trained = 0  # triples trained so far, for the learning-rate schedule
@@ -350,7 +382,7 @@ class BPRTrainer:
             chunk = self._stream.next()
             total += float(self._train_chunk(self._tables, self._accumulators, chunk.users, chunk.positives,
                                              chunk.negatives, tf.constant(chunk.count, tf.int32),
-                                             step_rates(self.hp, self._trained, self.samples_per_epoch)))
+                                             step_rates(self.hp, self._trained, self.samples_per_epoch), self._one))
             samples += chunk.count
             self._trained += chunk.count
             if chunk.last:
