@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
+
 PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags", "warm")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
@@ -156,7 +158,7 @@ def quick_settings(**overrides) -> BenchSettings:
         tags_users=100,
         warm_datasets=("lastfm-2k",),
         warm_seeds=1,
-        warm_schedules=((0.25, 0.25),),
+        warm_schedules=((WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),),  # the default's row only
         warm_sweep_seeds=(201,),
         warm_scale_datasets=(),
     )
