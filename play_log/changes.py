@@ -73,8 +73,9 @@ class PlayColumns:
     @classmethod
     def from_rows(cls, rows: Sequence[tuple]) -> "PlayColumns":
         """The plays of ``SELECT_PLAY_COLUMNS`` rows (position, user_id, artist_id, plays)."""
-        return cls([row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
-                   [row[3] for row in rows])
+        if not rows:
+            return cls([], [], [], [])
+        return cls(*map(list, zip(*rows)))
 
     @classmethod
     def of(cls, changes: Iterable[Change]) -> "PlayColumns":

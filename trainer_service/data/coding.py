@@ -19,8 +19,9 @@ from trainer_service.data.interactions import Interactions
 _CANONICAL_INTEGER = r"0|[1-9][0-9]{0,17}"
 
 
-def _code(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes (N,) int32, ids (K,) unicode) with ids sorted (see the module docstring)."""
+def code_ids(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes (N,) int32, ids (K,) unicode) with ids sorted (see the module docstring): how every
+    loader and the play-log merge code ids."""
     if pa.types.is_string(values.type) and sum(chunk.nbytes for chunk in values.chunks) >= 2**31 - 2**20:
         values = values.cast(pa.large_string())  # one combined chunk must fit 32-bit offsets
     encoded = values.combine_chunks().dictionary_encode()
@@ -77,8 +78,8 @@ def build_interactions(
         users = users.filter(keep)
         artists = artists.filter(keep)
         weights = weights[positive]
-    user_codes, user_ids = _code(users)
-    artist_codes, artist_ids = _code(artists)
+    user_codes, user_ids = code_ids(users)
+    artist_codes, artist_ids = code_ids(artists)
     key = user_codes.astype(np.int64) * artist_ids.size + artist_codes
     if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
         key, inverse = np.unique(key, return_inverse=True)

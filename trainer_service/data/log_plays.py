@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from play_log import PlayColumns, PlayLog, PlayRecorded
-from trainer_service.data.coding import _code, float32_weights
+from trainer_service.data.coding import code_ids, float32_weights
 from trainer_service.data.columns import Catalog
 from trainer_service.data.errors import DataError
 from trainer_service.data.interactions import Interactions
@@ -45,7 +45,7 @@ def _merged_ids(ids: np.ndarray, present: np.ndarray, log_ids: pa.Array) -> tupl
     encoded = log_ids.dictionary_encode()
     present_ids = ids[present]
     candidates = pa.chunked_array([pa.array(present_ids, pa.string()), encoded.dictionary], type=pa.string())
-    codes, merged = _code(candidates)
+    codes, merged = code_ids(candidates)
     source_codes = np.full(ids.size, -1, dtype=np.int64)
     source_codes[present] = codes[:present_ids.size]
     log_codes = codes[present_ids.size:][encoded.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
