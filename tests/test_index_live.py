@@ -316,14 +316,14 @@ def test_plays_recorded_elsewhere_before_the_start_are_served(tiny_models, tmp_p
     run(main)
 
 
-def test_sigkill_right_after_an_acknowledgement_loses_no_play(tmp_path):
+def test_sigkill_right_after_an_acknowledgement_loses_no_play(tmp_path, events_url):
     """An index process killed (SIGKILL) right after each of 20 acknowledged RecordPlays: every
-    acknowledged play is in the log, and a new process serves them."""
+    acknowledged play is in the log (SQLite and PostgreSQL), and a new process serves them."""
     from test_faults_harness import IndexClient, index_process, publish_model
 
     models = tmp_path / "models"
     publish_model(models)
-    url = f"sqlite:///{tmp_path / 'plays.db'}"
+    url = events_url
     acknowledged: list[tuple[str, str]] = []
     for round_number in range(3):
         process = index_process(tmp_path, models, "--events", url, name=f"index-{round_number}").start()
