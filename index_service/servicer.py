@@ -196,6 +196,10 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         served = self._holder.current
         if served is not None:
             response.model.CopyFrom(model_version(served.model.manifest))
+            # The method each search actually serves (a --*-method override, or exact where the
+            # version has no Annoy index for it), not only the manifest's choice.
+            response.model.recommend_search.method = served.model.recommend_params.method
+            response.model.similar_search.method = served.model.similar_params.method
             loaded_at = Timestamp()
             loaded_at.FromDatetime(served.loaded_at)
             response.loaded_at.CopyFrom(loaded_at)

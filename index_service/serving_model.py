@@ -51,6 +51,7 @@ without tags is FAILED_PRECONDITION.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -72,6 +73,8 @@ if TYPE_CHECKING:
     from index_service.live import LiveListener
 
 DEFAULT_K = 10
+log = logging.getLogger(__name__)
+
 MAX_K = 1000  # also the largest offset + k
 MAX_EXCLUDED = 1000
 MAX_ONLY = 10_000
@@ -345,7 +348,9 @@ class ServingModel:
                  similar_method: str | None = None, precomputed: bool = True):
         """Index ``loaded``. ``recommend_method``/``similar_method`` ("exact" or "annoy") override
         the manifest's choice (e.g. to test the Annoy path on a catalog where exact was chosen);
-        precomputed lists made by another method than the override are then not used.
+        precomputed lists made by another method than the override are then not used. "annoy"
+        on a side the version holds no Annoy index for serves exact (logged; ``*_params.method``
+        says what serves).
         ``precomputed`` False answers everything by search."""
         art = loaded.artifacts
         manifest = loaded.manifest
@@ -364,6 +369,8 @@ class ServingModel:
         self.names = SortedLookup(lookups.artist_name_keys, None, lookups.artist_name_artists)
         self.seen_indptr = art.seen_indptr
         self.seen_indices = art.seen_indices
+        recommend_method = _servable(manifest, "recommend", loaded.recommend_index, recommend_method)
+        similar_method = _servable(manifest, "similar", loaded.similar_index, similar_method)
         self.recommend_params = search_params(manifest.recommend_search, recommend_method)
         self.similar_params = search_params(manifest.similar_search, similar_method)
         self.recommend_search = InnerProductSearch(
@@ -801,6 +808,16 @@ class ServingModel:
 
 
 _NO_RANKING = Ranking(_NO_INDICES, np.empty(0, dtype=np.float32))
+
+
+def _servable(manifest: Manifest, side: str, index, method: str | None) -> str | None:
+    """The method override a side can serve: "annoy" asked of a version without that side's
+    Annoy index (format 4, its manifest says exact) serves exact instead, logged once per load."""
+    if method == "annoy" and index is None:
+        log.warning("version %d has no Annoy index for %s: serving it exact although told "
+                    "--%s-method annoy", manifest.model_version, side, side)
+        return "exact"
+    return method
 
 
 def _page(ranking: Ranking, offset: int) -> Ranking:

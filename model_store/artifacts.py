@@ -377,8 +377,10 @@ class BuiltIndexes:
     ``ranking.build_indexes``; the store only writes it down):
 
     - ``recommend_index``: angular Annoy index over the A artists' augmented score vectors
-      (F + 2 dims); ``similar_index``: angular Annoy index over the (A, F) artist factors. Both
-      built and not yet saved: the writer saves them into the version directory.
+      (F + 2 dims); ``similar_index``: angular Annoy index over the (A, F) artist factors. Built
+      and not yet saved: the writer saves them into the version directory. Either is None for a
+      side built without an Annoy index (its config says so: ``SearchConfig.has_index`` False,
+      method "exact"; format 4).
     - ``recommend`` / ``similar``: each search's settings and measured figures (the manifest's
       ``recommend_search`` / ``similar_search``).
     - ``top``: the precomputed lists; ``precomputed``: how they were made.
@@ -386,16 +388,22 @@ class BuiltIndexes:
 
     recommend: SearchConfig
     similar: SearchConfig
-    recommend_index: AnnoyIndex
-    similar_index: AnnoyIndex
+    recommend_index: AnnoyIndex | None
+    similar_index: AnnoyIndex | None
     top: PrecomputedTop
     precomputed: PrecomputedConfig
 
     def check(self, artifacts: ModelArtifacts) -> None:
-        """Raise ValueError unless the indexes and lists were built for ``artifacts``."""
+        """Raise ValueError unless the indexes and lists were built for ``artifacts`` and each
+        side holds an index exactly when its config says it has one."""
         for name, index, config in (("recommend", self.recommend_index, self.recommend),
                                     ("similar", self.similar_index, self.similar)):
-            if index.get_n_items() != artifacts.num_artists or index.f != config.dims:
+            if (index is not None) != config.has_index:
+                raise ValueError(f"{name} config has n_trees {config.n_trees} but the index is "
+                                 f"{'missing' if index is None else 'built'}")
+            if not config.has_index and config.method != "exact":
+                raise ValueError(f"{name} has no Annoy index, so its method must be 'exact', got {config.method!r}")
+            if index is not None and (index.get_n_items() != artifacts.num_artists or index.f != config.dims):
                 raise ValueError(f"{name} index has {index.get_n_items()} items of {index.f} dims, expected "
                                  f"{artifacts.num_artists} of {config.dims}")
         self.top.check(artifacts, self.precomputed.recommend_n, self.precomputed.similar_n)

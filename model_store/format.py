@@ -1,4 +1,4 @@
-"""The formats of a model version directory (1, 2 and 3), and its manifest.
+"""The formats of a model version directory (1 to 4), and its manifest.
 
 A version directory holds exactly the files its format names (``data_files``) plus
 ``manifest.json``. The manifest is parsed and validated before any other file is opened; it cannot
@@ -10,8 +10,12 @@ name a file outside that list, so it cannot point outside the version directory.
   (``LOOKUP_FILES``); every file checksummed with BLAKE3 (faster than SHA-256 on one core, and it
   can use every core, so verifying a version at load costs less; see docs/model-store.md),
   and a ``precomputed`` section saying how the lists were made.
-- Format 3 (written now): format 2's files plus the artists' tags (``TAG_FILES``), always written
+- Format 3: format 2's files plus the artists' tags (``TAG_FILES``), always written
   (a version without tags holds an empty vocabulary, which readers load as "no tags").
+- Format 4 (written now): format 3's files, except that each Annoy index file is there only when
+  its search config says the side has an index (``SearchConfig.has_index``: ``n_trees`` > 0); a
+  side without one serves exact (``n_trees`` 0 needs method "exact"). The file set is then
+  ``data_files(4, recommend_index, similar_index)``, still exactly checked.
 Readers accept every format in ``SUPPORTED_FORMATS``; formats 1 and 2 load without tags.
 
 Either format may carry an optional ``training`` section (``TrainingRecord``: the quality gate's
@@ -27,8 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 3
-SUPPORTED_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+SUPPORTED_FORMATS = (1, 2, 3, 4)
 MANIFEST_NAME = "manifest.json"
 # A manifest larger than this is refused before parsing (a corrupt or hostile file).
 MAX_MANIFEST_BYTES = 1 << 20
@@ -79,13 +83,24 @@ INDEX_FILES = (RECOMMEND_INDEX_FILE, SIMILAR_INDEX_FILE)
 DATA_FILES_1 = tuple(ARRAY_FILES.values()) + INDEX_FILES
 DATA_FILES_2 = DATA_FILES_1 + tuple(PRECOMPUTED_FILES.values()) + tuple(LOOKUP_FILES.values())
 DATA_FILES_3 = DATA_FILES_2 + tuple(TAG_FILES.values())
-DATA_FILES = DATA_FILES_3  # the current format's files
-CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3", 3: "blake3"}
+# The current format's files when both indexes are built (format 4 may leave either out).
+DATA_FILES = DATA_FILES_3
+CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3", 3: "blake3", 4: "blake3"}
+# The first format whose Annoy index files are optional (a side without one serves exact).
+OPTIONAL_INDEX_FORMAT = 4
 
 
-def data_files(format_version: int) -> tuple[str, ...]:
-    """The data files (everything but the manifest) a version of ``format_version`` holds."""
-    return {1: DATA_FILES_1, 2: DATA_FILES_2}.get(format_version, DATA_FILES_3)
+def data_files(format_version: int, recommend_index: bool = True, similar_index: bool = True) -> tuple[str, ...]:
+    """The data files (everything but the manifest) a version of ``format_version`` holds; from
+    format 4 on, ``recommend.ann``/``similar.ann`` only where ``recommend_index``/``similar_index``
+    (formats 1-3 always hold both)."""
+    files = {1: DATA_FILES_1, 2: DATA_FILES_2}.get(format_version, DATA_FILES_3)
+    if format_version < OPTIONAL_INDEX_FORMAT:
+        return files
+    absent = {name for name, present in ((RECOMMEND_INDEX_FILE, recommend_index), (SIMILAR_INDEX_FILE, similar_index))
+              if not present}
+    return tuple(name for name in files if name not in absent)
+
 
 VERSION_DIR_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 TEMP_PREFIX = ".tmp-"
@@ -93,7 +108,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ManifestError(ValueError):
-    """The manifest is not a valid format-1 manifest; the message says which field and why."""
+    """The manifest is not a valid manifest; the message says which field and why."""
 
 
 @dataclass(frozen=True)
@@ -271,8 +286,12 @@ def _warm_start_from_json(where: str, data: Any) -> dict[str, Any]:
 class SearchConfig:
     """How one nearest-neighbour search is built and answered (see SearchSettings in model.proto).
 
-    ``method`` is "annoy" or "exact"; ``dims`` is the Annoy index's vector width (factors + 2 for
-    Recommend, factors for SimilarArtists); ``search_k`` -1 means Annoy's default.
+    ``method`` is "annoy" or "exact"; ``dims`` is the search's vector width (factors + 2 for
+    Recommend, factors for SimilarArtists); ``n_trees`` the Annoy index's trees, 0 for a side
+    without an Annoy index (format 4 only; the method is then "exact"); ``search_k`` -1 means
+    Annoy's default. ``measured_artists``: the catalog size the choice of method was measured on
+    (a warm publish that reuses its base's choice carries the base's over, see
+    ``ranking.ann_build``); 0 in manifests written before it was recorded.
     """
 
     method: str
@@ -286,12 +305,18 @@ class SearchConfig:
     median_latency_ms: float
     exact_median_latency_ms: float = 0.0
     annoy_median_latency_ms: float = 0.0
+    measured_artists: int = 0
+
+    @property
+    def has_index(self) -> bool:
+        """True when the version holds this side's Annoy index file."""
+        return self.n_trees > 0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, where: str, data: Any) -> "SearchConfig":
+    def from_json(cls, where: str, data: Any, format_version: int = FORMAT_VERSION) -> "SearchConfig":
         obj = _require_dict(where, data)
         method = _require_str(f"{where}.method", obj.get("method"))
         if method not in ("annoy", "exact"):
@@ -299,11 +324,17 @@ class SearchConfig:
         metric = _require_str(f"{where}.metric", obj.get("metric"))
         if metric != "angular":
             raise ManifestError(f"{where}.metric must be 'angular', got {metric!r}")
+        # n_trees 0 says "no Annoy index": only formats that may leave the file out allow it.
+        fewest_trees = 0 if format_version >= OPTIONAL_INDEX_FORMAT else 1
+        n_trees = _require_int(f"{where}.n_trees", obj.get("n_trees"), minimum=fewest_trees, maximum=10_000)
+        if n_trees == 0 and method != "exact":
+            raise ManifestError(f"{where}.n_trees is 0 (no Annoy index), so {where}.method must be 'exact', "
+                                f"got {method!r}")
         return cls(
             method=method,
             metric=metric,
             dims=_require_int(f"{where}.dims", obj.get("dims"), minimum=1, maximum=4096),
-            n_trees=_require_int(f"{where}.n_trees", obj.get("n_trees"), minimum=1, maximum=10_000),
+            n_trees=n_trees,
             search_k=_require_int(f"{where}.search_k", obj.get("search_k"), minimum=-1),
             candidates_per_result=_require_int(
                 f"{where}.candidates_per_result", obj.get("candidates_per_result"), minimum=1, maximum=10_000
@@ -317,6 +348,7 @@ class SearchConfig:
             annoy_median_latency_ms=_require_float(
                 f"{where}.annoy_median_latency_ms", obj.get("annoy_median_latency_ms", 0.0)
             ),
+            measured_artists=_require_int(f"{where}.measured_artists", obj.get("measured_artists", 0), minimum=0),
         )
 
 
@@ -398,14 +430,18 @@ class Manifest:
         fingerprint = _require_str("data.fingerprint", data_obj.get("fingerprint"))
         if not _HEX64.match(fingerprint):
             raise ManifestError("data.fingerprint must be 64 lowercase hex digits")
+        search = _require_dict("search", obj.get("search"))
+        recommend_search = SearchConfig.from_json("search.recommend", search.get("recommend"), fmt)
+        similar_search = SearchConfig.from_json("search.similar", search.get("similar"), fmt)
         files_obj = _require_dict("files", obj.get("files"))
         names = set(files_obj)
-        expected = data_files(fmt)
+        expected = data_files(fmt, recommend_search.has_index, similar_search.has_index)
         if names != set(expected):
             missing = sorted(set(expected) - names)
             extra = sorted(names - set(expected))
             raise ManifestError(f"files must list exactly the format-{fmt} files; "
-                                f"missing {missing}, unexpected {extra}")
+                                f"missing {missing}, unexpected {extra}"
+                                + _index_files_rule(fmt, (recommend_search, similar_search), set(missing) | set(extra)))
         algorithm = CHECKSUM_BY_FORMAT[fmt]
         files: dict[str, FileEntry] = {}
         for name in expected:
@@ -421,7 +457,6 @@ class Manifest:
         training = None
         if obj.get("training") is not None:
             training = TrainingRecord.from_json("training", obj["training"])
-        search = _require_dict("search", obj.get("search"))
         return cls(
             format_version=fmt,
             model_version=_require_int("model_version", obj.get("model_version"), minimum=1),
@@ -434,13 +469,27 @@ class Manifest:
             num_factors=_require_int("num_factors", obj.get("num_factors"), minimum=1, maximum=4096),
             hyperparameters=_number_map("hyperparameters", obj.get("hyperparameters")),
             metrics=_number_map("metrics", obj.get("metrics")),
-            recommend_search=SearchConfig.from_json("search.recommend", search.get("recommend")),
-            similar_search=SearchConfig.from_json("search.similar", search.get("similar")),
+            recommend_search=recommend_search,
+            similar_search=similar_search,
             files=files,
             precomputed=precomputed,
             play_log_position=_require_int("data.play_log_position", data_obj.get("play_log_position", 0), minimum=0),
             training=training,
         )
+
+
+def _index_files_rule(fmt: int, configs: tuple[SearchConfig, SearchConfig], wrong: set[str]) -> str:
+    """Why an index file is wrongly listed or missing in a format-4 manifest (empty otherwise)."""
+    if fmt < OPTIONAL_INDEX_FORMAT:
+        return ""
+    reasons = []
+    for side, filename, config in (("recommend", RECOMMEND_INDEX_FILE, configs[0]),
+                                   ("similar", SIMILAR_INDEX_FILE, configs[1])):
+        if filename in wrong:
+            said = f"is {config.n_trees} (an Annoy index)" if config.has_index else "is 0 (no Annoy index)"
+            reasons.append(f"search.{side}.n_trees {said}, so {filename} must "
+                           f"{'be' if config.has_index else 'not be'} listed")
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def _refuse_constant(name: str):

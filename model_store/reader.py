@@ -1,4 +1,4 @@
-"""Listing, validating and loading versions (formats 1, 2 and 3).
+"""Listing, validating and loading versions (formats 1 to 4).
 
 Validation order: the manifest is read (size-capped), parsed and checked first; only then are the
 files it names opened, each required to be a regular file (not a symlink) inside the version
@@ -6,7 +6,8 @@ directory, of the recorded size and checksum (SHA-256 in format 1, BLAKE3 in for
 hashed in parallel threads, which the hashes allow by releasing the GIL). Arrays are
 memory-mapped read-only from the descriptor that was checked (never pickled objects), so several
 processes serving one version share its pages and loading copies nothing; Annoy files are checked
-for a sound structure (``model_store.annoy_file``), then memory-mapped.
+for a sound structure (``model_store.annoy_file``), then memory-mapped. A format-4 side without an
+Annoy index (``SearchConfig.has_index`` False) loads as None and serves exact.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def validate_version(version_dir: str | os.PathLike, verify_checksums: bool = Tr
 
 @dataclass
 class LoadedVersion:
-    """A validated version in memory: its manifest, arrays, and both Annoy indexes (memory-mapped).
+    """A validated version in memory: its manifest, arrays, and its Annoy indexes (memory-mapped;
+    None for a side the version holds no index for, format 4).
 
     Call ``close()`` when no request uses it any more, to unmap the Annoy files.
     """
@@ -124,8 +126,8 @@ class LoadedVersion:
     path: Path
     manifest: Manifest
     artifacts: ModelArtifacts
-    recommend_index: AnnoyIndex
-    similar_index: AnnoyIndex
+    recommend_index: AnnoyIndex | None
+    similar_index: AnnoyIndex | None
     lookups: Lookups
     top: PrecomputedTop | None = None  # format 2: precomputed answers
     # Format 3: the artists' tags; None for formats 1 and 2 and for a version stored without tags.
@@ -136,8 +138,9 @@ class LoadedVersion:
         return self.manifest.model_version
 
     def close(self) -> None:
-        self.recommend_index.unload()
-        self.similar_index.unload()
+        for index in (self.recommend_index, self.similar_index):
+            if index is not None:
+                index.unload()
 
 
 def _load_array(vdir: Path, filename: str) -> np.ndarray:
@@ -211,10 +214,11 @@ def load_version(version_dir: str | os.PathLike, verify_checksums: bool = True) 
     first = read_manifest(vdir)
     with ThreadPoolExecutor(2) as pool:
         structure = [_check_structure_async(pool, vdir, filename, search.dims, first.num_artists)
+                     if search.has_index else None
                      for filename, search in ((RECOMMEND_INDEX_FILE, first.recommend_search),
                                               (SIMILAR_INDEX_FILE, first.similar_search))]
         manifest = validate_version(vdir, verify_checksums=verify_checksums)
-        problems = [future.result() for future in structure]
+        problems = [None if future is None else future.result() for future in structure]
     if manifest != first:
         raise InvalidVersionError(vdir, "manifest.json changed while the version was being validated")
     return _load_validated(vdir, manifest, problems)
@@ -247,13 +251,17 @@ def _load_validated(vdir: Path, manifest: Manifest, annoy_problems: list[str | N
                                         f"{(manifest.num_users, manifest.num_artists, manifest.num_factors)}")
     if manifest.recommend_search.dims != manifest.num_factors + 2 or manifest.similar_search.dims != manifest.num_factors:
         raise InvalidVersionError(vdir, "search dims do not match num_factors")
-    rec = _load_annoy(vdir, RECOMMEND_INDEX_FILE, manifest.recommend_search.dims, manifest.num_artists,
-                      annoy_problems[0])
+    rec = sim = None
+    if manifest.recommend_search.has_index:
+        rec = _load_annoy(vdir, RECOMMEND_INDEX_FILE, manifest.recommend_search.dims, manifest.num_artists,
+                          annoy_problems[0])
     try:
-        sim = _load_annoy(vdir, SIMILAR_INDEX_FILE, manifest.similar_search.dims, manifest.num_artists,
-                          annoy_problems[1])
+        if manifest.similar_search.has_index:
+            sim = _load_annoy(vdir, SIMILAR_INDEX_FILE, manifest.similar_search.dims, manifest.num_artists,
+                              annoy_problems[1])
     except BaseException:
-        rec.unload()
+        if rec is not None:
+            rec.unload()
         raise
     return LoadedVersion(path=vdir, manifest=manifest, artifacts=artifacts, recommend_index=rec, similar_index=sim,
                          lookups=lookups, top=top, tags=artifacts.tags)

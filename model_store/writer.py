@@ -201,8 +201,10 @@ def _write_files(tmp: Path, version: int, artifacts: ModelArtifacts, data_source
     lookups = Lookups.build(artifacts)
     for name, filename in LOOKUP_FILES.items():
         _save_array(tmp / filename, getattr(lookups, name))
-    _save_index(tmp / RECOMMEND_INDEX_FILE, indexes.recommend_index)
-    _save_index(tmp / SIMILAR_INDEX_FILE, indexes.similar_index)
+    # Format 4: a side built without an Annoy index (it serves exact) has no file.
+    for filename, index in ((RECOMMEND_INDEX_FILE, indexes.recommend_index), (SIMILAR_INDEX_FILE, indexes.similar_index)):
+        if index is not None:
+            _save_index(tmp / filename, index)
     for name, filename in PRECOMPUTED_FILES.items():
         _save_array(tmp / filename, getattr(indexes.top, name))
     files = _synced_entries(tmp, CHECKSUM_BY_FORMAT[FORMAT_VERSION])

@@ -4,8 +4,9 @@
   serving algorithm).
 - ``inner_product``: the model score as an inner product, and the extra dimension that turns it
   into the angular search Annoy does well.
-- ``ann_build``: at publish, build both Annoy indexes and choose their search settings from
-  measured recall and latency (``build_indexes``, ``BuildSettings``).
+- ``ann_build``: at publish, build the Annoy indexes and choose their search settings from
+  measured recall and latency (``build_indexes``, ``BuildSettings``; a warm publish reuses its
+  base version's choice, ``BaseSearch``).
 - ``precompute``: at publish, every user's and artist's top lists, made by that same search.
 
 The trainer calls ``build_indexes`` when it publishes and hands the result to
@@ -21,6 +22,6 @@ with the format; ranking is engine code that changes with every tuning. ``rankin
 TensorFlow.
 """
 
-from ranking.ann_build import BuildSettings, build_indexes
+from ranking.ann_build import BaseSearch, BuildSettings, build_indexes
 
-__all__ = ["BuildSettings", "build_indexes"]
+__all__ = ["BaseSearch", "BuildSettings", "build_indexes"]

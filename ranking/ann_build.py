@@ -8,7 +8,16 @@ times brute force too, and records the faster one as the method to serve, except
 catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
 recorded even when exact search is chosen, so a server can still be told to use Annoy. The
 exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
-one thread, as the index service runs them.
+one thread, as the index service runs them. Each config records the catalog size the choice was
+measured on (``measured_artists``).
+
+A warm-started publish passes its base version's choice (``BaseSearch``) and reuses it per side
+(``_plan``): a side the base served exact, measured on a catalog within ``REMEASURE_DRIFT`` of
+this one (below ``ANNOY_REQUIRED_FROM``, Annoy not forced), gets no Annoy index at all (format
+4): exact search is timed for the record and the base's ``measured_artists`` carried over, so a
+chain of warm retrains measures again once the catalog has drifted that far. A side the base
+served with Annoy is built with the base's trees and tries the base's settings first, on the
+whole sample; only when they miss the recall target is the full tuning run.
 
 Then every user's and artist's precomputed list is made by ``ranking.precompute`` (batched:
 exact, or IVF on large catalogs), within ``BuildSettings.precompute_budget_s``.
@@ -19,14 +28,14 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from annoy import AnnoyIndex
 from threadpoolctl import threadpool_limits
 
 from model_store.artifacts import BuiltIndexes, ModelArtifacts
-from model_store.format import PrecomputedConfig, SearchConfig
+from model_store.format import Manifest, PrecomputedConfig, SearchConfig
 from ranking.precompute import (
     DEFAULT_RECOMMEND_N,
     DEFAULT_SIMILAR_N,
@@ -42,6 +51,9 @@ from ranking.search import CosineSearch, InnerProductSearch, SearchParams, searc
 
 RECALL_TARGET = 0.98
 ANNOY_REQUIRED_FROM = 100_000
+# A base's "exact serves" is reused while the catalog is within this share of the size it was
+# measured on (a 5% retrain of the same catalog does not change which method wins).
+REMEASURE_DRIFT = 0.10
 CANDIDATE_STEPS = (1, 2, 4, 8, 16, 32, 64)
 # search_k tried, as multiples of Annoy's default (n_trees * candidates fetched).
 SEARCH_K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
@@ -223,24 +235,32 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
 
 
 def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, exact_run, annoy_run, score_of,
-            settings: BuildSettings) -> SearchConfig:
+            settings: BuildSettings, exact_ms: float | None = None) -> SearchConfig:
     """Measure exact search and tune Annoy on ``sample`` (``truth``: its exact answers); record the
     faster method that meets the recall target (Annoy always for catalogs of
     ``ANNOY_REQUIRED_FROM`` items or more).
 
-    Exact search is timed on the ladders' part of the sample (every ``_LADDER_STRIDE``-th query),
-    the queries Annoy's settings are first timed on: it does the same work for every query (a
-    full scan), so its median needs no more, and it is the slower half of the measurement on
-    small catalogs."""
-    exact_ms = _median_ms(exact_run, sample[::_LADDER_STRIDE])
+    Exact search is timed (unless ``exact_ms`` is given) on the ladders' part of the sample (every
+    ``_LADDER_STRIDE``-th query), the queries Annoy's settings are first timed on: it does the same
+    work for every query (a full scan), so its median needs no more, and it is the slower half of
+    the measurement on small catalogs."""
+    if exact_ms is None:
+        exact_ms = _median_ms(exact_run, sample[::_LADDER_STRIDE])
     annoy_required = num_items >= ANNOY_REQUIRED_FROM
     # Annoy configs much slower than brute force can never be chosen for a small catalog.
     give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
     exact_may_serve = not annoy_required and settings.method != "annoy"
     chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
                          exact_ms if exact_may_serve else math.inf)
+    return _config(num_items, dims, n_trees, len(sample), chosen, exact_ms, settings)
+
+
+def _config(num_items: int, dims: int, n_trees: int, sample_size: int, chosen: _Trial, exact_ms: float,
+            settings: BuildSettings) -> SearchConfig:
+    """The search config of a side with an Annoy index: Annoy serves when required, or when
+    ``chosen`` meets the recall target faster than exact (``settings.method`` overrides)."""
     met = chosen.recall >= settings.recall_target
-    use_annoy = annoy_required or (met and chosen.median_ms < exact_ms)
+    use_annoy = num_items >= ANNOY_REQUIRED_FROM or (met and chosen.median_ms < exact_ms)
     if settings.method is not None:
         use_annoy = settings.method == "annoy"
     return SearchConfig(
@@ -251,11 +271,76 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
         search_k=chosen.params.search_k,
         candidates_per_result=chosen.params.candidates_per_result,
         recall_at_10=round(chosen.recall if use_annoy else 1.0, 4),
-        recall_sample_size=len(sample),
+        recall_sample_size=sample_size,
         median_latency_ms=round(chosen.median_ms if use_annoy else exact_ms, 4),
         exact_median_latency_ms=round(exact_ms, 4),
         annoy_median_latency_ms=round(chosen.median_ms, 4),
+        measured_artists=num_items,
     )
+
+
+@dataclass(frozen=True)
+class BaseSearch:
+    """The search choices of the version a warm-started run started from (its manifest's
+    ``recommend_search`` and ``similar_search``), each with ``measured_artists`` set: a config
+    written before that was recorded counts as measured on the base's own catalog (``of``)."""
+
+    recommend: SearchConfig
+    similar: SearchConfig
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> "BaseSearch":
+        def measured(config: SearchConfig) -> SearchConfig:
+            return config if config.measured_artists else replace(config, measured_artists=manifest.num_artists)
+        return cls(measured(manifest.recommend_search), measured(manifest.similar_search))
+
+
+# What a side's build does (see _plan).
+_MEASURE, _REUSE_EXACT, _REUSE_ANNOY = "measure", "reuse-exact", "reuse-annoy"
+
+
+def _plan(base: SearchConfig | None, num_items: int, settings: BuildSettings) -> str:
+    """How a side is built: ``_REUSE_EXACT`` (no Annoy index: the base served exact, was measured
+    within ``REMEASURE_DRIFT`` of this catalog's size, which is below ``ANNOY_REQUIRED_FROM``,
+    and Annoy is not forced), ``_REUSE_ANNOY`` (the base served Annoy: its trees and settings
+    first), or ``_MEASURE`` (today's cold build and tuning)."""
+    if base is None:
+        return _MEASURE
+    if base.method == "annoy" and base.has_index:
+        return _REUSE_ANNOY
+    measured = base.measured_artists
+    if (base.method == "exact" and settings.method != "annoy" and num_items < ANNOY_REQUIRED_FROM
+            and measured > 0 and abs(num_items - measured) <= REMEASURE_DRIFT * measured):
+        return _REUSE_EXACT
+    return _MEASURE
+
+
+def _exact_only(dims: int, sample: list, exact_run, measured_artists: int) -> SearchConfig:
+    """The config of a side without an Annoy index: exact search timed on the ladders' third of
+    the sample (as ``_choose`` times it), the base's ``measured_artists`` carried over."""
+    exact_ms = round(_median_ms(exact_run, sample[::_LADDER_STRIDE]), 4)
+    return SearchConfig(method="exact", metric="angular", dims=dims, n_trees=0, search_k=-1,
+                        candidates_per_result=1, recall_at_10=1.0, recall_sample_size=len(sample),
+                        median_latency_ms=exact_ms, exact_median_latency_ms=exact_ms,
+                        measured_artists=measured_artists)
+
+
+def _measure_side(plan: str, base: SearchConfig | None, num_items: int, dims: int, n_trees: int, sample: list,
+                  truth: list | None, exact_run, annoy_run, score_of, settings: BuildSettings) -> SearchConfig:
+    """A side's search config as ``plan`` says (``truth``: the sample's exact answers, None when
+    the plan is ``_REUSE_EXACT``, which needs none)."""
+    if plan == _REUSE_EXACT:
+        assert base is not None
+        return _exact_only(dims, sample, exact_run, base.measured_artists)
+    if plan == _REUSE_ANNOY:
+        assert base is not None
+        exact_ms = _median_ms(exact_run, sample[::_LADDER_STRIDE])
+        params = SearchParams("annoy", base.search_k, base.candidates_per_result)
+        recall, ms = _recall_and_latency(sample, truth, lambda q: annoy_run(q, params), score_of)
+        if recall >= settings.recall_target:
+            return _config(num_items, dims, n_trees, len(sample), _Trial(params, recall, ms), exact_ms, settings)
+        return _choose(num_items, dims, n_trees, sample, truth, exact_run, annoy_run, score_of, settings, exact_ms)
+    return _choose(num_items, dims, n_trees, sample, truth, exact_run, annoy_run, score_of, settings)
 
 
 def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -266,27 +351,38 @@ def _sample_truth(side: ListSide, rows: np.ndarray, k: int) -> list[tuple[np.nda
     return [(top[row][top[row] >= 0].astype(np.int64), scores[row][top[row] >= 0]) for row in range(rows.shape[0])]
 
 
-def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings()) -> BuiltIndexes:
-    """Build both Annoy indexes (in memory), measure and choose their search settings (Recommend,
+def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSettings(),
+                  base: BaseSearch | None = None) -> BuiltIndexes:
+    """Build the Annoy indexes (in memory), measure and choose their search settings (Recommend,
     SimilarArtists), then precompute every user's and artist's top lists (``ranking.precompute``:
     batched, exact or IVF); hand the result to ``model_store.publish_version``, which writes it.
 
-    Recall and latency are measured on ``settings.sample_size`` random users and artists, BLAS on
-    one thread as the index service runs it; the lists' recall@10 against exact on the same samples.
+    ``base``: the search choices of the version a warm-started run started from (None: a cold
+    build); each side reuses them as the module docstring says, and a side the base served exact
+    gets no index. Recall and latency are measured on ``settings.sample_size`` random users and
+    artists, BLAS on one thread as the index service runs it; the lists' recall@10 against exact
+    on the same samples.
     """
     user_factors, artist_factors, artist_bias = artifacts.user_factors, artifacts.artist_factors, artifacts.artist_bias
     num_artists, num_factors = artist_factors.shape
     n_trees = settings.n_trees or default_n_trees(num_artists)
+    rec_base, sim_base = (None, None) if base is None else (base.recommend, base.similar)
+    rec_plan, sim_plan = _plan(rec_base, num_artists, settings), _plan(sim_base, num_artists, settings)
+    rec_trees = rec_base.n_trees if rec_plan == _REUSE_ANNOY else n_trees
+    sim_trees = sim_base.n_trees if sim_plan == _REUSE_ANNOY else n_trees
     rng = np.random.default_rng(settings.seed)
     k = min(RECALL_K, num_artists - 1) if num_artists > 1 else 1
     rec_side, sim_side = recommend_side(artifacts), similar_side(artifacts)
     users = np.sort(rng.choice(user_factors.shape[0], size=min(settings.sample_size, user_factors.shape[0]), replace=False))
     artists = np.sort(rng.choice(num_artists, size=min(settings.sample_size, num_artists), replace=False))
     # Exact answers of the samples: without exclusions for the searches' recall (a search for
-    # 10), with them (seen artists, the artist itself) for the lists'.
-    rec_search_truth = _sample_truth(
-        ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
-                 np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
+    # 10; not needed by a side without an index), with them (seen artists, the artist itself)
+    # for the lists'.
+    rec_search_truth = None
+    if rec_plan != _REUSE_EXACT:
+        rec_search_truth = _sample_truth(
+            ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
+                     np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
     rec_truth = _sample_truth(rec_side, users, k)
     sim_truth = _sample_truth(sim_side, artists, k)
 
@@ -311,23 +407,26 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     )
     del rec_made, sim_made
 
-    rec_index = build_angular_index(rec_side.cluster_vectors, n_trees, settings.seed, settings.n_jobs)
+    rec_index = sim_index = None
+    if rec_plan != _REUSE_EXACT:
+        rec_index = build_angular_index(rec_side.cluster_vectors, rec_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
-    sim_index = build_angular_index(artist_factors.astype(np.float32), n_trees, settings.seed, settings.n_jobs)
+    if sim_plan != _REUSE_EXACT:
+        sim_index = build_angular_index(artist_factors.astype(np.float32), sim_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
     # The two sides are measured at once, one thread each (Annoy and BLAS release the GIL; one
     # BLAS thread each, as the index service runs them): the publish waits for the slower side only.
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(2) as pool:
         recommend_job = pool.submit(
-            _choose, num_artists, num_factors + 2, n_trees, rec_sample, rec_search_truth,
+            _measure_side, rec_plan, rec_base, num_artists, num_factors + 2, rec_trees, rec_sample, rec_search_truth,
             lambda q: rec_search.exact(q, k),
             lambda q, p: rec_search.search(q, k, params=p)[0],
             lambda q, found: rec_search.items[found] @ q,
             settings,
         )
         similar_job = pool.submit(
-            _choose, num_artists, num_factors, n_trees, artists.tolist(), sim_truth,
+            _measure_side, sim_plan, sim_base, num_artists, num_factors, sim_trees, artists_list, sim_truth,
             lambda a: sim_search.exact(a, k),
             lambda a, p: sim_search.search(a, k, params=p)[0],
             lambda a, found: sim_search.normalized[found] @ sim_search.normalized[a],

@@ -3,6 +3,11 @@
 Run once per format version (``python scripts/make_golden_fixture.py``); the result is committed
 under ``tests/fixtures/model_store/format-<N>/`` and ``tests/test_model_store_golden.py`` loads it on
 every run, so a change that breaks reading published versions fails the tests.
+
+From format 4 on the fixture is a warm publish (``GOLDEN_BASE``) whose base served Recommend exact
+on this catalog, so it holds no ``recommend.ann`` (the path a format-4 reader must take for a side
+without an Annoy index is tested on every run), while SimilarArtists, whose base was measured on a
+catalog of another size, is measured afresh and keeps ``similar.ann``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from model_store import FORMAT_VERSION, ModelArtifacts, publish_version  # noqa: E402
 from model_store.artifacts import ArtistTags  # noqa: E402
-from ranking import BuildSettings, build_indexes  # noqa: E402
+from model_store.format import SearchConfig  # noqa: E402
+from ranking import BaseSearch, BuildSettings, build_indexes  # noqa: E402
 
 
 # (artist row, tag, weight): a0-a2 rock/indie, a3-a4 jazz, a4 also a unicode tag, a5 none.
@@ -48,11 +54,24 @@ def golden_artifacts() -> ModelArtifacts:
     )
 
 
+def _exact_base(dims: int, measured_artists: int) -> SearchConfig:
+    return SearchConfig(method="exact", metric="angular", dims=dims, n_trees=2, search_k=-1, candidates_per_result=1,
+                        recall_at_10=1.0, recall_sample_size=4, median_latency_ms=0.01,
+                        measured_artists=measured_artists)
+
+
+# The golden model's base (3 factors, 6 artists): Recommend measured exact on 6 artists (reused:
+# no index), SimilarArtists on 100 (more than 10% away: measured again, index built).
+GOLDEN_BASE = BaseSearch(recommend=_exact_base(5, 6), similar=_exact_base(3, 100))
+
+
 def main() -> None:
     out = ROOT / "tests" / "fixtures" / "model_store" / f"format-{FORMAT_VERSION}"
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = golden_artifacts()
-        publish_version(tmp, artifacts, indexes=build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=4)),
+        indexes = build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=4),
+                                base=GOLDEN_BASE if FORMAT_VERSION >= 4 else None)
+        publish_version(tmp, artifacts, indexes=indexes,
                         data_source="golden fixture", data_fingerprint="ab" * 32,
                         num_interactions=5, hyperparameters={"factors": 3, "epochs": 1},
                         metrics={"hit_rate_at_10": 1.0})

@@ -36,7 +36,7 @@ import pytest
 from annoy import AnnoyIndex
 
 from model_store.annoy_file import check_annoy_structure
-from model_store.format import DATA_FILES, MANIFEST_NAME
+from model_store.format import DATA_FILES, FORMAT_VERSION, MANIFEST_NAME
 from test_faults_harness import (
     SERVING,
     TINY_U0_TOP3,
@@ -84,9 +84,9 @@ for _file in DATA_FILES:
         (f"deleted {_file}", _file, delete, f"cannot open {_file}"),
     ]
 CASES += [
-    ("manifest from format 4", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=4)),
-     "format_version 4 is not supported"),
-    ("manifest of format 1 over format-3 files", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=1)),
+    ("manifest from a future format", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=FORMAT_VERSION + 1)),
+     f"format_version {FORMAT_VERSION + 1} is not supported"),
+    ("manifest of format 1 over format-4 files", MANIFEST_NAME, edit_manifest(lambda m: m.update(format_version=1)),
      "files must list exactly the format-1 files"),
     ("manifest num_artists edited", MANIFEST_NAME,
      edit_manifest(lambda m: m["data"].update(num_artists=m["data"]["num_artists"] + 1)), "manifest says"),

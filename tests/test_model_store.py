@@ -23,6 +23,7 @@ from model_store import (
     validate_version,
 )
 from model_store.checksums import file_digest
+from model_store.format import FORMAT_VERSION
 from ranking import BuildSettings, build_indexes
 from ranking.inner_product import augment_items, item_vectors_with_bias, user_query
 from ranking.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
@@ -174,7 +175,7 @@ def edit_manifest(version_dir: Path, change) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=4), "format_version 4 is not supported"),
+    (lambda m: m.update(format_version=FORMAT_VERSION + 1), f"format_version {FORMAT_VERSION + 1} is not supported"),
     (lambda m: m.update(format_version=1), "files must list exactly the format-1 files"),
     (lambda m: m.pop("precomputed"), "precomputed must be an object"),
     (lambda m: m.update(model_version=7), "model_version 7"),

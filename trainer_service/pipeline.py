@@ -61,7 +61,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model_store import InvalidVersionError, Manifest, ModelArtifacts, list_versions, publish_version, read_manifest
-from ranking import BuildSettings, build_indexes
+from ranking import BaseSearch, BuildSettings, build_indexes
 from model_store.format import TrainingRecord
 from play_log import PlayLogError, open_play_log
 from play_log.store import redact
@@ -254,6 +254,17 @@ def newest_manifest(models_dir: str | os.PathLike) -> Manifest | None:
         except (InvalidVersionError, OSError) as exc:
             log.warning("version %s has no readable manifest (%s); looking at the one before", version, exc)
     return None
+
+
+def _base_search(models_dir: str | os.PathLike, version: int) -> BaseSearch | None:
+    """The search choices of the warm start's base ``version``, which its publish reuses (None,
+    logged, when its manifest no longer reads: the publish then measures as a cold one does)."""
+    try:
+        return BaseSearch.of(read_manifest(os.path.join(os.fspath(models_dir), str(version))))
+    except (InvalidVersionError, OSError) as exc:
+        log.warning("version %d's manifest cannot be read (%s): publishing measures the searches afresh",
+                    version, exc)
+        return None
 
 
 Source = DataSourceSpec | Interactions | str
@@ -450,7 +461,8 @@ def run_training(
     )
     manifest = publish_version(
         models_dir, artifacts,
-        indexes=build_indexes(artifacts, build_settings or BuildSettings()),
+        indexes=build_indexes(artifacts, build_settings or BuildSettings(),
+                              base=None if warm is None else _base_search(models_dir, warm.version)),
         data_source=interactions.source,
         data_fingerprint=interactions.fingerprint(),
         num_interactions=interactions.num_interactions,
