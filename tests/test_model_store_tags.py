@@ -124,7 +124,7 @@ def tagged_artifacts():
 def test_tags_round_trip(tmp_path):
     art = tagged_artifacts()
     manifest = publish(tmp_path, art)
-    assert manifest.format_version == 3
+    assert manifest.format_version >= 3  # tags since format 3
     assert set(TAG_FILES.values()) <= set(manifest.files)
     loaded = load_version(tmp_path / "1")
     try:
@@ -142,7 +142,7 @@ def test_version_without_tags_loads_with_none(tmp_path):
     loaded = load_version(tmp_path / "1")
     try:
         assert loaded.tags is None and loaded.artifacts.tags is None
-        assert loaded.manifest.format_version == 3
+        assert loaded.manifest.format_version >= 3
     finally:
         loaded.close()
 
