@@ -22,7 +22,8 @@ hyperparameters and ``TrainingOptions``) and reports ``Progress`` objects from t
    and nothing is published, unless the gate is off.
    With ``options.warm_start`` "newest" the run may start from the newest version's factors
    (``trainer_service.warm_start``: same source, same factors), for fewer epochs from a lower
-   learning rate; the manifest's ``training.warm_start`` records it.
+   learning rate; the manifest's ``training.warm_start`` records it, and its publish reuses the
+   base version's search measurement (``ranking.BaseSearch``, see ``ranking.ann_build``).
 4. **refitting** (``final_fit="all"`` only): the model is trained again from scratch on every
    interaction (from the same start as the training: a warm start's factors or a cold one), for
    the kept model's epoch count, so production recommendations learn from every
