@@ -8,6 +8,7 @@ side said to have no index but listing the file, or the reverse) is refused with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,8 +18,14 @@ import pytest
 from conftest import FAST_BUILD
 
 from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
-from model_store import InvalidVersionError, ModelArtifacts, load_version, read_manifest, validate_version
-from model_store.artifacts import BuiltIndexes
+from model_store import (
+    InvalidVersionError,
+    ModelArtifacts,
+    load_version,
+    publish_version,
+    read_manifest,
+    validate_version,
+)
 from model_store.format import (
     FORMAT_VERSION,
     RECOMMEND_INDEX_FILE,
@@ -71,7 +78,6 @@ def test_a_version_without_an_index_round_trips_and_serves_exact(publish, models
     art = tiny_artifacts
     indexes = build_indexes(art, FAST_BUILD, base=base_without(art, recommend, similar))
     assert (indexes.recommend_index is None, indexes.similar_index is None) == (recommend, similar)
-    from model_store import publish_version
     manifest = publish_version(models_dir, art, indexes=indexes, data_source="tests", data_fingerprint="0" * 64,
                                num_interactions=8, hyperparameters={}, metrics={})
     version = models_dir / str(manifest.model_version)
@@ -106,7 +112,6 @@ def test_a_version_without_an_index_round_trips_and_serves_exact(publish, models
 @pytest.fixture
 def no_recommend_index(models_dir, tiny_artifacts) -> Path:
     """A published format-4 version of the tiny model without recommend.ann (similar.ann kept)."""
-    from model_store import publish_version
     indexes = build_indexes(tiny_artifacts, FAST_BUILD, base=base_without(tiny_artifacts, True, False))
     manifest = publish_version(models_dir, tiny_artifacts, indexes=indexes, data_source="tests",
                                data_fingerprint="0" * 64, num_interactions=8, hyperparameters={}, metrics={})
@@ -170,8 +175,8 @@ def test_built_indexes_must_agree_with_their_configs(tiny_artifacts):
     """The writer's check: an index where the config says none, or none where it says one."""
     built = build_indexes(tiny_artifacts, FAST_BUILD)
     assert built.recommend_index is not None
-    no_trees = built.recommend.__class__(**{**built.recommend.to_json(), "n_trees": 0, "method": "exact"})
+    no_trees = dataclasses.replace(built.recommend, n_trees=0, method="exact")
     with pytest.raises(ValueError, match="recommend config has n_trees 0 but the index is built"):
-        BuiltIndexes(**{**built.__dict__, "recommend": no_trees}).check(tiny_artifacts)
+        dataclasses.replace(built, recommend=no_trees).check(tiny_artifacts)
     with pytest.raises(ValueError, match="similar config has n_trees .* but the index is missing"):
-        BuiltIndexes(**{**built.__dict__, "similar_index": None}).check(tiny_artifacts)
+        dataclasses.replace(built, similar_index=None).check(tiny_artifacts)
