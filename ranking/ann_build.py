@@ -4,7 +4,8 @@ For each search (Recommend: inner product via the extra dimension; SimilarArtist
 builder measures recall@10 of the serving path (``ranking.search``) against brute force on a
 sample of queries (tie-aware: an item tied with the 10th best counts as right), searches for the
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
-times brute force too, and records the faster one as the method to serve, except that large
+times brute force too, and records the faster one as the method to serve (Annoy only when clearly
+faster: ``ANNOY_WINS_BELOW``), except that large
 catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
 recorded even when exact search is chosen, so a server can still be told to use Annoy. The
 exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
@@ -54,6 +55,11 @@ ANNOY_REQUIRED_FROM = 100_000
 # A base's "exact serves" is reused while the catalog is within this share of the size it was
 # measured on (a 5% retrain of the same catalog does not change which method wins).
 REMEASURE_DRIFT = 0.10
+# Where exact may serve, Annoy serves only when its median latency is at most this share of
+# exact's: near break-even exact wins (recall 1.0, no index to build or map, and a warm retrain
+# then skips the Annoy build), and a latency measured on a shared machine moves by more than
+# the last few percent, so a choice at break-even would flip from one publish to the next.
+ANNOY_WINS_BELOW = 0.75
 CANDIDATE_STEPS = (1, 2, 4, 8, 16, 32, 64)
 # search_k tried, as multiples of Annoy's default (n_trees * candidates fetched).
 SEARCH_K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
@@ -237,8 +243,8 @@ def _ladders(num_items: int, n_trees: int, sample: list, truth: list, annoy_run,
 def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, exact_run, annoy_run, score_of,
             settings: BuildSettings, exact_ms: float | None = None) -> SearchConfig:
     """Measure exact search and tune Annoy on ``sample`` (``truth``: its exact answers); record the
-    faster method that meets the recall target (Annoy always for catalogs of
-    ``ANNOY_REQUIRED_FROM`` items or more).
+    faster method that meets the recall target (Annoy only at ``ANNOY_WINS_BELOW`` of exact's
+    latency or less; always for catalogs of ``ANNOY_REQUIRED_FROM`` items or more).
 
     Exact search is timed (unless ``exact_ms`` is given) on the ladders' part of the sample (every
     ``_LADDER_STRIDE``-th query), the queries Annoy's settings are first timed on: it does the same
@@ -251,7 +257,7 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
     exact_may_serve = not annoy_required and settings.method != "annoy"
     chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
-                         exact_ms if exact_may_serve else math.inf)
+                         ANNOY_WINS_BELOW * exact_ms if exact_may_serve else math.inf)
     return _config(num_items, dims, n_trees, len(sample), chosen, exact_ms, settings)
 
 
@@ -260,7 +266,7 @@ def _config(num_items: int, dims: int, n_trees: int, sample_size: int, chosen: _
     """The search config of a side with an Annoy index: Annoy serves when required, or when
     ``chosen`` meets the recall target faster than exact (``settings.method`` overrides)."""
     met = chosen.recall >= settings.recall_target
-    use_annoy = num_items >= ANNOY_REQUIRED_FROM or (met and chosen.median_ms < exact_ms)
+    use_annoy = num_items >= ANNOY_REQUIRED_FROM or (met and chosen.median_ms <= ANNOY_WINS_BELOW * exact_ms)
     if settings.method is not None:
         use_annoy = settings.method == "annoy"
     return SearchConfig(
