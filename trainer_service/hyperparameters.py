@@ -44,7 +44,7 @@ AUTO_FACTORS = 0
 #: loads at most this many interactions (source plus play log, as the manifest's
 #: ``num_interactions`` records) gets ``SMALL_DATA_FACTORS``, a bigger one ``LARGE_DATA_FACTORS``.
 #: 96 factors were ahead of 64 on Last.fm 2K and MovieLens small, each on two sets of unseen
-#: splits (docs/levers.md, docs/levers-confirm.md: rows ``f96-neg8`` and ``neg8``); each factor adds
+#: splits (docs/levers.md, docs/levers-confirm.md: row ``f96-neg8`` against the 64-factor defaults); each factor adds
 #: a float to every row a triple reads and writes and to every published and indexed row, a cost
 #: that small data absorbs and full scale (17.5M interactions) does not within its time targets.
 #: The line sits between the real small data sets (~0.1M interactions) and synthetic 1/10
