@@ -233,7 +233,9 @@ def plain_bpr_speed(preset: str, settings: BenchSettings, workdir: Path) -> dict
 
 def lastfm_train(settings: BenchSettings, workdir: Path) -> dict | None:
     """``python -m trainer_service train --data hetrec:DATA/lastfm-2k --json`` (the defaults; quick
-    mode: ``settings.scale_epochs`` epochs, gate off), ``settings.runs`` times into one models directory:
+    mode: ``settings.scale_epochs`` epochs, gate off), ``settings.runs`` times, each into an empty
+    models directory (a first training: cold, as a user's first ``train`` is; into one directory
+    the later runs would warm-start from the earlier ones, the warm part's measurement):
     per run the command's wall time (start to published version, as a user waits for it), its
     phases as the pipeline reports them, the lists' seconds, and its peak RSS (sampled, ``run_child``).
     None when the data set is absent."""
@@ -250,6 +252,7 @@ def lastfm_train(settings: BenchSettings, workdir: Path) -> dict | None:
     runs = []
     output, errors = workdir / "lastfm-train.json", workdir / "lastfm-train.log"
     for _ in range(max(1, settings.runs)):
+        shutil.rmtree(models_dir, ignore_errors=True)
         returncode, wall, peak_rss = run_child(argv, output, errors)
         if returncode != 0:
             tail = errors.read_text(encoding="utf-8", errors="replace")[-2000:]
