@@ -309,19 +309,24 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
             b.scatter_sub(tf.IndexedSlices(lr * bias_grads, items))
         return tf.reduce_sum(loss)
 
-    @tf.function(jit_compile=True)
+    # ``autograph=False``: the loop is written as the ``tf.while_loop`` autograph would make of a
+    # Python ``while`` (the same graph), and the rest of the code branches on Python values only;
+    # converting the source (parsing and rewriting every function it calls) cost more than half a
+    # second of every training process's first call.
+    @tf.function(jit_compile=True, autograph=False)
     def train_chunk(tables, accumulators, users, positives, negatives, count, rates, one):
         steps = (count + batch - 1) // batch
-        total = tf.constant(0.0, tf.float64)
-        # A while loop, not ``for s in tf.range(steps)``: XLA needs a range's size at compile time,
-        # which made ``count`` a compile-time constant, one compilation per distinct count (the
-        # last chunk of an epoch compiled again, about a second at 360K scale).
-        s = tf.constant(0)
-        while s < steps:
+
+        def body(s, total):
             mask = tf.cast(s * batch + tf.range(batch) < count, tf.float32)
-            total += tf.cast(step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates, one),
-                             tf.float64)
-            s += 1
+            loss = step(tables, accumulators, users[s], positives[s], negatives[s], mask, rates, one)
+            return s + 1, total + tf.cast(loss, tf.float64)
+
+        # A while loop, not a loop over ``tf.range(steps)``: XLA needs a range's size at compile
+        # time, which made ``count`` a compile-time constant, one compilation per distinct count
+        # (the last chunk of an epoch compiled again, about a second at 360K scale).
+        _, total = tf.while_loop(lambda s, total: s < steps, body,
+                                 (tf.constant(0), tf.constant(0.0, tf.float64)))
         return total
 
     return train_chunk
