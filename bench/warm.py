@@ -208,7 +208,7 @@ def sweep(data, seed: int, settings: BenchSettings) -> dict:
     from trainer_service.hyperparameters import Hyperparameters
     from trainer_service.warm_start import TrainingRows, WarmSchedule, warm_factors
 
-    hp = Hyperparameters(seed=seed).resolved(data.num_interactions)
+    hp = Hyperparameters(seed=seed)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     _, new, _ = new_plays(data, seed, settings)

@@ -11,11 +11,10 @@ docs/levers.md and docs/levers-confirm.md, the reasons in docs/training.md. What
 rank-aware negatives (the hardest of 8 uniform candidates), L2 raised with them (0.02; hard
 negatives overfit with less), and a cosine learning-rate decay from a higher start (0.25), which
 together reach a better model in 40 epochs than plain BPR in 200; then a small initialization
-(std 0.01), bias L2, and positives weighted by log(1 + plays). 96 factors were ahead of 64 on both
-data sets and both sets of splits, but cost more per triple in training and publishing, which the
-time targets at full scale cannot absorb; so the factor count is chosen from the data's size
-(``auto_factors``: 96 up to ``SMALL_DATA_MAX_INTERACTIONS`` interactions, 64 above; docs/training.md).
-Bigger data needs fewer epochs (pass ``epochs``).
+(std 0.01), bias L2, and positives weighted by log(1 + plays). 96 factors measured a small gain
+on both sets of splits but costs about 1.25x per triple in training and publishing, which the
+time targets at full scale cannot absorb: 64 stays the default (docs/training.md). Bigger data needs
+fewer epochs (pass ``epochs``).
 
 The objective of one sampled triple (user u, listened artist i, unlistened artist j), with
 ``x = p_u . (q_i - q_j) + b_i - b_j``, is::
@@ -38,34 +37,10 @@ OPTIMIZERS = ("sgd", "adagrad")
 POSITIVE_SAMPLING = ("uniform", "log_plays")
 LEARNING_RATE_SCHEDULES = ("constant", "linear", "cosine")
 
-#: ``factors`` value meaning "chosen from the data" (``Hyperparameters.resolved``).
-AUTO_FACTORS = 0
-#: The factor counts ``auto_factors`` chooses, and the size rule between them: a training that
-#: loads at most this many interactions (source plus play log, as the manifest's
-#: ``num_interactions`` records) gets ``SMALL_DATA_FACTORS``, a bigger one ``LARGE_DATA_FACTORS``.
-#: 96 factors were ahead of 64 on Last.fm 2K and MovieLens small, each on two sets of unseen
-#: splits (docs/levers.md, docs/levers-confirm.md: row ``f96-neg8`` against the 64-factor defaults); each factor adds
-#: a float to every row a triple reads and writes and to every published and indexed row, a cost
-#: that small data absorbs and full scale (17.5M interactions) does not within its time targets.
-#: The line sits between the real small data sets (~0.1M interactions) and synthetic 1/10
-#: scale (1.75M), which keeps the factors the scale benchmarks measure.
-SMALL_DATA_FACTORS = 96
-LARGE_DATA_FACTORS = 64
-SMALL_DATA_MAX_INTERACTIONS = 1_000_000
-
-
-def auto_factors(num_interactions: int, small_data_max_interactions: int | None = None) -> int:
-    """The factor count for a training on ``num_interactions`` interactions: ``SMALL_DATA_FACTORS``
-    up to ``small_data_max_interactions`` (None: ``SMALL_DATA_MAX_INTERACTIONS``), else
-    ``LARGE_DATA_FACTORS``."""
-    limit = SMALL_DATA_MAX_INTERACTIONS if small_data_max_interactions is None else small_data_max_interactions
-    return SMALL_DATA_FACTORS if num_interactions <= limit else LARGE_DATA_FACTORS
-
-
 # Inclusive ranges; floats must be finite. Upper bounds keep a request from asking for a model
 # that cannot fit in memory or a job that never ends.
 _INT_RANGES = {
-    "factors": (AUTO_FACTORS, 1024),
+    "factors": (1, 1024),
     "epochs": (1, 10_000),
     "batch_size": (1, 1 << 20),
     "seed": (-(2**63), 2**63 - 1),
@@ -91,11 +66,9 @@ class Hyperparameters:
     """Everything that decides a trained model besides the data. Validated on construction
     (``ValueError`` naming the field and its range).
 
-    - ``factors``: latent factors per user and per artist (embedding width), 1..1024, or
-      ``AUTO_FACTORS`` (0, the default): chosen from the data once it is loaded
-      (``resolved``): 96 for a training on at most ``SMALL_DATA_MAX_INTERACTIONS`` (1,000,000)
-      interactions, 64 above, and a warm start keeps its base version's count. Each factor adds a
-      float to every row the step reads and writes: the cost of a triple grows with it.
+    - ``factors``: latent factors per user and per artist (embedding width), 1..1024. Default 64
+      (each factor adds a float to every row the step reads and writes: the cost of a triple
+      grows with it).
     - ``epochs``: passes over the training interactions; one epoch is N sampled triples for N
       training interactions. Default 40 (tuned on Last.fm 2K and MovieLens small; large data
       needs fewer).
@@ -128,7 +101,7 @@ class Hyperparameters:
       Default "cosine".
     """
 
-    factors: int = AUTO_FACTORS
+    factors: int = 64
     epochs: int = 40
     learning_rate: float = 0.25
     regularization: float = 0.02
@@ -167,23 +140,6 @@ class Hyperparameters:
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
-    @property
-    def is_resolved(self) -> bool:
-        """Whether ``factors`` is a concrete count (not ``AUTO_FACTORS``): what a trainer needs."""
-        return self.factors != AUTO_FACTORS
-
-    def resolved(self, num_interactions: int, *, base_factors: int | None = None,
-                 small_data_max_interactions: int | None = None) -> "Hyperparameters":
-        """These hyperparameters with concrete ``factors`` for a training that loaded
-        ``num_interactions`` interactions: given factors are kept; ``AUTO_FACTORS`` becomes
-        ``base_factors`` (the count of the version a warm start starts from; None: no warm
-        start), else ``auto_factors(num_interactions, small_data_max_interactions)``."""
-        if self.is_resolved:
-            return self
-        factors = base_factors if base_factors is not None else auto_factors(num_interactions,
-                                                                               small_data_max_interactions)
-        return dataclasses.replace(self, factors=factors)
-
     def with_overrides(self, **overrides: Any) -> "Hyperparameters":
         """A copy with ``overrides`` applied and validated. Unknown names raise ValueError."""
         unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(self)})
@@ -196,12 +152,9 @@ class Hyperparameters:
         return dataclasses.asdict(self)
 
     def manifest_dict(self) -> dict[str, float | int]:
-        """The hyperparameters as the manifest records them (resolved ones: ``factors`` concrete;
-        ValueError otherwise): numbers only. The choice fields are
+        """The hyperparameters as the manifest records them: numbers only. The choice fields are
         recorded as flags: ``popularity_negatives``, ``log_plays_positives``, ``adagrad`` (1 or 0), and
         ``learning_rate_schedule`` as its index in ``LEARNING_RATE_SCHEDULES`` (0 constant)."""
-        if not self.is_resolved:
-            raise ValueError("factors are chosen from the data: resolve the hyperparameters first")
         numbers: dict[str, float | int] = {
             name: value for name, value in self.to_dict().items() if name not in _CHOICES
         }

@@ -23,10 +23,7 @@ hyperparameters and ``TrainingOptions``) and reports ``Progress`` objects from t
    With ``options.warm_start`` "newest" the run may start from the newest version's factors
    (``trainer_service.warm_start``: same source, same factors), for fewer epochs from a lower
    learning rate; the manifest's ``training.warm_start`` records it, and its publish reuses the
-   base version's search measurement (``ranking.BaseSearch``, see ``ranking.ann_build``). Factors
-   chosen from the data (``AUTO_FACTORS``) are resolved here, once the data is loaded and the base
-   is known (``Hyperparameters.resolved``); from then on the run, its ``Progress.factors``, the
-   manifest and the result carry the concrete count.
+   base version's search measurement (``ranking.BaseSearch``, see ``ranking.ann_build``).
 4. **refitting** (``final_fit="all"`` only): the model is trained again from scratch on every
    interaction (from the same start as the training: a warm start's factors or a cold one), for
    the kept model's epoch count, so production recommendations learn from every
@@ -82,10 +79,10 @@ from trainer_service.evaluation import (
     sample_heldout,
     validation_split,
 )
-from trainer_service.hyperparameters import SMALL_DATA_FACTORS, Hyperparameters
+from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
 from trainer_service.training_request import Progress, TrainingOptions
-from trainer_service.warm_start import BaseFactors, TrainingRows, WarmSchedule, WarmStart, choose_base, warm_factors
+from trainer_service.warm_start import TrainingRows, WarmSchedule, WarmStart, choose_base, warm_factors
 
 log = logging.getLogger(__name__)
 
@@ -297,21 +294,6 @@ def _read_log(events_url: str | None) -> tuple[int, list, set[str]]:
     return mark, plays, forgotten
 
 
-def _with_factors(emit: Callable[[Progress], None], factors: int, event: Progress) -> None:
-    emit(dataclasses.replace(event, factors=factors))
-
-
-def _resolve_factors(hp: Hyperparameters, num_interactions: int, base: BaseFactors | None) -> Hyperparameters:
-    """``hp`` with concrete factors (``Hyperparameters.resolved``), the choice logged."""
-    resolved = hp.resolved(num_interactions, base_factors=None if base is None else base.factors)
-    if not hp.is_resolved:
-        why = (f"kept from the warm start's base, version {base.version}" if base is not None else
-               f"{num_interactions:,} interactions: " + ("small data" if resolved.factors == SMALL_DATA_FACTORS
-                                                          else "large data"))
-        log.info("factors: %d, chosen from the data (%s)", resolved.factors, why)
-    return resolved
-
-
 def _warm_factory(custom: TrainerFactory | None, warm: WarmStart) -> TrainerFactory:
     """A trainer factory whose trainers start from ``warm``'s factors: ``custom`` given the
     keyword ``initial``, or an in-process ``BPRTrainer`` (a warm start never runs distributed)."""
@@ -395,8 +377,6 @@ def run_training(
         selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
     base = choose_base(options.warm_start, newest_manifest(models_dir), models_dir, interactions.source, hp,
                        in_process=options.cluster is None)
-    hp = _resolve_factors(hp, interactions.num_interactions, base)
-    emit = functools.partial(_with_factors, emit, hp.factors)
     warm: WarmStart | None = None
     train_hp = hp
     if base is not None:

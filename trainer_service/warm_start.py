@@ -9,11 +9,8 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   gate's "same kind of source", which ignores the synthetic seed: two seeds share ids but not
   tastes, so one's factors are no head start for the other. A retrain of the same source plus
   newer plays is exactly what a warm start is for.
-- Factors: with the factor count chosen from the data (``AUTO_FACTORS``, the default) the run
-  takes the base's count, whatever the size rule would choose, so data that grows past the rule's
-  line keeps warm-starting (and a base of 64 stays at 64); given explicitly, it must equal the
-  base's, else the run is cold. The training must run in this process (a distributed trainer
-  starts cold).
+- It must have the same number of factors, and the training must run in this process (a
+  distributed trainer starts cold).
 - Users and artists are matched by id: a known one starts from its published factors (and an
   artist from its published bias); a new one from ``bpr.initial_factors``, as a cold run starts
   every row. Users or artists the version had but this training does not (a forgotten listener)
@@ -120,8 +117,7 @@ def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLik
                 hp: Hyperparameters, *, in_process: bool = True) -> BaseFactors | None:
     """The version a training of ``data_source`` with ``hp`` starts from under ``mode``
     ("newest" or "none"), given the ``newest`` published manifest; None: a cold start (logged
-    with the reason). ``hp.factors`` ``AUTO_FACTORS`` accepts a base of any factor count (the run
-    then takes the base's: ``Hyperparameters.resolved``); a given count must equal the base's."""
+    with the reason)."""
     if mode not in WARM_STARTS:
         raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}; got {mode!r}")
     reason = None
@@ -140,10 +136,9 @@ def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLik
         except (InvalidVersionError, OSError, ValueError) as exc:
             reason = f"version {newest.model_version} cannot be read ({exc})"
         else:
-            if not hp.is_resolved or base.factors == hp.factors:
+            if base.factors == hp.factors:
                 return base
-            reason = (f"version {newest.model_version} has {base.factors} factors, this training asks for "
-                      f"{hp.factors}")
+            reason = f"version {newest.model_version} has {base.factors} factors, this training {hp.factors}"
     log.info("cold start: %s", reason)
     return None
 
