@@ -257,17 +257,6 @@ def newest_manifest(models_dir: str | os.PathLike) -> Manifest | None:
     return None
 
 
-def _base_search(models_dir: str | os.PathLike, version: int) -> BaseSearch | None:
-    """The search choices of the warm start's base ``version``, which its publish reuses (None,
-    logged, when its manifest no longer reads: the publish then measures as a cold one does)."""
-    try:
-        return BaseSearch.of(read_manifest(os.path.join(os.fspath(models_dir), str(version))))
-    except (InvalidVersionError, OSError) as exc:
-        log.warning("version %d's manifest cannot be read (%s): publishing measures the searches afresh",
-                    version, exc)
-        return None
-
-
 Source = DataSourceSpec | Interactions | str
 
 
@@ -375,7 +364,8 @@ def run_training(
         validation = split
     if validation is not None:
         selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
-    base = choose_base(options.warm_start, newest_manifest(models_dir), models_dir, interactions.source, hp,
+    newest = newest_manifest(models_dir)
+    base = choose_base(options.warm_start, newest, models_dir, interactions.source, hp,
                        in_process=options.cluster is None)
     warm: WarmStart | None = None
     train_hp = hp
@@ -463,7 +453,9 @@ def run_training(
     manifest = publish_version(
         models_dir, artifacts,
         indexes=build_indexes(artifacts, build_settings or BuildSettings(),
-                              base=None if warm is None else _base_search(models_dir, warm.version)),
+                              # The base is the newest version: its manifest, read above, holds
+                              # the search choices the publish reuses.
+                              base=None if warm is None or newest is None else BaseSearch.of(newest)),
         data_source=interactions.source,
         data_fingerprint=interactions.fingerprint(),
         num_interactions=interactions.num_interactions,
