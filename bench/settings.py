@@ -109,9 +109,10 @@ class BenchSettings:
     warm_new_fraction: float = 0.05
     warm_new_user_share: float = 0.05
     warm_new_artist_share: float = 0.02
-    warm_schedules: tuple[tuple[float, float], ...] = ((0.0625, 0.25), (0.125, 0.125), (0.125, 0.25), (0.125, 0.5),
-                                                       (0.25, 0.25), (0.5, 0.5))
-    warm_sweep_seeds: tuple[int, ...] = (201, 202, 203, 204)
+    warm_schedules: tuple[tuple[float, float], ...] = ((0.025, 0.125), (0.05, 0.0625), (0.05, 0.125), (0.05, 0.25),
+                                                       (0.075, 0.125), (0.125, 0.125), (0.125, 0.25), (0.25, 0.25),
+                                                       (0.5, 0.5))
+    warm_sweep_seeds: tuple[int, ...] = tuple(range(201, 213))
     warm_scale_datasets: tuple[str, ...] = ("synthetic:full",)
     warm_scale_epochs: int = 3
 

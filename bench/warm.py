@@ -276,6 +276,18 @@ def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path,
             "artists": data.num_artists, "interactions": data.num_interactions}
 
 
+def chosen_schedules(schedules: list[dict]) -> set[int]:
+    """The rule the default warm schedule is chosen by, over the sweep's rows: those with the
+    fewest epochs among the rows whose mean per-seed HR@10 ratio to a cold retrain, less its
+    standard error over the seeds, stays >= ``WARM_HR_RATIO_TARGET`` (rows of as many epochs cost
+    the same, and their learning rates are told apart by less than that error: each is a pick);
+    none when no row qualifies. Not the worst seed: a seed's ratio moves mostly with its cold
+    fit's own noise, the same for every schedule."""
+    ok = [i for i, row in enumerate(schedules) if row["hr_ratio_low"] >= WARM_HR_RATIO_TARGET]
+    fewest = min((schedules[i]["epochs"] for i in ok), default=None)
+    return {i for i in ok if schedules[i]["epochs"] == fewest}
+
+
 def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sweep_seeds: tuple[int, ...] = (),
             epochs: int | None = None) -> dict:
     """The pipeline rows over ``seeds`` seeds on data set ``name`` (``epochs``: see ``one_seed``),
@@ -292,14 +304,20 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
     sweep_cold = float(np.mean([r["cold_hr10"] for r in sweeps])) if sweeps else 0.0
     for i, (fraction, scale) in enumerate(settings.warm_schedules if sweeps else ()):
         rows = [r["schedules"][i] for r in sweeps]
+        ratios = np.array([row["hr10"] / r["cold_hr10"] for row, r in zip(rows, sweeps)])
+        se = float(ratios.std(ddof=1) / np.sqrt(ratios.size)) if ratios.size > 1 else 0.0
         schedules.append({
             "epoch_fraction": fraction, "learning_rate_scale": scale,
             "default": (fraction, scale) == (WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),
             "epochs": rows[0]["epochs"], "hr10": float(np.mean([r["hr10"] for r in rows])),
             "hr_ratio": float(np.mean([r["hr10"] for r in rows]) / sweep_cold),
-            "hr_ratio_min": float(min(row["hr10"] / r["cold_hr10"] for row, r in zip(rows, sweeps))),
+            "hr_ratio_mean": float(ratios.mean()), "hr_ratio_se": se, "hr_ratio_low": float(ratios.mean()) - se,
+            "hr_ratio_min": float(ratios.min()),
             "training_ratio": float(np.mean([row["training_s"] / r["cold_training_s"] for row, r in zip(rows, sweeps)])),
         })
+    picks = chosen_schedules(schedules)
+    for i, row in enumerate(schedules):
+        row["rule_pick"] = i in picks
     seconds = lambda key, rows: float(np.mean([r["seconds"][key] for r in rows]))  # noqa: E731
     colds = [r["cold"] for r in runs]
     return {"dataset": name, "users": int(runs[0]["users"]), "artists": int(runs[0]["artists"]),
@@ -383,6 +401,13 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
                                     sweep_seeds=settings.warm_sweep_seeds))
         except FileNotFoundError as exc:
             notes.append(f"{name} skipped: {exc}")
+    for ds in datasets:
+        picked = [row for row in ds["schedules"] if row["rule_pick"]]
+        if ds["schedules"] and not any(row["default"] for row in picked):
+            notes.append(f"{ds['dataset']}: the sweep's rule picks "
+                         + (", ".join(f"{row['epoch_fraction']:g} of the epochs at learning rate x"
+                                      f"{row['learning_rate_scale']:g}" for row in picked) or "no schedule")
+                         + f", not the default ({WARM_EPOCH_FRACTION:g} of the epochs at x{WARM_LEARNING_RATE_SCALE:g})")
     fresh = freshness(datasets[0]["dataset"], settings, workdir) if datasets else None
     # At scale: one seed, the scale part's epochs, no sweep (each training is minutes).
     for name in settings.warm_scale_datasets:
