@@ -859,8 +859,9 @@ BATCH = [("Recommend requests", lambda b: "default (precomputed lists)" if b["na
 
 
 WARM_SCHEDULES = [("warm schedule (training only)", lambda r: f"{num(r['epoch_fraction'], 3)} of the epochs, "
-                   f"learning rate x{num(r['learning_rate_scale'], 3)}" + (" (default)" if r["default"] else "")
-                   + (" (the rule's pick)" if r.get("rule_pick") else "")),
+                   f"learning rate x{num(r['learning_rate_scale'], 3)}"
+                   + (f" ({'; '.join(t for t, on in (('default', r['default']), ('the rule picks it', r.get('rule_pick'))) if on)})"
+                      if r["default"] or r.get("rule_pick") else "")),
                   ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"), ("vs cold", "{hr_ratio:x3}"),
                   ("per-seed ratio: mean - SE", lambda r: f"{num(r['hr_ratio_mean'], 3)} - {num(r['hr_ratio_se'], 3)} = "
                    f"{num(r['hr_ratio_low'], 3)}x" if "hr_ratio_se" in r else ""),
