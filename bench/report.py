@@ -412,9 +412,10 @@ def _warm_specs() -> tuple[tuple, tuple]:
     retrain = (f"{{dataset}}: warm retrain after +{{new_fraction:pct}} new plays, HR@10 >= {WARM_HR_RATIO_TARGET:g}x a "
                f"cold retrain on the same data, in <= {WARM_TIME_RATIO_TARGET:.0%} of its wall time",
                "{hr_ratio:x3} (HR@10 {hr10:n4} vs {cold_hr10:n4}), {time_ratio:pct} of the wall time ({wall_s:n1} s vs "
-               "{cold_wall_s:n1} s; training alone {training_ratio:pct}); {epochs} epochs, mean of {seeds} seed(s){note}",
+               "{cold_wall_s:n1} s; training alone {training_ratio:pct}); {epochs} {epoch_word}, mean of {seeds} seed(s){note}",
                [("hr_ratio", ">=", WARM_HR_RATIO_TARGET), ("time_ratio", "<=", WARM_TIME_RATIO_TARGET)],
-               "publishing and evaluating cost the same warm or cold; see the warm-start table")
+               "loading, evaluating and publishing cost about the same warm or cold: {fixed_s:n1} s of the warm run, "
+               "{fixed_ratio:pct} of the cold one's wall time by themselves; see the warm-start table")
     fresh = ("{dataset}: a play recorded to a version that contains it, with --retrain-after-plays",
              "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm retrain "
              "from version {warm_from}, publishing)", [("trained_through", ">=", "plays")])
@@ -492,7 +493,9 @@ def targets(results: dict) -> list[dict]:
         retrain, fresh = _warm_specs()
         note = " - quick mode: few epochs, one seed" if quick else ""
         for ds in warm.get("datasets", []):  # the whole pipeline on the reported seeds
-            out.append(evaluate("warm", retrain, {**ds, "note": note}))
+            fixed = sum(ds.get(key) or 0.0 for key in ("loading_s", "evaluating_s", "publishing_s"))
+            out.append(evaluate("warm", retrain, {**ds, "note": note, "epoch_word": "epoch" if ds["epochs"] == 1 else "epochs",
+                                                  "fixed_s": fixed, "fixed_ratio": div(fixed, ds.get("cold_wall_s"))}))
         if warm.get("freshness"):
             out.append(evaluate("warm", fresh, warm["freshness"]))
     return out
