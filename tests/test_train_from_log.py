@@ -87,3 +87,38 @@ def test_without_a_log_the_version_is_trained_through_nothing(models_dir):
     result = run_training(generate("tiny", seed=0).interactions, FAST, models_dir, build_settings=FAST_BUILD,
                           options=TrainingOptions(gate="off"))
     assert result.manifest.play_log_position == 0
+
+
+def test_a_file_source_and_the_log_read_at_once_give_the_merged_rows(tmp_path, models_dir):
+    """The source file and the log are read concurrently (pipeline._read_data): the version holds
+    exactly the merged rows of the first test's known answer."""
+    source = table(tmp_path / "plays.csv", [("u1", "a1", 2), ("u1", "a2", 1), ("u2", "a1", 4), ("u3", "a2", 1),
+                                            ("u3", "a1", 1)])
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with open_play_log(url) as log:
+        log.record("", [Play("u1", "a1", 3, NOW), Play("n1", "zz", 1, NOW), Play("n1", "a1", 1, NOW)])
+    result = run_training(source, FAST, models_dir, build_settings=FAST_BUILD, options=TrainingOptions(gate="off"),
+                          events_url=url)
+    assert result.manifest.play_log_position == 3
+    assert result.manifest.num_interactions == 7  # 5 source rows, u1 a1 summed, 2 new
+    loaded = load_version(models_dir / str(result.version))
+    try:
+        assert sorted(loaded.artifacts.user_ids.tolist()) == ["n1", "u1", "u2", "u3"]
+        assert sorted(loaded.artifacts.artist_ids.tolist()) == ["a1", "a2", "zz"]
+    finally:
+        loaded.close()
+
+
+def test_with_a_file_source_an_unreadable_log_or_source_fails_with_its_own_error(tmp_path, models_dir):
+    source = table(tmp_path / "plays.csv", [("u1", "a1", 2), ("u2", "a2", 1)])
+    with pytest.raises(DataError, match="play log"):
+        run_training(source, FAST, models_dir, build_settings=FAST_BUILD, options=TrainingOptions(gate="off"),
+                     events_url="mysql://nowhere/db")
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with open_play_log(url) as log:
+        log.record("", [Play("u1", "a2", 1, NOW)])
+    with pytest.raises(DataError, match="missing.csv") as error:
+        run_training(f"table:{tmp_path / 'missing.csv'}:weight=plays", FAST, models_dir, build_settings=FAST_BUILD,
+                     options=TrainingOptions(gate="off"), events_url=url)
+    assert "play log" not in str(error.value)
+    assert not models_dir.exists()

@@ -55,6 +55,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -283,6 +284,26 @@ def _read_log(events_url: str | None) -> tuple[int, list, set[str]]:
     return mark, plays, forgotten
 
 
+def _read_data(source: Source, data_dir: str | os.PathLike | None,
+               events_url: str | None) -> tuple[int, Any, set[str], Interactions]:
+    """``_read_log`` and ``_load`` (the log's mark, plays and forgotten listeners; the source),
+    the two at once when both are read: the log's rows become Python objects under the GIL while
+    the source's parsing and coding run mostly in pyarrow's and numpy's C code, which releases it
+    (docs/training.md, "Training on the play log"). A log that cannot be read fails the call with
+    its own error, as when the log was read first, once a source load already started is over."""
+    if events_url is None or isinstance(source, Interactions):
+        mark, plays, forgotten = _read_log(events_url)
+        return mark, plays, forgotten, _load(source, data_dir)
+    with ThreadPoolExecutor(1, thread_name_prefix="load-source") as pool:
+        loading = pool.submit(_load, source, data_dir)
+        try:
+            mark, plays, forgotten = _read_log(events_url)
+        except BaseException:
+            loading.cancel()
+            raise
+        return mark, plays, forgotten, loading.result()
+
+
 def _warm_factory(custom: TrainerFactory | None, warm: WarmStart) -> TrainerFactory:
     """A trainer factory whose trainers start from ``warm``'s factors: ``custom`` given the
     keyword ``initial``, or an in-process ``BPRTrainer`` (a warm start never runs distributed)."""
@@ -340,8 +361,7 @@ def run_training(
     check_stop()
     started = time.perf_counter()
     emit(Progress("loading", total_epochs=hp.epochs))
-    mark, log_plays, forgotten = _read_log(events_url)
-    interactions = _load(source, data_dir)
+    mark, log_plays, forgotten, interactions = _read_data(source, data_dir, events_url)
     if events_url is not None:
         interactions = with_log_plays(interactions, log_plays, forgotten, mark)
     log.info("loaded %s: %d users, %d artists, %d interactions", interactions.source,
