@@ -290,7 +290,7 @@ def _read_data(source: Source, data_dir: str | os.PathLike | None,
     the two at once when both are read: the log's rows become Python objects under the GIL while
     the source's parsing and coding run mostly in pyarrow's and numpy's C code, which releases it
     (docs/training.md, "Training on the play log"). A log that cannot be read fails the call with
-    its own error, as when the log was read first, once a source load already started is over."""
+    its own error, as when the log was read first, after a source load already under way ends."""
     if events_url is None or isinstance(source, Interactions):
         mark, plays, forgotten = _read_log(events_url)
         return mark, plays, forgotten, _load(source, data_dir)
