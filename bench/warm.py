@@ -283,7 +283,7 @@ def chosen_schedules(schedules: list[dict]) -> set[int]:
     the same, and their learning rates are told apart by less than that error: each is a pick);
     none when no row qualifies. Not the worst seed: a seed's ratio moves mostly with its cold
     fit's own noise, the same for every schedule."""
-    ok = [i for i, row in enumerate(schedules) if row["hr_ratio_low"] >= WARM_HR_RATIO_TARGET]
+    ok = [i for i, row in enumerate(schedules) if row["hr_ratio_mean"] - row["hr_ratio_se"] >= WARM_HR_RATIO_TARGET]
     fewest = min((schedules[i]["epochs"] for i in ok), default=None)
     return {i for i in ok if schedules[i]["epochs"] == fewest}
 
@@ -311,7 +311,7 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
             "default": (fraction, scale) == (WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),
             "epochs": rows[0]["epochs"], "hr10": float(np.mean([r["hr10"] for r in rows])),
             "hr_ratio": float(np.mean([r["hr10"] for r in rows]) / sweep_cold),
-            "hr_ratio_mean": float(ratios.mean()), "hr_ratio_se": se, "hr_ratio_low": float(ratios.mean()) - se,
+            "hr_ratio_mean": float(ratios.mean()), "hr_ratio_se": se,
             "hr_ratio_min": float(ratios.min()),
             "training_ratio": float(np.mean([row["training_s"] / r["cold_training_s"] for row, r in zip(rows, sweeps)])),
         })

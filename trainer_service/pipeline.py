@@ -296,11 +296,7 @@ def _read_data(source: Source, data_dir: str | os.PathLike | None,
         return mark, plays, forgotten, _load(source, data_dir)
     with ThreadPoolExecutor(1, thread_name_prefix="load-source") as pool:
         loading = pool.submit(_load, source, data_dir)
-        try:
-            mark, plays, forgotten = _read_log(events_url)
-        except BaseException:
-            loading.cancel()
-            raise
+        mark, plays, forgotten = _read_log(events_url)
         return mark, plays, forgotten, loading.result()
 
 
