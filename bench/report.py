@@ -406,7 +406,7 @@ def _serving_row(row: dict, cores, **extra) -> dict:
             "name": RPC_NAMES.get(row.get("rpc"), row.get("rpc")), "limit": _throughput_limit(row, cores), **extra}
 
 
-def _warm_specs() -> tuple[tuple, tuple]:
+def _warm_specs() -> tuple[tuple, tuple, tuple]:
     from bench.warm import WARM_HR_RATIO_TARGET, WARM_TIME_RATIO_TARGET
 
     retrain = (f"{{dataset}}: warm retrain after +{{new_fraction:pct}} new plays, HR@10 >= {WARM_HR_RATIO_TARGET:g}x a "
@@ -416,10 +416,13 @@ def _warm_specs() -> tuple[tuple, tuple]:
                [("hr_ratio", ">=", WARM_HR_RATIO_TARGET), ("time_ratio", "<=", WARM_TIME_RATIO_TARGET)],
                "loading, evaluating and publishing cost about the same warm or cold: {fixed_s:n1} s of the warm run, "
                "{fixed_ratio:pct} of the cold one's wall time by themselves; see the warm-start table")
+    # At fewer epochs than the default (the scale part's): what a warm start costs there, no target.
+    short = ("{dataset} at {cold_epochs} epochs (the scale part's; not the default settings): what a warm retrain "
+             "after +{new_fraction:pct} new plays costs against a cold one", retrain[1], None)
     fresh = ("{dataset}: a play recorded to a version that contains it, with --retrain-after-plays",
              "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm retrain "
              "from version {warm_from}, publishing)", [("trained_through", ">=", "plays")])
-    return retrain, fresh
+    return retrain, short, fresh
 
 
 def targets(results: dict) -> list[dict]:
@@ -490,11 +493,12 @@ def targets(results: dict) -> list[dict]:
                 for spec in diversity[:1 if not ran else 2]]
     warm = parts.get("warm")
     if warm:
-        retrain, fresh = _warm_specs()
+        retrain, short, fresh = _warm_specs()
         note = " - quick mode: few epochs, one seed" if quick else ""
         for ds in warm.get("datasets", []):  # the whole pipeline on the reported seeds
             fixed = sum(ds.get(key) or 0.0 for key in ("loading_s", "evaluating_s", "publishing_s"))
-            out.append(evaluate("warm", retrain, {**ds, "note": note, "epoch_word": "epoch" if ds["epochs"] == 1 else "epochs",
+            spec = retrain if ds.get("default_epochs", True) else short
+            out.append(evaluate("warm", spec, {**ds, "note": note, "epoch_word": "epoch" if ds["epochs"] == 1 else "epochs",
                                                   "fixed_s": fixed, "fixed_ratio": div(fixed, ds.get("cold_wall_s"))}))
         if warm.get("freshness"):
             out.append(evaluate("warm", fresh, warm["freshness"]))
@@ -878,7 +882,8 @@ WARM_SCHEDULES = [("warm schedule (training only)", _warm_schedule),
                   ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"), ("vs cold", "{hr_ratio:x3}"),
                   ("per-seed ratio: mean - SE", _mean_less_se),
                   ("worst seed vs cold", "{hr_ratio_min:x3}"), ("training time vs cold", "{training_ratio:pct}")]
-WARM_DATA = ("{dataset}: {users:,} listeners, {artists:,} artists, {interactions:,} rows; new plays {new_fraction:.1%} "
+WARM_DATA = ("{dataset}, {cold_epochs} epochs cold ({epochs_kind}): {users:,} listeners, {artists:,} artists, "
+             "{interactions:,} rows; new plays {new_fraction:.1%} "
              "of the rows ({new_user_share:.1%} of them from new listeners, {new_artist_share:.1%} on new artists); "
              "{seeds} seed(s); the table plus the log equal the whole data: {same_data}.")
 WARM_PIPELINE = [("retrain (whole pipeline)", "{name}"), ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"),
@@ -894,7 +899,8 @@ def _warm(part: dict) -> list[str]:
                  **{key: ds.get(f"cold_{key}") for key in phases}},
                 {"name": "warm (default schedule)", "epochs": ds["epochs"], "hr10": ds["hr10"], "wall_s": ds["wall_s"],
                  **{key: ds.get(key) for key in phases}}]
-        lines += [fill(WARM_DATA, ds), ""] + table(rows, WARM_PIPELINE)
+        kind = "the trainer's default" if ds.get("default_epochs", True) else "the scale part's, not the default"
+        lines += [fill(WARM_DATA, {**ds, "epochs_kind": kind}), ""] + table(rows, WARM_PIPELINE)
         if ds.get("schedules"):
             lines += [fill("Schedule sweep, training only, on split and data seeds {sweep_seeds} (never the reported "
                            "ones; cold HR@10 {sweep_cold_hr10:n4} on the same fits' splits; the warm start itself, "

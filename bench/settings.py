@@ -51,8 +51,10 @@ class BenchSettings:
       ``warm_new_user_share`` from new listeners and ``warm_new_artist_share`` on new artists;
       ``warm_schedules``: (epoch fraction, learning-rate scale) warm schedules measured, training
       only, on the split and data seeds ``warm_sweep_seeds`` (never the reported ``range(warm_seeds)``:
-      the default schedule is chosen there); ``warm_scale_datasets``: data sets with one seed,
-      ``warm_scale_epochs`` epochs and no sweep (Last.fm 360K scale: minutes a training).
+      the default schedule is chosen there); ``warm_scale_datasets``: data sets with one seed and
+      no sweep (Last.fm 360K scale: minutes a training), run once per entry of
+      ``warm_scale_epochs`` (None: the trainer's default epochs, the target's row; a number: that
+      many, as the scale part trains, where the fixed phases weigh most).
     - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
       on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
       absent from training were evaluated (0: one seed).
@@ -114,7 +116,7 @@ class BenchSettings:
                                                        (0.5, 0.5))
     warm_sweep_seeds: tuple[int, ...] = tuple(range(201, 213))
     warm_scale_datasets: tuple[str, ...] = ("synthetic:full",)
-    warm_scale_epochs: int = 3
+    warm_scale_epochs: tuple[int | None, ...] = (None, 3)
 
 
 def full_settings(**overrides) -> BenchSettings:

@@ -326,6 +326,7 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
             "cold_loading_s": seconds("loading", colds), "cold_training_s": seconds("training", colds),
             "cold_evaluating_s": seconds("evaluating", colds), "cold_publishing_s": seconds("publishing", colds),
             "cold_epochs": runs[0]["cold"]["epochs"], "epochs": warm[0]["epochs"],
+            "default_epochs": epochs is None,
             "hr10": float(np.mean([w["hr10"] for w in warm])),
             "hr_ratio": float(np.mean([w["hr10"] for w in warm]) / cold_hr),
             "hr_ratio_min": float(min(w["hr_ratio"] for w in warm)),
@@ -409,9 +410,11 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
                                       f"{row['learning_rate_scale']:g}" for row in picked) or "no schedule")
                          + f", not the default ({WARM_EPOCH_FRACTION:g} of the epochs at x{WARM_LEARNING_RATE_SCALE:g})")
     fresh = freshness(datasets[0]["dataset"], settings, workdir) if datasets else None
-    # At scale: one seed, the scale part's epochs, no sweep (each training is minutes).
+    # At scale: one seed, no sweep (each training is minutes): the default epochs (the target's
+    # settings), then as few as the scale part trains (where the fixed phases weigh most).
     for name in settings.warm_scale_datasets:
-        datasets.append(dataset(name, settings, workdir, seeds=1, epochs=settings.warm_scale_epochs))
+        for epochs in settings.warm_scale_epochs:
+            datasets.append(dataset(name, settings, workdir, seeds=1, epochs=epochs))
         shutil.rmtree(workdir / f"warm-{name.replace(':', '-')}-0", ignore_errors=True)  # GiBs of table and log
     return {"datasets": datasets, "freshness": fresh, "notes": notes,
             "default_schedule": {"epoch_fraction": WARM_EPOCH_FRACTION, "learning_rate_scale": WARM_LEARNING_RATE_SCALE,
