@@ -206,6 +206,18 @@ def summarize(runs: list[dict]) -> dict:
             "train_seconds": statistics.median(r["train_seconds"] for r in runs), "splits": len(runs)}
 
 
+def paired_with_defaults(runs: dict[int, dict], defaults: dict[int, dict] | None) -> str:
+    """The variant's HR@10 less the defaults' over the splits both ran (mean ± its standard error
+    over those splits, and on how many the variant was ahead); "" without two shared splits."""
+    shared = sorted(set(runs) & set(defaults or {}))
+    if len(shared) < 2 or runs is defaults:
+        return ""
+    diffs = [runs[s]["hit_rate_at_10"] - defaults[s]["hit_rate_at_10"] for s in shared]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    ahead = sum(d > 0 for d in diffs)
+    return f"{statistics.fmean(diffs):+.4f} ± {se:.4f} ({ahead}/{len(diffs)} ahead)"
+
+
 def markdown(records: list[dict]) -> str:
     """The table of ``records`` (run lines as ``--out`` writes them; for a (data set, settings,
     split) measured more than once the last counts), data sets in order of appearance, then
@@ -233,7 +245,10 @@ def markdown(records: list[dict]) -> str:
         f"defaults (`trainer_service/hyperparameters.py`). Split seeds: {seeds}. The defaults are chosen on "
         f"{', '.join(map(str, DEFAULT_SPLIT_SEEDS))}; `make bench` reports other ones (docs/benchmarks.md part 1). "
         "`average_last`, `weights`, `user_balance`, `item_balance` and `negative_power` are levers of this "
-        "harness, not hyperparameters (bench/levers.py's docstring says what each does).",
+        "harness, not hyperparameters (bench/levers.py's docstring says what each does). \"vs defaults, "
+        "paired\": the variant's HR@10 less today's defaults' on the same splits (where the defaults ran "
+        "them), mean ± standard error over those splits: a split moves every variant alike, so the paired "
+        "difference tells variants apart where the spread columns cannot.",
         "",
         "Commands (each appends its runs to a JSON-lines file; `--render FILE` writes this page from it):",
         "",
@@ -243,13 +258,15 @@ def markdown(records: list[dict]) -> str:
     for dataset in datasets:
         keys = sorted((k for k in runs if k[0] == dataset),
                       key=lambda k: -statistics.fmean(r["hit_rate_at_10"] for r in runs[k].values()))
+        defaults = runs.get((dataset, json.dumps(settings_of("default", {}), sort_keys=True)))
         lines += [f"## {dataset}", "",
-                  "| variant | overrides | HR@10 mean | HR@10 min / max | HR@10 std | NDCG@10 mean | train s | "
-                  "splits |", "|---|---|---|---|---|---|---|---|"]
+                  "| variant | overrides | HR@10 mean | HR@10 min / max | HR@10 std | vs defaults, paired | "
+                  "NDCG@10 mean | train s | splits |", "|---|---|---|---|---|---|---|---|---|"]
         for key in keys:
             s = summarize(list(runs[key].values()))
             lines.append(f"| {names[key]} | {describe(json.loads(key[1]))} | {s['hit_rate_at_10']:.4f} | "
                          f"{s['hit_rate_min']:.4f} / {s['hit_rate_max']:.4f} | {s['hit_rate_std']:.4f} | "
+                         f"{paired_with_defaults(runs[key], defaults)} | "
                          f"{s['ndcg_at_10']:.4f} | {s['train_seconds']:.1f} | {s['splits']} |")
         lines.append("")
     return "\n".join(lines)
