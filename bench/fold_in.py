@@ -100,6 +100,17 @@ def hit(scores: np.ndarray, target: int, banned: np.ndarray) -> float:
     return float(np.clip(CUTOFF - greater, 0, ties + 1) / (ties + 1))
 
 
+def held_out_history(data, indptr: np.ndarray, user: int, target: int,
+                     listeners_a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A held-out user's history without their target: (artists, plays, known), ``known`` the mask
+    of the artists model A saw (the only ones a fold-in can use)."""
+    artists = data.artists[indptr[user]:indptr[user + 1]].astype(np.int64)
+    plays = data.weights[indptr[user]:indptr[user + 1]].astype(np.float64)
+    keep = artists != target
+    history, history_plays = artists[keep], plays[keep]
+    return history, history_plays, listeners_a[history] > 0
+
+
 def protocol(data, label: str, seed: int, hp, cache: Path | None = None) -> dict:
     """The protocol on ``data`` with ``seed`` (the split's and the trainings'); ``hp`` the
     trainer's hyperparameters (its seed is replaced). HR@10 per method, fit p50 ms per fold-in
@@ -119,11 +130,7 @@ def protocol(data, label: str, seed: int, hp, cache: Path | None = None) -> dict
                      "train_seconds": seconds_a + seconds_b}
     in_model, popularity, histories, lengths = [], [], [], []
     for user, target in zip(held.tolist(), targets.tolist()):
-        artists = data.artists[indptr[user]:indptr[user + 1]].astype(np.int64)
-        plays = data.weights[indptr[user]:indptr[user + 1]].astype(np.float64)
-        keep = artists != target
-        history, history_plays = artists[keep], plays[keep]
-        known = listeners_a[history] > 0
+        history, history_plays, known = held_out_history(data, indptr, user, target, listeners_a)
         histories.append((target, history, history[known], history_plays[known]))
         lengths.append(int(known.sum()))
         in_model.append(hit(users_b[user] @ items_b.T + bias_b, target, history))

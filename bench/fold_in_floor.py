@@ -40,7 +40,7 @@ def _seeds(text: str) -> list[int]:
 def measure(name: str, seeds: list[int], factors: list[int], floors: list[float], data_dir: Path, out) -> None:
     from threadpoolctl import threadpool_limits
 
-    from bench.fold_in import hit, split, trained
+    from bench.fold_in import held_out_history, hit, split, trained
     from index_service.fold_in import FoldIn
     from trainer_service.data import load_files
     from trainer_service.hyperparameters import Hyperparameters
@@ -60,11 +60,7 @@ def measure(name: str, seeds: list[int], factors: list[int], floors: list[float]
             in_model, hits = [], {floor: [] for floor in floors}
             with threadpool_limits(limits=1, user_api="blas"):
                 for user, target in zip(held.tolist(), targets.tolist()):
-                    artists = data.artists[indptr[user]:indptr[user + 1]].astype(np.int64)
-                    plays = data.weights[indptr[user]:indptr[user + 1]].astype(np.float64)
-                    keep = artists != target
-                    history, history_plays = artists[keep], plays[keep]
-                    known = listeners_a[history] > 0
+                    history, history_plays, known = held_out_history(data, indptr, user, target, listeners_a)
                     banned = np.concatenate((history, unknown_a))
                     in_model.append(hit(users_b[user] @ items_b.T + bias_b, target, history))
                     for floor, fold in folds.items():
