@@ -111,3 +111,19 @@ def test_the_live_section_and_its_targets_render():
     assert "Live quality not measured: no lastfm-2k." in text
     skipped = [t for t in report.targets(results) if t["part"] == "live" and t["met"] is None]
     assert [t["measured"] for t in skipped] == ["h2load is not installed", "no lastfm-2k"]
+
+
+def test_a_warm_run_at_fewer_than_the_default_epochs_is_shown_without_a_target():
+    results = committed()
+    datasets = results["parts"]["warm"]["datasets"]
+    full = [ds for ds in datasets if ds["dataset"] == "synthetic:full"]
+    assert [ds["default_epochs"] for ds in full] == [True, False]  # the committed run has both
+    text = report.markdown(results, None)
+    assert "synthetic:full, 40 epochs cold (the trainer's default):" in text
+    assert "synthetic:full, 3 epochs cold (the scale part's, not the default):" in text
+    warm = [t for t in report.targets(results) if t["part"] == "warm" and t["target"].startswith("synthetic:full")]
+    assert len(warm) == 1 and "2 epochs" in warm[0]["measured"]  # the default-epochs run only
+    short = full[1]
+    fixed = short["loading_s"] + short["evaluating_s"] + short["publishing_s"]
+    assert (f"loading, evaluating and publishing, warm: {fixed:.1f} s, "
+            f"{fixed / short['cold_wall_s']:.0%} of the cold wall time") in text
