@@ -20,8 +20,10 @@
 #   MUSICREC_INDEX_IMAGE     default musicrec/index:smoke
 #   MUSICREC_POSTGRES_IMAGE  default musicrec/postgres:smoke
 #   MUSICREC_SMOKE_PORTS     "TRAINER INDEX" host ports (default "50151 50152"; the second index
-#                            replica and the PostgreSQL one take INDEX+1 and INDEX+2; Compose +10)
-#   MUSICREC_SMOKE_PG_PORT   the PostgreSQL server's port on 127.0.0.1 (default 55432)
+#                            replica and the PostgreSQL one take INDEX+1 and INDEX+2; Compose +10).
+#                            Default ports that are taken move up by 20 (a log line says so);
+#                            ports given here are used as given, or the run stops naming them.
+#   MUSICREC_SMOKE_PG_PORT   the PostgreSQL server's port on 127.0.0.1 (default 55432; moves as above)
 #   MUSICREC_SMOKE_DATA      first training's data source (default synthetic:tiny)
 #   MUSICREC_SMOKE_COMPOSE   auto (default: run the Compose stage when Compose v2 can be had),
 #                            1 (require it), 0 (skip it)
@@ -43,6 +45,9 @@ INDEX_PG_PORT=$((INDEX_PORT + 2))
 PG_PORT=${MUSICREC_SMOKE_PG_PORT:-55432}
 COMPOSE_TRAINER_PORT=$((TRAINER_PORT + 10))
 COMPOSE_INDEX_PORT=$((INDEX_PORT + 10))
+# Ports the user did not choose may move when taken (move_if_taken).
+PORTS_MOVABLE=$([[ -z ${MUSICREC_SMOKE_PORTS:-} ]] && echo 1 || echo 0)
+PG_PORTS_MOVABLE=$([[ -z ${MUSICREC_SMOKE_PORTS:-}${MUSICREC_SMOKE_PG_PORT:-} ]] && echo 1 || echo 0)
 FIRST_DATA=${MUSICREC_SMOKE_DATA:-synthetic:tiny}
 COMPOSE_MODE=${MUSICREC_SMOKE_COMPOSE:-auto}
 OFFICIAL_BASE=python:3.11-slim
@@ -265,6 +270,29 @@ is_healthy() { [[ $(health_status "$1") == healthy ]]; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# move_if_taken WHAT MOVABLE VAR...: the ports in the named variables must be free on 127.0.0.1.
+# The defaults lie in Linux's ephemeral range (32768-60999), where any program listening on port
+# 0 may sit for a while (the Docker engine's own helpers included): with MOVABLE 1 (the port was
+# not chosen by the user), a taken one moves every port of the stage up by 20, at most 10 times;
+# otherwise, or past that, the run stops naming the taken ports.
+move_if_taken() {
+    local what=$1 movable=$2 tries=0 var taken
+    shift 2
+    while :; do
+        taken=""
+        for var in "$@"; do port_free "${!var}" || taken+=" ${!var}"; done
+        [[ -n $taken ]] || break
+        if [[ $movable != 1 || $tries -ge 10 ]]; then
+            die "port(s)$taken taken on 127.0.0.1 ($what; set MUSICREC_SMOKE_PORTS / MUSICREC_SMOKE_PG_PORT)"
+        fi
+        for var in "$@"; do printf -v "$var" '%d' "$(( ${!var} + 20 ))"; done
+        tries=$((tries + 1))
+    done
+    if [[ $tries -gt 0 ]]; then
+        log "$what: a default port was taken; using$(for var in "$@"; do printf ' %s' "${!var}"; done)"
+    fi
+}
+
 # some_user_id [VOLUME]: a user id of the newest version on the volume (default: this run's),
 # read with the index image's model_store.
 some_user_id() {
@@ -341,8 +369,7 @@ HARDENING=(--init --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-
 run_pair() {
     local data_dir="$REPO/../shared/data"
     [[ -d $data_dir ]] || { data_dir="$WORK/empty-data"; mkdir -p "$data_dir"; }
-    { port_free "$TRAINER_PORT" && port_free "$INDEX_PORT" && port_free "$INDEX_PORT_2"; } \
-        || die "port $TRAINER_PORT, $INDEX_PORT or $INDEX_PORT_2 is taken on 127.0.0.1 (set MUSICREC_SMOKE_PORTS)"
+    move_if_taken "the docker run pair" "$PORTS_MOVABLE" TRAINER_PORT INDEX_PORT INDEX_PORT_2
 
     $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$VOLUME" >/dev/null
     $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$PLAYS_VOLUME" >/dev/null
@@ -425,8 +452,7 @@ start_index() {
 # The PostgreSQL image (Compose profile "postgres") with its hardening: initdb on an empty volume,
 # healthy by pg_isready, an index recording plays in it and following them; both stop with 0.
 run_postgres() {
-    { port_free "$PG_PORT" && port_free "$INDEX_PG_PORT"; } \
-        || die "port $PG_PORT or $INDEX_PG_PORT is taken on 127.0.0.1 (set MUSICREC_SMOKE_PG_PORT / MUSICREC_SMOKE_PORTS)"
+    move_if_taken "the PostgreSQL stage" "$PG_PORTS_MOVABLE" PG_PORT INDEX_PG_PORT
     $DOCKER volume create --label "musicrec.smoke=$RUN_ID" "$PG_VOLUME" >/dev/null
     log "starting PostgreSQL ($POSTGRES_IMAGE) on 127.0.0.1:$PG_PORT (empty volume $PG_VOLUME)"
     $DOCKER run -d --name "$RUN_ID-postgres" --label "musicrec.smoke=$RUN_ID" --network host "${HARDENING[@]}" \
@@ -516,8 +542,7 @@ run_compose() {
         || die "the postgres profile does not validate"
     compose_cmd --profile postgres config --quiet || die "the postgres profile does not validate with compose.hostnet.yaml"
     log "compose files validate"
-    { port_free "$COMPOSE_TRAINER_PORT" && port_free "$COMPOSE_INDEX_PORT"; } \
-        || die "port $COMPOSE_TRAINER_PORT or $COMPOSE_INDEX_PORT is taken on 127.0.0.1"
+    move_if_taken "the Compose stage" "$PORTS_MOVABLE" COMPOSE_TRAINER_PORT COMPOSE_INDEX_PORT
 
     log "compose up (init trains $FIRST_DATA, then the trainer starts; the index waits on the volume)"
     COMPOSE_UP=1
