@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.quality import FORMATS
 from bench.settings import REPO_ROOT, SHARED_DATA
 
-FORMATS = {"lastfm-2k": "hetrec", "movielens-small": "movielens"}
 CACHE = REPO_ROOT / "bench" / "results" / "tmp" / "fold-in-floor"
 
 
