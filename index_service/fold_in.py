@@ -16,12 +16,13 @@ the first ``UNIFORM_NEGATIVES`` of the pool weigh the same; with rank-aware nega
 of c uniform candidates) a pool artist of score rank r (0 = lowest of m) is the one trained on
 with probability ``((r + 1) / m)^c - (r / m)^c``, so before each step the pool is scored with the
 current ``p`` and its ``HARD_NEGATIVES`` highest-ranked artists are kept with those weights
-(renormalized; they hold about 90% of the mass for c = 5). ``reg`` is the version's training
+(renormalized; they hold about 90% of the mass for c = 8). ``reg`` is the version's training
 regularization, at least ``MIN_REGULARIZATION``: a fold-in with a lighter L2 overfits the few
 pairs it sees (a trained user vector is also held back by starting near 0 and a fixed number of
-epochs). The pool sizes, the floor and the step count were chosen with the held-out-user protocol
-of ``bench/fold_in.py`` on Last.fm 2K and MovieLens small (figures in docs/serving.md); the floor
-last by ``bench/fold_in_floor.py`` over 20 seeds of both, paired by user (docs/fold-in-floor.md). The
+epochs). The step count was chosen with the held-out-user protocol of ``bench/fold_in.py`` on
+Last.fm 2K and MovieLens small (figures in docs/serving.md); the floor and the pool sizes by
+``bench/fold_in_floor.py`` over 20 seeds of both, paired by user (docs/fold-in-floor.md,
+docs/fold-in-pool.md). The
 objective is convex in ``p`` for fixed weights; the F x F Hessian is formed from sums over the
 pairs without materializing an (n * m, F) matrix, so a 100-artist history costs a few small matrix
 products per step.
@@ -31,9 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 
-NEGATIVES = 512
+# Chosen over 20 seeds of both data sets, each size averaged over 4 pool draws
+# (docs/fold-in-pool.md): 1024 drawn, the 256 hardest kept, beat 512 and 192 on both data sets
+# at both widths measured, for about 1.3x the fit's time; larger pools gained on MovieLens small
+# at 1.7x to 4x the time, or lost when they kept too small a share of the pool.
+NEGATIVES = 1024
 UNIFORM_NEGATIVES = 128
-HARD_NEGATIVES = 192
+HARD_NEGATIVES = 256
 NEWTON_STEPS = 3
 # Chosen over 20 seeds of both data sets (docs/fold-in-floor.md): 0.05 fits MovieLens small's
 # long histories better than 0.03 and is level with it on Last.fm 2K; more loses on Last.fm 2K.
