@@ -24,8 +24,10 @@ Last.fm 2K and MovieLens small (figures in docs/serving.md); the floor and the p
 ``bench/fold_in_floor.py`` over 20 seeds of both, paired by user (docs/fold-in-floor.md,
 docs/fold-in-pool.md). The
 objective is convex in ``p`` for fixed weights; the F x F Hessian is formed from sums over the
-pairs without materializing an (n * m, F) matrix, so a 100-artist history costs a few small matrix
-products per step.
+pairs without materializing an (n * m, F) matrix, and a pair's weight (the positive's times the
+negative's, a rank-1 product) enters through the rows and matrix-vector products rather than a
+pass over the (n, m') pairs; the hardest rows are found by a partition, not a sort of the pool.
+A 100-artist history costs a few small matrix products per step.
 """
 
 from __future__ import annotations
@@ -101,6 +103,39 @@ class FoldIn:
         if m == 0:
             return p
         reg = np.float32(self.regularization)
+        positive_weights = (weights / n).astype(np.float32)  # the mean over positives, by plays
+        weighted_positives = positives * positive_weights[:, None]
+        uniform = np.full(m, 1.0 / m, dtype=np.float32)
+        diagonal = np.arange(f)
+        for _ in range(self.newton_steps):
+            negatives, negative_scores, negative_weights = pool, pool @ p + pool_bias, uniform
+            if self.negative_candidates > 1:
+                negatives, negative_scores, negative_weights = self._hardest(pool, negative_scores)
+            # The pair (i, j) weighs positive_weights[i] * negative_weights[j]: a rank-1 product,
+            # so it is folded into the rows and the matrix-vector products, never an (n, m') pass.
+            # pull = sigmoid(-margin) = 1 / (1 + exp(margin)); a margin past float32's exp range
+            # gives inf and a pull of exactly 0, as the clipped form did.
+            pull = np.subtract.outer(positives @ p + positive_bias, negative_scores)  # the margins
+            with np.errstate(over="ignore"):
+                np.exp(pull, out=pull)
+            pull += np.float32(1.0)
+            np.reciprocal(pull, out=pull)
+            curvature = pull * pull
+            np.subtract(pull, curvature, out=curvature)  # sigmoid'(margin) = pull * (1 - pull)
+            # sum_ij c_ij (q_i - q_j)(q_i - q_j)^T with c_ij = curvature_ij * w_i * v_j, as four
+            # (F, F) products.
+            cross = weighted_positives.T @ (curvature @ (negatives * negative_weights[:, None]))
+            row_sums = positive_weights * (curvature @ negative_weights)
+            column_sums = negative_weights * (positive_weights @ curvature)
+            hessian = (positives.T * row_sums) @ positives
+            hessian += (negatives.T * column_sums) @ negatives
+            hessian -= cross + cross.T
+            hessian[diagonal, diagonal] += reg
+            gradient = (negatives.T @ (negative_weights * (positive_weights @ pull))
+                        - positives.T @ (positive_weights * (pull @ negative_weights)) + reg * p)
+            p -= np.linalg.solve(hessian, gradient)
+        return p
+        reg = np.float32(self.regularization)
         positive_weights = (weights / n).astype(np.float32)[:, None]  # the mean over positives, by plays
         uniform = np.full(m, 1.0 / m, dtype=np.float32)
         diagonal = np.arange(f)
@@ -130,8 +165,19 @@ class FoldIn:
         weights (m',): the chance that each is the hardest of ``negative_candidates`` uniform
         draws from the pool, renormalized over the rows kept. Ties by pool order (stable)."""
         m = scores.shape[0]
-        order = np.argsort(scores, kind="stable")[max(0, m - self.hard_negatives):]  # ascending ranks
-        rank = np.arange(m - order.shape[0], m, dtype=np.float64)
+        k = min(self.hard_negatives, m)
+        if k < m:
+            # The k highest without sorting the pool: the k-th highest value, the rows above it,
+            # and of the rows equal to it the last in pool order (as a stable ascending sort's
+            # last k would hold), then those k sorted.
+            threshold = np.partition(scores, m - k)[m - k]
+            above = np.flatnonzero(scores > threshold)
+            ties = np.flatnonzero(scores == threshold)
+            chosen = np.concatenate((ties[ties.shape[0] - (k - above.shape[0]):], above))
+        else:
+            chosen = np.arange(m)
+        order = chosen[np.lexsort((chosen, scores[chosen]))]  # ascending ranks, ties by pool order
+        rank = np.arange(m - k, m, dtype=np.float64)
         c = self.negative_candidates
         weights = ((rank + 1.0) / m) ** c - (rank / m) ** c
         weights /= weights.sum()
