@@ -287,3 +287,18 @@ def test_ivf_lists_reach_the_recall_target_and_are_served(tmp_path):
         assert counter.calls == 0 and hits / total >= 0.95
     finally:
         lists.close()
+
+
+def test_list_recall_and_its_standard_error_have_known_values():
+    """Two rows of 10 exact answers, 10 and 8 found: recall 0.9; the ratio estimator's error
+    sqrt(n / (n - 1) * sum((hits - 0.9 * 10)^2)) / 20 = sqrt(2 * 2) / 20 = 0.1."""
+    from ranking.precompute import list_recall_and_error, list_recall_at_10
+
+    truth_idx = np.arange(10)
+    truth = [(truth_idx, np.linspace(1.0, 0.1, 10)), (truth_idx, np.linspace(1.0, 0.1, 10))]
+    lists = np.array([np.arange(10), np.r_[np.arange(8), 50, 51]])
+    score_of = lambda row, found: np.where(found < 10, 1.0, -1.0)  # noqa: E731 (an exact answer scores 1)
+    recall, error = list_recall_and_error(lists, truth, [0, 1], score_of)
+    assert recall == pytest.approx(0.9) and error == pytest.approx(0.1)
+    assert list_recall_at_10(lists, truth, [0, 1], score_of) == 0.9
+    assert list_recall_and_error(lists, truth, [0], score_of) == (1.0, 0.0)
