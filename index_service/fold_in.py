@@ -135,30 +135,6 @@ class FoldIn:
                         - positives.T @ (positive_weights * (pull @ negative_weights)) + reg * p)
             p -= np.linalg.solve(hessian, gradient)
         return p
-        reg = np.float32(self.regularization)
-        positive_weights = (weights / n).astype(np.float32)[:, None]  # the mean over positives, by plays
-        uniform = np.full(m, 1.0 / m, dtype=np.float32)
-        diagonal = np.arange(f)
-        one = np.float32(1.0)
-        for _ in range(self.newton_steps):
-            negatives, negative_scores, negative_weights = pool, pool @ p + pool_bias, uniform
-            if self.negative_candidates > 1:
-                negatives, negative_scores, negative_weights = self._hardest(pool, negative_scores)
-            pair_weights = positive_weights * negative_weights[None, :]  # (n, m')
-            margin = (positives @ p + positive_bias)[:, None] - negative_scores[None, :]
-            pull = one / (one + np.exp(np.clip(margin, np.float32(-50.0), np.float32(50.0))))  # sigmoid(-margin)
-            curvature = pull * (one - pull)
-            curvature *= pair_weights
-            # sum_ij c_ij (q_i - q_j)(q_i - q_j)^T, expanded into four (F, F) products.
-            cross = positives.T @ (curvature @ negatives)
-            hessian = (positives.T * curvature.sum(axis=1)) @ positives
-            hessian += (negatives.T * curvature.sum(axis=0)) @ negatives
-            hessian -= cross + cross.T
-            hessian[diagonal, diagonal] += reg
-            pull *= pair_weights
-            gradient = negatives.T @ pull.sum(axis=0) - positives.T @ pull.sum(axis=1) + reg * p
-            p -= np.linalg.solve(hessian, gradient)
-        return p
 
     def _hardest(self, pool: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pool's ``hard_negatives`` highest-scored rows (m', F), their scores (m',) and their

@@ -568,9 +568,7 @@ def list_recall_at_10(lists: np.ndarray, truth: list[tuple[np.ndarray, np.ndarra
                       score_of: Callable[[int, np.ndarray], np.ndarray]) -> float:
     """Tie-aware recall@10 of the lists' first 10 entries (rows ``rows``) against exact answers
     ``truth`` (indices, scores best first) for the same rows."""
-    hits, totals = _list_hits(lists, truth, rows, score_of)
-    total = int(totals.sum())
-    return round(int(hits.sum()) / total, 4) if total else 1.0
+    return round(list_recall_and_error(lists, truth, rows, score_of)[0], 4)
 
 
 def list_recall_and_error(lists: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]], rows: list[int],
