@@ -248,7 +248,11 @@ def _two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fai
     assert losses[-1] < 0.75 * losses[0]
     popularity = evaluate(np.zeros((split.num_users, 1), np.float32), np.zeros((split.num_artists, 1), np.float32),
                           np.zeros(split.num_artists, np.float32), split, selection).popularity.hit_rate_at_10
-    assert distributed > popularity + 0.15
+    # On this tiny set the single-process trainer itself is only about 0.17 above popularity
+    # (measured: single 0.395, popularity 0.224), and distributed may differ from it by 0.06:
+    # a bound of 0.15 above popularity left 0.02 for the asynchronous updates' run-to-run spread
+    # and failed in two CI rehearsals of unchanged training code.
+    assert distributed > popularity + 0.1, (distributed, popularity)
     assert abs(distributed - single) <= 0.06, (distributed, single)
 
 
