@@ -67,6 +67,10 @@ def _merge_previous(json_path: Path, quick: bool, results: dict) -> dict:
     seconds.update(results["part_seconds"])
     finished = dict(previous.get("part_finished_at", {}))
     finished.update(results["part_finished_at"])
+    # The machine each part ran on (a file written before this was recorded: the file's machine).
+    machines = {part: machine.identity(previous.get("machine", {})) for part in previous.get("parts", {})}
+    machines.update(previous.get("part_machine", {}))
+    machines.update(results["part_machine"])
     errors = {k: v for k, v in previous.get("errors", {}).items() if k not in results["parts"]}
     errors.update(results["errors"])
     machine_now = dict(results["machine"])
@@ -74,7 +78,8 @@ def _merge_previous(json_path: Path, quick: bool, results: dict) -> dict:
         # The load at the start of the first run; each part's own load is in ``load_average``.
         machine_now["load_average_at_start"] = previous["machine"]["load_average_at_start"]
     return dict(results, parts=merged_parts, load_average=load, errors=errors, part_seconds=seconds,
-                part_finished_at=finished, machine=machine_now)
+                part_finished_at=finished, machine=machine_now,
+                part_machine={part: machines[part] for part in merged_parts if part in machines})
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,7 +96,8 @@ def run(args: argparse.Namespace) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"quick": settings.quick, "runs": settings.runs, "machine": machine.describe(),
                      "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
-                     "parts": {}, "errors": {}, "load_average": {}, "part_seconds": {}, "part_finished_at": {}}
+                     "parts": {}, "errors": {}, "load_average": {}, "part_seconds": {}, "part_finished_at": {},
+                     "part_machine": {}}
     started = time.perf_counter()
     for part in args.parts:
         log.info("=== part %s ===", part)
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> dict:
                 results["errors"][part] = traceback.format_exc()
         results["part_seconds"][part] = sw.seconds
         results["part_finished_at"][part] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        results["part_machine"][part] = machine.identity(results["machine"])
         log.info("part %s took %.0f s", part, sw.seconds)
     results["wall_seconds"] = time.perf_counter() - started
     results["finished_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

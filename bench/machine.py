@@ -65,6 +65,14 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def identity(described: dict) -> dict:
+    """What tells one machine from another in ``describe()``'s record (CPU, cores, memory,
+    kernel, BLAS kernels): the part of it that a part's figures depend on, without the load."""
+    return {"cpu_model": described.get("cpu_model"), "cpu_cores": described.get("cpu_cores"),
+            "memory_gib": described.get("memory_gib"), "kernel": described.get("kernel"),
+            "blas": sorted({b.get("architecture") or "?" for b in described.get("blas", [])})}
+
+
 def describe() -> dict:
     """The machine and software, as recorded in benchmarks.json."""
     return {

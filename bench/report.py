@@ -424,9 +424,19 @@ def _warm_specs() -> tuple[tuple, tuple]:
                "loading, evaluating and publishing cost about the same warm or cold: {fixed_s:n1} s of the warm run, "
                "{fixed_ratio:pct} of the cold one's wall time by themselves; see the warm-start table")
     fresh = ("{dataset}: a play recorded to a version that contains it, with --retrain-after-plays",
-             "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm retrain "
-             "from version {warm_from}, publishing)", [("trained_through", ">=", "plays")])
+             "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job handed to the standby training "
+             "process, a warm retrain from version {warm_from}, publishing; --no-standby: {no_standby_seconds:n1} s)",
+             [("trained_through", ">=", "plays")])
     return retrain, fresh
+
+
+def _fresh_spec(fresh: dict, spec: tuple) -> tuple:
+    """The freshness target's spec for ``fresh``: a run from before the standby process existed
+    (no ``standby`` key) says what it measured then, the job's own process start."""
+    if "standby" in fresh:
+        return spec
+    return (spec[0], "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm "
+                     "retrain from version {warm_from}, publishing)", spec[2])
 
 
 def targets(results: dict) -> list[dict]:
@@ -505,7 +515,7 @@ def targets(results: dict) -> list[dict]:
             out.append(evaluate("warm", retrain, {**ds, "note": note, "epoch_word": "epoch" if ds["epochs"] == 1 else "epochs",
                                                   **_warm_fixed(ds)}))
         if warm.get("freshness"):
-            out.append(evaluate("warm", fresh, warm["freshness"]))
+            out.append(evaluate("warm", _fresh_spec(warm["freshness"], fresh), warm["freshness"]))
     return out
 
 
@@ -570,8 +580,23 @@ def _machine(results: dict) -> list[str]:
              "blas": "; ".join(fill("{internal_api} {version} ({architecture})", b) for b in m.get("blas", [])) or "n/a",
              "h2load": m.get("h2load") or "not installed",
              "loads": ", ".join(f"{p} {v}" for p, v in results.get("load_average", {}).items())}
-    return ["## Machine", ""] + [fill(line, m, **extra) for line in MACHINE] + (
+    return ["## Machine", ""] + _part_machines(results) + [fill(line, m, **extra) for line in MACHINE] + (
         [f"- OpenBLAS environment: {m['openblas_env']}"] if m.get("openblas_env") else [])
+
+
+def _part_machines(results: dict) -> list[str]:
+    """When the parts of this file ran on different machines (a part rerun alone on another
+    one): which parts ran where, before the last run's machine. Nothing when they ran on one."""
+    where: dict[str, list[str]] = {}
+    for part, identity in results.get("part_machine", {}).items():
+        key = fill("{cpu_model}, {cpu_cores} cores, {memory_gib} GiB, Linux {kernel}", identity) + (
+            f", BLAS kernels {'/'.join(identity.get('blas') or []) or 'n/a'}")
+        where.setdefault(key, []).append(part)
+    if len(where) < 2:
+        return []
+    return ([f"**The parts of this file ran on {len(where)} different machines**: compare figures within a part, "
+             "not across these groups (the lines below the list describe the last run's machine)."]
+            + [""] + [f"- {', '.join(parts)}: {key}" for key, parts in where.items()] + [""])
 
 
 def _errors(results: dict) -> list[str]:
@@ -914,10 +939,26 @@ def _warm(part: dict) -> list[str]:
                            "before any epoch: HR@10 {sweep_start_hr10:n4}, {sweep_start_ratio:x3}):", ds),
                       ""] + table(ds["schedules"], WARM_SCHEDULES)
     fresh = part.get("freshness")
-    if fresh:
+    if fresh and "standby" not in fresh:  # a run from before the standby process
         lines += [fill("Play recorded to a version containing it ({dataset}): {seconds:n1} s for {plays:,} plays; "
                        "the version was warm-started from version {warm_from} and trained through position "
                        "{trained_through:,}. Trainer: `{command}`.", fresh), ""]
+    elif fresh:
+        lines += [fill("Play recorded to a version containing it ({dataset}): {seconds:n1} s for {plays:,} plays, "
+                       "the job run by the trainer's standby training process (started ahead of it, TensorFlow "
+                       "imported; the plays were recorded once it was ready); {no_standby_seconds:n1} s with "
+                       "`--no-standby` (the job starts its own process), measured after it in the same run. The "
+                       "version was warm-started from version {warm_from} and trained through position "
+                       "{trained_through:,}. Trainer: `{command}`.", fresh), ""]
+    service = part.get("service_jobs")
+    if service:
+        lines += [fill("Through the trainer service ({dataset}, the pipeline rows' seed 0: the base version and "
+                       "{plays:,} new plays in the log; StartTraining to the job's end, the standby process ready "
+                       "before each job, the quality gate off so that both publish): warm {warm_s:n1} s, cold "
+                       "{cold_s:n1} s, {time_ratio:pct} of the cold job's time. The pipeline rows above time "
+                       "`run_training` in one process, where TensorFlow is imported once and the training step is "
+                       "compiled once for all the runs of the same shapes; a job pays its own process's "
+                       "compilation. Trainer: `{command}`.", service), ""]
     return lines + bullets(part.get("notes"))
 
 

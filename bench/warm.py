@@ -348,12 +348,15 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
             "schedules": schedules, "per_run": runs, "sweeps": sweeps}
 
 
-def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
-    """The time from recording the new plays to the version that contains them (module docstring)."""
+def freshness(name: str, settings: BenchSettings, workdir: Path, standby: bool = True) -> dict:
+    """The time from recording the new plays to the version that contains them (module docstring),
+    with the trainer's standby training process (the default) or without it (``--no-standby``:
+    the job starts its own process). The plays are recorded once the trainer is ready (its
+    standby has imported TensorFlow), as they would reach a trainer that has been running."""
     from model_store import list_versions
 
     run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
-    fresh = workdir / "warm-freshness"
+    fresh = workdir / ("warm-freshness" if standby else "warm-freshness-no-standby")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     shutil.copy(run_dir / "base.csv", fresh / "base.csv")
@@ -365,11 +368,17 @@ def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
     before = list_versions(fresh / "models")
     argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(fresh / "models"), "--port", "0",
             "--data-dir", str(fresh), "--default-source", TABLE.format(path="base.csv"), "--events", url,
-            "--retrain-after-plays", str(counts["rows"]), "--retrain-poll", "1"]
+            "--retrain-after-plays", str(counts["rows"]), "--retrain-poll", "1"] + ([] if standby else ["--no-standby"])
+    ready = "standby: ready for a job" if standby else "trainer listening on"
     with open(fresh / "trainer.log", "w") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env())
         try:
-            time.sleep(3.0)  # the server up before the plays (its first poll sees them)
+            started = time.perf_counter()
+            while ready not in (fresh / "trainer.log").read_text():
+                if process.poll() is not None or time.perf_counter() - started > FRESHNESS_GIVE_UP_S:
+                    raise RuntimeError(f"the trainer did not log {ready!r}; see {fresh / 'trainer.log'}")
+                time.sleep(0.05)
+            time.sleep(1.5)  # a poll of the log's position before the plays: the next one sees them
             _record(url, data, new)
             recorded = time.perf_counter()
             while list_versions(fresh / "models") == before:
@@ -386,10 +395,64 @@ def freshness(name: str, settings: BenchSettings, workdir: Path) -> dict:
     from model_store import read_manifest
 
     manifest = read_manifest(fresh / "models" / str(list_versions(fresh / "models")[-1]))
-    return {"dataset": name, "plays": counts["rows"], "seconds": seconds, "poll_s": 1.0,
+    return {"dataset": name, "plays": counts["rows"], "seconds": seconds, "poll_s": 1.0, "standby": standby,
             "warm_from": manifest.training.warm_start_from_version if manifest.training else 0,
             "trained_through": manifest.play_log_position,
             "command": "python " + " ".join(argv[1:])}
+
+
+def service_jobs(name: str, settings: BenchSettings, workdir: Path) -> dict:
+    """What a user of the trainer service waits for, StartTraining to the job's end, for the
+    pipeline rows' seed 0: a real trainer with its defaults (the standby process on) over the
+    base version, the new plays in its log; a warm job (from the base, the default), then a cold
+    one (``warm_start`` none) on the same data, each once the standby is ready (the quality gate
+    off, so that both publish). Unlike the pipeline rows (``run_training`` in this process, where
+    TensorFlow is imported and the training step compiled once for every run of the same
+    shapes), each job here pays what a job pays: its process's compilation, and the import too
+    where no standby is ready."""
+    import grpc
+
+    from launcher.processes import ServiceProcess
+    from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
+
+    run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
+    svc = workdir / "warm-service"
+    shutil.rmtree(svc, ignore_errors=True)
+    svc.mkdir(parents=True)
+    shutil.copy(run_dir / "base.csv", svc / "base.csv")
+    shutil.copytree(run_dir / "models", svc / "models")
+    data = _load(name, settings, 0)
+    _, new, counts = new_plays(data, 0, settings)
+    url = f"sqlite:///{svc / 'plays.db'}"
+    _record(url, data, new)
+    argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(svc / "models"), "--port", "0",
+            "--data-dir", str(svc), "--default-source", TABLE.format(path="base.csv"), "--events", url]
+    trainer = ServiceProcess("trainer", argv, svc / "trainer.log", env=child_env()).start()
+    seconds = {}
+    try:
+        with grpc.insecure_channel(trainer.address) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            for ready, (kind, warm_start) in enumerate((("warm", trainer_pb2.WARM_START_NEWEST),
+                                                        ("cold", trainer_pb2.WARM_START_NONE)), start=1):
+                started = time.perf_counter()
+                while trainer.log_text().count("standby: ready for a job") < ready:
+                    if trainer.exit_code() is not None or time.perf_counter() - started > FRESHNESS_GIVE_UP_S:
+                        raise RuntimeError(f"no standby ready; see {svc / 'trainer.log'}")
+                    time.sleep(0.05)
+                options = trainer_pb2.TrainingOptions(gate=trainer_pb2.QUALITY_GATE_OFF, warm_start=warm_start)
+                started = time.perf_counter()
+                job = stub.StartTraining(trainer_pb2.StartTrainingRequest(options=options))
+                final = None
+                for final in stub.WatchTrainingJob(trainer_pb2.WatchTrainingJobRequest(job_id=job.job_id)):
+                    pass
+                seconds[kind] = time.perf_counter() - started
+                if final is None or final.state != trainer_pb2.JOB_STATE_SUCCEEDED:
+                    raise RuntimeError(f"the {kind} job did not succeed: {final}; see {svc / 'trainer.log'}")
+                log.info("service job, %s: %.1f s (version %d)", kind, seconds[kind], final.published_version)
+    finally:
+        trainer.stop()
+    return {"dataset": name, "plays": counts["rows"], "warm_s": seconds["warm"], "cold_s": seconds["cold"],
+            "time_ratio": seconds["warm"] / seconds["cold"], "command": "python " + " ".join(argv[1:])}
 
 
 def run(settings: BenchSettings, workdir: Path) -> dict:
@@ -410,12 +473,15 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
                                       f"{row['learning_rate_scale']:g}" for row in picked) or "no schedule")
                          + f", not the default ({WARM_EPOCH_FRACTION:g} of the epochs at x{WARM_LEARNING_RATE_SCALE:g})")
     fresh = freshness(datasets[0]["dataset"], settings, workdir) if datasets else None
+    if fresh is not None:  # the same without the standby process, for what it saves
+        fresh["no_standby_seconds"] = freshness(datasets[0]["dataset"], settings, workdir, standby=False)["seconds"]
+    service = service_jobs(datasets[0]["dataset"], settings, workdir) if datasets else None
     # At scale: one seed, no sweep (each training is minutes): the default epochs (the target's
     # settings), then as few as the scale part trains (where the fixed phases weigh most).
     for name in settings.warm_scale_datasets:
         for epochs in settings.warm_scale_epochs:
             datasets.append(dataset(name, settings, workdir, seeds=1, epochs=epochs))
         shutil.rmtree(workdir / f"warm-{name.replace(':', '-')}-0", ignore_errors=True)  # GiBs of table and log
-    return {"datasets": datasets, "freshness": fresh, "notes": notes,
+    return {"datasets": datasets, "freshness": fresh, "service_jobs": service, "notes": notes,
             "default_schedule": {"epoch_fraction": WARM_EPOCH_FRACTION, "learning_rate_scale": WARM_LEARNING_RATE_SCALE,
                                  "fold_in_new_rows": WARM_FOLD_IN_NEW_ROWS}}

@@ -127,3 +127,31 @@ def test_a_warm_run_at_fewer_than_the_default_epochs_is_shown_without_a_target()
     fixed = short["loading_s"] + short["evaluating_s"] + short["publishing_s"]
     assert (f"loading, evaluating and publishing, warm: {fixed:.1f} s, "
             f"{fixed / short['cold_wall_s']:.0%} of the cold wall time") in text
+
+
+def test_parts_run_on_different_machines_are_named_with_their_machine():
+    results = committed()
+    intel = {"cpu_model": "Intel Xeon", "cpu_cores": 2, "memory_gib": 23.6, "kernel": "6.1", "blas": ["SkylakeX"]}
+    amd = {**intel, "cpu_model": "AMD EPYC", "blas": ["Haswell"]}
+    results["part_machine"] = {"quality": intel, "scale": intel, "warm": amd}
+    text = report.markdown(results, plot_note=None)
+    assert "**The parts of this file ran on 2 different machines**" in text
+    assert "- quality, scale: Intel Xeon, 2 cores, 23.6 GiB, Linux 6.1, BLAS kernels SkylakeX" in text
+    assert "- warm: AMD EPYC, 2 cores, 23.6 GiB, Linux 6.1, BLAS kernels Haswell" in text
+    results["part_machine"] = {"quality": intel, "warm": intel}
+    assert "different machines" not in report.markdown(results, plot_note=None)
+
+
+def test_a_part_rerun_alone_keeps_the_machine_the_other_parts_ran_on(tmp_path):
+    from bench.__main__ import _merge_previous
+
+    old = {"quick": False, "machine": {"cpu_model": "Intel Xeon", "cpu_cores": 2, "blas": [{"architecture": "SkylakeX"}]},
+           "parts": {"quality": {}, "warm": {}}}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(old), encoding="utf-8")
+    amd = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "memory_gib": None, "kernel": None, "blas": ["Haswell"]}
+    now = {"quick": False, "machine": {"cpu_model": "AMD EPYC"}, "parts": {"warm": {}}, "errors": {},
+           "load_average": {}, "part_seconds": {}, "part_finished_at": {}, "part_machine": {"warm": amd}}
+    merged = _merge_previous(tmp_path / "benchmarks.json", False, now)
+    assert merged["part_machine"]["warm"] == amd
+    assert merged["part_machine"]["quality"]["cpu_model"] == "Intel Xeon"
+    assert merged["part_machine"]["quality"]["blas"] == ["SkylakeX"]

@@ -13,6 +13,7 @@ import signal
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from model_store import ModelArtifacts, list_versions, publish_version
@@ -279,3 +280,76 @@ def test_a_domain_error_fails_the_job_in_one_line_and_a_bug_with_its_traceback_l
         result = worker.run_request(request, lambda progress: None, lambda: False)
     assert result == Failed(worker.UNEXPECTED_ERROR) and "index 7" not in result.error
     assert caplog.records[-1].exc_info is not None and "index 7 out of range" in caplog.text
+
+
+# -- the standby process -----------------------------------------------------------------------
+
+
+def child_names_its_process(request, conn, stop):
+    conn.send(Failed(f"pid {os.getpid()}"))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_job_runs_in_the_standby_started_before_it_and_the_next_one_starts_when_it_ends(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_names_its_process, standby=True)
+        assert runner.standby_pid is None  # none until the server asks
+        runner.start_standby()
+        first = runner.standby_pid
+        assert first is not None and not _gone(first)
+        runner.start_standby()  # one is waiting: no second
+        assert runner.standby_pid == first
+        job = runner.start_job()
+        during = runner.standby_pid  # taken; none starts while the job runs
+        runner.start_standby()
+        during_asked = runner.standby_pid
+        final = (await watch_all(runner, job.job_id))[-1]
+        second = runner.standby_pid
+        await runner.shutdown()
+        return first, during, during_asked, final, second, runner.standby_pid
+
+    first, during, during_asked, final, second, after = run(main())
+    assert (during, during_asked) == (None, None)
+    assert final.state is JobState.FAILED and final.error == f"pid {first}"  # the job ran in the standby
+    assert second is not None and second != first
+    assert after is None and _gone(second)  # shutdown ended the standby no job took
+
+
+def test_a_standby_that_died_idle_gives_way_to_a_new_process_and_the_job_runs(tmp_path, caplog):
+    async def main():
+        runner = make_runner(tmp_path, child_names_its_process, standby=True)
+        runner.start_standby()
+        dead = runner.standby_pid
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not _gone(dead) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        job = runner.start_job()
+        final = (await watch_all(runner, job.job_id))[-1]
+        await runner.shutdown()
+        return dead, final
+
+    dead, final = run(main())
+    assert final.state is JobState.FAILED and final.error.startswith("pid ")
+    assert final.error != f"pid {dead}"
+    assert f"the standby training process {dead} could not take the job" in caplog.text
+
+
+def test_without_standby_no_process_waits(tmp_path):
+    async def main():
+        runner = make_runner(tmp_path, child_names_its_process)
+        runner.start_standby()
+        job = runner.start_job()
+        final = (await watch_all(runner, job.job_id))[-1]
+        pid = runner.standby_pid
+        await runner.shutdown()
+        return final, pid
+
+    final, pid = run(main())
+    assert pid is None and final.error.startswith("pid ")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import time
@@ -528,3 +529,53 @@ def test_the_gate_fails_a_bad_model_and_the_index_keeps_its_version(tmp_path):
     record = read_manifest(models / str(forced.published_version)).training
     assert record.gate_mode == "off" and not record.gate_passed
     assert record.gate_figures["hit_rate_at_10"] < record.gate_figures["popularity_hit_rate_at_10"]
+
+
+def _logged_pids(process: ServiceProcess, text: str, count: int) -> list[int]:
+    """The pids of the first ``count`` log lines "<text> (pid N...", waiting for them."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        pids = [int(m) for m in re.findall(re.escape(text) + r" \(pid (\d+)", process.log())]
+        if len(pids) >= count:
+            return pids[:count]
+        assert time.monotonic() < deadline, f"fewer than {count} lines {text!r}:\n{process.tail()}"
+        time.sleep(0.05)
+
+
+def test_a_job_runs_in_the_standby_process_and_stopping_the_trainer_ends_the_next_one(tmp_path):
+    """By default the trainer starts a training process ahead of the first job (TensorFlow
+    imported); the job runs in it, the next one starts when the job ends, and a stop ends it."""
+    process = trainer(tmp_path, tmp_path / "models", name="standby").start()
+    try:
+        [first] = _logged_pids(process, "standby training process started", 1)
+        final = run(watch_job_to_end(process))
+        [second] = _logged_pids(process, "standby training process started", 2)[1:]
+        deadline = time.monotonic() + WAIT_S
+        while process.log().count("standby: ready for a job") < 2:
+            assert time.monotonic() < deadline, process.tail()
+            time.sleep(0.05)
+    finally:
+        status = process.stop()
+    assert status == 0, process.tail()
+    assert final.state == SUCCEEDED, final.error
+    assert f"started (pid {first}, the standby)" in process.log(), process.tail()
+    assert second != first
+    wait_gone(second)
+
+
+def test_without_standby_a_job_starts_its_own_process(tmp_path):
+    process = trainer(tmp_path, tmp_path / "models", None, "--no-standby", name="no-standby").start()
+    try:
+        waiting = [pid for pid in child_pids(process.process.pid)
+                   if "spawn_main" in " ".join(psutil.Process(pid).cmdline())]
+        final = run(watch_job_to_end(process))
+    finally:
+        status = process.stop()
+    assert status == 0, process.tail()
+    assert waiting == [] and final.state == SUCCEEDED, final.error
+    assert "standby training process" not in process.log() and "the standby)" not in process.log(), process.tail()
+
+
+async def watch_job_to_end(process: ServiceProcess):
+    async with grpc.aio.insecure_channel(process.address) as channel:
+        return (await watch(channel, (await start(channel)).job_id))[-1]

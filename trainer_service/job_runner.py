@@ -27,6 +27,10 @@ Policies (the contract the servicer documents):
 - **A child that dies** (SIGKILL, out of memory, a crash) fails its job with the exit code or
   signal; the same "did it publish?" check applies, and the server keeps serving.
 - **Shutdown** cancels the running job the same way and waits for it to end.
+- **The standby** (``standby=True``, ``serve``'s default): a training process started ahead of
+  the next job (``worker.Standby``), started by ``start_standby`` once the server is up and again
+  when each job ends, never while one runs; a job is handed to it, or starts its own process
+  when none is waiting or it died idle. Shutdown ends it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from trainer_service.worker import (
     Cancelled,
     Failed,
     Succeeded,
+    Standby,
     WorkerExit,
     WorkerProcess,
     WorkerRequest,
@@ -135,6 +140,7 @@ class JobRunner:
         metrics: "TrainerMetrics | None" = None,
         events_url: str | None = None,
         default_warm_start: str = DEFAULT_WARM_START,
+        standby: bool = False,
     ):
         self.registry = registry
         self.models_dir = Path(models_dir)
@@ -150,6 +156,8 @@ class JobRunner:
         self.cancel_grace_s = cancel_grace_s
         self.max_watchers = max_watchers
         self._worker_target = worker_target
+        self.standby = standby
+        self._standby: Standby | None = None
         self._run: _Run | None = None
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._watcher_count = 0
@@ -227,13 +235,15 @@ class JobRunner:
                 pass
 
         worker = WorkerProcess(worker_request, deliver, self._worker_target)
+        standby, self._standby = self._standby, None
         try:
-            worker.start()
+            worker.start(standby)
         except OSError as exc:
             job.transition(JobState.FAILED, error=f"could not start the training process: {exc}")
             self._record_end(job)
             self.registry.save()
             self._notify(job)
+            self.start_standby()
             return job.snapshot()
         self._run = _Run(job, worker, versions_before)
         job.transition(JobState.RUNNING)
@@ -243,8 +253,9 @@ class JobRunner:
         self._notify(job)
         if self.metrics is not None:
             self.metrics.job_started()
-        log.info("job %s started (pid %s): %s, %s",
-                 job.job_id, worker.pid, request.source.describe(), request.hyperparameters,
+        log.info("job %s started (pid %s%s): %s, %s",
+                 job.job_id, worker.pid, ", the standby" if standby is not None and standby.pid == worker.pid else "",
+                 request.source.describe(), request.hyperparameters,
                  extra={"job_id": job.job_id})
         return job.snapshot()
 
@@ -279,13 +290,44 @@ class JobRunner:
         run.worker.kill()
 
     async def shutdown(self) -> None:
-        """Refuse new jobs, cancel the running one, and wait until it has ended."""
+        """Refuse new jobs, cancel the running one, and wait until it has ended; end the standby
+        training process."""
         self._closing = True
         run = self._run
         if run is not None and not run.ended.is_set():
             self.cancel(run.job.job_id, CANCELLED_BY_SHUTDOWN)
             await run.ended.wait()
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            await asyncio.to_thread(standby.close)
         self.registry.save()
+
+    # -- the standby process ---------------------------------------------------------------------
+
+    @property
+    def standby_pid(self) -> int | None:
+        """The process id of the standby waiting for the next job (None: none is waiting)."""
+        return None if self._standby is None else self._standby.pid
+
+    def start_standby(self) -> None:
+        """With ``standby`` on, start the process the next job is handed to (``worker.Standby``),
+        unless one is waiting or a job is running (its process would compete with the job for
+        the cores while it imports; the runner starts the next one when the job ends). A
+        standby that cannot start is logged; the next job then starts its own process."""
+        if not self.standby or self._closing or self._run is not None:
+            return
+        if self._standby is not None:
+            if self._standby.alive():
+                return
+            log.warning("the standby training process %s exited while idle: starting another", self._standby.pid)
+            self._standby.close(0)
+            self._standby = None
+        try:
+            self._standby = Standby(self._worker_target, preload_first=self._worker_target is child_main)
+        except OSError as exc:
+            log.warning("could not start a standby training process (%s): jobs start their own", exc)
+            return
+        log.info("standby training process started (pid %s)", self._standby.pid)
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -388,6 +430,7 @@ class JobRunner:
                  f" (version {job.published_version})" if job.published_version else f": {job.error}",
                  extra={"job_id": job.job_id, "state": job.state.value,
                         **({"version": job.published_version} if job.published_version else {})})
+        self.start_standby()
 
     def _record_end(self, job: Job) -> None:
         """Count a job that has just reached its final state (and what it published)."""

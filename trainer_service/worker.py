@@ -14,6 +14,11 @@ A domain failure (bad data, a publish error, the quality gate's refusal with bot
 diverged model: any ``ServiceError``) fails the job with its own one-line message. Anything else
 is a bug: the job fails with a generic message and the traceback goes to the log.
 
+A ``Standby`` is such a child started before its job: it imports TensorFlow and the pipeline,
+then waits for the ``WorkerRequest`` on a second pipe and runs the same entry point, so a job
+handed to it skips the interpreter's start and the imports (``standby_main``). The job runner
+keeps one waiting when the trainer runs with ``--standby`` (the default).
+
 The parent asks the child to stop by setting a shared event; the child checks it at each epoch
 boundary (through ``run_training(should_stop=...)``) and answers ``Cancelled``. A child that does
 not stop in time is killed (SIGKILL). The child also treats SIGTERM as a stop request, ignores
@@ -34,6 +39,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -143,6 +149,41 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
         os._exit(0)
 
 
+def preload() -> None:
+    """Import what a training imports, TensorFlow first (``tensorflow_env`` settings applied by
+    ``trainer_service.bpr``): seconds of a job's start on a small data set, paid ahead of it by a
+    standby process."""
+    import trainer_service.bpr  # noqa: F401 - TensorFlow
+    import trainer_service.pipeline  # noqa: F401 - the data loaders, evaluation, warm start
+    import ranking.ann_build  # noqa: F401 - Annoy and the lists
+    import model_store  # noqa: F401
+
+
+def standby_main(target: Callable[..., None], preload_first: bool, requests, conn, stop_event) -> None:
+    """Entry point of a standby training process (``Standby``): the process settings of
+    ``child_main``, ``preload()`` when ``preload_first``, then wait for the job's
+    ``WorkerRequest`` on ``requests`` and run ``target(request, conn, stop_event)`` as a freshly
+    started child would. The trainer closing its end of ``requests`` (a standby no job took)
+    ends the process quietly."""
+    die_with_parent(signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # no job yet: nothing to stop cleanly
+    configure_logging(logging.INFO, os.environ.get(LOG_FORMAT_ENV, "text"),
+                      text_format=f"%(asctime)s training[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+                      fields={"training_pid": os.getpid()})
+    if preload_first:
+        started = time.perf_counter()
+        preload()
+        log.info("standby: ready for a job (TensorFlow and the pipeline imported in %.1f s)",
+                 time.perf_counter() - started)
+    try:
+        request = requests.recv()
+    except (EOFError, OSError):
+        os._exit(0)
+    requests.close()
+    target(request, conn, stop_event)
+
+
 def run_request(request: WorkerRequest, send: Callable[[Progress], None],
                 should_stop: Callable[[], bool]) -> WorkerResult:
     """Run the pipeline for ``request``, handing each ``Progress`` to ``send``; return the
@@ -184,6 +225,66 @@ def run_request(request: WorkerRequest, send: Callable[[Progress], None],
 # Parent side
 
 
+class Standby:
+    """A training process started before its job (``standby_main``): it has imported TensorFlow
+    and the pipeline and waits for a ``WorkerRequest``, so a job handed to it starts training
+    without an interpreter's start and TensorFlow's import (seconds on a small data set).
+
+    ``hand_over(request)`` gives it a job and returns what a ``WorkerProcess`` watches (the
+    process, the result pipe, the stop flag); a standby serves one job. ``close()`` ends one
+    that no job took. Start it from a long-lived thread, as ``WorkerProcess``."""
+
+    def __init__(self, target: Callable[..., None] = child_main, preload_first: bool = True):
+        self._stop = _SPAWN.Event()
+        requests_receive, self._requests = _SPAWN.Pipe(duplex=False)
+        self._receive, send = _SPAWN.Pipe(duplex=False)
+        self._process = _SPAWN.Process(target=standby_main,
+                                       args=(target, preload_first, requests_receive, send, self._stop),
+                                       name="musicrec-training", daemon=False)
+        try:
+            self._process.start()
+        except BaseException:
+            self._receive.close()
+            self._requests.close()
+            raise
+        finally:
+            # The parent's copies of the child's ends must go, or the pipes never report EOF.
+            send.close()
+            requests_receive.close()
+        self.pid = self._process.pid
+        self._taken = False
+
+    def alive(self) -> bool:
+        """Whether the process is still waiting (a standby that died idle serves no job)."""
+        return not self._taken and self._process.exitcode is None
+
+    def hand_over(self, request: WorkerRequest):
+        """Send ``request`` to the process: (process, result pipe, stop event) to watch.
+        Raises OSError when the process is gone (its pipe is broken) or already served a job."""
+        if self._taken:
+            raise OSError("this standby training process already took a job")
+        if self._process.exitcode is not None:
+            raise OSError(f"the standby training process exited (code {self._process.exitcode})")
+        self._requests.send(request)  # BrokenPipeError (an OSError) when the child is gone
+        self._taken = True
+        self._requests.close()
+        return self._process, self._receive, self._stop
+
+    def close(self, wait_s: float = 1.0) -> None:
+        """End a standby no job took: close its request pipe (it exits on EOF once its imports
+        are done), then kill it if it is still there after ``wait_s`` (an idle standby holds
+        nothing that a kill could leave half done)."""
+        if self._taken:
+            return
+        self._taken = True
+        self._requests.close()
+        self._receive.close()
+        self._process.join(wait_s)
+        if self._process.exitcode is None:
+            self._process.kill()
+            self._process.join()
+
+
 class WorkerProcess:
     """The parent's handle on one training process.
 
@@ -203,16 +304,28 @@ class WorkerProcess:
         self._reader: threading.Thread | None = None
         self.pid: int | None = None
 
-    def start(self) -> None:
-        """Start the child and the reader thread. Raises OSError if the process cannot start."""
-        receive, send = _SPAWN.Pipe(duplex=False)
-        process = _SPAWN.Process(target=self._target, args=(self.request, send, self._stop),
-                                 name="musicrec-training", daemon=False)
-        try:
-            process.start()
-        finally:
-            # The parent's copy of the write end must go, or the pipe never reports EOF.
-            send.close()
+    def start(self, standby: Standby | None = None) -> None:
+        """Start the child and the reader thread: hand the request to ``standby`` when one is
+        given and still waiting, else start a new process (a standby that died idle is logged
+        and skipped). Raises OSError if the process cannot start."""
+        process = None
+        if standby is not None:
+            try:
+                process, receive, self._stop = standby.hand_over(self.request)
+            except OSError as exc:
+                log.warning("the standby training process %s could not take the job (%s): starting a new one",
+                            standby.pid, exc)
+                standby.close(0)
+                process = None
+        if process is None:
+            receive, send = _SPAWN.Pipe(duplex=False)
+            process = _SPAWN.Process(target=self._target, args=(self.request, send, self._stop),
+                                     name="musicrec-training", daemon=False)
+            try:
+                process.start()
+            finally:
+                # The parent's copy of the write end must go, or the pipe never reports EOF.
+                send.close()
         self._process = process
         self.pid = process.pid
         self._reader = threading.Thread(target=self._read, args=(receive,), name=f"training-reader-{process.pid}",
