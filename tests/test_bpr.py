@@ -18,7 +18,11 @@ from trainer_service.hyperparameters import NOTEBOOK, Hyperparameters
 tf = pytest.importorskip("tensorflow")
 from trainer_service.bpr import (  # noqa: E402
     BPRTrainer,
+    Shapes,
+    _chunk_trainer,
     _dedup_rows,
+    compile_ahead,
+    reserve_shapes,
     bpr_triple_gradients,
     gather_rows,
     hardest_negative,
@@ -227,3 +231,43 @@ def test_defaults_clear_the_quality_floor_on_lastfm_2k():
     assert report.model.hit_rate_at_10 >= 0.20
     assert report.model.hit_rate_at_10 > report.popularity.hit_rate_at_10 + 0.05
     assert report.model.auc > report.popularity.auc
+
+
+@pytest.fixture
+def exact_shapes_after():
+    yield
+    reserve_shapes(None)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_reserved_shapes_train_the_same_factors_as_exact_ones(tiny, exact_shapes_after, optimizer):
+    hp = Hyperparameters(epochs=3, factors=8, batch_size=256, seed=7, optimizer=optimizer)
+    exact = trained_factors(*_arrays(tiny), hp=hp)
+    reserve_shapes(Shapes(tiny.num_users + 37, tiny.num_artists + 11, 64))
+    padded = trained_factors(*_arrays(tiny), hp=hp)
+    for name in ("user_factors", "artist_factors", "artist_bias"):
+        assert getattr(padded, name).shape == getattr(exact, name).shape, name
+        assert np.array_equal(getattr(padded, name), getattr(exact, name)), name
+
+
+def test_compile_ahead_reserves_with_headroom_and_a_trainer_that_fits_compiles_nothing(tiny, exact_shapes_after):
+    hp = Hyperparameters(epochs=1, factors=8, batch_size=128, seed=3, negative_candidates=3)
+    shapes = compile_ahead(tiny.num_users, tiny.num_artists, tiny.num_interactions, hp)
+    # 1.25x of each: ceil(300 * 1.25), ceil(200 * 1.25), ceil(ceil(~6,000 * 1.25) / 128) minibatches
+    assert (shapes.users, shapes.artists) == (375, 250)
+    assert shapes.batches_per_chunk == -(-int(np.ceil(tiny.num_interactions * 1.25)) // 128)
+    step = _chunk_trainer(hp.batch_size, hp.optimizer)
+    traced = step.experimental_get_tracing_count()
+    # A retrain with more users and artists, within the headroom: the step compiled ahead runs it.
+    grown = (np.concatenate([tiny.users, [tiny.num_users + 9]]), np.concatenate([tiny.artists, [tiny.num_artists + 4]]),
+             np.concatenate([tiny.weights, [1.0]]))
+    with BPRTrainer(*grown, tiny.num_users + 10, tiny.num_artists + 5, hp) as trainer:
+        trainer.train_epoch()
+        factors = trainer.factors()
+    assert step.experimental_get_tracing_count() == traced
+    assert factors.user_factors.shape == (tiny.num_users + 10, 8) and factors.artist_bias.shape == (tiny.num_artists + 5,)
+    # Beyond it: the trainer's own shapes (a new trace), the same factors' shapes.
+    with BPRTrainer(*_arrays(tiny)[:3], shapes.users + 1, tiny.num_artists, hp) as trainer:
+        trainer.train_epoch()
+        assert trainer.factors().user_factors.shape == (shapes.users + 1, 8)
+    assert step.experimental_get_tracing_count() == traced + 1

@@ -561,6 +561,11 @@ def test_a_job_runs_in_the_standby_process_and_stopping_the_trainer_ends_the_nex
     assert f"started (pid {first}, the standby)" in process.log(), process.tail()
     assert second != first
     wait_gone(second)
+    # The first standby had no version to compile for; the second compiled the training step for
+    # version 1's sizes (the tiny preset's 300 users and 200 artists) with a quarter of headroom.
+    ready = re.findall(r"standby: ready for a job \(([^)]*)\)", process.log())
+    assert "no version to compile ahead for" in ready[0], ready
+    assert "the training step compiled for up to 375 users and 250 artists (version 1's" in ready[1], ready
 
 
 def test_without_standby_a_job_starts_its_own_process(tmp_path):

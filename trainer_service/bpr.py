@@ -185,19 +185,80 @@ def initial_factors(num_users: int, num_artists: int, hp: Hyperparameters) -> Fa
                    artist_bias=np.zeros(num_artists, np.float32))
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """The shapes a training step is compiled for: the rows of the user and artist tables and the
+    minibatches of a chunk (K). XLA compiles the step for exact shapes, so a trainer whose shapes
+    are those of a step compiled before in the process starts at once; a second or so of
+    compilation otherwise (Last.fm 2K, 2 cores)."""
+
+    users: int
+    artists: int
+    batches_per_chunk: int
+
+    def holds(self, other: "Shapes") -> bool:
+        return (other.users <= self.users and other.artists <= self.artists
+                and other.batches_per_chunk <= self.batches_per_chunk)
+
+
+# Shapes reserved in this process (``reserve_shapes``); None: every trainer uses its exact shapes.
+_reserved: Shapes | None = None
+# Headroom of ``compile_ahead``'s reservation over the newest version's sizes: a retrain after
+# new plays has a few more users, artists and interactions.
+RESERVE_HEADROOM = 1.25
+
+
+def reserve_shapes(shapes: Shapes | None) -> None:
+    """A process-level setting: from now on a trainer whose data fits ``shapes`` (users, artists
+    and chunk minibatches at most these) pads its tables and chunks to them, so that it runs the
+    step compiled for them (``compile_ahead``). Padding rows are never sampled or updated, and a
+    chunk's padding is masked: the factors are those of the exact shapes. None: exact shapes."""
+    global _reserved
+    _reserved = shapes
+
+
+def _chunk_batches(samples_per_epoch: int, batch: int) -> int:
+    return max(1, min(TRIPLES_PER_CALL // batch, -(-samples_per_epoch // batch)))
+
+
+def _shapes(num_users: int, num_artists: int, samples_per_epoch: int, batch: int) -> Shapes:
+    """A trainer's shapes: the reserved ones when the data fits them, else its own."""
+    exact = Shapes(int(num_users), int(num_artists), _chunk_batches(samples_per_epoch, batch))
+    return _reserved if _reserved is not None and _reserved.holds(exact) else exact
+
+
+def compile_ahead(num_users: int, num_artists: int, num_interactions: int, hp: Hyperparameters) -> Shapes:
+    """Reserve shapes for trainings of about this size (``RESERVE_HEADROOM`` more of each) and
+    compile the training step for them now, by training one triple on tables of those shapes:
+    a later trainer of ``hp``'s batch size, optimizer, negative candidates and factors whose data
+    fits then skips its compilation. What a standby training process does while it waits."""
+    def more(n: int) -> int:
+        return max(1, math.ceil(n * RESERVE_HEADROOM))
+
+    shapes = Shapes(more(num_users), more(num_artists), _chunk_batches(more(num_interactions), hp.batch_size))
+    reserve_shapes(shapes)
+    one = np.zeros(1, dtype=np.int64)
+    with BPRTrainer(one, one, np.ones(1, dtype=np.float32), shapes.users, shapes.artists,
+                    hp.with_overrides(epochs=1)) as trainer:
+        trainer.train_epoch()
+    return shapes
+
+
 def training_stream(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
-                    num_artists: int, hp: Hyperparameters) -> TripletStream:
+                    num_artists: int, hp: Hyperparameters, batches_per_chunk: int | None = None) -> TripletStream:
     """The started stream of training chunks for all ``hp.epochs`` epochs: ``samples_per_epoch``
     triples an epoch, in chunks of (K, B) minibatches (at most ``TRIPLES_PER_CALL`` triples),
     drawn with the seed's sampling stream, so every trainer with this seed sees the same
-    triples. Arguments as ``BPRTrainer``'s. ``DataError`` for no training interactions."""
+    triples. Arguments as ``BPRTrainer``'s; ``batches_per_chunk``: K when it is larger than the
+    data needs (reserved shapes: the chunk's padding is masked). ``DataError`` for no training
+    interactions."""
     samples_per_epoch = int(np.asarray(users).size)
     if samples_per_epoch == 0:
         raise DataError("no training interactions")
     sampler = TripletSampler(users, artists, weights, num_users, num_artists,
                              negative_sampling=hp.negative_sampling, positive_sampling=hp.positive_sampling)
     batch = hp.batch_size
-    batches_per_chunk = max(1, min(TRIPLES_PER_CALL // batch, -(-samples_per_epoch // batch)))
+    batches_per_chunk = max(_chunk_batches(samples_per_epoch, batch), batches_per_chunk or 0)
     return TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
                          samples_per_epoch=samples_per_epoch, epochs=hp.epochs, batch_size=batch,
                          batches_per_chunk=batches_per_chunk, negative_candidates=hp.negative_candidates)
@@ -328,6 +389,15 @@ def _chunk_trainer(batch: int, optimizer: str) -> Callable:
     return train_chunk
 
 
+def _padded(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with zero rows appended up to ``rows`` (itself when it has them)."""
+    if array.shape[0] >= rows:
+        return array
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[:array.shape[0]] = array
+    return out
+
+
 class BPRTrainer:
     """Trains BPR on (user, artist) training interactions, one epoch per ``train_epoch`` call.
 
@@ -349,9 +419,11 @@ class BPRTrainer:
                 or start.artist_factors.shape != (self.num_artists, hp.factors)
                 or start.artist_bias.shape != (self.num_artists,)):
             raise ValueError("initial factors do not match the users, artists and factors of this training")
-        self._user_factors = tf.Variable(start.user_factors, name="user_factors")
-        self._artist_factors = tf.Variable(start.artist_factors, name="artist_factors")
-        self._artist_bias = tf.Variable(start.artist_bias, name="artist_bias")
+        # Reserved shapes (``reserve_shapes``): the tables padded with rows no triple names.
+        shapes = _shapes(self.num_users, self.num_artists, int(np.asarray(users).size), hp.batch_size)
+        self._user_factors = tf.Variable(_padded(start.user_factors, shapes.users), name="user_factors")
+        self._artist_factors = tf.Variable(_padded(start.artist_factors, shapes.artists), name="artist_factors")
+        self._artist_bias = tf.Variable(_padded(start.artist_bias, shapes.artists), name="artist_bias")
         self._tables = (self._user_factors, self._artist_factors, self._artist_bias)
         self._accumulators: tuple = ()
         if hp.optimizer == "adagrad":
@@ -365,7 +437,8 @@ class BPRTrainer:
         self._stopped = False
         self._trained = 0  # triples trained so far, for the learning-rate schedule
         # Last: it starts the sampler thread, which close() stops.
-        self._stream = training_stream(users, artists, weights, num_users, num_artists, hp)
+        self._stream = training_stream(users, artists, weights, num_users, num_artists, hp,
+                                       batches_per_chunk=shapes.batches_per_chunk)
         self.samples_per_epoch = self._stream.samples_per_epoch
 
     def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> EpochStats | None:
@@ -398,8 +471,10 @@ class BPRTrainer:
 
     def factors(self) -> Factors:
         """A copy of the current factors as numpy arrays."""
-        return Factors(user_factors=self._user_factors.numpy(), artist_factors=self._artist_factors.numpy(),
-                       artist_bias=self._artist_bias.numpy())
+        users, artists = self.num_users, self.num_artists
+        return Factors(user_factors=np.array(self._user_factors[:users]),
+                       artist_factors=np.array(self._artist_factors[:artists]),
+                       artist_bias=np.array(self._artist_bias[:artists]))
 
     def close(self) -> None:
         """Stop the background sampler."""

@@ -323,7 +323,9 @@ class JobRunner:
             self._standby.close(0)
             self._standby = None
         try:
-            self._standby = Standby(self._worker_target, preload_first=self._worker_target is child_main)
+            preload = self._worker_target is child_main
+            self._standby = Standby(self._worker_target, preload_first=preload,
+                                    models_dir=str(self.models_dir) if preload else None)
         except OSError as exc:
             log.warning("could not start a standby training process (%s): jobs start their own", exc)
             return

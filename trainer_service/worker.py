@@ -159,12 +159,38 @@ def preload() -> None:
     import model_store  # noqa: F401
 
 
-def standby_main(target: Callable[..., None], preload_first: bool, requests, conn, stop_event) -> None:
+def compile_for_newest(models_dir: str) -> str:
+    """Compile the training step ahead for the trainer's default hyperparameters at the sizes of
+    the newest version in ``models_dir`` (``bpr.compile_ahead``: with headroom, so a retrain with
+    a few more users, artists and plays fits); what was done, for the log. Never raises: a
+    failure leaves exact shapes (the job then compiles, as without a standby)."""
+    try:
+        from trainer_service.bpr import compile_ahead, reserve_shapes
+        from trainer_service.hyperparameters import Hyperparameters
+        from trainer_service.pipeline import newest_manifest
+
+        newest = newest_manifest(models_dir)
+        if newest is None:
+            return "no version to compile ahead for"
+        try:
+            shapes = compile_ahead(newest.num_users, newest.num_artists, newest.num_interactions, Hyperparameters())
+        except Exception:
+            reserve_shapes(None)
+            raise
+        return (f"the training step compiled for up to {shapes.users:,} users and {shapes.artists:,} artists "
+                f"(version {newest.model_version}'s, with headroom)")
+    except Exception as exc:  # noqa: BLE001 - an optimization: the job compiles its own
+        log.warning("standby: could not compile the training step ahead (%s: %s)", type(exc).__name__, exc)
+        return "the training step not compiled ahead"
+
+
+def standby_main(target: Callable[..., None], preload_first: bool, models_dir: str | None, requests, conn,
+                 stop_event) -> None:
     """Entry point of a standby training process (``Standby``): the process settings of
-    ``child_main``, ``preload()`` when ``preload_first``, then wait for the job's
-    ``WorkerRequest`` on ``requests`` and run ``target(request, conn, stop_event)`` as a freshly
-    started child would. The trainer closing its end of ``requests`` (a standby no job took)
-    ends the process quietly."""
+    ``child_main``, ``preload()`` when ``preload_first`` (and, with ``models_dir``,
+    ``compile_for_newest``), then wait for the job's ``WorkerRequest`` on ``requests`` and run
+    ``target(request, conn, stop_event)`` as a freshly started child would. The trainer closing
+    its end of ``requests`` (a standby no job took) ends the process quietly."""
     die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # no job yet: nothing to stop cleanly
@@ -174,8 +200,9 @@ def standby_main(target: Callable[..., None], preload_first: bool, requests, con
     if preload_first:
         started = time.perf_counter()
         preload()
-        log.info("standby: ready for a job (TensorFlow and the pipeline imported in %.1f s)",
-                 time.perf_counter() - started)
+        compiled = "" if models_dir is None else "; " + compile_for_newest(models_dir)
+        log.info("standby: ready for a job (TensorFlow and the pipeline imported%s; %.1f s)",
+                 compiled, time.perf_counter() - started)
     try:
         request = requests.recv()
     except (EOFError, OSError):
@@ -234,12 +261,13 @@ class Standby:
     process, the result pipe, the stop flag); a standby serves one job. ``close()`` ends one
     that no job took. Start it from a long-lived thread, as ``WorkerProcess``."""
 
-    def __init__(self, target: Callable[..., None] = child_main, preload_first: bool = True):
+    def __init__(self, target: Callable[..., None] = child_main, preload_first: bool = True,
+                 models_dir: str | None = None):
         self._stop = _SPAWN.Event()
         requests_receive, self._requests = _SPAWN.Pipe(duplex=False)
         self._receive, send = _SPAWN.Pipe(duplex=False)
         self._process = _SPAWN.Process(target=standby_main,
-                                       args=(target, preload_first, requests_receive, send, self._stop),
+                                       args=(target, preload_first, models_dir, requests_receive, send, self._stop),
                                        name="musicrec-training", daemon=False)
         try:
             self._process.start()
