@@ -343,7 +343,10 @@ def test_live_rows(quick):
         assert row["users"] > 0
     assert groups["new"]["stale_hr10"] == 0.0  # the stale version does not know them
     live_targets = [t for t in results["targets"] if t["part"] == "live"]
-    assert len(live_targets) == 5 and all(isinstance(t["met"], bool) for t in live_targets)
+    # Every target judged, except the throughput while writing where h2load is not installed.
+    judged = [t for t in live_targets if writing["ran"] or "while taking" not in t["target"]]
+    assert len(live_targets) == 5 and len(judged) == 5 - (not writing["ran"])
+    assert all(isinstance(t["met"], bool) for t in judged)
 
 
 def test_live_split_keeps_targets_and_new_listeners_out_of_training():
