@@ -957,8 +957,9 @@ def _warm(part: dict) -> list[str]:
                        "before each job, the quality gate off so that both publish): warm {warm_s:n1} s, cold "
                        "{cold_s:n1} s, {time_ratio:pct} of the cold job's time. The pipeline rows above time "
                        "`run_training` in one process, where TensorFlow is imported once and the training step is "
-                       "compiled once for all the runs of the same shapes; a job pays its own process's "
-                       "compilation. Trainer: `{command}`.", service), ""]
+                       "compiled once for all the runs of the same shapes; a job runs in a process of its own, "
+                       "where the standby has done both ahead of it (the step compiled for the newest version's "
+                       "sizes with headroom, which each job's data fitted here). Trainer: `{command}`.", service), ""]
     return lines + bullets(part.get("notes"))
 
 

@@ -246,8 +246,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how often --retrain-after-plays reads the play log's last position")
     parser.add_argument("--standby", action=argparse.BooleanOptionalAction, default=True,
                         help="keep a training process started ahead of the next job, TensorFlow imported, so "
-                             "a job skips seconds of process start (the default; it holds about 0.5 GiB while "
-                             "it waits); --no-standby: each job starts its own process")
+                             "a job skips seconds of process start (the default; it holds about 0.6 GiB with a "
+                             "Last.fm 2K model while it waits); --no-standby: each job starts its own process")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
                         help="text lines (default) or one JSON object per line, for log shippers")
