@@ -430,15 +430,6 @@ def _warm_specs() -> tuple[tuple, tuple]:
     return retrain, fresh
 
 
-def _fresh_spec(fresh: dict, spec: tuple) -> tuple:
-    """The freshness target's spec for ``fresh``: a run from before the standby process existed
-    (no ``standby`` key) says what it measured then, the job's own process start."""
-    if "standby" in fresh:
-        return spec
-    return (spec[0], "{seconds:n1} s for {plays:,} plays (poll every {poll_s:g} s, the job's process start, a warm "
-                     "retrain from version {warm_from}, publishing)", spec[2])
-
-
 def targets(results: dict) -> list[dict]:
     """Every target with the measured figure, met or not, and what limits it."""
     parts, quick, cores = results.get("parts", {}), results.get("quick", False), cores_of(results)
@@ -515,7 +506,7 @@ def targets(results: dict) -> list[dict]:
             out.append(evaluate("warm", retrain, {**ds, "note": note, "epoch_word": "epoch" if ds["epochs"] == 1 else "epochs",
                                                   **_warm_fixed(ds)}))
         if warm.get("freshness"):
-            out.append(evaluate("warm", _fresh_spec(warm["freshness"], fresh), warm["freshness"]))
+            out.append(evaluate("warm", fresh, warm["freshness"]))
     return out
 
 
@@ -939,11 +930,7 @@ def _warm(part: dict) -> list[str]:
                            "before any epoch: HR@10 {sweep_start_hr10:n4}, {sweep_start_ratio:x3}):", ds),
                       ""] + table(ds["schedules"], WARM_SCHEDULES)
     fresh = part.get("freshness")
-    if fresh and "standby" not in fresh:  # a run from before the standby process
-        lines += [fill("Play recorded to a version containing it ({dataset}): {seconds:n1} s for {plays:,} plays; "
-                       "the version was warm-started from version {warm_from} and trained through position "
-                       "{trained_through:,}. Trainer: `{command}`.", fresh), ""]
-    elif fresh:
+    if fresh:
         lines += [fill("Play recorded to a version containing it ({dataset}): {seconds:n1} s for {plays:,} plays, "
                        "the job run by the trainer's standby training process (started ahead of it, TensorFlow "
                        "imported; the plays were recorded once it was ready); {no_standby_seconds:n1} s with "

@@ -348,6 +348,21 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
             "schedules": schedules, "per_run": runs, "sweeps": sweeps}
 
 
+def _trainer_dir(name: str, settings: BenchSettings, workdir: Path, folder: str):
+    """A fresh ``workdir/folder`` for a real trainer over seed 0's base (its table and versions),
+    and seed 0's new plays: (the folder, the data, the new rows, their counts, the URL of a play
+    log in the folder, empty: the caller records the plays when its protocol says)."""
+    run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
+    folder_path = workdir / folder
+    shutil.rmtree(folder_path, ignore_errors=True)
+    folder_path.mkdir(parents=True)
+    shutil.copy(run_dir / "base.csv", folder_path / "base.csv")
+    shutil.copytree(run_dir / "models", folder_path / "models")
+    data = _load(name, settings, 0)
+    _, new, counts = new_plays(data, 0, settings)
+    return folder_path, data, new, counts, f"sqlite:///{folder_path / 'plays.db'}"
+
+
 def freshness(name: str, settings: BenchSettings, workdir: Path, standby: bool = True) -> dict:
     """The time from recording the new plays to the version that contains them (module docstring),
     with the trainer's standby training process (the default) or without it (``--no-standby``:
@@ -355,16 +370,8 @@ def freshness(name: str, settings: BenchSettings, workdir: Path, standby: bool =
     standby has imported TensorFlow), as they would reach a trainer that has been running."""
     from model_store import list_versions
 
-    run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
-    fresh = workdir / ("warm-freshness" if standby else "warm-freshness-no-standby")
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
-    shutil.copy(run_dir / "base.csv", fresh / "base.csv")
-    shutil.copytree(run_dir / "models", fresh / "models")
-    # The base's new plays again, into a fresh log the trainer watches.
-    data = _load(name, settings, 0)
-    _, new, counts = new_plays(data, 0, settings)
-    url = f"sqlite:///{fresh / 'plays.db'}"
+    fresh, data, new, counts, url = _trainer_dir(name, settings, workdir,
+                                                 "warm-freshness" if standby else "warm-freshness-no-standby")
     before = list_versions(fresh / "models")
     argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(fresh / "models"), "--port", "0",
             "--data-dir", str(fresh), "--default-source", TABLE.format(path="base.csv"), "--events", url,
@@ -415,15 +422,7 @@ def service_jobs(name: str, settings: BenchSettings, workdir: Path) -> dict:
     from launcher.processes import ServiceProcess
     from musicrec.v1 import trainer_pb2, trainer_pb2_grpc
 
-    run_dir = workdir / f"warm-{name.replace(':', '-')}-0"
-    svc = workdir / "warm-service"
-    shutil.rmtree(svc, ignore_errors=True)
-    svc.mkdir(parents=True)
-    shutil.copy(run_dir / "base.csv", svc / "base.csv")
-    shutil.copytree(run_dir / "models", svc / "models")
-    data = _load(name, settings, 0)
-    _, new, counts = new_plays(data, 0, settings)
-    url = f"sqlite:///{svc / 'plays.db'}"
+    svc, data, new, counts, url = _trainer_dir(name, settings, workdir, "warm-service")
     _record(url, data, new)
     argv = [sys.executable, "-m", "trainer_service", "serve", "--models-dir", str(svc / "models"), "--port", "0",
             "--data-dir", str(svc), "--default-source", TABLE.format(path="base.csv"), "--events", url]
