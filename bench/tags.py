@@ -187,9 +187,7 @@ def synthetic_version(directory: Path, num_users: int, num_artists: int, seed: i
         weights.append(np.ones(n))
     tags = ArtistTags.from_triples(num_artists, np.concatenate(rows), np.concatenate(names), np.concatenate(weights))
     artifacts = dataclasses.replace(artifacts, tags=tags)
-    # Annoy measured at any size (exact_only_up_to 0): the part times the Annoy path too.
-    indexes = build_indexes(artifacts, BuildSettings(sample_size=100, tuning_budget_s=10.0, similar_n=0,
-                                                     exact_only_up_to=0))
+    indexes = build_indexes(artifacts, BuildSettings(sample_size=100, tuning_budget_s=10.0, similar_n=0))
     manifest = publish_version(directory, artifacts, indexes=indexes, data_source="bench: random factors, planted tags",
                                data_fingerprint="0" * 64, num_interactions=int(artifacts.seen_indptr[-1]),
                                hyperparameters={"factors": 64}, metrics={}, keep=10)

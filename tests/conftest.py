@@ -19,9 +19,7 @@ from ranking import BuildSettings, build_indexes
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Small samples and one build thread: publishing a tiny model takes milliseconds.
-# Annoy indexes built and measured at any size (exact_only_up_to 0): the tests' catalogs are small,
-# and what they check of indexes would otherwise never be built (tests/test_ann_build.py tests the rule).
-FAST_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0, exact_only_up_to=0)
+FAST_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0)
 
 
 @pytest.fixture
