@@ -193,11 +193,15 @@ def _similar_rows(loaded, settings: BenchSettings, notes: list[str], num_queries
 
     add("exact", "numpy brute force", lambda n: search.exact(artists[n], K)[0])
     chosen = manifest.similar_search
-    params = SearchParams("annoy", chosen.search_k, chosen.candidates_per_result)
-    add("our annoy", f"{chosen.n_trees} trees, {chosen.candidates_per_result} candidates/result, "
-        f"search_k {chosen.search_k} (manifest's; it serves {chosen.method})",
-        lambda n: search.search(artists[n], K, params=params)[0],
-        manifest_choice=True)
+    if loaded.similar_index is None:
+        notes.append(f"{manifest.num_artists:,} artists: the version holds no SimilarArtists Annoy index (every "
+                     "artist has a precomputed list; exact search serves past it), so no 'our annoy' row")
+    else:
+        params = SearchParams("annoy", chosen.search_k, chosen.candidates_per_result)
+        add("our annoy", f"{chosen.n_trees} trees, {chosen.candidates_per_result} candidates/result, "
+            f"search_k {chosen.search_k} (manifest's; it serves {chosen.method})",
+            lambda n: search.search(artists[n], K, params=params)[0],
+            manifest_choice=True)
     index, build_s = _hnsw(np.ascontiguousarray(art.artist_factors, dtype=np.float32), "cosine")
     if index is not None:
         for ef in settings.ann_hnsw_ef:

@@ -686,12 +686,22 @@ LOAD_STEPS = [("size", "{label}"), ("checksum validation", _load_step("validate_
               ("build ServingModel", _load_step("serving_model_s")), ("warm-up", _load_step("warm_up_s")),
               ("service total (median)", "{service.load_ms_median:n0} ms"),
               ("hash indexes, after the swap", _load_step("hash_indexes_s"))]
+def _search_setting(key: str, trees: bool) -> str:
+    """A side's chosen search: method and its Annoy settings, or "no Annoy index" (n_trees 0)."""
+    def text(s: dict) -> str:
+        config = s[key]
+        if not config.get("n_trees"):
+            return f"{config['method']} (no Annoy index)"
+        return (f"{config['method']} (" + (f"{config['n_trees']} trees, " if trees else "")
+                + f"search_k {config['search_k']}"
+                + (f", {config['candidates_per_result']} candidates/result" if trees else "") + ")")
+    return text
+
+
 SEARCH_SETTINGS = [
-    ("size", "{label}"), ("Recommend", "{recommend_search.method} ({recommend_search.n_trees} trees, search_k "
-                                       "{recommend_search.search_k}, {recommend_search.candidates_per_result} "
-                                       "candidates/result)"),
+    ("size", "{label}"), ("Recommend", _search_setting("recommend_search", trees=True)),
     ("Recommend recall", "{recommend_search.recall_at_10}"),
-    ("SimilarArtists", "{similar_search.method} (search_k {similar_search.search_k})"),
+    ("SimilarArtists", _search_setting("similar_search", trees=False)),
     ("SimilarArtists recall", "{similar_search.recall_at_10}"),
     ("HR@10 vs popularity", "{metrics.hit_rate_at_10:n4} vs {metrics.popularity_hit_rate_at_10:n4}")]
 

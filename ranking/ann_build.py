@@ -6,7 +6,9 @@ sample of queries (tie-aware: an item tied with the 10th best counts as right), 
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
 times brute force too, and records the faster one as the method to serve (Annoy only when clearly
 faster: ``ANNOY_WINS_BELOW``), except that large
-catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy. The tuned Annoy settings are
+catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy, but for a SimilarArtists side
+whose every artist got a precomputed list: it gets no index and serves exact past its lists (see
+``build_indexes``). The tuned Annoy settings are
 recorded even when exact search is chosen, so a server can still be told to use Annoy. The
 exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
 one thread, as the index service runs them. Each config records the catalog size the choice was
@@ -305,6 +307,10 @@ class BaseSearch:
 
 # What a side's build does (see _plan).
 _MEASURE, _REUSE_EXACT, _REUSE_ANNOY = "measure", "reuse-exact", "reuse-annoy"
+# SimilarArtists on a catalog where Annoy would be required, every artist listed: no index
+# (see ``build_indexes``).
+_LISTED = "listed"
+_NO_INDEX = (_REUSE_EXACT, _LISTED)
 
 
 def _plan(base: SearchConfig | None, num_items: int, settings: BuildSettings) -> str:
@@ -337,6 +343,8 @@ def _measure_side(plan: str, base: SearchConfig | None, num_items: int, dims: in
                   truth: list | None, exact_run, annoy_run, score_of, settings: BuildSettings) -> SearchConfig:
     """A side's search config as ``plan`` says (``truth``: the sample's exact answers, None when
     the plan is ``_REUSE_EXACT``, which needs none)."""
+    if plan == _LISTED:
+        return _exact_only(dims, sample, exact_run, num_items)
     if plan == _REUSE_EXACT:
         assert base is not None
         return _exact_only(dims, sample, exact_run, base.measured_artists)
@@ -413,6 +421,16 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
                                                lambda a, found: sim_side.items[found] @ sim_side.items[a]),
         seconds=round(seconds, 3),
     )
+    # SimilarArtists asks about an artist of the catalog, and every one of them now has a list:
+    # the search serves only what a list cannot (a page past it, or a filter it runs out on). Annoy
+    # is required from ANNOY_REQUIRED_FROM artists for the latency of searches that serve every
+    # request; for these few, exact search (a few ms at 160,000 artists, where the tuned Annoy
+    # measured about 0.75x of it) is answer enough, and the side's Annoy build and tuning (several
+    # seconds of a full-scale publish, and its file) are left out. Recommend keeps its index: the
+    # listeners outside the lists (history, live, new) are searched on every request.
+    if (num_artists >= ANNOY_REQUIRED_FROM and settings.method != "annoy" and sim_made.top.shape[1] > 0
+            and sim_plan != _REUSE_EXACT):
+        sim_plan = _LISTED
     del rec_made, sim_made
 
     rec_index = sim_index = None
@@ -420,7 +438,7 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
         rec_index = build_angular_index(rec_side.cluster_vectors, rec_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]
-    if sim_plan != _REUSE_EXACT:
+    if sim_plan not in _NO_INDEX:
         sim_index = build_angular_index(artist_factors.astype(np.float32), sim_trees, settings.seed, settings.n_jobs)
     sim_search = CosineSearch(artist_factors, sim_index, SearchParams())
     # The two sides are measured at once, one thread each (Annoy and BLAS release the GIL; one

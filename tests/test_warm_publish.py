@@ -103,8 +103,33 @@ def test_annoy_forced_or_required_measures_even_after_an_exact_base(clustered, m
     assert forced.recommend_index is not None and forced.recommend.method == "annoy"
     monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", ARTISTS)
     required = build_indexes(clustered, SETTINGS, base=exact_base(ARTISTS))
-    assert required.similar_index is not None and required.similar.method == "annoy"
-    assert required.similar.measured_artists == ARTISTS
+    assert required.recommend_index is not None and required.recommend.method == "annoy"
+    assert required.recommend.measured_artists == ARTISTS
+    # Without SimilarArtists lists the side is searched on every request: Annoy required there too.
+    unlisted = build_indexes(clustered, dataclasses.replace(SETTINGS, similar_n=0), base=exact_base(ARTISTS))
+    assert unlisted.similar_index is not None and unlisted.similar.method == "annoy"
+    assert unlisted.similar.measured_artists == ARTISTS
+
+
+@pytest.mark.parametrize("warm_from", [None, "annoy"])
+def test_where_annoy_is_required_a_listed_similar_side_gets_no_index(clustered, monkeypatch, warm_from):
+    """From ANNOY_REQUIRED_FROM artists, every artist listed: SimilarArtists serves exact from no
+    index (searched only past a list), cold or after a base that served it with Annoy; Recommend
+    keeps its index. Annoy forced builds both."""
+    monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", ARTISTS)
+    base = None if warm_from is None else BaseSearch(recommend=annoy_config(10, 5, 500, 1),
+                                                     similar=annoy_config(8, 5, 500, 1))
+    built = build_indexes(clustered, SETTINGS, base=base)
+    assert built.recommend_index is not None and built.recommend.method == "annoy"
+    assert built.similar_index is None
+    similar = built.similar
+    assert (similar.method, similar.n_trees, similar.has_index, similar.dims) == ("exact", 0, False, 8)
+    assert similar.measured_artists == ARTISTS and similar.recall_at_10 == 1.0
+    assert similar.median_latency_ms == similar.exact_median_latency_ms > 0
+    assert built.top.similar_top.shape == (ARTISTS, SETTINGS.similar_n)
+    built.check(clustered)
+    forced = build_indexes(clustered, dataclasses.replace(SETTINGS, method="annoy"), base=base)
+    assert forced.similar_index is not None and forced.similar.method == "annoy"
 
 
 def test_a_base_that_served_annoy_is_reused_when_its_settings_reach_the_target(clustered, monkeypatch):
