@@ -17,6 +17,7 @@ import math
 import re
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.settings import REPO_ROOT
@@ -686,8 +687,11 @@ LOAD_STEPS = [("size", "{label}"), ("checksum validation", _load_step("validate_
               ("build ServingModel", _load_step("serving_model_s")), ("warm-up", _load_step("warm_up_s")),
               ("service total (median)", "{service.load_ms_median:n0} ms"),
               ("hash indexes, after the swap", _load_step("hash_indexes_s"))]
-def _search_setting(key: str, trees: bool) -> str:
-    """A side's chosen search: method and its Annoy settings, or "no Annoy index" (n_trees 0)."""
+
+
+def _search_setting(key: str, trees: bool) -> Callable[[dict], str]:
+    """A size's cell for one side's chosen search: method and its Annoy settings, or "no Annoy
+    index" (``n_trees`` 0)."""
     def text(s: dict) -> str:
         config = s[key]
         if not config.get("n_trees"):

@@ -341,8 +341,8 @@ def _exact_only(dims: int, sample: list, exact_run, measured_artists: int) -> Se
 
 def _measure_side(plan: str, base: SearchConfig | None, num_items: int, dims: int, n_trees: int, sample: list,
                   truth: list | None, exact_run, annoy_run, score_of, settings: BuildSettings) -> SearchConfig:
-    """A side's search config as ``plan`` says (``truth``: the sample's exact answers, None when
-    the plan is ``_REUSE_EXACT``, which needs none)."""
+    """A side's search config as ``plan`` says (``truth``: the sample's exact answers; a plan
+    without an index, ``_REUSE_EXACT`` or ``_LISTED``, reads none)."""
     if plan == _LISTED:
         return _exact_only(dims, sample, exact_run, num_items)
     if plan == _REUSE_EXACT:
@@ -428,8 +428,7 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     # measured about 0.75x of it) is answer enough, and the side's Annoy build and tuning (several
     # seconds of a full-scale publish, and its file) are left out. Recommend keeps its index: the
     # listeners outside the lists (history, live, new) are searched on every request.
-    if (num_artists >= ANNOY_REQUIRED_FROM and settings.method != "annoy" and sim_made.top.shape[1] > 0
-            and sim_plan != _REUSE_EXACT):
+    if num_artists >= ANNOY_REQUIRED_FROM and settings.method != "annoy" and sim_made.top.shape[1] > 0:
         sim_plan = _LISTED
     del rec_made, sim_made
 
