@@ -696,9 +696,10 @@ def _search_setting(key: str, trees: bool) -> Callable[[dict], str]:
         config = s[key]
         if not config.get("n_trees"):
             return f"{config['method']} (no Annoy index)"
-        return (f"{config['method']} (" + (f"{config['n_trees']} trees, " if trees else "")
-                + f"search_k {config['search_k']}"
-                + (f", {config['candidates_per_result']} candidates/result" if trees else "") + ")")
+        if not trees:
+            return f"{config['method']} (search_k {config['search_k']})"
+        return (f"{config['method']} ({config['n_trees']} trees, search_k {config['search_k']}, "
+                f"{config['candidates_per_result']} candidates/result)")
     return text
 
 
