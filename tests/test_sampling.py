@@ -26,8 +26,10 @@ def _random_interactions(rng: np.random.Generator, users: int, artists: int, per
 
 @pytest.mark.parametrize("piece", [None, 7, 4096])
 def test_pair_set_membership_matches_a_python_set(monkeypatch, piece):
-    if piece is not None:  # large queries are answered in pieces: ragged last piece included
+    if piece is not None:  # large queries are answered, and keys inserted, in pieces: ragged last piece included
         monkeypatch.setattr(sampling, "_QUERY_PIECE", piece)
+        monkeypatch.setattr(sampling, "_INSERT_PIECE", piece)
+        monkeypatch.setattr(sampling, "_FILTER_PIECE_BITS", 1 << 12)  # the filter set a range at a time
     rng = np.random.default_rng(1)
     users, artists = _random_interactions(rng, 300, 500, 40)
     pairs = PairSet(users, artists, 500)
@@ -39,6 +41,18 @@ def test_pair_set_membership_matches_a_python_set(monkeypatch, piece):
     expected = np.array([(u, a) in truth for u, a in zip(qu.tolist(), qa.tolist())])
     assert np.array_equal(pairs.contains(qu, qa), expected)
     assert expected.sum() >= users.size  # every stored pair was queried, and found
+
+
+@pytest.mark.parametrize("piece_bits", [1 << 6, 1 << 9, 1 << 25])
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_bit_words_sets_the_bits_bitwise_or_at_sets(monkeypatch, piece_bits, dtype):
+    monkeypatch.setattr(sampling, "_FILTER_PIECE_BITS", piece_bits)
+    rng = np.random.default_rng(7)
+    positions = np.concatenate([rng.integers(0, 1 << 12, 900), [0, 63, 64, (1 << 12) - 1, 5, 5]]).astype(dtype)
+    expected = np.zeros((1 << 12) >> 6, dtype=np.uint64)
+    np.bitwise_or.at(expected, positions.astype(np.int64) >> 6, np.uint64(1) << (positions & dtype(63)).astype(np.uint64))
+    assert np.array_equal(sampling._bit_words(positions, 12), expected)
+    assert sampling._bit_words(np.array([0, 6, 63], dtype=dtype), 6).tolist() == [1 | 1 << 6 | 1 << 63]
 
 
 def test_pair_set_answers_every_pair_of_a_dense_grid():

@@ -38,6 +38,8 @@ REJECTION_ROUNDS = 6
 _EMPTY = np.int64(-1)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / golden ratio
 _QUERY_PIECE = 1 << 16  # PairSet queries per vectorized piece (8 int64 temporaries of 512 KiB)
+_INSERT_PIECE = 1 << 20  # PairSet keys inserted per vectorized piece
+_FILTER_PIECE_BITS = 1 << 26  # filter bits set per pass of ``_bit_words`` (a 64 MiB bool array)
 
 
 def seed_sequence(seed: int, stream: int) -> np.random.SeedSequence:
@@ -75,9 +77,20 @@ class PairSet:
             keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
         # The filter's bit of a key: the top ``bits + 2`` bits of the same multiplicative hash.
         self._filter_shift = np.uint64(64 - bits - 2)
-        self._filter = np.zeros(1 << max(0, bits + 2 - 6), dtype=np.uint64)
-        filter_bits = self._filter_bits(keys)
-        np.bitwise_or.at(self._filter, filter_bits >> 6, np.uint64(1) << (filter_bits & 63).astype(np.uint64))
+        width = bits + 2
+        positions = np.empty(keys.size, dtype=np.uint32 if width <= 32 else np.uint64)
+        for start in range(0, keys.size, _INSERT_PIECE):
+            positions[start:start + _INSERT_PIECE] = self._filter_bits(keys[start:start + _INSERT_PIECE])
+        self._filter = _bit_words(positions, width)
+        del positions
+        # Keys a piece at a time: the table fills the same way, and each piece's temporaries
+        # (slots, pending positions) are a few MiB, not several arrays of 8 bytes per key (the
+        # build is the peak of a full-scale training's memory).
+        for start in range(0, keys.size, _INSERT_PIECE):
+            self._insert(keys[start:start + _INSERT_PIECE])
+
+    def _insert(self, keys: np.ndarray) -> None:
+        """Insert distinct ``keys`` not in the table yet."""
         slots = self._slots(keys)
         pending = np.arange(keys.size)
         while pending.size:
@@ -139,6 +152,27 @@ class PairSet:
     @property
     def nbytes(self) -> int:
         return int(self._table.nbytes + self._filter.nbytes)
+
+
+def _bit_words(positions: np.ndarray, width: int) -> np.ndarray:
+    """(2 ** width / 64,) uint64 words (``width`` >= 6) in which bit ``p & 63`` of word ``p >> 6``
+    is set for every ``p`` of ``positions`` (unsigned ints below 2 ** width), as
+    ``np.bitwise_or.at(words, p >> 6, 1 << (p & 63))`` sets them, several times faster: a bool per
+    bit, packed little-endian, a ``_FILTER_PIECE_BITS`` range of the bits per pass."""
+    total = 1 << width
+    words = np.zeros(total >> 6, dtype=np.uint64)
+    piece = min(total, _FILTER_PIECE_BITS)
+    flags = np.zeros(piece, dtype=bool)
+    piece_shift = positions.dtype.type(piece.bit_length() - 1)
+    for start in range(0, total, piece):
+        if piece == total:
+            offsets = positions
+        else:
+            offsets = positions[(positions >> piece_shift) == start // piece] - positions.dtype.type(start)
+        flags[:] = False
+        flags[offsets] = True
+        words[start >> 6:(start + piece) >> 6] = np.packbits(flags, bitorder="little").view(np.uint64)
+    return words
 
 
 @dataclass(frozen=True)
