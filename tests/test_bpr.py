@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,37 @@ def test_same_seed_gives_identical_factors_in_another_process(tiny):
     there = subprocess.run([sys.executable, "-c", _FINGERPRINT_SCRIPT], cwd=REPO, capture_output=True, text=True,
                            timeout=300, check=True).stdout.strip()
     assert there == here
+
+
+def test_open_trainer_builds_the_sampler_beside_the_import_and_trains_the_same_factors(tiny, monkeypatch):
+    # In a process that has not imported TensorFlow, open_trainer builds the sampler in a thread
+    # while the import runs (here: the module named as not imported yet, so that path runs).
+    from trainer_service.distributed import connect, open_trainer
+
+    hp = Hyperparameters(epochs=2, factors=8, batch_size=256, seed=7)
+    plain = trained_factors(*_arrays(tiny), hp=hp)
+    monkeypatch.setattr(connect, "_IN_PROCESS_TRAINER", "trainer_service.not_imported_yet")
+    built, build = [], connect.TripletSampler.for_training
+
+    def counted(*args):
+        built.append(threading.current_thread().name)
+        return build(*args)
+
+    monkeypatch.setattr(connect.TripletSampler, "for_training", staticmethod(counted))
+    beside = fit(*_arrays(tiny), hp, trainer_factory=open_trainer).factors
+    assert len(built) == 1 and built[0].startswith("sampler-build")
+    for name in ("user_factors", "artist_factors", "artist_bias"):
+        assert np.array_equal(getattr(plain, name), getattr(beside, name)), name
+
+
+def test_open_trainer_reports_the_samplers_data_error_from_its_thread(monkeypatch):
+    from trainer_service.data.errors import DataError
+    from trainer_service.distributed import connect, open_trainer
+
+    monkeypatch.setattr(connect, "_IN_PROCESS_TRAINER", "trainer_service.not_imported_yet")
+    users, artists = np.array([0, 0], np.int32), np.array([0, 1], np.int32)  # the only user heard both artists
+    with pytest.raises(DataError, match="every user listened to every artist"):
+        open_trainer(users, artists, np.ones(2, np.float32), 1, 2, Hyperparameters(epochs=1, factors=4))
 
 
 def test_stop_request_abandons_the_epoch(tiny):

@@ -245,18 +245,21 @@ def compile_ahead(num_users: int, num_artists: int, num_interactions: int, hp: H
 
 
 def training_stream(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
-                    num_artists: int, hp: Hyperparameters, batches_per_chunk: int | None = None) -> TripletStream:
+                    num_artists: int, hp: Hyperparameters, batches_per_chunk: int | None = None,
+                    sampler: TripletSampler | None = None) -> TripletStream:
     """The started stream of training chunks for all ``hp.epochs`` epochs: ``samples_per_epoch``
     triples an epoch, in chunks of (K, B) minibatches (at most ``TRIPLES_PER_CALL`` triples),
     drawn with the seed's sampling stream, so every trainer with this seed sees the same
     triples. Arguments as ``BPRTrainer``'s; ``batches_per_chunk``: K when it is larger than the
-    data needs (reserved shapes: the chunk's padding is masked). ``DataError`` for no training
-    interactions."""
+    data needs (reserved shapes: the chunk's padding is masked); ``sampler``: the
+    ``TripletSampler.for_training`` of the same arguments when it was built already (None: built
+    here).
+    ``DataError`` for no training interactions."""
     samples_per_epoch = int(np.asarray(users).size)
     if samples_per_epoch == 0:
         raise DataError("no training interactions")
-    sampler = TripletSampler(users, artists, weights, num_users, num_artists,
-                             negative_sampling=hp.negative_sampling, positive_sampling=hp.positive_sampling)
+    if sampler is None:
+        sampler = TripletSampler.for_training(users, artists, weights, num_users, num_artists, hp)
     batch = hp.batch_size
     batches_per_chunk = max(_chunk_batches(samples_per_epoch, batch), batches_per_chunk or 0)
     return TripletStream(sampler, np.random.default_rng(seed_sequence(hp.seed, _SAMPLE_STREAM)),
@@ -405,11 +408,14 @@ class BPRTrainer:
     ``weights``: (N,) play counts. Starts the background sampler for all ``hp.epochs`` epochs at
     once (it runs ahead of training by two chunks). Close it (or use ``with``) to stop the sampler.
     Memory: the factor tables, the sampler's hash set (16-32 bytes per interaction) and a few
-    chunks; never anything of users x artists.
+    chunks; never anything of users x artists. ``sampler``: the ``TripletSampler.for_training``
+    of the same arguments when it was built already (``open_trainer`` builds it while TensorFlow
+    imports; None: built here).
     """
 
     def __init__(self, users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None,
-                 num_users: int, num_artists: int, hp: Hyperparameters, initial: Factors | None = None):
+                 num_users: int, num_artists: int, hp: Hyperparameters, initial: Factors | None = None,
+                 sampler: TripletSampler | None = None):
         self.hp = hp
         self.num_users = int(num_users)
         self.num_artists = int(num_artists)
@@ -438,7 +444,7 @@ class BPRTrainer:
         self._trained = 0  # triples trained so far, for the learning-rate schedule
         # Last: it starts the sampler thread, which close() stops.
         self._stream = training_stream(users, artists, weights, num_users, num_artists, hp,
-                                       batches_per_chunk=shapes.batches_per_chunk)
+                                       batches_per_chunk=shapes.batches_per_chunk, sampler=sampler)
         self.samples_per_epoch = self._stream.samples_per_epoch
 
     def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> EpochStats | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainer_service.data.errors import DataError
+from trainer_service.hyperparameters import Hyperparameters
 
 # Rejection rounds before the exact complement draw takes the remaining negatives.
 REJECTION_ROUNDS = 6
@@ -230,6 +231,13 @@ class TripletSampler:
                 raise DataError("play counts must be finite and > 0")
             self._acceptance = (w / w.max()).astype(np.float32)
         self._pairs = PairSet(self.users, self.artists, self.num_artists) if negative_sampling == "uniform" else None
+
+    @classmethod
+    def for_training(cls, users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
+                     num_artists: int, hp: Hyperparameters) -> "TripletSampler":
+        """The sampler of a training with ``hp`` (arguments as ``trainer_service.bpr.BPRTrainer``'s)."""
+        return cls(users, artists, weights, num_users, num_artists, negative_sampling=hp.negative_sampling,
+                   positive_sampling=hp.positive_sampling)
 
     def sample(self, n: int, rng: np.random.Generator) -> Triples:
         """``n`` triples drawn with ``rng``."""

@@ -11,16 +11,21 @@ context manager and nothing else changes.
 from __future__ import annotations
 
 import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from musicrec.rpc.errors import InvalidArgument
 from trainer_service.distributed.cluster_config import CHIEF, LocalClusterSpec, TFConfig
 from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.sampling import TripletSampler
 
 log = logging.getLogger(__name__)
 
 ClusterChoice = LocalClusterSpec | TFConfig | None
+# The module of the single-process trainer (it imports TensorFlow).
+_IN_PROCESS_TRAINER = "trainer_service.bpr"
 
 
 def cluster_from_options(distributed: str | None = None, cluster: str | None = None) -> ClusterChoice:
@@ -36,6 +41,24 @@ def cluster_from_options(distributed: str | None = None, cluster: str | None = N
     return None
 
 
+def _in_process_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
+                        num_artists: int, hp: Hyperparameters):
+    """``BPRTrainer``. In a process that has not imported TensorFlow yet, its import (about 3 s,
+    holding the GIL for most of it) runs here while the triple sampler's hash set is built in a
+    thread (numpy, which releases the GIL: seconds at full scale), instead of one after the other."""
+    if _IN_PROCESS_TRAINER in sys.modules or np.asarray(users).size == 0:
+        from trainer_service.bpr import BPRTrainer
+
+        return BPRTrainer(users, artists, weights, num_users, num_artists, hp)
+    with ThreadPoolExecutor(1, thread_name_prefix="sampler-build") as pool:
+        building = pool.submit(TripletSampler.for_training, users, artists, weights, num_users, num_artists, hp)
+        try:
+            from trainer_service.bpr import BPRTrainer
+        finally:
+            sampler = building.result()  # its error (bad data) first, as when the trainer built it
+    return BPRTrainer(users, artists, weights, num_users, num_artists, hp, sampler=sampler)
+
+
 def open_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
                  num_artists: int, hp: Hyperparameters, cluster: ClusterChoice = None):
     """A trainer for ``cluster`` (see the module); arguments as ``BPRTrainer``'s. Raises
@@ -43,9 +66,7 @@ def open_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | N
     process starts) or a TF_CONFIG that is not the chief's, ``ClusterError`` if local tasks fail
     to start."""
     if cluster is None:
-        from trainer_service.bpr import BPRTrainer
-
-        return BPRTrainer(users, artists, weights, num_users, num_artists, hp)
+        return _in_process_trainer(users, artists, weights, num_users, num_artists, hp)
     from trainer_service.distributed.trainer import DistributedBPRTrainer, supported
 
     supported(hp)
