@@ -103,9 +103,10 @@ def test_same_seed_gives_identical_factors_in_another_process(tiny):
     assert there == here
 
 
-def test_open_trainer_builds_the_sampler_beside_the_import_and_trains_the_same_factors(tiny, monkeypatch):
-    # In a process that has not imported TensorFlow, open_trainer builds the sampler in a thread
-    # while the import runs (here: the module named as not imported yet, so that path runs).
+def test_open_trainer_starts_the_trainer_beside_the_import_and_trains_the_same_factors(tiny, monkeypatch):
+    # In a process that has not imported TensorFlow, open_trainer builds the sampler and draws the
+    # initial factors in a thread while the import runs (here: the module named as not imported
+    # yet, so that path runs).
     from trainer_service.distributed import connect, open_trainer
 
     hp = Hyperparameters(epochs=2, factors=8, batch_size=256, seed=7)
@@ -119,7 +120,7 @@ def test_open_trainer_builds_the_sampler_beside_the_import_and_trains_the_same_f
 
     monkeypatch.setattr(connect.TripletSampler, "for_training", staticmethod(counted))
     beside = fit(*_arrays(tiny), hp, trainer_factory=open_trainer).factors
-    assert len(built) == 1 and built[0].startswith("sampler-build")
+    assert len(built) == 1 and built[0].startswith("trainer-start")
     for name in ("user_factors", "artist_factors", "artist_bias"):
         assert np.array_equal(getattr(plain, name), getattr(beside, name)), name
 

@@ -12,7 +12,7 @@ from scripted_trainer import GENRES, TINY, ScriptedTrainer
 
 from model_store import list_versions, load_version, read_manifest
 from play_log import Play, open_play_log
-from trainer_service.bpr import initial_factors
+from trainer_service.factors import initial_factors
 from trainer_service.data import Interactions
 from trainer_service.data.log_plays import with_log_plays
 from trainer_service.hyperparameters import Hyperparameters

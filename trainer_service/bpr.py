@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainer_service.data.errors import DataError  # noqa: E402
+from trainer_service.factors import Factors, initial_factors  # noqa: E402
 from trainer_service.hyperparameters import Hyperparameters  # noqa: E402
 from trainer_service.sampling import TripletSampler, TripletStream, seed_sequence  # noqa: E402
 
@@ -66,21 +67,10 @@ from trainer_service.sampling import TripletSampler, TripletStream, seed_sequenc
 # ~0.2-0.3 s of work at 360K scale), small enough that a stop request is noticed quickly and the
 # sampler's chunks stay small (6 MiB).
 TRIPLES_PER_CALL = 1 << 19
-_INIT_STREAM = 1
 _SAMPLE_STREAM = 2
 # Keras' Adagrad defaults (the notebook used them).
 _ADAGRAD_INITIAL_ACCUMULATOR = 0.1
 _ADAGRAD_EPSILON = 1e-7
-
-
-@dataclass(frozen=True)
-class Factors:
-    """A trained model: ``user_factors`` (U, F), ``artist_factors`` (A, F), ``artist_bias`` (A,),
-    all float32."""
-
-    user_factors: np.ndarray
-    artist_factors: np.ndarray
-    artist_bias: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -172,17 +162,6 @@ def learning_rate_factor(schedule: str, done: float) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * done))
     return 1.0
-
-
-def initial_factors(num_users: int, num_artists: int, hp: Hyperparameters) -> Factors:
-    """The factors training starts from: user (U, F) and artist (A, F) factors drawn from
-    N(0, ``hp.init_std``) with the seed's init stream, a zero artist bias (A,); float32. Every
-    trainer starts here, so the same seed starts every trainer from the same factors."""
-    init = np.random.default_rng(seed_sequence(hp.seed, _INIT_STREAM))
-    f = hp.factors
-    return Factors(user_factors=init.normal(0.0, hp.init_std, (num_users, f)).astype(np.float32),
-                   artist_factors=init.normal(0.0, hp.init_std, (num_artists, f)).astype(np.float32),
-                   artist_bias=np.zeros(num_artists, np.float32))
 
 
 @dataclass(frozen=True)
@@ -419,7 +398,8 @@ class BPRTrainer:
         self.hp = hp
         self.num_users = int(num_users)
         self.num_artists = int(num_artists)
-        # ``initial``: a warm start (trainer_service.warm_start) instead of ``initial_factors``.
+        # ``initial``: a warm start (trainer_service.warm_start), or ``initial_factors`` drawn
+        # already (``open_trainer``); None: ``initial_factors`` drawn here.
         start = initial_factors(num_users, num_artists, hp) if initial is None else initial
         if (start.user_factors.shape != (self.num_users, hp.factors)
                 or start.artist_factors.shape != (self.num_artists, hp.factors)

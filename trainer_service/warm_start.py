@@ -241,7 +241,7 @@ def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray
     keep ``bpr.initial_factors``'s rows, or with ``rows`` (the training interactions) are folded
     in from the known ones (``fold_in_new_rows``) where they interacted with any (imports
     TensorFlow through ``trainer_service.bpr``)."""
-    from trainer_service.bpr import Factors, initial_factors
+    from trainer_service.factors import Factors, initial_factors
 
     start = initial_factors(len(user_ids), len(artist_ids), hp)
     users, base_users = _match(user_ids, base.user_ids)

@@ -18,6 +18,7 @@ import numpy as np
 
 from musicrec.rpc.errors import InvalidArgument
 from trainer_service.distributed.cluster_config import CHIEF, LocalClusterSpec, TFConfig
+from trainer_service.factors import Factors, initial_factors
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.sampling import TripletSampler
 
@@ -44,19 +45,25 @@ def cluster_from_options(distributed: str | None = None, cluster: str | None = N
 def _in_process_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,
                         num_artists: int, hp: Hyperparameters):
     """``BPRTrainer``. In a process that has not imported TensorFlow yet, its import (about 3 s,
-    holding the GIL for most of it) runs here while the triple sampler's hash set is built in a
-    thread (numpy, which releases the GIL: seconds at full scale), instead of one after the other."""
+    holding the GIL for most of it) runs here while a thread builds the triple sampler's hash set
+    and draws the initial factors (numpy, which releases the GIL: seconds at full scale), instead
+    of one after the other."""
     if _IN_PROCESS_TRAINER in sys.modules or np.asarray(users).size == 0:
         from trainer_service.bpr import BPRTrainer
 
         return BPRTrainer(users, artists, weights, num_users, num_artists, hp)
-    with ThreadPoolExecutor(1, thread_name_prefix="sampler-build") as pool:
-        building = pool.submit(TripletSampler.for_training, users, artists, weights, num_users, num_artists, hp)
+
+    def start() -> tuple[TripletSampler, Factors]:
+        sampler = TripletSampler.for_training(users, artists, weights, num_users, num_artists, hp)
+        return sampler, initial_factors(num_users, num_artists, hp)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="trainer-start") as pool:
+        starting = pool.submit(start)
         try:
             from trainer_service.bpr import BPRTrainer
         finally:
-            sampler = building.result()  # its error (bad data) first, as when the trainer built it
-    return BPRTrainer(users, artists, weights, num_users, num_artists, hp, sampler=sampler)
+            sampler, factors = starting.result()  # its error (bad data) first, as when the trainer built it
+    return BPRTrainer(users, artists, weights, num_users, num_artists, hp, initial=factors, sampler=sampler)
 
 
 def open_trainer(users: np.ndarray, artists: np.ndarray, weights: np.ndarray | None, num_users: int,

@@ -62,15 +62,14 @@ tensorflow_env.prepare()  # before TF loads
 import tensorflow as tf  # noqa: E402
 
 from musicrec.rpc.errors import InvalidArgument
-from trainer_service.bpr import (  # the single-process trainer's math, start and stream, shared
+from trainer_service.bpr import (  # the single-process trainer's math and stream, shared
     EpochStats,
-    Factors,
     bpr_triple_gradients,
     hardest_negative,
-    initial_factors,
     step_rates,
     training_stream,
 )
+from trainer_service.factors import Factors, initial_factors
 from trainer_service.hyperparameters import Hyperparameters
 
 # At least this many chunks per worker and epoch, so every worker gets work on small data.
