@@ -84,9 +84,10 @@ class PairSet:
             positions[start:start + _INSERT_PIECE] = self._filter_bits(keys[start:start + _INSERT_PIECE])
         self._filter = _bit_words(positions, width)
         del positions
-        # Keys a piece at a time: the table fills the same way, and each piece's temporaries
-        # (slots, pending positions) are a few MiB, not several arrays of 8 bytes per key (the
-        # build is the peak of a full-scale training's memory).
+        # Keys a piece at a time: each piece's temporaries (slots, pending positions) are a few
+        # MiB, not several arrays of 8 bytes per key (the build was the peak of a full-scale
+        # training's memory). The answers are the same; which of two keys holds a slot both
+        # hash to may not be.
         for start in range(0, keys.size, _INSERT_PIECE):
             self._insert(keys[start:start + _INSERT_PIECE])
 
@@ -172,7 +173,7 @@ def _bit_words(positions: np.ndarray, width: int) -> np.ndarray:
             offsets = positions[(positions >> piece_shift) == start // piece] - positions.dtype.type(start)
         flags[:] = False
         flags[offsets] = True
-        words[start >> 6:(start + piece) >> 6] = np.packbits(flags, bitorder="little").view(np.uint64)
+        words[start >> 6:(start + piece) >> 6] = np.packbits(flags, bitorder="little").view("<u8")
     return words
 
 
