@@ -200,8 +200,7 @@ def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_
     the products, comparisons and counts release the GIL, and the comparisons and counts, about
     a third of the time at full scale, would otherwise run on one core."""
     selection = np.arange(split.num_heldout) if selection is None else np.asarray(selection)
-    users = split.heldout_users[selection].astype(np.int64)
-    held = split.heldout_artists[selection].astype(np.int64)
+    users = split.heldout_users[selection]
     items = np.asarray(artist_factors, dtype=np.float32)
     bias = np.asarray(artist_bias, dtype=np.float32)
     if not (np.isfinite(items).all() and np.isfinite(bias).all() and np.isfinite(user_factors[users]).all()):
@@ -209,9 +208,33 @@ def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_
         raise TrainingDiverged("the model's factors contain NaN or infinity (training diverged: lower the learning rate)")
     # (F, A) contiguous: BLAS multiplies against it ~1.7x faster than against the transposed view.
     items_t = np.ascontiguousarray(items.T)
+
+    def scores(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        block = np.matmul(np.asarray(user_factors[rows], dtype=np.float32), items_t, out=out)
+        block += bias
+        return block
+
+    return _evaluate_blocks(scores, split, selection, workers or (os.cpu_count() or 1))
+
+
+def evaluate_scores(scores, split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
+    """Leave-one-out metrics of any scorer: ``scores(rows)`` returns the (len(rows), A) float32
+    scores of those users for every artist (an array this function may modify, and is done with
+    when it asks for the next block); evaluated on the held-out entries ``selection`` (None: all),
+    ``_block_users(A)`` users at a time."""
+    selection = np.arange(split.num_heldout) if selection is None else np.asarray(selection)
+    return _evaluate_blocks(lambda rows, out: scores(rows), split, selection, workers=1)
+
+
+def _evaluate_blocks(scores, split: LeaveOneOutSplit, selection: np.ndarray, workers: int) -> RankingMetrics:
+    """The metrics of ``scores(rows, out)``, which returns the (len(rows), A) float32 scores of
+    those users (``out``: a buffer of that shape it may write them into), ``_block_users(A)``
+    users a block, the blocks on ``workers`` threads (BLAS on one thread each when several)."""
+    users = split.heldout_users[selection].astype(np.int64)
+    held = split.heldout_artists[selection].astype(np.int64)
     block = _block_users(split.num_artists)
     starts = range(0, users.size, block)
-    workers = min(workers or (os.cpu_count() or 1), len(starts))
+    workers = max(1, min(workers, len(starts)))
     greater = np.empty(users.size, dtype=np.int64)
     ties = np.empty(users.size, dtype=np.int64)
     # Each thread's score and comparison blocks, written again by its next block: a fresh block
@@ -220,14 +243,13 @@ def evaluate_model(user_factors: np.ndarray, artist_factors: np.ndarray, artist_
 
     def one(start: int) -> None:
         rows = users[start:start + block]
+        end = start + rows.size
         buffers = getattr(held_buffers, "blocks", None)
         if buffers is None:
             shape = (min(block, users.size), split.num_artists)
             buffers = held_buffers.blocks = (np.empty(shape, dtype=np.float32), np.empty(shape, dtype=bool))
-        scores = np.matmul(np.asarray(user_factors[rows], dtype=np.float32), items_t, out=buffers[0][:rows.size])
-        scores += bias
-        _rank_block(scores, split, rows, held[start:start + block], buffers[1][:rows.size],
-                    greater[start:start + rows.size], ties[start:start + rows.size])
+        _rank_block(scores(rows, buffers[0][:rows.size]), split, rows, held[start:end], buffers[1][:rows.size],
+                    greater[start:end], ties[start:end])
 
     if workers > 1:
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
@@ -250,28 +272,6 @@ def _rank_block(scores: np.ndarray, split: LeaveOneOutSplit, rows: np.ndarray, h
     target = scores[np.arange(rows.size), held][:, None]
     greater[:] = _row_counts(np.greater(scores, target, out=mask))
     ties[:] = _row_counts(np.equal(scores, target, out=mask)) - 1
-
-
-def evaluate_scores(scores, split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
-    """Leave-one-out metrics of any scorer: ``scores(rows)`` returns the (len(rows), A) float32
-    scores of those users for every artist (an array this function may modify, and is done with
-    when it asks for the next block); evaluated on the held-out entries ``selection`` (None: all),
-    ``_block_users(A)`` users at a time."""
-    selection = np.arange(split.num_heldout) if selection is None else np.asarray(selection)
-    users = split.heldout_users[selection].astype(np.int64)
-    held = split.heldout_artists[selection].astype(np.int64)
-    num_artists = split.num_artists
-    block = _block_users(num_artists)
-    greater = np.empty(users.size, dtype=np.int64)
-    ties = np.empty(users.size, dtype=np.int64)
-    compared = np.empty((min(block, users.size), num_artists), dtype=bool)  # reused, as the scores
-    for start in range(0, users.size, block):
-        rows = users[start:start + block]
-        end = start + rows.size
-        _rank_block(scores(rows), split, rows, held[start:end], compared[:rows.size], greater[start:end],
-                    ties[start:end])
-    candidates = num_artists - np.diff(split.train_indptr)[users] - 1
-    return metrics_from_ranks(greater, ties, candidates)
 
 
 def evaluate_popularity(split: LeaveOneOutSplit, selection: np.ndarray | None = None) -> RankingMetrics:
