@@ -19,11 +19,11 @@
 #   MUSICREC_TRAINER_IMAGE   default musicrec/trainer:smoke
 #   MUSICREC_INDEX_IMAGE     default musicrec/index:smoke
 #   MUSICREC_POSTGRES_IMAGE  default musicrec/postgres:smoke
-#   MUSICREC_SMOKE_PORTS     "TRAINER INDEX" host ports (default "50151 50152"; the second index
+#   MUSICREC_SMOKE_PORTS     "TRAINER INDEX" host ports (default "28151 28152"; the second index
 #                            replica and the PostgreSQL one take INDEX+1 and INDEX+2; Compose +10).
 #                            Default ports that are taken move up by 20 (a log line says so);
 #                            ports given here are used as given, or the run stops naming them.
-#   MUSICREC_SMOKE_PG_PORT   the PostgreSQL server's port on 127.0.0.1 (default 55432; moves as above)
+#   MUSICREC_SMOKE_PG_PORT   the PostgreSQL server's port on 127.0.0.1 (default 28432; moves as above)
 #   MUSICREC_SMOKE_DATA      first training's data source (default synthetic:tiny)
 #   MUSICREC_SMOKE_COMPOSE   auto (default: run the Compose stage when Compose v2 can be had),
 #                            1 (require it), 0 (skip it)
@@ -39,10 +39,14 @@ mkdir -p "$WORK"
 TRAINER_IMAGE=${MUSICREC_TRAINER_IMAGE:-musicrec/trainer:smoke}
 INDEX_IMAGE=${MUSICREC_INDEX_IMAGE:-musicrec/index:smoke}
 POSTGRES_IMAGE=${MUSICREC_POSTGRES_IMAGE:-musicrec/postgres:smoke}
-read -r TRAINER_PORT INDEX_PORT <<<"${MUSICREC_SMOKE_PORTS:-50151 50152}"
+# The defaults lie below Linux's ephemeral range (32768-60999 unless ip_local_port_range says
+# otherwise), from which every outgoing connection takes its local port: a default inside it could be
+# free when checked and then taken by a client's connection (a health check's, the index's own to
+# PostgreSQL) before the service binds it. Outside it, only a program listening there can take it.
+read -r TRAINER_PORT INDEX_PORT <<<"${MUSICREC_SMOKE_PORTS:-28151 28152}"
 INDEX_PORT_2=$((INDEX_PORT + 1))
 INDEX_PG_PORT=$((INDEX_PORT + 2))
-PG_PORT=${MUSICREC_SMOKE_PG_PORT:-55432}
+PG_PORT=${MUSICREC_SMOKE_PG_PORT:-28432}
 COMPOSE_TRAINER_PORT=$((TRAINER_PORT + 10))
 COMPOSE_INDEX_PORT=$((INDEX_PORT + 10))
 # Ports the user did not choose may move when taken (move_if_taken).
@@ -271,10 +275,9 @@ is_healthy() { [[ $(health_status "$1") == healthy ]]; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # move_if_taken WHAT MOVABLE VAR...: the ports in the named variables must be free on 127.0.0.1.
-# The defaults lie in Linux's ephemeral range (32768-60999), where any program listening on port
-# 0 may sit for a while (the Docker engine's own helpers included): with MOVABLE 1 (the port was
-# not chosen by the user), a taken one moves every port of the stage up by 20, at most 10 times;
-# otherwise, or past that, the run stops naming the taken ports.
+# Another program may listen on a default port: with MOVABLE 1 (the port was not chosen by the
+# user), a taken one moves every port of the stage up by 20, at most 10 times; otherwise, or past
+# that, the run stops naming the taken ports.
 move_if_taken() {
     local what=$1 movable=$2 tries=0 var taken
     shift 2
