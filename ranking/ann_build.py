@@ -6,9 +6,13 @@ sample of queries (tie-aware: an item tied with the 10th best counts as right), 
 fastest Annoy settings (``candidates_per_result`` and ``search_k``) that meet the recall target,
 times brute force too, and records the faster one as the method to serve (Annoy only when clearly
 faster: ``ANNOY_WINS_BELOW``), except that large
-catalogs (``ANNOY_REQUIRED_FROM`` artists and more) always use Annoy, but for a SimilarArtists side
-whose every artist got a precomputed list: it gets no index and serves exact past its lists (see
-``build_indexes``). The tuned Annoy settings are
+catalogs (``ANNOY_REQUIRED_FROM`` artists and more) use Annoy whenever it meets the target and
+is not slower than exact (there a full scan per request costs memory bandwidth that one query's
+latency does not show), but for a SimilarArtists side whose every artist got a precomputed list:
+it gets no index and serves exact past its lists (see ``build_indexes``). Annoy slower than exact
+is never served unless forced (``BuildSettings.method``): a barely trained model's factors can
+need a search_k that makes Annoy slower than the scan it stands in for (at 160,000 artists after
+one epoch: 45 ms against exact's 2.7 ms), and the tuning stops climbing at exact's latency. The tuned Annoy settings are
 recorded even when exact search is chosen, so a server can still be told to use Annoy. The
 exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
 one thread, as the index service runs them. Each config records the catalog size the choice was
@@ -248,7 +252,9 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
             settings: BuildSettings, exact_ms: float | None = None) -> SearchConfig:
     """Measure exact search and tune Annoy on ``sample`` (``truth``: its exact answers); record the
     faster method that meets the recall target (Annoy only at ``ANNOY_WINS_BELOW`` of exact's
-    latency or less; always for catalogs of ``ANNOY_REQUIRED_FROM`` items or more).
+    latency or less; for catalogs of ``ANNOY_REQUIRED_FROM`` items or more, whenever it is not
+    slower than exact, and its ladders stop at exact's latency there: a config reaching the target
+    only past it leaves the side to exact).
 
     Exact search is timed (unless ``exact_ms`` is given) on the ladders' part of the sample (every
     ``_LADDER_STRIDE``-th query), the queries Annoy's settings are first timed on: it does the same
@@ -257,8 +263,13 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     if exact_ms is None:
         exact_ms = _median_ms(exact_run, sample[::_LADDER_STRIDE])
     annoy_required = num_items >= ANNOY_REQUIRED_FROM
-    # Annoy configs much slower than brute force can never be chosen for a small catalog.
-    give_up_ms = float("inf") if annoy_required else 2.0 * exact_ms
+    if annoy_required:
+        # Annoy serves unless slower than exact (``_config``): a config past exact's latency can
+        # never be chosen, unless Annoy is forced.
+        give_up_ms = float("inf") if settings.method == "annoy" else exact_ms
+    else:
+        # Annoy configs much slower than brute force can never be chosen for a small catalog.
+        give_up_ms = 2.0 * exact_ms
     exact_may_serve = not annoy_required and settings.method != "annoy"
     chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
                          ANNOY_WINS_BELOW * exact_ms if exact_may_serve else math.inf)
@@ -267,10 +278,12 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
 
 def _config(num_items: int, dims: int, n_trees: int, sample_size: int, chosen: _Trial, exact_ms: float,
             settings: BuildSettings) -> SearchConfig:
-    """The search config of a side with an Annoy index: Annoy serves when required, or when
-    ``chosen`` meets the recall target faster than exact (``settings.method`` overrides)."""
+    """The search config of a side with an Annoy index: Annoy serves when ``chosen`` meets the
+    recall target at ``ANNOY_WINS_BELOW`` of exact's latency or less, or, where Annoy is required,
+    at exact's latency or less (``settings.method`` overrides)."""
     met = chosen.recall >= settings.recall_target
-    use_annoy = num_items >= ANNOY_REQUIRED_FROM or (met and chosen.median_ms <= ANNOY_WINS_BELOW * exact_ms)
+    use_annoy = met and (chosen.median_ms <= ANNOY_WINS_BELOW * exact_ms
+                         or (num_items >= ANNOY_REQUIRED_FROM and chosen.median_ms <= exact_ms))
     if settings.method is not None:
         use_annoy = settings.method == "annoy"
     return SearchConfig(

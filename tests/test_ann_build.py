@@ -148,3 +148,46 @@ def test_ladders_past_one_candidate_per_result_run_only_when_annoy_beats_exact(m
         trial, tried = tune(exact_above_ms, right_from)
         assert (2, 80) in tried
     assert {cpr for cpr, _ in tried} == set(ann_build.CANDIDATE_STEPS)
+
+
+def test_a_required_annoy_slower_than_exact_leaves_the_catalog_to_exact(monkeypatch):
+    """From ANNOY_REQUIRED_FROM artists Annoy serves whenever it is not slower than exact; its
+    ladders stop at exact's latency (here 0.5 ms, 1 us per search_k node). Annoy right from
+    search_k 160 (0.16 ms): Annoy serves. Never right: exact serves (the most accurate config
+    tried, short of the target, is not served). Right only from 2,560 (2.56 ms, as a barely trained
+    model's factors can need): exact serves, and no search_k past exact's latency is tried (the
+    first trial past it, 640, ends the tuning). Forced Annoy still climbs to the target."""
+    clock = _SearchKClock()
+    monkeypatch.setattr(ann_build, "time", clock)
+    monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", 10_000)
+    truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
+
+    def choose(right_from_search_k: int, method: str | None = None) -> tuple[ann_build.SearchConfig, set[int]]:
+        tried: set[int] = set()
+
+        def exact_run(query: int) -> list[int]:
+            clock.now_s += 0.5e-3
+            return list(range(10))
+
+        def annoy_run(query: int, params) -> list[int]:
+            tried.add(params.search_k)
+            clock.now_s += params.search_k * 1e-6
+            return list(range(10)) if params.search_k >= right_from_search_k else list(range(100, 110))
+
+        def score_of(query: int, found: np.ndarray) -> np.ndarray:
+            return np.where(found < 10, 1.0, -1.0).astype(np.float32)
+
+        config = ann_build._choose(10_000, 8, 4, list(range(30)), truth, exact_run, annoy_run, score_of,
+                                   BuildSettings(tuning_budget_s=60.0, method=method))
+        return config, tried
+
+    config, _ = choose(160)
+    assert config.method == "annoy" and config.search_k == 160 and config.recall_at_10 == 1.0
+    config, _ = choose(10 ** 9)
+    assert config.method == "exact" and config.recall_at_10 == 1.0
+    config, tried = choose(2560)
+    assert config.method == "exact" and config.recall_at_10 == 1.0
+    assert config.median_latency_ms == pytest.approx(0.5)
+    assert max(tried) == 640 and all(search_k <= 640 for search_k in tried)
+    config, tried = choose(2560, method="annoy")
+    assert config.method == "annoy" and config.search_k == 2560 and config.recall_at_10 == 1.0

@@ -98,10 +98,18 @@ def test_a_base_measured_on_a_catalog_more_than_10_percent_away_is_measured_agai
     assert len(ladders) == 2
 
 
+def required_at_this_size(monkeypatch) -> None:
+    """Annoy required from ``ARTISTS`` artists, and exact search timed at 1 s a query, as on a
+    catalog where Annoy is required (it serves there only when not slower than exact; on 3,000
+    artists the real scan would often win)."""
+    monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", ARTISTS)
+    monkeypatch.setattr(ann_build, "_median_ms", lambda run, queries: 1000.0)
+
+
 def test_annoy_forced_or_required_measures_even_after_an_exact_base(clustered, monkeypatch):
     forced = build_indexes(clustered, dataclasses.replace(SETTINGS, method="annoy"), base=exact_base(ARTISTS))
     assert forced.recommend_index is not None and forced.recommend.method == "annoy"
-    monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", ARTISTS)
+    required_at_this_size(monkeypatch)
     required = build_indexes(clustered, SETTINGS, base=exact_base(ARTISTS))
     assert required.recommend_index is not None and required.recommend.method == "annoy"
     assert required.recommend.measured_artists == ARTISTS
@@ -116,7 +124,7 @@ def test_where_annoy_is_required_a_listed_similar_side_gets_no_index(clustered, 
     """From ANNOY_REQUIRED_FROM artists, every artist listed: SimilarArtists serves exact from no
     index (searched only past a list), cold or after a base that served it with Annoy; Recommend
     keeps its index. Annoy forced builds both."""
-    monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", ARTISTS)
+    required_at_this_size(monkeypatch)
     base = None if warm_from is None else BaseSearch(recommend=annoy_config(10, 5, 500, 1),
                                                      similar=annoy_config(8, 5, 500, 1))
     built = build_indexes(clustered, SETTINGS, base=base)
