@@ -256,8 +256,12 @@ def _two_workers_reach_single_process_quality_then_survive_a_dead_worker_and_fai
     assert abs(distributed - single) <= 0.06, (distributed, single)
 
 
+# The chief handles Ctrl-C as in a terminal: a process started from a shell's background job
+# (``make test &``, nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
+# handler, so the SIGINT case would wait out the sleep (it failed that way under ``nohup``).
 _CHIEF_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from trainer_service.distributed.cluster_config import LocalClusterSpec
     from trainer_service.distributed.local_cluster import LocalCluster
     with LocalCluster(LocalClusterSpec(ps=1, workers=1)) as cluster:
