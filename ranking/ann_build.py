@@ -174,8 +174,8 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     seconds. The winner is then measured on the whole sample; below the target there, its
     search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
 
-    ``exact_serves_above_ms``: the latency above which exact search serves anyway (exact's own;
-    infinite when Annoy is required or forced). The measurement is kept cheap where exact wins:
+    ``exact_serves_above_ms``: the latency above which exact search serves anyway (a share of
+    exact's own; all of it where Annoy is required; infinite when Annoy is forced). The measurement is kept cheap where exact wins:
     once a config reaching the target is known, a ladder stops at the first trial slower than
     exact too (it could only find a config that loses to exact; the one known is recorded for a
     server told to use Annoy), and when the ladders' config is slower than exact or none reached
@@ -262,17 +262,20 @@ def _choose(num_items: int, dims: int, n_trees: int, sample: list, truth: list, 
     the measurement on small catalogs."""
     if exact_ms is None:
         exact_ms = _median_ms(exact_run, sample[::_LADDER_STRIDE])
-    annoy_required = num_items >= ANNOY_REQUIRED_FROM
-    if annoy_required:
-        # Annoy serves unless slower than exact (``_config``): a config past exact's latency can
-        # never be chosen, unless Annoy is forced.
-        give_up_ms = float("inf") if settings.method == "annoy" else exact_ms
+    if settings.method == "annoy":
+        # Forced: Annoy serves whatever it measures; configs much slower than brute force are
+        # not tried on a small catalog.
+        give_up_ms = 2.0 * exact_ms if num_items < ANNOY_REQUIRED_FROM else math.inf
+        exact_serves_above_ms = math.inf
+    elif num_items >= ANNOY_REQUIRED_FROM:
+        # Required: Annoy serves unless slower than exact (``_config``), so a config past exact's
+        # latency can never be chosen, and the tuning's shortcuts where exact serves apply at it.
+        give_up_ms = exact_serves_above_ms = exact_ms
     else:
-        # Annoy configs much slower than brute force can never be chosen for a small catalog.
         give_up_ms = 2.0 * exact_ms
-    exact_may_serve = not annoy_required and settings.method != "annoy"
+        exact_serves_above_ms = ANNOY_WINS_BELOW * exact_ms
     chosen = _tune_annoy(num_items, n_trees, sample, truth, annoy_run, score_of, settings, give_up_ms,
-                         ANNOY_WINS_BELOW * exact_ms if exact_may_serve else math.inf)
+                         exact_serves_above_ms)
     return _config(num_items, dims, n_trees, len(sample), chosen, exact_ms, settings)
 
 

@@ -83,7 +83,7 @@ def _tuning_run(exact_serves_above_ms: float, recall_of_annoy: float,
 def test_tuning_short_of_the_target_skips_the_verification_where_exact_serves():
     """No Annoy config reaches the target and exact may serve: exact serves, so the ladders'
     result is returned without measuring it on the whole sample (only the ladders' queries,
-    every third, are ever searched); where Annoy is required it is verified on all of them."""
+    every third, are ever searched); where Annoy is forced it is verified on all of them."""
     trial, ran = _tuning_run(exact_serves_above_ms=1e9, recall_of_annoy=0.0)
     assert trial.recall == 0.0
     assert ran == set(range(0, 30, ann_build._LADDER_STRIDE))
@@ -117,7 +117,7 @@ def test_ladders_past_one_candidate_per_result_run_only_when_annoy_beats_exact(m
     per-result ladder (search_k 40, 80, ... 640) reaches the target at 0.64 ms. Where exact
     serves below that (0.5 ms), or no config reaches the target, the other ladders (the same
     search_k values, the same top 10, slower) are not run; where Annoy beats exact or is
-    required, they run as before."""
+    forced, they run as before."""
     clock = _SearchKClock()
     monkeypatch.setattr(ann_build, "time", clock)
     truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
@@ -155,22 +155,27 @@ def test_a_required_annoy_slower_than_exact_leaves_the_catalog_to_exact(monkeypa
     ladders stop at exact's latency (here 0.5 ms, 1 us per search_k node). Annoy right from
     search_k 160 (0.16 ms): Annoy serves. Never right: exact serves (the most accurate config
     tried, short of the target, is not served). Right only from 2,560 (2.56 ms, as a barely trained
-    model's factors can need): exact serves, and no search_k past exact's latency is tried (the
-    first trial past it, 640, ends the tuning). Forced Annoy still climbs to the target."""
+    model's factors can need): exact serves, no search_k past exact's latency is tried (the first
+    trial past it, 640, ends each ladder), and, as where exact may serve below ANNOY_REQUIRED_FROM,
+    only the one-candidate-per-result ladder runs and nothing is verified on the whole sample.
+    Forced Annoy still climbs to the target."""
     clock = _SearchKClock()
     monkeypatch.setattr(ann_build, "time", clock)
     monkeypatch.setattr(ann_build, "ANNOY_REQUIRED_FROM", 10_000)
     truth = [(np.arange(10), np.linspace(1.0, 0.1, 10).astype(np.float32)) for _ in range(30)]
 
-    def choose(right_from_search_k: int, method: str | None = None) -> tuple[ann_build.SearchConfig, set[int]]:
-        tried: set[int] = set()
+    def choose(right_from_search_k: int, method: str | None = None):
+        """The config chosen, the (candidates_per_result, search_k) tried, the queries searched."""
+        tried: set[tuple[int, int]] = set()
+        ran: set[int] = set()
 
         def exact_run(query: int) -> list[int]:
             clock.now_s += 0.5e-3
             return list(range(10))
 
         def annoy_run(query: int, params) -> list[int]:
-            tried.add(params.search_k)
+            tried.add((params.candidates_per_result, params.search_k))
+            ran.add(query)
             clock.now_s += params.search_k * 1e-6
             return list(range(10)) if params.search_k >= right_from_search_k else list(range(100, 110))
 
@@ -179,15 +184,16 @@ def test_a_required_annoy_slower_than_exact_leaves_the_catalog_to_exact(monkeypa
 
         config = ann_build._choose(10_000, 8, 4, list(range(30)), truth, exact_run, annoy_run, score_of,
                                    BuildSettings(tuning_budget_s=60.0, method=method))
-        return config, tried
+        return config, tried, ran
 
-    config, _ = choose(160)
+    config, _, _ = choose(160)
     assert config.method == "annoy" and config.search_k == 160 and config.recall_at_10 == 1.0
-    config, _ = choose(10 ** 9)
+    config, _, _ = choose(10 ** 9)
     assert config.method == "exact" and config.recall_at_10 == 1.0
-    config, tried = choose(2560)
+    config, tried, ran = choose(2560)
     assert config.method == "exact" and config.recall_at_10 == 1.0
     assert config.median_latency_ms == pytest.approx(0.5)
-    assert max(tried) == 640 and all(search_k <= 640 for search_k in tried)
-    config, tried = choose(2560, method="annoy")
+    assert tried == {(1, 40 * 2 ** i) for i in range(5)}
+    assert ran == set(range(0, 30, ann_build._LADDER_STRIDE))
+    config, _, _ = choose(2560, method="annoy")
     assert config.method == "annoy" and config.search_k == 2560 and config.recall_at_10 == 1.0
