@@ -8,6 +8,9 @@ DATA ?=
 # The index service's play log for `make run` (default: var/plays.db beside MODELS_DIR).
 EVENTS ?=
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist): one per core, at most 4; each test file runs whole on one
+# worker (its module fixtures once). PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test venv proto check-protos bench bench-quick docker-smoke clean
 
@@ -27,7 +30,7 @@ run: $(STAMP)
 ## The test suite (unit, service, integration and black-box grpcurl tests).
 test: $(STAMP)
 	PYTHON=$(PY) scripts/check_protos.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 ## Regenerate musicrec/v1 from protos/.
 proto: $(STAMP)
