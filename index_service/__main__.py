@@ -198,5 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The process's entry (``python -m index_service``, the ``musicrec-index`` script): ``main``,
+    then the end of the process without the interpreter's teardown, which could race gRPC's
+    threads. Once ``main`` returns the service has stopped: its plays committed before they were
+    acknowledged, its workers reaped."""
+    from musicrec.process_lifetime import exit_without_teardown
+
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,9 +1,8 @@
 """``python -m trainer_service COMMAND`` (and the ``musicrec-trainer`` script): see ``cli``."""
 
-import logging
-import os
 import sys
 
+from musicrec.process_lifetime import exit_without_teardown
 from trainer_service import cli
 
 
@@ -17,14 +16,7 @@ def main() -> int:
     output is flushed and the process exits at once, as the trainer's worker process and
     training tasks do (``trainer_service.worker``). A command that fails with an exception exits
     the usual way, with its traceback."""
-    status = cli.main()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing left to write to
-            pass
-    os._exit(status)
+    exit_without_teardown(cli.main())
 
 
 if __name__ == "__main__":

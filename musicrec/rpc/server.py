@@ -362,6 +362,12 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
     (``musicrec.metrics.RpcMetrics``): every handler (health and reflection included) also records
     its calls. Raises OSError if the port cannot be bound and ValueError for unreadable TLS files.
     """
+    address = f"{config.host}:{config.port}"
+    tls = bool(config.tls_cert_file)
+    # The TLS files are read before any gRPC object exists: a start refused on them leaves no
+    # server behind for the process's exit to race.
+    key_and_cert = ((_read_pem(config.tls_key_file, "key"), _read_pem(config.tls_cert_file, "certificate"))
+                    if tls else None)
     # The concurrency bound is counted by the handler wrappers (see ``InFlightLimit``), not by
     # grpc's ``maximum_concurrent_rpcs``.
     server = aio.server(interceptors=tuple(interceptors), options=config.channel_args())
@@ -380,14 +386,9 @@ def build_server(bindings: Sequence[ServiceBinding], config: ServerConfig = Serv
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(binding.name, wrapped),))
         server.add_registered_method_handlers(binding.name, wrapped)
 
-    address = f"{config.host}:{config.port}"
-    tls = bool(config.tls_cert_file)
     try:
-        if tls:
-            credentials = grpc.ssl_server_credentials(
-                [(_read_pem(config.tls_key_file, "key"), _read_pem(config.tls_cert_file, "certificate"))]
-            )
-            port = server.add_secure_port(address, credentials)
+        if key_and_cert is not None:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([key_and_cert]))
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
