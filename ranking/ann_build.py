@@ -12,10 +12,10 @@ latency does not show), but for a SimilarArtists side whose every artist got a p
 it gets no index and serves exact past its lists (see ``build_indexes``). Annoy slower than exact
 is never served unless forced (``BuildSettings.method``): a barely trained model's factors can
 need a search_k that makes Annoy slower than the scan it stands in for (at 160,000 artists after
-one epoch: 45 ms against exact's 2.7 ms), and the tuning stops climbing at exact's latency. The tuned Annoy settings are
-recorded even when exact search is chosen, so a server can still be told to use Annoy. The
-exact answers of the samples are computed in one batch, and the searches are timed with BLAS on
-one thread, as the index service runs them. Each config records the catalog size the choice was
+one epoch: 45 ms against exact's 2.7 ms), and the tuning stops climbing at exact's latency. The
+tuned Annoy settings are recorded even when exact search is chosen, so a server can still be
+told to use Annoy. The exact answers of the samples are computed in one batch, and the searches
+are timed with BLAS on one thread, as the index service runs them. Each config records the catalog size the choice was
 measured on (``measured_artists``).
 
 A warm-started publish passes its base version's choice (``BaseSearch``) and reuses it per side
@@ -175,10 +175,10 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
 
     ``exact_serves_above_ms``: the latency above which exact search serves anyway (a share of
-    exact's own; all of it where Annoy is required; infinite when Annoy is forced). The measurement is kept cheap where exact wins:
-    once a config reaching the target is known, a ladder stops at the first trial slower than
-    exact too (it could only find a config that loses to exact; the one known is recorded for a
-    server told to use Annoy), and when the ladders' config is slower than exact or none reached
+    exact's own; all of it where Annoy is required; infinite when Annoy is forced). The
+    measurement is kept cheap where exact wins: once a config reaching the target is known, a
+    ladder stops at the first trial slower than exact too (it could only find a config that loses
+    to exact; the one known is recorded for a server told to use Annoy), and when the ladders' config is slower than exact or none reached
     the target, exact serves and the verification is skipped (its doublings would only slow
     configs the ladders left for being slower than exact or out of tuning budget): the config is
     returned as the ladders measured it, on their part of the sample. Likewise the ladders after
