@@ -175,14 +175,15 @@ def _tune_annoy(num_items: int, n_trees: int, sample: list, truth: list, annoy_r
     search_k is doubled (at most ``_VERIFY_DOUBLINGS`` times) until it reaches it.
 
     ``exact_serves_above_ms``: the latency above which exact search serves anyway (a share of
-    exact's own; all of it where Annoy is required; infinite when Annoy is forced). The
-    measurement is kept cheap where exact wins: once a config reaching the target is known, a
-    ladder stops at the first trial slower than exact too (it could only find a config that loses
-    to exact; the one known is recorded for a server told to use Annoy), and when the ladders' config is slower than exact or none reached
-    the target, exact serves and the verification is skipped (its doublings would only slow
-    configs the ladders left for being slower than exact or out of tuning budget): the config is
-    returned as the ladders measured it, on their part of the sample. Likewise the ladders after
-    the first (one candidate per result) run only when its config beats exact (see ``_ladders``).
+    exact's own; all of it where Annoy is required; infinite when Annoy is forced). The measurement
+    is kept cheap where exact wins: once a config reaching the target is known, a ladder stops at
+    the first trial slower than exact too (it could only find a config that loses to exact; the one
+    known is recorded for a server told to use Annoy), and when the ladders' config is slower than
+    exact or none reached the target, exact serves and the verification is skipped (its doublings
+    would only slow configs the ladders left for being slower than exact or out of tuning budget):
+    the config is returned as the ladders measured it, on their part of the sample. Likewise the
+    ladders after the first (one candidate per result) run only when its config beats exact (see
+    ``_ladders``).
     """
     ladder_sample = sample[::_LADDER_STRIDE]
     found = _ladders(num_items, n_trees, ladder_sample, truth[::_LADDER_STRIDE], annoy_run, score_of,
