@@ -37,14 +37,13 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from musicrec.log_format import LOG_FORMAT_ENV, configure_logging
-from musicrec.process_lifetime import die_with_parent
+from musicrec.process_lifetime import die_with_parent, exit_without_teardown
 from trainer_service.training_request import Progress, TrainingRequest
 
 log = logging.getLogger(__name__)
@@ -144,9 +143,7 @@ def child_main(request: WorkerRequest, conn, stop_event) -> None:
         conn.send(result)
         conn.close()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        exit_without_teardown(0)
 
 
 def preload() -> None:
