@@ -1,4 +1,4 @@
-"""The formats of a model version directory (1 to 4), and its manifest.
+"""The formats of a model version directory (1 to 5), and its manifest.
 
 A version directory holds exactly the files its format names (``data_files``) plus
 ``manifest.json``. The manifest is parsed and validated before any other file is opened; it cannot
@@ -12,10 +12,13 @@ name a file outside that list, so it cannot point outside the version directory.
   and a ``precomputed`` section saying how the lists were made.
 - Format 3: format 2's files plus the artists' tags (``TAG_FILES``), always written
   (a version without tags holds an empty vocabulary, which readers load as "no tags").
-- Format 4 (written now): format 3's files, except that each Annoy index file is there only when
+- Format 4: format 3's files, except that each Annoy index file is there only when
   its search config says the side has an index (``SearchConfig.has_index``: ``n_trees`` > 0); a
   side without one serves exact (``n_trees`` 0 needs method "exact"). The file set is then
   ``data_files(4, recommend_index, similar_index)``, still exactly checked.
+- Format 5 (written now): format 4's files; a precomputed side may also have been made "warm"
+  (``WARM_LISTS_FORMAT``: a warm-started publish's base lists re-scored, see
+  ``ranking.precompute``), which a format-4 reader would not know.
 Readers accept every format in ``SUPPORTED_FORMATS``; formats 1 and 2 load without tags.
 
 Either format may carry an optional ``training`` section (``TrainingRecord``: the quality gate's
@@ -31,8 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 4
-SUPPORTED_FORMATS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+SUPPORTED_FORMATS = (1, 2, 3, 4, 5)
 MANIFEST_NAME = "manifest.json"
 # A manifest larger than this is refused before parsing (a corrupt or hostile file).
 MAX_MANIFEST_BYTES = 1 << 20
@@ -85,9 +88,11 @@ DATA_FILES_2 = DATA_FILES_1 + tuple(PRECOMPUTED_FILES.values()) + tuple(LOOKUP_F
 DATA_FILES_3 = DATA_FILES_2 + tuple(TAG_FILES.values())
 # The current format's files when both indexes are built (format 4 may leave either out).
 DATA_FILES = DATA_FILES_3
-CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3", 3: "blake3", 4: "blake3"}
+CHECKSUM_BY_FORMAT = {1: "sha256", 2: "blake3", 3: "blake3", 4: "blake3", 5: "blake3"}
 # The first format whose Annoy index files are optional (a side without one serves exact).
 OPTIONAL_INDEX_FORMAT = 4
+# The first format whose precomputed lists may be "warm".
+WARM_LISTS_FORMAT = 5
 
 
 def data_files(format_version: int, recommend_index: bool = True, similar_index: bool = True) -> tuple[str, ...]:
@@ -124,8 +129,9 @@ class FileEntry:
         return {"size": self.size, self.algorithm: self.digest}
 
 
-# How a version's precomputed lists may have been made (PrecomputedConfig.*_method).
-PRECOMPUTE_METHODS = ("annoy", "exact", "ivf")
+# How a version's precomputed lists may have been made (PrecomputedConfig.*_method); "warm" from
+# format 5 on.
+PRECOMPUTE_METHODS = ("annoy", "exact", "ivf", "warm")
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class PrecomputedConfig:
     ``recommend_n``/``similar_n``: list length per user/artist (0: none precomputed);
     ``*_method``: how they were made (``PRECOMPUTE_METHODS``): "exact" (every score, or the
     exact serving search in versions made before batching), "ivf" (clustered batches, see
+    ``ranking.precompute``), "warm" (format 5: a warm-started publish's base lists re-scored, see
     ``ranking.precompute``) or "annoy" (the Annoy serving search, versions made before batching);
     ``*_recall_at_10``: recall@10 of the lists' first 10 against exact search on a sample;
     ``seconds``: wall time spent computing them at publish."""
@@ -151,13 +158,15 @@ class PrecomputedConfig:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, where: str, data: Any) -> "PrecomputedConfig":
+    def from_json(cls, where: str, data: Any, format_version: int = FORMAT_VERSION) -> "PrecomputedConfig":
         obj = _require_dict(where, data)
+        allowed = tuple(m for m in PRECOMPUTE_METHODS if m != "warm" or format_version >= WARM_LISTS_FORMAT)
         methods = {}
         for key in ("recommend_method", "similar_method"):
             methods[key] = _require_str(f"{where}.{key}", obj.get(key))
-            if methods[key] not in PRECOMPUTE_METHODS:
-                raise ManifestError(f"{where}.{key} must be one of {', '.join(PRECOMPUTE_METHODS)}, got {methods[key]!r}")
+            if methods[key] not in allowed:
+                raise ManifestError(f"{where}.{key} must be one of {', '.join(allowed)} in format {format_version}, "
+                                    f"got {methods[key]!r}")
         return cls(
             recommend_n=_require_int(f"{where}.recommend_n", obj.get("recommend_n"), minimum=0, maximum=1000),
             similar_n=_require_int(f"{where}.similar_n", obj.get("similar_n"), minimum=0, maximum=1000),
@@ -453,7 +462,7 @@ class Manifest:
                                     digest=digest, algorithm=algorithm)
         precomputed = None
         if fmt >= 2:
-            precomputed = PrecomputedConfig.from_json("precomputed", obj.get("precomputed"))
+            precomputed = PrecomputedConfig.from_json("precomputed", obj.get("precomputed"), fmt)
         training = None
         if obj.get("training") is not None:
             training = TrainingRecord.from_json("training", obj["training"])

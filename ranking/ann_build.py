@@ -8,8 +8,9 @@ times brute force too, and records the faster one as the method to serve (Annoy 
 faster: ``ANNOY_WINS_BELOW``), except that large
 catalogs (``ANNOY_REQUIRED_FROM`` artists and more) use Annoy whenever it meets the target and
 is not slower than exact (there a full scan per request costs memory bandwidth that one query's
-latency does not show), but for a SimilarArtists side whose every artist got a precomputed list:
-it gets no index and serves exact past its lists (see ``build_indexes``). Annoy slower than exact
+latency does not show). A SimilarArtists side whose every artist got a precomputed list gets no
+index at any catalog size, unless Annoy is forced or ``BuildSettings.listed_similar_index`` asks
+for it: it serves exact past its lists (see ``build_indexes``). Annoy slower than exact
 is never served unless forced (``BuildSettings.method``): a barely trained model's factors can
 need a search_k that makes Annoy slower than the scan it stands in for (at 160,000 artists after
 one epoch: 45 ms against exact's 2.7 ms), and the tuning stops climbing at exact's latency. The
@@ -47,6 +48,7 @@ from ranking.precompute import (
     DEFAULT_RECOMMEND_N,
     DEFAULT_SIMILAR_N,
     EXACT_UP_TO,
+    ListSeeds,
     ListSide,
     exact_lists,
     list_recall_at_10,
@@ -85,7 +87,10 @@ class BuildSettings:
     ``ranking.precompute.precompute_top``);
     ``exact_up_to``: queries x artists up to which a side's lists are exact (IVF above, see
     ``ranking.precompute``);
-    ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured)."""
+    ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured);
+    ``listed_similar_index``: build and tune the SimilarArtists Annoy index even when every artist
+    has a precomputed list (by default such a side gets none and serves exact past its lists; an
+    index service told ``--similar-method annoy`` needs it)."""
 
     n_trees: int = 0
     sample_size: int = 300
@@ -99,6 +104,7 @@ class BuildSettings:
     precompute_budget_s: float = 120.0
     exact_up_to: int = EXACT_UP_TO
     method: str | None = None
+    listed_similar_index: bool = False
 
 
 def default_n_trees(num_artists: int) -> int:
@@ -310,10 +316,14 @@ def _config(num_items: int, dims: int, n_trees: int, sample_size: int, chosen: _
 class BaseSearch:
     """The search choices of the version a warm-started run started from (its manifest's
     ``recommend_search`` and ``similar_search``), each with ``measured_artists`` set: a config
-    written before that was recorded counts as measured on the base's own catalog (``of``)."""
+    written before that was recorded counts as measured on the base's own catalog (``of``); and
+    its precomputed lists as this catalog's seeds (``recommend_seeds``, ``similar_seeds``; None:
+    the lists are made afresh), see ``ranking.precompute``'s "warm" lists."""
 
     recommend: SearchConfig
     similar: SearchConfig
+    recommend_seeds: ListSeeds | None = None
+    similar_seeds: ListSeeds | None = None
 
     @classmethod
     def of(cls, manifest: Manifest) -> "BaseSearch":
@@ -324,8 +334,7 @@ class BaseSearch:
 
 # What a side's build does (see _plan).
 _MEASURE, _REUSE_EXACT, _REUSE_ANNOY = "measure", "reuse-exact", "reuse-annoy"
-# SimilarArtists on a catalog where Annoy would be required, every artist listed: no index
-# (see ``build_indexes``).
+# SimilarArtists with every artist listed: no index (see ``build_indexes``).
 _LISTED = "listed"
 _NO_INDEX = (_REUSE_EXACT, _LISTED)
 
@@ -424,7 +433,8 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     top, rec_made, sim_made, seconds = precompute_top(
         artifacts, settings.recommend_n, settings.similar_n, workers=settings.precompute_workers,
         recall_target=settings.recall_target, seed=settings.seed, exact_up_to=settings.exact_up_to,
-        budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side))
+        budget_s=settings.precompute_budget_s, sides=(rec_side, sim_side),
+        seeds=None if base is None else (base.recommend_seeds, base.similar_seeds))
     items = rec_side.items
     users_list, artists_list = users.tolist(), artists.tolist()
     precomputed = PrecomputedConfig(
@@ -439,13 +449,13 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
         seconds=round(seconds, 3),
     )
     # SimilarArtists asks about an artist of the catalog, and every one of them now has a list:
-    # the search serves only what a list cannot (a page past it, or a filter it runs out on). Annoy
-    # is required from ANNOY_REQUIRED_FROM artists for the latency of searches that serve every
-    # request; for these few, exact search (a few ms at 160,000 artists, where the tuned Annoy
-    # measured about 0.75x of it) is answer enough, and the side's Annoy build and tuning (several
-    # seconds of a full-scale publish, and its file) are left out. Recommend keeps its index: the
-    # listeners outside the lists (history, live, new) are searched on every request.
-    if num_artists >= ANNOY_REQUIRED_FROM and settings.method != "annoy" and sim_made.top.shape[1] > 0:
+    # the search serves only what a list cannot (a page past it, or a filter it runs out on). For
+    # these few, exact search (0.2 ms at 17,632 artists, a few ms at 160,000, where the tuned Annoy
+    # measured about 0.75x of it) is answer enough, at any catalog size, and the side's Annoy build
+    # and tuning (a third of a cold Last.fm 2K publish, several seconds of a full-scale one, and its
+    # file) are left out. Recommend keeps its index: the listeners outside the lists (history,
+    # live, new) are searched on every request.
+    if settings.method != "annoy" and not settings.listed_similar_index and sim_made.top.shape[1] > 0:
         sim_plan = _LISTED
     del rec_made, sim_made
 

@@ -7,7 +7,8 @@ every run, so a change that breaks reading published versions fails the tests.
 From format 4 on the fixture is a warm publish (``GOLDEN_BASE``) whose base served Recommend exact
 on this catalog, so it holds no ``recommend.ann`` (the path a format-4 reader must take for a side
 without an Annoy index is tested on every run), while SimilarArtists, whose base was measured on a
-catalog of another size, is measured afresh and keeps ``similar.ann``.
+catalog of another size, is measured afresh and keeps ``similar.ann`` (from format 5 on, when
+every artist is listed, only because the build asks for it: ``listed_similar_index``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
     out = ROOT / "tests" / "fixtures" / "model_store" / f"format-{FORMAT_VERSION}"
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = golden_artifacts()
-        indexes = build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=4),
+        indexes = build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=4, listed_similar_index=True),
                                 base=GOLDEN_BASE if FORMAT_VERSION >= 4 else None)
         publish_version(tmp, artifacts, indexes=indexes,
                         data_source="golden fixture", data_fingerprint="ab" * 32,

@@ -20,6 +20,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Small samples and one build thread: publishing a tiny model takes milliseconds.
 FAST_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0)
+# The same with both Annoy files, for the tests of the files themselves (by default a
+# SimilarArtists side whose every artist is listed gets no index).
+ANNOY_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0, listed_similar_index=True)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import FAST_BUILD, tiny_model
+from conftest import ANNOY_BUILD, tiny_model
 from model_store import Manifest, ModelArtifacts, publish_version
 from ranking import build_indexes
 from musicrec.rpc.channel_config import IDEMPOTENT_RETRYABLE_CODES, channel_options
@@ -73,7 +73,7 @@ def publish_model(models_dir: Path, artifacts: ModelArtifacts | None = None, **o
         hyperparameters={"factors": artifacts.num_factors}, metrics={"hit_rate_at_10": 0.5},
         keep=1000)
     kwargs.update(overrides)
-    return publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, FAST_BUILD), **kwargs)
+    return publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, ANNOY_BUILD), **kwargs)
 
 
 def marked_model(version: int, num_users: int = 8, num_artists: int = 12, factors: int = 4,

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from index_service.serving_model import RecommendQuery, ServingModel, SimilarQuery
 from model_store import ModelArtifacts, load_version, publish_version
-from ranking import build_indexes
+from ranking import BuildSettings, build_indexes
 from ranking.inner_product import user_query
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def lastfm_version(tmp_path_factory):
         seen_indptr=indptr, seen_indices=artists,
     )
     models_dir = tmp_path_factory.mktemp("lastfm-models")
-    manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts),
+    manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, BuildSettings(listed_similar_index=True)),
                                data_source=f"{plays} (numpy BPR for tests)",
                                data_fingerprint="0" * 64, num_interactions=int(users.shape[0]),
                                hyperparameters={"factors": 64}, metrics={})

@@ -154,7 +154,9 @@ def test_every_rpc_gives_the_known_answer(models_dir, publish, tiny_artifacts):
         assert info.model.hyperparameters.factors == 4 and info.model.hyperparameters.epochs == 1
         assert info.model.metrics.hit_rate_at_10 == 0.5 and info.model.metrics.evaluated_users == 8
         assert info.model.recommend_search.method in ("exact", "annoy")
-        assert info.model.similar_search.n_trees > 0
+        assert info.model.recommend_search.n_trees > 0
+        # Every artist has a precomputed list: SimilarArtists gets no Annoy index by default.
+        assert (info.model.similar_search.method, info.model.similar_search.n_trees) == ("exact", 0)
         assert info.model.created_at.seconds > 0 and info.loaded_at.seconds > 0
         assert info.load_duration_ms > 0 and not info.pinned and not info.rejected_versions
 
@@ -319,7 +321,7 @@ def _corrupt_checksum(vdir: Path) -> None:
 
 
 def _truncate_annoy(vdir: Path) -> None:
-    path = vdir / "similar.ann"
+    path = vdir / "recommend.ann"
     path.write_bytes(path.read_bytes()[:1000])
 
 
@@ -345,7 +347,7 @@ def test_corrupt_versions_are_refused_while_the_old_one_serves(models_dir, publi
         assert [r.version for r in info.rejected_versions] == [4, 3, 2]
         reasons = {r.version: r.reason for r in info.rejected_versions}
         assert "checksum mismatch" in reasons[2]
-        assert "similar.ann" in reasons[3]
+        assert "recommend.ann" in reasons[3]
         assert "manifest.json" in reasons[4]
         assert info.model.version == 1
         publish(tiny_artifacts)  # a good version 5 is still taken

@@ -29,7 +29,7 @@ from ranking.inner_product import augment_items, item_vectors_with_bias, user_qu
 from ranking.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = BuildSettings(n_trees=5, sample_size=20)
+FAST = BuildSettings(n_trees=5, sample_size=20, listed_similar_index=True)
 
 
 def block_artifacts(num_users=40, num_artists=30, factors=8, seed=0) -> ModelArtifacts:
@@ -183,7 +183,9 @@ def edit_manifest(version_dir: Path, change) -> None:
     (lambda m: m["files"].pop("user_ids.npy"), "missing"),
     (lambda m: m["data"].update(num_users="many"), "data.num_users must be an integer"),
     (lambda m: m["search"]["recommend"].update(method="magic"), "search.recommend.method"),
-    (lambda m: m["precomputed"].update(similar_method="magic"), "precomputed.similar_method must be one of annoy, exact, ivf"),
+    (lambda m: m["precomputed"].update(similar_method="magic"), "precomputed.similar_method must be one of annoy, exact, ivf, warm in format 5"),
+    (lambda m: m.update(format_version=4) or m["precomputed"].update(recommend_method="warm"),
+     "precomputed.recommend_method must be one of annoy, exact, ivf in format 4, got 'warm'"),
 ])
 def test_invalid_manifest_is_refused_before_files_are_read(published, change, message):
     edit_manifest(published, change)

@@ -35,7 +35,7 @@ from trainer_service.pipeline import run_training
 from trainer_service.training_request import TrainingOptions
 
 ARTISTS = 3000
-SETTINGS = BuildSettings(sample_size=60, n_jobs=1, tuning_budget_s=2.0)
+SETTINGS = BuildSettings(sample_size=60, n_jobs=1, tuning_budget_s=2.0, listed_similar_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +119,20 @@ def test_annoy_forced_or_required_measures_even_after_an_exact_base(clustered, m
     assert unlisted.similar.measured_artists == ARTISTS
 
 
+@pytest.mark.parametrize("required", [False, True])
 @pytest.mark.parametrize("warm_from", [None, "annoy"])
-def test_where_annoy_is_required_a_listed_similar_side_gets_no_index(clustered, monkeypatch, warm_from):
-    """From ANNOY_REQUIRED_FROM artists, every artist listed: SimilarArtists serves exact from no
-    index (searched only past a list), cold or after a base that served it with Annoy; Recommend
-    keeps its index. Annoy forced builds both."""
-    required_at_this_size(monkeypatch)
+def test_a_listed_similar_side_gets_no_index(clustered, monkeypatch, warm_from, required):
+    """Every artist listed: SimilarArtists serves exact from no index (searched only past a
+    list), below ANNOY_REQUIRED_FROM artists and from it, cold or after a base that served it with
+    Annoy; Recommend keeps its index. Annoy forced, or ``listed_similar_index``, builds both."""
+    if required:
+        required_at_this_size(monkeypatch)
     base = None if warm_from is None else BaseSearch(recommend=annoy_config(10, 5, 500, 1),
                                                      similar=annoy_config(8, 5, 500, 1))
-    built = build_indexes(clustered, SETTINGS, base=base)
-    assert built.recommend_index is not None and built.recommend.method == "annoy"
+    default = dataclasses.replace(SETTINGS, listed_similar_index=False)
+    built = build_indexes(clustered, default, base=base)
+    # (where exact may serve, the real timings decide Recommend's method)
+    assert built.recommend_index is not None and (built.recommend.method == "annoy" or not required)
     assert built.similar_index is None
     similar = built.similar
     assert (similar.method, similar.n_trees, similar.has_index, similar.dims) == ("exact", 0, False, 8)
@@ -136,8 +140,10 @@ def test_where_annoy_is_required_a_listed_similar_side_gets_no_index(clustered, 
     assert similar.median_latency_ms == similar.exact_median_latency_ms > 0
     assert built.top.similar_top.shape == (ARTISTS, SETTINGS.similar_n)
     built.check(clustered)
-    forced = build_indexes(clustered, dataclasses.replace(SETTINGS, method="annoy"), base=base)
+    forced = build_indexes(clustered, dataclasses.replace(default, method="annoy"), base=base)
     assert forced.similar_index is not None and forced.similar.method == "annoy"
+    asked = build_indexes(clustered, SETTINGS, base=base)
+    assert asked.similar_index is not None and asked.similar.n_trees > 0
 
 
 def test_a_base_that_served_annoy_is_reused_when_its_settings_reach_the_target(clustered, monkeypatch):
@@ -196,8 +202,11 @@ def test_a_warm_retrain_after_an_exact_base_publishes_no_annoy_files_and_serves_
     manifest = read_manifest(models_dir / str(second.version))
     assert manifest.training.warm_start_from_version == first.version
     assert manifest.num_artists == data.num_artists + 1
-    for config in (manifest.recommend_search, manifest.similar_search):
-        assert (config.method, config.n_trees, config.measured_artists) == ("exact", 0, data.num_artists)
+    recommend, similar = manifest.recommend_search, manifest.similar_search
+    # Recommend reuses the base's choice (and the catalog size it was measured on); SimilarArtists,
+    # every artist listed, gets no index whatever the base did (measured on this catalog).
+    assert (recommend.method, recommend.n_trees, recommend.measured_artists) == ("exact", 0, data.num_artists)
+    assert (similar.method, similar.n_trees, similar.measured_artists) == ("exact", 0, data.num_artists + 1)
     version_dir = models_dir / str(second.version)
     assert not (version_dir / RECOMMEND_INDEX_FILE).exists() and not (version_dir / SIMILAR_INDEX_FILE).exists()
 

@@ -83,7 +83,14 @@ from trainer_service.evaluation import (
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
 from trainer_service.training_request import Progress, TrainingOptions
-from trainer_service.warm_start import TrainingRows, WarmSchedule, WarmStart, choose_base, warm_factors
+from trainer_service.warm_start import (
+    TrainingRows,
+    WarmSchedule,
+    WarmStart,
+    base_lists,
+    choose_base,
+    warm_factors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -466,12 +473,16 @@ def run_training(
                                         warm_start_folded_artists=warm.folded_artists,
                                         warm_start_learning_rate=train_hp.learning_rate)),
     )
+    base_search = None
+    if warm is not None and newest is not None and base is not None:
+        # The base is the newest version: its manifest, read above, holds the search choices the
+        # publish reuses, and its lists seed this one's.
+        recommend_seeds, similar_seeds = base_lists(base, interactions.user_ids, interactions.artist_ids)
+        base_search = dataclasses.replace(BaseSearch.of(newest), recommend_seeds=recommend_seeds,
+                                          similar_seeds=similar_seeds)
     manifest = publish_version(
         models_dir, artifacts,
-        indexes=build_indexes(artifacts, build_settings or BuildSettings(),
-                              # The base is the newest version: its manifest, read above, holds
-                              # the search choices the publish reuses.
-                              base=None if warm is None or newest is None else BaseSearch.of(newest)),
+        indexes=build_indexes(artifacts, build_settings or BuildSettings(), base=base_search),
         data_source=interactions.source,
         data_fingerprint=interactions.fingerprint(),
         num_interactions=interactions.num_interactions,

@@ -19,6 +19,9 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   ``WARM_LEARNING_RATE_SCALE`` times the requested learning rate, on the same schedule; the
   values were chosen by measurement (bench part ``warm``; docs/benchmarks.md). Early stopping
   may end it sooner, as a cold run.
+- Its publish starts each side's precomputed lists from the base's (``base_lists``, matched by
+  id, the new artists added to every row's candidates): kept where their recall@10 against exact
+  on a sample reaches the target, made afresh otherwise (``ranking.precompute``, "warm" lists).
 
 Otherwise (``warm_start="none"``, no version, another source, other factors) the run is cold
 and the log says why. The manifest's ``training.warm_start`` section records the base version,
@@ -37,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from model_store import InvalidVersionError, Manifest, validate_version
-from model_store.format import ARRAY_FILES
+from model_store.format import ARRAY_FILES, PRECOMPUTED_FILES
+from ranking.precompute import ListSeeds
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.quality_gate import without_log_position
 
@@ -90,7 +94,9 @@ class WarmSchedule:
 @dataclass(frozen=True)
 class BaseFactors:
     """A published version's factors as a warm start reads them: ``user_ids`` (U,),
-    ``user_factors`` (U, F), ``artist_ids`` (A,), ``artist_factors`` (A, F), ``artist_bias`` (A,)."""
+    ``user_factors`` (U, F), ``artist_ids`` (A,), ``artist_factors`` (A, F), ``artist_bias`` (A,),
+    and its precomputed lists (``recommend_top`` (U, Nr), ``similar_top`` (A, Ns) int32, -1
+    padded; None where it has none), which seed the warm publish's (``base_lists``)."""
 
     version: int
     user_ids: np.ndarray
@@ -98,6 +104,8 @@ class BaseFactors:
     artist_ids: np.ndarray
     artist_factors: np.ndarray
     artist_bias: np.ndarray
+    recommend_top: np.ndarray | None = None
+    similar_top: np.ndarray | None = None
 
     @property
     def factors(self) -> int:
@@ -111,6 +119,10 @@ def read_base(version_dir: str | os.PathLike) -> BaseFactors:
     manifest = validate_version(vdir, verify_checksums=True)
     arrays = {name: np.load(vdir / ARRAY_FILES[name], allow_pickle=False)
               for name in ("user_ids", "user_factors", "artist_ids", "artist_factors", "artist_bias")}
+    made = manifest.precomputed
+    for name, length in (("recommend_top", made.recommend_n if made else 0), ("similar_top", made.similar_n if made else 0)):
+        if length:
+            arrays[name] = np.load(vdir / PRECOMPUTED_FILES[name], allow_pickle=False)
     return BaseFactors(version=manifest.model_version, **arrays)
 
 
@@ -232,6 +244,36 @@ def fold_in_new_rows(user_factors: np.ndarray, artist_factors: np.ndarray, artis
         artist_bias[new_artists] = _bucket_medians(counts[known_artists], artist_bias[known_artists].astype(np.float64),
                                                    counts[new_artists], _NORM_BUCKET_CAP)
     return int(new_users.sum()), int(new_artists.sum())
+
+
+def _mapped(lists: np.ndarray | None, rows_here: np.ndarray, rows_there: np.ndarray, num_rows: int,
+            artist_map: np.ndarray) -> np.ndarray | None:
+    """The base's ``lists`` (rows of the base, its artist indices) as rows of this run
+    (``rows_here`` matched with the base's ``rows_there``) and this run's artist indices
+    (``artist_map``: the base's artist index -> this run's, -1 where gone); -1 elsewhere."""
+    if lists is None or lists.shape[1] == 0:
+        return None
+    out = np.full((num_rows, lists.shape[1]), -1, dtype=np.int32)
+    base_rows = lists[rows_there]
+    out[rows_here] = np.where(base_rows >= 0, artist_map[np.maximum(base_rows, 0)], -1)
+    return out
+
+
+def base_lists(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray) -> tuple[ListSeeds | None, ListSeeds | None]:
+    """The base version's precomputed lists as seeds of this run's (``ranking.precompute``'s
+    "warm" lists): (Recommend, SimilarArtists), each None where the base has no lists. Rows and
+    artists are matched by id; the artists new to this run are every row's fresh candidates."""
+    users, base_users = _match(user_ids, base.user_ids)
+    artists, base_artists = _match(artist_ids, base.artist_ids)
+    artist_map = np.full(len(base.artist_ids), -1, dtype=np.int64)
+    artist_map[base_artists] = artists
+    known = np.zeros(len(artist_ids), dtype=bool)
+    known[artists] = True
+    fresh = np.flatnonzero(~known)
+    recommend = _mapped(base.recommend_top, users, base_users, len(user_ids), artist_map)
+    similar = _mapped(base.similar_top, artists, base_artists, len(artist_ids), artist_map)
+    return (None if recommend is None else ListSeeds(recommend, fresh),
+            None if similar is None else ListSeeds(similar, fresh))
 
 
 def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray, hp: Hyperparameters,
