@@ -378,7 +378,7 @@ class ServingModel:
             self.recommend_params)
         self.similar_search = CosineSearch(art.artist_factors, loaded.similar_index, self.similar_params)
         # Precomputed lists, when the version has them, unless a method override asks for
-        # another search than the one that made them (lists made in batches, "exact" or "ivf",
+        # another search than the one that made them (lists made in batches, "exact", "ivf" or "warm",
         # stand for the manifest's own searches; see ranking.precompute).
         top, made = loaded.top, manifest.precomputed
         self.recommend_top = self.recommend_top_scores = None

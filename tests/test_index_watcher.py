@@ -18,6 +18,7 @@ from index_service.watcher import VersionWatcher
 from model_store.format import MANIFEST_NAME, RECOMMEND_INDEX_FILE
 from model_store.checksums import file_digest
 from musicrec.rpc.errors import Unavailable
+from conftest import ANNOY_BUILD
 
 
 class FakeModel:
@@ -245,7 +246,7 @@ def test_pinned_version_is_served_and_never_swapped(publish, models_dir, tiny_ar
 
 def test_method_override_reaches_the_model(publish, models_dir, tiny_artifacts):
     holder = ModelHolder()
-    publish(tiny_artifacts)
+    publish(tiny_artifacts, build_settings=ANNOY_BUILD)  # both indexes, for the override to take
     VersionWatcher(models_dir, holder, recommend_method="annoy", similar_method="annoy").poll_once()
     assert holder.current.model.recommend_params.method == "annoy"
     assert holder.current.model.similar_params.method == "annoy"
