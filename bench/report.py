@@ -925,13 +925,16 @@ WARM_VS_COLD = ("Warm against cold: HR@10 {hr_ratio:x3}, wall time {time_ratio:p
                 "loading, evaluating and publishing, warm: {fixed_s:n1} s, {fixed_ratio:pct} of the cold wall time).")
 WARM_PIPELINE = [("retrain (whole pipeline)", "{name}"), ("epochs", "{epochs}"), ("HR@10", "{hr10:n4}"),
                  ("wall s", "{wall_s:n1}"), ("loading s", "{loading_s:n1}"), ("training s", "{training_s:n1}"),
-                 ("evaluating s", "{evaluating_s:n1}"), ("publishing s", "{publishing_s:n1}")]
+                 ("evaluating s", "{evaluating_s:n1}"), ("publishing s", "{publishing_s:n1}"),
+                 ("of which the lists (s; how made)", lambda r: "" if r.get("lists_s") is None
+                  else f"{num(r['lists_s'], 2)}; {r['lists_methods']}")]
 
 
 def _warm(part: dict) -> list[str]:
     lines = []
     for ds in part.get("datasets", []):
         phases = ("loading_s", "training_s", "evaluating_s", "publishing_s")
+        phases += ("lists_s", "lists_methods")
         rows = [{"name": "cold", "epochs": ds["cold_epochs"], "hr10": ds["cold_hr10"], "wall_s": ds["cold_wall_s"],
                  **{key: ds.get(f"cold_{key}") for key in phases}},
                 {"name": "warm (default schedule)", "epochs": ds["epochs"], "hr10": ds["hr10"], "wall_s": ds["wall_s"],

@@ -147,7 +147,12 @@ def _train(source: str, hp, models_dir: Path, data_dir: Path, warm_start: str, e
                           warm_schedule=schedule or WarmSchedule())
     wall = time.perf_counter() - started
     training = result.manifest.training
+    made = result.manifest.precomputed
+    lists = None if made is None else {
+        "seconds": made.seconds, "recommend": made.recommend_method, "similar": made.similar_method,
+        "recommend_recall_at_10": made.recommend_recall_at_10, "similar_recall_at_10": made.similar_recall_at_10}
     return {"hr10": float(result.metrics["hit_rate_at_10"]), "wall_s": wall, "seconds": dict(result.seconds),
+            "lists": lists,
             "epochs": training.epochs_trained, "warm_from": training.warm_start_from_version,
             "known_users": training.warm_start_known_users, "known_artists": training.warm_start_known_artists,
             "version": result.version, "users": result.manifest.num_users, "artists": result.manifest.num_artists}
@@ -320,6 +325,16 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
         row["rule_pick"] = i in picks
     seconds = lambda key, rows: float(np.mean([r["seconds"][key] for r in rows]))  # noqa: E731
     colds = [r["cold"] for r in runs]
+
+    def lists(rows: list[dict]) -> dict:
+        """The lists' mean seconds and, per side, the methods that made them (distinct, "/")."""
+        made = [r["lists"] for r in rows if r.get("lists")]
+        if not made:
+            return {"lists_s": None, "lists_methods": ""}
+        side = lambda key: "/".join(sorted({m[key] for m in made}))  # noqa: E731
+        return {"lists_s": float(np.mean([m["seconds"] for m in made])),
+                "lists_methods": f"Recommend {side('recommend')}, SimilarArtists {side('similar')}"}
+    cold_lists, warm_lists = lists(colds), lists(warm)
     return {"dataset": name, "users": int(runs[0]["users"]), "artists": int(runs[0]["artists"]),
             "interactions": int(runs[0]["interactions"]), "seeds": len(runs),
             "cold_hr10": cold_hr, "cold_wall_s": cold_wall,
@@ -335,6 +350,8 @@ def dataset(name: str, settings: BenchSettings, workdir: Path, *, seeds: int, sw
             "training_ratio": float(np.mean([w["training_ratio"] for w in warm])),
             "loading_s": seconds("loading", warm), "training_s": seconds("training", warm),
             "evaluating_s": seconds("evaluating", warm), "publishing_s": seconds("publishing", warm),
+            "cold_lists_s": cold_lists["lists_s"], "cold_lists_methods": cold_lists["lists_methods"],
+            "lists_s": warm_lists["lists_s"], "lists_methods": warm_lists["lists_methods"],
             "load_average": float(np.mean([r["load_average"] for r in runs])),
             "sweep_seeds": list(sweep_seeds), "sweep_cold_hr10": sweep_cold,
             "sweep_start_hr10": float(np.mean([r["start_hr10"] for r in sweeps])) if sweeps else 0.0,
