@@ -88,7 +88,7 @@ def test_seeds_unrelated_to_the_factors_miss_the_target_and_the_lists_are_made_e
     np.testing.assert_array_equal(made.top, exact.top)
 
 
-def test_small_sides_and_many_fresh_artists_are_made_exact(monkeypatch):
+def test_small_sides_many_fresh_artists_and_ivf_sides_are_not_seeded(monkeypatch):
     artifacts = clustered_artifacts(num_users=300, num_artists=1200)
     side = similar_side(artifacts)
     exact = make_lists(side, N)
@@ -99,6 +99,8 @@ def test_small_sides_and_many_fresh_artists_are_made_exact(monkeypatch):
     monkeypatch.setattr(precompute, "WARM_MIN_QUERIES", 0)
     many = ListSeeds(seeds.candidates, np.arange(0, 1200, 3))  # a third of the catalog
     assert make_lists(side, N, seeds=many).method == "exact"
+    # Only in place of exact lists: a side made by IVF is not seeded.
+    assert make_lists(side, N, seeds=seeds, exact_up_to=0).method == "ivf"
 
 
 def test_base_lists_are_matched_by_id_and_new_artists_are_fresh():
