@@ -933,8 +933,7 @@ WARM_PIPELINE = [("retrain (whole pipeline)", "{name}"), ("epochs", "{epochs}"),
 def _warm(part: dict) -> list[str]:
     lines = []
     for ds in part.get("datasets", []):
-        phases = ("loading_s", "training_s", "evaluating_s", "publishing_s")
-        phases += ("lists_s", "lists_methods")
+        phases = ("loading_s", "training_s", "evaluating_s", "publishing_s", "lists_s", "lists_methods")
         rows = [{"name": "cold", "epochs": ds["cold_epochs"], "hr10": ds["cold_hr10"], "wall_s": ds["cold_wall_s"],
                  **{key: ds.get(f"cold_{key}") for key in phases}},
                 {"name": "warm (default schedule)", "epochs": ds["epochs"], "hr10": ds["hr10"], "wall_s": ds["wall_s"],

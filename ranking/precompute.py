@@ -448,9 +448,9 @@ def _seeded_rows(side: ListSide, seeds: ListSeeds, fresh_t: np.ndarray, fresh_at
     # Exclusions: the (row, artist) pairs of these queries, as keys.
     starts, ends = side.exclude_indptr[rows], side.exclude_indptr[rows + 1]
     counts = ends - starts
-    if int(counts.sum()):
+    total = int(counts.sum())
+    if total:
         at_row = np.repeat(np.arange(count), counts)
-        total = int(counts.sum())
         flat = side.exclude_indices[np.arange(total) - np.repeat(np.cumsum(counts) - counts - starts, counts)]
         flat = flat.astype(np.int64)
         num_items = side.items.shape[0]

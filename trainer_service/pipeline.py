@@ -477,7 +477,7 @@ def run_training(
     if warm is not None and newest is not None and base is not None:
         # The base is the newest version: its manifest, read above, holds the search choices the
         # publish reuses, and its lists seed this one's.
-        recommend_seeds, similar_seeds = base_lists(base, interactions.user_ids, interactions.artist_ids)
+        recommend_seeds, similar_seeds = base_lists(base, interactions.user_ids, interactions.artist_ids, warm.match)
         base_search = dataclasses.replace(BaseSearch.of(newest), recommend_seeds=recommend_seeds,
                                           similar_seeds=similar_seeds)
     manifest = publish_version(

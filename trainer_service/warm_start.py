@@ -164,10 +164,26 @@ def _match(ids: np.ndarray, base_ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @dataclass(frozen=True)
+class IdMatch:
+    """A run's users and artists matched by id with a base's: ``users`` positions in the run's
+    user ids and ``base_users`` theirs in the base's (likewise ``artists``, ``base_artists``)."""
+
+    users: np.ndarray
+    base_users: np.ndarray
+    artists: np.ndarray
+    base_artists: np.ndarray
+
+    @classmethod
+    def of(cls, base: "BaseFactors", user_ids: np.ndarray, artist_ids: np.ndarray) -> "IdMatch":
+        return cls(*_match(user_ids, base.user_ids), *_match(artist_ids, base.artist_ids))
+
+
+@dataclass(frozen=True)
 class WarmStart:
     """Where a warm run starts: ``factors`` (a ``bpr.Factors``), the base ``version``, how
     many users and artists started from it (``known_users``, ``known_artists``), and how many new
-    ones were folded in from those (``folded_users``, ``folded_artists``; the rest start at random)."""
+    ones were folded in from those (``folded_users``, ``folded_artists``; the rest start at random);
+    ``match``: the rows matched by id (``base_lists`` takes it too)."""
 
     factors: object
     version: int
@@ -175,6 +191,7 @@ class WarmStart:
     known_artists: int
     folded_users: int = 0
     folded_artists: int = 0
+    match: IdMatch | None = None
 
 
 @dataclass(frozen=True)
@@ -259,12 +276,14 @@ def _mapped(lists: np.ndarray | None, rows_here: np.ndarray, rows_there: np.ndar
     return out
 
 
-def base_lists(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray) -> tuple[ListSeeds | None, ListSeeds | None]:
+def base_lists(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray,
+               match: IdMatch | None = None) -> tuple[ListSeeds | None, ListSeeds | None]:
     """The base version's precomputed lists as seeds of this run's (``ranking.precompute``'s
     "warm" lists): (Recommend, SimilarArtists), each None where the base has no lists. Rows and
-    artists are matched by id; the artists new to this run are every row's fresh candidates."""
-    users, base_users = _match(user_ids, base.user_ids)
-    artists, base_artists = _match(artist_ids, base.artist_ids)
+    artists are matched by id (``match``: the warm start's, None: matched here); the artists new
+    to this run are every row's fresh candidates."""
+    match = match or IdMatch.of(base, user_ids, artist_ids)
+    users, base_users, artists, base_artists = match.users, match.base_users, match.artists, match.base_artists
     artist_map = np.full(len(base.artist_ids), -1, dtype=np.int64)
     artist_map[base_artists] = artists
     known = np.zeros(len(artist_ids), dtype=bool)
@@ -286,8 +305,8 @@ def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray
     from trainer_service.factors import Factors, initial_factors
 
     start = initial_factors(len(user_ids), len(artist_ids), hp)
-    users, base_users = _match(user_ids, base.user_ids)
-    artists, base_artists = _match(artist_ids, base.artist_ids)
+    match = IdMatch.of(base, user_ids, artist_ids)
+    users, base_users, artists, base_artists = match.users, match.base_users, match.artists, match.base_artists
     user_factors, artist_factors, artist_bias = start.user_factors, start.artist_factors, start.artist_bias
     user_factors[users] = base.user_factors[base_users]
     artist_factors[artists] = base.artist_factors[base_artists]
@@ -301,4 +320,4 @@ def warm_factors(base: BaseFactors, user_ids: np.ndarray, artist_ids: np.ndarray
         folded = fold_in_new_rows(user_factors, artist_factors, artist_bias, known_users, known_artists, rows)
     return WarmStart(factors=Factors(user_factors=user_factors, artist_factors=artist_factors, artist_bias=artist_bias),
                      version=base.version, known_users=int(users.size), known_artists=int(artists.size),
-                     folded_users=folded[0], folded_artists=folded[1])
+                     folded_users=folded[0], folded_artists=folded[1], match=match)
