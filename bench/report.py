@@ -246,7 +246,7 @@ PUBLISH_TARGETS = [
      "{precomputed.recommend_method}, recall@10 {precomputed.recommend_recall_at_10}; SimilarArtists top "
      "{precomputed.similar_n} {precomputed.similar_method}, recall@10 {precomputed.similar_recall_at_10})",
      [("publish_seconds", "<=", PUBLISH_TARGET_S), ("precomputed.similar_n", ">", 0)],
-     "the two Annoy builds and the lists on {cores} (load average {load} when the part started)"),
+     "the Recommend Annoy build and the lists on {cores} (load average {load} when the part started)"),
     (f"request to published version <= {REQUEST_TO_PUBLISHED_TARGET_S:g} s at {{where}}, cold, {{epochs}} epochs",
      "{request_to_published_seconds:n1} s (the fit {phase_seconds.training:n1} s, publishing {publish_seconds:n1} s)",
      [("request_to_published_seconds", "<=", REQUEST_TO_PUBLISHED_TARGET_S)],
@@ -259,7 +259,7 @@ LASTFM_TRAIN_TARGETS = [
     (f"Last.fm 2K: publishing <= {LASTFM_PUBLISH_TARGET_S:g} s",
      "{publish_seconds:n2} s (the lists {precompute_seconds:n2} s of it)",
      [("publish_seconds", "<=", LASTFM_PUBLISH_TARGET_S)],
-     "the two Annoy builds and measuring their settings; {cores}, load average {load}"),
+     "the lists, the Recommend Annoy build and measuring its settings; {cores}, load average {load}"),
 ]
 THROUGHPUT = (f">= {{goal:,}} Recommend/s at {TARGET_INFLIGHT} in flight ({{generator}}, {{server}}){{where}}",
               "{requests_per_s:n0}/s", [("requests_per_s", ">=", "goal")], "{limit}")
