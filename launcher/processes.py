@@ -8,7 +8,7 @@ says it started and which port it got, so a child can be started on port 0. A ch
   only what this run wrote counts for readiness and ``log_text``);
 - runs in a session of its own, so a terminal's Ctrl-C reaches only the parent, which stops its
   children in order;
-- gets SIGTERM from the kernel if the parent dies (``die_with_parent``), so no orphan keeps a
+- gets SIGTERM from the kernel if the parent dies (``tied_argv``), so no orphan keeps a
   port bound;
 - is stopped with SIGTERM, and SIGKILL if it has not exited within the given time.
 """
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from musicrec.process_lifetime import die_with_parent
+from musicrec.process_lifetime import tied_argv
 
 # The line every service logs once it listens; group 1 is the port (IPv6 hosts are bracketed).
 LISTENING = re.compile(r"listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)")
@@ -37,12 +37,6 @@ _POLL_S = 0.05
 class ServiceStartError(RuntimeError):
     """The child exited, or did not listen in time, while starting; the message ends with the
     tail of its log."""
-
-
-def _die_with_starter() -> None:
-    """In the child, before exec: SIGTERM it when the thread that started it dies. A ``preexec_fn``
-    runs in the forked child, so the kernel ties it to that thread: start from a long-lived one."""
-    die_with_parent(signal.SIGTERM)
 
 
 class ServiceProcess:
@@ -85,9 +79,11 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._log_start = log.tell()
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, cwd=self.cwd, start_new_session=True,
-                                            preexec_fn=_die_with_starter)
+            # SIGTERM when the thread that started it dies (start from a long-lived one); no
+            # preexec_fn: see tied_argv (a forked child of a gRPC process can abort before exec).
+            self.process = subprocess.Popen(tied_argv(self.argv, signal.SIGTERM), stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
+                                            start_new_session=True)
         return self
 
     def wait_listening(self, timeout_s: float = START_TIMEOUT_S) -> int:

@@ -1,4 +1,5 @@
-"""Tying a child process's life to its parent's: the one place that asks Linux for PR_SET_PDEATHSIG;
+"""Tying a child process's life to its parent's: the one place that asks Linux for PR_SET_PDEATHSIG
+(``die_with_parent`` in the child's own main, or ``tied_argv`` for a command that cannot call it);
 and ending a service's process once its work is done (``exit_without_teardown``).
 
 Used by every process that starts children which must not outlive it: the process harness
@@ -12,11 +13,13 @@ No imports beyond the standard library: the index supervisor stays free of numpy
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 # From <linux/prctl.h>.
@@ -27,8 +30,9 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent_pid: int | None = No
     """Ask the kernel to send ``signum`` to this process when its parent dies. Linux only;
     elsewhere a no-op. Returns whether the request was made.
 
-    Call it in the child (a ``preexec_fn``, or first thing in a process's main). The signal
-    follows the death of the parent *thread* that forked, so fork from a long-lived thread.
+    Call it first thing in the child's main (or start the child with ``tied_argv``); never from a
+    ``preexec_fn`` in a process that uses gRPC (see ``tied_argv``). The signal follows the death
+    of the parent *thread* that started the child, so start it from a long-lived thread.
     ``parent_pid``: the parent as the child knows it; if the child has already been re-parented
     (the parent died before the call), ``signum`` is sent to this process at once.
     """
@@ -42,6 +46,42 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent_pid: int | None = No
     if parent_pid is not None and os.getppid() != parent_pid:
         os.kill(os.getpid(), signum)
     return True
+
+
+def tied_argv(argv: Sequence[str], signum: int = signal.SIGTERM) -> list[str]:
+    """``argv`` run so that it gets ``signum`` when this process's starting thread dies: a short
+    Python step in the child asks for PR_SET_PDEATHSIG, checks it was not orphaned already, then
+    ``exec``s ``argv`` in place (same pid, same descriptors, PR_SET_PDEATHSIG kept across exec).
+    The tie is made in the child's first milliseconds, after ``Popen`` has returned: the starting
+    thread must outlive that (a long-lived thread does); the parent process dying meanwhile is
+    caught by the ``--parent-pid`` check.
+
+    Why not a ``preexec_fn``: it makes ``subprocess`` fork instead of vfork, and since grpcio 1.80
+    a forked child of a process with gRPC threads restarts gRPC's poller, whose epoll descriptor
+    ``close_fds`` then closes: the child aborts (SIGABRT, "Epoll1Poller ... epoll_wait error: Bad
+    file descriptor") before it ever execs (grpc/grpc#43055, about 1 start in 100 under load).
+    Without a ``preexec_fn`` (``start_new_session`` is fine) ``subprocess`` uses vfork, which runs
+    no fork handlers."""
+    return [sys.executable, "-m", "musicrec.process_lifetime", "--parent-pid", str(os.getpid()),
+            "--signal", str(int(signum)), "--", *argv]
+
+
+def _exec_tied(args: Sequence[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m musicrec.process_lifetime",
+                                     description="Run a command that gets SIGNAL when its parent dies.")
+    parser.add_argument("--parent-pid", type=int, required=True, help="the parent as the caller knows it")
+    parser.add_argument("--signal", type=int, default=int(signal.SIGTERM))
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG ...]")
+    parsed = parser.parse_args(args)
+    command = parsed.command[1:] if parsed.command[:1] == ["--"] else parsed.command
+    if not command:
+        parser.error("no command to run")
+    die_with_parent(parsed.signal, parent_pid=parsed.parent_pid)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"cannot run {command[0]}: {exc.strerror}\n")
+        os._exit(127)
 
 
 def exit_without_teardown(status: int) -> NoReturn:
@@ -61,3 +101,7 @@ def exit_without_teardown(status: int) -> NoReturn:
         except (OSError, ValueError):  # a closed pipe or stream: nothing left to write to
             pass
     os._exit(status)
+
+
+if __name__ == "__main__":
+    _exec_tied()
