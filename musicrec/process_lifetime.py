@@ -13,7 +13,6 @@ No imports beyond the standard library: the index supervisor stays free of numpy
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import logging
 import os
@@ -48,40 +47,43 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent_pid: int | None = No
     return True
 
 
-def tied_argv(argv: Sequence[str], signum: int = signal.SIGTERM) -> list[str]:
+# The child's first step (``python -S -E -c``: no site, no environment, only the standard library,
+# about half a plain interpreter's start): tie, check the parent, exec. argv: PARENT SIGNAL COMMAND...
+_TIE_AND_EXEC = """\
+import os, sys
+parent, signum, command = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(%d, signum, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+try:
+    os.execvp(command[0], command)
+except OSError as exc:
+    sys.stderr.write(f"cannot run {command[0]}: {exc.strerror}\\n")
+    os._exit(127)
+""" % _PR_SET_PDEATHSIG
+
+
+def tied_argv(argv: Sequence[str], signum: int = signal.SIGTERM, *, parent_pid: int | None = None) -> list[str]:
     """``argv`` run so that it gets ``signum`` when this process's starting thread dies: a short
     Python step in the child asks for PR_SET_PDEATHSIG, checks it was not orphaned already, then
-    ``exec``s ``argv`` in place (same pid, same descriptors, PR_SET_PDEATHSIG kept across exec).
+    ``exec``s ``argv`` in place (same pid, same descriptors, PR_SET_PDEATHSIG kept across exec);
+    a command that cannot be run exits 127 with a one-line reason. ``parent_pid``: the parent the
+    child must still have (default: this process).
+
     The tie is made in the child's first milliseconds, after ``Popen`` has returned: the starting
     thread must outlive that (a long-lived thread does); the parent process dying meanwhile is
-    caught by the ``--parent-pid`` check.
+    caught by the parent check.
 
     Why not a ``preexec_fn``: it makes ``subprocess`` fork instead of vfork, and since grpcio 1.80
     a forked child of a process with gRPC threads restarts gRPC's poller, whose epoll descriptor
     ``close_fds`` then closes: the child aborts (SIGABRT, "Epoll1Poller ... epoll_wait error: Bad
-    file descriptor") before it ever execs (grpc/grpc#43055, about 1 start in 100 under load).
+    file descriptor") before it ever execs (grpc/grpc#43055; ``scripts/fork_abort_repro.py``).
     Without a ``preexec_fn`` (``start_new_session`` is fine) ``subprocess`` uses vfork, which runs
     no fork handlers."""
-    return [sys.executable, "-m", "musicrec.process_lifetime", "--parent-pid", str(os.getpid()),
-            "--signal", str(int(signum)), "--", *argv]
-
-
-def _exec_tied(args: Sequence[str] | None = None) -> NoReturn:
-    parser = argparse.ArgumentParser(prog="python -m musicrec.process_lifetime",
-                                     description="Run a command that gets SIGNAL when its parent dies.")
-    parser.add_argument("--parent-pid", type=int, required=True, help="the parent as the caller knows it")
-    parser.add_argument("--signal", type=int, default=int(signal.SIGTERM))
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG ...]")
-    parsed = parser.parse_args(args)
-    command = parsed.command[1:] if parsed.command[:1] == ["--"] else parsed.command
-    if not command:
-        parser.error("no command to run")
-    die_with_parent(parsed.signal, parent_pid=parsed.parent_pid)
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        sys.stderr.write(f"cannot run {command[0]}: {exc.strerror}\n")
-        os._exit(127)
+    parent = os.getpid() if parent_pid is None else int(parent_pid)
+    return [sys.executable, "-S", "-E", "-c", _TIE_AND_EXEC, str(parent), str(int(signum)), *argv]
 
 
 def exit_without_teardown(status: int) -> NoReturn:
@@ -101,7 +103,3 @@ def exit_without_teardown(status: int) -> NoReturn:
         except (OSError, ValueError):  # a closed pipe or stream: nothing left to write to
             pass
     os._exit(status)
-
-
-if __name__ == "__main__":
-    _exec_tied()

@@ -76,8 +76,7 @@ def test_a_tied_child_gets_the_signal_when_its_starting_thread_ends():
 
 def test_a_child_orphaned_before_it_asked_gets_the_signal_at_once():
     # --parent-pid names a parent the child no longer has: it must not run on as an orphan
-    process = subprocess.Popen([sys.executable, "-m", "musicrec.process_lifetime", "--parent-pid", "1",
-                                "--signal", str(int(signal.SIGTERM)), "--", "sleep", "60"], cwd=REPO)
+    process = subprocess.Popen(tied_argv(["sleep", "60"], signal.SIGTERM, parent_pid=1))
     assert _wait(process) == -signal.SIGTERM
 
 
