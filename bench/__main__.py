@@ -142,6 +142,9 @@ def _run_part(part: str, settings, workdir: Path, results: dict) -> dict:
     if part == "warm":
         from bench import warm
         return warm.run(settings, workdir)
+    if part == "chain":
+        from bench import warm
+        return warm.chains(settings)
     raise ValueError(part)
 
 

@@ -930,6 +930,19 @@ WARM_PIPELINE = [("retrain (whole pipeline)", "{name}"), ("epochs", "{epochs}"),
                   else f"{num(r['lists_s'], 2)}; {r['lists_methods']}")]
 
 
+WARM_CHAIN = [("warm start in the chain", "{generation}"),
+              ("interactions over the cold root", lambda r: f"+{100 * r['growth']:.1f}%"),
+              ("cold HR@10", "{cold_hr10:n4}"), ("warm HR@10", "{hr10:n4}"),
+              ("per-seed ratio: mean - SE", _mean_less_se), ("worst seed", "{hr_ratio_min:x3}")]
+WARM_CHAIN_TEXT = ("Chains of warm starts ({dataset}, training only, split and data seeds {seeds}, never the reported "
+                   "ones): a cold fit, then warm starts in a row, each from the one before and after new plays of "
+                   "{fraction:.1%} of the data (the pipeline rows' mix; every held-out play of a generation's split "
+                   "among its new plays), each against a cold fit of the same data and split "
+                   "(`bench.warm.chain`). The trainer ends a chain (its next run is cold) once the data has more "
+                   "than {max_growth:.1%} more interactions than the chain's cold root, or after {max_chain} warm "
+                   "starts in a row (`trainer_service.warm_start`).")
+
+
 def _warm(part: dict) -> list[str]:
     lines = []
     for ds in part.get("datasets", []):
@@ -965,6 +978,19 @@ def _warm(part: dict) -> list[str]:
                        "where the standby has done both ahead of it (the step compiled for the newest version's "
                        "sizes with headroom, which each job's data fitted here). Trainer: `{command}`.", service), ""]
     return lines + bullets(part.get("notes"))
+
+
+def _chain(part: dict) -> list[str]:
+    lines = [fill(WARM_CHAIN_TEXT, {**part, "seeds": ", ".join(map(str, part["seeds"]))}), ""]
+    lines += table(part["generations"], WARM_CHAIN)
+    if "rule_max_growth" in part:
+        lines += [fill("The rule (`bench.warm.chosen_max_growth`): the growth of the last warm start up to which "
+                       "every warm start of the chain keeps a mean HR@10 ratio to its cold fit of 0.98x or more, the "
+                       "single warm start's target: +{rule_max_growth:.1%} here; the trainer allows "
+                       "+{max_growth:.1%}" + (" (more than the rule picks: the chain rows no longer support it)."
+                                              if part["max_growth"] > part["rule_max_growth"] + 1e-9 else "."),
+                       part), ""]
+    return lines
 
 
 def _history(part: dict) -> list[str]:
@@ -1051,7 +1077,7 @@ def markdown(results: dict, plot_note: str | None) -> str:
         "ann": lambda: _ann(parts["ann"], plot_note), "serving": lambda: _serving(parts["serving"], cores),
         "history": lambda: _history(parts["history"]), "live": lambda: _live(parts["live"]),
         "tags": lambda: _tags(parts["tags"]),
-        "warm": lambda: _warm(parts["warm"]),
+        "warm": lambda: _warm(parts["warm"]), "chain": lambda: _chain(parts["chain"]),
     }
     head, *sections = re.split(r"^<!-- part (\w+) -->\n", TEMPLATE.read_text(encoding="utf-8"), flags=re.M)
     text = head + "".join(body for name, body in zip(sections[::2], sections[1::2]) if parts.get(name))

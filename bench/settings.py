@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trainer_service.warm_start import WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE
 
-PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags", "warm")
+PARTS = ("quality", "scale", "ann", "serving", "history", "live", "tags", "warm", "chain")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Shared data sits beside the repository (CI clones the repo elsewhere with shared/ beside it).
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -54,7 +54,10 @@ class BenchSettings:
       the default schedule is chosen there); ``warm_scale_datasets``: data sets with one seed and
       no sweep (Last.fm 360K scale: minutes a training), run once per entry of
       ``warm_scale_epochs`` (None: the trainer's default epochs, the target's row; a number: that
-      many, as the scale part trains, where the fixed phases weigh most).
+      many, as the scale part trains, where the fixed phases weigh most); ``warm_chain_seeds``:
+      split and data seeds of the chain rows (``bench.warm.chain``: ``warm_chain_generations``
+      warm starts in a row, each after new plays of ``warm_chain_fraction`` of the data, training
+      only; the part "chain"), which choose ``trainer_service.warm_start.WARM_MAX_GROWTH``.
     - ``live_freshness_samples``: new listeners timed from RecordPlays on one replica to an answer
       on the other; ``live_min_new_users``: live quality pools seeds until this many listeners
       absent from training were evaluated (0: one seed).
@@ -115,6 +118,9 @@ class BenchSettings:
                                                        (0.075, 0.125), (0.125, 0.125), (0.125, 0.25), (0.25, 0.25),
                                                        (0.5, 0.5))
     warm_sweep_seeds: tuple[int, ...] = tuple(range(201, 213))
+    warm_chain_seeds: tuple[int, ...] = tuple(range(301, 307))
+    warm_chain_generations: int = 6
+    warm_chain_fraction: float = 0.025
     warm_scale_datasets: tuple[str, ...] = ("synthetic:full",)
     warm_scale_epochs: tuple[int | None, ...] = (None, 3)
 
@@ -163,6 +169,8 @@ def quick_settings(**overrides) -> BenchSettings:
         warm_seeds=1,
         warm_schedules=((WARM_EPOCH_FRACTION, WARM_LEARNING_RATE_SCALE),),  # the default's row only
         warm_sweep_seeds=(201,),
+        warm_chain_seeds=(301,),
+        warm_chain_generations=2,
         warm_scale_datasets=(),
     )
     return dataclasses.replace(quick, **overrides)

@@ -236,6 +236,95 @@ def sweep(data, seed: int, settings: BenchSettings) -> dict:
             "schedules": rows}
 
 
+def chain(data, seed: int, settings: BenchSettings) -> dict:
+    """A chain of warm starts, training only (no publishing), for split and data seed ``seed``:
+    generations D_0 < D_1 < ... < D_G = ``data``, each D_k = D_(k-1) + new plays of
+    ``warm_chain_fraction`` of D_k (``new_rows``: the same mix of new listeners and artists as
+    the pipeline rows, every held-out play of D_k's split among them, so that no model before
+    generation k trained on what D_k holds out); D_0 is fitted cold, every later generation warm
+    from the one before (as the trainer chains them when nothing ends the chain) and cold, on
+    D_k's split: the HR@10 ratio per generation, with its growth over D_0."""
+    from trainer_service.evaluation import leave_one_out_split
+    from trainer_service.hyperparameters import Hyperparameters
+    from trainer_service.warm_start import TrainingRows, WarmSchedule, warm_factors
+
+    hp = Hyperparameters(seed=seed)
+    if settings.quality_epochs is not None:
+        hp = hp.with_overrides(epochs=settings.quality_epochs)
+    rng = np.random.default_rng(5_000 + seed)
+    rows = np.arange(data.num_interactions)
+    generations = [rows]
+    for _ in range(settings.warm_chain_generations):
+        current = _subset(data, rows)
+        split = leave_one_out_split(current.users, current.artists, current.weights, current.num_users,
+                                    current.num_artists, seed)
+        key = current.users.astype(np.int64) * current.num_artists + current.artists
+        heldout = np.flatnonzero(np.isin(key, split.heldout_users.astype(np.int64) * current.num_artists
+                                         + split.heldout_artists))
+        new, _ = new_rows(current, heldout, rng, settings.warm_chain_fraction, settings.warm_new_user_share,
+                          settings.warm_new_artist_share)
+        rows = rows[~new]
+        generations.append(rows)
+    generations.reverse()
+    schedule = WarmSchedule()
+    warm_hp = schedule.hyperparameters(hp)
+    root = generations[0].size
+    base, steps = None, []
+    for k, rows in enumerate(generations):
+        current = _subset(data, rows)
+        cold_hr, _, cold_base = _fit_hr(current, hp)
+        if base is None:
+            base = cold_base
+            continue
+
+        def start(split, base=base, current=current):
+            trained = TrainingRows(split.train_users, split.train_artists, split.train_weights)
+            return warm_factors(base, current.user_ids, current.artist_ids, hp, rows=trained).factors
+
+        warm_hr, _, base = _fit_hr(current, warm_hp, start)
+        steps.append({"generation": k, "interactions": int(rows.size), "growth": float(rows.size / root - 1.0),
+                      "cold_hr10": cold_hr, "hr10": warm_hr, "hr_ratio": warm_hr / cold_hr})
+        log.info("chain seed %d generation %d (+%.1f%%): HR@10 %.4f vs cold %.4f", seed, k,
+                 100.0 * (rows.size / root - 1.0), warm_hr, cold_hr)
+    return {"seed": seed, "root_interactions": int(root), "steps": steps}
+
+
+def chosen_max_growth(generations: list[dict]) -> float:
+    """The rule ``WARM_MAX_GROWTH`` is chosen by, over the chain rows: the growth of the last
+    generation up to which every warm start of the chain keeps a mean HR@10 ratio to a cold fit
+    of at least ``WARM_HR_RATIO_TARGET`` (the single warm start's target, on the same footing);
+    0 when the first does not."""
+    picked = 0.0
+    for row in generations:
+        if row["hr_ratio_mean"] < WARM_HR_RATIO_TARGET:
+            break
+        picked = row["growth"]
+    return picked
+
+
+def chains(settings: BenchSettings) -> dict:
+    """The chain part: ``chain`` over ``warm_chain_seeds`` on the first warm data set: per
+    generation, the mean growth and the HR@10 ratio's mean, standard error over the seeds and
+    worst seed; and the chain limits the trainer applies."""
+    from trainer_service.warm_start import WARM_MAX_CHAIN, WARM_MAX_GROWTH
+
+    name = settings.warm_datasets[0]
+    data = _load(name, settings, 0)
+    runs = [chain(data, seed, settings) for seed in settings.warm_chain_seeds]
+    rows = []
+    for k in range(settings.warm_chain_generations):
+        ratios = np.array([r["steps"][k]["hr_ratio"] for r in runs])
+        rows.append({"generation": k + 1, "growth": float(np.mean([r["steps"][k]["growth"] for r in runs])),
+                     "hr_ratio_mean": float(ratios.mean()),
+                     "hr_ratio_se": float(ratios.std(ddof=1) / np.sqrt(ratios.size)) if ratios.size > 1 else 0.0,
+                     "hr_ratio_min": float(ratios.min()),
+                     "cold_hr10": float(np.mean([r["steps"][k]["cold_hr10"] for r in runs])),
+                     "hr10": float(np.mean([r["steps"][k]["hr10"] for r in runs]))})
+    return {"dataset": name, "seeds": list(settings.warm_chain_seeds), "fraction": settings.warm_chain_fraction,
+            "max_chain": WARM_MAX_CHAIN, "max_growth": WARM_MAX_GROWTH, "rule_max_growth": chosen_max_growth(rows),
+            "generations": rows, "per_run": runs}
+
+
 def one_seed(name: str, data, seed: int, settings: BenchSettings, workdir: Path, epochs: int | None = None) -> dict:
     """Base, cold and warm retrains for ``seed`` (the module's protocol), with ``epochs`` (None:
     the trainer's default, or the quick settings' override)."""

@@ -200,7 +200,12 @@ class TrainingRecord:
     (new) rows started folded in from the known rows they interacted with, the rest at random
     (JSON keys ``folded_users``/``folded_artists``, absent in manifests written before the
     fold-in: 0); ``warm_start_learning_rate``: the starting learning rate of the warm run (the
-    epochs are ``epochs_planned``)."""
+    epochs are ``epochs_planned``); ``warm_start_cold_version``/``warm_start_cold_interactions``:
+    the cold-started version this chain of warm starts began from (the base itself when the base
+    was cold) and its interactions, and ``warm_start_chain_length`` this version's place in the
+    chain (1: warm-started from the cold version itself), which bound how far a chain may go before
+    a cold run (JSON keys ``cold_version``/``cold_interactions``/``chain_length``, absent in
+    manifests written before they were recorded: 0, unknown)."""
 
     gate_mode: str
     gate_passed: bool
@@ -220,6 +225,9 @@ class TrainingRecord:
     warm_start_folded_users: int = 0
     warm_start_folded_artists: int = 0
     warm_start_learning_rate: float = 0.0
+    warm_start_cold_version: int = 0
+    warm_start_cold_interactions: int = 0
+    warm_start_chain_length: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -239,6 +247,10 @@ class TrainingRecord:
                                   "folded_users": self.warm_start_folded_users,
                                   "folded_artists": self.warm_start_folded_artists,
                                   "learning_rate": self.warm_start_learning_rate}
+            if self.warm_start_cold_version:
+                data["warm_start"].update(cold_version=self.warm_start_cold_version,
+                                          cold_interactions=self.warm_start_cold_interactions,
+                                          chain_length=self.warm_start_chain_length)
         return data
 
     @classmethod
@@ -288,7 +300,11 @@ def _warm_start_from_json(where: str, data: Any) -> dict[str, Any]:
             "warm_start_folded_users": _require_int(f"{where}.folded_users", obj.get("folded_users", 0), minimum=0),
             "warm_start_folded_artists": _require_int(f"{where}.folded_artists", obj.get("folded_artists", 0),
                                                       minimum=0),
-            "warm_start_learning_rate": _require_float(f"{where}.learning_rate", obj.get("learning_rate"))}
+            "warm_start_learning_rate": _require_float(f"{where}.learning_rate", obj.get("learning_rate")),
+            "warm_start_cold_version": _require_int(f"{where}.cold_version", obj.get("cold_version", 0), minimum=0),
+            "warm_start_cold_interactions": _require_int(f"{where}.cold_interactions", obj.get("cold_interactions", 0),
+                                                         minimum=0),
+            "warm_start_chain_length": _require_int(f"{where}.chain_length", obj.get("chain_length", 0), minimum=0)}
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,12 @@ def test_every_part_ran_and_the_files_are_written(quick):
     results, out = quick
     assert results["quick"] is True
     assert results["errors"] == {}
-    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live", "tags", "warm"}
+    assert set(results["parts"]) == {"quality", "scale", "ann", "serving", "history", "live", "tags", "warm", "chain"}
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["python"]
     md = (out / "benchmarks.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Machine", "## 1. Quality", "## 2. Scale", "## 3. Nearest-neighbour",
-                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays", "## 7. Tags", "## 8. Warm-started retrains"):
+                    "## 4. Serving", "## 5. New listeners", "## 6. Live plays", "## 7. Tags", "## 8. Warm-started retrains",
+                    "## 9. Chains of warm starts"):
         assert heading in md
     assert (out / "ann_recall_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["targets"] and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
@@ -88,6 +89,22 @@ def test_warm_rows(quick):
     assert [row["default"] for row in dataset["schedules"]] == [True]
     fresh = warm["freshness"]
     assert fresh["trained_through"] >= fresh["plays"] > 0 and fresh["warm_from"] == 1 and finite(fresh["seconds"])
+
+
+@quick_mode
+def test_chain_rows(quick):
+    results, _ = quick
+    chain = results["parts"]["chain"]
+    rows = chain["generations"]
+    assert [row["generation"] for row in rows] == [1, 2]  # the quick settings' 2 warm starts in a row
+    assert 0.0 < rows[0]["growth"] < rows[1]["growth"]
+    for row in rows:
+        assert finite(row["hr_ratio_mean"]) and row["hr_ratio_mean"] > 0 and row["hr_ratio_min"] <= row["hr_ratio_mean"]
+    run = chain["per_run"][0]
+    sizes = [run["root_interactions"]] + [step["interactions"] for step in run["steps"]]
+    assert sizes == sorted(set(sizes))  # every generation adds plays to the one before
+    assert rows[-1]["growth"] == sizes[-1] / sizes[0] - 1  # one seed: its own growth
+    assert chain["rule_max_growth"] in (0.0, *(row["growth"] for row in rows))
 
 
 @quick_mode

@@ -121,3 +121,24 @@ def test_the_warm_start_section_round_trips_and_reads_manifests_without_folded_c
     data["training"]["warm_start"]["folded_users"] = -1
     with pytest.raises(ManifestError, match="training.warm_start.folded_users"):
         Manifest.from_json(data)
+
+
+def test_the_warm_start_section_records_the_chain_root_when_known(tiny_artifacts, publish):
+    decision: GateDecision = decide(metrics(0.05), SYNTHETIC, None, mode="off")
+    record = TrainingRecord(gate_mode="off", gate_passed=decision.passed, gate_reason=decision.reason,
+                            gate_figures=decision.figures(), epochs_planned=2, epochs_trained=2, best_epoch=2,
+                            warm_start_from_version=7, warm_start_known_users=10, warm_start_known_artists=20,
+                            warm_start_learning_rate=0.03, warm_start_cold_version=5,
+                            warm_start_cold_interactions=1234, warm_start_chain_length=2)
+    data = publish(tiny_artifacts, training=record).to_json()
+    section = data["training"]["warm_start"]
+    assert (section["cold_version"], section["cold_interactions"], section["chain_length"]) == (5, 1234, 2)
+    assert Manifest.from_json(data).training == record
+    # Written before chains were recorded: read as 0 (unknown).
+    del section["cold_version"], section["cold_interactions"], section["chain_length"]
+    assert Manifest.from_json(data).training == dataclasses.replace(record, warm_start_cold_version=0,
+                                                                    warm_start_cold_interactions=0,
+                                                                    warm_start_chain_length=0)
+    data["training"]["warm_start"]["cold_interactions"] = "many"
+    with pytest.raises(ManifestError, match="training.warm_start.cold_interactions"):
+        Manifest.from_json(data)

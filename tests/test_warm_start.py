@@ -3,6 +3,7 @@ the tiny synthetic preset, a real published version on disk and a real SQLite pl
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -15,13 +16,16 @@ from play_log import Play, open_play_log
 from trainer_service.factors import initial_factors
 from trainer_service.data import Interactions
 from trainer_service.data.log_plays import with_log_plays
+from trainer_service.cli import format_result
 from trainer_service.hyperparameters import Hyperparameters
 from trainer_service.pipeline import run_training
 from trainer_service.quality_gate import QualityGateRefused
 from trainer_service.training_request import TrainingOptions
 from trainer_service.warm_start import (
+    ChainRoot,
     TrainingRows,
     WarmSchedule,
+    chain_root,
     choose_base,
     fold_in_new_rows,
     read_base,
@@ -115,17 +119,97 @@ def test_warm_start_none_another_source_or_other_factors_start_cold(tmp_path, mo
     data = TINY.interactions
     run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
     newest = read_manifest(models_dir / "1")
-    assert choose_base("none", newest, models_dir, data.source, FAST) is None
-    assert choose_base("newest", None, models_dir, data.source, FAST) is None
-    assert choose_base("newest", newest, models_dir, "table plays.csv", FAST) is None
-    assert choose_base("newest", newest, models_dir, data.source, Hyperparameters(factors=16)) is None
-    assert choose_base("newest", newest, models_dir, data.source, FAST, in_process=False) is None
-    assert choose_base("newest", newest, models_dir, data.source, FAST).version == 1
+    n = data.num_interactions
+    assert choose_base("none", newest, models_dir, data.source, FAST, num_interactions=n) is None
+    assert choose_base("newest", None, models_dir, data.source, FAST, num_interactions=n) is None
+    assert choose_base("newest", newest, models_dir, "table plays.csv", FAST, num_interactions=n) is None
+    assert choose_base("newest", newest, models_dir, data.source, Hyperparameters(factors=16),
+                       num_interactions=n) is None
+    assert choose_base("newest", newest, models_dir, data.source, FAST, num_interactions=n, in_process=False) is None
+    assert choose_base("newest", newest, models_dir, data.source, FAST, num_interactions=n).version == 1
     other_seed = data.source.replace("seed 0", "seed 1")
     assert other_seed != data.source and not same_source(data.source, other_seed)
     assert same_source(f"{data.source} + play log through position 3", f"{data.source} + play log through position 9")
     with pytest.raises(ValueError, match="warm_start"):
         TrainingOptions(warm_start="oldest")
+
+
+def _chain(tmp_path, models_dir, caplog, schedule: WarmSchedule, steps: tuple[int, ...]) -> tuple[dict, str, object]:
+    """A cold version 1 of the tiny preset, then a warm-start training after each step's new
+    listeners (one play each) in a real play log: per version, (interactions, warm from,
+    cold root, root's interactions, place in the chain), and what the warm start logged."""
+    data = TINY.interactions
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    first = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    assert first.manifest.training.warm_start_cold_version == 0  # a cold version records no root
+    listened = str(data.artist_ids[0])
+    versions, logged, result = {}, [], None
+    with open_play_log(url) as log:
+        for step, new_listeners in enumerate(steps):
+            log.record(f"step-{step}", [Play(f"chain-{step}-{i}", listened, 1, NOW) for i in range(new_listeners)])
+            caplog.clear()
+            with caplog.at_level("INFO", logger="trainer_service.warm_start"):
+                result = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=WARM, events_url=url,
+                                      warm_schedule=schedule)
+            logged.append(caplog.text)
+            training = read_manifest(models_dir / str(result.version)).training
+            versions[result.version] = (result.manifest.num_interactions, training.warm_start_from_version,
+                                        training.warm_start_cold_version, training.warm_start_cold_interactions,
+                                        training.warm_start_chain_length)
+    return versions, "".join(logged), result
+
+
+def test_a_chain_of_warm_starts_records_its_cold_root_and_ends_once_grown_too_far(tmp_path, models_dir, caplog):
+    """Known answers: warm starts are allowed up to N + 3 interactions over the chain's cold root
+    (max_growth 3.5 / N, chains of any length); the run at N + 4 starts cold and roots the next chain."""
+    n = TINY.interactions.num_interactions
+    schedule = WarmSchedule(epoch_fraction=0.5, learning_rate_scale=0.25, max_chain=100, max_growth=3.5 / n)
+    versions, logged, last = _chain(tmp_path, models_dir, caplog, schedule, (2, 1, 1, 1))
+    assert versions == {
+        2: (n + 2, 1, 1, n, 1),  # warm from the cold version 1: its root
+        3: (n + 3, 2, 1, n, 2),  # warm from version 2, the same root
+        4: (n + 4, 0, 0, 0, 0),  # 4 more than the root's N: cold, a new root
+        5: (n + 5, 4, 4, n + 4, 1),
+    }
+    assert (f"cold start: {n + 4:,} interactions are {4 / n:.1%} more than the {n:,} of version 1, the cold training "
+            f"this chain of warm starts began from (at most {3.5 / n:.0%} more warm-start)") in logged
+    assert f"warm start 1 in a row since cold version 4 ({n + 4:,} interactions)" in format_result(last)
+
+
+def test_a_chain_of_warm_starts_ends_after_max_chain_in_a_row(tmp_path, models_dir, caplog):
+    """Known answers: at most 2 warm starts in a row (growth unbounded); the third run is cold."""
+    n = TINY.interactions.num_interactions
+    schedule = WarmSchedule(epoch_fraction=0.5, learning_rate_scale=0.25, max_chain=2, max_growth=10.0)
+    versions, logged, _ = _chain(tmp_path, models_dir, caplog, schedule, (1, 1, 1, 1))
+    assert versions == {
+        2: (n + 1, 1, 1, n, 1),
+        3: (n + 2, 2, 1, n, 2),
+        4: (n + 3, 0, 0, 0, 0),
+        5: (n + 4, 4, 4, n + 3, 1),
+    }
+    assert "cold start: version 3 is warm start 2 in a row since the cold version 1 (at most 2 in a row)" in logged
+
+
+def test_a_warm_base_without_a_recorded_root_starts_cold(tmp_path, models_dir):
+    """A warm version written before roots were recorded: its chain's growth is unknown."""
+    data = TINY.interactions
+    run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=COLD)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with open_play_log(url) as log:
+        log.record("r", _log_plays(data))
+    second = run_training(data, FAST, models_dir, build_settings=FAST_BUILD, options=WARM, events_url=url,
+                          warm_schedule=WarmSchedule(epoch_fraction=0.5, learning_rate_scale=0.25))
+    newest = read_manifest(models_dir / str(second.version))
+    assert newest.training.warm_start_cold_version == 1
+    older = dataclasses.replace(newest, training=dataclasses.replace(newest.training, warm_start_cold_version=0,
+                                                                     warm_start_cold_interactions=0,
+                                                                     warm_start_chain_length=0))
+    assert chain_root(older) is None
+    assert chain_root(newest) == ChainRoot(1, data.num_interactions, 1)
+    assert choose_base("newest", older, models_dir, newest.data_source, FAST,
+                       num_interactions=newest.num_interactions) is None
+    assert choose_base("newest", newest, models_dir, newest.data_source, FAST,
+                       num_interactions=newest.num_interactions).version == second.version
 
 
 def test_the_gate_refuses_a_worse_warm_started_model_and_nothing_is_published(models_dir):

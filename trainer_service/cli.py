@@ -246,7 +246,10 @@ def format_result(result) -> str:
                          f"({training.warm_start_known_users:,} users, {training.warm_start_known_artists:,} "
                          f"artists known; {training.warm_start_folded_users:,} users, "
                          f"{training.warm_start_folded_artists:,} artists folded in), "
-                         f"learning rate {training.warm_start_learning_rate:g}")
+                         f"learning rate {training.warm_start_learning_rate:g}"
+                         + (f"; warm start {training.warm_start_chain_length} in a row since cold version "
+                            f"{training.warm_start_cold_version} ({training.warm_start_cold_interactions:,} interactions)"
+                            if training.warm_start_cold_version else ""))
         lines.append("  final fit        " + ("none (the published model is the evaluated one)"
                                               if training.final_fit == "none" else
                                               f"all ({training.final_fit_epochs} epochs on every interaction)"))

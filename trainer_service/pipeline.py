@@ -88,6 +88,7 @@ from trainer_service.warm_start import (
     WarmSchedule,
     WarmStart,
     base_lists,
+    chain_root,
     choose_base,
     warm_factors,
 )
@@ -389,7 +390,11 @@ def run_training(
         selection = sample_heldout(validation, evaluation.validation_users, hp.seed)
     newest = newest_manifest(models_dir)
     base = choose_base(options.warm_start, newest, models_dir, interactions.source, hp,
+                       num_interactions=interactions.num_interactions, max_chain=warm_schedule.max_chain,
+                       max_growth=warm_schedule.max_growth,
                        in_process=options.cluster is None)
+    # The chain this run continues (a warm start only): its cold-started root, recorded below.
+    root = chain_root(newest) if base is not None and newest is not None else None
     warm: WarmStart | None = None
     train_hp = hp
     if base is not None:
@@ -471,7 +476,10 @@ def run_training(
                                         warm_start_known_artists=warm.known_artists,
                                         warm_start_folded_users=warm.folded_users,
                                         warm_start_folded_artists=warm.folded_artists,
-                                        warm_start_learning_rate=train_hp.learning_rate)),
+                                        warm_start_learning_rate=train_hp.learning_rate,
+                                        **({} if root is None else dict(warm_start_cold_version=root.version,
+                                                                        warm_start_cold_interactions=root.interactions,
+                                                                        warm_start_chain_length=root.length + 1)))),
     )
     base_search = None
     if warm is not None and newest is not None and base is not None:

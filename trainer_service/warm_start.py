@@ -11,6 +11,14 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   newer plays is exactly what a warm start is for.
 - It must have the same number of factors, and the training must run in this process (a
   distributed trainer starts cold).
+- The chain of warm starts it belongs to must not have gone too far: every warm version records
+  the cold-started version its chain began from and its place in the chain (``chain_root``). A
+  training starts cold (a new chain) when it would be more than ``WARM_MAX_CHAIN`` warm starts
+  from that root, or when its data has more than ``WARM_MAX_GROWTH`` more interactions than the
+  root's. Each warm start keeps most of what its base learned, and a chain of them drifts from
+  what a cold run on the same data learns, the more the longer the chain and the more the data
+  grew (bench part ``chain``). A warm base whose chain is not recorded (written
+  before it was) starts a cold run too.
 - Users and artists are matched by id: a known one starts from its published factors (and an
   artist from its published bias); a new one from ``bpr.initial_factors``, as a cold run starts
   every row. Users or artists the version had but this training does not (a forgotten listener)
@@ -23,7 +31,7 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   id, the new artists added to every row's candidates): kept where their recall@10 against exact
   on a sample reaches the target, made afresh otherwise (``ranking.precompute``, "warm" lists).
 
-Otherwise (``warm_start="none"``, no version, another source, other factors) the run is cold
+Otherwise (``warm_start="none"``, no version, another source, other factors, a chain grown too far) the run is cold
 and the log says why. The manifest's ``training.warm_start`` section records the base version,
 the known rows and the starting learning rate.
 """
@@ -58,6 +66,13 @@ DEFAULT_WARM_START = "newest"
 WARM_EPOCH_FRACTION = 0.05
 WARM_LEARNING_RATE_SCALE = 0.125
 WARM_FOLD_IN_NEW_ROWS = True
+# A chain of warm starts ends (the next run is cold) once the data holds more than WARM_MAX_GROWTH
+# more interactions than the chain's cold-started root (bench part "chain": the last growth up to
+# which every warm start of the chains measured there stays at 0.98x a cold fit), or after
+# WARM_MAX_CHAIN warm starts in a row (the longest chain measured there: longer chains of smaller
+# steps are not measured).
+WARM_MAX_CHAIN = 6
+WARM_MAX_GROWTH = 0.075
 # Interaction counts above this share one norm (and bias) median when new rows are folded in.
 _NORM_BUCKET_CAP = 20
 
@@ -78,12 +93,18 @@ class WarmSchedule:
     epoch_fraction: float = WARM_EPOCH_FRACTION
     learning_rate_scale: float = WARM_LEARNING_RATE_SCALE
     fold_in_new_rows: bool = WARM_FOLD_IN_NEW_ROWS
+    max_chain: int = WARM_MAX_CHAIN
+    max_growth: float = WARM_MAX_GROWTH
 
     def __post_init__(self) -> None:
         if not 0.0 < self.epoch_fraction <= 1.0:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if not self.learning_rate_scale > 0.0:
             raise ValueError(f"learning_rate_scale must be positive, got {self.learning_rate_scale}")
+        if self.max_chain < 0:
+            raise ValueError(f"max_chain must be >= 0, got {self.max_chain}")
+        if not self.max_growth >= 0.0:
+            raise ValueError(f"max_growth must be >= 0, got {self.max_growth}")
 
     def hyperparameters(self, hp: Hyperparameters) -> Hyperparameters:
         """The warm run's hyperparameters for a request of ``hp``."""
@@ -126,11 +147,54 @@ def read_base(version_dir: str | os.PathLike) -> BaseFactors:
     return BaseFactors(version=manifest.model_version, **arrays)
 
 
+@dataclass(frozen=True)
+class ChainRoot:
+    """The cold-started version a chain of warm starts began from, its interactions, and how
+    many warm starts the chain holds up to the version it was read from (0: that version is the
+    cold one)."""
+
+    version: int
+    interactions: int
+    length: int = 0
+
+
+def chain_root(manifest: Manifest) -> ChainRoot | None:
+    """The root of ``manifest``'s chain: the version itself when it was trained cold, the
+    recorded root when warm; None for a warm version that does not record it (written before
+    chains were recorded)."""
+    training = manifest.training
+    if training is None or not training.warm_start_from_version:
+        return ChainRoot(manifest.model_version, manifest.num_interactions)
+    if not training.warm_start_cold_version or not training.warm_start_chain_length:
+        return None
+    return ChainRoot(training.warm_start_cold_version, training.warm_start_cold_interactions,
+                     training.warm_start_chain_length)
+
+
+def chain_too_long(newest: Manifest, num_interactions: int, max_chain: int, max_growth: float) -> str | None:
+    """Why a training of ``num_interactions`` may not warm-start from ``newest``, continuing its
+    chain (see the module docstring), or None when it may."""
+    root = chain_root(newest)
+    if root is None:
+        return (f"version {newest.model_version} is a warm start that does not record the cold version its chain "
+                f"began from")
+    if root.length >= max_chain:
+        return (f"version {newest.model_version} is warm start {root.length} in a row since the cold version "
+                f"{root.version} (at most {max_chain} in a row)")
+    if num_interactions > root.interactions * (1.0 + max_growth):
+        growth = num_interactions / root.interactions - 1.0
+        return (f"{num_interactions:,} interactions are {growth:.1%} more than the {root.interactions:,} of version "
+                f"{root.version}, the cold training this chain of warm starts began from (at most {max_growth:.0%} "
+                f"more warm-start)")
+    return None
+
+
 def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLike, data_source: str,
-                hp: Hyperparameters, *, in_process: bool = True) -> BaseFactors | None:
-    """The version a training of ``data_source`` with ``hp`` starts from under ``mode``
-    ("newest" or "none"), given the ``newest`` published manifest; None: a cold start (logged
-    with the reason)."""
+                hp: Hyperparameters, *, num_interactions: int, max_chain: int = WARM_MAX_CHAIN,
+                max_growth: float = WARM_MAX_GROWTH, in_process: bool = True) -> BaseFactors | None:
+    """The version a training of ``data_source`` with ``hp`` and ``num_interactions`` starts
+    from under ``mode`` ("newest" or "none"), given the ``newest`` published manifest; None: a
+    cold start (logged with the reason). ``max_chain``, ``max_growth``: see ``chain_too_long``."""
     if mode not in WARM_STARTS:
         raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}; got {mode!r}")
     reason = None
@@ -142,6 +206,8 @@ def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLik
         reason = f"version {newest.model_version} was trained on another source ({newest.data_source})"
     elif not in_process:
         reason = "a distributed training starts cold"
+    else:
+        reason = chain_too_long(newest, num_interactions, max_chain, max_growth)
     if reason is None:
         assert newest is not None
         try:
