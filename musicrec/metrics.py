@@ -19,6 +19,8 @@ in-flight summed over live workers, the per-version gauges one series per live w
 
 from __future__ import annotations
 
+import glob
+import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
@@ -244,13 +246,34 @@ class _WorkersProcessCollector:
         return list(families.values())
 
 
+class _WorkerFiles:
+    """The workers' multiprocess files in ``directory``, merged as prometheus_client's
+    ``MultiProcessCollector`` merges them, less the files a starting worker has created but not
+    yet sized (0 bytes): one read at that moment failed the whole scrape (``struct.error``, HTTP
+    500), as a worker restarting after a kill once did under a scrape. Such a file holds nothing
+    yet, so leaving it out loses no sample."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def collect(self) -> list[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except FileNotFoundError:  # a dead worker's live gauges, removed since the glob
+                pass
+        return list(MultiProcessCollector.merge(files, accumulate=True))
+
+
 def multiprocess_registry(directory: str, pids: Callable[[], Iterable[tuple[str, int]]]) -> CollectorRegistry:
     """The registry a ``--workers`` supervisor serves: the workers' multiprocess files in
     ``directory``, and the process metrics of ``pids()`` ((worker label, pid) pairs)."""
-    from prometheus_client import multiprocess
-
     registry = CollectorRegistry()
-    registry.register(_HandlingHistogram(multiprocess.MultiProcessCollector(None, path=directory)))
+    registry.register(_HandlingHistogram(_WorkerFiles(directory)))
     registry.register(_WorkersProcessCollector(pids))
     return registry
 

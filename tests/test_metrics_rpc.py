@@ -89,3 +89,23 @@ def test_multiprocess_aggregate_sums_the_histogram_over_workers(tmp_path):
     assert value(found, "musicrec_rpc_handling_seconds_bucket", le="0.00025") == 2
     assert value(found, "musicrec_rpc_handling_seconds_count") == 2
     assert value(found, "musicrec_rpc_handling_seconds_sum") == pytest.approx(0.0004)
+
+
+def test_a_worker_file_not_yet_sized_does_not_fail_the_scrape(tmp_path):
+    """A restarting worker's file exists at 0 bytes before prometheus_client sizes it: a scrape at
+    that moment must still answer, with every other worker's samples."""
+    import os
+
+    from prometheus_client import generate_latest
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)
+    (tmp_path / "counter_999999.db").touch()
+    (tmp_path / "gauge_livesum_999999.db").touch()
+    from musicrec.metrics import multiprocess_registry
+
+    registry = multiprocess_registry(str(tmp_path), lambda: [])
+    assert b"musicrec_rpc_handled_total" in generate_latest(registry)
+    found = samples(registry)
+    assert value(found, "musicrec_rpc_handled_total", code="OK") == 1
+    assert value(found, "musicrec_rpc_handling_seconds_count") == 1

@@ -172,7 +172,7 @@ def test_a_chain_of_warm_starts_records_its_cold_root_and_ends_once_grown_too_fa
         5: (n + 5, 4, 4, n + 4, 1),
     }
     assert (f"cold start: {n + 4:,} interactions are {4 / n:.1%} more than the {n:,} of version 1, the cold training "
-            f"this chain of warm starts began from (at most {3.5 / n:.0%} more warm-start)") in logged
+            f"this chain of warm starts began from (at most {3.5 / n:.1%} more warm-start)") in logged
     assert f"warm start 1 in a row since cold version 4 ({n + 4:,} interactions)" in format_result(last)
 
 

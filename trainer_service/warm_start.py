@@ -15,10 +15,10 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   the cold-started version its chain began from and its place in the chain (``chain_root``). A
   training starts cold (a new chain) when it would be more than ``WARM_MAX_CHAIN`` warm starts
   from that root, or when its data has more than ``WARM_MAX_GROWTH`` more interactions than the
-  root's. Each warm start keeps most of what its base learned, and a chain of them drifts from
-  what a cold run on the same data learns, the more the longer the chain and the more the data
-  grew (bench part ``chain``). A warm base whose chain is not recorded (written
-  before it was) starts a cold run too.
+  root's. Each warm start keeps most of what its base learned, and a chain of them falls behind
+  what a cold run on the same data learns as the data grows away from the root (bench part
+  ``chain``). A warm base whose chain is not recorded (written before it was) starts a cold run
+  too.
 - Users and artists are matched by id: a known one starts from its published factors (and an
   artist from its published bias); a new one from ``bpr.initial_factors``, as a cold run starts
   every row. Users or artists the version had but this training does not (a forgotten listener)
@@ -31,9 +31,9 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   id, the new artists added to every row's candidates): kept where their recall@10 against exact
   on a sample reaches the target, made afresh otherwise (``ranking.precompute``, "warm" lists).
 
-Otherwise (``warm_start="none"``, no version, another source, other factors, a chain grown too far) the run is cold
-and the log says why. The manifest's ``training.warm_start`` section records the base version,
-the known rows and the starting learning rate.
+Otherwise (``warm_start="none"``, no version, another source, other factors, a chain gone too
+far) the run is cold and the log says why. The manifest's ``training.warm_start`` section
+records the base version, the known rows, the starting learning rate and the chain.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def chain_too_long(newest: Manifest, num_interactions: int, max_chain: int, max_
     if num_interactions > root.interactions * (1.0 + max_growth):
         growth = num_interactions / root.interactions - 1.0
         return (f"{num_interactions:,} interactions are {growth:.1%} more than the {root.interactions:,} of version "
-                f"{root.version}, the cold training this chain of warm starts began from (at most {max_growth:.0%} "
+                f"{root.version}, the cold training this chain of warm starts began from (at most {max_growth:.1%} "
                 f"more warm-start)")
     return None
 
