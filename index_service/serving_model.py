@@ -34,8 +34,9 @@ Tags (format 3): a query's ``tag_options`` (``TagOptions``: ``tags``, ``exclude_
 ``max_per_tag``) make a request's artists a filter (``ranking.filtered.tag_filter``, with the
 allow-list and the exclusions), searched as
 ``ranking.filtered`` plans it (exact over few allowed rows, ANN over-fetch for many, the threshold
-from the latencies measured at publish) or taken from an exact precomputed list when it provably
-holds the answer; ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
+from the latencies measured at publish) or taken from the precomputed list when it holds the
+answer (``ranking.filtered.from_list``: exact for an exact list, with the list's recall for an
+approximate one); ``max_per_tag`` caps the artists per top tag (``ranking.diversity``). A tag the
 version does not know empties the answer (``unknown_tags`` lists it). See docs/serving.md.
 
 Request rules (the error classes carry their gRPC status code, see ``musicrec.rpc.errors``):
@@ -62,7 +63,7 @@ import numpy as np
 from model_store import LoadedVersion, Manifest
 from model_store.artifacts import ArtistTags, name_key, tag_key
 from ranking.diversity import diversified, top_tag_of
-from ranking.filtered import (ArtistFilter, FilterPlan, cosine_space, filtered_search, from_exact_list,
+from ranking.filtered import (ArtistFilter, FilterPlan, cosine_space, filtered_search, from_list,
                               inner_product_space, tag_filter)
 from ranking.inner_product import item_vectors_with_bias, user_query
 from index_service.fold_in import DEFAULT_REGULARIZATION, FoldIn, popularity_order
@@ -398,9 +399,6 @@ class ServingModel:
         self.top_tag = None if self.tags is None else top_tag_of(self.tags.indptr, self.tags.indices)
         self.recommend_plan = FilterPlan.of(manifest.recommend_search, self.recommend_params)
         self.similar_plan = FilterPlan.of(manifest.similar_search, self.similar_params)
-        # A filtered request may use a list only when the list is the exact ranking (see from_exact_list).
-        self.recommend_lists_exact = self.recommend_top is not None and self.recommend_params.method == "exact"
-        self.similar_lists_exact = self.similar_top is not None and self.similar_params.method == "exact"
         self.artist_listeners = art.artist_listeners
         self._popularity: np.ndarray | None = None  # artist indices by listeners; made on first use
         regularization = manifest.hyperparameters.get("regularization", DEFAULT_REGULARIZATION)
@@ -515,8 +513,8 @@ class ServingModel:
             return _NO_RANKING
         # A list never holds the user's seen artists, so the filter it is read with need not
         # drop them (the cheaper filter); the search's filter is made only for a search.
-        list_filter = (self.artist_filter(tagged, allowed, extra) if not include_seen and self.recommend_lists_exact
-                       else None)
+        list_filter = (self.artist_filter(tagged, allowed, extra)
+                       if not include_seen and self.recommend_top is not None else None)
 
         def search_filter() -> ArtistFilter:
             return self.artist_filter(tagged, allowed, self._exclusions(user, include_seen, extra))
@@ -527,11 +525,11 @@ class ServingModel:
     def _filtered_user(self, user: int, depth: int, list_filter: ArtistFilter | None,
                        search_filter: Callable[[], ArtistFilter]) -> Ranking:
         """The top ``depth`` of user index ``user`` among the artists ``search_filter()`` leaves:
-        from the user's list read with ``list_filter`` when it provably holds them (given only
-        when the lists are exact and the request excludes seen artists, which the lists never
-        hold), else by the planned search."""
+        from the user's list read with ``list_filter`` when the list holds them (``from_list``;
+        given only when the request excludes seen artists, as the lists do), else by the planned
+        search."""
         if list_filter is not None and depth <= self.recommend_n:
-            answer = from_exact_list(self.recommend_top[user], self.recommend_top_scores[user], depth, list_filter)
+            answer = from_list(self.recommend_top[user], self.recommend_top_scores[user], depth, list_filter)
             if answer is not None:
                 self.precomputed_answers += 1
                 return Ranking(*answer)
@@ -728,9 +726,9 @@ class ServingModel:
 
     def _filtered_similar(self, artist: int, depth: int, flt: ArtistFilter) -> Ranking:
         """The ``depth`` artists most similar to ``artist`` among those ``flt`` leaves (it
-        excludes ``artist``): from its exact list when that provably holds them, else searched."""
-        if self.similar_lists_exact and depth <= self.similar_n:
-            answer = from_exact_list(self.similar_top[artist], self.similar_top_scores[artist], depth, flt)
+        excludes ``artist``): from its list when that holds them (``from_list``), else searched."""
+        if self.similar_top is not None and depth <= self.similar_n:
+            answer = from_list(self.similar_top[artist], self.similar_top_scores[artist], depth, flt)
             if answer is not None:
                 self.precomputed_answers += 1
                 return Ranking(*answer)

@@ -238,15 +238,19 @@ def exact_filtered_search(space: _Space, k: int, flt: ArtistFilter) -> tuple[np.
     return space.exact(k, flt)
 
 
-def from_exact_list(row: np.ndarray, row_scores: np.ndarray, end: int, flt: ArtistFilter) -> tuple[np.ndarray, np.ndarray] | None:
-    """The top ``end`` of a filtered query from a precomputed list made by EXACT search for the
-    same query unfiltered (``row`` -1 padded, best first, ties to the lower index; ``row_scores``
-    aligned), or None when the list does not provably hold it.
+def from_list(row: np.ndarray, row_scores: np.ndarray, end: int, flt: ArtistFilter) -> tuple[np.ndarray, np.ndarray] | None:
+    """The top ``end`` of a filtered query from the precomputed list of the same query unfiltered
+    (``row`` -1 padded, best first, ties to the lower index; ``row_scores`` aligned), or None when
+    the list does not hold it.
 
-    Every artist outside a full list scores <= its last score. The first ``end`` allowed entries
-    are the filtered answer when there are ``end`` of them and the last of them scores strictly
-    above the list's last score (an outside artist tying with it could rank first by index), or
-    when the list is not full (it then holds every candidate there is)."""
+    The first ``end`` allowed entries are the answer when there are ``end`` of them and the last of
+    them scores strictly above the list's last score (an artist outside the list tying with it
+    could rank first by index), or when the list is not full (it then holds every candidate there
+    is). For a list made by exact search this is the exact filtered answer: every artist outside a
+    full list scores <= its last score. For an approximate list (``ivf``, ``warm``: see
+    ``ranking.precompute``) it is the filtered answer as far as the list knows: an artist the
+    list missed is missed here too, so the answer has the list's own recall, as the unfiltered
+    answer read from the same list has."""
     if end <= 0:
         return _EMPTY, _NO_SCORES
     # The -1 padding is never among the allowed artists (indices >= 0), so an allow-list's

@@ -21,7 +21,7 @@ from model_store import load_version
 from model_store.artifacts import ArtistTags
 from musicrec.rpc.errors import FailedPrecondition, InvalidArgument
 from musicrec.v1 import index_pb2
-from conftest import ARTISTS_PER_GENRE, GENRES
+from conftest import ARTISTS_PER_GENRE, FAST_BUILD, GENRES
 from test_index_service import artist_ids, expect_code, serve
 
 
@@ -75,6 +75,22 @@ def test_a_genre_filter_returns_only_that_genre_in_exact_order(model):
     assert rec(model, k=3, tags=("genre 1",), offset=1) == ["a4", "a5"]  # pages of the filtered ranking
     assert rec(model, k=2, tags=("genre 0",)) == ["a1", "a2"]  # a0 seen
     assert rec(model, k=3, tags=("genre 0",), include_seen=True) == ["a0", "a1", "a2"]
+
+
+def test_lists_answer_filters_whatever_search_the_version_serves(publish, models_dir, tiny_artifacts):
+    # A version served by Annoy (forced at publish): its lists still answer the filters they hold.
+    settings = dataclasses.replace(FAST_BUILD, method="annoy")
+    manifest = publish(tagged_artifacts(tiny_artifacts), build_settings=settings)
+    served = ServingModel(load_version(models_dir / str(manifest.model_version)))
+    try:
+        assert served.recommend_params.method == "annoy" and served.recommend_top is not None
+        before = served.precomputed_answers
+        assert rec(served, k=3, tags=("genre 1",)) == ["a3", "a4", "a5"]
+        similar = served.similar(SimilarQuery(artist_id="a3", **with_tags(k=2, tags=("genre 1",)))).ranking
+        assert ids(served, similar) == ["a4", "a5"]
+        assert served.precomputed_answers == before + 2
+    finally:
+        served.close()
 
 
 def test_exclusions_rare_and_empty_filters(model):

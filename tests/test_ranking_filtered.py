@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ranking.ann_build import build_angular_index
 from ranking.diversity import cap_per_group, diversified, top_tag_of
-from ranking.filtered import (ArtistFilter, FilterPlan, exact_filtered_search, filtered_search, from_exact_list,
+from ranking.filtered import (ArtistFilter, FilterPlan, exact_filtered_search, filtered_search, from_list,
                               inner_product_space, tag_filter, union_of_rows)
 from ranking.inner_product import augment_items
 from ranking.search import InnerProductSearch, SearchParams
@@ -96,7 +96,7 @@ def test_exact_list_answers_only_what_it_provably_holds(seed, end, list_n, share
     allowed = np.flatnonzero(rng.random(num_items) < share) if share < 1.0 else None
     exclude = rng.integers(0, num_items, 3).astype(np.int64)
     flt = ArtistFilter(allowed, exclude)
-    answer = from_exact_list(row, row_scores, end, flt)
+    answer = from_list(row, row_scores, end, flt)
     allowed_set = set(range(num_items) if allowed is None else allowed.tolist()) - set(exclude.tolist())
     if answer is not None:
         assert answer[0].tolist() == _reference(items, query, end, allowed_set)
@@ -106,11 +106,25 @@ def test_exact_list_refuses_a_tie_at_its_end():
     row = np.array([5, 2, 9], dtype=np.int64)
     row_scores = np.array([3.0, 1.0, 1.0], dtype=np.float32)
     # Allowed 2 is tied with the list's last score: an artist outside the list could tie and precede it.
-    assert from_exact_list(row, row_scores, 2, ArtistFilter(np.array([2, 5]), None)) is None
-    assert from_exact_list(row, row_scores, 1, ArtistFilter(np.array([2, 5]), None))[0].tolist() == [5]
+    assert from_list(row, row_scores, 2, ArtistFilter(np.array([2, 5]), None)) is None
+    assert from_list(row, row_scores, 1, ArtistFilter(np.array([2, 5]), None))[0].tolist() == [5]
     # A list that is not full holds every candidate: a short answer from it is complete.
     short = np.array([5, 2, -1], dtype=np.int64)
-    assert from_exact_list(short, row_scores, 3, ArtistFilter(np.array([2, 7]), None))[0].tolist() == [2]
+    assert from_list(short, row_scores, 3, ArtistFilter(np.array([2, 7]), None))[0].tolist() == [2]
+
+
+def test_an_approximate_list_answers_as_far_as_it_knows():
+    # The exact ranking is 4, 8, 1, 6, 3, 0, ...; an approximate list (IVF, warm) missed artist 8.
+    row = np.array([4, 1, 6, 3, 0], dtype=np.int64)
+    row_scores = np.array([9.0, 7.0, 6.0, 5.0, 4.0], dtype=np.float32)
+    only_even = ArtistFilter(np.array([0, 2, 4, 6, 8]), None)
+    # The answer is the list's allowed artists in its order: 8 is missed, as the unfiltered answer
+    # read from the same list misses it.
+    indices, scores = from_list(row, row_scores, 2, only_even)
+    assert indices.tolist() == [4, 6] and scores.tolist() == [9.0, 6.0]
+    # A depth the list cannot fill above its last score is left to the search.
+    assert from_list(row, row_scores, 3, only_even) is None
+    assert from_list(row, row_scores, 2, ArtistFilter(None, np.array([4, 1, 6]))) is None
 
 
 def test_cap_per_group_keeps_greedy_order():
