@@ -322,7 +322,8 @@ def _tags_specs() -> tuple[tuple, tuple, list]:
     latency = (f"filtered Recommend p50 in-process <= {P50_RATIO_TARGET:g}x the unfiltered p50 at every selectivity, "
                "{model}, {method}{lists}", "max {max_ratio:x2} ({worst_p50_ms:n3} ms vs {unfiltered_p50_ms:n3} ms at "
                "{worst_ratio_share})", [("max_ratio", "<=", P50_RATIO_TARGET)],
-               "an unfiltered answer is a slice of a precomputed list; a filtered one resolves tags, builds the allowed "
+               "an unfiltered answer is a slice of a precomputed list; a filter the list holds fewer than 10 artists "
+               "of (at 50 a list, most filters below about a fifth of the catalog) resolves tags, builds the allowed "
                "set and scores it (Python per request)")
     diversity = [(f"diversity (at most {DIVERSITY_CAP} per top tag): top 10 spans >= {DIVERSITY_TAGS_TARGET:g} top tags "
                   "on average, {dataset}", "{diverse_distinct_top_tags:n2} (without: {plain_distinct_top_tags:n2})",
