@@ -19,6 +19,9 @@ told to use Annoy. The exact answers of the samples are computed in one batch, a
 are timed with BLAS on one thread, as the index service runs them. Each config records the catalog size the choice was
 measured on (``measured_artists``).
 
+A small catalog (at most ``EXACT_ONLY_UP_TO`` artists x factors, Annoy not forced) gets no Annoy
+index at all, cold or warm (format 4): both searches are exact, and only exact's latency is timed.
+
 A warm-started publish passes its base version's choice (``BaseSearch``) and reuses it per side
 (``_plan``): a side the base served exact, measured on a catalog within ``REMEASURE_DRIFT`` of
 this one (below ``ANNOY_REQUIRED_FROM``, Annoy not forced), gets no Annoy index at all (format
@@ -60,6 +63,15 @@ from ranking.search import CosineSearch, InnerProductSearch, SearchParams, searc
 
 RECALL_TARGET = 0.98
 ANNOY_REQUIRED_FROM = 100_000
+# Catalogs of at most this many artists x factors (25,000 artists at 64 factors) get no Annoy
+# index: both searches are exact (Annoy not forced). The precomputed lists answer every known
+# user and artist; a search serves only what they cannot (history, live listeners, filters,
+# pages past a list), and there exact search is a fraction of a millisecond at this size, where
+# the tuned Annoy measured no faster (Last.fm 2K, 17,632 artists: exact serves by measurement).
+# Building, tuning, writing and verifying an index exact then outruns cost a cold publish about
+# half a second at Last.fm 2K's size, and a warm one the index's verification when the base is
+# read (bench part 8).
+EXACT_ONLY_UP_TO = 1_600_000
 # A base's "exact serves" is reused while the catalog is within this share of the size it was
 # measured on (a 5% retrain of the same catalog does not change which method wins).
 REMEASURE_DRIFT = 0.10
@@ -87,6 +99,8 @@ class BuildSettings:
     ``ranking.precompute.precompute_top``);
     ``exact_up_to``: queries x artists up to which a side's lists are exact (IVF above, see
     ``ranking.precompute``);
+    ``exact_only_up_to``: artists x factors up to which no Annoy index is built and both
+    searches are exact (``EXACT_ONLY_UP_TO``; 0: measure at every size), unless ``method`` is "annoy";
     ``method``: "exact" or "annoy" to serve with whatever the measurement says (None: measured);
     ``listed_similar_index``: build and tune the SimilarArtists Annoy index even when every artist
     has a precomputed list (by default such a side gets none and serves exact past its lists; an
@@ -103,6 +117,7 @@ class BuildSettings:
     precompute_workers: int = 0
     precompute_budget_s: float = 120.0
     exact_up_to: int = EXACT_UP_TO
+    exact_only_up_to: int = EXACT_ONLY_UP_TO
     method: str | None = None
     listed_similar_index: bool = False
 
@@ -334,16 +349,22 @@ class BaseSearch:
 
 # What a side's build does (see _plan).
 _MEASURE, _REUSE_EXACT, _REUSE_ANNOY = "measure", "reuse-exact", "reuse-annoy"
+# A small catalog: no index (``EXACT_ONLY_UP_TO``).
+_EXACT_ONLY = "exact-only"
 # SimilarArtists with every artist listed: no index (see ``build_indexes``).
 _LISTED = "listed"
-_NO_INDEX = (_REUSE_EXACT, _LISTED)
+_NO_INDEX = (_REUSE_EXACT, _EXACT_ONLY, _LISTED)
 
 
-def _plan(base: SearchConfig | None, num_items: int, settings: BuildSettings) -> str:
-    """How a side is built: ``_REUSE_EXACT`` (no Annoy index: the base served exact, was measured
+def _plan(base: SearchConfig | None, num_items: int, num_factors: int, settings: BuildSettings) -> str:
+    """How a side is built: ``_EXACT_ONLY`` (no Annoy index: a catalog of at most
+    ``settings.exact_only_up_to`` artists x factors, Annoy not forced, whatever the base did),
+    ``_REUSE_EXACT`` (no Annoy index: the base served exact, was measured
     within ``REMEASURE_DRIFT`` of this catalog's size, which is below ``ANNOY_REQUIRED_FROM``,
     and Annoy is not forced), ``_REUSE_ANNOY`` (the base served Annoy: its trees and settings
     first), or ``_MEASURE`` (today's cold build and tuning)."""
+    if settings.method != "annoy" and num_items * num_factors <= settings.exact_only_up_to:
+        return _EXACT_ONLY
     if base is None:
         return _MEASURE
     if base.method == "annoy" and base.has_index:
@@ -368,8 +389,8 @@ def _exact_only(dims: int, sample: list, exact_run, measured_artists: int) -> Se
 def _measure_side(plan: str, base: SearchConfig | None, num_items: int, dims: int, n_trees: int, sample: list,
                   truth: list | None, exact_run, annoy_run, score_of, settings: BuildSettings) -> SearchConfig:
     """A side's search config as ``plan`` says (``truth``: the sample's exact answers; a plan
-    without an index, ``_REUSE_EXACT`` or ``_LISTED``, reads none)."""
-    if plan == _LISTED:
+    without an index, ``_REUSE_EXACT``, ``_EXACT_ONLY`` or ``_LISTED``, reads none)."""
+    if plan in (_LISTED, _EXACT_ONLY):
         return _exact_only(dims, sample, exact_run, num_items)
     if plan == _REUSE_EXACT:
         assert base is not None
@@ -409,7 +430,8 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     num_artists, num_factors = artist_factors.shape
     n_trees = settings.n_trees or default_n_trees(num_artists)
     rec_base, sim_base = (None, None) if base is None else (base.recommend, base.similar)
-    rec_plan, sim_plan = _plan(rec_base, num_artists, settings), _plan(sim_base, num_artists, settings)
+    rec_plan = _plan(rec_base, num_artists, num_factors, settings)
+    sim_plan = _plan(sim_base, num_artists, num_factors, settings)
     rec_trees = rec_base.n_trees if rec_plan == _REUSE_ANNOY else n_trees
     sim_trees = sim_base.n_trees if sim_plan == _REUSE_ANNOY else n_trees
     rng = np.random.default_rng(settings.seed)
@@ -421,7 +443,7 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     # 10; not needed by a side without an index), with them (seen artists, the artist itself)
     # for the lists'.
     rec_search_truth = None
-    if rec_plan != _REUSE_EXACT:
+    if rec_plan not in _NO_INDEX:
         rec_search_truth = _sample_truth(
             ListSide(rec_side.queries, rec_side.items, np.zeros(artifacts.num_users + 1, dtype=np.int64),
                      np.zeros(0, dtype=np.int64), rec_side.cluster_vectors, rec_side.spherical), users, k)
@@ -460,7 +482,7 @@ def build_indexes(artifacts: ModelArtifacts, settings: BuildSettings = BuildSett
     del rec_made, sim_made
 
     rec_index = sim_index = None
-    if rec_plan != _REUSE_EXACT:
+    if rec_plan not in _NO_INDEX:
         rec_index = build_angular_index(rec_side.cluster_vectors, rec_trees, settings.seed, settings.n_jobs)
     rec_search = InnerProductSearch(items, rec_index, SearchParams())
     rec_sample = [rec_side.queries[u] for u in users.tolist()]

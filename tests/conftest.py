@@ -18,11 +18,14 @@ from ranking import BuildSettings, build_indexes
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Small samples and one build thread: publishing a tiny model takes milliseconds.
-FAST_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0)
+# Small samples and one build thread: publishing a tiny model takes milliseconds. Annoy indexes
+# built and measured at any size (exact_only_up_to 0): the tests' catalogs are small, and what
+# they check of indexes would otherwise never be built (tests/test_warm_publish.py tests the rule).
+FAST_BUILD = BuildSettings(exact_only_up_to=0, sample_size=50, n_jobs=1, tuning_budget_s=2.0)
 # The same with both Annoy files, for the tests of the files themselves (by default a
 # SimilarArtists side whose every artist is listed gets no index).
-ANNOY_BUILD = BuildSettings(sample_size=50, n_jobs=1, tuning_budget_s=2.0, listed_similar_index=True)
+ANNOY_BUILD = BuildSettings(exact_only_up_to=0, sample_size=50, n_jobs=1, tuning_budget_s=2.0,
+                            listed_similar_index=True)
 
 
 @pytest.fixture

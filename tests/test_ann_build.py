@@ -74,7 +74,7 @@ def _tuning_run(exact_serves_above_ms: float, recall_of_annoy: float,
     def score_of(query: int, found: np.ndarray) -> np.ndarray:
         return np.where(found < 10, 1.0, -1.0).astype(np.float32)
 
-    settings = BuildSettings(tuning_budget_s=60.0)
+    settings = BuildSettings(exact_only_up_to=0, tuning_budget_s=60.0)
     trial = ann_build._tune_annoy(10_000, 4, list(range(30)), truth, annoy_run, score_of, settings,
                                   give_up_ms=1e9, exact_serves_above_ms=exact_serves_above_ms)
     return trial, ran
@@ -134,7 +134,7 @@ def test_ladders_past_one_candidate_per_result_run_only_when_annoy_beats_exact(m
             return np.where(found < 10, 1.0, -1.0).astype(np.float32)
 
         trial = ann_build._tune_annoy(10_000, 4, list(range(30)), truth, annoy_run, score_of,
-                                      BuildSettings(tuning_budget_s=60.0), give_up_ms=1e9,
+                                      BuildSettings(exact_only_up_to=0, tuning_budget_s=60.0), give_up_ms=1e9,
                                       exact_serves_above_ms=exact_above_ms)
         return trial, tried
 
@@ -183,7 +183,7 @@ def test_a_required_annoy_slower_than_exact_leaves_the_catalog_to_exact(monkeypa
             return np.where(found < 10, 1.0, -1.0).astype(np.float32)
 
         config = ann_build._choose(10_000, 8, 4, list(range(30)), truth, exact_run, annoy_run, score_of,
-                                   BuildSettings(tuning_budget_s=60.0, method=method))
+                                   BuildSettings(exact_only_up_to=0, tuning_budget_s=60.0, method=method))
         return config, tried, ran
 
     config, _, _ = choose(160)

@@ -53,7 +53,7 @@ def both_paths(tmp_path_factory):
 
     models_dir = tmp_path_factory.mktemp("tied-models")
     artifacts = tied_artifacts()
-    settings = BuildSettings(n_trees=2, sample_size=10, n_jobs=1, tuning_budget_s=1.0, recommend_n=LIST_N,
+    settings = BuildSettings(exact_only_up_to=0, n_trees=2, sample_size=10, n_jobs=1, tuning_budget_s=1.0, recommend_n=LIST_N,
                              similar_n=LIST_N, method="exact")
     manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, settings),
                                data_source="tests: tied", data_fingerprint="0" * 64,
@@ -173,7 +173,7 @@ def test_short_list_is_a_complete_answer(publish, models_dir, tiny_artifacts):
 
 def test_lists_over_budget_are_left_out_and_searched(publish, models_dir, tiny_artifacts):
     """A side whose estimated precompute time exceeds the budget gets no lists (length 0)."""
-    manifest = publish(tiny_artifacts, build_settings=BuildSettings(n_trees=2, sample_size=8, n_jobs=1,
+    manifest = publish(tiny_artifacts, build_settings=BuildSettings(exact_only_up_to=0, n_trees=2, sample_size=8, n_jobs=1,
                                                                    tuning_budget_s=1.0, precompute_budget_s=0.0))
     assert (manifest.precomputed.recommend_n, manifest.precomputed.similar_n) == (0, 0)
     model = ServingModel(load_version(models_dir / str(manifest.model_version)))
@@ -284,7 +284,7 @@ def test_ivf_lists_reach_the_recall_target_and_are_served(tmp_path):
     from model_store import publish_version
 
     art = clustered_artifacts()
-    settings = BuildSettings(n_trees=2, sample_size=200, n_jobs=1, tuning_budget_s=1.0, recommend_n=20,
+    settings = BuildSettings(exact_only_up_to=0, n_trees=2, sample_size=200, n_jobs=1, tuning_budget_s=1.0, recommend_n=20,
                              similar_n=20, method="exact", exact_up_to=0)
     manifest = publish_version(tmp_path, art, indexes=build_indexes(art, settings), data_source="tests: ivf",
                                data_fingerprint="0" * 64, num_interactions=1, hyperparameters={}, metrics={})

@@ -77,7 +77,7 @@ def lastfm_version(tmp_path_factory):
         seen_indptr=indptr, seen_indices=artists,
     )
     models_dir = tmp_path_factory.mktemp("lastfm-models")
-    manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, BuildSettings(listed_similar_index=True)),
+    manifest = publish_version(models_dir, artifacts, indexes=build_indexes(artifacts, BuildSettings(exact_only_up_to=0, listed_similar_index=True)),
                                data_source=f"{plays} (numpy BPR for tests)",
                                data_fingerprint="0" * 64, num_interactions=int(users.shape[0]),
                                hyperparameters={"factors": 64}, metrics={})

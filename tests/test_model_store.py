@@ -29,7 +29,7 @@ from ranking.inner_product import augment_items, item_vectors_with_bias, user_qu
 from ranking.search import CosineSearch, InnerProductSearch, SearchParams, top_k_indices
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = BuildSettings(n_trees=5, sample_size=20, listed_similar_index=True)
+FAST = BuildSettings(exact_only_up_to=0, n_trees=5, sample_size=20, listed_similar_index=True)
 
 
 def block_artifacts(num_users=40, num_artists=30, factors=8, seed=0) -> ModelArtifacts:

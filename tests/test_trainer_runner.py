@@ -80,7 +80,7 @@ def child_publishes_then_dies(request, conn, stop):
     publish_version(request.models_dir, artifacts, data_source="scripted", data_fingerprint="0" * 64,
                     num_interactions=2, hyperparameters={"factors": 4}, metrics={"auc": 0.5},
                     min_version=request.min_version,
-                    indexes=build_indexes(artifacts, BuildSettings(n_trees=2, sample_size=2)))
+                    indexes=build_indexes(artifacts, BuildSettings(exact_only_up_to=0, n_trees=2, sample_size=2)))
     os.kill(os.getpid(), signal.SIGKILL)
 
 

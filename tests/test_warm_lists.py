@@ -131,7 +131,7 @@ def test_a_warm_retrain_publishes_warm_lists_and_serves_them(tmp_path, models_di
 
     data = generate("small", seed=0).interactions
     hp = Hyperparameters(factors=8, epochs=4, seed=0)
-    build = BuildSettings(sample_size=100, n_jobs=1, tuning_budget_s=2.0)
+    build = BuildSettings(exact_only_up_to=0, sample_size=100, n_jobs=1, tuning_budget_s=2.0)
     first = run_training(data, hp, models_dir, build_settings=build, options=TrainingOptions(gate="off"))
     assert read_manifest(models_dir / str(first.version)).precomputed.similar_method == "exact"
     url = f"sqlite:///{tmp_path / 'log.db'}"

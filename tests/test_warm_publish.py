@@ -35,7 +35,7 @@ from trainer_service.pipeline import run_training
 from trainer_service.training_request import TrainingOptions
 
 ARTISTS = 3000
-SETTINGS = BuildSettings(sample_size=60, n_jobs=1, tuning_budget_s=2.0, listed_similar_index=True)
+SETTINGS = BuildSettings(exact_only_up_to=0, sample_size=60, n_jobs=1, tuning_budget_s=2.0, listed_similar_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +257,66 @@ def test_a_warm_retrain_after_an_exact_base_publishes_no_annoy_files_and_serves_
         "--recommend-method annoy",
         f"version {second.version} has no Annoy index for similar: serving it exact although told "
         "--similar-method annoy"]
+
+
+# -- small catalogs: no Annoy index, cold or warm ----------------------------------------------
+
+SMALL = dataclasses.replace(SETTINGS, exact_only_up_to=ann_build.EXACT_ONLY_UP_TO, listed_similar_index=False)
+
+
+def _exact_only(built, num_artists: int) -> None:
+    assert built.recommend_index is None and built.similar_index is None
+    for config, dims in ((built.recommend, 10), (built.similar, 8)):
+        assert (config.method, config.n_trees, config.has_index, config.dims) == ("exact", 0, False, dims)
+        assert config.measured_artists == num_artists
+        assert config.recall_at_10 == 1.0 and config.median_latency_ms == config.exact_median_latency_ms > 0
+
+
+@pytest.mark.parametrize("warm_from", [None, "exact", "annoy"])
+@pytest.mark.parametrize("listed_similar_index", [False, True])
+def test_a_small_catalog_gets_no_annoy_index_cold_or_warm(clustered, monkeypatch, warm_from, listed_similar_index):
+    """3,000 artists x 8 factors is under the default EXACT_ONLY_UP_TO: no index built, no ladder
+    run, both sides exact, even when a SimilarArtists index is asked for every listed side; a
+    base that served Annoy (a version from before the rule) changes nothing, and an exact base's
+    older measured_artists is not carried over."""
+    assert ARTISTS * 8 <= ann_build.EXACT_ONLY_UP_TO
+    no_builds(monkeypatch)
+    ladders = counted_ladders(monkeypatch)
+    base = {None: None, "exact": exact_base(2800),
+            "annoy": BaseSearch(recommend=annoy_config(10, 5, 500, 1), similar=annoy_config(8, 5, 500, 1))}[warm_from]
+    settings = dataclasses.replace(SMALL, listed_similar_index=listed_similar_index)
+    built = build_indexes(clustered, settings, base=base)
+    _exact_only(built, ARTISTS)
+    assert not ladders
+    built.check(clustered)
+    # The lists are made as at any size.
+    assert built.top.recommend_top.shape == (300, SMALL.recommend_n)
+
+
+@pytest.mark.parametrize("limit, indexed", [(ARTISTS * 8, False), (ARTISTS * 8 - 1, True)])
+def test_the_rule_counts_artists_times_factors(clustered, limit, indexed):
+    built = build_indexes(clustered, dataclasses.replace(SETTINGS, exact_only_up_to=limit))
+    assert (built.recommend_index is not None, built.similar_index is not None) == (indexed, indexed)
+    if indexed:
+        assert built.recommend.n_trees == built.similar.n_trees == ann_build.default_n_trees(ARTISTS)
+    else:
+        _exact_only(built, ARTISTS)
+
+
+def test_annoy_forced_builds_the_indexes_of_a_small_catalog(clustered):
+    built = build_indexes(clustered, dataclasses.replace(SMALL, method="annoy", listed_similar_index=True))
+    assert built.recommend_index is not None and built.similar_index is not None
+    assert built.recommend.method == built.similar.method == "annoy"
+
+
+def test_a_training_on_a_small_catalog_publishes_no_annoy_file(models_dir):
+    """The trainer's default build settings on the tiny preset (200 artists): both searches exact,
+    no index file, cold and then warm."""
+    data = TINY.interactions
+    for warm_start in ("none", "newest"):
+        result = run_training(data, HP, models_dir, options=TrainingOptions(gate="off", warm_start=warm_start))
+        version_dir = models_dir / str(result.version)
+        manifest = read_manifest(version_dir)
+        assert (manifest.recommend_search.method, manifest.similar_search.method) == ("exact", "exact")
+        assert manifest.recommend_search.n_trees == manifest.similar_search.n_trees == 0
+        assert not (version_dir / RECOMMEND_INDEX_FILE).exists() and not (version_dir / SIMILAR_INDEX_FILE).exists()
