@@ -160,10 +160,15 @@ def _served(version_dir: Path, **kwargs) -> ServingModel:
     return model
 
 
-def _both_ways(version_dir: Path, label: str, users: np.ndarray) -> list[dict]:
-    """The figures with the version as published, and with Annoy forced and no lists."""
+AS_PUBLISHED = ({},)
+BOTH_WAYS = ({}, {"recommend_method": "annoy", "precomputed": False})
+
+
+def _figures(version_dir: Path, label: str, users: np.ndarray, ways: tuple[dict, ...] = BOTH_WAYS) -> list[dict]:
+    """The figures with the version served each of ``ways`` (``ServingModel`` keyword arguments;
+    ``BOTH_WAYS``: as published, and with Annoy forced and no lists)."""
     rows = []
-    for kwargs in ({}, {"recommend_method": "annoy", "precomputed": False}):
+    for kwargs in ways:
         model = _served(version_dir, **kwargs)
         try:
             rows += filtered_figures(model, share_filters(model.tags, model.num_artists), users, label)
@@ -335,7 +340,7 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
         has_tags = probe.tags is not None
         probe.close()
         if has_tags:
-            rows += _both_ways(lastfm, f"{LASTFM} ({probe.num_artists:,} artists)", users)
+            rows += _figures(lastfm, f"{LASTFM} ({probe.num_artists:,} artists)", users)
             out["grpc"] = grpc_throughput(lastfm, settings, workdir)
         else:
             out["notes"].append("the Last.fm 2K version carries no tags")
@@ -344,16 +349,11 @@ def run(settings: BenchSettings, workdir: Path) -> dict:
         version = synthetic_version(Path(tmp) / "models", settings.tags_users, settings.tags_artists)
         out["synthetic_build_s"] = time.perf_counter() - started
         users = np.arange(settings.tags_users)
-        rows += _both_ways(version, f"synthetic ({settings.tags_artists:,} artists)", users)
+        rows += _figures(version, f"synthetic ({settings.tags_artists:,} artists)", users)
         # As full scale serves: Annoy and IVF lists, filters read from the lists where they hold them.
         ivf = synthetic_version(Path(tmp) / "models-ivf", settings.tags_users, settings.tags_artists,
                                 build=ivf_settings())
-        model = _served(ivf)
-        try:
-            rows += filtered_figures(model, share_filters(model.tags, model.num_artists), users,
-                                     f"synthetic ({settings.tags_artists:,} artists, IVF lists)")
-        finally:
-            model.close()
+        rows += _figures(ivf, f"synthetic ({settings.tags_artists:,} artists, IVF lists)", users, AS_PUBLISHED)
     out["filtered"] = rows
     out["diversity"] = diversity_figures(settings)
     return out

@@ -68,9 +68,9 @@ ANNOY_REQUIRED_FROM = 100_000
 # user and artist; a search serves only what they cannot (history, live listeners, filters,
 # pages past a list), and there exact search is a fraction of a millisecond at this size, where
 # the tuned Annoy measured no faster (Last.fm 2K, 17,632 artists: exact serves by measurement).
-# Building, tuning, writing and verifying an index exact then outruns cost a cold publish about
-# half a second at Last.fm 2K's size, and a warm one the index's verification when the base is
-# read (bench part 8).
+# Building, tuning, writing and verifying an index that exact then outruns cost a cold publish
+# about half a second at Last.fm 2K's size, and a warm run the index's verification when the base
+# is read (bench part 8).
 EXACT_ONLY_UP_TO = 1_600_000
 # A base's "exact serves" is reused while the catalog is within this share of the size it was
 # measured on (a 5% retrain of the same catalog does not change which method wins).
