@@ -42,7 +42,7 @@ def fold_in_dataset(name: str, settings: BenchSettings, workdir: Path) -> dict:
 
     path = data_path(settings, name)
     data = load_files(path, FORMATS[name])
-    hp = Hyperparameters()
+    hp = Hyperparameters().resolved(data.num_interactions, data.num_users)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     runs: list[dict] = []

@@ -55,9 +55,9 @@ def random_artifacts(num_users: int, num_artists: int, factors: int, seed: int =
     )
 
 
-def _manifest_hyperparameters() -> dict:
-    """The trainer's default hyperparameters as a manifest records them (numbers only)."""
-    return {k: v for k, v in Hyperparameters().to_dict().items() if isinstance(v, (int, float))}
+def _manifest_hyperparameters(factors: int) -> dict:
+    """The trainer's default hyperparameters with ``factors`` as a manifest records them."""
+    return Hyperparameters(factors=factors).manifest_dict()
 
 
 def history_timing(model: ServingModel, reps: int, rng, history_length: int = 100) -> dict:
@@ -136,7 +136,7 @@ def measure(artists: int, users: int, factors: int, reps: int, rounds: int) -> d
         indexes = build_indexes(artifacts, BuildSettings(n_jobs=1, tuning_budget_s=2.0, method="exact", similar_n=0))
         manifest = publish_version(models_dir, artifacts, indexes=indexes,
                                    data_source="timing: random factors", data_fingerprint="0" * 64,
-                                   num_interactions=users * 50, hyperparameters=_manifest_hyperparameters(),
+                                   num_interactions=users * 50, hyperparameters=_manifest_hyperparameters(factors),
                                    metrics={})
         model = ServingModel(load_version(models_dir / str(manifest.model_version)))
         results = {"artists": artists, "factors": factors, "users": users,

@@ -85,7 +85,9 @@ def run_variant(name: str, overrides: dict, split, selection, seed: int) -> dict
     negative_power = float(overrides.pop("negative_power", 0.0))
     split = _reweighted(split, float(overrides.pop("weights", 1.0)), float(overrides.pop("user_balance", 0.0)),
                         float(overrides.pop("item_balance", 0.0)))
-    hp = Hyperparameters().with_overrides(seed=seed, **overrides)
+    # Factors left to the data resolve on the data set's size, as `train` resolves them.
+    hp = Hyperparameters().with_overrides(seed=seed, **overrides).resolved(int(split.train_users.size
+                                                                                + split.num_heldout), split.num_users)
     with _popularity_negatives(split, negative_power):
         if average_last:
             return _averaged(split, hp, selection, average_last)

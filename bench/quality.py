@@ -253,7 +253,7 @@ def evaluate_dataset(name: str, settings: BenchSettings) -> dict:
 
     path = data_path(settings, name)
     data = load_files(path, FORMATS[name])
-    ours_hp = Hyperparameters()
+    ours_hp = Hyperparameters().resolved(data.num_interactions, data.num_users)  # the factors `train` chooses on this data
     if settings.quality_epochs is not None:
         ours_hp = ours_hp.with_overrides(epochs=settings.quality_epochs)
     notebook_hp = NOTEBOOK if settings.quality_epochs is None else NOTEBOOK.with_overrides(

@@ -235,7 +235,7 @@ def diversity_figures(settings: BenchSettings) -> dict:
     split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists,
                                 seed=split_seed)
     selection = sample_heldout(split, settings.quality_max_users, split_seed)
-    hp = Hyperparameters(seed=split_seed)
+    hp = Hyperparameters(seed=split_seed).resolved(data.num_interactions, data.num_users)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     with BPRTrainer(split.train_users, split.train_artists, split.train_weights, split.num_users,

@@ -40,6 +40,7 @@ def trainer_epoch_rates(source: str, hp, overrides: str) -> list[float]:
     fields = dict(item.split("=", 1) for item in overrides.split(",") if item)
     hp = hp.with_overrides(**{k: float(v) if "." in v else int(v) for k, v in fields.items()})
     data = generate(preset, seed=0).interactions
+    hp = hp.resolved(data.num_interactions, data.num_users)
     with BPRTrainer(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp) as trainer:
         return [trainer.train_epoch().samples_per_second for _ in range(hp.epochs)]
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_started": t0,
         "total_seconds": time.perf_counter() - started,
         "events": events,
-        "hyperparameters": hp.to_dict(),
+        "hyperparameters": result.hyperparameters.to_dict(),
         "version": manifest.model_version,
         "version_dir": os.path.join(args.models_dir, str(manifest.model_version)),
         "num_users": manifest.num_users,

@@ -213,7 +213,7 @@ def sweep(data, seed: int, settings: BenchSettings) -> dict:
     from trainer_service.hyperparameters import Hyperparameters
     from trainer_service.warm_start import TrainingRows, WarmSchedule, warm_factors
 
-    hp = Hyperparameters(seed=seed)
+    hp = Hyperparameters(seed=seed).resolved(data.num_interactions, data.num_users)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     _, new, _ = new_plays(data, seed, settings)
@@ -248,7 +248,7 @@ def chain(data, seed: int, settings: BenchSettings) -> dict:
     from trainer_service.hyperparameters import Hyperparameters
     from trainer_service.warm_start import TrainingRows, WarmSchedule, warm_factors
 
-    hp = Hyperparameters(seed=seed)
+    hp = Hyperparameters(seed=seed).resolved(data.num_interactions, data.num_users)
     if settings.quality_epochs is not None:
         hp = hp.with_overrides(epochs=settings.quality_epochs)
     rng = np.random.default_rng(5_000 + seed)

@@ -255,7 +255,7 @@ def test_defaults_clear_the_quality_floor_on_lastfm_2k():
     if not (LASTFM_2K / "user_artists.dat").is_file():
         pytest.skip(f"HetRec Last.fm 2K not found at {LASTFM_2K}")
     data = load_source(parse_source(f"hetrec:{LASTFM_2K}"))
-    hp = Hyperparameters()
+    hp = Hyperparameters().resolved(data.num_interactions, data.num_users)  # the factors `train` chooses on this data
     split = leave_one_out_split(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp.seed)
     factors = trained_factors(split.train_users, split.train_artists, split.train_weights, split.num_users,
                         split.num_artists, hp=hp)

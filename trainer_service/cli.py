@@ -65,7 +65,8 @@ def _eval_users(text: str) -> int | None:
 
 # Hyperparameter flags: (field, type, help). Defaults shown are the "default" preset's.
 _HYPERPARAMETER_FLAGS: tuple[tuple[str, Callable, str], ...] = (
-    ("factors", int, "latent factors per user and artist"),
+    ("factors", int, "latent factors per user and artist; 0: chosen from the data (96 where listeners average "
+                     "at least 100 interactions, 64 otherwise; a warm start keeps its base version's)"),
     ("epochs", int, "passes over the training interactions (N sampled triples each)"),
     ("learning_rate", float, "step size (per triple for sgd; minibatch updates are summed)"),
     ("regularization", float, "L2 strength on the factors of each triple (loss has reg/2 * |theta|^2)"),
@@ -116,7 +117,8 @@ def add_train_command(subparsers) -> None:
                              "only later plays. Listeners forgotten in the log are left out")
     parser.add_argument("--warm-start", choices=("newest", "none"), default="newest",
                         help="newest (default): when the newest version in --models-dir was trained on the same "
-                             "source with the same factors, known users and artists start from its factors and "
+                             "source with the same factors (any, when --factors is left to the data), known users "
+                             "and artists start from its factors and "
                              "the run trains a fraction of the epochs from a lower learning rate "
                              "(docs/training.md); none: start cold")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",

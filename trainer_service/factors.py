@@ -27,7 +27,11 @@ class Factors:
 def initial_factors(num_users: int, num_artists: int, hp: Hyperparameters) -> Factors:
     """The factors training starts from: user (U, F) and artist (A, F) factors drawn from
     N(0, ``hp.init_std``) with the seed's init stream, a zero artist bias (A,); float32. Every
-    trainer starts here, so the same seed starts every trainer from the same factors."""
+    trainer starts here, so the same seed starts every trainer from the same factors. ValueError
+    for factors still to be chosen from the data (``Hyperparameters.resolved`` first)."""
+    if not hp.is_resolved:
+        raise ValueError("factors are chosen from the data: resolve the hyperparameters first "
+                         "(Hyperparameters.resolved)")
     init = np.random.default_rng(seed_sequence(hp.seed, _INIT_STREAM))
     f = hp.factors
     return Factors(user_factors=init.normal(0.0, hp.init_std, (num_users, f)).astype(np.float32),

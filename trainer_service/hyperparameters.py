@@ -11,9 +11,9 @@ docs/levers.md and docs/levers-confirm.md, the reasons in docs/training.md. What
 rank-aware negatives (the hardest of 8 uniform candidates), L2 raised with them (0.02; hard
 negatives overfit with less), and a cosine learning-rate decay from a higher start (0.25), which
 together reach a better model in 40 epochs than plain BPR in 200; then a small initialization
-(std 0.01), bias L2, and positives weighted by log(1 + plays). 96 factors measured a small gain
-on both sets of splits but costs about 1.25x per triple in training and publishing, which the
-time targets at full scale cannot absorb: 64 stays the default (docs/training.md). Bigger data needs
+(std 0.01), bias L2, and positives weighted by log(1 + plays). The factor count is chosen from
+the data (``auto_factors``: 96 where listeners average at least ``DENSE_MIN_PLAYS_PER_LISTENER``
+interactions, 64 otherwise; docs/training.md, "Factors chosen from the data"). Bigger data needs
 fewer epochs (pass ``epochs``).
 
 The objective of one sampled triple (user u, listened artist i, unlistened artist j), with
@@ -37,10 +37,38 @@ OPTIMIZERS = ("sgd", "adagrad")
 POSITIVE_SAMPLING = ("uniform", "log_plays")
 LEARNING_RATE_SCHEDULES = ("constant", "linear", "cosine")
 
+#: ``factors`` value meaning "chosen from the data" (``Hyperparameters.resolved``).
+AUTO_FACTORS = 0
+#: The factor counts ``auto_factors`` chooses, and the rule between them: a training whose data
+#: (source plus play log, as loaded) holds at least ``DENSE_MIN_PLAYS_PER_LISTENER`` interactions
+#: per listener on average gets ``DENSE_DATA_FACTORS``, other data ``SPARSE_DATA_FACTORS``.
+#: 96 factors were ahead of 64 on both real data sets, paired over 20 unseen splits
+#: (docs/levers-wide.md): MovieLens small (165 interactions per listener) +0.0067 ± 0.0018 HR@10,
+#: Last.fm 2K (49 per listener) +0.0034 ± 0.0013. What a wider model costs lies on the side of
+#: short histories: a listener's factors folded in from a few plays (RecommendForHistory, the
+#: live overlay for new listeners) gain nothing from the width while the retrain they are
+#: measured against does, and a warm start knocks a converged wider model below a cold one's
+#: 0.98x on Last.fm 2K (docs/training.md). Dense data, where every listener's row is fitted from
+#: many plays, takes the width; sparse data keeps 64, as do the synthetic presets (20 to 49 per
+#: listener) and so the scale targets. The line lies between the two measured densities.
+DENSE_DATA_FACTORS = 96
+SPARSE_DATA_FACTORS = 64
+DENSE_MIN_PLAYS_PER_LISTENER = 100
+
+
+def auto_factors(num_interactions: int, num_users: int, dense_min_plays_per_listener: float | None = None) -> int:
+    """The factor count for a training on ``num_interactions`` interactions of ``num_users``
+    listeners: ``DENSE_DATA_FACTORS`` when they average at least ``dense_min_plays_per_listener``
+    (None: ``DENSE_MIN_PLAYS_PER_LISTENER``) interactions each, else ``SPARSE_DATA_FACTORS``."""
+    line = DENSE_MIN_PLAYS_PER_LISTENER if dense_min_plays_per_listener is None else dense_min_plays_per_listener
+    dense = num_users > 0 and num_interactions >= line * num_users
+    return DENSE_DATA_FACTORS if dense else SPARSE_DATA_FACTORS
+
+
 # Inclusive ranges; floats must be finite. Upper bounds keep a request from asking for a model
 # that cannot fit in memory or a job that never ends.
 _INT_RANGES = {
-    "factors": (1, 1024),
+    "factors": (AUTO_FACTORS, 1024),
     "epochs": (1, 10_000),
     "batch_size": (1, 1 << 20),
     "seed": (-(2**63), 2**63 - 1),
@@ -66,9 +94,11 @@ class Hyperparameters:
     """Everything that decides a trained model besides the data. Validated on construction
     (``ValueError`` naming the field and its range).
 
-    - ``factors``: latent factors per user and per artist (embedding width), 1..1024. Default 64
-      (each factor adds a float to every row the step reads and writes: the cost of a triple
-      grows with it).
+    - ``factors``: latent factors per user and per artist (embedding width), 1..1024, or
+      ``AUTO_FACTORS`` (0, the default): chosen from the data once it is loaded (``resolved``):
+      96 where listeners average at least ``DENSE_MIN_PLAYS_PER_LISTENER`` (100) interactions,
+      64 otherwise, and a warm start keeps its base version's count. Each factor adds a float to
+      every row the step reads and writes: the cost of a triple grows with it.
     - ``epochs``: passes over the training interactions; one epoch is N sampled triples for N
       training interactions. Default 40 (tuned on Last.fm 2K and MovieLens small; large data
       needs fewer).
@@ -101,7 +131,7 @@ class Hyperparameters:
       Default "cosine".
     """
 
-    factors: int = 64
+    factors: int = AUTO_FACTORS
     epochs: int = 40
     learning_rate: float = 0.25
     regularization: float = 0.02
@@ -140,6 +170,24 @@ class Hyperparameters:
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
+    @property
+    def is_resolved(self) -> bool:
+        """Whether ``factors`` is a concrete count (not ``AUTO_FACTORS``): what a trainer needs."""
+        return self.factors != AUTO_FACTORS
+
+    def resolved(self, num_interactions: int, num_users: int, *, base_factors: int | None = None,
+                 dense_min_plays_per_listener: float | None = None) -> "Hyperparameters":
+        """These hyperparameters with concrete ``factors`` for a training that loaded
+        ``num_interactions`` interactions of ``num_users`` listeners: given factors are kept;
+        ``AUTO_FACTORS`` becomes ``base_factors`` (the count of the version a warm start starts
+        from; None: no warm start), else ``auto_factors(num_interactions, num_users,
+        dense_min_plays_per_listener)``."""
+        if self.is_resolved:
+            return self
+        factors = base_factors if base_factors is not None else auto_factors(
+            num_interactions, num_users, dense_min_plays_per_listener)
+        return dataclasses.replace(self, factors=factors)
+
     def with_overrides(self, **overrides: Any) -> "Hyperparameters":
         """A copy with ``overrides`` applied and validated. Unknown names raise ValueError."""
         unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(self)})
@@ -152,9 +200,12 @@ class Hyperparameters:
         return dataclasses.asdict(self)
 
     def manifest_dict(self) -> dict[str, float | int]:
-        """The hyperparameters as the manifest records them: numbers only. The choice fields are
+        """The hyperparameters as the manifest records them (resolved ones: ``factors`` concrete;
+        ValueError otherwise): numbers only. The choice fields are
         recorded as flags: ``popularity_negatives``, ``log_plays_positives``, ``adagrad`` (1 or 0), and
         ``learning_rate_schedule`` as its index in ``LEARNING_RATE_SCHEDULES`` (0 constant)."""
+        if not self.is_resolved:
+            raise ValueError("factors are chosen from the data: resolve the hyperparameters first")
         numbers: dict[str, float | int] = {
             name: value for name, value in self.to_dict().items() if name not in _CHOICES
         }

@@ -23,7 +23,10 @@ hyperparameters and ``TrainingOptions``) and reports ``Progress`` objects from t
    With ``options.warm_start`` "newest" the run may start from the newest version's factors
    (``trainer_service.warm_start``: same source, same factors), for fewer epochs from a lower
    learning rate; the manifest's ``training.warm_start`` records it, and its publish reuses the
-   base version's search measurement (``ranking.BaseSearch``, see ``ranking.ann_build``).
+   base version's search measurement (``ranking.BaseSearch``, see ``ranking.ann_build``). Factors
+   chosen from the data (``AUTO_FACTORS``) are resolved here, once the data is loaded and the base
+   is known (``Hyperparameters.resolved``); from then on the run, its ``Progress.factors``, the
+   manifest and the result carry the concrete count.
 4. **refitting** (``final_fit="all"`` only): the model is trained again from scratch on every
    interaction (from the same start as the training: a warm start's factors or a cold one), for
    the kept model's epoch count, so production recommendations learn from every
@@ -80,10 +83,11 @@ from trainer_service.evaluation import (
     sample_heldout,
     validation_split,
 )
-from trainer_service.hyperparameters import Hyperparameters
+from trainer_service.hyperparameters import DENSE_DATA_FACTORS, Hyperparameters
 from trainer_service.quality_gate import GateDecision, QualityGateRefused, decide
 from trainer_service.training_request import Progress, TrainingOptions
 from trainer_service.warm_start import (
+    BaseFactors,
     TrainingRows,
     WarmSchedule,
     WarmStart,
@@ -308,6 +312,23 @@ def _read_data(source: Source, data_dir: str | os.PathLike | None,
         return mark, plays, forgotten, loading.result()
 
 
+def _with_factors(emit: Callable[[Progress], None], factors: int, event: Progress) -> None:
+    emit(dataclasses.replace(event, factors=factors))
+
+
+def _resolve_factors(hp: Hyperparameters, interactions: Interactions, base: BaseFactors | None) -> Hyperparameters:
+    """``hp`` with concrete factors (``Hyperparameters.resolved``), the choice logged."""
+    resolved = hp.resolved(interactions.num_interactions, interactions.num_users,
+                           base_factors=None if base is None else base.factors)
+    if not hp.is_resolved:
+        per_listener = interactions.num_interactions / max(1, interactions.num_users)
+        why = (f"kept from the warm start's base, version {base.version}" if base is not None else
+               f"{per_listener:.0f} interactions per listener: "
+               + ("dense data" if resolved.factors == DENSE_DATA_FACTORS else "sparse data"))
+        log.info("factors: %d, chosen from the data (%s)", resolved.factors, why)
+    return resolved
+
+
 def _warm_factory(custom: TrainerFactory | None, warm: WarmStart) -> TrainerFactory:
     """A trainer factory whose trainers start from ``warm``'s factors: ``custom`` given the
     keyword ``initial``, or an in-process ``BPRTrainer`` (a warm start never runs distributed)."""
@@ -395,6 +416,8 @@ def run_training(
                        in_process=options.cluster is None)
     # The chain this run continues (a warm start only): its cold-started root, recorded below.
     root = chain_root(newest) if base is not None and newest is not None else None
+    hp = _resolve_factors(hp, interactions, base)
+    emit = functools.partial(_with_factors, emit, hp.factors)
     warm: WarmStart | None = None
     train_hp = hp
     if base is not None:

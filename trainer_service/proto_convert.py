@@ -201,6 +201,15 @@ def source_to_proto(spec: DataSourceSpec) -> trainer_pb2.DataSource:
     return message
 
 
+def job_hyperparameters(job: Job) -> Hyperparameters:
+    """The hyperparameters a job reports: its request's, with the factor count its run chose
+    once it has chosen one (``Progress.factors``; until then ``AUTO_FACTORS``, 0)."""
+    hp = job.request.hyperparameters
+    if not hp.is_resolved and job.progress.factors:
+        return hp.with_overrides(factors=job.progress.factors)
+    return hp
+
+
 def job_to_proto(job: Job, play_log: bool = False) -> trainer_pb2.TrainingJob:
     """A job as the TrainingJob message; ``play_log``: whether it trains on the trainer's play
     log (``JobRunner.trains_on_log``)."""
@@ -208,7 +217,7 @@ def job_to_proto(job: Job, play_log: bool = False) -> trainer_pb2.TrainingJob:
         job_id=job.job_id,
         state=STATE_TO_PROTO[job.state],
         source=source_to_proto(job.request.source),
-        hyperparameters=fill_numbers(model_pb2.Hyperparameters(), job.request.hyperparameters.to_dict()),
+        hyperparameters=fill_numbers(model_pb2.Hyperparameters(), job_hyperparameters(job).to_dict()),
         progress=copy_fields(trainer_pb2.TrainingProgress(), job.progress),
         options=options_to_proto(job.request.options),
         metrics=fill_numbers(model_pb2.EvaluationMetrics(), job.metrics),

@@ -120,7 +120,8 @@ class Progress:
     on the epochs that computed them, the final metrics in the "publishing"/"done" events, else empty;
     ``best_epoch``: the epoch whose factors are kept: while training, early stopping's best
     validated epoch so far (0: none yet, or no early stopping: the last epoch is kept); from
-    "evaluating" on, the kept epoch."""
+    "evaluating" on, the kept epoch; ``factors``: the factor count the run trains with, once
+    chosen (0 while loading: ``Hyperparameters.factors`` may be chosen from the data)."""
 
     phase: str = ""
     epoch: int = 0
@@ -129,3 +130,4 @@ class Progress:
     samples_per_second: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
+    factors: int = 0

@@ -1,12 +1,13 @@
 """A bounded hyperparameter search on the validation hold-out: ``python -m trainer_service tune``.
 
 Random search with early stopping (the usual strong baseline for a handful of continuous
-knobs): trial 1 is the base hyperparameters themselves (so the search never ends worse, on
-validation, than what it started from); the other ``budget - 1`` trials draw
+knobs): trial 1 is the base hyperparameters themselves, their factors resolved on the data as a
+training resolves them (``Hyperparameters.resolved``: the search never ends worse, on
+validation, than what ``train`` would do); the other ``budget - 1`` trials draw
 
 - ``learning_rate`` log-uniformly in [0.02, 0.3],
 - ``regularization`` log-uniformly in [0.0003, 0.03],
-- ``factors`` from (32, 64, 128),
+- ``factors`` from (32, 64, 96, 128),
 - ``epochs`` (the most a trial may train) from (20, 40, 60, 100),
 
 from a generator seeded by the base seed. Every trial trains exactly as ``run_training`` does
@@ -42,7 +43,7 @@ from trainer_service.training_request import Progress
 
 LEARNING_RATES = (0.02, 0.3)
 REGULARIZATIONS = (0.0003, 0.03)
-FACTORS = (32, 64, 128)
+FACTORS = (32, 64, 96, 128)
 EPOCHS = (20, 40, 60, 100)
 MAX_BUDGET = 200
 DEFAULT_SPLITS = 5
@@ -140,7 +141,7 @@ def tune(interactions: Interactions, base: Hyperparameters, budget: int, *, spli
     epoch events. Raises ``ValueError`` (see ``check_settings``), ``DataError`` (no user with
     enough interactions for validation), ``TrainingCancelled`` (``should_stop``)."""
     check_settings(budget, evaluation, splits)
-    drawn = candidates(base, budget)
+    drawn = candidates(base.resolved(interactions.num_interactions, interactions.num_users), budget)
     test = leave_one_out_split(interactions.users, interactions.artists, interactions.weights,
                                interactions.num_users, interactions.num_artists, base.seed)
     seeds = validation_seeds(base.seed, splits)

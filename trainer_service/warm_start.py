@@ -9,8 +9,11 @@ Rules (``warm_start="newest"``, the default; docs/training.md):
   gate's "same kind of source", which ignores the synthetic seed: two seeds share ids but not
   tastes, so one's factors are no head start for the other. A retrain of the same source plus
   newer plays is exactly what a warm start is for.
-- It must have the same number of factors, and the training must run in this process (a
-  distributed trainer starts cold).
+- Factors: with the factor count chosen from the data (``AUTO_FACTORS``, the default) the run
+  takes the base's count, whatever the size rule would choose, so data that grows past the rule's
+  line keeps warm-starting (and a base of 64 stays at 64); given explicitly, it must equal the
+  base's, else the run is cold. The training must run in this process (a distributed trainer
+  starts cold).
 - The chain of warm starts it belongs to must not have gone too far: every warm version records
   the cold-started version its chain began from and its place in the chain (``chain_root``). A
   training starts cold (a new chain) when it would be more than ``WARM_MAX_CHAIN`` warm starts
@@ -194,7 +197,9 @@ def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLik
                 max_growth: float = WARM_MAX_GROWTH, in_process: bool = True) -> BaseFactors | None:
     """The version a training of ``data_source`` with ``hp`` and ``num_interactions`` starts
     from under ``mode`` ("newest" or "none"), given the ``newest`` published manifest; None: a
-    cold start (logged with the reason). ``max_chain``, ``max_growth``: see ``chain_too_long``."""
+    cold start (logged with the reason). ``max_chain``, ``max_growth``: see ``chain_too_long``.
+    ``hp.factors`` ``AUTO_FACTORS`` accepts a base of any factor count (the run then takes the
+    base's: ``Hyperparameters.resolved``); a given count must equal the base's."""
     if mode not in WARM_STARTS:
         raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}; got {mode!r}")
     reason = None
@@ -215,9 +220,10 @@ def choose_base(mode: str, newest: Manifest | None, models_dir: str | os.PathLik
         except (InvalidVersionError, OSError, ValueError) as exc:
             reason = f"version {newest.model_version} cannot be read ({exc})"
         else:
-            if base.factors == hp.factors:
+            if not hp.is_resolved or base.factors == hp.factors:
                 return base
-            reason = f"version {newest.model_version} has {base.factors} factors, this training {hp.factors}"
+            reason = (f"version {newest.model_version} has {base.factors} factors, this training asks for "
+                      f"{hp.factors}")
     log.info("cold start: %s", reason)
     return None
 
