@@ -731,7 +731,7 @@ def _scale(part: dict) -> list[str]:
     if lastfm:
         lines += [f"Last.fm 2K through the trainer's command, from its start to the version published "
                   f"(`{lastfm['command']}`), each run into an empty models directory (a first training, "
-                  f"cold; part 8 measures warm retrains):", ""]
+                  f"cold; part 8 measures warm retrains), run before the synthetic sizes:", ""]
         lines += table([{**r, "run": n} for n, r in enumerate(lastfm["runs"], start=1)], LASTFM_TRAIN)
     return (lines + ["Where a version's load time goes (measured in the benchmark process, same steps as the "
                      "service):", ""] + table(sizes, LOAD_STEPS)
