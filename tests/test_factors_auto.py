@@ -148,3 +148,25 @@ def test_a_warm_start_keeps_its_base_count_unless_factors_are_given(models_dir, 
     cold = run_training(data, QUICK.with_overrides(factors=64), models_dir, build_settings=FAST_BUILD, options=WARM)
     assert cold.hyperparameters.factors == 64 and cold.manifest.training.warm_start_from_version == 0
     assert f"cold start: version {warm.version} has 96 factors, this training asks for 64" in caplog.text
+
+
+def test_the_standby_compiles_ahead_for_the_newest_versions_factors(models_dir):
+    """A standby training process compiles the step for the default job's factors: the newest
+    version's (a default job warm-starts from it and keeps them), not the unresolved 0, which no
+    trainer can build."""
+    from trainer_service.bpr import BPRTrainer, _chunk_trainer, reserve_shapes
+    from trainer_service.worker import compile_for_newest
+
+    data = TINY.interactions
+    run_training(data, QUICK.with_overrides(factors=8), models_dir, build_settings=FAST_BUILD, options=COLD)
+    try:
+        assert compile_for_newest(str(models_dir)).startswith("the training step compiled for up to 375 users")
+        hp = Hyperparameters().resolved(data.num_interactions, data.num_users, base_factors=8)
+        step = _chunk_trainer(hp.batch_size, hp.optimizer)
+        traced = step.experimental_get_tracing_count()
+        with BPRTrainer(data.users, data.artists, data.weights, data.num_users, data.num_artists, hp) as trainer:
+            trainer.train_epoch()
+            assert trainer.factors().user_factors.shape == (data.num_users, 8)
+        assert step.experimental_get_tracing_count() == traced  # the step compiled ahead ran it
+    finally:
+        reserve_shapes(None)
