@@ -137,8 +137,8 @@ def _median(values: list[float]) -> float:
 def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: bool = True) -> dict:
     """The ``plumbing`` result: Recommend requests/s and server CPU microseconds per call of the bare
     handler and of the index service serving ``models_dir`` (alternated, ``rounds`` rounds), and
-    the wrapper ladder's medians with each rung's added CPU microseconds per call (its median
-    minus the rung below's). ``material``: ``bench.serving.RequestMaterial`` of the version served.
+    the wrapper ladder's medians with each rung's added CPU microseconds per call (the median over
+    the ladder's rounds of its CPU per call less the rung below's in the same round). ``material``: ``bench.serving.RequestMaterial`` of the version served.
 
     ``cpu_ratio`` (bare CPU per call / service CPU per call) is the figure to judge by on a shared
     machine: a saturated one-process server's throughput is about 1 / its CPU per call, and CPU
@@ -211,12 +211,15 @@ def measure(settings, workdir: Path, models_dir: Path, material, use_h2load: boo
     service_cpu_us = _median([r["service_cpu_us"] for r in measured])
     handler_cpu_us = _median([r["handler_cpu_us"] for r in measured])
     wrappers = []
-    below_cpu_us = _median([cpu_us for _, cpu_us in ladder["bare"]])
+    below = "bare"
     for kind in LADDER:
-        cpu_us = _median([cpu_us for _, cpu_us in ladder[kind]])
+        # A rung's cost: the median over the ladder's rounds of its CPU per call less the rung
+        # below's in the same round (run next to it), as the rounds' ratios above are paired.
+        added = [cpu_us - below_us for (_, cpu_us), (_, below_us) in zip(ladder[kind], ladder[below])]
         wrappers.append({"name": kind, "rps_median": _median([rps for rps, _ in ladder[kind]]),
-                         "cpu_us_median": cpu_us, "us_per_call": cpu_us - below_cpu_us})
-        below_cpu_us = cpu_us
+                         "cpu_us_median": _median([cpu_us for _, cpu_us in ladder[kind]]),
+                         "us_per_call": _median(added), "us_per_call_rounds": added})
+        below = kind
     result = {"rpc": "Recommend", "inflight": INFLIGHT, "rounds": measured, "bare_rps_median": bare,
               "service_rps_median": service,
               # Judged by the median of the rounds' ratios: a round's two runs are minutes apart at

@@ -188,6 +188,9 @@ def test_serving_plumbing_rows(quick):
         assert plumbing["ran"] is False and "h2load" in plumbing["note"]
         return
     assert [w["name"] for w in plumbing["wrappers"]] == list(LADDER)
+    for wrapper in plumbing["wrappers"]:  # quick mode: one ladder round, so its own difference
+        assert wrapper["us_per_call"] == pytest.approx(wrapper["us_per_call_rounds"][0]), wrapper["name"]
+        assert len(wrapper["us_per_call_rounds"]) == 1, wrapper["name"]
     for key in ("bare_rps_median", "service_rps_median", "handler_rps_median", "bare_cpu_us_median"):
         assert finite(plumbing[key]) and plumbing[key] > 0, key
     assert plumbing["ratio_of_medians"] == plumbing["service_rps_median"] / plumbing["bare_rps_median"]
