@@ -175,17 +175,14 @@ class Hyperparameters:
         """Whether ``factors`` is a concrete count (not ``AUTO_FACTORS``): what a trainer needs."""
         return self.factors != AUTO_FACTORS
 
-    def resolved(self, num_interactions: int, num_users: int, *, base_factors: int | None = None,
-                 dense_min_plays_per_listener: float | None = None) -> "Hyperparameters":
+    def resolved(self, num_interactions: int, num_users: int, *, base_factors: int | None = None) -> "Hyperparameters":
         """These hyperparameters with concrete ``factors`` for a training that loaded
         ``num_interactions`` interactions of ``num_users`` listeners: given factors are kept;
         ``AUTO_FACTORS`` becomes ``base_factors`` (the count of the version a warm start starts
-        from; None: no warm start), else ``auto_factors(num_interactions, num_users,
-        dense_min_plays_per_listener)``."""
+        from; None: no warm start), else ``auto_factors(num_interactions, num_users)``."""
         if self.is_resolved:
             return self
-        factors = base_factors if base_factors is not None else auto_factors(
-            num_interactions, num_users, dense_min_plays_per_listener)
+        factors = base_factors if base_factors is not None else auto_factors(num_interactions, num_users)
         return dataclasses.replace(self, factors=factors)
 
     def with_overrides(self, **overrides: Any) -> "Hyperparameters":

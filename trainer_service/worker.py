@@ -160,8 +160,8 @@ def compile_for_newest(models_dir: str) -> str:
     """Compile the training step ahead for the trainer's default hyperparameters (with the newest
     version's factors) at the sizes of the newest version in ``models_dir`` (``bpr.compile_ahead``:
     with headroom, so a retrain with a few more users, artists and plays fits); what was done, for
-    the log. Never raises: a
-    failure leaves exact shapes (the job then compiles, as without a standby)."""
+    the log. Never raises: a failure leaves exact shapes (the job then compiles, as without a
+    standby)."""
     try:
         from trainer_service.bpr import compile_ahead, reserve_shapes
         from trainer_service.hyperparameters import Hyperparameters
@@ -171,10 +171,8 @@ def compile_for_newest(models_dir: str) -> str:
         if newest is None:
             return "no version to compile ahead for"
         try:
-            # The factors a default job would train: the newest version's (a warm start keeps them),
-            # else those the data's rule chooses.
-            hp = Hyperparameters().resolved(newest.num_interactions, newest.num_users,
-                                            base_factors=int(newest.hyperparameters.get("factors", 0)) or None)
+            # A default job warm-starts from this version and keeps its factor count.
+            hp = Hyperparameters(factors=newest.num_factors)
             shapes = compile_ahead(newest.num_users, newest.num_artists, newest.num_interactions, hp)
         except Exception:
             reserve_shapes(None)
